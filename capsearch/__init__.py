@@ -1,0 +1,1 @@
+"""SLOs, capacity search, trial cache, sweeps, reports, plots, and the capsim CLI."""

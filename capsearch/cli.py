@@ -1,0 +1,41 @@
+"""The `capsim` command: one entry point, a subcommand per job.
+
+A user's mistake (a bad file, an impossible option) ends with one line that says what to fix and
+exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+from capsim.capsearch.trace_commands import traces
+from capsim.traces import TraceError
+
+USER_ERRORS: tuple[type[Exception], ...] = (TraceError,)
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+
+class CapsimGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as error:
+            raise UserError(str(error)) from None
+
+
+@click.group(cls=CapsimGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="capsim")
+def main() -> None:
+    """capsim: the capacity of an LLM serving deployment.
+
+    The highest request rate (QPS) at which a model, GPU, parallelism and scheduler still meet
+    latency SLOs on a request trace: found in simulation in seconds, confirmed on real engines.
+
+    Start with `capsim traces list` to see the built-in workloads.
+    """
+
+
+main.add_command(traces)

@@ -1,0 +1,129 @@
+"""`capsim traces`: list the built-in traces, inspect, convert and sample workloads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from capsim.capsearch.workload_options import workload_options
+from capsim.traces import FORMATS, TraceError, WorkloadSpec, builtin_traces, get_builtin, load_trace, write_atomically
+from capsim.traces.summary import summarize
+
+console = Console()
+
+
+@click.group()
+def traces() -> None:
+    """Workloads: built-in traces and real trace files.
+
+    A TRACE is a built-in trace's name (see `capsim traces list`) or a file: a Sarathi-Serve /
+    Etalon / Vidur processed CSV, an Azure LLM inference CSV, a BurstGPT CSV, a Mooncake JSONL,
+    or a Parquet workload written by capsim.
+    """
+
+
+@traces.command("list")
+def list_traces() -> None:
+    """The built-in traces and their length figures."""
+    table = Table(title="built-in traces (lengths in tokens)")
+    for column in ("name", "prompt P50", "prompt P90", "output P50", "output P90", "max total", "what it is"):
+        table.add_column(column, justify="left" if column in ("name", "what it is") else "right", no_wrap=column == "name")
+    for name, trace in builtin_traces().items():
+        quantile = lambda grid, values, p: f"{float(values[list(grid).index(p)]):.0f}"  # noqa: E731
+        sample = trace.sample(20_000, seed=0)
+        table.add_row(
+            name,
+            quantile(trace.probabilities, trace.prompt_quantiles, 0.5),
+            quantile(trace.probabilities, trace.prompt_quantiles, 0.9),
+            f"{_percentile(sample.output_tokens, 50):.0f}",
+            f"{_percentile(sample.output_tokens, 90):.0f}",
+            str(trace.max_total_tokens or "-"),
+            trace.description,
+        )
+    console.print(table)
+    console.print("`capsim traces show NAME` says what each was derived from.")
+    console.print("Formats a trace file may have: " + "; ".join(f"[bold]{k}[/]: {v}" for k, v in FORMATS.items()))
+
+
+@traces.command()
+@click.argument("trace")
+@click.option("--format", "format_", type=click.Choice(list(FORMATS)), default=None,
+              help="File format; detected from the file's columns when left out.")
+@click.option("-n", "--num-requests", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Sample size for a built-in trace (a file is shown whole).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of a built-in trace's sample.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the figures to this JSON file.")
+def show(trace: str, format_: str | None, num_requests: int, seed: int, json_path: Path | None) -> None:
+    """Count, mean and P50/P90/P99 of prompt and output tokens, and the arrival rate."""
+    if trace in builtin_traces():
+        if format_:
+            raise TraceError(f"{trace!r} is a built-in trace; --format applies to files only")
+        workload = get_builtin(trace).sample(num_requests, seed)
+        console.print(f"{trace}: {get_builtin(trace).description}; derived from {get_builtin(trace).derived_from}")
+    else:
+        workload = load_trace(_existing(trace), format_)
+    summary = summarize(workload)
+    table = Table(title=f"{trace}: {summary['requests']} requests")
+    for column in ("tokens", "mean", "P50", "P90", "P99", "max"):
+        table.add_column(column, justify="left" if column == "tokens" else "right")
+    for name in ("prompt_tokens", "output_tokens"):
+        s = summary[name]
+        table.add_row(name.split("_")[0], f"{s['mean']:.1f}", f"{s['p50']:.0f}", f"{s['p90']:.0f}", f"{s['p99']:.0f}", str(s["max"]))
+    console.print(table)
+    if "rate_qps" in summary:
+        console.print(
+            f"arrivals: {summary['rate_qps']:.3f} QPS over {summary['duration_s']:.1f} s, "
+            f"inter-arrival CV {summary['interarrival_cv']:.2f}"
+        )
+    else:
+        console.print("arrivals: none in the trace; an arrival process assigns them at a QPS")
+    if "prefix_groups" in summary:
+        console.print(f"shared prefixes: {summary['requests_with_shared_prefix']} requests in {summary['prefix_groups']} groups")
+    if summary.get("skipped_failed_requests"):
+        console.print(f"skipped: {summary['skipped_failed_requests']} failed requests (0 response tokens)")
+    if json_path:
+        text = json.dumps(summary, indent=2) + "\n"
+        write_atomically(json_path, lambda tmp: Path(tmp).write_text(text))
+
+
+@traces.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The Parquet file to write.")
+@click.option("--format", "format_", type=click.Choice(list(FORMATS)), default=None,
+              help="File format; detected from the file's columns when left out.")
+def convert(path: Path, output: Path, format_: str | None) -> None:
+    """Convert a trace file into a capsim Parquet workload, every row checked."""
+    workload = load_trace(_existing(str(path)), format_)
+    workload.to_parquet(output)
+    console.print(f"wrote {output}: {len(workload)} requests")
+
+
+@traces.command()
+@click.argument("trace")
+@click.option("--qps", type=float, required=True, help="Target request rate (requests per second).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The Parquet file to write.")
+@workload_options
+def sample(trace: str, qps: float, output: Path, make_spec) -> None:
+    """Draw N requests of TRACE arriving at QPS, and write them as a Parquet workload."""
+    spec: WorkloadSpec = make_spec(trace)
+    workload = spec.at_qps(qps)
+    workload.to_parquet(output)
+    console.print(f"wrote {output}: {len(workload)} requests at {qps:g} QPS ({spec.arrival}), seed {spec.seed}")
+
+
+def _existing(path: str) -> str:
+    if not Path(path).exists():
+        raise TraceError(f"{path!r} is neither a trace file nor a built-in trace; built-in traces: {', '.join(builtin_traces())}")
+    return path
+
+
+def _percentile(values, p) -> float:
+    return float(np.percentile(values, p))

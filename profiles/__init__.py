@@ -1,0 +1,1 @@
+"""Latency: model and hardware catalogs, per-batch profiles, regressors, KV-cache memory."""

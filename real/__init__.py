@@ -1,0 +1,1 @@
+"""Real engines: reference engine, vLLM launcher, load generator, engine profiler."""

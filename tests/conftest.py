@@ -1,0 +1,13 @@
+from pathlib import Path
+
+import pytest
+
+REFERENCE_TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "traces"
+
+
+@pytest.fixture
+def reference_traces() -> Path:
+    """The real trace files in ../shared/reference/traces; the test is skipped without them."""
+    if not REFERENCE_TRACES.is_dir():
+        pytest.skip(f"reference traces not found at {REFERENCE_TRACES} (../shared is absent)")
+    return REFERENCE_TRACES
