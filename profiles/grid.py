@@ -1,0 +1,77 @@
+"""The designed grid of batches a profile measures: pure prefill, pure decode, and mixed batches.
+
+Pure prefill spans chunk sizes x prior context (chunked prefill attends to cached context); pure
+decode spans batch sizes x KV lengths; mixed batches put a prefill chunk among running decodes as
+chunked-prefill schedulers form them. Points that the model's context or the device's KV memory
+cannot hold are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from capsim.profiles.batch import BatchShape
+
+
+@dataclass(frozen=True)
+class ProfileGrid:
+    prefill_chunks: tuple[int, ...]
+    prefill_contexts: tuple[int, ...]
+    decode_batch_sizes: tuple[int, ...]
+    decode_contexts: tuple[int, ...]
+    mixed_chunks: tuple[int, ...]
+    mixed_chunk_contexts: tuple[int, ...]
+    mixed_decode_batch_sizes: tuple[int, ...]
+    mixed_decode_contexts: tuple[int, ...]
+
+    def shapes(self, max_context: int, kv_token_budget: int, max_batch_tokens: int) -> list[BatchShape]:
+        """Every grid point that fits the context, the KV memory and the token budget."""
+        shapes = []
+
+        def add(shape: BatchShape) -> None:
+            cached = sum(shape.prefill_contexts) + sum(shape.prefill_chunks) + sum(shape.decode_contexts) + len(shape.decode_contexts)
+            tokens = sum(shape.prefill_chunks) + len(shape.decode_contexts)
+            if cached <= kv_token_budget and tokens <= max_batch_tokens:
+                shapes.append(shape)
+
+        for chunk in self.prefill_chunks:
+            for context in self.prefill_contexts:
+                if chunk + context <= max_context:
+                    add(BatchShape((chunk,), (context,)))
+        for batch in self.decode_batch_sizes:
+            for context in self.decode_contexts:
+                if context < max_context:
+                    add(BatchShape(decode_contexts=(context,) * batch))
+        for chunk in self.mixed_chunks:
+            for chunk_context in self.mixed_chunk_contexts:
+                for batch in self.mixed_decode_batch_sizes:
+                    for context in self.mixed_decode_contexts:
+                        if chunk + chunk_context <= max_context and context < max_context:
+                            add(BatchShape((chunk,), (chunk_context,), (context,) * batch))
+        return shapes
+
+
+GRIDS = {
+    # A GPU serving a 7B-70B model: chunk sizes up to full prompts, batches up to 256.
+    "default": ProfileGrid(
+        prefill_chunks=(16, 32, 64, 128, 256, 512, 1024, 1536, 2048, 4096, 8192),
+        prefill_contexts=(0, 1024, 2048, 4096, 8192, 14336),
+        decode_batch_sizes=(1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256),
+        decode_contexts=(128, 512, 1024, 2048, 4096, 8192),
+        mixed_chunks=(128, 512, 1024, 2048),
+        mixed_chunk_contexts=(0, 2048, 6144),
+        mixed_decode_batch_sizes=(8, 32, 64, 128),
+        mixed_decode_contexts=(512, 2048),
+    ),
+    # A few dozen points for `tiny` on a CPU: the tests' grid.
+    "quick": ProfileGrid(
+        prefill_chunks=(8, 32, 64, 128, 256, 512, 1024),
+        prefill_contexts=(0, 512, 2048),
+        decode_batch_sizes=(1, 4, 8, 16, 32, 64),
+        decode_contexts=(16, 256, 1024, 2048),
+        mixed_chunks=(64, 256, 512),
+        mixed_chunk_contexts=(0, 1024),
+        mixed_decode_batch_sizes=(4, 16, 48),
+        mixed_decode_contexts=(128, 1024),
+    ),
+}

@@ -1,0 +1,54 @@
+"""The hardware catalog: what a roofline needs to know about a GPU (datasheet figures, dense)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from capsim.profiles.errors import ProfileError
+
+GB = 1e9
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    name: str
+    bf16_flops: float  # peak dense bf16/fp16 tensor FLOP/s
+    memory_bandwidth: float  # bytes/s
+    memory_bytes: int
+    tp_link_bandwidth: float  # bytes/s one way per GPU, between GPUs of one tensor-parallel group
+    tp_link_latency: float  # seconds per collective step
+    pp_link_bandwidth: float  # bytes/s one way, between pipeline stages
+    interconnect: str  # what the links are, in words
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_NVLINK3 = dict(tp_link_bandwidth=300 * GB, tp_link_latency=8e-6, pp_link_bandwidth=300 * GB, interconnect="NVLink 3 (600 GB/s)")
+_NVLINK4 = dict(tp_link_bandwidth=450 * GB, tp_link_latency=6e-6, pp_link_bandwidth=450 * GB, interconnect="NVLink 4 (900 GB/s)")
+_PCIE4 = dict(tp_link_bandwidth=25 * GB, tp_link_latency=15e-6, pp_link_bandwidth=25 * GB, interconnect="PCIe Gen4 x16")
+_PCIE5 = dict(tp_link_bandwidth=50 * GB, tp_link_latency=12e-6, pp_link_bandwidth=50 * GB, interconnect="PCIe Gen5 x16")
+
+HARDWARE: dict[str, HardwareSpec] = {
+    h.name: h
+    for h in (
+        HardwareSpec("A100-80GB-SXM", 312e12, 2.039e12, 80 * GIB, **_NVLINK3),
+        HardwareSpec("A100-80GB-PCIe", 312e12, 1.935e12, 80 * GIB, **_PCIE4),
+        HardwareSpec("A40", 149.7e12, 0.696e12, 48 * GIB, **_PCIE4),
+        HardwareSpec("H100-SXM", 989e12, 3.35e12, 80 * GIB, **_NVLINK4),
+        HardwareSpec("H100-PCIe", 756e12, 2.0e12, 80 * GIB, **_PCIE5),
+        HardwareSpec("H200", 989e12, 4.8e12, 141 * GIB, **_NVLINK4),
+        HardwareSpec("L40S", 362e12, 0.864e12, 48 * GIB, **_PCIE4),
+        # A small server CPU core pair: rough figures, for estimates of the `tiny` model only.
+        HardwareSpec("cpu", 0.2e12, 20 * GB, 16 * GIB, 10 * GB, 5e-6, 10 * GB, "shared memory"),
+    )
+}
+ALIASES = {"A100": "A100-80GB-SXM", "A100-80GB": "A100-80GB-SXM", "H100": "H100-SXM", "H100-80GB": "H100-SXM"}
+
+
+def get_hardware(name: str) -> HardwareSpec:
+    by_lower = {k.lower(): k for k in HARDWARE} | {k.lower(): v for k, v in ALIASES.items()}
+    if name.lower() not in by_lower:
+        raise ProfileError(f"unknown hardware {name!r}; known hardware: {', '.join(HARDWARE)} (aliases: {', '.join(ALIASES)})")
+    return HARDWARE[by_lower[name.lower()]]

@@ -1,0 +1,107 @@
+"""The compiled latency predictor: what the simulator calls once per batch.
+
+An additive model f(x) = link(base + sum_k f_k(x_k)) compiles exactly into one lookup per
+feature: `tokens` is an integer, so f_tokens becomes a table indexed by the token count (with
+linear extension past its end); a linear term is one multiply; a step function (a tree ensemble's
+per-feature sum) is a bisection over its thresholds. The parts are read off the fitted model by
+probing it one feature at a time, which is exact for an additive model.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+
+import numpy as np
+
+from capsim.profiles.batch import FEATURES
+
+TOKEN_TABLE_MIN = 16384
+
+
+class LatencyPredictor:
+    """predictor(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> seconds."""
+
+    def __init__(self, base: float, token_table: np.ndarray, linear: dict[int, float], steps: dict[int, tuple], link: str, coverage: np.ndarray):
+        self.base = float(base)
+        self.token_table = [float(v) for v in token_table]
+        self.token_slope = float(token_table[-1] - token_table[-2])
+        self.linear = {int(k): float(v) for k, v in linear.items()}
+        self.steps = {int(k): (list(map(float, t)), list(map(float, v))) for k, (t, v) in steps.items()}
+        self.link = link
+        self.coverage = np.asarray(coverage, dtype=np.float64)  # largest value of each feature in the profile
+        self._call = self._specialize()
+
+    def __call__(self, tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> float:
+        return self._call(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv)
+
+    def _specialize(self):
+        """A closure with the model's constants bound: no loops, no attribute look-ups per call."""
+        table, n, slope, base = self.token_table, len(self.token_table), self.token_slope, self.base
+        coefficients = [self.linear.get(k, 0.0) for k in range(1, len(FEATURES))]
+        a1, a2, a3, a4, a5 = coefficients
+        steps = [(k - 1, thresholds, values) for k, (thresholds, values) in self.steps.items()]
+        exp = math.exp
+
+        def token_term(t):
+            return table[t] if t < n else table[-1] + slope * (t - n + 1)
+
+        if not steps:
+            def linear_call(t, ps, pa, pc, ds, dk):
+                return base + token_term(t) + a1 * ps + a2 * pa + a3 * pc + a4 * ds + a5 * dk
+            if self.link == "identity":
+                return linear_call
+            return lambda *x: exp(linear_call(*x))
+
+        def stepped_call(t, ps, pa, pc, ds, dk):
+            x = (ps, pa, pc, ds, dk)
+            total = base + token_term(t) + a1 * ps + a2 * pa + a3 * pc + a4 * ds + a5 * dk
+            for i, thresholds, values in steps:
+                total += values[bisect_left(thresholds, x[i])]
+            return total if self.link == "identity" else exp(total)
+
+        return stepped_call
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        """The same numbers for many batches at once (rows of batch.FEATURES)."""
+        X = np.asarray(X, dtype=np.float64)
+        tokens = X[:, 0].astype(np.int64)
+        table = np.asarray(self.token_table)
+        inside = tokens < len(table)
+        total = np.where(inside, table[np.minimum(tokens, len(table) - 1)], table[-1] + self.token_slope * (tokens - len(table) + 1))
+        total = total + self.base
+        for k, a in self.linear.items():
+            total = total + a * X[:, k]
+        for k, (thresholds, values) in self.steps.items():
+            total = total + np.asarray(values)[np.searchsorted(thresholds, X[:, k], side="left")]
+        return total if self.link == "identity" else np.exp(total)
+
+    def outside_coverage(self, X: np.ndarray) -> np.ndarray:
+        """Which batches lie beyond what the profile measured in some feature (extrapolated)."""
+        return (np.asarray(X, dtype=np.float64) > self.coverage * 1.0001).any(axis=1)
+
+
+def compile_additive(regressor, X_train: np.ndarray, max_tokens: int) -> LatencyPredictor:
+    """Read an additive regressor's per-feature parts off by probing, one feature at a time."""
+    zero = np.zeros((1, len(FEATURES)))
+    base = float(regressor.raw_predict(zero)[0])
+    table_size = max(TOKEN_TABLE_MIN, int(max_tokens) + 2)
+    probe = np.zeros((table_size, len(FEATURES)))
+    probe[:, 0] = np.arange(table_size)
+    token_table = regressor.raw_predict(probe) - base
+
+    linear, steps = {}, {}
+    for k in range(1, len(FEATURES)):
+        values = np.unique(np.concatenate(([0.0], X_train[:, k])))
+        probe = np.zeros((len(values), len(FEATURES)))
+        probe[:, k] = values
+        part = regressor.raw_predict(probe) - base
+        if regressor.link == "identity":  # a linear term: the slope, checked at every probe
+            slope = part[-1] / values[-1] if values[-1] else 0.0
+            if np.allclose(part, slope * values, rtol=1e-9, atol=1e-12):
+                linear[k] = slope
+                continue
+        # A step function: constant between midpoints of adjacent distinct values, where any
+        # tree threshold on this feature lies.
+        steps[k] = ((values[:-1] + values[1:]) / 2, part)
+    return LatencyPredictor(base, token_table, linear, steps, regressor.link, X_train.max(axis=0))
