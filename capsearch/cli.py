@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import click
 
+from capsim.capsearch.profile_commands import profile, profiles
 from capsim.capsearch.trace_commands import traces
+from capsim.profiles.errors import ProfileError
 from capsim.traces import TraceError
 
-USER_ERRORS: tuple[type[Exception], ...] = (TraceError,)
+USER_ERRORS: tuple[type[Exception], ...] = (TraceError, ProfileError)
 
 
 class UserError(click.ClickException):
@@ -39,3 +41,5 @@ def main() -> None:
 
 
 main.add_command(traces)
+main.add_command(profile)
+main.add_command(profiles)

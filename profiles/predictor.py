@@ -32,6 +32,13 @@ class LatencyPredictor:
         self.coverage = np.asarray(coverage, dtype=np.float64)  # largest value of each feature in the profile
         self._call = self._specialize()
 
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_call"}  # closures do not pickle
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._call = self._specialize()
+
     def __call__(self, tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> float:
         return self._call(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv)
 

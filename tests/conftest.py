@@ -11,3 +11,12 @@ def reference_traces() -> Path:
     if not REFERENCE_TRACES.is_dir():
         pytest.skip(f"reference traces not found at {REFERENCE_TRACES} (../shared is absent)")
     return REFERENCE_TRACES
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Fitted latency models go to a cache of the test session's own, not the user's."""
+    import os
+
+    os.environ["CAPSIM_CACHE"] = str(tmp_path_factory.mktemp("capsim-cache"))
+    yield

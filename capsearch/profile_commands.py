@@ -1,0 +1,145 @@
+"""`capsim profile` (measure a model's batch latencies) and `capsim profiles` (inspect and fit them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from capsim.profiles.grid import GRIDS
+from capsim.profiles.hardware import HARDWARE
+from capsim.profiles.latency_model import LatencyModel
+from capsim.profiles.models import MODELS, get_model
+from capsim.profiles.report import accuracy_rows, plot_predicted_vs_measured
+from capsim.profiles.store import resolve_profile, shipped_profiles
+from capsim.profiles.table import ProfileTable
+from capsim.traces import write_atomically
+
+console = Console()
+
+
+@click.command()
+@click.option("--model", required=True, help="A catalog model (see `capsim profiles list`), or a YAML / config.json path.")
+@click.option("--device", default="cuda", show_default=True, help="Where to run: cuda, cuda:N or cpu.")
+@click.option("--grid", type=click.Choice(list(GRIDS)), default="default", show_default=True,
+              help="Batches to measure; `quick` is a few dozen small ones for CPU tests.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
+              help="Run in this dtype instead of the model's (float32 is faster on CPUs).")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs a batch; the median is kept.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Profile file to write [default: MODEL_DEVICE_tp1.parquet].")
+def profile(model: str, device: str, grid: str, dtype: str | None, warmup: int, repeats: int, output: Path | None) -> None:
+    """Measure per-batch prefill, decode and mixed latencies of MODEL on this machine.
+
+    Builds the architecture in torch with random weights (nothing is downloaded) and times real
+    forward passes with a KV cache over a designed grid of batches. Interrupted runs resume.
+    """
+    from capsim.profiles.profiler import device_name, measure_profile
+
+    spec = get_model(model)
+    output = output or Path(f"{spec.name}_{device_name(device) if device == 'cpu' else device.replace(':', '')}_tp1.parquet")
+    with Progress(TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task(spec.name, total=None)
+        table = measure_profile(spec, output, device=device, grid=grid, dtype=dtype, warmup=warmup, repeats=repeats,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    console.print(f"wrote {output}: {len(table)} batches of {table.label}")
+
+
+@click.group()
+def profiles() -> None:
+    """Latency profiles: the catalogs, shipped and measured profiles, fitted latency models.
+
+    A PROFILE is a profile file; without one, --model/--hardware/--tp pick the profile capsim
+    uses for that system (a shipped measured one, else an analytic roofline estimate).
+    """
+
+
+def profile_choice(command):
+    command = click.argument("profile_path", required=False, type=click.Path(dir_okay=False, path_type=Path))(command)
+    command = click.option("--model", default="Llama-3-8B", show_default=True, help="Model, when no PROFILE is given.")(command)
+    command = click.option("--hardware", default="H100-SXM", show_default=True, help="Hardware, when no PROFILE is given.")(command)
+    command = click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True, help="Tensor parallelism, when no PROFILE is given.")(command)
+    return command
+
+
+@profiles.command("list")
+def list_profiles() -> None:
+    """The model and hardware catalogs and the profiles shipped with capsim."""
+    models = Table(title="models")
+    for column in ("name", "params (B)", "layers", "hidden", "heads", "KV heads", "FFN", "vocab", "max context"):
+        models.add_column(column, justify="left" if column == "name" else "right")
+    for m in MODELS.values():
+        models.add_row(m.name, f"{m.params / 1e9:.2f}", *map(str, (m.layers, m.hidden, m.heads, m.kv_heads, f"{m.ffn} {m.ffn_kind}", m.vocab, m.max_context)))
+    console.print(models)
+    hardware = Table(title="hardware")
+    for column in ("name", "bf16 TFLOP/s", "memory TB/s", "memory GiB", "interconnect"):
+        hardware.add_column(column, justify="left" if column in ("name", "interconnect") else "right")
+    for h in HARDWARE.values():
+        hardware.add_row(h.name, f"{h.bf16_flops / 1e12:.0f}", f"{h.memory_bandwidth / 1e12:.2f}", f"{h.memory_bytes / 2**30:.0f}", h.interconnect)
+    console.print(hardware)
+    shipped = shipped_profiles()
+    console.print("shipped measured profiles: " + (", ".join(p.name for p in shipped) if shipped else
+                  "none yet; every system uses an analytic roofline estimate unless given a profile file"))
+
+
+@profiles.command()
+@profile_choice
+def show(profile_path: Path | None, model: str, hardware: str, tp: int) -> None:
+    """Where a profile's numbers came from and what batches it covers."""
+    table = resolve_profile(model, hardware, tp, path=profile_path)
+    console.print(f"[bold]{table.label}[/]")
+    for key in ("date", "versions", "grid", "device", "run_dtype", "roofline_factors"):
+        if key in table.metadata:
+            console.print(f"  {key}: {table.metadata[key]}")
+    summary = Table()
+    for column in ("kind", "batches", "tokens", "decode seqs", "latency ms"):
+        summary.add_column(column, justify="left" if column == "kind" else "right")
+    features, latency, kinds = table.features, table.latency_s, table.kinds
+    for kind in ("prefill", "decode", "mixed"):
+        rows = kinds == kind
+        if rows.any():
+            summary.add_row(kind, str(rows.sum()), f"{features[rows, 0].min():.0f}-{features[rows, 0].max():.0f}",
+                            f"{features[rows, 4].min():.0f}-{features[rows, 4].max():.0f}",
+                            f"{latency[rows].min() * 1e3:.2f}-{latency[rows].max() * 1e3:.2f}")
+    console.print(summary)
+    if table.metadata["source"] == "analytic":
+        console.print("[yellow]analytic: a roofline estimate, not a measurement[/]")
+
+
+@profiles.command()
+@profile_choice
+def fit(profile_path: Path | None, model: str, hardware: str, tp: int) -> None:
+    """Fit (or load from the cache) the latency model of a profile and print its held-out error."""
+    latency_model = LatencyModel.for_profile(resolve_profile(model, hardware, tp, path=profile_path))
+    _print_accuracy(latency_model)
+
+
+@profiles.command()
+@profile_choice
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-results"), show_default=True)
+def report(profile_path: Path | None, model: str, hardware: str, tp: int, output_dir: Path) -> None:
+    """Held-out MAPE and P95 error per batch kind, as a table, a JSON file and a predicted-vs-measured PNG."""
+    table = resolve_profile(model, hardware, tp, path=profile_path)
+    latency_model = LatencyModel.for_profile(table)
+    _print_accuracy(latency_model)
+    stem = Path(f"latency-model_{table.metadata['model']}_{table.metadata['hardware']}_tp{table.metadata['tp']}")
+    plot = plot_predicted_vs_measured(latency_model, output_dir / stem.with_suffix(".png"))
+    data = {"profile": latency_model.profile, "regressor": latency_model.regressor, "accuracy": latency_model.accuracy}
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    write_atomically(output_dir / stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    console.print(f"wrote {plot} and {plot.with_suffix('.json')}")
+
+
+def _print_accuracy(latency_model: LatencyModel) -> None:
+    table = Table(title=f"held-out error of the latency model ({latency_model.profile['source']} profile)")
+    for column in ("regressor", "batches", "MAPE %", "P95 APE %", "rows"):
+        table.add_column(column, justify="left" if column in ("regressor", "batches") else "right")
+    for name, kind, mape, p95, rows in accuracy_rows(latency_model):
+        kept = " (kept)" if name == latency_model.regressor else ""
+        table.add_row(name + kept, kind, f"{mape:.2f}", f"{p95:.2f}", str(rows))
+    console.print(table)
