@@ -2,7 +2,8 @@
 
 Pure prefill spans chunk sizes x prior context (chunked prefill attends to cached context); pure
 decode spans batch sizes x KV lengths; mixed batches put a prefill chunk among running decodes as
-chunked-prefill schedulers form them. Points that the model's context or the device's KV memory
+chunked-prefill schedulers form them; multi-prompt batches hold several whole prompts, alone or
+with decodes, as vllm_v0 and orca form them. Points that the model's context or the device's KV memory
 cannot hold are left out.
 """
 
@@ -23,6 +24,8 @@ class ProfileGrid:
     mixed_chunk_contexts: tuple[int, ...]
     mixed_decode_batch_sizes: tuple[int, ...]
     mixed_decode_contexts: tuple[int, ...]
+    multi_prefill_counts: tuple[int, ...]  # several whole prompts in one batch (vllm_v0, orca)
+    multi_prefill_chunks: tuple[int, ...]
 
     def shapes(self, max_context: int, kv_token_budget: int, max_batch_tokens: int) -> list[BatchShape]:
         """Every grid point that fits the context, the KV memory and the token budget."""
@@ -48,6 +51,10 @@ class ProfileGrid:
                     for context in self.mixed_decode_contexts:
                         if chunk + chunk_context <= max_context and context < max_context:
                             add(BatchShape((chunk,), (chunk_context,), (context,) * batch))
+        for count in self.multi_prefill_counts:
+            for chunk in self.multi_prefill_chunks:
+                add(BatchShape((chunk,) * count, (0,) * count))
+                add(BatchShape((chunk,) * count, (0,) * count, (self.mixed_decode_contexts[-1],) * self.mixed_decode_batch_sizes[1]))
         return shapes
 
 
@@ -62,6 +69,8 @@ GRIDS = {
         mixed_chunk_contexts=(0, 2048, 6144),
         mixed_decode_batch_sizes=(8, 32, 64, 128),
         mixed_decode_contexts=(512, 2048),
+        multi_prefill_counts=(2, 4, 8),
+        multi_prefill_chunks=(128, 512, 1024, 2048),
     ),
     # A few dozen points for `tiny` on a CPU: the tests' grid.
     "quick": ProfileGrid(
@@ -73,5 +82,7 @@ GRIDS = {
         mixed_chunk_contexts=(0, 1024),
         mixed_decode_batch_sizes=(4, 16, 48),
         mixed_decode_contexts=(128, 1024),
+        multi_prefill_counts=(2, 4),
+        multi_prefill_chunks=(64, 256),
     ),
 }

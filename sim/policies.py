@@ -1,0 +1,185 @@
+"""The scheduler policies, by the names users know them. Each decides one batch; the books are
+kept by Scheduler (scheduler.py).
+
+- vllm_v0: prefill-prioritizing; a batch is all prefills or all decodes (the vLLM paper, and the
+  baseline of Sarathi-Serve). Whole prompts, up to the token budget (default: max model length).
+- orca: iteration-level; whole prompts join the running decodes. Reserves KV for the maximum
+  length at admission, as Orca's allocator does, so it never preempts.
+- sarathi: chunked prefill under a token budget (the chunk size); decodes first, then the prompts
+  already started, then new ones; decodes never stall behind a prompt.
+- vllm_v1: today's vLLM: one token budget for running requests first, then waiting ones, chunked
+  prefill (a larger default budget than sarathi's chunk); optional prefix caching.
+- faster_transformer: request-level static batching; a batch runs until its longest request
+  ends, finished requests padding it, and only then do new requests start.
+"""
+
+from __future__ import annotations
+
+from capsim.sim.request import Request
+from capsim.sim.scheduler import Batch, Scheduler, SchedulerConfig
+
+
+class VllmV0(Scheduler):
+    name = "vllm_v0"
+
+    def schedule(self, now: float) -> Batch | None:
+        batch = Batch()
+        budget = self.config.token_budget or self.config.max_model_len
+        while self.waiting:
+            request = self.waiting[0]
+            if self.running >= self.config.max_batch_size or request.prefill_target > budget or not self.can_admit(request):
+                break
+            self.admit(request)
+            budget -= request.prefill_target
+            self.add_prefill(batch, request, request.prefill_target, now)
+        if batch.prefills:
+            return batch
+        self.decode_part(batch)
+        return batch if batch.num_decodes else None
+
+
+class Orca(Scheduler):
+    name = "orca"
+    reserves_full_length = True
+
+    def schedule(self, now: float) -> Batch | None:
+        batch = Batch()
+        while self.waiting and self.running < self.config.max_batch_size and self.can_admit(self.waiting[0]):
+            request = self.waiting[0]
+            self.admit(request)
+            self.add_prefill(batch, request, request.prefill_target, now)
+        self.decode_part(batch)
+        return batch if batch.prefills or batch.num_decodes else None
+
+
+class Sarathi(Scheduler):
+    name = "sarathi"
+    default_budget = 512
+
+    def schedule(self, now: float) -> Batch | None:
+        batch = Batch()
+        self.decode_part(batch)
+        budget = (self.config.token_budget or self.default_budget) - batch.num_decodes
+        for request in list(self.prefilling.values()):
+            if budget <= 0:
+                break
+            budget -= self.chunk(batch, request, budget, now)
+        while self.waiting and budget > 0 and self.running < self.config.max_batch_size:
+            request = self.waiting[0]
+            if not self.can_admit(request):
+                break
+            self.admit(request)
+            budget -= self.chunk(batch, request, budget, now)
+        return batch if batch.prefills or batch.num_decodes else None
+
+    def chunk(self, batch: Batch, request: Request, budget: int, now: float) -> int:
+        size = min(request.remaining_prefill, budget)
+        self.add_prefill(batch, request, size, now)
+        return size
+
+
+class VllmV1(Sarathi):
+    """Sarathi's batch shape with vLLM v1's default budget, and prefix caching.
+
+    Prefix caching: the first requests of a prefix group compute the shared prefix and leave its
+    full blocks cached; a later request of the group skips those tokens while they are cached.
+    Cached blocks no running request uses are freed, oldest first, when memory runs short.
+    """
+
+    name = "vllm_v1"
+    default_budget = 2048
+
+    def __init__(self, config: SchedulerConfig):
+        super().__init__(config)
+        self.prefix_cache: dict[int, list[int]] = {}  # group -> [blocks, running users]; order = LRU
+        self.prefix_hits = 0
+
+    def admission_blocks(self, request: Request) -> int:
+        return self.blocks_for(request.prefill_target) - self.cached_prefix_blocks(request)
+
+    def cached_prefix_blocks(self, request: Request) -> int:
+        entry = self.prefix_cache.get(request.prefix_group) if self.config.prefix_caching else None
+        return min(entry[0], (request.prefill_target - 1) // self.config.block_size) if entry else 0
+
+    def can_admit(self, request: Request) -> bool:
+        needed = self.admission_blocks(request) + self.watermark_blocks
+        self.evict_prefixes(needed, keep=request.prefix_group)
+        return self.free_blocks >= needed
+
+    def evict_prefixes(self, needed: int, keep: int = -1) -> None:
+        for group in list(self.prefix_cache):
+            if self.free_blocks >= needed:
+                return
+            blocks, users = self.prefix_cache[group]
+            if users == 0 and group != keep:
+                del self.prefix_cache[group]
+                self.free_blocks += blocks
+
+    def admit(self, request: Request) -> None:
+        shared = self.cached_prefix_blocks(request)
+        super().admit(request)
+        if shared:
+            entry = self.prefix_cache.pop(request.prefix_group)
+            entry[1] += 1
+            self.prefix_cache[request.prefix_group] = entry  # most recently used goes last
+            request.prefilled = shared * self.config.block_size
+            request.shared_blocks = shared
+            self.prefix_hits += 1
+
+    def complete(self, batch: Batch, now: float) -> list[Request]:
+        if self.config.prefix_caching:
+            for request, _, chunk in batch.prefills:
+                if request.prefilled + chunk == request.prefill_target:
+                    self.share_prefix(request)
+        finished = super().complete(batch, now)
+        for request in finished:
+            self.release_prefix(request)
+        return finished
+
+    def share_prefix(self, request: Request) -> None:
+        """Hand the full blocks of the request's shared prefix to the cache (once per group)."""
+        if request.prefix_group < 0 or request.prefix_group in self.prefix_cache:
+            return
+        blocks = min(request.prefix_tokens, request.prefill_target) // self.config.block_size
+        if blocks:
+            request.blocks -= blocks
+            request.shared_blocks = blocks
+            self.prefix_cache[request.prefix_group] = [blocks, 1]
+
+    def release_prefix(self, request: Request) -> None:
+        entry = self.prefix_cache.get(request.prefix_group)
+        if entry and entry[1] > 0:
+            entry[1] -= 1
+
+    def preempt(self, request: Request, batch: Batch) -> None:
+        self.release_prefix(request)
+        super().preempt(request, batch)
+
+
+class FasterTransformer(Scheduler):
+    name = "faster_transformer"
+    reserves_full_length = True
+
+    def __init__(self, config: SchedulerConfig):
+        super().__init__(config)
+        self.static_batch: list[Request] = []
+
+    def schedule(self, now: float) -> Batch | None:
+        batch = Batch()
+        if not self.decoding and not self.prefilling:
+            self.static_batch = []
+            while self.waiting and len(self.static_batch) < self.config.max_batch_size and self.can_admit(self.waiting[0]):
+                request = self.waiting[0]
+                self.admit(request)
+                self.static_batch.append(request)
+                self.add_prefill(batch, request, request.prefill_target, now)
+            if batch.prefills:
+                return batch
+        self.decode_part(batch)
+        if not batch.num_decodes:
+            return None
+        batch.padding_seqs = len(self.static_batch) - batch.num_decodes
+        return batch
+
+
+POLICIES: dict[str, type[Scheduler]] = {p.name: p for p in (VllmV0, Orca, Sarathi, VllmV1, FasterTransformer)}

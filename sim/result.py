@@ -1,0 +1,199 @@
+"""RunResult: what a run produced, simulated or real, in one schema so every SLO scores both alike.
+
+- requests: one row a request: arrival, scheduled-at (its first batch), first token, finish,
+  status (finished | unfinished | rejected | failed) and why, lengths, preemptions, and the time of
+  every output token (a list column: one flat float64 array plus offsets, no Python objects).
+- batches: one row a batch, where known: replica, start and end, composition features, requests
+  preempted, KV blocks in use.
+- info: the system, the workload, the QPS, where the latencies came from.
+Written as requests.parquet, batches.parquet and summary.json in a folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from capsim.profiles.batch import FEATURES
+from capsim.sim.request import UNFINISHED
+from capsim.traces import write_atomically
+
+BATCH_COLUMNS = ("replica", "engine", "start_s", "end_s", *FEATURES, "preempted", "kv_blocks_used")
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass
+class RunResult:
+    requests: pa.Table
+    batches: pa.Table | None = None
+    info: dict = field(default_factory=dict)
+
+    # ---- per-request figures, as numpy arrays ---------------------------------------------
+
+    def column(self, name: str) -> np.ndarray:
+        return self.requests.column(name).to_numpy(zero_copy_only=False)
+
+    @property
+    def token_times(self) -> tuple[np.ndarray, np.ndarray]:
+        """(every token time, flat; offsets: request i's are values[offsets[i]:offsets[i+1]])."""
+        column = self.requests.column("token_times").combine_chunks()
+        return column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy(zero_copy_only=False)
+
+    def ttft(self) -> np.ndarray:
+        return self.column("first_token_s") - self.column("arrival_s")
+
+    def scheduling_delay(self) -> np.ndarray:
+        return self.column("scheduled_s") - self.column("arrival_s")
+
+    def e2e(self) -> np.ndarray:
+        return self.column("finish_s") - self.column("arrival_s")
+
+    def tbt(self) -> np.ndarray:
+        """Every gap between consecutive tokens of a request, all requests together."""
+        values, offsets = self.token_times
+        gaps = np.diff(values)
+        starts = offsets[1:-1] - 1  # the gap from one request's last token to the next one's first
+        keep = np.ones(len(gaps), dtype=bool)
+        keep[starts[(starts >= 0) & (starts < len(gaps))]] = False
+        return gaps[keep]
+
+    def tpot(self) -> np.ndarray:
+        """Per request: mean gap between tokens after the first (NaN with fewer than two tokens)."""
+        values, offsets = self.token_times
+        counts = np.diff(offsets)
+        tpot = np.full(len(counts), np.nan)
+        many = counts >= 2
+        last = values[offsets[1:][many] - 1]
+        first = values[offsets[:-1][many]]
+        tpot[many] = (last - first) / (counts[many] - 1)
+        return tpot
+
+    def finished(self) -> np.ndarray:
+        return self.column("status") == "finished"
+
+    # ---- summary ----------------------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        status = self.column("status")
+        summary = {"info": self.info, "requests": {s: int((status == s).sum()) for s in ("finished", "unfinished", "rejected", "failed")}}
+        for name, values in (("ttft_s", self.ttft()), ("tbt_s", self.tbt()), ("tpot_s", self.tpot()),
+                             ("e2e_s", self.e2e()), ("scheduling_delay_s", self.scheduling_delay())):
+            summary[name] = _describe(values)
+        values, _ = self.token_times
+        arrival = self.column("arrival_s")
+        if len(values):
+            span = float(values.max() - arrival.min())
+            summary["throughput"] = {"output_tokens_per_s": len(values) / span if span > 0 else 0.0,
+                                     "finished_requests_per_s": float(self.finished().sum()) / span if span > 0 else 0.0}
+        summary["preemptions"] = int(self.column("preemptions").sum())
+        if self.batches is not None and self.batches.num_rows:
+            sizes = self.batches.column("prefill_seqs").to_numpy() + self.batches.column("decode_seqs").to_numpy()
+            used = self.batches.column("kv_blocks_used").to_numpy()
+            summary["batches"] = {"count": self.batches.num_rows, "size": _describe(sizes),
+                                  "tokens": _describe(self.batches.column("tokens").to_numpy())}
+            total = self.info.get("kv_blocks_per_engine")
+            if total:
+                summary["kv_use"] = {"mean": float(used.mean() / total), "max": float(used.max() / total)}
+        return summary
+
+    # ---- files ------------------------------------------------------------------------------------
+
+    def write(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        write_atomically(folder / "requests.parquet", lambda tmp: pq.write_table(self.requests, tmp, compression="zstd"))
+        if self.batches is not None:
+            write_atomically(folder / "batches.parquet", lambda tmp: pq.write_table(self.batches, tmp, compression="zstd"))
+        text = json.dumps(self.summary(), indent=2, default=str) + "\n"
+        write_atomically(folder / "summary.json", lambda tmp: Path(tmp).write_text(text))
+        return folder
+
+    @classmethod
+    def read(cls, folder: str | Path) -> RunResult:
+        folder = Path(folder)
+        batches = pq.read_table(folder / "batches.parquet") if (folder / "batches.parquet").exists() else None
+        info = json.loads((folder / "summary.json").read_text())["info"]
+        return cls(pq.read_table(folder / "requests.parquet"), batches, info)
+
+    def write_chrome_trace(self, path: str | Path) -> Path:
+        """The batches as a Chrome/Perfetto trace: one track a replica engine, one slice a batch."""
+        rows = self.batches.to_pylist() if self.batches is not None else []
+        events = [{"name": f"{r['prefill_seqs']}P+{r['decode_seqs']}D {r['tokens']}tok", "ph": "X", "pid": r["replica"],
+                   "tid": r["engine"], "ts": r["start_s"] * 1e6, "dur": (r["end_s"] - r["start_s"]) * 1e6,
+                   "args": {k: r[k] for k in (*FEATURES, "preempted", "kv_blocks_used")}} for r in rows]
+        text = json.dumps({"traceEvents": events, "displayTimeUnit": "ms"})
+        path = Path(path)
+        write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+        return path
+
+
+def _describe(values: np.ndarray) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return {"count": 0}
+    return {"count": int(len(values)), "mean": float(values.mean()),
+            **{f"p{p}": float(q) for p, q in zip(PERCENTILES, np.percentile(values, PERCENTILES))}, "max": float(values.max())}
+
+
+def requests_table(ids, replica, arrival, scheduled, first, finish, status, reason, prompt, output, generated, preemptions,
+                   token_values: np.ndarray, token_offsets: np.ndarray) -> pa.Table:
+    return pa.table({
+        "id": pa.array(ids, pa.int64()), "replica": pa.array(replica, pa.int32()),
+        "arrival_s": pa.array(arrival, pa.float64()), "scheduled_s": pa.array(scheduled, pa.float64()),
+        "first_token_s": pa.array(first, pa.float64()), "finish_s": pa.array(finish, pa.float64()),
+        "status": pa.array(status, pa.string()), "reason": pa.array(reason, pa.string()),
+        "prompt_tokens": pa.array(prompt, pa.int64()), "output_tokens": pa.array(output, pa.int64()),
+        "generated_tokens": pa.array(generated, pa.int64()), "preemptions": pa.array(preemptions, pa.int32()),
+        "token_times": pa.ListArray.from_arrays(pa.array(token_offsets, pa.int32()), pa.array(token_values, pa.float64())),
+    })
+
+
+def build_result(system, workload, requests, engines, log, latency_model, now, time_limit_s) -> RunResult:
+    """Turn the simulation's requests and batch log into a RunResult."""
+    end_times = {(e.replica, e.index): np.asarray(e.scheduler.decode_end_times) for e in engines}
+    engine_of = {}
+    for e in engines:
+        for r in (*e.scheduler.waiting, *e.scheduler.prefilling.values(), *e.scheduler.decoding.values(), *e.scheduler.finished):
+            engine_of[r.id] = e
+    pieces, counts, generated = [], np.zeros(len(requests), dtype=np.int64), np.zeros(len(requests), dtype=np.int64)
+    for i, r in enumerate(requests):
+        engine = engine_of.get(r.id)
+        if engine is not None and r.entry_iteration >= 0:  # still decoding at the time limit
+            engine.scheduler.leave_decode(r)
+        times = end_times[(engine.replica, engine.index)] if engine is not None else None
+        parts = [np.asarray(r.extra_tokens)] + [times[a:b + 1] for a, b in r.spans]
+        tokens = np.sort(np.concatenate(parts)) if len(parts) > 1 else parts[0]
+        pieces.append(tokens)
+        counts[i] = len(tokens)
+        generated[i] = r.generated
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    values = np.concatenate(pieces) if pieces else np.zeros(0)
+    status = [r.status for r in requests]
+    reason = ["time limit" if s == UNFINISHED else ("longer than the model or KV cache can hold" if s == "rejected" else "") for s in status]
+    table = requests_table(
+        [r.id for r in requests], [r.replica for r in requests], [r.arrival_s for r in requests],
+        [r.scheduled_s for r in requests], [r.first_token_s for r in requests], [r.finish_s for r in requests],
+        status, reason, [r.prompt_tokens for r in requests], [r.output_tokens for r in requests], generated,
+        [r.preemptions for r in requests], values, offsets,
+    )
+    batch_columns = list(zip(*log)) if log else [[] for _ in BATCH_COLUMNS]
+    batches = pa.table({name: pa.array(column) for name, column in zip(BATCH_COLUMNS, batch_columns)})
+    features = np.column_stack([np.asarray(batch_columns[4 + i], dtype=np.float64) for i in range(len(FEATURES))]) if log else np.zeros((0, 6))
+    info = {
+        "kind": "simulated",
+        "system": system.to_dict(),
+        "workload": workload.info,
+        "qps": workload.info.get("qps"),
+        "latency_source": latency_model.source,
+        "latency_profile": {k: latency_model.profile[k] for k in ("model", "hardware", "tp", "pp", "engine", "source")},
+        "kv_blocks_per_engine": engines[0].scheduler.config.num_blocks,
+        "simulated_until_s": now,
+        "time_limit_s": time_limit_s,
+        "extrapolation": latency_model.extrapolation(features) if len(features) else None,
+    }
+    return RunResult(table, batches, info)

@@ -1,0 +1,234 @@
+"""What every scheduler policy shares: the queues, KV blocks, the decode set, preemption.
+
+A policy (policies.py) decides only which requests run in the next batch and how many prompt
+tokens each; this base keeps the books. It is pure: no clock of its own, no simulation. The SimPy
+replica and the reference engine both call schedule() for a batch, run it (one in simulated time,
+one on a device), then call complete() with the time it ended.
+
+The decode set costs O(changes) an iteration, not O(running requests): a request that joins at
+decode iteration k0 with KV length L0 has length L0 + (k - k0) before iteration k, makes one
+token an iteration, needs a new KV block exactly when that length is a multiple of the block
+size (so requests are counted by (L0 - k0) mod block_size), and finishes at a known iteration,
+kept on a heap.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+
+from capsim.sim.request import FINISHED, REJECTED, Request
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_batch_size: int = 128  # running requests at most (vLLM's max_num_seqs)
+    token_budget: int | None = None  # tokens a batch at most: chunk size / max_num_batched_tokens
+    block_size: int = 16
+    num_blocks: int = 0  # KV blocks of the replica (or of one pipeline virtual engine)
+    watermark: float = 0.01  # fraction of blocks kept free when admitting new requests
+    max_model_len: int = 8192  # prompt + output at most; longer requests are rejected
+    prefix_caching: bool = False
+
+    def __post_init__(self):
+        if self.max_batch_size < 1:
+            raise ValueError(f"max batch size must be at least 1, got {self.max_batch_size}")
+        if self.token_budget is not None and self.token_budget < 1:
+            raise ValueError(f"token budget must be at least 1, got {self.token_budget}")
+        if self.block_size < 1 or self.num_blocks < 1:
+            raise ValueError("block size and number of KV blocks must be positive")
+
+
+@dataclass
+class Batch:
+    prefills: list[tuple[Request, int, int]] = field(default_factory=list)  # (request, context before, chunk)
+    num_decodes: int = 0  # the scheduler's decode set ran, this many requests
+    decode_kv: int = 0  # sum of their KV lengths
+    padding_seqs: int = 0  # finished requests still occupying a static batch
+    preempted: list[Request] = field(default_factory=list)
+
+    def features(self) -> tuple[int, int, int, int, int, int]:
+        """(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv)."""
+        prefill_tokens = attention = context = 0
+        for _, before, chunk in self.prefills:
+            prefill_tokens += chunk
+            attention += chunk * (before + chunk)
+            context += before
+        decodes = self.num_decodes + self.padding_seqs
+        return (prefill_tokens + decodes, len(self.prefills), attention, context, decodes, self.decode_kv)
+
+
+class Scheduler:
+    """Bookkeeping shared by the policies; subclasses implement schedule()."""
+
+    name = "base"
+    reserves_full_length = False  # True: a request's KV for max_model_len is reserved at admission
+
+    def __init__(self, config: SchedulerConfig):
+        self.config = config
+        self.waiting: deque[Request] = deque()
+        self.prefilling: dict[int, Request] = {}  # admitted, prompt partly in the KV cache
+        self.decoding: dict[int, Request] = {}  # in arrival-at-decode order: the last is preempted first
+        self.free_blocks = config.num_blocks
+        self.watermark_blocks = int(config.watermark * config.num_blocks)
+        self.decode_iterations = 0  # decode iterations completed
+        self.decode_end_times: list[float] = []
+        self.kv_sum = 0  # sum of KV lengths of the decode set before the next iteration
+        self.phase_counts = [0] * config.block_size
+        self.finish_heap: list[tuple[int, int, int, Request]] = []  # (last iteration, id, entry, request)
+        self.rejected: list[Request] = []
+        self.finished: list[Request] = []
+        self.preemptions = 0
+
+    # ---- arrivals -------------------------------------------------------------------------
+
+    def add(self, request: Request) -> None:
+        too_long = request.total_tokens > self.config.max_model_len
+        if too_long or self.blocks_for(request.total_tokens) > self.config.num_blocks:
+            request.status = REJECTED
+            self.rejected.append(request)
+            return
+        self.waiting.append(request)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.prefilling or self.decoding)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.waiting) + len(self.prefilling) + len(self.decoding)
+
+    @property
+    def running(self) -> int:
+        return len(self.prefilling) + len(self.decoding)
+
+    # ---- KV blocks --------------------------------------------------------------------------
+
+    def blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.config.block_size)
+
+    def admission_blocks(self, request: Request) -> int:
+        if self.reserves_full_length:
+            return self.blocks_for(self.config.max_model_len)
+        return self.blocks_for(request.prefill_target)
+
+    def can_admit(self, request: Request) -> bool:
+        return self.free_blocks - self.admission_blocks(request) >= self.watermark_blocks
+
+    def admit(self, request: Request) -> None:
+        """Move the head of the waiting queue into the running set, with its KV blocks."""
+        assert self.waiting[0] is request
+        self.waiting.popleft()
+        request.blocks = self.admission_blocks(request)
+        self.free_blocks -= request.blocks
+        self.prefilling[request.id] = request
+
+    def appends_needed(self) -> int:
+        """New blocks the decode set needs for the next iteration's tokens."""
+        if self.reserves_full_length:
+            return 0
+        return self.phase_counts[-self.decode_iterations % self.config.block_size]
+
+    def make_room_for_decodes(self, batch: Batch) -> None:
+        """Preempt (by recompute) the latest decoding requests until the others' tokens fit."""
+        while self.decoding and self.free_blocks < self.appends_needed():
+            victim = self.decoding[next(reversed(self.decoding))]
+            self.leave_decode(victim)
+            self.preempt(victim, batch)
+
+    def preempt(self, request: Request, batch: Batch) -> None:
+        """Drop the request's KV cache; it re-prefills prompt and output so far, first in line."""
+        self.prefilling.pop(request.id, None)
+        self.free_blocks += request.blocks
+        request.blocks = request.shared_blocks = 0
+        request.prefill_target = request.prompt_tokens + request.generated
+        request.prefilled = 0
+        request.preemptions += 1
+        self.preemptions += 1
+        self.waiting.appendleft(request)
+        batch.preempted.append(request)
+
+    # ---- the decode set -----------------------------------------------------------------------
+
+    def enter_decode(self, request: Request) -> None:
+        k0, length = self.decode_iterations, request.prefill_target
+        request.entry_iteration, request.entry_length, request.entry_generated = k0, length, request.generated
+        request.phase = (length - k0) % self.config.block_size
+        self.phase_counts[request.phase] += 1
+        self.kv_sum += length
+        self.decoding[request.id] = request
+        last = k0 + (request.output_tokens - request.generated) - 1
+        heapq.heappush(self.finish_heap, (last, request.id, k0, request))
+
+    def leave_decode(self, request: Request) -> None:
+        """Bring the request's counters up to date and take it out of the decode set."""
+        del self.decoding[request.id]
+        done = self.decode_iterations - request.entry_iteration
+        length = request.entry_length + done
+        request.generated = request.entry_generated + done
+        if done:
+            request.spans.append((request.entry_iteration, self.decode_iterations - 1))
+        self.phase_counts[request.phase] -= 1
+        self.kv_sum -= length
+        if not self.reserves_full_length:
+            request.blocks = self.blocks_for(length) - request.shared_blocks
+        request.entry_iteration = -1
+
+    # ---- one batch ------------------------------------------------------------------------------
+
+    def schedule(self, now: float) -> Batch | None:
+        raise NotImplementedError
+
+    def add_prefill(self, batch: Batch, request: Request, chunk: int, now: float) -> None:
+        batch.prefills.append((request, request.prefilled, chunk))
+        if request.scheduled_s != request.scheduled_s:  # NaN: its first batch
+            request.scheduled_s = now
+
+    def decode_part(self, batch: Batch) -> None:
+        """Put the whole decode set in the batch, making room for its tokens first."""
+        self.make_room_for_decodes(batch)
+        if self.decoding:
+            self.free_blocks -= self.appends_needed()
+            batch.num_decodes, batch.decode_kv = len(self.decoding), self.kv_sum
+
+    def complete(self, batch: Batch, now: float) -> list[Request]:
+        """The batch ended at `now`: advance decodes, record tokens, retire finished requests."""
+        finished = []
+        if batch.num_decodes:
+            self.decode_iterations += 1
+            self.decode_end_times.append(now)
+            self.kv_sum += len(self.decoding)
+            heap = self.finish_heap
+            while heap and heap[0][0] < self.decode_iterations:
+                _, _, entry, request = heapq.heappop(heap)
+                if request.entry_iteration != entry:
+                    continue  # preempted since it was pushed
+                self.leave_decode(request)
+                finished.append(self.retire(request, now))
+        for request, _, chunk in batch.prefills:
+            request.prefilled += chunk
+            if request.prefilled < request.prefill_target:
+                continue
+            del self.prefilling[request.id]
+            request.generated += 1  # a completed prefill samples the next token
+            request.extra_tokens.append(now)
+            if request.first_token_s != request.first_token_s:
+                request.first_token_s = now
+            if request.generated >= request.output_tokens:
+                finished.append(self.retire(request, now))
+            else:
+                self.enter_decode(request)
+        return finished
+
+    def retire(self, request: Request, now: float) -> Request:
+        self.free_blocks += request.blocks
+        request.blocks = 0
+        request.status = FINISHED
+        request.finish_s = now
+        self.finished.append(request)
+        return request
+
+    def used_blocks(self) -> int:
+        return self.config.num_blocks - self.free_blocks
+

@@ -1,0 +1,162 @@
+"""The SimPy replay: requests arrive, a router sends each to a replica, and each replica's
+scheduler runs batches whose durations the latency model predicts.
+
+A replica with pipeline parallelism PP runs PP virtual engines (as vLLM does): each has its own
+scheduler and 1/PP of the KV blocks, and its batches pass through the PP stages in turn, so up to
+PP micro-batches are in flight, one a stage.
+"""
+
+from __future__ import annotations
+
+import simpy
+
+from capsim.sim.errors import SimulationError
+from capsim.sim.policies import POLICIES
+from capsim.sim.request import Request
+from capsim.sim.result import RunResult, build_result
+from capsim.sim.system import SystemSpec
+from capsim.traces import Workload
+
+
+class Engine:
+    """One scheduler and the loop that runs its batches (a replica, or one virtual engine of it)."""
+
+    def __init__(self, env: simpy.Environment, replica: int, index: int, scheduler, batch_seconds, stages, log: list):
+        self.env, self.replica, self.index = env, replica, index
+        self.scheduler = scheduler
+        self.batch_seconds = batch_seconds
+        self.stages = stages
+        self.log = log
+        self.idle: simpy.Event | None = None
+        env.process(self.loop())
+
+    def submit(self, request: Request) -> None:
+        request.replica = self.replica
+        self.scheduler.add(request)
+        if self.idle is not None and not self.idle.triggered:
+            self.idle.succeed()
+
+    def loop(self):
+        env, scheduler = self.env, self.scheduler
+        while True:
+            batch = scheduler.schedule(env.now)
+            if batch is None:
+                self.idle = env.event()
+                yield self.idle
+                self.idle = None
+                continue
+            start = env.now
+            features = batch.features()
+            seconds = self.batch_seconds(*features)
+            if self.stages is None:
+                yield env.timeout(seconds)
+            else:
+                for stage in self.stages:
+                    with stage.request() as turn:
+                        yield turn
+                        yield env.timeout(seconds)
+            scheduler.complete(batch, env.now)
+            self.log.append((self.replica, self.index, start, env.now, *features, len(batch.preempted), scheduler.used_blocks()))
+
+
+class Replica:
+    def __init__(self, env: simpy.Environment, index: int, system: SystemSpec, batch_seconds, log: list):
+        config = system.scheduler_config()
+        stages = [simpy.Resource(env, capacity=1) for _ in range(system.pp)] if system.pp > 1 else None
+        policy = POLICIES[system.scheduler]
+        self.engines = [Engine(env, index, e, policy(config), batch_seconds, stages, log) for e in range(system.pp)]
+
+    def submit(self, request: Request) -> None:
+        min(self.engines, key=lambda e: e.scheduler.outstanding).submit(request)
+
+    @property
+    def outstanding(self) -> int:
+        return sum(e.scheduler.outstanding for e in self.engines)
+
+    @property
+    def kv_load(self) -> float:
+        return sum(e.scheduler.used_blocks() / e.scheduler.config.num_blocks for e in self.engines)
+
+
+def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None = None, batch_seconds=None) -> RunResult:
+    """Replay the workload (with arrival times) on the system; stop at the time limit if given.
+
+    `batch_seconds(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs,
+    decode_kv)` replaces the system's latency model, for what-if studies and hand-checked tests.
+    """
+    if not workload.has_arrivals:
+        raise SimulationError("the workload has no arrival times: sample it at a QPS first")
+    if time_limit_s is not None and not time_limit_s > 0:
+        raise SimulationError(f"time limit must be positive seconds, got {time_limit_s}")
+    latency_model = system.latency_model()
+    if batch_seconds is None:
+        batch_seconds = stage_seconds(latency_model, system)
+    else:
+        latency_model = CustomLatency(latency_model, batch_seconds)
+    env = simpy.Environment()
+    log: list[tuple] = []
+    replicas = [Replica(env, i, system, batch_seconds, log) for i in range(system.replicas)]
+    requests = make_requests(workload)
+    env.process(arrivals(env, requests, replicas, system.router))
+    env.run(until=time_limit_s)
+    engines = [e for r in replicas for e in r.engines]
+    return build_result(system, workload, requests, engines, log, latency_model, env.now, time_limit_s)
+
+
+class CustomLatency:
+    """A caller's latency function, reported as such."""
+
+    source = "custom"
+
+    def __init__(self, fitted, function):
+        self.profile = fitted.profile | {"source": "custom", "engine": getattr(function, "__name__", "custom")}
+        self.predictor = function
+
+    def extrapolation(self, features):
+        return None
+
+
+def stage_seconds(latency_model, system: SystemSpec):
+    """The predictor of one batch on one pipeline stage."""
+    predictor = latency_model.predictor
+    profiled_pp = latency_model.profile.get("pp", 1)
+    if system.pp == 1 or profiled_pp == system.pp:
+        return predictor
+    if profiled_pp != 1:
+        raise SimulationError(f"the profile was made at PP={profiled_pp}; the system has PP={system.pp}: use a PP=1 profile")
+    from capsim.profiles.hardware import get_hardware
+    from capsim.profiles.models import get_model
+
+    model, link = get_model(system.model), get_hardware(system.hardware).pp_link_bandwidth
+    share, per_token = 1.0 / system.pp, model.hidden * model.dtype_bytes / link
+
+    def per_stage(tokens, *rest):
+        return predictor(tokens, *rest) * share + tokens * per_token
+
+    return per_stage
+
+
+def make_requests(workload: Workload) -> list[Request]:
+    arrival = workload.arrival_s.tolist()
+    prompt = workload.prompt_tokens.tolist()
+    output = workload.output_tokens.tolist()
+    if "prefix_group" in workload.table.column_names:
+        group = workload.table.column("prefix_group").to_numpy().tolist()
+        shared = workload.table.column("prefix_tokens").to_numpy().tolist()
+    else:
+        group, shared = [-1] * len(prompt), [0] * len(prompt)
+    return [Request(i, arrival[i], prompt[i], output[i], group[i], shared[i]) for i in range(len(prompt))]
+
+
+def arrivals(env: simpy.Environment, requests: list[Request], replicas: list[Replica], router: str):
+    for i, request in enumerate(requests):
+        if request.arrival_s > env.now:
+            yield env.timeout(request.arrival_s - env.now)
+        if router == "round_robin":
+            target = replicas[i % len(replicas)]
+        elif router == "least_outstanding":
+            target = min(replicas, key=lambda r: r.outstanding)
+        else:
+            target = min(replicas, key=lambda r: r.kv_load)
+        target.submit(request)
+

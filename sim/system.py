@@ -1,0 +1,85 @@
+"""SystemSpec: the deployment being simulated, and what it takes to build it.
+
+Everything that decides a simulated trial's result besides the workload: model, hardware,
+parallelism, replicas, scheduler policy and its limits, KV memory, routing, latency profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from capsim.profiles.errors import ProfileError
+from capsim.profiles.hardware import get_hardware
+from capsim.profiles.latency_model import LatencyModel
+from capsim.profiles.memory import kv_capacity
+from capsim.profiles.models import get_model
+from capsim.profiles.store import resolve_profile
+from capsim.sim.errors import SimulationError
+from capsim.sim.policies import POLICIES
+from capsim.sim.scheduler import SchedulerConfig
+
+ROUTERS = ("round_robin", "least_outstanding", "least_kv")
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    model: str = "Llama-3-8B"
+    hardware: str = "H100-SXM"
+    tp: int = 1
+    pp: int = 1
+    replicas: int = 1
+    scheduler: str = "sarathi"
+    max_batch_size: int = 128
+    token_budget: int | None = None  # chunk size (sarathi), max_num_batched_tokens (vllm); policy default if None
+    block_size: int = 16
+    watermark: float = 0.01
+    max_model_len: int | None = None  # default: the model's context, at most 16384
+    memory_utilization: float = 0.9
+    prefix_caching: bool = False
+    router: str = "round_robin"
+    profile: str | None = None  # a profile file; default: shipped measured, else analytic
+
+    def __post_init__(self):
+        if self.scheduler not in POLICIES:
+            raise SimulationError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(POLICIES)}")
+        if self.router not in ROUTERS:
+            raise SimulationError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
+        for name in ("tp", "pp", "replicas", "max_batch_size", "block_size"):
+            if getattr(self, name) < 1:
+                raise SimulationError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+        if self.prefix_caching and self.scheduler != "vllm_v1":
+            raise SimulationError("prefix caching is modelled for the vllm_v1 scheduler only")
+
+    @property
+    def model_len(self) -> int:
+        return self.max_model_len or min(get_model(self.model).max_context, 16384)
+
+    def scheduler_config(self) -> SchedulerConfig:
+        """The policy's limits, with the KV blocks of one pipeline virtual engine."""
+        budget = self.token_budget or (self.model_len if self.scheduler in ("vllm_v0", "orca", "faster_transformer") else 2048)
+        blocks = kv_capacity(get_model(self.model), get_hardware(self.hardware), self.tp, self.pp, self.block_size,
+                             self.memory_utilization, max_batch_tokens=max(budget, 2048)).num_blocks
+        return SchedulerConfig(
+            max_batch_size=self.max_batch_size, token_budget=self.token_budget, block_size=self.block_size,
+            num_blocks=max(1, blocks // self.pp), watermark=self.watermark, max_model_len=self.model_len,
+            prefix_caching=self.prefix_caching,
+        )
+
+    def latency_model(self) -> LatencyModel:
+        return _latency_model(self.model, self.hardware, self.tp, self.pp, self.profile)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if self.profile:
+            data["profile"] = str(Path(self.profile).resolve())
+        return data
+
+
+@lru_cache(maxsize=32)
+def _latency_model(model: str, hardware: str, tp: int, pp: int, profile: str | None) -> LatencyModel:
+    table = resolve_profile(model, hardware, tp, pp, path=profile)
+    if table.metadata["tp"] != tp:
+        raise ProfileError(f"the profile {profile} is for TP={table.metadata['tp']}, the system has TP={tp}")
+    return LatencyModel.for_profile(table)
