@@ -9,11 +9,13 @@ from __future__ import annotations
 import click
 
 from capsim.capsearch.profile_commands import profile, profiles
+from capsim.capsearch.simulate_command import simulate
 from capsim.capsearch.trace_commands import traces
 from capsim.profiles.errors import ProfileError
+from capsim.sim import SimulationError
 from capsim.traces import TraceError
 
-USER_ERRORS: tuple[type[Exception], ...] = (TraceError, ProfileError)
+USER_ERRORS: tuple[type[Exception], ...] = (TraceError, ProfileError, SimulationError)
 
 
 class UserError(click.ClickException):
@@ -43,3 +45,4 @@ def main() -> None:
 main.add_command(traces)
 main.add_command(profile)
 main.add_command(profiles)
+main.add_command(simulate)

@@ -18,7 +18,6 @@ import numpy as np
 from capsim.profiles.batch import FEATURES, BatchShape
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.predictor import LatencyPredictor, compile_additive
-from capsim.profiles.regressors import CANDIDATES
 from capsim.profiles.table import ProfileTable
 from capsim.traces import write_atomically
 
@@ -61,6 +60,8 @@ class LatencyModel:
 
     @classmethod
     def fit(cls, profile: ProfileTable, seed: int = 0) -> LatencyModel:
+        from capsim.profiles.regressors import CANDIDATES  # scikit-learn loads only when fitting
+
         X, y, kinds = profile.features, profile.latency_s, profile.kinds
         if len(y) < 10:
             raise ProfileError(f"a profile needs at least 10 batches to fit a latency model, this one has {len(y)}")

@@ -155,24 +155,32 @@ def requests_table(ids, replica, arrival, scheduled, first, finish, status, reas
 
 def build_result(system, workload, requests, engines, log, latency_model, now, time_limit_s) -> RunResult:
     """Turn the simulation's requests and batch log into a RunResult."""
-    end_times = {(e.replica, e.index): np.asarray(e.scheduler.decode_end_times) for e in engines}
+    end_times = {(e.replica, e.index): np.frombuffer(e.scheduler.decode_end_times) for e in engines}
     engine_of = {}
     for e in engines:
         for r in (*e.scheduler.waiting, *e.scheduler.prefilling.values(), *e.scheduler.decoding.values(), *e.scheduler.finished):
             engine_of[r.id] = e
-    pieces, counts, generated = [], np.zeros(len(requests), dtype=np.int64), np.zeros(len(requests), dtype=np.int64)
-    for i, r in enumerate(requests):
+    for r in requests:  # close the decode spans of requests still decoding at the time limit
         engine = engine_of.get(r.id)
-        if engine is not None and r.entry_iteration >= 0:  # still decoding at the time limit
+        if engine is not None and r.entry_iteration >= 0:
             engine.scheduler.leave_decode(r)
-        times = end_times[(engine.replica, engine.index)] if engine is not None else None
-        parts = [np.asarray(r.extra_tokens)] + [times[a:b + 1] for a, b in r.spans]
-        tokens = np.sort(np.concatenate(parts)) if len(parts) > 1 else parts[0]
-        pieces.append(tokens)
-        counts[i] = len(tokens)
-        generated[i] = r.generated
+    counts = np.array([len(r.extra_tokens) + sum(b - a + 1 for a, b in r.spans) for r in requests], dtype=np.int64)
     offsets = np.concatenate(([0], np.cumsum(counts)))
-    values = np.concatenate(pieces) if pieces else np.zeros(0)
+    values = np.empty(int(offsets[-1]))
+    for i, r in enumerate(requests):
+        if not counts[i]:
+            continue
+        engine = engine_of[r.id]
+        times = end_times[(engine.replica, engine.index)]
+        start, stop = offsets[i], offsets[i + 1]
+        if not r.preemptions:  # the first token, then one decode span: already in order
+            values[start] = r.extra_tokens[0]
+            if r.spans:
+                a, b = r.spans[0]
+                values[start + 1:stop] = times[a:b + 1]
+        else:
+            values[start:stop] = np.sort(np.concatenate([r.extra_tokens, *(times[a:b + 1] for a, b in r.spans)]))
+    generated = [r.generated for r in requests]
     status = [r.status for r in requests]
     reason = ["time limit" if s == UNFINISHED else ("longer than the model or KV cache can hold" if s == "rejected" else "") for s in status]
     table = requests_table(
@@ -181,9 +189,10 @@ def build_result(system, workload, requests, engines, log, latency_model, now, t
         status, reason, [r.prompt_tokens for r in requests], [r.output_tokens for r in requests], generated,
         [r.preemptions for r in requests], values, offsets,
     )
-    batch_columns = list(zip(*log)) if log else [[] for _ in BATCH_COLUMNS]
-    batches = pa.table({name: pa.array(column) for name, column in zip(BATCH_COLUMNS, batch_columns)})
-    features = np.column_stack([np.asarray(batch_columns[4 + i], dtype=np.float64) for i in range(len(FEATURES))]) if log else np.zeros((0, 6))
+    rows = np.frombuffer(log).reshape(-1, len(BATCH_COLUMNS))
+    batches = pa.table({name: pa.array(rows[:, i] if name.endswith("_s") else rows[:, i].astype(np.int64))
+                        for i, name in enumerate(BATCH_COLUMNS)})
+    features = rows[:, 4:4 + len(FEATURES)]
     info = {
         "kind": "simulated",
         "system": system.to_dict(),

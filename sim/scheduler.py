@@ -15,6 +15,7 @@ kept on a heap.
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -73,7 +74,7 @@ class Scheduler:
         self.free_blocks = config.num_blocks
         self.watermark_blocks = int(config.watermark * config.num_blocks)
         self.decode_iterations = 0  # decode iterations completed
-        self.decode_end_times: list[float] = []
+        self.decode_end_times = array("d")
         self.kv_sum = 0  # sum of KV lengths of the decode set before the next iteration
         self.phase_counts = [0] * config.block_size
         self.finish_heap: list[tuple[int, int, int, Request]] = []  # (last iteration, id, entry, request)

@@ -8,6 +8,8 @@ PP micro-batches are in flight, one a stage.
 
 from __future__ import annotations
 
+from array import array
+
 import simpy
 
 from capsim.sim.errors import SimulationError
@@ -21,7 +23,7 @@ from capsim.traces import Workload
 class Engine:
     """One scheduler and the loop that runs its batches (a replica, or one virtual engine of it)."""
 
-    def __init__(self, env: simpy.Environment, replica: int, index: int, scheduler, batch_seconds, stages, log: list):
+    def __init__(self, env: simpy.Environment, replica: int, index: int, scheduler, batch_seconds, stages, log: array):
         self.env, self.replica, self.index = env, replica, index
         self.scheduler = scheduler
         self.batch_seconds = batch_seconds
@@ -56,11 +58,11 @@ class Engine:
                         yield turn
                         yield env.timeout(seconds)
             scheduler.complete(batch, env.now)
-            self.log.append((self.replica, self.index, start, env.now, *features, len(batch.preempted), scheduler.used_blocks()))
+            self.log.extend((self.replica, self.index, start, env.now, *features, len(batch.preempted), scheduler.used_blocks()))
 
 
 class Replica:
-    def __init__(self, env: simpy.Environment, index: int, system: SystemSpec, batch_seconds, log: list):
+    def __init__(self, env: simpy.Environment, index: int, system: SystemSpec, batch_seconds, log: array):
         config = system.scheduler_config()
         stages = [simpy.Resource(env, capacity=1) for _ in range(system.pp)] if system.pp > 1 else None
         policy = POLICIES[system.scheduler]
@@ -94,7 +96,7 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
     else:
         latency_model = CustomLatency(latency_model, batch_seconds)
     env = simpy.Environment()
-    log: list[tuple] = []
+    log = array("d")  # one row of BATCH_COLUMNS a batch, flat: compact, and no objects for the GC to scan
     replicas = [Replica(env, i, system, batch_seconds, log) for i in range(system.replicas)]
     requests = make_requests(workload)
     env.process(arrivals(env, requests, replicas, system.router))

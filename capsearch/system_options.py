@@ -1,0 +1,44 @@
+"""Command-line options that describe a deployment (a SystemSpec), shared by simulate and search."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from capsim.sim import POLICIES, ROUTERS, SystemSpec
+
+
+def system_options(command):
+    """Add the deployment options; the command receives `system` (a SystemSpec)."""
+    options = [
+        click.option("--model", default="Llama-3-8B", show_default=True, help="Catalog model, Hugging Face id, or YAML / config.json path."),
+        click.option("--hardware", default="H100-SXM", show_default=True, help="GPU kind (see `capsim profiles list`)."),
+        click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True, help="Tensor-parallel GPUs a replica."),
+        click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline stages a replica."),
+        click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--scheduler", type=click.Choice(list(POLICIES)), default="sarathi", show_default=True),
+        click.option("--max-batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Running requests at most."),
+        click.option("--chunk-size", "--token-budget", "token_budget", type=click.IntRange(min=1), default=None,
+                     help="Tokens a batch at most (sarathi: 512; vllm_v1: 2048; vllm_v0, orca: the max model length)."),
+        click.option("--block-size", type=click.IntRange(min=1), default=16, show_default=True, help="KV-cache block size in tokens."),
+        click.option("--max-model-len", type=click.IntRange(min=2), default=None, help="Prompt + output at most [default: the model's context, <= 16384]."),
+        click.option("--memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True),
+        click.option("--router", type=click.Choice(ROUTERS), default="round_robin", show_default=True),
+        click.option("--prefix-caching/--no-prefix-caching", default=False, show_default=True, help="vllm_v1 only."),
+        click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+                     help="Latency profile file [default: capsim's measured profile, else an analytic estimate]."),
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args, model, hardware, tp, pp, replicas, scheduler, max_batch_size, token_budget, block_size,
+                max_model_len, memory_utilization, router, prefix_caching, profile_path, **kwargs):
+        system = SystemSpec(model=model, hardware=hardware, tp=tp, pp=pp, replicas=replicas, scheduler=scheduler,
+                            max_batch_size=max_batch_size, token_budget=token_budget, block_size=block_size,
+                            max_model_len=max_model_len, memory_utilization=memory_utilization, router=router,
+                            prefix_caching=prefix_caching, profile=profile_path)
+        return command(*args, system=system, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
