@@ -153,7 +153,7 @@ def requests_table(ids, replica, arrival, scheduled, first, finish, status, reas
     })
 
 
-def build_result(system, workload, requests, engines, log, latency_model, now, time_limit_s) -> RunResult:
+def build_result(system, workload, requests, engines, log, latency_model, now, time_limit_s, stopped_early=None) -> RunResult:
     """Turn the simulation's requests and batch log into a RunResult."""
     end_times = {(e.replica, e.index): np.frombuffer(e.scheduler.decode_end_times) for e in engines}
     engine_of = {}
@@ -182,7 +182,8 @@ def build_result(system, workload, requests, engines, log, latency_model, now, t
             values[start:stop] = np.sort(np.concatenate([r.extra_tokens, *(times[a:b + 1] for a, b in r.spans)]))
     generated = [r.generated for r in requests]
     status = [r.status for r in requests]
-    reason = ["time limit" if s == UNFINISHED else ("longer than the model or KV cache can hold" if s == "rejected" else "") for s in status]
+    cut = f"stopped early: {stopped_early}" if stopped_early else "time limit"
+    reason = [cut if s == UNFINISHED else ("longer than the model or KV cache can hold" if s == "rejected" else "") for s in status]
     table = requests_table(
         [r.id for r in requests], [r.replica for r in requests], [r.arrival_s for r in requests],
         [r.scheduled_s for r in requests], [r.first_token_s for r in requests], [r.finish_s for r in requests],
@@ -203,6 +204,7 @@ def build_result(system, workload, requests, engines, log, latency_model, now, t
         "kv_blocks_per_engine": engines[0].scheduler.config.num_blocks,
         "simulated_until_s": now,
         "time_limit_s": time_limit_s,
+        "stopped_early": stopped_early,
         "extrapolation": latency_model.extrapolation(features) if len(features) else None,
     }
     return RunResult(table, batches, info)

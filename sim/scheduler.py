@@ -78,6 +78,7 @@ class Scheduler:
         self.kv_sum = 0  # sum of KV lengths of the decode set before the next iteration
         self.phase_counts = [0] * config.block_size
         self.finish_heap: list[tuple[int, int, int, Request]] = []  # (last iteration, id, entry, request)
+        self.fresh_decodes = 0  # joined the decode set since the last decode iteration
         self.rejected: list[Request] = []
         self.finished: list[Request] = []
         self.preemptions = 0
@@ -86,7 +87,7 @@ class Scheduler:
 
     def add(self, request: Request) -> None:
         too_long = request.total_tokens > self.config.max_model_len
-        if too_long or self.blocks_for(request.total_tokens) > self.config.num_blocks:
+        if too_long or self.blocks_for(request.total_tokens) > self.config.num_blocks - self.watermark_blocks:
             request.status = REJECTED
             self.rejected.append(request)
             return
@@ -159,6 +160,7 @@ class Scheduler:
         self.phase_counts[request.phase] += 1
         self.kv_sum += length
         self.decoding[request.id] = request
+        self.fresh_decodes += 1
         last = k0 + (request.output_tokens - request.generated) - 1
         heapq.heappush(self.finish_heap, (last, request.id, k0, request))
 
@@ -197,6 +199,7 @@ class Scheduler:
         """The batch ended at `now`: advance decodes, record tokens, retire finished requests."""
         finished = []
         if batch.num_decodes:
+            self.fresh_decodes = 0
             self.decode_iterations += 1
             self.decode_end_times.append(now)
             self.kv_sum += len(self.decoding)

@@ -12,6 +12,7 @@ from array import array
 
 import simpy
 
+from capsim.sim.early_stop import EarlyStop, EarlyStopMonitor
 from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
 from capsim.sim.request import Request
@@ -23,19 +24,22 @@ from capsim.traces import Workload
 class Engine:
     """One scheduler and the loop that runs its batches (a replica, or one virtual engine of it)."""
 
-    def __init__(self, env: simpy.Environment, replica: int, index: int, scheduler, batch_seconds, stages, log: array):
+    def __init__(self, env: simpy.Environment, replica: int, index: int, scheduler, batch_seconds, stages, run: "Run"):
         self.env, self.replica, self.index = env, replica, index
         self.scheduler = scheduler
         self.batch_seconds = batch_seconds
         self.stages = stages
-        self.log = log
+        self.run = run
         self.idle: simpy.Event | None = None
         env.process(self.loop())
 
     def submit(self, request: Request) -> None:
         request.replica = self.replica
+        rejected = len(self.scheduler.rejected)
         self.scheduler.add(request)
-        if self.idle is not None and not self.idle.triggered:
+        if len(self.scheduler.rejected) > rejected:
+            self.run.retired(1)
+        elif self.idle is not None and not self.idle.triggered:
             self.idle.succeed()
 
     def loop(self):
@@ -48,6 +52,7 @@ class Engine:
                 self.idle = None
                 continue
             start = env.now
+            continuing = batch.num_decodes - scheduler.fresh_decodes
             features = batch.features()
             seconds = self.batch_seconds(*features)
             if self.stages is None:
@@ -57,16 +62,41 @@ class Engine:
                     with stage.request() as turn:
                         yield turn
                         yield env.timeout(seconds)
-            scheduler.complete(batch, env.now)
-            self.log.extend((self.replica, self.index, start, env.now, *features, len(batch.preempted), scheduler.used_blocks()))
+            ends = scheduler.decode_end_times
+            gap = env.now - ends[-1] if batch.num_decodes and ends else None
+            finished = scheduler.complete(batch, env.now)
+            self.run.log.extend((self.replica, self.index, start, env.now, *features, len(batch.preempted), scheduler.used_blocks()))
+            if self.run.monitor is not None:
+                self.run.monitor.after_batch(continuing, gap, env.now)
+            if finished:
+                self.run.retired(len(finished))
+
+
+class Run:
+    """What the engines of one simulation share: the batch log, the end, the early-stop monitor."""
+
+    def __init__(self, env: simpy.Environment, num_requests: int):
+        self.log = array("d")  # one row of BATCH_COLUMNS a batch, flat: compact, no objects for the GC
+        self.end = env.event()
+        self.remaining = num_requests
+        self.monitor: EarlyStopMonitor | None = None
+
+    def retired(self, count: int) -> None:
+        self.remaining -= count
+        if self.remaining == 0:
+            self.finish()
+
+    def finish(self) -> None:
+        if not self.end.triggered:
+            self.end.succeed()
 
 
 class Replica:
-    def __init__(self, env: simpy.Environment, index: int, system: SystemSpec, batch_seconds, log: array):
+    def __init__(self, env: simpy.Environment, index: int, system: SystemSpec, batch_seconds, run: Run):
         config = system.scheduler_config()
         stages = [simpy.Resource(env, capacity=1) for _ in range(system.pp)] if system.pp > 1 else None
         policy = POLICIES[system.scheduler]
-        self.engines = [Engine(env, index, e, policy(config), batch_seconds, stages, log) for e in range(system.pp)]
+        self.engines = [Engine(env, index, e, policy(config), batch_seconds, stages, run) for e in range(system.pp)]
 
     def submit(self, request: Request) -> None:
         min(self.engines, key=lambda e: e.scheduler.outstanding).submit(request)
@@ -80,8 +110,10 @@ class Replica:
         return sum(e.scheduler.used_blocks() / e.scheduler.config.num_blocks for e in self.engines)
 
 
-def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None = None, batch_seconds=None) -> RunResult:
-    """Replay the workload (with arrival times) on the system; stop at the time limit if given.
+def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None = None, batch_seconds=None,
+             early_stop: EarlyStop | None = None) -> RunResult:
+    """Replay the workload (with arrival times) on the system; stop at the time limit if given,
+    or once `early_stop` says the SLO can no longer be met.
 
     `batch_seconds(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs,
     decode_kv)` replaces the system's latency model, for what-if studies and hand-checked tests.
@@ -96,13 +128,26 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
     else:
         latency_model = CustomLatency(latency_model, batch_seconds)
     env = simpy.Environment()
-    log = array("d")  # one row of BATCH_COLUMNS a batch, flat: compact, and no objects for the GC to scan
-    replicas = [Replica(env, i, system, batch_seconds, log) for i in range(system.replicas)]
     requests = make_requests(workload)
-    env.process(arrivals(env, requests, replicas, system.router))
-    env.run(until=time_limit_s)
+    run = Run(env, len(requests))
+    replicas = [Replica(env, i, system, batch_seconds, run) for i in range(system.replicas)]
     engines = [e for r in replicas for e in r.engines]
-    return build_result(system, workload, requests, engines, log, latency_model, env.now, time_limit_s)
+    if early_stop is not None:
+        run.monitor = EarlyStopMonitor(early_stop, [e.scheduler for e in engines], run.finish)
+    env.process(arrivals(env, requests, replicas, system.router))
+    if time_limit_s is not None:
+        env.process(alarm(env, time_limit_s, run))
+    try:
+        env.run(until=run.end)
+    except RuntimeError as error:  # no events left before every request retired
+        raise SimulationError(f"the simulation stalled with {run.remaining} requests left: {error}") from None
+    stopped = run.monitor.stopped if run.monitor else None
+    return build_result(system, workload, requests, engines, run.log, latency_model, env.now, time_limit_s, stopped)
+
+
+def alarm(env: simpy.Environment, seconds: float, run: Run):
+    yield env.timeout(seconds)
+    run.finish()
 
 
 class CustomLatency:

@@ -1,0 +1,59 @@
+"""Stop a trial once its SLO can no longer be met, so that a failing trial costs little.
+
+The rule sees only lower bounds on violations, so it never stops a trial that could pass:
+- TBT: after a decode iteration that took longer than max_tbt since the previous one, every
+  request that produced a token in both has a gap that long. Past max_tbt_violations such gaps,
+  the TBT percentile is lost.
+- waiting: a request still unscheduled max_wait after it arrived has a scheduling delay (and a
+  TTFT) over the limit whatever happens next. Past max_wait_violations of them, the TTFT (or
+  scheduling-delay) percentile is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CHECK_WAIT_EVERY = 64  # batches between scans of the waiting queues
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    max_tbt: float | None = None
+    max_tbt_violations: int = 0
+    max_wait: float | None = None
+    max_wait_violations: int = 0
+
+
+class EarlyStopMonitor:
+    def __init__(self, rule: EarlyStop, schedulers: list, on_stop):
+        self.rule = rule
+        self.schedulers = schedulers
+        self.on_stop = on_stop
+        self.tbt_violations = 0
+        self.batches = 0
+        self.stopped = None
+
+    def after_batch(self, continuing: int, gap: float | None, now: float) -> None:
+        """continuing: requests whose token in this batch follows one in the previous decode batch,
+        `gap` after it (None: the batch made no decode tokens)."""
+        rule = self.rule
+        if rule.max_tbt is not None and gap is not None and gap > rule.max_tbt:
+            self.tbt_violations += continuing
+            if self.tbt_violations > rule.max_tbt_violations:
+                return self.stop(f"more than {rule.max_tbt_violations} token gaps over {rule.max_tbt:g} s")
+        self.batches += 1
+        if rule.max_wait is not None and self.batches % CHECK_WAIT_EVERY == 0:
+            late = 0
+            for scheduler in self.schedulers:
+                for request in scheduler.waiting:
+                    if request.arrival_s >= now - rule.max_wait:
+                        break
+                    if request.scheduled_s != request.scheduled_s:  # never scheduled
+                        late += 1
+            if late > rule.max_wait_violations:
+                return self.stop(f"more than {rule.max_wait_violations} requests waited over {rule.max_wait:g} s")
+
+    def stop(self, reason: str) -> None:
+        if self.stopped is None:
+            self.stopped = reason
+            self.on_stop()
