@@ -21,7 +21,7 @@ from capsim.profiles.predictor import LatencyPredictor, compile_additive
 from capsim.profiles.table import ProfileTable
 from capsim.traces import write_atomically
 
-FIT_VERSION = 1  # bump when fitting changes, so that cached models are refitted
+FIT_VERSION = 2  # bump when fitting changes, so that cached models are refitted
 HOLDOUT_FRACTION = 0.2
 
 
@@ -36,6 +36,7 @@ class LatencyModel:
     accuracy: dict  # held-out error of every candidate, overall and per batch kind
     profile: dict  # the profile's metadata: model, hardware, source, ...
     holdout: dict = field(default_factory=dict)  # held-out features, measured and predicted latency
+    profile_hash: str = ""  # content hash of the profile it was fitted on
 
     @property
     def source(self) -> str:
@@ -78,7 +79,7 @@ class LatencyModel:
             raise ProfileError(f"compiling the {best} latency model changed its predictions; this is a bug in capsim")
         accuracy["compiled"] = errors(y[test], compiled, kinds[test])
         holdout = {"features": X[test], "measured": y[test], "predicted": compiled, "kinds": kinds[test]}
-        return cls(predictor, best, accuracy, dict(profile.metadata), holdout)
+        return cls(predictor, best, accuracy, dict(profile.metadata), holdout, profile.content_hash())
 
     @classmethod
     def for_profile(cls, profile: ProfileTable, cache_dir: Path | None = None) -> LatencyModel:

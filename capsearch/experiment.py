@@ -1,0 +1,115 @@
+"""Run many capacity searches: one job per (system, workload), each searching every SLO given.
+
+Jobs are independent, so they run in parallel: a local process pool by default, Ray for a
+cluster (`executor="ray"`, with `ray_address` to join one), or in this process (`serial`).
+All share one trial cache on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import numpy as np
+
+from capsim.capsearch.search import Capacity, early_stop_rule, find_capacity
+from capsim.capsearch.slo import Deadline, slo_to_dict
+from capsim.capsearch.trials import TrialCache, run_trial
+from capsim.sim import SystemSpec
+from capsim.traces import WorkloadSpec
+
+EXECUTORS = ("process", "ray", "serial")
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    system: SystemSpec
+    workload: WorkloadSpec
+    slos: tuple
+    start_qps: float
+    labels: tuple[tuple[str, str], ...]  # (("model", ...), ("scheduler", ...), ...)
+    granularity: float = 0.025
+    max_trials: int = 20
+    early_stop: bool = True
+
+
+def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
+    cache = TrialCache(cache_dir)
+    requests = job.workload.requests()
+    total_tokens = int(requests.output_tokens.sum())
+    latency = job.system.latency_model()
+    capacities = []
+    for slo in job.slos:
+        rule = early_stop_rule(slo, len(requests), total_tokens) if job.early_stop else None
+
+        def trial(qps: float):
+            result, cached = run_trial(job.system, job.workload, qps, cache, rule)
+            details = score(slo, result, latency)
+            return details.pop("passed"), details | {"cached": cached, "stopped_early": result.info.get("stopped_early")}
+
+        capacity, failing, trials = find_capacity(trial, slo, job.start_qps, job.granularity, job.max_trials)
+        capacities.append(Capacity(
+            labels=dict(job.labels), slo=slo_to_dict(slo), slo_name=slo.name, capacity_qps=capacity, failing_qps=failing,
+            trials=trials, latency_source=latency.source, system=job.system.to_dict(), workload=job.workload.to_dict(),
+        ))
+    return capacities
+
+
+def score(slo, result, latency_model) -> dict:
+    if isinstance(slo, Deadline):
+        return slo.score(result, prefill_seconds=lambda prompt: prefill_seconds(latency_model, prompt))
+    return slo.score(result)
+
+
+def prefill_seconds(latency_model, prompt_tokens: np.ndarray) -> np.ndarray:
+    """The predicted time to prefill each prompt alone in one batch: the deadline SLO's start."""
+    p = np.asarray(prompt_tokens, dtype=np.float64)
+    features = np.column_stack([p, np.ones_like(p), p * p, np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)])
+    return latency_model.predictor.predict_many(features)
+
+
+def run_jobs(jobs: list[SearchJob], executor: str = "process", workers: int | None = None, ray_address: str | None = None,
+             cache_dir: str | None = None, on_done=None) -> list[Capacity]:
+    """Every job's capacities, in job order; `on_done(job)` is called as each job finishes."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    results: dict[int, list[Capacity]] = {}
+    if executor == "serial" or len(jobs) <= 1:
+        for i, job in enumerate(jobs):
+            results[i] = run_job(job, cache_dir)
+            on_done and on_done(job)
+    elif executor == "process":
+        workers = min(workers or os.cpu_count() or 1, len(jobs))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(run_job, job, cache_dir): i for i, job in enumerate(jobs)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                on_done and on_done(jobs[futures[future]])
+    else:
+        results = _run_on_ray(jobs, ray_address, cache_dir, on_done)
+    return [c for i in range(len(jobs)) for c in results[i]]
+
+
+def _run_on_ray(jobs, address, cache_dir, on_done) -> dict[int, list[Capacity]]:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("the ray executor needs Ray: pip install 'capsim[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        remote_job = ray.remote(run_job)
+        pending = {remote_job.remote(job, cache_dir): i for i, job in enumerate(jobs)}
+        results = {}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(done[0])
+            results[index] = ray.get(done[0])
+            on_done and on_done(jobs[index])
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,99 @@
+"""Capacity search: the highest QPS that meets an SLO, by binary search on a QPS grid.
+
+Every search tries QPS values of one geometric grid, q_k = (1 + granularity)^k, so searches
+with different SLOs land on the same QPS values and share their cached trials: a sweep over SLO
+values, or a rescoring of a finished one, is mostly cache reads.
+
+The invariant: the highest QPS known to pass only ever rises and the lowest known to fail only
+ever falls; every later trial lies strictly between them. So a passing QPS is never lost, even
+where the latencies are not monotone in QPS. The search widens the upper bound (doubling its
+step) while trials pass, halves down while they fail, and stops when the bracket is one grid step
+(the granularity) or after max_trials.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from capsim.capsearch.slo import slo_to_dict
+from capsim.sim.early_stop import EarlyStop
+
+MIN_QPS = 1e-3  # below this a deployment has no capacity for the SLO
+
+
+@dataclass
+class Capacity:
+    labels: dict  # model, scheduler, trace, parallel: the names of the experiment
+    slo: dict
+    slo_name: str
+    capacity_qps: float  # highest passing QPS; 0 when even MIN_QPS failed
+    failing_qps: float | None  # lowest failing QPS; None when the search never saw a failure
+    trials: list[dict] = field(default_factory=list)
+    source: str = "simulated"  # or "confirmed" on a real engine
+    latency_source: str = "analytic"
+    system: dict = field(default_factory=dict)
+    workload: dict = field(default_factory=dict)
+
+    @property
+    def bracket(self) -> str:
+        high = f"{self.failing_qps:.3g}" if self.failing_qps is not None else "not found"
+        return f"[{self.capacity_qps:.3g}, {high})"
+
+
+def grid_qps(k: int, granularity: float) -> float:
+    return round((1 + granularity) ** k, 6)
+
+
+def grid_index(qps: float, granularity: float) -> int:
+    return round(math.log(qps) / math.log(1 + granularity))
+
+
+def find_capacity(trial, slo, start_qps: float, granularity: float = 0.025, max_trials: int = 20) -> tuple[float, float | None, list[dict]]:
+    """Binary search with `trial(qps) -> (passed, details)`; returns (capacity, failing, trials)."""
+    if not start_qps > 0:
+        raise ValueError(f"start QPS must be positive, got {start_qps}")
+    if not 0 < granularity < 1:
+        raise ValueError(f"granularity must be a fraction in (0, 1), got {granularity}")
+    passing: int | None = None  # grid indices
+    failing: int | None = None
+    trials: list[dict] = []
+    k, step = grid_index(start_qps, granularity), 1
+    floor_k = grid_index(MIN_QPS, granularity)
+    while len(trials) < max_trials:
+        qps = grid_qps(k, granularity)
+        passed, details = trial(qps)
+        trials.append({"qps": qps, "passed": passed, **details})
+        if passed:
+            passing = k
+        else:
+            failing = k
+        if failing is None:  # everything passed so far: widen, faster each time
+            step *= 2
+            k = passing + step
+        elif passing is None:  # everything failed so far: halve the QPS
+            if k <= floor_k:
+                break
+            k = max(floor_k, k - max(1, round(math.log(2) / math.log(1 + granularity))))
+        elif failing - passing <= 1:
+            break
+        else:
+            k = (passing + failing) // 2
+    capacity = grid_qps(passing, granularity) if passing is not None else 0.0
+    return capacity, (grid_qps(failing, granularity) if failing is not None else None), trials
+
+
+def early_stop_rule(slo, num_requests: int, total_output_tokens: int) -> EarlyStop | None:
+    """Thresholds past which the SLO is certain to fail (lower bounds on its violations)."""
+    kind = slo.kind
+    if kind == "tbt_ttft":
+        return EarlyStop(
+            max_tbt=slo.tbt, max_tbt_violations=int((1 - slo.tbt_percentile / 100) * total_output_tokens),
+            max_wait=slo.ttft, max_wait_violations=int((1 - slo.ttft_percentile / 100) * num_requests),
+        )
+    if kind == "ttft_tpot":
+        return EarlyStop(max_wait=slo.ttft, max_wait_violations=int((1 - slo.ttft_percentile / 100) * num_requests))
+    return None
+
+
+__all__ = ["Capacity", "find_capacity", "early_stop_rule", "slo_to_dict"]
