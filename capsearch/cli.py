@@ -9,13 +9,16 @@ from __future__ import annotations
 import click
 
 from capsim.capsearch.profile_commands import profile, profiles
+from capsim.capsearch.config import ConfigError
+from capsim.capsearch.search_command import search, sweep
 from capsim.capsearch.simulate_command import simulate
+from capsim.capsearch.slo import SLOError
 from capsim.capsearch.trace_commands import traces
 from capsim.profiles.errors import ProfileError
 from capsim.sim import SimulationError
 from capsim.traces import TraceError
 
-USER_ERRORS: tuple[type[Exception], ...] = (TraceError, ProfileError, SimulationError)
+USER_ERRORS: tuple[type[Exception], ...] = (TraceError, ProfileError, SimulationError, ConfigError, SLOError)
 
 
 class UserError(click.ClickException):
@@ -38,7 +41,8 @@ def main() -> None:
     The highest request rate (QPS) at which a model, GPU, parallelism and scheduler still meet
     latency SLOs on a request trace: found in simulation in seconds, confirmed on real engines.
 
-    Start with `capsim traces list` to see the built-in workloads.
+    Start with `capsim search`: the capacity of Mistral-7B on an A100 under the Sarathi-Serve
+    strict and relaxed SLOs, for vLLM, Orca and Sarathi-Serve, on the chat and arxiv traces.
     """
 
 
@@ -46,3 +50,5 @@ main.add_command(traces)
 main.add_command(profile)
 main.add_command(profiles)
 main.add_command(simulate)
+main.add_command(search)
+main.add_command(sweep)

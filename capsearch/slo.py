@@ -63,8 +63,12 @@ class TbtTtft:
 
     @property
     def name(self) -> str:
-        first = "sched" if self.ttft_metric == "scheduling_delay" else "TTFT"
-        return f"P{self.tbt_percentile:g} TBT<={self.tbt:g}s, P{self.ttft_percentile:g} {first}<={self.ttft:g}s"
+        """Short: the Sarathi-Serve second part (P50 scheduling delay <= 2 s) goes unsaid."""
+        name = f"P{self.tbt_percentile:g} TBT<={self.tbt:g}s"
+        if (self.ttft_percentile, self.ttft, self.ttft_metric) != (50, 2.0, "scheduling_delay"):
+            first = "sched" if self.ttft_metric == "scheduling_delay" else "TTFT"
+            name += f", P{self.ttft_percentile:g} {first}<={self.ttft:g}s"
+        return name
 
     def score(self, result: RunResult) -> dict:
         tbt = _percentile(tbt_with_missing(result), self.tbt_percentile)
@@ -115,7 +119,7 @@ class Deadline:
 
     @property
     def name(self) -> str:
-        return f"P{self.miss_rate_percentile:g} deadline miss rate<={self.miss_rate:g} (TBT {self.tbt:g}s, slack {self.ttft_slack:g}s)"
+        return f"P{self.miss_rate_percentile:g} miss<={self.miss_rate:g} (TBT {self.tbt:g}s, slack {self.ttft_slack:g}s)"
 
     def score(self, result: RunResult, prefill_seconds=None) -> dict:
         rates = deadline_miss_rates(result, self.tbt, self.ttft_slack, prefill_seconds)
