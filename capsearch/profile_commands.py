@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from capsim.profiles.store import resolve_profile, shipped_profiles
 from capsim.profiles.table import ProfileTable
 from capsim.traces import write_atomically
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes get wide tables
 
 
 @click.command()

@@ -6,9 +6,9 @@ values, or a rescoring of a finished one, is mostly cache reads.
 
 The invariant: the highest QPS known to pass only ever rises and the lowest known to fail only
 ever falls; every later trial lies strictly between them. So a passing QPS is never lost, even
-where the latencies are not monotone in QPS. The search widens the upper bound (doubling its
-step) while trials pass, halves down while they fail, and stops when the bracket is one grid step
-(the granularity) or after max_trials.
+where the latencies are not monotone in QPS. The search doubles the QPS while trials pass, halves
+it while they fail, then bisects the bracket, and stops when the bracket is one grid step (the
+granularity) or after max_trials.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def find_capacity(trial, slo, start_qps: float, granularity: float = 0.025, max_
     passing: int | None = None  # grid indices
     failing: int | None = None
     trials: list[dict] = []
-    k, step = grid_index(start_qps, granularity), 1
+    k = grid_index(start_qps, granularity)
+    double = max(1, round(math.log(2) / math.log(1 + granularity)))  # grid steps that double the QPS
     floor_k = grid_index(MIN_QPS, granularity)
     while len(trials) < max_trials:
         qps = grid_qps(k, granularity)
@@ -68,13 +69,12 @@ def find_capacity(trial, slo, start_qps: float, granularity: float = 0.025, max_
             passing = k
         else:
             failing = k
-        if failing is None:  # everything passed so far: widen, faster each time
-            step *= 2
-            k = passing + step
-        elif passing is None:  # everything failed so far: halve the QPS
+        if failing is None:  # everything passed so far: double the QPS
+            k = passing + double
+        elif passing is None:  # everything failed so far: halve it
             if k <= floor_k:
                 break
-            k = max(floor_k, k - max(1, round(math.log(2) / math.log(1 + granularity))))
+            k = max(floor_k, k - double)
         elif failing - passing <= 1:
             break
         else:

@@ -3,6 +3,7 @@ function of one SLO parameter), with the flags of Sarathi-Serve and Etalon."""
 
 from __future__ import annotations
 
+import sys
 import dataclasses
 import functools
 from importlib import resources
@@ -22,7 +23,7 @@ from capsim.capsearch.slo import SLO_KINDS, Deadline, TbtTtft, TtftTpot
 from capsim.capsearch.system_options import system_options
 from capsim.capsearch.workload_options import workload_options
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes get wide tables
 DEFAULT_CONFIGS = ("mistral7b_strict", "mistral7b_relaxed")
 SLO_FLAGS = ("slo_type", "tbt_slo", "tbt_percentile", "ttft_slo", "ttft_percentile", "ttft_metric", "ttft_slack_slo",
              "tpot_slo", "tpot_percentile", "deadline_miss_rate_slo", "deadline_miss_rate_percentile")

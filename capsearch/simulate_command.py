@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -12,7 +13,7 @@ from capsim.capsearch.system_options import system_options
 from capsim.capsearch.workload_options import workload_options
 from capsim.sim import simulate as run_simulation
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes get wide tables
 
 
 @click.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from capsim.capsearch.workload_options import workload_options
 from capsim.traces import FORMATS, TraceError, WorkloadSpec, builtin_traces, get_builtin, load_trace, write_atomically
 from capsim.traces.summary import summarize
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes get wide tables
 
 
 @click.group()

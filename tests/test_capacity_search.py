@@ -1,0 +1,172 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from capsim.capsearch.config import ConfigError, load_config
+from capsim.capsearch.experiment import SearchJob, run_job
+from capsim.capsearch.search import early_stop_rule, find_capacity
+from capsim.capsearch.slo import TbtTtft
+from capsim.capsearch.trials import TrialCache, run_trial
+from capsim.sim import SystemSpec
+from capsim.traces import WorkloadSpec
+
+CAPSIM = str(Path(sys.executable).parent / "capsim")
+SYSTEM = SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="sarathi", token_budget=512)
+WORKLOAD = WorkloadSpec("chat", num_requests=300, seed=1, max_total_tokens=8192)
+SLO = TbtTtft(tbt=0.1)
+
+
+def test_search_brackets_the_true_capacity_at_the_granularity():
+    seen = []
+
+    def trial(qps):
+        seen.append(qps)
+        return qps <= 7.3, {}
+
+    capacity, failing, trials = find_capacity(trial, SLO, start_qps=1.0, granularity=0.025)
+    assert capacity <= 7.3 < failing and failing / capacity <= 1.025 + 1e-6
+    assert len(trials) == len(seen) <= 12
+
+
+def test_a_passing_qps_is_never_lost_even_when_results_are_not_monotone():
+    def trial(qps):  # passes low, fails in a window, passes again above it: noise of a real system
+        return (qps < 4.0) or (5.0 < qps < 6.0), {}
+
+    capacity, failing, trials = find_capacity(trial, SLO, start_qps=1.0)
+    passed = [t["qps"] for t in trials if t["passed"]]
+    assert capacity == max(passed)
+    assert all(t["qps"] < failing or not t["passed"] for t in trials)
+
+
+def test_nothing_passes_gives_zero():
+    capacity, failing, _ = find_capacity(lambda q: (False, {}), SLO, start_qps=2.0, max_trials=50)
+    assert capacity == 0.0 and failing <= 0.0011
+
+
+def test_bad_search_arguments():
+    with pytest.raises(ValueError, match="start QPS must be positive"):
+        find_capacity(lambda q: (True, {}), SLO, start_qps=0)
+
+
+def test_failing_trials_stop_early_and_passing_ones_never_do(tmp_path):
+    cache = TrialCache(tmp_path)
+    requests = WORKLOAD.requests()
+    rule = early_stop_rule(SLO, len(requests), int(requests.output_tokens.sum()))
+    failing, _ = run_trial(SYSTEM, WORKLOAD, 40.0, cache, rule)
+    assert failing.info["stopped_early"] and not SLO.score(failing)["passed"]
+    assert "stopped early" in failing.column("reason")[failing.column("status") == "unfinished"][0]
+    passing, _ = run_trial(SYSTEM, WORKLOAD, 1.0, cache, rule)
+    assert passing.info["stopped_early"] is None and SLO.score(passing)["passed"]
+    # the cut trial serves only its own rule: another SLO runs it again in full
+    again, cached = run_trial(SYSTEM, WORKLOAD, 40.0, cache, None)
+    assert not cached and again.info["stopped_early"] is None
+
+
+def test_trials_are_cached_by_content_not_by_slo(tmp_path):
+    job = SearchJob(SYSTEM, WORKLOAD, (TbtTtft(tbt=0.1), TbtTtft(tbt=0.5)), 2.0, (("scheduler", "sarathi"),), early_stop=False)
+    first = run_job(job, str(tmp_path))
+    second = run_job(job, str(tmp_path))
+    assert [c.capacity_qps for c in first] == [c.capacity_qps for c in second]
+    assert all(t["cached"] for c in second for t in c.trials)
+    shared = {t["qps"] for t in first[0].trials} & {t["qps"] for t in first[1].trials}
+    assert shared  # the second SLO landed on QPS values the first one had run
+    assert all(t["cached"] for t in first[1].trials if t["qps"] in shared)
+
+
+SEARCH = [CAPSIM, "search", "--model", "Mistral-7B", "--hardware", "A100-80GB-SXM", "--scheduler", "sarathi", "--chunk-size", "512",
+          "--trace", "chat", "-n", "300", "--start-qps", "0.5", "--tbt-slo-value", "0.1", "--executor", "serial"]
+
+
+def test_search_killed_with_sigkill_resumes_from_its_cache(tmp_path):
+    cache = tmp_path / "cache"
+    victim = subprocess.Popen([*SEARCH, "--cache-dir", cache, "-o", tmp_path / "a"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len([p for p in cache.glob("*") if not p.name.startswith(".")]) < 2:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    kept = [p for p in cache.glob("*") if not p.name.startswith(".")]
+    assert len(kept) >= 2
+    assert all((p / "summary.json").is_file() and (p / "requests.parquet").is_file() for p in kept)
+    subprocess.run([*SEARCH, "--cache-dir", cache, "-o", tmp_path / "b"], check=True, capture_output=True)
+    subprocess.run([*SEARCH, "--cache-dir", tmp_path / "fresh", "-o", tmp_path / "c"], check=True, capture_output=True)
+    resumed = json.loads((tmp_path / "b" / "capacity.json").read_text())[0]
+    fresh = json.loads((tmp_path / "c" / "capacity.json").read_text())[0]
+    assert resumed["capacity_qps"] == fresh["capacity_qps"]
+    assert sum(t["cached"] for t in resumed["trials"]) >= len(kept) - 1
+
+
+def test_the_cli_writes_the_capacity_table_and_plot(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([*SEARCH, "--tbt-slo-value", "0.5", "--cache-dir", tmp_path / "cache", "-o", out], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = (out / "capacity.csv").read_text().splitlines()
+    assert rows[0].startswith("model,scheduler,trace") and len(rows) == 3
+    assert (out / "capacity.png").stat().st_size > 1000
+    assert "capacity" in result.stdout
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--start-qps", "0"], "--start-qps must be positive"),
+    (["--tbt-slo-value", "0.0001"], "below one decode step"),
+    (["--model", "Llama-2-70B"], "does not fit"),
+    (["--config-path", "nosuch.yml"], "no such config file"),
+])
+def test_bad_search_input_fails_before_any_trial(tmp_path, extra, message):
+    result = subprocess.run([*SEARCH, *extra, "--cache-dir", tmp_path / "cache", "-o", tmp_path / "out"], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_sarathi_osdi_configs_load_as_they_are():
+    folder = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "sarathi-osdi-configs"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found (../shared is absent)")
+    for path in sorted(folder.glob("*.yml")):
+        experiment = load_config(path, slos=[SLO])
+        assert len(experiment.jobs) == 6, path.name
+        assert {j.system.scheduler for j in experiment.jobs} == {"vllm_v0", "orca", "sarathi"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("schedulers: [", "invalid YAML"),
+    ("schedulers: []\n", "'schedulers' must be a non-empty list"),
+    ("bogus: 1\n", "unknown key(s) bogus in the top level"),
+])
+def test_bad_configs_name_the_file_and_the_key(tmp_path, text, message):
+    path = tmp_path / "exp.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, slos=[SLO])
+    assert str(path) in str(error.value) and message in str(error.value)
+
+
+def test_unknown_key_inside_a_section(tmp_path):
+    good = (Path(__file__).resolve().parents[1] / "capsearch" / "configs" / "mistral7b_strict.yml").read_text()
+    path = tmp_path / "exp.yml"
+    path.write_text(good.replace("chunk_size: 512", "chunk_size: 512\n    chunk_sise: 9"))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) chunk_sise in schedulers entry 'sarathi_512'"):
+        load_config(path)
+
+
+def test_sweep_on_a_local_ray(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'capsim[ray]')")
+    out = tmp_path / "sweep"
+    env = os.environ | {"RAY_DISABLE_USAGE_STATS": "1"}
+    result = subprocess.run([CAPSIM, "sweep", "--model", "Mistral-7B", "--hardware", "A100-80GB-SXM", "--scheduler", "sarathi",
+                             "--chunk-size", "512", "--trace", "chat", "-n", "200", "--start-qps", "1", "--values", "0.05,0.5",
+                             "--scheduler", "vllm_v0", "--executor", "ray", "--cache-dir", tmp_path / "cache", "-o", out],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = (out / "sweep.csv").read_text().splitlines()[1:]
+    capacities = {row.split(",")[4]: float(row.split(",")[5]) for row in rows}
+    assert len(capacities) == 2
+    assert capacities["P99 TBT<=0.05s"] <= capacities["P99 TBT<=0.5s"]
+    assert (out / "sweep.png").is_file()
