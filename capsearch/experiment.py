@@ -76,7 +76,7 @@ def run_jobs(jobs: list[SearchJob], executor: str = "process", workers: int | No
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     results: dict[int, list[Capacity]] = {}
-    if executor == "serial" or len(jobs) <= 1:
+    if executor == "serial" or (executor == "process" and len(jobs) <= 1):
         for i, job in enumerate(jobs):
             results[i] = run_job(job, cache_dir)
             on_done and on_done(job)

@@ -204,7 +204,8 @@ def sweep(ctx: click.Context, system, make_spec, parameter: str, values_text: st
         base = job.slos[0]
         if not hasattr(base, parameter):
             raise ConfigError(f"a {base.kind} SLO has no {parameter!r}; choose --parameter among its fields")
-        swept.append(dataclasses.replace(job, slos=tuple(dataclasses.replace(base, **{parameter: v}) for v in values)))
+        # one job a value, so that values run in parallel; the QPS grid lets them share trials
+        swept += [dataclasses.replace(job, slos=(dataclasses.replace(base, **{parameter: v}),)) for v in values]
     for note in notes:
         console.print(f"[dim]{note}[/]")
     capacities = run_searches(swept, options)

@@ -162,7 +162,7 @@ def test_sweep_on_a_local_ray(tmp_path):
     env = os.environ | {"RAY_DISABLE_USAGE_STATS": "1"}
     result = subprocess.run([CAPSIM, "sweep", "--model", "Mistral-7B", "--hardware", "A100-80GB-SXM", "--scheduler", "sarathi",
                              "--chunk-size", "512", "--trace", "chat", "-n", "200", "--start-qps", "1", "--values", "0.05,0.5",
-                             "--scheduler", "vllm_v0", "--executor", "ray", "--cache-dir", tmp_path / "cache", "-o", out],
+                             "--executor", "ray", "--cache-dir", tmp_path / "cache", "-o", out],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = (out / "sweep.csv").read_text().splitlines()[1:]
