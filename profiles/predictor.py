@@ -10,7 +10,7 @@ probing it one feature at a time, which is exact for an additive model.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 
 import numpy as np
 
@@ -22,11 +22,13 @@ TOKEN_TABLE_MIN = 16384
 class LatencyPredictor:
     """predictor(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> seconds."""
 
-    def __init__(self, base: float, token_table: np.ndarray, linear: dict[int, float], steps: dict[int, tuple], link: str, coverage: np.ndarray):
+    def __init__(self, base: float, token_table: np.ndarray, linear: dict[int, float], bent: dict[int, tuple],
+                 steps: dict[int, tuple], link: str, coverage: np.ndarray):
         self.base = float(base)
         self.token_table = [float(v) for v in token_table]
         self.token_slope = float(token_table[-1] - token_table[-2])
         self.linear = {int(k): float(v) for k, v in linear.items()}
+        self.bent = {int(k): (list(map(float, x)), list(map(float, y))) for k, (x, y) in bent.items()}  # piecewise linear
         self.steps = {int(k): (list(map(float, t)), list(map(float, v))) for k, (t, v) in steps.items()}
         self.link = link
         self.coverage = np.asarray(coverage, dtype=np.float64)  # largest value of each feature in the profile
@@ -43,31 +45,27 @@ class LatencyPredictor:
         return self._call(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv)
 
     def _specialize(self):
-        """A closure with the model's constants bound: no loops, no attribute look-ups per call."""
+        """A closure with the model's constants bound: no attribute look-ups per call."""
         table, n, slope, base = self.token_table, len(self.token_table), self.token_slope, self.base
-        coefficients = [self.linear.get(k, 0.0) for k in range(1, len(FEATURES))]
-        a1, a2, a3, a4, a5 = coefficients
+        a1, a2, a3, a4, a5 = (self.linear.get(k, 0.0) for k in range(1, len(FEATURES)))
+        bent = [(k - 1, x, y, [(y[i + 1] - y[i]) / (x[i + 1] - x[i]) for i in range(len(x) - 1)]) for k, (x, y) in self.bent.items()]
         steps = [(k - 1, thresholds, values) for k, (thresholds, values) in self.steps.items()]
+        identity = self.link == "identity"
         exp = math.exp
 
-        def token_term(t):
-            return table[t] if t < n else table[-1] + slope * (t - n + 1)
+        def call(t, ps, pa, pc, ds, dk):
+            total = base + (table[t] if t < n else table[-1] + slope * (t - n + 1))
+            total += a1 * ps + a2 * pa + a3 * pc + a4 * ds + a5 * dk
+            if bent or steps:
+                x = (ps, pa, pc, ds, dk)
+                for i, knots, values, slopes in bent:
+                    j = min(max(bisect_right(knots, x[i]) - 1, 0), len(slopes) - 1)
+                    total += values[j] + slopes[j] * (x[i] - knots[j])
+                for i, thresholds, values in steps:
+                    total += values[bisect_left(thresholds, x[i])]
+            return total if identity else exp(total)
 
-        if not steps:
-            def linear_call(t, ps, pa, pc, ds, dk):
-                return base + token_term(t) + a1 * ps + a2 * pa + a3 * pc + a4 * ds + a5 * dk
-            if self.link == "identity":
-                return linear_call
-            return lambda *x: exp(linear_call(*x))
-
-        def stepped_call(t, ps, pa, pc, ds, dk):
-            x = (ps, pa, pc, ds, dk)
-            total = base + token_term(t) + a1 * ps + a2 * pa + a3 * pc + a4 * ds + a5 * dk
-            for i, thresholds, values in steps:
-                total += values[bisect_left(thresholds, x[i])]
-            return total if self.link == "identity" else exp(total)
-
-        return stepped_call
+        return call
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """The same numbers for many batches at once (rows of batch.FEATURES)."""
@@ -79,6 +77,8 @@ class LatencyPredictor:
         total = total + self.base
         for k, a in self.linear.items():
             total = total + a * X[:, k]
+        for k, (knots, values) in self.bent.items():
+            total = total + _interpolate(X[:, k], np.asarray(knots), np.asarray(values))
         for k, (thresholds, values) in self.steps.items():
             total = total + np.asarray(values)[np.searchsorted(thresholds, X[:, k], side="left")]
         return total if self.link == "identity" else np.exp(total)
@@ -86,6 +86,13 @@ class LatencyPredictor:
     def outside_coverage(self, X: np.ndarray) -> np.ndarray:
         """Which batches lie beyond what the profile measured in some feature (extrapolated)."""
         return (np.asarray(X, dtype=np.float64) > self.coverage * 1.0001).any(axis=1)
+
+
+def _interpolate(x: np.ndarray, knots: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Piecewise-linear through (knots, values), extended linearly beyond both ends."""
+    j = np.clip(np.searchsorted(knots, x, side="right") - 1, 0, len(knots) - 2)
+    slopes = np.diff(values) / np.diff(knots)
+    return values[j] + slopes[j] * (x - knots[j])
 
 
 def compile_additive(regressor, X_train: np.ndarray, max_tokens: int) -> LatencyPredictor:
@@ -97,8 +104,14 @@ def compile_additive(regressor, X_train: np.ndarray, max_tokens: int) -> Latency
     probe[:, 0] = np.arange(table_size)
     token_table = regressor.raw_predict(probe) - base
 
-    linear, steps = {}, {}
+    linear, bent, steps = {}, {}, {}
     for k in range(1, len(FEATURES)):
+        knots = regressor.breakpoints(k) if hasattr(regressor, "breakpoints") else None
+        if knots is not None:  # piecewise linear: its values at the knots say everything
+            probe = np.zeros((len(knots), len(FEATURES)))
+            probe[:, k] = knots
+            bent[k] = (knots, regressor.raw_predict(probe) - base)
+            continue
         values = np.unique(np.concatenate(([0.0], X_train[:, k])))
         probe = np.zeros((len(values), len(FEATURES)))
         probe[:, k] = values
@@ -111,4 +124,4 @@ def compile_additive(regressor, X_train: np.ndarray, max_tokens: int) -> Latency
         # A step function: constant between midpoints of adjacent distinct values, where any
         # tree threshold on this feature lies.
         steps[k] = ((values[:-1] + values[1:]) / 2, part)
-    return LatencyPredictor(base, token_table, linear, steps, regressor.link, X_train.max(axis=0))
+    return LatencyPredictor(base, token_table, linear, bent, steps, regressor.link, X_train.max(axis=0))

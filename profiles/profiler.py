@@ -22,6 +22,7 @@ from capsim.profiles.table import ProfileTable
 from capsim.profiles.versions import profile_metadata
 
 SAVE_EVERY = 10  # batches between saves of the partial profile
+BLOCK_SIZE = 16
 CPU_KV_BYTES = 2 << 30  # KV cache a CPU profile may use
 
 
@@ -65,7 +66,7 @@ def measure_profile(
                                 run_dtype=str(torch_dtype).removeprefix("torch."), warmup=warmup, repeats=repeats)
     done_shapes, done_latencies = _resume(partial, shapes, metadata)
 
-    runner = ModelRunner(model, device=device, dtype=torch_dtype, kv_cache_tokens=cache_tokens, seed=seed)
+    runner = ModelRunner(model, device=device, dtype=torch_dtype, kv_cache_tokens=cache_tokens, block_size=BLOCK_SIZE, seed=seed)
     rng = np.random.default_rng(seed)
     latencies = list(done_latencies)
     for index in range(len(done_shapes), len(shapes)):
@@ -102,8 +103,10 @@ def _time_batch(runner, SequenceWork, shape: BatchShape, rng, vocab: int, warmup
     return float(np.median(times))
 
 
-def _cached_tokens(shape: BatchShape) -> int:
-    return sum(shape.prefill_contexts) + sum(shape.prefill_chunks) + sum(shape.decode_contexts) + len(shape.decode_contexts)
+def _cached_tokens(shape: BatchShape, block_size: int = BLOCK_SIZE) -> int:
+    """KV slots the batch occupies, each sequence rounded up to whole blocks."""
+    lengths = [c + q for q, c in zip(shape.prefill_chunks, shape.prefill_contexts)] + [c + 1 for c in shape.decode_contexts]
+    return sum(-(-n // block_size) * block_size for n in lengths)
 
 
 def _kv_budget_tokens(model: ModelSpec, device: str, dtype, bytes_per_token: int) -> int:

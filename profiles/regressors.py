@@ -5,9 +5,10 @@ kernels for prefill and decode, then per-sequence work, one after the other. Add
 compile exactly into per-feature lookup tables (predictor.py), which is what makes a prediction
 cost about a microsecond.
 
-- PhysicsLinearRegressor: a piecewise-linear response in `tokens` (flat while the weights' memory
-  traffic dominates, then rising once compute-bound) plus non-negative linear terms in the other
-  features. Fitted to relative error (weights 1/y^2), since the SLOs care about ratios.
+- PhysicsLinearRegressor: non-negative piecewise-linear responses in `tokens` (flat while the
+  weights' memory traffic dominates, then rising once compute-bound), `prefill_attention` and
+  `decode_kv`, plus non-negative linear terms in the counts. Fitted to relative error (weights
+  1/y^2), since the SLOs care about ratios.
 - AdditiveTreesRegressor: gradient-boosted trees on log latency, each tree splitting on a single
   feature (scikit-learn's interaction_cst="no_interactions"): a flexible additive model.
 
@@ -28,24 +29,40 @@ from capsim.profiles.batch import FEATURES
 
 class PhysicsLinearRegressor(RegressorMixin, BaseEstimator):
     link = "identity"
+    # Piecewise-linear in the three big costs (flat-then-linear GEMMs; caches filling up under
+    # attention and KV reads, which bend the curves on CPUs); linear in the rest.
+    splined = (0, 2, 5)  # tokens, prefill_attention, decode_kv
 
-    def __init__(self, n_knots: int = 12):
+    def __init__(self, n_knots: int = 10):
         self.n_knots = n_knots
 
     def fit(self, X, y):
         X, y = check_X_y(X, y, dtype=np.float64)
         self.n_features_in_ = X.shape[1]
-        tokens = X[:, 0]
-        knots = np.unique(np.quantile(tokens, np.linspace(0, 1, self.n_knots)))
-        if len(knots) < 2:
-            knots = np.array([tokens.min(), tokens.min() + 1.0])
-        self.spline_ = SplineTransformer(degree=1, knots=knots.reshape(-1, 1), extrapolation="linear").fit(tokens[:, None])
+        self.knots_ = {k: self._knots(X[:, k]) for k in self.splined}
+        self.splines_ = {
+            k: SplineTransformer(degree=1, knots=knots.reshape(-1, 1), extrapolation="linear").fit(X[:, k:k + 1])
+            for k, knots in self.knots_.items()
+        }
         self.linear_ = LinearRegression(fit_intercept=False, positive=True)
         self.linear_.fit(self._design(X), y, sample_weight=1.0 / y**2)
         return self
 
+    def _knots(self, values: np.ndarray) -> np.ndarray:
+        """Knots at quantiles of the values seen, and at zero (most batches lack one kind of work)."""
+        positive = values[values > 0]
+        inner = np.quantile(positive, np.linspace(0, 1, self.n_knots)) if len(positive) else np.array([1.0])
+        knots = np.unique(np.concatenate(([0.0], inner)))
+        return knots if len(knots) >= 2 else np.array([0.0, 1.0])
+
     def _design(self, X):
-        return np.hstack([self.spline_.transform(X[:, :1]), X[:, 1:]])
+        linear = [k for k in range(X.shape[1]) if k not in self.splined]
+        return np.hstack([self.splines_[k].transform(X[:, k:k + 1]) for k in self.splined] + [X[:, linear]])
+
+    def breakpoints(self, k: int) -> np.ndarray | None:
+        """Where the part of feature k bends (None: it is linear); exact for compiling."""
+        check_is_fitted(self, "linear_")
+        return self.knots_.get(k)
 
     def predict(self, X):
         check_is_fitted(self, "linear_")
