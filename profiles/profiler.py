@@ -45,12 +45,16 @@ def measure_profile(
     import torch
 
     from capsim.profiles.model_runner import ModelRunner, SequenceWork
+    from capsim.profiles.torch_model import torch_dtype as model_torch_dtype
 
     if grid not in GRIDS:
         raise ProfileError(f"unknown grid {grid!r}; grids: {', '.join(GRIDS)}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ProfileError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-    torch_dtype = getattr(torch, dtype or model.dtype)
+    try:
+        torch_dtype = getattr(torch, dtype) if dtype else model_torch_dtype(model)
+    except ValueError as error:
+        raise ProfileError(str(error)) from None
     bytes_per_token = model.kv_bytes_per_token * torch.tensor([], dtype=torch_dtype).element_size() // model.dtype_bytes
     budget = _kv_budget_tokens(model, device, torch_dtype, bytes_per_token)
     shapes = GRIDS[grid].shapes(model.max_context, budget, max_batch_tokens=16384)

@@ -27,7 +27,9 @@ def torch_dtype(spec: ModelSpec) -> torch.dtype:
     """The torch dtype a model computes in by default."""
     if spec.dtype == "fp8":
         # FP8 weights need scaled-matmul kernels this reference model does not emulate.
-        raise ValueError(f"model {spec.name!r} has dtype fp8, which torch cannot compute in; pass a dtype such as torch.bfloat16")
+        raise ValueError(
+            f"model {spec.name!r} has dtype fp8, which torch cannot compute in; pass a dtype such as torch.bfloat16"
+        )
     return getattr(torch, spec.dtype)
 
 
@@ -58,7 +60,9 @@ class DecoderLayer(nn.Module):
         self.up_proj = nn.Linear(spec.hidden, (2 if self.swiglu else 1) * spec.ffn, bias=False)
         self.down_proj = nn.Linear(spec.ffn, spec.hidden, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int, attention: Attention) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int, attention: Attention
+    ) -> torch.Tensor:
         tokens = x.shape[0]
         q, k, v = self.qkv_proj(self.attention_norm(x)).split(
             [self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], dim=-1
@@ -109,7 +113,9 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
-def build_model(spec: ModelSpec, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, seed: int = 0) -> DecoderModel:
+def build_model(
+    spec: ModelSpec, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, seed: int = 0
+) -> DecoderModel:
     """The network of `spec` with random weights, in eval mode without gradients.
 
     On the "meta" device nothing is allocated (any size can be built, e.g. to count parameters).
