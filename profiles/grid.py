@@ -72,6 +72,19 @@ GRIDS = {
         multi_prefill_counts=(2, 4, 8),
         multi_prefill_chunks=(128, 512, 1024, 2048),
     ),
+    # `tiny` on a CPU, dense enough to fit the latency model well (a few minutes).
+    "cpu": ProfileGrid(
+        prefill_chunks=(8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
+        prefill_contexts=(0, 256, 512, 1024, 2048),
+        decode_batch_sizes=(1, 2, 4, 8, 16, 24, 32, 48, 64),
+        decode_contexts=(16, 128, 256, 512, 1024, 1536, 2048),
+        mixed_chunks=(32, 128, 256, 512),
+        mixed_chunk_contexts=(0, 1024),
+        mixed_decode_batch_sizes=(4, 16, 48),
+        mixed_decode_contexts=(128, 1024),
+        multi_prefill_counts=(2, 4),
+        multi_prefill_chunks=(64, 256),
+    ),
     # A few dozen points for `tiny` on a CPU: the tests' grid.
     "quick": ProfileGrid(
         prefill_chunks=(8, 32, 64, 128, 256, 512, 1024),

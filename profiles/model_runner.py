@@ -195,20 +195,22 @@ class ModelRunner:
 
     def _prefill_attention(self, chunk: _Chunk, q, k, v, k_cache, v_cache) -> torch.Tensor:
         n, group = chunk.end - chunk.start, self.spec.heads // self.spec.kv_heads
-        if chunk.blocks is None:
+        kv_heads, head_dim = self.spec.kv_heads, self.spec.head_dim
+        if chunk.blocks is None:  # no earlier context: causal attention over the chunk itself
             keys, values = k[chunk.start : chunk.end], v[chunk.start : chunk.end]
-        else:
-            # The chunk's own K/V are already in the cache: one gather gives context and chunk.
-            length = chunk.mask.shape[1]
-            keys = k_cache.index_select(0, chunk.blocks).flatten(0, 1)[:length]
-            values = v_cache.index_select(0, chunk.blocks).flatten(0, 1)[:length]
-        # [heads, tokens, head_dim]; K/V heads repeated for the query heads that share them (GQA).
-        keys = keys.transpose(0, 1).repeat_interleave(group, dim=0)
-        values = values.transpose(0, 1).repeat_interleave(group, dim=0)
-        out = F.scaled_dot_product_attention(
-            q[chunk.start : chunk.end].transpose(0, 1), keys, values, attn_mask=chunk.mask, is_causal=chunk.mask is None
-        )
-        return out.transpose(0, 1).reshape(n, -1)
+            mask = torch.ones(n, n, dtype=torch.bool, device=q.device).tril_()
+        else:  # the chunk's own K/V are already in the cache, so one gather gives context and chunk
+            mask = chunk.mask
+            keys = k_cache.index_select(0, chunk.blocks).flatten(0, 1)[: mask.shape[1]]
+            values = v_cache.index_select(0, chunk.blocks).flatten(0, 1)[: mask.shape[1]]
+        # GQA without copying K/V: the query heads that share a KV head become that head's rows.
+        # Explicit matmuls rather than SDPA: on CPUs the SDPA kernels' cost jumps irregularly with
+        # the chunk length (masked or causal), which would make the profile hard to learn.
+        rows = q[chunk.start : chunk.end].view(n, kv_heads, group, head_dim).permute(1, 2, 0, 3).reshape(kv_heads, group * n, head_dim)
+        scores = torch.matmul(rows, keys.permute(1, 2, 0)) * head_dim**-0.5  # [kv_heads, group * n, L]
+        scores.masked_fill_(~mask.repeat(group, 1), float("-inf"))
+        out = torch.matmul(torch.softmax(scores, dim=-1), values.transpose(0, 1))  # [kv_heads, group * n, hd]
+        return out.view(kv_heads, group, n, head_dim).permute(2, 0, 1, 3).reshape(n, -1)
 
     def _decode_attention(self, plan: _Plan, q, k_cache, v_cache) -> torch.Tensor:
         decodes, kv_heads, head_dim = q.shape[0], self.spec.kv_heads, self.spec.head_dim
