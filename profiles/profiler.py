@@ -22,6 +22,7 @@ from capsim.profiles.table import ProfileTable
 from capsim.profiles.versions import profile_metadata
 
 SAVE_EVERY = 10  # batches between saves of the partial profile
+CPU_THREADS = 1  # one intra-op thread: on a small shared CPU, more make the timings erratic
 BLOCK_SIZE = 16
 CPU_KV_BYTES = 2 << 30  # KV cache a CPU profile may use
 
@@ -51,6 +52,8 @@ def measure_profile(
         raise ProfileError(f"unknown grid {grid!r}; grids: {', '.join(GRIDS)}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ProfileError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    if device == "cpu":
+        torch.set_num_threads(CPU_THREADS)  # the reference engine serves a CPU profile's model the same way
     try:
         torch_dtype = getattr(torch, dtype) if dtype else model_torch_dtype(model)
     except ValueError as error:
@@ -67,7 +70,8 @@ def measure_profile(
     hardware = device_name(device)
     engine = "capsim-reference"
     metadata = profile_metadata(model, hardware, 1, 1, engine, "measured", device=device, grid=grid,
-                                run_dtype=str(torch_dtype).removeprefix("torch."), warmup=warmup, repeats=repeats)
+                                run_dtype=str(torch_dtype).removeprefix("torch."), warmup=warmup, repeats=repeats,
+                                threads=torch.get_num_threads())
     done_shapes, done_latencies = _resume(partial, shapes, metadata)
 
     runner = ModelRunner(model, device=device, dtype=torch_dtype, kv_cache_tokens=cache_tokens, block_size=BLOCK_SIZE, seed=seed)
