@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from capsim.capsearch.slo import slo_to_dict
 from capsim.sim.early_stop import EarlyStop
 
 MIN_QPS = 1e-3  # below this a deployment has no capacity for the SLO
@@ -95,5 +94,3 @@ def early_stop_rule(slo, num_requests: int, total_output_tokens: int) -> EarlySt
         return EarlyStop(max_wait=slo.ttft, max_wait_violations=int((1 - slo.ttft_percentile / 100) * num_requests))
     return None
 
-
-__all__ = ["Capacity", "find_capacity", "early_stop_rule", "slo_to_dict"]
