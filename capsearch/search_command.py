@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import dataclasses
-import functools
 from importlib import resources
 from pathlib import Path
 
@@ -71,13 +70,9 @@ def search_options(command):
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Trial cache [default: ~/.cache/capsim/trials]."),
     ]
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        return command(*args, **kwargs)
-
     for option in reversed(options):
-        wrapper = option(wrapper)
-    return system_options(workload_options(wrapper))
+        command = option(command)
+    return system_options(workload_options(command))
 
 
 def slos_from_flags(o: dict) -> list:
@@ -121,8 +116,18 @@ def _overrides(options: dict, given) -> dict:
 
 
 def check_feasible(jobs: list[SearchJob]) -> None:
-    """Refuse SLOs no QPS can meet: a TBT limit below one decode step of the system alone."""
+    """Refuse searches no QPS can pass: requests longer than the model holds (they would all be
+    rejected, hence violations), or a TBT limit below one decode step of the system alone."""
     for job in jobs:
+        job.system.scheduler_config()  # first of all: the model must fit the GPUs
+        requests = job.workload.requests()
+        too_long = int((requests.prompt_tokens + requests.output_tokens > job.system.model_len).sum())
+        if too_long:
+            raise ConfigError(
+                f"{too_long} of {len(requests)} requests of {job.workload.trace} are longer than the max model length "
+                f"{job.system.model_len} of {job.system.model}, so they could never finish: cap them with "
+                f"--max-total-tokens {job.system.model_len}, or raise --max-model-len"
+            )
         predictor = job.system.latency_model().predictor
         one_step = predictor(1, 0, 0, 0, 1, 1)
         for slo in job.slos:

@@ -27,14 +27,14 @@ class SLOError(ValueError):
     """An SLO that cannot be scored as given; the message says what to fix."""
 
 
-def _check_percentile(name: str, value: float) -> None:
-    if not 0 < value <= 100:
-        raise SLOError(f"{name} must be a percentile in (0, 100], got {value}")
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise SLOError(f"{name} must be a positive number of seconds, got {value}")
+def _check(slo, seconds: tuple[str, ...] = (), percentiles: tuple[str, ...] = ()) -> None:
+    """Limits in seconds must be positive, percentiles in (0, 100]; errors name the field."""
+    for field_name in seconds:
+        if not getattr(slo, field_name) > 0:
+            raise SLOError(f"{field_name} must be a positive number of seconds, got {getattr(slo, field_name)}")
+    for field_name in percentiles:
+        if not 0 < getattr(slo, field_name) <= 100:
+            raise SLOError(f"{field_name.replace('_', ' ')} must be a percentile in (0, 100], got {getattr(slo, field_name)}")
 
 
 def _percentile(values: np.ndarray, p: float) -> float:
@@ -54,10 +54,7 @@ class TbtTtft:
     kind = "tbt_ttft"
 
     def __post_init__(self):
-        _check_positive("tbt", self.tbt)
-        _check_positive("ttft", self.ttft)
-        _check_percentile("tbt percentile", self.tbt_percentile)
-        _check_percentile("ttft percentile", self.ttft_percentile)
+        _check(self, seconds=("tbt", "ttft"), percentiles=("tbt_percentile", "ttft_percentile"))
         if self.ttft_metric not in ("ttft", "scheduling_delay"):
             raise SLOError(f"ttft_metric must be ttft or scheduling_delay, got {self.ttft_metric!r}")
 
@@ -86,10 +83,7 @@ class TtftTpot:
     kind = "ttft_tpot"
 
     def __post_init__(self):
-        _check_positive("ttft", self.ttft)
-        _check_positive("tpot", self.tpot)
-        _check_percentile("ttft percentile", self.ttft_percentile)
-        _check_percentile("tpot percentile", self.tpot_percentile)
+        _check(self, seconds=("ttft", "tpot"), percentiles=("ttft_percentile", "tpot_percentile"))
 
     @property
     def name(self) -> str:
@@ -110,12 +104,11 @@ class Deadline:
     kind = "deadline"
 
     def __post_init__(self):
-        _check_positive("tbt", self.tbt)
+        _check(self, seconds=("tbt",), percentiles=("miss_rate_percentile",))
         if self.ttft_slack < 0:
             raise SLOError(f"ttft slack must be zero or more seconds, got {self.ttft_slack}")
         if not 0 <= self.miss_rate < 1:
             raise SLOError(f"deadline miss rate must be in [0, 1), got {self.miss_rate}")
-        _check_percentile("miss rate percentile", self.miss_rate_percentile)
 
     @property
     def name(self) -> str:

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from capsim.capsearch.workload_options import workload_options
-from capsim.traces import FORMATS, TraceError, WorkloadSpec, builtin_traces, get_builtin, load_trace, write_atomically
+from capsim.traces import FORMATS, WorkloadSpec, builtin_traces, get_builtin, load_trace, write_atomically
+from capsim.traces.spec import open_trace
 from capsim.traces.summary import summarize
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes get wide tables
@@ -62,13 +63,9 @@ def list_traces() -> None:
               help="Also write the figures to this JSON file.")
 def show(trace: str, format_: str | None, num_requests: int, seed: int, json_path: Path | None) -> None:
     """Count, mean and P50/P90/P99 of prompt and output tokens, and the arrival rate."""
+    workload = open_trace(trace, format_, num_requests, seed)
     if trace in builtin_traces():
-        if format_:
-            raise TraceError(f"{trace!r} is a built-in trace; --format applies to files only")
-        workload = get_builtin(trace).sample(num_requests, seed)
         console.print(f"{trace}: {get_builtin(trace).description}; derived from {get_builtin(trace).derived_from}")
-    else:
-        workload = load_trace(_existing(trace), format_)
     summary = summarize(workload)
     table = Table(title=f"{trace}: {summary['requests']} requests")
     for column in ("tokens", "mean", "P50", "P90", "P99", "max"):
@@ -101,7 +98,7 @@ def show(trace: str, format_: str | None, num_requests: int, seed: int, json_pat
               help="File format; detected from the file's columns when left out.")
 def convert(path: Path, output: Path, format_: str | None) -> None:
     """Convert a trace file into a capsim Parquet workload, every row checked."""
-    workload = load_trace(_existing(str(path)), format_)
+    workload = load_trace(path, format_)
     workload.to_parquet(output)
     console.print(f"wrote {output}: {len(workload)} requests")
 
@@ -118,12 +115,6 @@ def sample(trace: str, qps: float, output: Path, make_spec) -> None:
     workload = spec.at_qps(qps)
     workload.to_parquet(output)
     console.print(f"wrote {output}: {len(workload)} requests at {qps:g} QPS ({spec.arrival}), seed {spec.seed}")
-
-
-def _existing(path: str) -> str:
-    if not Path(path).exists():
-        raise TraceError(f"{path!r} is neither a trace file nor a built-in trace; built-in traces: {', '.join(builtin_traces())}")
-    return path
 
 
 def _percentile(values, p) -> float:

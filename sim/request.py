@@ -19,7 +19,7 @@ class Request:
         "prefill_target", "prefilled", "generated", "blocks", "shared_blocks",
         "entry_iteration", "entry_length", "entry_generated", "phase",
         "scheduled_s", "first_token_s", "finish_s", "status", "preemptions",
-        "spans", "extra_tokens", "replica",
+        "spans", "extra_tokens", "replica", "engine",
     )
 
     def __init__(self, id: int, arrival_s: float, prompt_tokens: int, output_tokens: int, prefix_group: int = -1, prefix_tokens: int = 0):
@@ -46,6 +46,7 @@ class Request:
         self.spans: list[tuple[int, int]] = []  # decode-iteration spans [first, last] it produced tokens in
         self.extra_tokens: list[float] = []  # token times outside spans: first token, tokens of re-prefills
         self.replica = -1
+        self.engine = -1  # index of the virtual engine within the replica
 
     @property
     def remaining_prefill(self) -> int:

@@ -155,23 +155,18 @@ def requests_table(ids, replica, arrival, scheduled, first, finish, status, reas
 
 def build_result(system, workload, requests, engines, log, latency_model, now, time_limit_s, stopped_early=None) -> RunResult:
     """Turn the simulation's requests and batch log into a RunResult."""
-    end_times = {(e.replica, e.index): np.frombuffer(e.scheduler.decode_end_times) for e in engines}
-    engine_of = {}
-    for e in engines:
-        for r in (*e.scheduler.waiting, *e.scheduler.prefilling.values(), *e.scheduler.decoding.values(), *e.scheduler.finished):
-            engine_of[r.id] = e
+    by_key = {(e.replica, e.index): e for e in engines}
+    end_times = {key: np.frombuffer(e.scheduler.decode_end_times) for key, e in by_key.items()}
     for r in requests:  # close the decode spans of requests still decoding at the time limit
-        engine = engine_of.get(r.id)
-        if engine is not None and r.entry_iteration >= 0:
-            engine.scheduler.leave_decode(r)
+        if r.entry_iteration >= 0:
+            by_key[(r.replica, r.engine)].scheduler.leave_decode(r)
     counts = np.array([len(r.extra_tokens) + sum(b - a + 1 for a, b in r.spans) for r in requests], dtype=np.int64)
     offsets = np.concatenate(([0], np.cumsum(counts)))
     values = np.empty(int(offsets[-1]))
     for i, r in enumerate(requests):
         if not counts[i]:
             continue
-        engine = engine_of[r.id]
-        times = end_times[(engine.replica, engine.index)]
+        times = end_times[(r.replica, r.engine)]
         start, stop = offsets[i], offsets[i + 1]
         if not r.preemptions:  # the first token, then one decode span: already in order
             values[start] = r.extra_tokens[0]

@@ -34,7 +34,7 @@ class Engine:
         env.process(self.loop())
 
     def submit(self, request: Request) -> None:
-        request.replica = self.replica
+        request.replica, request.engine = self.replica, self.index
         rejected = len(self.scheduler.rejected)
         self.scheduler.add(request)
         if len(self.scheduler.rejected) > rejected:

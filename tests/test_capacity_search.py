@@ -117,6 +117,7 @@ def test_the_cli_writes_the_capacity_table_and_plot(tmp_path):
     (["--tbt-slo-value", "0.0001"], "below one decode step"),
     (["--model", "Llama-2-70B"], "does not fit"),
     (["--config-path", "nosuch.yml"], "no such config file"),
+    (["--max-model-len", "4096"], "longer than the max model length 4096"),
 ])
 def test_bad_search_input_fails_before_any_trial(tmp_path, extra, message):
     result = subprocess.run([*SEARCH, *extra, "--cache-dir", tmp_path / "cache", "-o", tmp_path / "out"], capture_output=True, text=True)

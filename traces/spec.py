@@ -64,21 +64,24 @@ class WorkloadSpec:
         return data
 
 
+def open_trace(trace: str, format: str | None = None, sample_size: int = 10_000, seed: int = 0) -> Workload:
+    """A built-in trace's sample of sample_size requests, or a trace file whole."""
+    if trace in builtin_traces():
+        if format is not None:
+            raise TraceError(f"{trace!r} is a built-in trace; --format applies to files only")
+        return get_builtin(trace).sample(sample_size, seed)
+    if not Path(trace).exists():
+        raise TraceError(f"{trace!r} is neither a trace file nor a built-in trace; built-in traces: {', '.join(builtin_traces())}")
+    return load_trace(trace, format)
+
+
 @lru_cache(maxsize=16)
 def _requests(spec: WorkloadSpec) -> Workload:
-    if spec.is_builtin:
-        if spec.format is not None:
-            raise TraceError(f"{spec.trace!r} is a built-in trace; --format applies to files only")
-        workload = get_builtin(spec.trace).sample(spec.num_requests, spec.seed)
-    elif Path(spec.trace).exists():
-        workload = load_trace(spec.trace, spec.format)
+    workload = open_trace(spec.trace, spec.format, spec.num_requests, spec.seed)
+    if not spec.is_builtin:
         if spec.shuffle:
             workload = workload.shuffled(spec.seed)
         workload = workload.head(spec.num_requests)
-    else:
-        raise TraceError(
-            f"{spec.trace!r} is neither a trace file nor a built-in trace; built-in traces: {', '.join(builtin_traces())}"
-        )
     if (spec.prompt_scale, spec.output_scale) != (1.0, 1.0):
         workload = workload.scaled(spec.prompt_scale, spec.output_scale)
     if spec.max_total_tokens is not None:
