@@ -11,6 +11,7 @@ import click
 from capsim.capsearch.profile_commands import profile, profiles
 from capsim.capsearch.config import ConfigError
 from capsim.capsearch.search_command import search, sweep
+from capsim.capsearch.serve_command import serve
 from capsim.capsearch.simulate_command import simulate
 from capsim.capsearch.slo import SLOError
 from capsim.capsearch.trace_commands import traces
@@ -52,3 +53,7 @@ main.add_command(profiles)
 main.add_command(simulate)
 main.add_command(search)
 main.add_command(sweep)
+main.add_command(serve)
+
+if __name__ == "__main__":
+    main()

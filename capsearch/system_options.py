@@ -1,4 +1,4 @@
-"""Command-line options that describe a deployment (a SystemSpec), shared by simulate and search."""
+"""Command-line options that describe a deployment (a SystemSpec), shared by simulate, search, serve and confirm."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def system_options(command):
         click.option("--block-size", type=click.IntRange(min=1), default=16, show_default=True, help="KV-cache block size in tokens."),
         click.option("--max-model-len", type=click.IntRange(min=2), default=None, help="Prompt + output at most [default: the model's context, <= 16384]."),
         click.option("--memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True),
+        click.option("--num-kv-blocks", type=click.IntRange(min=1), default=None,
+                     help="Fix the KV blocks of a replica instead of deriving them from memory (vLLM's --num-gpu-blocks-override)."),
         click.option("--router", type=click.Choice(ROUTERS), default="round_robin", show_default=True),
         click.option("--prefix-caching/--no-prefix-caching", default=False, show_default=True, help="vllm_v1 only."),
         click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
@@ -32,10 +34,10 @@ def system_options(command):
 
     @functools.wraps(command)
     def wrapper(*args, model, hardware, tp, pp, replicas, scheduler, max_batch_size, token_budget, block_size,
-                max_model_len, memory_utilization, router, prefix_caching, profile_path, **kwargs):
+                max_model_len, memory_utilization, num_kv_blocks, router, prefix_caching, profile_path, **kwargs):
         system = SystemSpec(model=model, hardware=hardware, tp=tp, pp=pp, replicas=replicas, scheduler=scheduler,
                             max_batch_size=max_batch_size, token_budget=token_budget, block_size=block_size,
-                            max_model_len=max_model_len, memory_utilization=memory_utilization, router=router,
+                            max_model_len=max_model_len, memory_utilization=memory_utilization, num_kv_blocks=num_kv_blocks, router=router,
                             prefix_caching=prefix_caching, profile=profile_path)
         return command(*args, system=system, **kwargs)
 

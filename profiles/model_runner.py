@@ -3,8 +3,9 @@
 It works as a serving engine does, so that what the profiler times is what an engine would do:
 the KV cache is paged (fixed-size blocks, a block table per sequence), and all new tokens of a
 batch, from any mix of prefill chunks and decodes, go through the linear layers as one flat
-[tokens, hidden] tensor. Only attention is split: one SDPA call for all decodes together, one per
-prefill chunk.
+[tokens, hidden] tensor. Only attention is split: one call per prefill chunk, and one per group of
+decodes of similar KV length, so that decode attention costs about the sum of the KV lengths, as
+paged-attention kernels do, not the batch size times the longest.
 """
 
 from __future__ import annotations
@@ -43,9 +44,17 @@ class _Plan:
 
     slots: torch.Tensor  # [T] flat cache slot (block * block_size + offset) of each new token
     chunks: list[_Chunk]
-    decode_start: int  # decodes are rows decode_start: of the flat batch
-    decode_blocks: torch.Tensor | None  # [decodes, max blocks] block tables, padded with block 0 (masked out)
-    decode_mask: torch.Tensor | None  # [decodes, 1, 1, max blocks * block_size]: the real positions
+    decode_groups: list[_DecodeGroup]  # the decodes, longest first, in groups of similar length
+
+
+@dataclass
+class _DecodeGroup:
+    """Decodes of similar KV length, attended together: rows start:end of the flat batch."""
+
+    start: int
+    end: int
+    blocks: torch.Tensor  # [decodes, max blocks] block tables, padded with block 0 (masked out)
+    mask: torch.Tensor  # [decodes, 1, 1, max blocks * block_size]: the real positions
 
 
 class ModelRunner:
@@ -161,26 +170,26 @@ class ModelRunner:
                 mask = keys <= torch.arange(w.context_len, w.context_len + len(w.token_ids), device=device)[:, None]
                 chunks.append(_Chunk(start, end, torch.from_numpy(table).to(device), mask))
             row[w.seq_id], start = start, end
-        decode_start = start
+        groups = []
         if decodes:
+            decodes = sorted(decodes, key=lambda w: -w.context_len)
             lengths = [w.context_len + 1 for w in decodes]
-            tables = np.zeros((len(decodes), -(-max(lengths) // bs)), dtype=np.int64)
+            for first, stop in _length_groups(lengths):
+                tables = np.zeros((stop - first, -(-lengths[first] // bs)), dtype=np.int64)
+                for i, w in enumerate(decodes[first:stop]):
+                    tables[i, : self._blocks_for(w)] = self._tables[w.seq_id][: self._blocks_for(w)]
+                mask = torch.arange(tables.shape[1] * bs, device=device) < torch.tensor(lengths[first:stop], device=device)[:, None]
+                groups.append(_DecodeGroup(start + first, start + stop, torch.from_numpy(tables).to(device), mask[:, None, None, :]))
             for i, w in enumerate(decodes):
-                tables[i, : self._blocks_for(w)] = self._tables[w.seq_id][: self._blocks_for(w)]
                 row[w.seq_id] = start + i
             positions.append(np.array([w.context_len for w in decodes]))
             tokens.append([w.token_ids[0] for w in decodes])
-            slots.append(tables[np.arange(len(decodes)), positions[-1] // bs] * bs + positions[-1] % bs)
-            decode_blocks = torch.from_numpy(tables).to(device)
-            decode_mask = torch.arange(tables.shape[1] * bs, device=device) < torch.tensor(lengths, device=device)[:, None]
-            decode_mask = decode_mask[:, None, None, :]
-        else:
-            decode_blocks = decode_mask = None
+            slots.append([self._tables[w.seq_id][w.context_len // bs] * bs + w.context_len % bs for w in decodes])
         # One host-to-device copy for the three per-token index vectors.
         flat = np.stack([np.concatenate(tokens), np.concatenate(positions), np.concatenate(slots)]).astype(np.int64)
         token_ids, positions_t, slots_t = torch.from_numpy(flat).to(device)
         last = [row[w.seq_id] + len(w.token_ids) - 1 for w in batch]
-        return token_ids, positions_t, last, _Plan(slots_t, chunks, decode_start, decode_blocks, decode_mask)
+        return token_ids, positions_t, last, _Plan(slots_t, chunks, groups)
 
     def _attend(self, plan: _Plan, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Writes this layer's new K/V into the cache, then attends each sequence to its cached K/V."""
@@ -189,8 +198,7 @@ class ModelRunner:
         k_cache.view(-1, kv_heads, head_dim).index_copy_(0, plan.slots, k)
         v_cache.view(-1, kv_heads, head_dim).index_copy_(0, plan.slots, v)
         out = [self._prefill_attention(c, q, k, v, k_cache, v_cache) for c in plan.chunks]
-        if plan.decode_blocks is not None:
-            out.append(self._decode_attention(plan, q[plan.decode_start:], k_cache, v_cache))
+        out += [self._decode_attention(g, q[g.start:g.end], k_cache, v_cache) for g in plan.decode_groups]
         return torch.cat(out) if len(out) > 1 else out[0]
 
     def _prefill_attention(self, chunk: _Chunk, q, k, v, k_cache, v_cache) -> torch.Tensor:
@@ -212,15 +220,36 @@ class ModelRunner:
         out = torch.matmul(torch.softmax(scores, dim=-1), values.transpose(0, 1))  # [kv_heads, group * n, hd]
         return out.view(kv_heads, group, n, head_dim).permute(2, 0, 1, 3).reshape(n, -1)
 
-    def _decode_attention(self, plan: _Plan, q, k_cache, v_cache) -> torch.Tensor:
+    def _decode_attention(self, group: _DecodeGroup, q, k_cache, v_cache) -> torch.Tensor:
         decodes, kv_heads, head_dim = q.shape[0], self.spec.kv_heads, self.spec.head_dim
         # [decodes, kv_heads, max_len, head_dim], gathered whole blocks at a time (index_select
         # copies several times faster than advanced indexing on CPU).
-        blocks = plan.decode_blocks.flatten()
+        blocks = group.blocks.flatten()
         keys = k_cache.index_select(0, blocks).view(decodes, -1, kv_heads, head_dim).transpose(1, 2)
         values = v_cache.index_select(0, blocks).view(decodes, -1, kv_heads, head_dim).transpose(1, 2)
         # GQA without copying K/V: the query heads that share a KV head become that head's "query
         # rows" (a decode has one query token, so there is no causal order among them).
         q = q.view(decodes, kv_heads, -1, head_dim)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=plan.decode_mask)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=group.mask)
         return out.reshape(decodes, -1)
+
+
+GROUP_OVERHEAD_TOKENS = 256  # a decode group's fixed cost (gather, mask, attention call), in padded KV tokens
+
+
+def _length_groups(lengths: list[int]) -> list[tuple[int, int]]:
+    """Split KV lengths (sorted longest first) into contiguous groups whose padding is worth less
+    than another group's fixed cost, so that decode attention costs about the sum of the lengths
+    (as paged-attention kernels do) rather than batch size x the longest.
+
+    A new group starts where padding the rest to the current group's longest would waste more
+    padded tokens than a group costs: every later length is at most this one, so each would waste
+    at least (longest - this) tokens.
+    """
+    groups, first = [], 0
+    for i, length in enumerate(lengths):
+        if (lengths[first] - length) * (len(lengths) - i) > GROUP_OVERHEAD_TOKENS:
+            groups.append((first, i))
+            first = i
+    groups.append((first, len(lengths)))
+    return groups

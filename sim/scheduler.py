@@ -233,6 +233,20 @@ class Scheduler:
         self.finished.append(request)
         return request
 
+    def abort(self, request: Request) -> bool:
+        """Drop a request wherever it is (a client went away); False if it had already left."""
+        if request.entry_iteration >= 0 and request.id in self.decoding:
+            self.leave_decode(request)  # its heap entry goes stale and is skipped
+        elif self.prefilling.pop(request.id, None) is None:
+            try:
+                self.waiting.remove(request)
+            except ValueError:
+                return False
+            return True
+        self.free_blocks += request.blocks
+        request.blocks = 0
+        return True
+
     def used_blocks(self) -> int:
         return self.config.num_blocks - self.free_blocks
 

@@ -37,6 +37,7 @@ class SystemSpec:
     watermark: float = 0.01
     max_model_len: int | None = None  # default: the model's context, at most 16384
     memory_utilization: float = 0.9
+    num_kv_blocks: int | None = None  # fixes the KV blocks of a replica (vLLM's --num-gpu-blocks-override)
     prefix_caching: bool = False
     router: str = "round_robin"
     profile: str | None = None  # a profile file; default: shipped measured, else analytic
@@ -46,8 +47,8 @@ class SystemSpec:
             raise SimulationError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(POLICIES)}")
         if self.router not in ROUTERS:
             raise SimulationError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
-        for name in ("tp", "pp", "replicas", "max_batch_size", "block_size"):
-            if getattr(self, name) < 1:
+        for name in ("tp", "pp", "replicas", "max_batch_size", "block_size", "num_kv_blocks"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise SimulationError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
         if self.prefix_caching and self.scheduler != "vllm_v1":
             raise SimulationError("prefix caching is modelled for the vllm_v1 scheduler only")
@@ -59,8 +60,9 @@ class SystemSpec:
     def scheduler_config(self) -> SchedulerConfig:
         """The policy's limits, with the KV blocks of one pipeline virtual engine."""
         budget = self.token_budget or (self.model_len if self.scheduler in ("vllm_v0", "orca", "faster_transformer") else 2048)
-        blocks = kv_capacity(get_model(self.model), get_hardware(self.hardware), self.tp, self.pp, self.block_size,
-                             self.memory_utilization, max_batch_tokens=max(budget, 2048)).num_blocks
+        blocks = self.num_kv_blocks or kv_capacity(
+            get_model(self.model), get_hardware(self.hardware), self.tp, self.pp, self.block_size,
+            self.memory_utilization, max_batch_tokens=max(budget, 2048)).num_blocks
         return SchedulerConfig(
             max_batch_size=self.max_batch_size, token_budget=self.token_budget, block_size=self.block_size,
             num_blocks=max(1, blocks // self.pp), watermark=self.watermark, max_model_len=self.model_len,

@@ -121,3 +121,29 @@ def test_llama_3_8b_builds_on_meta_with_its_parameter_count():
     count = sum(p.numel() for p in model.parameters())
     assert all(p.is_meta for p in model.parameters())
     assert count == pytest.approx(spec.params, rel=0.01)
+
+
+def test_decodes_of_very_different_lengths_run_in_groups_and_match_running_alone():
+    """Lengths 600, 590 and 12: the short one gets its own attention group (no padding to 600),
+    and every sequence still gets exactly the logits it gets alone."""
+    from capsim.profiles.model_runner import _length_groups
+
+    assert _length_groups([601, 591, 13]) == [(0, 2), (2, 3)]
+    assert _length_groups([500] * 8) == [(0, 8)]
+    generator = torch.Generator().manual_seed(2)
+    prompts = {seq: tuple(torch.randint(0, TINY.vocab, (n,), generator=generator).tolist()) for seq, n in ((0, 600), (1, 590), (2, 12))}
+
+    def prepared():
+        r = runner(kv_cache_tokens=2048)
+        for seq, ids in prompts.items():
+            r.run([SequenceWork(seq, 0, ids)])
+        return r
+
+    together = prepared()
+    batch = [SequenceWork(seq, len(ids), (7,)) for seq, ids in prompts.items()]
+    tokens = together.run(batch)
+    logits = together.last_logits
+    alone = prepared()
+    for index, work in enumerate(batch):
+        assert alone.run([work]) == [tokens[index]]
+        torch.testing.assert_close(alone.last_logits[0], logits[index], atol=ATOL, rtol=0)

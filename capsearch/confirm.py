@@ -1,0 +1,158 @@
+"""Confirmation: a simulated capacity checked by a short bracketed binary search on a real engine.
+
+The real search starts at the predicted capacity and steps by a factor (1 + step) up while
+trials pass or down while they fail, until it holds a passing and a failing QPS; the trials left
+bisect that bracket (geometric midpoint). Every trial runs the same workload as the simulation
+(same seed and requests; fewer of them than a full search, with a time limit and the same
+early-stop rule). At the measured point, the highest passing QPS, the real trial is compared
+with a simulated trial at the same QPS: the TTFT and TBT percentiles, and their errors.
+
+What a client can observe decides what is scored: the OpenAI API does not show when a request
+was first scheduled, so a TBT/TTFT SLO that limits the scheduling delay (Sarathi-Serve's P50 <=
+2 s) is scored with TTFT instead, an upper bound on it, in the simulation too, so that both sides
+meet the same SLO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from capsim.capsearch.experiment import SearchJob, run_job, score
+from capsim.capsearch.search import early_stop_rule
+from capsim.capsearch.slo import TbtTtft, slo_to_dict
+from capsim.capsearch.trials import time_limit
+from capsim.real.client import Endpoint
+from capsim.real.loadgen import LoadOptions, run_load
+from capsim.sim import RunResult, SystemSpec, simulate
+from capsim.traces import WorkloadSpec
+
+PERCENTILES = (50, 90, 99)
+
+
+def observable_slo(slo):
+    """The SLO as a client can score it (scheduling delay -> TTFT)."""
+    if isinstance(slo, TbtTtft) and slo.ttft_metric == "scheduling_delay":
+        return dataclasses.replace(slo, ttft_metric="ttft")
+    return slo
+
+
+@dataclass
+class Confirmation:
+    slo: dict
+    slo_name: str
+    predicted_qps: float
+    measured_qps: float  # highest passing QPS on the real engine; 0 when none passed
+    failing_qps: float | None  # lowest failing QPS on the real engine
+    trials: list[dict] = field(default_factory=list)
+    percentiles: list[dict] = field(default_factory=list)  # metric, percentile, predicted, measured, error
+    compared_at_qps: float | None = None
+    system: dict = field(default_factory=dict)
+    workload: dict = field(default_factory=dict)
+    endpoint: str = ""
+    latency_source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def capacity_error(self) -> float | None:
+        """(measured - predicted) / predicted; None when nothing passed."""
+        return (self.measured_qps - self.predicted_qps) / self.predicted_qps if self.measured_qps and self.predicted_qps else None
+
+
+def predict_capacity(system: SystemSpec, workload: WorkloadSpec, slo, start_qps: float = 1.0, granularity: float = 0.025,
+                     cache_dir: str | None = None) -> float:
+    """The simulated capacity of the observable SLO (cached trials, as `capsim search`)."""
+    job = SearchJob(system, workload, (observable_slo(slo),), start_qps, (), granularity)
+    return run_job(job, cache_dir)[0].capacity_qps
+
+
+def bracketed_search(trial, start_qps: float, step: float = 0.2, max_trials: int = 4) -> tuple[float, float | None, list[dict]]:
+    """`trial(qps) -> (passed, details)`; returns (highest passing, lowest failing, trials)."""
+    if not start_qps > 0:
+        raise ValueError(f"the predicted capacity must be positive to confirm it, got {start_qps}")
+    if not step > 0:
+        raise ValueError(f"step must be positive, got {step}")
+    passing, failing, trials = 0.0, None, []
+    qps = start_qps
+    while len(trials) < max_trials:
+        passed, details = trial(qps)
+        trials.append({"qps": qps, "passed": passed, **details})
+        if passed:
+            passing = qps
+        else:
+            failing = qps
+        if failing is None:
+            qps = passing * (1 + step)
+        elif not passing:
+            qps = failing / (1 + step)
+        else:
+            qps = math.sqrt(passing * failing)
+    return passing, failing, trials
+
+
+def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint, predicted_qps: float, vocab: int,
+            step: float = 0.2, max_trials: int = 4, trial_time_limit_s: float | None = None, early_stop: bool = True,
+            on_trial=None) -> tuple[Confirmation, dict[float, RunResult]]:
+    """Run the real search; returns the confirmation and every real trial's result by QPS.
+    `on_trial(qps, passed)` hears each trial as it ends."""
+    given, slo = slo, observable_slo(slo)
+    requests = workload.requests()
+    rule = early_stop_rule(slo, len(requests), int(requests.output_tokens.sum())) if early_stop else None
+    latency = system.latency_model()
+    results: dict[float, RunResult] = {}
+
+    def trial(qps: float):
+        arrivals = workload.at_qps(qps)
+        limit = trial_time_limit_s or time_limit(float(arrivals.arrival_s[-1]))
+        result = run_load(endpoint, arrivals, LoadOptions(vocab=vocab, time_limit_s=limit, early_stop=rule, seed=workload.seed))
+        results[qps] = result
+        details = score(slo, result, latency)
+        passed = details.pop("passed")
+        status = result.column("status")
+        details |= {"finished": int((status == "finished").sum()), "failed": int((status == "failed").sum()),
+                    "stopped_early": result.info.get("stopped_early"), "in_flight_cap_hits": result.info["in_flight_cap_hits"]}
+        on_trial and on_trial(qps, passed)
+        return passed, details
+
+    measured, failing, trials = bracketed_search(trial, predicted_qps, step, max_trials)
+    point = measured or min(results)
+    simulated = simulate(system, workload.at_qps(point), time_limit_s=time_limit(float(workload.at_qps(point).arrival_s[-1])))
+    notes = []
+    if slo != given:
+        notes.append("scheduling delay is not visible through the API: the SLO limits TTFT instead, on both sides")
+    if any(t.get("failed") for t in trials):
+        notes.append("some real requests failed (errors, timeouts or dropped streams): they count as violations")
+    if any(t.get("in_flight_cap_hits") for t in trials):
+        notes.append("the in-flight cap delayed some requests: raise it if the engine can take more")
+    confirmation = Confirmation(
+        slo=slo_to_dict(slo), slo_name=slo.name, predicted_qps=predicted_qps, measured_qps=measured, failing_qps=failing,
+        trials=trials, percentiles=compare_percentiles(simulated, results[point]), compared_at_qps=point,
+        system=system.to_dict(), workload=workload.to_dict(), endpoint=endpoint.url, latency_source=latency.source, notes=notes,
+    )
+    return confirmation, results
+
+
+def compare_percentiles(simulated: RunResult, real: RunResult) -> list[dict]:
+    """TTFT and TBT percentiles of both runs over the requests both finished, and the relative error."""
+    both = simulated.finished() & real.finished()
+    rows = []
+    for metric in ("ttft", "tbt"):
+        predicted_values = _metric(simulated, metric, both)
+        measured_values = _metric(real, metric, both)
+        for p in PERCENTILES:
+            predicted = float(np.percentile(predicted_values, p)) if len(predicted_values) else math.nan
+            measured = float(np.percentile(measured_values, p)) if len(measured_values) else math.nan
+            error = (predicted - measured) / measured if measured > 0 else math.nan
+            rows.append({"metric": metric, "percentile": p, "predicted_s": predicted, "measured_s": measured, "error": error})
+    return rows
+
+
+def _metric(result: RunResult, metric: str, keep: np.ndarray) -> np.ndarray:
+    if metric == "ttft":
+        return result.ttft()[keep]
+    values, offsets = result.token_times
+    gaps = [np.diff(values[offsets[i]:offsets[i + 1]]) for i in np.flatnonzero(keep)]
+    return np.concatenate(gaps) if gaps else np.array([])

@@ -1,0 +1,159 @@
+"""One streaming completion against an OpenAI-compatible endpoint (vLLM or capsim's reference
+engine), with the time of every token.
+
+Token counts come from the stream itself: with `continuous_usage_stats` (vLLM, capsim) every
+chunk carries the running completion-token count, so a chunk that carries several tokens is
+known as such; without it, a chunk with a choice counts as one token. The k tokens of one chunk
+are spread evenly over the time since the previous chunk (never zero gaps, never a lost token).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+
+class EndpointError(RuntimeError):
+    """The endpoint cannot be used (down, wrong URL, refused key); the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str  # http://host:port, optionally with a path prefix before /v1
+    model: str  # the served model name
+    api_key: str | None = field(default=None, repr=False)  # never printed, never written
+    timeout_s: float = 60.0  # the longest wait for any byte of a response
+
+    @property
+    def parts(self) -> urllib.parse.SplitResult:
+        return urllib.parse.urlsplit(self.url)
+
+    def connection(self, timeout_s: float | None = None) -> http.client.HTTPConnection:
+        parts = self.parts
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        return kind(parts.hostname, parts.port, timeout=timeout_s or self.timeout_s)
+
+    def headers(self) -> dict:
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def path(self, route: str) -> str:
+        return self.parts.path.rstrip("/") + route
+
+
+def connect(url: str, api_key: str | None = None, model: str | None = None, timeout_s: float = 60.0) -> Endpoint:
+    """Check that the endpoint answers /v1/models (fails fast if not) and name the model to use."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EndpointError(f"endpoint {url!r} is not an http(s) URL such as http://127.0.0.1:8000")
+    probe = Endpoint(url.rstrip("/"), model or "", api_key, timeout_s)
+    connection = probe.connection(timeout_s=min(timeout_s, 10.0))
+    try:
+        connection.request("GET", probe.path("/v1/models"), headers=probe.headers())
+        response = connection.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException) as error:
+        raise EndpointError(f"no engine answers at {url} ({error}); start one (capsim serve, vllm serve) or fix the URL") from None
+    finally:
+        connection.close()
+    if response.status in (401, 403):
+        raise EndpointError(f"{url} refused the API key (HTTP {response.status}); pass --api-key or set OPENAI_API_KEY")
+    if response.status != 200:
+        raise EndpointError(f"{url}/v1/models answered HTTP {response.status}; is this an OpenAI-compatible server?")
+    try:
+        served = [m["id"] for m in json.loads(body)["data"]]
+    except (ValueError, KeyError, TypeError):
+        raise EndpointError(f"{url}/v1/models did not list models as the OpenAI API does") from None
+    if model and model not in served:
+        raise EndpointError(f"{url} does not serve {model!r}; it serves {', '.join(served) or 'nothing'}")
+    if not model and not served:
+        raise EndpointError(f"{url} serves no model yet")
+    return Endpoint(probe.url, model or served[0], api_key, timeout_s)
+
+
+@dataclass
+class Completion:
+    """What happened to one request: token times (perf_counter seconds), and how it ended."""
+
+    token_times: list[float] = field(default_factory=list)
+    sent_s: float = float("nan")
+    status: str = "unfinished"  # finished | failed | unfinished (cut off by the load generator)
+    reason: str = ""
+    multi_token_chunks: int = 0
+
+
+def stream_completion(endpoint: Endpoint, prompt: list[int], max_tokens: int, completion: Completion,
+                      on_open=None, on_gap=None) -> Completion:
+    """Run one request; fills `completion` as tokens come. `on_open(connection)` lets the caller
+    close it from another thread; `on_gap(seconds)` hears every gap between tokens."""
+    body = json.dumps({"model": endpoint.model, "prompt": prompt, "max_tokens": max_tokens, "min_tokens": max_tokens,
+                       "ignore_eos": True, "temperature": 0.0, "stream": True,
+                       "stream_options": {"include_usage": True, "continuous_usage_stats": True}})
+    connection = endpoint.connection()
+    if on_open:
+        on_open(connection)
+    times = completion.token_times
+    usage_seen = 0
+    try:
+        completion.sent_s = time.perf_counter()
+        connection.request("POST", endpoint.path("/v1/completions"), body=body, headers=endpoint.headers())
+        response = connection.getresponse()
+        if response.status != 200:
+            return _fail(completion, f"HTTP {response.status}: {_error_message(response.read())}")
+        for line in response:
+            now = time.perf_counter()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                break
+            chunk = json.loads(data)
+            if "error" in chunk:
+                return _fail(completion, f"engine error: {_error_message(data)}")
+            usage = chunk.get("usage") or {}
+            if not chunk.get("choices"):
+                usage_seen = usage.get("completion_tokens", usage_seen)
+                continue
+            count = usage["completion_tokens"] - len(times) if "completion_tokens" in usage else 1
+            if count > 1:
+                completion.multi_token_chunks += 1
+            previous = times[-1] if times else None
+            for i in range(1, count + 1):
+                times.append(now if previous is None else previous + (now - previous) * i / count)
+                if on_gap is not None and previous is not None:
+                    on_gap((now - previous) / count)
+        if len(times) < max_tokens:
+            return _fail(completion, f"the stream ended after {len(times)} of {max_tokens} tokens")
+        if usage_seen and usage_seen != len(times):
+            completion.reason = f"usage says {usage_seen} tokens, the stream carried {len(times)}"
+        completion.status = "finished"
+        return completion
+    except socket.timeout:
+        return _fail(completion, f"no data for {endpoint.timeout_s:g} s")
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        if completion.status == "unfinished" and completion.reason:  # the load generator cut it off
+            return completion
+        return _fail(completion, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
+    finally:
+        connection.close()
+
+
+def _fail(completion: Completion, reason: str) -> Completion:
+    if not completion.reason:  # a cut-off by the load generator says why first
+        completion.status, completion.reason = "failed", reason
+    return completion
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:200].decode(errors="replace")
+    error = data.get("error", data) if isinstance(data, dict) else data
+    return str(error.get("message", error) if isinstance(error, dict) else error)[:500]

@@ -1,0 +1,58 @@
+"""Serve the reference engine for a deployment: the same SystemSpec the simulator replays, so
+the engine's scheduler limits and KV blocks are the simulated ones."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import replace
+
+from capsim.profiles.errors import ProfileError
+from capsim.profiles.models import get_model
+from capsim.real.engine import ReferenceEngine
+from capsim.real.server import ReferenceServer
+from capsim.sim import SystemSpec
+
+CPU_KV_BYTES = 2 << 30  # the KV cache a CPU engine allocates at most unless told its blocks
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def engine_system(system: SystemSpec, device: str, dtype: str | None = None) -> SystemSpec:
+    """The system as this engine will run it: one replica, one stage, and on a CPU, the KV blocks
+    capped to what the host can spare (fixed in the spec, so a simulation can use the same)."""
+    if system.tp != 1 or system.pp != 1 or system.replicas != 1:
+        raise ProfileError("the reference engine runs one replica on one device: use --tp 1 --pp 1 --replicas 1")
+    if system.prefix_caching:
+        raise ProfileError("the reference engine does not share KV across requests: drop --prefix-caching")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ProfileError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    if system.num_kv_blocks or device.startswith("cuda"):
+        return system
+    model = get_model(system.model)
+    per_block = model.kv_bytes_per_token * system.block_size * DTYPE_BYTES.get(dtype or model.dtype, model.dtype_bytes) // model.dtype_bytes
+    if system.scheduler_config().num_blocks * per_block <= CPU_KV_BYTES:
+        return system
+    return replace(system, num_kv_blocks=CPU_KV_BYTES // per_block)
+
+
+def serve(system: SystemSpec, device: str = "cpu", dtype: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          api_key: str | None = None, seed: int = 0, on_ready=None, batch_log: str | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; `on_ready(server)` is called once it listens. `batch_log`:
+    a Parquet file that gets every batch the engine ran (composition, start, end) at shutdown."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        engine = ReferenceEngine(system, device, dtype, seed, batch_log)
+        model = get_model(system.model)
+        server = ReferenceServer(engine, model.name, model.vocab, host, port, api_key)
+        if on_ready:
+            on_ready(server)
+        server.serve_until(stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if engine.failure is not None:
+        raise RuntimeError(f"the engine failed: {engine.failure}")
