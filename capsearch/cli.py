@@ -12,6 +12,10 @@ from capsim.capsearch.profile_commands import profile, profiles
 from capsim.capsearch.config import ConfigError
 from capsim.capsearch.search_command import search, sweep
 from capsim.capsearch.serve_command import serve
+from capsim.capsearch.confirm_command import confirm, vllm_command_cli
+from capsim.real.client import EndpointError
+from capsim.real.engine import EngineError
+from capsim.real.process import EngineStartError
 from capsim.capsearch.simulate_command import simulate
 from capsim.capsearch.slo import SLOError
 from capsim.capsearch.trace_commands import traces
@@ -19,7 +23,8 @@ from capsim.profiles.errors import ProfileError
 from capsim.sim import SimulationError
 from capsim.traces import TraceError
 
-USER_ERRORS: tuple[type[Exception], ...] = (TraceError, ProfileError, SimulationError, ConfigError, SLOError)
+USER_ERRORS: tuple[type[Exception], ...] = (TraceError, ProfileError, SimulationError, ConfigError, SLOError, EndpointError,
+                                            EngineError, EngineStartError)
 
 
 class UserError(click.ClickException):
@@ -54,6 +59,8 @@ main.add_command(simulate)
 main.add_command(search)
 main.add_command(sweep)
 main.add_command(serve)
+main.add_command(confirm)
+main.add_command(vllm_command_cli)
 
 if __name__ == "__main__":
     main()

@@ -18,14 +18,13 @@ from rich.table import Table
 from capsim.capsearch.config import ConfigError, load_config
 from capsim.capsearch.experiment import EXECUTORS, SearchJob, run_jobs
 from capsim.capsearch.report import capacity_rows, plot_capacity_bars, plot_sensitivity, write_capacity_table
-from capsim.capsearch.slo import SLO_KINDS, Deadline, TbtTtft, TtftTpot
+from capsim.capsearch.slo import Deadline, TbtTtft
+from capsim.capsearch.slo_options import SLO_FLAGS, slo_options, slos_from_flags
 from capsim.capsearch.system_options import system_options
 from capsim.capsearch.workload_options import workload_options
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes get wide tables
 DEFAULT_CONFIGS = ("mistral7b_strict", "mistral7b_relaxed")
-SLO_FLAGS = ("slo_type", "tbt_slo", "tbt_percentile", "ttft_slo", "ttft_percentile", "ttft_metric", "ttft_slack_slo",
-             "tpot_slo", "tpot_percentile", "deadline_miss_rate_slo", "deadline_miss_rate_percentile")
 SYSTEM_FLAGS = ("model", "hardware", "tp", "pp", "replicas", "scheduler", "max_batch_size", "token_budget", "trace")
 
 
@@ -47,20 +46,6 @@ def search_options(command):
                           f"Repeatable. With neither a config nor system flags: {' + '.join(DEFAULT_CONFIGS)}."),
         click.option("--trace", default="chat", show_default=True, help="Single-system mode: built-in trace or trace file."),
         click.option("--start-qps", type=float, default=1.0, show_default=True, help="Single-system mode: the first QPS tried."),
-        click.option("--slo-type", type=click.Choice(list(SLO_KINDS)), default="tbt_ttft", show_default=True),
-        click.option("--tbt-slo-value", "--tbt-slo", "tbt_slo", type=float, multiple=True,
-                     help="TBT limit in seconds (tbt_ttft, deadline); repeat it for several SLOs [default 0.1]."),
-        click.option("--tbt-percentile", type=float, default=99, show_default=True),
-        click.option("--ttft-slo", "--scheduling-delay-slo", "ttft_slo", type=float, default=2.0, show_default=True,
-                     help="TTFT limit in seconds (scheduling delay for tbt_ttft by default, as Sarathi-Serve scores it)."),
-        click.option("--ttft-percentile", type=float, default=None, help="[default: 50 for tbt_ttft, 99 for ttft_tpot]"),
-        click.option("--ttft-metric", type=click.Choice(["scheduling_delay", "ttft"]), default="scheduling_delay", show_default=True,
-                     help="What tbt_ttft limits besides TBT."),
-        click.option("--ttft-slack-slo", type=float, default=0.5, show_default=True, help="deadline: slack on the first token."),
-        click.option("--tpot-slo", type=float, default=0.1, show_default=True),
-        click.option("--tpot-percentile", type=float, default=99, show_default=True),
-        click.option("--deadline-miss-rate-slo", type=float, default=0.1, show_default=True),
-        click.option("--deadline-miss-rate-percentile", type=float, default=99, show_default=True),
         click.option("--granularity", type=float, default=0.025, show_default=True, help="Stop when the bracket is this close (relative)."),
         click.option("--max-iterations", "--max-trials", "max_trials", type=click.IntRange(min=1), default=20, show_default=True),
         click.option("--early-stop/--no-early-stop", default=True, show_default=True, help="Cut trials that can no longer pass."),
@@ -72,19 +57,7 @@ def search_options(command):
 
     for option in reversed(options):
         command = option(command)
-    return system_options(workload_options(command))
-
-
-def slos_from_flags(o: dict) -> list:
-    tbt_values = o["tbt_slo"] or (0.1,)
-    kind = o["slo_type"]
-    if kind == "tbt_ttft":
-        return [TbtTtft(tbt=v, tbt_percentile=o["tbt_percentile"], ttft=o["ttft_slo"], ttft_percentile=o["ttft_percentile"] or 50,
-                        ttft_metric=o["ttft_metric"]) for v in tbt_values]
-    if kind == "ttft_tpot":
-        return [TtftTpot(ttft=o["ttft_slo"], ttft_percentile=o["ttft_percentile"] or 99, tpot=o["tpot_slo"], tpot_percentile=o["tpot_percentile"])]
-    return [Deadline(tbt=v, ttft_slack=o["ttft_slack_slo"], miss_rate=o["deadline_miss_rate_slo"],
-                     miss_rate_percentile=o["deadline_miss_rate_percentile"]) for v in tbt_values]
+    return system_options(workload_options(slo_options(command)))
 
 
 def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> tuple[list[SearchJob], list[str]]:

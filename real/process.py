@@ -52,8 +52,11 @@ class ServerProcess:
     def start(self, ready_timeout_s: float = 600.0) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            start_new_session=True)  # a Ctrl-C at the terminal is ours to pass on
+            try:
+                self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                                start_new_session=True)  # a Ctrl-C at the terminal is ours to pass on
+            except FileNotFoundError:
+                raise EngineStartError(f"{self.argv[0]} is not installed here (for vLLM: pip install 'capsim[vllm]')") from None
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -4,12 +4,14 @@ the engine's scheduler limits and KV blocks are the simulated ones."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from dataclasses import replace
 
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.models import get_model
 from capsim.real.engine import ReferenceEngine
+from capsim.real.process import ServerProcess
 from capsim.real.server import ReferenceServer
 from capsim.sim import SystemSpec
 
@@ -56,3 +58,16 @@ def serve(system: SystemSpec, device: str = "cpu", dtype: str | None = None, hos
             signal.signal(s, handler)
     if engine.failure is not None:
         raise RuntimeError(f"the engine failed: {engine.failure}")
+
+
+def reference_server(system: SystemSpec, port: int, log_path: str, device: str = "cpu", dtype: str | None = None,
+                     host: str = "127.0.0.1", batch_log: str | None = None) -> ServerProcess:
+    """A launcher for `capsim serve` of the system in a child process."""
+    argv = [sys.executable, "-m", "capsim.capsearch.cli", "serve", "--model", system.model, "--hardware", system.hardware,
+            "--scheduler", system.scheduler, "--max-batch-size", str(system.max_batch_size), "--block-size", str(system.block_size),
+            "--memory-utilization", str(system.memory_utilization), "--device", device, "--host", host, "--port", str(port)]
+    for flag, value in (("--chunk-size", system.token_budget), ("--max-model-len", system.max_model_len),
+                        ("--num-kv-blocks", system.num_kv_blocks), ("--dtype", dtype), ("--batch-log", batch_log)):
+        if value:
+            argv += [flag, str(value)]
+    return ServerProcess(argv, f"http://{host}:{port}", log_path)

@@ -1,0 +1,136 @@
+"""`capsim confirm` (a simulated capacity checked on a real engine) and `capsim vllm-command`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+from rich.console import Console
+
+from capsim.capsearch.config import ConfigError
+from capsim.capsearch.confirm import confirm as run_confirmation, observable_slo, predict_capacity
+from capsim.capsearch.confirm_report import confirmation_tables, plot_confirmation, write_confirmation
+from capsim.capsearch.slo_options import slo_options, slos_from_flags
+from capsim.capsearch.system_options import system_options
+from capsim.capsearch.workload_options import workload_options
+from capsim.profiles.models import get_model
+from capsim.real.client import connect
+from capsim.real.process import free_port
+from capsim.real.reference import engine_system, reference_server
+from capsim.real.vllm import VLLM_VERSIONS, vllm_command, vllm_server
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+CONFIRM_REQUESTS = 512  # a confirmation trial's requests unless -n says otherwise: fewer than a search's
+
+
+@click.command()
+@system_options
+@click.option("--trace", default="chat", show_default=True, help="Built-in trace name or trace file.")
+@workload_options
+@slo_options
+@click.option("--endpoint", default=None, help="An engine already serving the system (OpenAI API), e.g. http://127.0.0.1:8000.")
+@click.option("--engine", "engine_kind", type=click.Choice(["reference", "vllm"]), default="reference", show_default=True,
+              help="Without --endpoint: the engine to start for the run (capsim serve, or vllm serve).")
+@click.option("--device", default="cpu", show_default=True, help="Reference engine: cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
+              help="Reference engine compute dtype; use the one the profile was measured in.")
+@click.option("--predicted-qps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The capacity to confirm [default: search it in simulation now, with the same workload and SLO].")
+@click.option("--start-qps", type=float, default=1.0, show_default=True, help="First QPS of the simulated search.")
+@click.option("--max-trials", type=click.IntRange(1, 8), default=4, show_default=True, help="Real trials at most.")
+@click.option("--step", type=click.FloatRange(min=0, min_open=True), default=0.2, show_default=True,
+              help="Move the QPS by this factor (1 + step) until the bracket holds a pass and a fail.")
+@click.option("--trial-time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds a real trial may run [default: its arrivals plus as long again, at least 2 minutes].")
+@click.option("--early-stop/--no-early-stop", default=True, show_default=True, help="End real trials that can no longer pass.")
+@click.option("--api-key", envvar="OPENAI_API_KEY", default=None, show_envvar=True, help="Bearer token for the endpoint; never written.")
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-results/confirm"), show_default=True)
+@click.pass_context
+def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | None, engine_kind: str, device: str,
+            dtype: str | None, predicted_qps: float | None, start_qps: float, max_trials: int, step: float,
+            trial_time_limit: float | None, early_stop: bool, api_key: str | None, output_dir: Path, **slo_flags) -> None:
+    """Confirm a simulated capacity on a real engine.
+
+    Runs a short bracketed binary search on the engine, starting at the predicted capacity (at
+    most --max-trials trials of the same workload, fewer requests than a search), and reports
+    predicted vs measured capacity and the TTFT/TBT percentile errors at the measured point:
+    a table, confirm.json and confirm.png, plus every real trial's requests.parquet.
+
+    Without --endpoint it starts the engine itself: capsim's reference engine (random weights,
+    the simulator's own scheduler) on --device, or vLLM with --engine vllm.
+    """
+    slos = slos_from_flags(slo_flags)
+    if len(slos) != 1:
+        raise ConfigError("confirm checks one SLO at a time: give one --tbt-slo")
+    slo = slos[0]
+    if ctx.get_parameter_source("num_requests") == ParameterSource.DEFAULT:
+        make_spec = _with_requests(make_spec, CONFIRM_REQUESTS)
+    if engine_kind == "reference" and endpoint is None:
+        system = engine_system(system, device, dtype)
+    workload = make_spec(trace)
+    requests = workload.requests()
+    if int((requests.prompt_tokens + requests.output_tokens > system.model_len).sum()):
+        raise ConfigError(f"some requests of {trace} are longer than the max model length {system.model_len}: "
+                          f"pass --max-total-tokens {system.model_len}")
+    if predicted_qps is None:
+        with console.status("searching the capacity in simulation"):
+            predicted_qps = predict_capacity(system, workload, slo, start_qps)
+        if not predicted_qps:
+            raise ConfigError("the simulated capacity is 0: nothing to confirm (check the SLO against `capsim search`)")
+    console.print(f"predicted capacity {predicted_qps:.3g} QPS for {observable_slo(slo).name}")
+
+    launcher = None
+    if endpoint is None:
+        port = free_port()
+        log = output_dir / "engine.log"
+        launcher = (reference_server(system, port, str(log), device, dtype) if engine_kind == "reference"
+                    else vllm_server(system, port, str(log)))
+        with console.status(f"starting the {engine_kind} engine (log: {log})"):
+            launcher.start()
+        endpoint = launcher.url
+    try:
+        target = connect(endpoint, api_key)
+        with console.status("confirming on the real engine") as status:
+            def on_trial(qps, passed):
+                status.update(f"confirming on the real engine: {qps:.3g} QPS {'passed' if passed else 'failed'}")
+                console.print(f"  real trial at {qps:.3g} QPS: {'pass' if passed else 'fail'}")
+            confirmation, results = run_confirmation(
+                system, workload, slo, target, predicted_qps, get_model(system.model).vocab, step, max_trials,
+                trial_time_limit, early_stop, on_trial)
+    finally:
+        if launcher is not None:
+            launcher.stop()
+    for qps, result in results.items():
+        result.write(output_dir / "trials" / f"qps_{qps:.4g}")
+    for table in confirmation_tables(confirmation):
+        console.print(table)
+    for note in confirmation.notes:
+        console.print(f"[dim]{note}[/]")
+    if confirmation.latency_source != "measured":
+        console.print(f"[yellow]the prediction rests on {confirmation.latency_source} latencies, not a measured profile[/]")
+    json_path = write_confirmation(confirmation, output_dir)
+    plot = plot_confirmation(confirmation, output_dir / "confirm.png")
+    console.print(f"wrote {json_path}, {plot}, {output_dir / 'trials'}")
+
+
+def _with_requests(make_spec, count: int):
+    import dataclasses
+
+    return lambda trace: dataclasses.replace(make_spec(trace), num_requests=count)
+
+
+@click.command("vllm-command", help=f"""Print the `vllm serve` command that runs a capsim deployment.
+
+    Maps model, TP/PP, scheduler (vllm_v0: no chunked prefill, on the V0 engine; sarathi: chunked
+    prefill with the chunk as the token budget; vllm_v1: vLLM's default engine), batch size, max
+    model length, block size and KV blocks to vLLM flags. Written for vLLM {VLLM_VERSIONS}.""")
+@system_options
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--real-weights", is_flag=True, help="Load the model's weights instead of --load-format dummy.")
+def vllm_command_cli(system, port: int, host: str, real_weights: bool) -> None:
+    argv, environment = vllm_command(system, port, host, dummy_weights=not real_weights)
+    click.echo(" ".join([*(f"{k}={v}" for k, v in environment.items()), shlex.join(argv)]))

@@ -1,0 +1,76 @@
+"""The confirmation's outputs: a table on the console, confirm.json, and confirm.png."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+from rich import box
+from rich.table import Table
+
+from capsim.capsearch.confirm import Confirmation
+from capsim.traces import write_atomically
+
+
+def confirmation_tables(c: Confirmation) -> list[Table]:
+    capacity = Table(title=f"capacity, {c.slo_name}", box=box.SIMPLE_HEAD)
+    for column in ("predicted QPS", "measured QPS", "error", "real bracket", "real trials"):
+        capacity.add_column(column, justify="right")
+    error = f"{c.capacity_error:+.1%}" if c.capacity_error is not None else "n/a"
+    high = f"{c.failing_qps:.3g}" if c.failing_qps is not None else "not found"
+    capacity.add_row(f"{c.predicted_qps:.3g}", f"{c.measured_qps:.3g}", error, f"[{c.measured_qps:.3g}, {high})",
+                     ", ".join(f"{t['qps']:.3g} {'pass' if t['passed'] else 'fail'}" for t in c.trials))
+    latency = Table(title=f"latency percentiles at {c.compared_at_qps:.3g} QPS", box=box.SIMPLE_HEAD)
+    for column in ("metric", "percentile", "predicted (s)", "measured (s)", "error"):
+        latency.add_column(column, justify="left" if column == "metric" else "right")
+    for row in c.percentiles:
+        latency.add_row(row["metric"].upper(), f"P{row['percentile']}", f"{row['predicted_s']:.4f}", f"{row['measured_s']:.4f}",
+                        f"{row['error']:+.1%}" if math.isfinite(row["error"]) else "n/a")
+    return [capacity, latency]
+
+
+def write_confirmation(c: Confirmation, folder: Path) -> Path:
+    data = asdict(c) | {"capacity_error": c.capacity_error}
+    text = json.dumps(data, indent=1, default=str) + "\n"
+    path = folder / "confirm.json"
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def plot_confirmation(c: Confirmation, path: Path) -> Path:
+    """Left: every real trial on the QPS axis (pass/fail) against the predicted capacity. Right:
+    TTFT and TBT percentiles, predicted and measured, at the measured point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    for trial in c.trials:
+        left.scatter(trial["qps"], 0, marker="o" if trial["passed"] else "x", s=60,
+                     color="tab:green" if trial["passed"] else "tab:red")
+    left.axvline(c.predicted_qps, color="tab:blue", linestyle="--", label=f"predicted {c.predicted_qps:.3g}")
+    if c.measured_qps:
+        left.axvline(c.measured_qps, color="tab:green", label=f"measured {c.measured_qps:.3g}")
+    left.set_yticks([])
+    left.set_xlabel("QPS (o pass, x fail)")
+    left.set_title("capacity", fontsize=9)
+    left.legend(fontsize=7)
+    labels = [f"{r['metric'].upper()} P{r['percentile']}" for r in c.percentiles]
+    x = range(len(labels))
+    right.bar([i - 0.2 for i in x], [r["predicted_s"] for r in c.percentiles], 0.4, label="predicted")
+    right.bar([i + 0.2 for i in x], [r["measured_s"] for r in c.percentiles], 0.4, label="measured")
+    right.set_xticks(list(x))
+    right.set_xticklabels(labels, fontsize=7, rotation=20)
+    right.set_yscale("log")
+    right.set_ylabel("seconds")
+    right.set_title(f"at {c.compared_at_qps:.3g} QPS", fontsize=9)
+    right.legend(fontsize=7)
+    fig.suptitle(f"{c.system.get('model')} {c.system.get('scheduler')}: {c.slo_name}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return path
