@@ -18,6 +18,8 @@ from capsim.profiles.models import MODELS, get_model
 from capsim.profiles.report import accuracy_rows, plot_predicted_vs_measured
 from capsim.profiles.store import resolve_profile, shipped_profiles
 from capsim.profiles.table import ProfileTable
+from capsim.profiles.errors import ProfileError
+from capsim.real.engine_profiler import DECODE_BATCHES, DECODE_CONTEXTS, PROMPT_LENGTHS, profile_endpoint
 from capsim.traces import write_atomically
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes get wide tables
@@ -34,20 +36,57 @@ console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs a batch; the median is kept.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Profile file to write [default: MODEL_DEVICE_tp1.parquet].")
-def profile(model: str, device: str, grid: str, dtype: str | None, warmup: int, repeats: int, output: Path | None) -> None:
+@click.option("--endpoint", default=None, help="Profile this running engine (OpenAI API) as a black box instead.")
+@click.option("--api-key", envvar="OPENAI_API_KEY", default=None, show_envvar=True, help="--endpoint: bearer token; never written.")
+@click.option("--hardware", default="unknown", show_default=True, help="--endpoint: the GPU the engine runs on, for the profile's label.")
+@click.option("--prompt-lengths", default=",".join(map(str, PROMPT_LENGTHS)), show_default=True, help="--endpoint: prefill points.")
+@click.option("--decode-batches", default=",".join(map(str, DECODE_BATCHES)), show_default=True, help="--endpoint: decode batch sizes.")
+@click.option("--decode-contexts", default=",".join(map(str, DECODE_CONTEXTS)), show_default=True, help="--endpoint: decode prompt lengths.")
+def profile(model: str, device: str, grid: str, dtype: str | None, warmup: int, repeats: int, output: Path | None,
+            endpoint: str | None, api_key: str | None, hardware: str, prompt_lengths: str, decode_batches: str,
+            decode_contexts: str) -> None:
     """Measure per-batch prefill, decode and mixed latencies of MODEL on this machine.
 
     Builds the architecture in torch with random weights (nothing is downloaded) and times real
     forward passes with a KV cache over a designed grid of batches. Interrupted runs resume.
+
+    With --endpoint, measures a running engine (vLLM, capsim serve) through its OpenAI API
+    instead: single-request TTFT over prompt lengths, and steady decode step times over batch
+    sizes and context lengths, so that simulations can replay that exact engine.
     """
     from capsim.profiles.profiler import device_name, measure_profile
 
     spec = get_model(model)
+    if endpoint:
+        return _profile_endpoint(spec, endpoint, api_key, hardware, output, repeats, prompt_lengths, decode_batches, decode_contexts)
     output = output or Path(f"{spec.name}_{device_name(device) if device == 'cpu' else device.replace(':', '')}_tp1.parquet")
     with Progress(TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(spec.name, total=None)
         table = measure_profile(spec, output, device=device, grid=grid, dtype=dtype, warmup=warmup, repeats=repeats,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+    console.print(f"wrote {output}: {len(table)} batches of {table.label}")
+
+
+def _profile_endpoint(spec, url, api_key, hardware, output, repeats, prompt_lengths, decode_batches, decode_contexts) -> None:
+    from capsim.real.client import connect
+
+    def numbers(text: str, flag: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise ProfileError(f"{flag} must be whole numbers separated by commas, got {text!r}") from None
+        if not values or min(values) < 1:
+            raise ProfileError(f"{flag} needs positive numbers, got {text!r}")
+        return values
+
+    points = (numbers(prompt_lengths, "--prompt-lengths"), numbers(decode_batches, "--decode-batches"),
+              numbers(decode_contexts, "--decode-contexts"))
+    endpoint = connect(url, api_key)
+    output = output or Path(f"{spec.name}_endpoint_tp1.parquet")
+    with Progress(TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task(f"{spec.name} at {endpoint.url}", total=None)
+        table = profile_endpoint(endpoint, spec, output, hardware, None, *points, repeats=repeats,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     console.print(f"wrote {output}: {len(table)} batches of {table.label}")
 
 

@@ -4,7 +4,8 @@ engine), with the time of every token.
 Token counts come from the stream itself: with `continuous_usage_stats` (vLLM, capsim) every
 chunk carries the running completion-token count, so a chunk that carries several tokens is
 known as such; without it, a chunk with a choice counts as one token. The k tokens of one chunk
-are spread evenly over the time since the previous chunk (never zero gaps, never a lost token).
+are spread evenly over the time since the previous chunk (never zero gaps, never a lost token);
+only the extra tokens of a request's first chunk share its time, having no earlier token.
 """
 
 from __future__ import annotations

@@ -126,10 +126,10 @@ def run_core(conn, system, device: str, dtype: str | None, seed: int, clock_star
         return
     conn.send(("ready", {"num_blocks": core.config.num_blocks, "device": device}))
     try:
-        while _take_messages(conn, core, block=not core.scheduler.has_work):
+        while (handled := _take_messages(conn, core, block=not core.scheduler.has_work)) is not None:
             ran = core.step()
             tokens, finished, closed = core.take_output()
-            if ran or closed:
+            if ran or closed or handled:  # every change reaches the frontend's counters
                 conn.send(("tokens", tokens, finished, closed, core.stats()))
     except BaseException:  # noqa: BLE001
         conn.send(("failed", traceback.format_exc(limit=5)))
@@ -139,8 +139,9 @@ def run_core(conn, system, device: str, dtype: str | None, seed: int, clock_star
             _write_batch_log(core, batch_log)
 
 
-def _take_messages(conn, core: EngineCore, block: bool) -> bool:
-    """Apply queued adds and aborts; False once asked to stop."""
+def _take_messages(conn, core: EngineCore, block: bool) -> int | None:
+    """Apply queued adds and aborts; how many there were, or None once asked to stop."""
+    handled = 0
     while block or conn.poll():
         if block and not conn.poll(IDLE_WAIT_S):
             continue
@@ -150,11 +151,10 @@ def _take_messages(conn, core: EngineCore, block: bool) -> bool:
             core.add(*message[1:])
         elif message[0] == "abort":
             core.abort(message[1])
-        elif message[0] == "stats":
-            conn.send(("tokens", [], [], [], core.stats()))
         else:
-            return False
-    return True
+            return None
+        handled += 1
+    return handled
 
 
 def _build(system, device: str, dtype: str | None, seed: int, clock_start: float) -> EngineCore:

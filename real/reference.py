@@ -3,6 +3,7 @@ the engine's scheduler limits and KV blocks are the simulated ones."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -61,8 +62,9 @@ def serve(system: SystemSpec, device: str = "cpu", dtype: str | None = None, hos
 
 
 def reference_server(system: SystemSpec, port: int, log_path: str, device: str = "cpu", dtype: str | None = None,
-                     host: str = "127.0.0.1", batch_log: str | None = None) -> ServerProcess:
-    """A launcher for `capsim serve` of the system in a child process."""
+                     host: str = "127.0.0.1", batch_log: str | None = None, api_key: str | None = None) -> ServerProcess:
+    """A launcher for `capsim serve` of the system in a child process (the API key goes in its
+    environment, never on its command line, where any user could read it)."""
     argv = [sys.executable, "-m", "capsim.capsearch.cli", "serve", "--model", system.model, "--hardware", system.hardware,
             "--scheduler", system.scheduler, "--max-batch-size", str(system.max_batch_size), "--block-size", str(system.block_size),
             "--memory-utilization", str(system.memory_utilization), "--device", device, "--host", host, "--port", str(port)]
@@ -70,4 +72,5 @@ def reference_server(system: SystemSpec, port: int, log_path: str, device: str =
                         ("--num-kv-blocks", system.num_kv_blocks), ("--dtype", dtype), ("--batch-log", batch_log)):
         if value:
             argv += [flag, str(value)]
-    return ServerProcess(argv, f"http://{host}:{port}", log_path)
+    env = {**os.environ, "CAPSIM_API_KEY": api_key} if api_key else None
+    return ServerProcess(argv, f"http://{host}:{port}", log_path, env=env)

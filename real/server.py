@@ -211,6 +211,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 class ReferenceServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # the listen backlog: at 5, a burst of arrivals loses SYNs and waits a second to retry
 
     def __init__(self, engine: ReferenceEngine, model_name: str, vocab: int, host: str = "127.0.0.1", port: int = 8000,
                  api_key: str | None = None):

@@ -1,0 +1,89 @@
+"""Profile a serving engine as a black box, through its OpenAI API, into a ProfileTable.
+
+- Prefill: one request alone with max_tokens=1; its TTFT is the time of a one-prompt prefill
+  batch (plus the serving stack's overhead, which is part of the engine being profiled).
+- Decode: B requests of prompt length L sent together; once every one has its first token and
+  before any ends, every batch is the same B decodes, so the median gap between their tokens in
+  that window is the time of a decode batch of B sequences at KV length about L + half the output.
+
+The table then fits a latency model like any other, so `capsim simulate --profile FILE` replays
+the exact engine a user runs. Requests run one measurement at a time, so nothing else shares the
+engine while it is measured.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from capsim.profiles.batch import BatchShape
+from capsim.profiles.errors import ProfileError
+from capsim.profiles.models import ModelSpec
+from capsim.profiles.table import ProfileTable
+from capsim.profiles.versions import profile_metadata
+from capsim.real.client import Completion, Endpoint, stream_completion
+from capsim.real.loadgen import prompt_ids
+
+PROMPT_LENGTHS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
+DECODE_CONTEXTS = (128, 512, 2048)
+DECODE_TOKENS = 32  # output tokens of each decode-measuring request: the window is about this long
+
+
+def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, hardware: str = "unknown",
+                     max_model_len: int | None = None, prompt_lengths=PROMPT_LENGTHS, decode_batches=DECODE_BATCHES,
+                     decode_contexts=DECODE_CONTEXTS, repeats: int = 3, progress=None) -> ProfileTable:
+    """Measure the engine and write the ProfileTable; `progress(done, total)` after each point."""
+    limit = max_model_len or model.max_context
+    prompts = [p for p in prompt_lengths if p + 1 <= limit]
+    decodes = [(b, c) for b in decode_batches for c in decode_contexts if c + DECODE_TOKENS <= limit]
+    if not prompts and not decodes:
+        raise ProfileError(f"no measurement fits a max model length of {limit}")
+    total, shapes, latencies = len(prompts) + len(decodes), [], []
+    _run_together(endpoint, [prompt_ids(0, 0, min(16, limit - 2), model.vocab)], 2)  # warm up: the first request pays for setup
+    seed = 0
+    for length in prompts:
+        times = []
+        for _ in range(repeats):
+            seed += 1
+            done = _run_together(endpoint, [prompt_ids(seed, 0, length, model.vocab)], 1)[0]
+            times.append(done.token_times[0] - done.sent_s)
+        shapes.append(BatchShape((length,), (0,), ()))
+        latencies.append(float(np.median(times)))
+        progress and progress(len(shapes), total)
+    for batch, context in decodes:
+        seed += 1
+        done = _run_together(endpoint, [prompt_ids(seed, i, context, model.vocab) for i in range(batch)], DECODE_TOKENS)
+        start = max(c.token_times[0] for c in done)
+        stop = min(c.token_times[-1] for c in done)
+        gaps = [g for c in done for a, b in zip(c.token_times, c.token_times[1:]) if a >= start and b <= stop for g in (b - a,)]
+        if not gaps:
+            raise ProfileError(f"{batch} requests of {context} tokens never decoded all together: is the engine's batch "
+                               f"size below {batch}? Pass smaller --decode-batches")
+        shapes.append(BatchShape((), (), (context + DECODE_TOKENS // 2,) * batch))
+        latencies.append(float(np.median(gaps)))
+        progress and progress(len(shapes), total)
+    metadata = profile_metadata(model, hardware, 1, 1, f"endpoint {endpoint.url}", "measured", device="endpoint",
+                                grid="endpoint", model_name=endpoint.model)
+    table = ProfileTable.from_batches(shapes, latencies, metadata)
+    table.to_parquet(Path(output))
+    return table
+
+
+def _run_together(endpoint: Endpoint, prompts: list[list[int]], max_tokens: int) -> list[Completion]:
+    """Send the prompts at once and wait for all; any failure is an error (a profile takes no gaps)."""
+    completions = [Completion() for _ in prompts]
+    threads = [threading.Thread(target=stream_completion, args=(endpoint, p, max_tokens, c), daemon=True)
+               for p, c in zip(prompts, completions)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + endpoint.timeout_s * 2
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    for c in completions:
+        if c.status != "finished":
+            raise ProfileError(f"a profiling request did not finish: {c.reason or 'timed out'}")
+    return completions

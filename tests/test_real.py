@@ -1,0 +1,268 @@
+"""real/: the reference engine served on loopback (tiny on CPU, a real child process), the load
+generator against it, the engine profiler, and the vLLM command lines (vLLM itself cannot run here)."""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+pytest.importorskip("torch")
+
+from capsim.capsearch.slo import TbtTtft  # noqa: E402
+from capsim.profiles.errors import ProfileError  # noqa: E402
+from capsim.profiles.latency_model import LatencyModel  # noqa: E402
+from capsim.real.client import EndpointError, connect  # noqa: E402
+from capsim.real.engine_profiler import profile_endpoint  # noqa: E402
+from capsim.real.loadgen import LoadOptions, run_load  # noqa: E402
+from capsim.real.process import EngineStartError, ServerProcess, free_port, health  # noqa: E402
+from capsim.real.reference import reference_server  # noqa: E402
+from capsim.real.vllm import vllm_command, vllm_server  # noqa: E402
+from capsim.profiles.models import get_model  # noqa: E402
+from capsim.sim import SystemSpec, simulate  # noqa: E402
+from capsim.sim.early_stop import EarlyStop  # noqa: E402
+from capsim.traces import WorkloadSpec  # noqa: E402
+
+KEY = "test-key-do-not-leak"
+SYSTEM = SystemSpec(model="tiny", hardware="cpu", scheduler="sarathi", token_budget=128, max_batch_size=8, num_kv_blocks=256,
+                    max_model_len=1024)
+VOCAB = get_model("tiny").vocab
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("server")
+    launcher = reference_server(SYSTEM, free_port(), str(folder / "engine.log"), dtype="float32", api_key=KEY)
+    with launcher:
+        yield launcher
+
+
+def post(url: str, body, key: str | None = KEY, raw: bytes | None = None, headers: dict | None = None):
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    sent = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
+    connection.request("POST", "/v1/completions", body=raw if raw is not None else json.dumps(body), headers=sent)
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, data
+
+
+def events(data: bytes) -> list:
+    lines = [line[5:].strip() for line in data.split(b"\n") if line.startswith(b"data:")]
+    return [line if line == b"[DONE]" else json.loads(line) for line in lines]
+
+
+def test_a_streamed_completion_has_exactly_max_tokens_and_usage(server):
+    status, data = post(server.url, {"prompt": list(range(20, 60)), "max_tokens": 7, "stream": True, "ignore_eos": True,
+                                     "stream_options": {"include_usage": True, "continuous_usage_stats": True}})
+    assert status == 200
+    chunks = events(data)
+    assert chunks[-1] == b"[DONE]"
+    tokens = [c for c in chunks[:-1] if c["choices"]]
+    assert len(tokens) == 7
+    assert [c["usage"]["completion_tokens"] for c in tokens] == list(range(1, 8))
+    assert tokens[-1]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-2]["usage"] == {"prompt_tokens": 40, "completion_tokens": 7, "total_tokens": 47}
+    status, data = post(server.url, {"prompt": "hello", "max_tokens": 3})  # not streamed; text read as bytes
+    assert status == 200 and json.loads(data)["usage"]["completion_tokens"] == 3
+
+
+@pytest.mark.parametrize("body, status, reason", [
+    (None, 400, "not valid JSON"),
+    ({"prompt": [1, 2, VOCAB]}, 400, "token ids must lie in"),
+    ({"prompt": [1, 2], "max_tokens": 2000}, 400, "exceeds the engine's max model length"),
+    ({"prompt": [1, 2], "max_tokens": 0}, 400, "max_tokens must be a positive integer"),
+    ({"prompt": [1, 2], "n": 2}, 400, "n and best_of must be 1"),
+    ({"prompt": []}, 400, "non-empty list of token ids"),
+    ({"prompt": [1, 2], "model": "Llama-3-8B"}, 404, "serves 'tiny'"),
+])
+def test_bad_requests_get_a_4xx_with_the_reason_and_the_server_stays_up(server, body, status, reason):
+    got, data = post(server.url, body, raw=b"{nope" if body is None else None)
+    assert got == status
+    assert reason in json.loads(data)["message"]
+    assert health(server.url)["status"] == "ok"
+
+
+def test_a_wrong_key_or_an_oversized_body_is_refused(server):
+    assert post(server.url, {"prompt": [1, 2]}, key="wrong")[0] == 401
+    assert post(server.url, {"prompt": [1, 2]}, key=None)[0] == 401
+    status, data = post(server.url, {"prompt": [1]}, headers={"Content-Length": str(1 << 30)}, raw=b"{}")
+    assert status == 413
+    assert health(server.url)["status"] == "ok"
+
+
+def test_a_client_that_hangs_up_has_its_request_aborted(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    body = json.dumps({"prompt": list(range(10, 30)), "max_tokens": 900, "stream": True}).encode()
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+                 b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    sock.close()
+    deadline = time.monotonic() + 10
+    while health(server.url)["running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert health(server.url)["running"] == 0  # a 900-token request would still run for seconds
+
+
+def test_the_load_generator_returns_the_simulators_schema_and_never_writes_the_key(server, tmp_path):
+    endpoint = connect(server.url, KEY)
+    assert endpoint.model == "tiny"
+    spec = WorkloadSpec(trace="chat", num_requests=12, seed=3, max_total_tokens=200, output_scale=0.2)
+    workload = spec.at_qps(6)
+    real = run_load(endpoint, workload, LoadOptions(vocab=VOCAB, time_limit_s=60))
+    simulated = simulate(SYSTEM, workload)
+    assert real.requests.schema == simulated.requests.schema
+    assert (real.column("status") == "finished").all()
+    assert (real.column("generated_tokens") == workload.output_tokens).all()
+    assert (real.column("first_token_s") > real.column("arrival_s")).all()
+    assert TbtTtft(tbt=5.0, ttft=30.0, ttft_metric="ttft").score(real)["passed"]
+    assert real.info["in_flight_cap_hits"] == 0 and real.info["kind"] == "real"
+    real.write(tmp_path / "run")
+    assert KEY not in repr(endpoint)
+    for path in (tmp_path / "run").iterdir():
+        assert KEY.encode() not in path.read_bytes()
+
+
+def test_a_run_ends_at_its_time_limit_and_at_an_early_stop(server):
+    endpoint = connect(server.url, KEY)
+    workload = WorkloadSpec(trace="chat", num_requests=8, seed=1, max_total_tokens=1000).at_qps(50)
+    started = time.monotonic()
+    cut = run_load(endpoint, workload, LoadOptions(vocab=VOCAB, time_limit_s=1.0))
+    assert time.monotonic() - started < 15
+    unfinished = cut.column("status") == "unfinished"
+    assert unfinished.any()
+    assert all("time limit" in r for r in cut.column("reason")[unfinished])
+    rule = EarlyStop(max_tbt=1e-6, max_tbt_violations=3)  # every gap is over 1 us
+    stopped = run_load(endpoint, workload, LoadOptions(vocab=VOCAB, time_limit_s=60, early_stop=rule))
+    assert stopped.info["stopped_early"].startswith("stopped early: more than 3 token gaps")
+    time.sleep(1.0)
+    assert health(server.url)["running"] == 0  # the cut-off requests were aborted, not left running
+
+
+def test_an_endpoint_that_is_down_fails_fast_with_a_clear_error():
+    started = time.monotonic()
+    with pytest.raises(EndpointError, match="no engine answers"):
+        connect(f"http://127.0.0.1:{free_port()}")
+    assert time.monotonic() - started < 5
+    with pytest.raises(EndpointError, match="not an http"):
+        connect("127.0.0.1:8000")
+
+
+class MultiTokenChunks(BaseHTTPRequestHandler):
+    """A stream whose chunks carry two tokens each, as engines that batch their output send."""
+
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self._reply(b'{"data": [{"id": "m"}]}', "application/json")
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        counts = list(range(2, body["max_tokens"] + 1, 2)) + ([body["max_tokens"]] if body["max_tokens"] % 2 else [])
+        for done in counts:
+            time.sleep(0.02)
+            chunk = {"choices": [{"text": "ab"}], "usage": {"completion_tokens": done}}
+            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def _reply(self, data: bytes, kind: str):
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_a_chunk_with_several_tokens_counts_them_all_without_zero_gaps():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), MultiTokenChunks)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        endpoint = connect(f"http://127.0.0.1:{httpd.server_address[1]}")
+        workload = WorkloadSpec(trace="chat", num_requests=2, seed=0, max_total_tokens=60).at_qps(100)
+        result = run_load(endpoint, workload, LoadOptions(vocab=VOCAB, time_limit_s=30))
+    finally:
+        httpd.shutdown()
+    assert result.finished().all()
+    assert (result.column("generated_tokens") == workload.output_tokens).all()
+    assert result.info["multi_token_chunks"] > 0
+    gaps = result.tbt()
+    # Each later pair is spread over its 20 ms; only a first chunk's second token has no earlier one to spread from.
+    assert (gaps > 0.005).sum() == len(gaps) - len(workload.output_tokens)
+
+
+def test_the_engine_profiler_measures_prefill_and_decode_points_that_fit(server, tmp_path):
+    endpoint = connect(server.url, KEY)
+    table = profile_endpoint(endpoint, get_model("tiny"), tmp_path / "engine.parquet", "cpu", max_model_len=1024,
+                             prompt_lengths=(16, 64, 128, 256), decode_batches=(1, 4, 8), decode_contexts=(64, 256), repeats=2)
+    kinds = table.table.column("kind").to_pylist()
+    assert kinds.count("prefill") == 4 and kinds.count("decode") == 6
+    latency = table.table.column("latency_s").to_numpy()
+    assert (latency > 0).all() and (latency < 1).all()
+    assert table.metadata["engine"] == f"endpoint {server.url}" and table.metadata["source"] == "measured"
+    LatencyModel.fit(table)  # it fits like any profile
+    with pytest.raises(ProfileError, match="never decoded all together|did not finish"):
+        profile_endpoint(endpoint, get_model("tiny"), tmp_path / "bad.parquet", max_model_len=1024, prompt_lengths=(),
+                         decode_batches=(12,), decode_contexts=(700,), repeats=1)  # 12 x 700 tokens overflow its KV
+
+
+def test_sigterm_ends_open_streams_and_the_server_exits_cleanly(tmp_path):
+    launcher = reference_server(SYSTEM, free_port(), str(tmp_path / "engine.log"), dtype="float32",
+                                batch_log=str(tmp_path / "batches.parquet")).start()
+    results = {}
+
+    def long_request():
+        results["status"], results["data"] = post(launcher.url, {"prompt": [11, 12], "max_tokens": 1000, "stream": True}, key=None)
+
+    thread = threading.Thread(target=long_request)
+    thread.start()
+    time.sleep(1.5)
+    launcher.process.send_signal(signal.SIGTERM)
+    assert launcher.process.wait(30) == 0
+    thread.join(10)
+    chunks = events(results["data"])
+    assert any("error" in c for c in chunks if isinstance(c, dict))  # told why, not left hanging
+    assert (tmp_path / "batches.parquet").is_file()
+
+
+def test_vllm_command_lines_map_each_policy():
+    sarathi, env = vllm_command(SystemSpec(model="Llama-3-8B", scheduler="sarathi", max_batch_size=128, tp=2))
+    assert sarathi[:3] == ["vllm", "serve", "meta-llama/Meta-Llama-3-8B"] and env == {}
+    joined = " ".join(sarathi)
+    for flag in ("--tensor-parallel-size 2", "--max-num-seqs 128", "--enable-chunked-prefill", "--max-num-batched-tokens 512",
+                 "--load-format dummy", "--max-model-len 8192", "--no-enable-prefix-caching"):
+        assert flag in joined
+    v0, env = vllm_command(SystemSpec(model="Mistral-7B", scheduler="vllm_v0", num_kv_blocks=1000), port=8001)
+    assert env == {"VLLM_USE_V1": "0"}
+    assert "--no-enable-chunked-prefill" in v0 and v0[v0.index("--num-gpu-blocks-override") + 1] == "1000" and "8001" in v0
+    v1, _ = vllm_command(SystemSpec(scheduler="vllm_v1", prefix_caching=True, pp=2), dummy_weights=False)
+    assert "--enable-prefix-caching" in v1 and "dummy" not in v1 and v1[v1.index("--pipeline-parallel-size") + 1] == "2"
+    with pytest.raises(ProfileError, match="no orca scheduler"):
+        vllm_command(SystemSpec(scheduler="orca"))
+
+
+def test_launching_vllm_where_it_is_not_installed_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no vllm executable on the path
+    with pytest.raises(EngineStartError, match="not installed"):
+        vllm_server(SystemSpec(), free_port(), str(tmp_path / "vllm.log")).start(ready_timeout_s=5)
+
+
+def test_an_engine_that_dies_on_start_reports_its_log(tmp_path):
+    launcher = ServerProcess([os.environ.get("PYTHON", "python3"), "-c", "import sys; print('bad flag'); sys.exit(3)"],
+                             f"http://127.0.0.1:{free_port()}", tmp_path / "log")
+    with pytest.raises(EngineStartError, match="exited with code 3") as error:
+        launcher.start(ready_timeout_s=10)
+    assert "bad flag" in str(error.value)
