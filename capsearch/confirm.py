@@ -1,8 +1,9 @@
 """Confirmation: a simulated capacity checked by a short bracketed binary search on a real engine.
 
-The real search starts at the predicted capacity and steps by a factor (1 + step) up while
-trials pass or down while they fail, until it holds a passing and a failing QPS; the trials left
-bisect that bracket (geometric midpoint). Every trial runs the same workload as the simulation
+The real search is the simulated one (search.find_capacity, on the same QPS grid) with a smaller
+first move: it starts at the predicted capacity and steps by a factor (1 + step) up while trials
+pass or down while they fail, until it holds a passing and a failing QPS; the trials left bisect
+that bracket. Every trial runs the same workload as the simulation
 (same seed and requests; fewer of them than a full search, with a time limit and the same
 early-stop rule). At the measured point, the highest passing QPS, the real trial is compared
 with a simulated trial at the same QPS: the TTFT and TBT percentiles, and their errors.
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from capsim.capsearch.experiment import SearchJob, run_job, score
-from capsim.capsearch.search import early_stop_rule
+from capsim.capsearch.search import early_stop_rule, find_capacity
 from capsim.capsearch.slo import TbtTtft, slo_to_dict
 from capsim.capsearch.trials import time_limit
 from capsim.real.client import Endpoint
@@ -69,33 +70,9 @@ def predict_capacity(system: SystemSpec, workload: WorkloadSpec, slo, start_qps:
     return run_job(job, cache_dir)[0].capacity_qps
 
 
-def bracketed_search(trial, start_qps: float, step: float = 0.2, max_trials: int = 4) -> tuple[float, float | None, list[dict]]:
-    """`trial(qps) -> (passed, details)`; returns (highest passing, lowest failing, trials)."""
-    if not start_qps > 0:
-        raise ValueError(f"the predicted capacity must be positive to confirm it, got {start_qps}")
-    if not step > 0:
-        raise ValueError(f"step must be positive, got {step}")
-    passing, failing, trials = 0.0, None, []
-    qps = start_qps
-    while len(trials) < max_trials:
-        passed, details = trial(qps)
-        trials.append({"qps": qps, "passed": passed, **details})
-        if passed:
-            passing = qps
-        else:
-            failing = qps
-        if failing is None:
-            qps = passing * (1 + step)
-        elif not passing:
-            qps = failing / (1 + step)
-        else:
-            qps = math.sqrt(passing * failing)
-    return passing, failing, trials
-
-
 def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint, predicted_qps: float, vocab: int,
             step: float = 0.2, max_trials: int = 4, trial_time_limit_s: float | None = None, early_stop: bool = True,
-            on_trial=None) -> tuple[Confirmation, dict[float, RunResult]]:
+            on_trial=None, granularity: float = 0.025) -> tuple[Confirmation, dict[float, RunResult]]:
     """Run the real search; returns the confirmation and every real trial's result by QPS.
     `on_trial(qps, passed)` hears each trial as it ends."""
     given, slo = slo, observable_slo(slo)
@@ -117,7 +94,10 @@ def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint,
         on_trial and on_trial(qps, passed)
         return passed, details
 
-    measured, failing, trials = bracketed_search(trial, predicted_qps, step, max_trials)
+    if not predicted_qps > 0:
+        raise ValueError(f"the predicted capacity must be positive to confirm it, got {predicted_qps}")
+    # The simulated search's QPS grid: the first real trial runs at exactly the predicted capacity.
+    measured, failing, trials = find_capacity(trial, slo, predicted_qps, granularity, max_trials, expand=1 + step)
     point = measured or min(results)
     simulated = simulate(system, workload.at_qps(point), time_limit_s=time_limit(float(workload.at_qps(point).arrival_s[-1])))
     notes = []

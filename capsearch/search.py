@@ -7,7 +7,7 @@ values, or a rescoring of a finished one, is mostly cache reads.
 The invariant: the highest QPS known to pass only ever rises and the lowest known to fail only
 ever falls; every later trial lies strictly between them. So a passing QPS is never lost, even
 where the latencies are not monotone in QPS. The search doubles the QPS while trials pass, halves
-it while they fail, then bisects the bracket, and stops when the bracket is one grid step (the
+it while they fail (a confirmation moves by a smaller factor), then bisects the bracket, and stops when the bracket is one grid step (the
 granularity) or after max_trials.
 """
 
@@ -48,8 +48,12 @@ def grid_index(qps: float, granularity: float) -> int:
     return round(math.log(qps) / math.log(1 + granularity))
 
 
-def find_capacity(trial, slo, start_qps: float, granularity: float = 0.025, max_trials: int = 20) -> tuple[float, float | None, list[dict]]:
-    """Binary search with `trial(qps) -> (passed, details)`; returns (capacity, failing, trials)."""
+def find_capacity(trial, slo, start_qps: float, granularity: float = 0.025, max_trials: int = 20,
+                  expand: float = 2.0) -> tuple[float, float | None, list[dict]]:
+    """Binary search with `trial(qps) -> (passed, details)`; returns (capacity, failing, trials).
+
+    Until it holds a pass and a fail, it moves the QPS by the factor `expand` (doubling or
+    halving; a confirmation on a real engine, starting at the prediction, moves by less)."""
     if not start_qps > 0:
         raise ValueError(f"start QPS must be positive, got {start_qps}")
     if not 0 < granularity < 1:
@@ -58,7 +62,7 @@ def find_capacity(trial, slo, start_qps: float, granularity: float = 0.025, max_
     failing: int | None = None
     trials: list[dict] = []
     k = grid_index(start_qps, granularity)
-    double = max(1, round(math.log(2) / math.log(1 + granularity)))  # grid steps that double the QPS
+    double = max(1, round(math.log(expand) / math.log(1 + granularity)))  # grid steps that multiply the QPS by `expand`
     floor_k = grid_index(MIN_QPS, granularity)
     while len(trials) < max_trials:
         qps = grid_qps(k, granularity)
@@ -68,9 +72,9 @@ def find_capacity(trial, slo, start_qps: float, granularity: float = 0.025, max_
             passing = k
         else:
             failing = k
-        if failing is None:  # everything passed so far: double the QPS
+        if failing is None:  # everything passed so far: expand the QPS
             k = passing + double
-        elif passing is None:  # everything failed so far: halve it
+        elif passing is None:  # everything failed so far: shrink it
             if k <= floor_k:
                 break
             k = max(floor_k, k - double)

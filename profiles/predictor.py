@@ -2,9 +2,15 @@
 
 An additive model f(x) = link(base + sum_k f_k(x_k)) compiles exactly into one lookup per
 feature: `tokens` is an integer, so f_tokens becomes a table indexed by the token count (with
-linear extension past its end); a linear term is one multiply; a step function (a tree ensemble's
-per-feature sum) is a bisection over its thresholds. The parts are read off the fitted model by
-probing it one feature at a time, which is exact for an additive model.
+linear extension past its end); a linear term is one multiply; a piecewise-linear part is a
+bisection over its knots; a step function (a tree ensemble's per-feature sum) is a bisection over
+its thresholds. The parts are read off the fitted model by probing it one feature at a time, which
+is exact for an additive model.
+
+The physics model adds one non-additive part, prefill_attention x a rate that depends on the
+prefills' mean chunk length and context (CPU caches): a bilinear table over a (chunk, context)
+grid, read off the fitted model as it is, and zero for a batch without prefills (so the probes
+above never see it).
 """
 
 from __future__ import annotations
@@ -23,13 +29,16 @@ class LatencyPredictor:
     """predictor(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> seconds."""
 
     def __init__(self, base: float, token_table: np.ndarray, linear: dict[int, float], bent: dict[int, tuple],
-                 steps: dict[int, tuple], link: str, coverage: np.ndarray):
+                 steps: dict[int, tuple], link: str, coverage: np.ndarray, grid: tuple | None = None):
         self.base = float(base)
         self.token_table = [float(v) for v in token_table]
         self.token_slope = float(token_table[-1] - token_table[-2])
         self.linear = {int(k): float(v) for k, v in linear.items()}
         self.bent = {int(k): (list(map(float, x)), list(map(float, y))) for k, (x, y) in bent.items()}  # piecewise linear
         self.steps = {int(k): (list(map(float, t)), list(map(float, v))) for k, (t, v) in steps.items()}
+        # (chunk knots, context knots, rates [chunk, context]): the rate of prefill_attention
+        self.grid = None if grid is None else (list(map(float, grid[0])), list(map(float, grid[1])),
+                                               [list(map(float, row)) for row in grid[2]])
         self.link = link
         self.coverage = np.asarray(coverage, dtype=np.float64)  # largest value of each feature in the profile
         self._call = self._specialize()
@@ -48,8 +57,14 @@ class LatencyPredictor:
         """A closure with the model's constants bound: no attribute look-ups per call."""
         table, n, slope, base = self.token_table, len(self.token_table), self.token_slope, self.base
         a1, a2, a3, a4, a5 = (self.linear.get(k, 0.0) for k in range(1, len(FEATURES)))
-        bent = [(k - 1, x, y, [(y[i + 1] - y[i]) / (x[i + 1] - x[i]) for i in range(len(x) - 1)]) for k, (x, y) in self.bent.items()]
+        bent = [(k - 1, knots, *_segments(knots, values)) for k, (knots, values) in self.bent.items()]
         steps = [(k - 1, thresholds, values) for k, (thresholds, values) in self.steps.items()]
+        grid = self.grid is not None
+        if grid:
+            qk, ck, rates = self.grid
+            q_lo, q_hi, nq, c_lo, c_hi, nc = qk[0], qk[-1], len(qk) - 1, ck[0], ck[-1], len(ck) - 1
+            q_inv = [1.0 / (b - a) for a, b in zip(qk, qk[1:])]
+            c_inv = [1.0 / (b - a) for a, b in zip(ck, ck[1:])]
         identity = self.link == "identity"
         exp = math.exp
 
@@ -58,11 +73,20 @@ class LatencyPredictor:
             total += a1 * ps + a2 * pa + a3 * pc + a4 * ds + a5 * dk
             if bent or steps:
                 x = (ps, pa, pc, ds, dk)
-                for i, knots, values, slopes in bent:
-                    j = min(max(bisect_right(knots, x[i]) - 1, 0), len(slopes) - 1)
-                    total += values[j] + slopes[j] * (x[i] - knots[j])
+                for i, knots, starts, values, slopes in bent:
+                    j = bisect_right(knots, x[i])
+                    total += values[j] + slopes[j] * (x[i] - starts[j])
                 for i, thresholds, values in steps:
                     total += values[bisect_left(thresholds, x[i])]
+            if grid and ps:
+                q, c = (t - ds) / ps, pc / ps  # the prefills' mean chunk and context, clamped to the grid
+                q = q_lo if q < q_lo else (q_hi if q > q_hi else q)
+                c = c_lo if c < c_lo else (c_hi if c > c_hi else c)
+                i, j = bisect_right(qk, q, 1, nq) - 1, bisect_right(ck, c, 1, nc) - 1
+                u, v = (q - qk[i]) * q_inv[i], (c - ck[j]) * c_inv[j]
+                low, high = rates[i], rates[i + 1]
+                at_low = low[j] + v * (low[j + 1] - low[j])
+                total += pa * (at_low + u * (high[j] + v * (high[j + 1] - high[j]) - at_low))
             return total if identity else exp(total)
 
         return call
@@ -81,11 +105,34 @@ class LatencyPredictor:
             total = total + _interpolate(X[:, k], np.asarray(knots), np.asarray(values))
         for k, (thresholds, values) in self.steps.items():
             total = total + np.asarray(values)[np.searchsorted(thresholds, X[:, k], side="left")]
+        if self.grid is not None:
+            total = total + self._grid_part(X)
         return total if self.link == "identity" else np.exp(total)
+
+    def _grid_part(self, X: np.ndarray) -> np.ndarray:
+        qk, ck, rates = (np.asarray(a) for a in self.grid)
+        has_prefill = X[:, 1] > 0
+        seqs = np.where(has_prefill, X[:, 1], 1.0)
+        q = np.clip((X[:, 0] - X[:, 4]) / seqs, qk[0], qk[-1])
+        c = np.clip(X[:, 3] / seqs, ck[0], ck[-1])
+        i = np.clip(np.searchsorted(qk, q, side="right") - 1, 0, len(qk) - 2)
+        j = np.clip(np.searchsorted(ck, c, side="right") - 1, 0, len(ck) - 2)
+        u, v = (q - qk[i]) / (qk[i + 1] - qk[i]), (c - ck[j]) / (ck[j + 1] - ck[j])
+        at_low = rates[i, j] + v * (rates[i, j + 1] - rates[i, j])
+        at_high = rates[i + 1, j] + v * (rates[i + 1, j + 1] - rates[i + 1, j])
+        return np.where(has_prefill, X[:, 2] * (at_low + u * (at_high - at_low)), 0.0)
 
     def outside_coverage(self, X: np.ndarray) -> np.ndarray:
         """Which batches lie beyond what the profile measured in some feature (extrapolated)."""
         return (np.asarray(X, dtype=np.float64) > self.coverage * 1.0001).any(axis=1)
+
+
+def _segments(knots: list[float], values: list[float]) -> tuple[list[float], list[float], list[float]]:
+    """Start, value there and slope of the line to use for j = bisect_right(knots, x), 0 .. len(knots):
+    the segment x lies on, or the first or last one extended beyond the ends (no clamping per call)."""
+    lines = [(knots[i], values[i], (values[i + 1] - values[i]) / (knots[i + 1] - knots[i])) for i in range(len(knots) - 1)]
+    lines = [lines[0]] + lines + [lines[-1]]
+    return [a for a, _, _ in lines], [v for _, v, _ in lines], [s for _, _, s in lines]
 
 
 def _interpolate(x: np.ndarray, knots: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -96,7 +143,8 @@ def _interpolate(x: np.ndarray, knots: np.ndarray, values: np.ndarray) -> np.nda
 
 
 def compile_additive(regressor, X_train: np.ndarray, max_tokens: int) -> LatencyPredictor:
-    """Read an additive regressor's per-feature parts off by probing, one feature at a time."""
+    """Read an additive regressor's per-feature parts off by probing, one feature at a time
+    (and its (chunk, context) rate table as it is, where it has one)."""
     zero = np.zeros((1, len(FEATURES)))
     base = float(regressor.raw_predict(zero)[0])
     table_size = max(TOKEN_TABLE_MIN, int(max_tokens) + 2)
@@ -124,4 +172,5 @@ def compile_additive(regressor, X_train: np.ndarray, max_tokens: int) -> Latency
         # A step function: constant between midpoints of adjacent distinct values, where any
         # tree threshold on this feature lies.
         steps[k] = ((values[:-1] + values[1:]) / 2, part)
-    return LatencyPredictor(base, token_table, linear, bent, steps, regressor.link, X_train.max(axis=0))
+    grid = regressor.rate_grid() if hasattr(regressor, "rate_grid") else None
+    return LatencyPredictor(base, token_table, linear, bent, steps, regressor.link, X_train.max(axis=0), grid)

@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,7 @@ from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
 from capsim.profiles.latency_model import LatencyModel
 from capsim.profiles.models import get_model
-from capsim.profiles.regressors import AdditiveTreesRegressor
+from capsim.profiles.regressors import AdditiveTreesRegressor, PhysicsLinearRegressor
 from capsim.profiles.predictor import compile_additive
 from capsim.profiles.store import resolve_profile
 from capsim.profiles.table import ProfileTable
@@ -59,6 +61,66 @@ def test_additive_trees_compile_exactly(profile):
     probes[:, 0] = np.rint(probes[:, 0])
     assert predictor.predict_many(probes) == pytest.approx(trees.predict(probes), rel=1e-9)
     assert [predictor(int(row[0]), *row[1:]) for row in probes] == pytest.approx(trees.predict(probes), rel=1e-9)
+
+
+def cache_bent_profile(metadata: dict) -> ProfileTable:
+    """A CPU-like profile: each prefill token's attention costs more the longer its chunk and its
+    context (caches), a product no sum of per-feature curves follows; decodes cost a fixed 1.5 ms
+    once there are any."""
+    def seconds(shape: BatchShape) -> float:
+        total = 1e-3 + 2e-6 * sum(shape.prefill_chunks) + 2e-5 * len(shape.prefill_chunks)
+        for q, c in zip(shape.prefill_chunks, shape.prefill_contexts):
+            total += 1e-9 * q * (q + c) * (1 + (q / 512) * (c / 1024))
+        if shape.decode_contexts:
+            total += 1.5e-3 + 1e-5 * len(shape.decode_contexts) + 1e-8 * sum(shape.decode_contexts)
+        return total
+
+    shapes = [BatchShape((q,), (c,)) for q in (8, 16, 32, 64, 128, 256, 384, 512, 768, 1024) for c in (0, 256, 512, 1024, 2048)]
+    shapes += [BatchShape((q,) * n, (0,) * n) for q in (64, 256) for n in (2, 4)]
+    shapes += [BatchShape(decode_contexts=(kv,) * b) for b in (1, 4, 16, 64) for kv in (16, 128, 512, 1024, 2048)]
+    shapes += [BatchShape((q,), (c,), (kv,) * b) for q in (32, 256, 512) for c in (0, 1024) for b in (4, 48) for kv in (128, 1024)]
+    return ProfileTable.from_batches(shapes, [seconds(s) for s in shapes], metadata)
+
+
+@pytest.fixture(scope="module")
+def cache_bent(profile):
+    return cache_bent_profile(profile.metadata)
+
+
+def test_chunk_by_context_rates_follow_a_non_additive_prefill_cost(cache_bent):
+    model = LatencyModel.fit(cache_bent)
+    assert model.regressor == "physics-linear"
+    assert model.accuracy["compiled"]["all"]["mape"] < 2
+    # without its (chunk, context) grid the same model cannot follow the product
+    X, y, kinds = cache_bent.features, cache_bent.latency_s, cache_bent.kinds
+    prefill = kinds == "prefill"
+    flat = PhysicsLinearRegressor(grid_knots=0).fit(X, y)
+    with_grid = PhysicsLinearRegressor().fit(X, y)
+    ape = lambda r: np.mean(np.abs(r.predict(X[prefill]) / y[prefill] - 1))  # noqa: E731
+    assert ape(with_grid) < 0.2 * ape(flat)
+    # a decode batch smaller than any profiled still pays the fixed cost of decoding
+    tiny = BatchShape(decode_contexts=(4,))
+    assert model.predict(tiny) == pytest.approx(1e-3 + 2e-6 + 1.5e-3 + 1e-5 + 4e-8, rel=0.05)
+
+
+def test_physics_model_compiles_exactly_with_its_grid(cache_bent):
+    X, y = cache_bent.features, cache_bent.latency_s
+    physics = PhysicsLinearRegressor().fit(X, y)
+    assert physics.rate_grid() is not None
+    predictor = compile_additive(physics, X, X[:, 0].max())
+    # probes inside and beyond the grid, off its knots, with fractional features, and without prefills
+    rng = np.random.default_rng(1)
+    probes = X[rng.choice(len(X), 60)] * rng.uniform(0.3, 2.5, (60, X.shape[1]))
+    probes[:, 0] = np.rint(probes[:, 0])
+    probes = np.vstack([probes, [[1, 0, 0, 0, 1, 0.5], [9000, 3, 5e7, 9000, 40, 50000], [0, 0, 0, 0, 0, 0]]])
+    assert predictor.predict_many(probes) == pytest.approx(physics.predict(probes), rel=1e-9)
+    assert [predictor(int(row[0]), *row[1:]) for row in probes] == pytest.approx(physics.predict(probes), rel=1e-9)
+
+
+def test_fitting_is_reproducible_bit_for_bit(cache_bent):
+    first, again = LatencyModel.fit(cache_bent, seed=3), LatencyModel.fit(cache_bent, seed=3)
+    assert pickle.dumps(first.predictor) == pickle.dumps(again.predictor)
+    assert np.array_equal(first.holdout["predicted"], again.holdout["predicted"])
 
 
 def test_extrapolation_is_flagged(fitted):
