@@ -32,8 +32,9 @@ console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes
               help="Batches to measure; `quick` is a few dozen small ones for CPU tests.")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
               help="Run in this dtype instead of the model's (float32 is faster on CPUs).")
-@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs a batch; the median is kept.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed runs before each timed one.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Passes over the grid, one timed run of each batch a pass; the median is kept.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Profile file to write [default: MODEL_DEVICE_tp1.parquet].")
 @click.option("--endpoint", default=None, help="Profile this running engine (OpenAI API) as a black box instead.")

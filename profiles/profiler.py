@@ -27,13 +27,32 @@ BLOCK_SIZE = 16
 CPU_KV_BYTES = 2 << 30  # KV cache a CPU profile may use
 
 
+def steady_cpu_allocator() -> None:
+    """Keep glibc's malloc from switching large buffers between mmap and its heap.
+
+    Its mmap threshold moves with what was allocated before, so the same attention buffers cost
+    page faults in one batch and none in the next: prefill times then jump by 10-40% from run to
+    run. Serving from the heap, and never trimming it, makes CPU timings repeatable. The
+    reference engine does the same, so that it runs as its profile was measured.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX: no mmap-backed allocations
+        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD (a C int): keep up to 2 GiB of freed heap, never trim it per free
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to steady
+
+
 def measure_profile(
     model: ModelSpec,
     output: str | Path,
     device: str = "cpu",
     grid: str = "default",
     dtype: str | None = None,
-    warmup: int = 2,
+    warmup: int = 1,
     repeats: int = 5,
     seed: int = 0,
     progress=None,
@@ -54,6 +73,7 @@ def measure_profile(
         raise ProfileError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
     if device == "cpu":
         torch.set_num_threads(CPU_THREADS)  # the reference engine serves a CPU profile's model the same way
+        steady_cpu_allocator()
     try:
         torch_dtype = getattr(torch, dtype) if dtype else model_torch_dtype(model)
     except ValueError as error:
@@ -72,24 +92,29 @@ def measure_profile(
     metadata = profile_metadata(model, hardware, 1, 1, engine, "measured", device=device, grid=grid,
                                 run_dtype=str(torch_dtype).removeprefix("torch."), warmup=warmup, repeats=repeats,
                                 threads=torch.get_num_threads())
-    done_shapes, done_latencies = _resume(partial, shapes, metadata)
+    # Every batch once a pass, `repeats` passes, the median kept: a slow spell of a shared machine
+    # (seconds long) then costs each batch at most one of its samples, instead of all of them.
+    visits = shapes * repeats
+    done_visits, samples = _resume(partial, visits, metadata)
 
     runner = ModelRunner(model, device=device, dtype=torch_dtype, kv_cache_tokens=cache_tokens, block_size=BLOCK_SIZE, seed=seed)
     rng = np.random.default_rng(seed)
-    latencies = list(done_latencies)
-    for index in range(len(done_shapes), len(shapes)):
-        latencies.append(_time_batch(runner, SequenceWork, shapes[index], rng, model.vocab, warmup, repeats))
+    samples = list(samples)
+    for index in range(len(done_visits), len(visits)):
+        samples.append(_time_batch(runner, SequenceWork, visits[index], rng, model.vocab, warmup))
         if progress:
-            progress(index + 1, len(shapes))
+            progress(index + 1, len(visits))
         if (index + 1) % SAVE_EVERY == 0:
-            ProfileTable.from_batches(shapes[: index + 1], latencies, metadata).to_parquet(partial)
-    profile = ProfileTable.from_batches(shapes, latencies, metadata)
+            ProfileTable.from_batches(visits[: index + 1], samples, metadata).to_parquet(partial)
+    latencies = np.median(np.reshape(samples, (repeats, len(shapes))), axis=0)
+    profile = ProfileTable.from_batches(shapes, latencies, metadata | {"resumed_samples": len(done_visits)})
     profile.to_parquet(output)
     partial.unlink(missing_ok=True)
     return profile
 
 
-def _time_batch(runner, SequenceWork, shape: BatchShape, rng, vocab: int, warmup: int, repeats: int) -> float:
+def _time_batch(runner, SequenceWork, shape: BatchShape, rng, vocab: int, warmup: int) -> float:
+    """One timed run of the batch, after `warmup` untimed ones (caches, allocator)."""
     work = [
         SequenceWork(i, context, tuple(rng.integers(0, vocab, chunk).tolist()))
         for i, (chunk, context) in enumerate(zip(shape.prefill_chunks, shape.prefill_contexts))
@@ -98,7 +123,7 @@ def _time_batch(runner, SequenceWork, shape: BatchShape, rng, vocab: int, warmup
     work += [SequenceWork(first_decode + j, context, (int(rng.integers(0, vocab)),)) for j, context in enumerate(shape.decode_contexts)]
     times = []
     try:
-        for attempt in range(warmup + repeats):
+        for attempt in range(warmup + 1):
             runner.synchronize()
             start = time.perf_counter()
             runner.run(work)
@@ -108,7 +133,7 @@ def _time_batch(runner, SequenceWork, shape: BatchShape, rng, vocab: int, warmup
     finally:
         for w in work:
             runner.free(w.seq_id)
-    return float(np.median(times))
+    return times[0]
 
 
 def _cached_tokens(shape: BatchShape, block_size: int = BLOCK_SIZE) -> int:
