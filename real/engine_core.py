@@ -161,11 +161,12 @@ def _build(system, device: str, dtype: str | None, seed: int, clock_start: float
     import torch
 
     from capsim.profiles.models import get_model
-    from capsim.profiles.profiler import CPU_THREADS
+    from capsim.profiles.profiler import CPU_THREADS, steady_cpu_allocator
     from capsim.profiles.torch_model import torch_dtype
 
     if device == "cpu":
         torch.set_num_threads(CPU_THREADS)  # as the CPU profiler measures, so the simulated latencies hold
+        steady_cpu_allocator()
     model = get_model(system.model)
     run_dtype = getattr(torch, dtype) if dtype else torch_dtype(model)
     config = system.scheduler_config()
