@@ -72,7 +72,7 @@ def predict_capacity(system: SystemSpec, workload: WorkloadSpec, slo, start_qps:
 
 def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint, predicted_qps: float, vocab: int,
             step: float = 0.2, max_trials: int = 4, trial_time_limit_s: float | None = None, early_stop: bool = True,
-            on_trial=None, granularity: float = 0.025) -> tuple[Confirmation, dict[float, RunResult]]:
+            on_trial=None, granularity: float = 0.025, max_in_flight: int = 1024) -> tuple[Confirmation, dict[float, RunResult]]:
     """Run the real search; returns the confirmation and every real trial's result by QPS.
     `on_trial(qps, passed)` hears each trial as it ends."""
     given, slo = slo, observable_slo(slo)
@@ -84,7 +84,8 @@ def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint,
     def trial(qps: float):
         arrivals = workload.at_qps(qps)
         limit = trial_time_limit_s or time_limit(float(arrivals.arrival_s[-1]))
-        result = run_load(endpoint, arrivals, LoadOptions(vocab=vocab, time_limit_s=limit, early_stop=rule, seed=workload.seed))
+        result = run_load(endpoint, arrivals, LoadOptions(vocab=vocab, time_limit_s=limit, early_stop=rule, max_in_flight=max_in_flight,
+                                                           seed=workload.seed))
         results[qps] = result
         details = score(slo, result, latency)
         passed = details.pop("passed")
@@ -99,7 +100,8 @@ def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint,
     # The simulated search's QPS grid: the first real trial runs at exactly the predicted capacity.
     measured, failing, trials = find_capacity(trial, slo, predicted_qps, granularity, max_trials, expand=1 + step)
     point = measured or min(results)
-    simulated = simulate(system, workload.at_qps(point), time_limit_s=time_limit(float(workload.at_qps(point).arrival_s[-1])))
+    arrivals = workload.at_qps(point)
+    simulated = simulate(system, arrivals, time_limit_s=time_limit(float(arrivals.arrival_s[-1])))
     notes = []
     if slo != given:
         notes.append("scheduling delay is not visible through the API: the SLO limits TTFT instead, on both sides")

@@ -46,12 +46,15 @@ CONFIRM_REQUESTS = 512  # a confirmation trial's requests unless -n says otherwi
 @click.option("--trial-time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds a real trial may run [default: its arrivals plus as long again, at least 2 minutes].")
 @click.option("--early-stop/--no-early-stop", default=True, show_default=True, help="End real trials that can no longer pass.")
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Safety cap on open requests; a request it delays is counted and reported.")
 @click.option("--api-key", envvar="OPENAI_API_KEY", default=None, show_envvar=True, help="Bearer token for the endpoint; never written.")
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-results/confirm"), show_default=True)
 @click.pass_context
 def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | None, engine_kind: str, device: str,
             dtype: str | None, predicted_qps: float | None, start_qps: float, max_trials: int, step: float,
-            trial_time_limit: float | None, early_stop: bool, api_key: str | None, output_dir: Path, **slo_flags) -> None:
+            trial_time_limit: float | None, early_stop: bool, max_in_flight: int, api_key: str | None, output_dir: Path,
+            **slo_flags) -> None:
     """Confirm a simulated capacity on a real engine.
 
     Runs a short bracketed binary search on the engine, starting at the predicted capacity (at
@@ -99,7 +102,7 @@ def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | N
                 console.print(f"  real trial at {qps:.3g} QPS: {'pass' if passed else 'fail'}")
             confirmation, results = run_confirmation(
                 system, workload, slo, target, predicted_qps, get_model(system.model).vocab, step, max_trials,
-                trial_time_limit, early_stop, on_trial)
+                trial_time_limit, early_stop, on_trial, max_in_flight=max_in_flight)
     finally:
         if launcher is not None:
             launcher.stop()
