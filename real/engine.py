@@ -12,7 +12,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from capsim.real.engine_core import run_core
 from capsim.sim import SystemSpec
 
 START_TIMEOUT_S = 600.0  # building a large model on a GPU takes a while
@@ -45,6 +44,8 @@ class ReferenceEngine:
         self.lock = threading.Lock()
         self.failure: str | None = None
         self.latest_stats: dict = {}
+        from capsim.real.engine_core import run_core  # torch loads here, not in every capsim command
+
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copied threads or CUDA state
         self.conn, child = context.Pipe()
         self.process = context.Process(target=run_core, name="capsim-engine-core", daemon=True,
