@@ -20,3 +20,19 @@ def private_cache(tmp_path_factory):
 
     os.environ["CAPSIM_CACHE"] = str(tmp_path_factory.mktemp("capsim-cache"))
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu run only where torch sees a CUDA GPU."""
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if has_gpu:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch sees none)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

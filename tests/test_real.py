@@ -266,3 +266,13 @@ def test_an_engine_that_dies_on_start_reports_its_log(tmp_path):
     with pytest.raises(EngineStartError, match="exited with code 3") as error:
         launcher.start(ready_timeout_s=10)
     assert "bad flag" in str(error.value)
+
+
+@pytest.mark.gpu
+def test_the_reference_engine_serves_on_a_gpu(tmp_path):
+    system = SystemSpec(model="tiny", hardware="H100-SXM", scheduler="sarathi", max_batch_size=32, num_kv_blocks=2048)
+    with reference_server(system, free_port(), str(tmp_path / "engine.log"), device="cuda") as launcher:
+        workload = WorkloadSpec(trace="chat", num_requests=16, seed=0, max_total_tokens=1024).at_qps(8)
+        result = run_load(connect(launcher.url), workload, LoadOptions(vocab=VOCAB, time_limit_s=120))
+    assert result.finished().all()
+    assert (result.column("generated_tokens") == workload.output_tokens).all()
