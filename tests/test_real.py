@@ -276,3 +276,19 @@ def test_the_reference_engine_serves_on_a_gpu(tmp_path):
         result = run_load(connect(launcher.url), workload, LoadOptions(vocab=VOCAB, time_limit_s=120))
     assert result.finished().all()
     assert (result.column("generated_tokens") == workload.output_tokens).all()
+
+
+def test_requests_preempted_for_kv_memory_recompute_and_finish_exactly(tmp_path):
+    """8 x (64 + 150) tokens in 48 blocks of 16: vllm_v0 must preempt by recompute, and every
+    request still gets all its tokens, its re-prefill covering the tokens it had made."""
+    import numpy as np
+
+    from capsim.traces import Workload
+
+    system = SystemSpec(model="tiny", hardware="cpu", scheduler="vllm_v0", max_batch_size=16, num_kv_blocks=48, max_model_len=512)
+    with reference_server(system, free_port(), str(tmp_path / "engine.log"), dtype="float32") as launcher:
+        workload = Workload.from_arrays(np.full(8, 64), np.full(8, 150), np.linspace(0, 0.1, 8))
+        result = run_load(connect(launcher.url), workload, LoadOptions(vocab=VOCAB, time_limit_s=60))
+        stats = health(launcher.url)
+    assert stats["preemptions"] > 0 and stats["kv_blocks_used"] == 0
+    assert result.finished().all() and (result.column("generated_tokens") == 150).all()
