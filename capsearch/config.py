@@ -6,7 +6,7 @@ chunk_size), traces (name, trace_file, max_seq_len, num_requests, start_qps), pa
 traces; null = all).
 
 capsim's keys, all optional: hardware (default A100-80GB-SXM, as in the paper), per model too;
-profile (a profile file); slos (a list of SLOs: kind tbt_ttft | ttft_tpot | deadline and its
+engine (whose latencies: vllm, the default, sglang, trtllm or reference), per model too; profile (a profile file); slos (a list of SLOs: kind tbt_ttft | ttft_tpot | deadline and its
 fields); seed; granularity; max_trials; replicas; block_size; memory_utilization; num_kv_blocks. A trace_file
 that does not exist but names one of the paper's processed traces uses capsim's built-in trace of
 that name.
@@ -45,13 +45,13 @@ KNOWN_TRACE_FILES = {
     "splitwise_code.csv": "azure-code",
     "splitwise_conv.csv": "azure-conv",
 }
-TOP_KEYS = {"schedulers", "traces", "parallel_spec", "models", "hardware", "profile", "slos", "seed", "granularity",
+TOP_KEYS = {"schedulers", "traces", "parallel_spec", "models", "hardware", "engine", "profile", "slos", "seed", "granularity",
             "max_trials", "replicas", "block_size", "memory_utilization", "num_kv_blocks"}
 SECTION_KEYS = {
     "schedulers": {"name", "scheduler", "batch_size", "chunk_size"},
     "traces": {"name", "trace_file", "max_seq_len", "num_requests", "start_qps", "arrival", "cv"},
     "parallel_spec": {"name", "tp_dimension", "pp_dimension"},
-    "models": {"name", "identifier", "parallel_specs", "scheduler_specs", "traces", "hardware", "profile"},
+    "models": {"name", "identifier", "parallel_specs", "scheduler_specs", "traces", "hardware", "engine", "profile"},
 }
 
 
@@ -131,6 +131,7 @@ def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJo
             block_size=int(data.get("block_size", 16)), max_model_len=max_len,
             memory_utilization=float(data.get("memory_utilization", 0.9)),
             num_kv_blocks=int(data["num_kv_blocks"]) if data.get("num_kv_blocks") else None, profile=model.get("profile") or data.get("profile"),
+            engine=str(model.get("engine") or data.get("engine") or "vllm"),
         )
         kv_capacity(model_spec, hardware, system.tp, system.pp, system.block_size, system.memory_utilization)  # fits?
         workload = WorkloadSpec(

@@ -112,7 +112,7 @@ def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint,
     confirmation = Confirmation(
         slo=slo_to_dict(slo), slo_name=slo.name, predicted_qps=predicted_qps, measured_qps=measured, failing_qps=failing,
         trials=trials, percentiles=compare_percentiles(simulated, results[point]), compared_at_qps=point,
-        system=system.to_dict(), workload=workload.to_dict(), endpoint=endpoint.url, latency_source=latency.source, notes=notes,
+        system=system.to_dict(), workload=workload.to_dict(), endpoint=endpoint.url, latency_source=latency.source_words, notes=notes,
     )
     return confirmation, results
 

@@ -27,13 +27,11 @@ CONFIRM_REQUESTS = 512  # a confirmation trial's requests unless -n says otherwi
 
 
 @click.command()
-@system_options
+@system_options(default_engine="reference")
 @click.option("--trace", default="chat", show_default=True, help="Built-in trace name or trace file.")
 @workload_options
 @slo_options
 @click.option("--endpoint", default=None, help="An engine already serving the system (OpenAI API), e.g. http://127.0.0.1:8000.")
-@click.option("--engine", "engine_kind", type=click.Choice(["reference", "vllm"]), default="reference", show_default=True,
-              help="Without --endpoint: the engine to start for the run (capsim serve, or vllm serve).")
 @click.option("--device", default="cpu", show_default=True, help="Reference engine: cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
               help="Reference engine compute dtype; use the one the profile was measured in.")
@@ -51,7 +49,7 @@ CONFIRM_REQUESTS = 512  # a confirmation trial's requests unless -n says otherwi
 @click.option("--api-key", envvar="OPENAI_API_KEY", default=None, show_envvar=True, help="Bearer token for the endpoint; never written.")
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-results/confirm"), show_default=True)
 @click.pass_context
-def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | None, engine_kind: str, device: str,
+def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | None, device: str,
             dtype: str | None, predicted_qps: float | None, start_qps: float, max_trials: int, step: float,
             trial_time_limit: float | None, early_stop: bool, max_in_flight: int, api_key: str | None, output_dir: Path,
             **slo_flags) -> None:
@@ -62,9 +60,13 @@ def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | N
     predicted vs measured capacity and the TTFT/TBT percentile errors at the measured point:
     a table, confirm.json and confirm.png, plus every real trial's requests.parquet.
 
-    Without --endpoint it starts the engine itself: capsim's reference engine (random weights,
-    the simulator's own scheduler) on --device, or vLLM with --engine vllm.
+    --engine names the engine being confirmed, and so whose latencies predict it. Without
+    --endpoint capsim starts it: its reference engine (random weights, the simulator's own
+    scheduler) on --device, or vLLM with --engine vllm; SGLang and TRT-LLM need --endpoint.
     """
+    engine_kind = system.engine
+    if endpoint is None and engine_kind not in ("reference", "vllm"):
+        raise ConfigError(f"capsim starts the reference engine or vLLM itself; for {engine_kind} give --endpoint of a running server")
     slos = slos_from_flags(slo_flags)
     if len(slos) != 1:
         raise ConfigError("confirm checks one SLO at a time: give one --tbt-slo")
@@ -112,8 +114,7 @@ def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | N
         console.print(table)
     for note in confirmation.notes:
         console.print(f"[dim]{note}[/]")
-    if confirmation.latency_source != "measured":
-        console.print(f"[yellow]the prediction rests on {confirmation.latency_source} latencies, not a measured profile[/]")
+    console.print(f"[dim]the prediction's latencies: {confirmation.latency_source}[/]")
     json_path = write_confirmation(confirmation, output_dir)
     plot = plot_confirmation(confirmation, output_dir / "confirm.png")
     console.print(f"wrote {json_path}, {plot}, {output_dir / 'trials'}")
@@ -135,5 +136,7 @@ def _with_requests(make_spec, count: int):
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--real-weights", is_flag=True, help="Load the model's weights instead of --load-format dummy.")
 def vllm_command_cli(system, port: int, host: str, real_weights: bool) -> None:
+    if system.engine != "vllm":
+        raise click.UsageError(f"vllm-command prints a vLLM command; --engine {system.engine} does not apply")
     argv, environment = vllm_command(system, port, host, dummy_weights=not real_weights)
     click.echo(" ".join([*(f"{k}={v}" for k, v in environment.items()), shlex.join(argv)]))

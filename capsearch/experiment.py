@@ -52,7 +52,7 @@ def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
         capacity, failing, trials = find_capacity(trial, slo, job.start_qps, job.granularity, job.max_trials)
         capacities.append(Capacity(
             labels=dict(job.labels), slo=slo_to_dict(slo), slo_name=slo.name, capacity_qps=capacity, failing_qps=failing,
-            trials=trials, latency_source=latency.source, system=job.system.to_dict(), workload=job.workload.to_dict(),
+            trials=trials, latency_source=latency.source_words, system=job.system.to_dict(), workload=job.workload.to_dict(),
         ))
     return capacities
 

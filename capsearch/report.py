@@ -12,7 +12,7 @@ from capsim.capsearch.search import Capacity
 from capsim.traces import write_atomically
 
 CSV_COLUMNS = ("model", "scheduler", "trace", "parallel", "slo", "capacity_qps", "failing_qps", "bracket", "trials",
-               "cached_trials", "source", "latency_source", "hardware")
+               "cached_trials", "source", "latency_source", "hardware", "engine")
 
 
 def capacity_rows(capacities: list[Capacity]) -> list[dict]:
@@ -22,7 +22,7 @@ def capacity_rows(capacities: list[Capacity]) -> list[dict]:
             "trace": c.labels.get("trace", c.workload.get("trace")), "parallel": c.labels.get("parallel", f"tp_{c.system.get('tp')}"),
             "slo": c.slo_name, "capacity_qps": c.capacity_qps, "failing_qps": c.failing_qps, "bracket": c.bracket,
             "trials": len(c.trials), "cached_trials": sum(1 for t in c.trials if t.get("cached")), "source": c.source,
-            "latency_source": c.latency_source, "hardware": c.system.get("hardware"),
+            "latency_source": c.latency_source, "hardware": c.system.get("hardware"), "engine": c.system.get("engine"),
         }
         for c in capacities
     ]
@@ -62,7 +62,7 @@ def plot_capacity_bars(capacities: list[Capacity], path: Path) -> Path:
         ax.set_ylabel("capacity (QPS)")
     axes[0][0].legend(fontsize=7)
     sources = {r["latency_source"] for r in rows}
-    fig.suptitle("simulated capacity" + (" (analytic latency estimates)" if sources == {"analytic"} else ""), fontsize=9)
+    fig.suptitle("simulated capacity; latencies: " + "; ".join(sorted(sources)), fontsize=8)
     fig.tight_layout()
     return _save(fig, path, plt)
 

@@ -128,9 +128,9 @@ def print_capacities(capacities: list) -> None:
         table.add_row(r["model"], r["parallel"], r["scheduler"], r["trace"], r["slo"], f"{r['capacity_qps']:.3g}", r["bracket"],
                       f"{r['trials']} ({r['cached_trials']} cached)")
     console.print(table)
-    sources = {c.latency_source for c in capacities}
-    if sources - {"measured"}:
-        console.print(f"[yellow]latencies: {', '.join(sorted(sources))}; analytic ones are roofline estimates, not measurements[/]")
+    for source in sorted({c.latency_source for c in capacities}):
+        colour = "yellow" if source.startswith("analytic") else "dim"
+        console.print(f"[{colour}]latencies: {source}[/]")
 
 
 @click.command()

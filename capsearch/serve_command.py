@@ -14,7 +14,7 @@ DTYPES = ("bfloat16", "float16", "float32")
 
 
 @click.command()
-@system_options
+@system_options(default_engine="reference")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(DTYPES), default=None,
               help="Compute dtype [default: the model's]; use the one its profile was measured in.")
@@ -35,6 +35,9 @@ def serve(ctx: click.Context, system, device: str, dtype: str | None, host: str,
     token-id prompts, ignore_eos, usage), so `capsim confirm` and `capsim profile --endpoint`
     drive it exactly as they drive vLLM. Stops cleanly on Ctrl-C or SIGTERM.
     """
+    if system.engine != "reference":
+        raise click.UsageError(f"capsim serve runs capsim's reference engine, not {system.engine}: drop --engine "
+                               f"(`capsim vllm-command` prints the vLLM command)")
     if device == "cpu" and ctx.get_parameter_source("hardware") == ParameterSource.DEFAULT:
         from dataclasses import replace
 

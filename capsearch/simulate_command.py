@@ -44,8 +44,8 @@ def print_summary(summary: dict) -> None:
     system = info["system"]
     console.print(f"[bold]{system['model']}[/] on {system['hardware']} TP{system['tp']} PP{system['pp']} x{system['replicas']}, "
                   f"{system['scheduler']}, {summary['info']['qps']:g} QPS: {summary['requests']}")
-    if info["latency_source"] != "measured":
-        console.print(f"[yellow]latencies: {info['latency_source']} ({'roofline estimate' if info['latency_source'] == 'analytic' else 'given function'}), not measured[/]")
+    colour = "yellow" if info["latency_source"] in ("analytic", "custom") else "dim"
+    console.print(f"[{colour}]latencies: {info['latency_source_words']}[/]")
     if info.get("extrapolation"):
         console.print(f"[yellow]{info['extrapolation']}[/]")
     table = Table()

@@ -6,11 +6,17 @@ import functools
 
 import click
 
+from capsim.profiles.store import ENGINES
 from capsim.sim import POLICIES, ROUTERS, SystemSpec
 
 
-def system_options(command):
-    """Add the deployment options; the command receives `system` (a SystemSpec)."""
+def system_options(command=None, *, default_engine: str = "vllm"):
+    """Add the deployment options; the command receives `system` (a SystemSpec).
+
+    Use as @system_options, or @system_options(default_engine="reference") for the commands
+    that run capsim's own engine."""
+    if command is None:
+        return functools.partial(system_options, default_engine=default_engine)
     options = [
         click.option("--model", default="Llama-3-8B", show_default=True, help="Catalog model, Hugging Face id, or YAML / config.json path."),
         click.option("--hardware", default="H100-SXM", show_default=True, help="GPU kind (see `capsim profiles list`)."),
@@ -28,17 +34,20 @@ def system_options(command):
                      help="Fix the KV blocks of a replica instead of deriving them from memory (vLLM's --num-gpu-blocks-override)."),
         click.option("--router", type=click.Choice(ROUTERS), default="round_robin", show_default=True),
         click.option("--prefix-caching/--no-prefix-caching", default=False, show_default=True, help="vllm_v1 only."),
+        click.option("--engine", type=click.Choice(ENGINES), default=default_engine, show_default=True,
+                     help="Whose step latencies: vllm, sglang, trtllm (NVIDIA's kernel database) or capsim's own `reference` engine."),
         click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
-                     help="Latency profile file [default: capsim's measured profile, else an analytic estimate]."),
+                     help="Latency profile file [default: the engine's measured profile, else its kernel-database profile, "
+                          "else a calibrated analytic estimate]."),
     ]
 
     @functools.wraps(command)
     def wrapper(*args, model, hardware, tp, pp, replicas, scheduler, max_batch_size, token_budget, block_size,
-                max_model_len, memory_utilization, num_kv_blocks, router, prefix_caching, profile_path, **kwargs):
+                max_model_len, memory_utilization, num_kv_blocks, router, prefix_caching, engine, profile_path, **kwargs):
         system = SystemSpec(model=model, hardware=hardware, tp=tp, pp=pp, replicas=replicas, scheduler=scheduler,
                             max_batch_size=max_batch_size, token_budget=token_budget, block_size=block_size,
                             max_model_len=max_model_len, memory_utilization=memory_utilization, num_kv_blocks=num_kv_blocks, router=router,
-                            prefix_caching=prefix_caching, profile=profile_path)
+                            prefix_caching=prefix_caching, engine=engine, profile=profile_path)
         return command(*args, system=system, **kwargs)
 
     for option in reversed(options):

@@ -4,13 +4,20 @@ An estimate, never a measurement: every profile it makes says source = analytic,
 output built on one says so. Each matrix multiply takes max(FLOPs / achieved compute, bytes /
 achieved bandwidth); attention likewise on its FLOPs and KV bytes; tensor parallelism adds two
 ring all-reduces a layer; pipeline parallelism gives each stage its share of the layers plus the
-activation transfer to the next stage. The achieved fractions of peak are stated once, below.
+activation transfer to the next stage. The achieved fractions of peak and the fixed costs are
+stated once, below; profiles/calibration.py fits them to NVIDIA's kernel database per GPU.
+
+A batch's latency is split in two steps: `roofline_terms` (FLOPs, bytes and counts of one batch;
+plain numbers) and `combine` (seconds from those terms and the factors), which works as well on
+numpy arrays of terms, so that a calibration evaluates thousands of batches at once.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from capsim.profiles.batch import BatchShape
 from capsim.profiles.hardware import HardwareSpec
@@ -24,62 +31,77 @@ class RooflineFactors:
     memory: float = 0.80  # of the datasheet bandwidth, for weights and KV reads
     iteration_overhead_s: float = 2e-3  # scheduling, input preparation, kernel launches, sampling
     per_sequence_s: float = 10e-6  # per sequence in the batch: metadata, detokenization hooks
+    layer_overhead_s: float = 0.0  # per layer: kernel floors of norms, rotary, small launches
+    link: float = 1.0  # of the datasheet link bandwidth that an all-reduce reaches
+    link_latency: float = 1.0  # of the catalog's latency a ring step (one-shot all-reduces skip most steps)
+    collective_s: float = 0.0  # fixed cost of one all-reduce (launch, synchronization)
 
 
 FACTORS = RooflineFactors()
+TERMS = ("gemm_flops", "gemm_bytes", "attention_flops", "attention_bytes", "elementwise_bytes", "allreduce_bytes",
+         "allreduce_steps", "allreduces", "layers", "sequences", "head_flops", "head_bytes", "pp_bytes")
+
+
+def roofline_terms(shape: BatchShape, model: ModelSpec, tp: int = 1, pp: int = 1) -> dict:
+    """The work of one batch on one pipeline stage; GEMM terms are per GEMM (4 a layer)."""
+    b = model.dtype_bytes
+    tokens = sum(shape.prefill_chunks) + len(shape.decode_contexts)
+    heads, kv_heads, hd = model.heads / tp, max(1, model.kv_heads / tp), model.head_dim
+    mlp_out = (2 if model.ffn_kind == "swiglu" else 1) * model.ffn / tp
+    gemms = ((model.hidden, (heads + 2 * kv_heads) * hd), (heads * hd, model.hidden), (model.hidden, mlp_out), (model.ffn / tp, model.hidden))
+    # Attention: causal chunk of q after c cached tokens does q*c + q(q+1)/2 query-key pairs.
+    pairs = sum(q * c + q * (q + 1) / 2 for q, c in zip(shape.prefill_chunks, shape.prefill_contexts))
+    pairs += sum(kv + 1 for kv in shape.decode_contexts)
+    kv_read = sum(c + q for q, c in zip(shape.prefill_chunks, shape.prefill_contexts)) + sum(shape.decode_contexts)
+    sequences = len(shape.prefill_chunks) + len(shape.decode_contexts)
+    return {
+        "gemm_flops": [2 * tokens * n_in * n_out for n_in, n_out in gemms],
+        "gemm_bytes": [(n_in * n_out + tokens * (n_in + n_out)) * b for n_in, n_out in gemms],
+        "attention_flops": 4 * heads * hd * pairs,
+        "attention_bytes": 2 * kv_heads * hd * b * kv_read + 2 * tokens * (heads + kv_heads) * hd * b,
+        "elementwise_bytes": 6 * tokens * model.hidden * b,  # norms, residual adds, activations
+        "allreduce_bytes": 2 * (tp - 1) / tp * tokens * model.hidden * b if tp > 1 else 0.0,  # ring: reduce-scatter + all-gather
+        "allreduce_steps": 2 * (tp - 1),
+        "allreduces": 2 if tp > 1 else 0,  # a layer
+        "layers": math.ceil(model.layers / pp),
+        "sequences": sequences,
+        "head_flops": 2 * sequences * model.hidden * model.vocab / tp / pp,  # LM head rows, amortized over stages
+        "head_bytes": (model.hidden * model.vocab / tp + sequences * (model.hidden + model.vocab / tp)) * b / pp,
+        "pp_bytes": tokens * model.hidden * b if pp > 1 else 0.0,
+    }
+
+
+def combine(terms: dict, hardware: HardwareSpec, factors: RooflineFactors = FACTORS):
+    """Seconds from roofline terms (numbers, or numpy arrays of many batches' terms)."""
+    flops_rate = hardware.bf16_flops * factors.gemm_compute
+    bytes_rate = hardware.memory_bandwidth * factors.memory
+    layer = sum(np.maximum(f / flops_rate, m / bytes_rate) for f, m in zip(terms["gemm_flops"], terms["gemm_bytes"]))
+    layer = layer + np.maximum(terms["attention_flops"] / (hardware.bf16_flops * factors.attention_compute),
+                               terms["attention_bytes"] / bytes_rate)
+    layer = layer + terms["elementwise_bytes"] / bytes_rate + factors.layer_overhead_s
+    layer = layer + terms["allreduces"] * (terms["allreduce_bytes"] / (hardware.tp_link_bandwidth * factors.link)
+                                           + terms["allreduce_steps"] * hardware.tp_link_latency * factors.link_latency
+                                           + factors.collective_s)
+    seconds = terms["layers"] * layer + factors.iteration_overhead_s + factors.per_sequence_s * terms["sequences"]
+    seconds = seconds + np.maximum(terms["head_flops"] / flops_rate, terms["head_bytes"] / bytes_rate)
+    return seconds + terms["pp_bytes"] / hardware.pp_link_bandwidth
 
 
 def analytic_latency(
     shape: BatchShape, model: ModelSpec, hardware: HardwareSpec, tp: int = 1, pp: int = 1, factors: RooflineFactors = FACTORS
 ) -> float:
     """Seconds for one pipeline stage (the whole model when pp = 1) to run the batch."""
-    b = model.dtype_bytes
-    tokens = sum(shape.prefill_chunks) + len(shape.decode_contexts)
-    flops_rate = hardware.bf16_flops * factors.gemm_compute
-    bytes_rate = hardware.memory_bandwidth * factors.memory
-
-    def gemm(rows: int, n_in: int, n_out: int) -> float:
-        flops = 2 * rows * n_in * n_out
-        moved = (n_in * n_out + rows * (n_in + n_out)) * b
-        return max(flops / flops_rate, moved / bytes_rate)
-
-    heads, kv_heads, hd = model.heads / tp, max(1, model.kv_heads / tp), model.head_dim
-    mlp_out = (2 if model.ffn_kind == "swiglu" else 1) * model.ffn / tp
-    layer = (
-        gemm(tokens, model.hidden, (heads + 2 * kv_heads) * hd)
-        + gemm(tokens, heads * hd, model.hidden)
-        + gemm(tokens, model.hidden, mlp_out)
-        + gemm(tokens, model.ffn / tp, model.hidden)
-    )
-    # Attention: causal chunk of q after c cached tokens does q*c + q(q+1)/2 query-key pairs.
-    pairs = sum(q * c + q * (q + 1) / 2 for q, c in zip(shape.prefill_chunks, shape.prefill_contexts))
-    pairs += sum(kv + 1 for kv in shape.decode_contexts)
-    kv_read = sum(c + q for q, c in zip(shape.prefill_chunks, shape.prefill_contexts)) + sum(shape.decode_contexts)
-    attention_flops = 4 * heads * hd * pairs
-    attention_bytes = 2 * kv_heads * hd * b * kv_read + 2 * tokens * (heads + kv_heads) * hd * b
-    layer += max(attention_flops / (hardware.bf16_flops * factors.attention_compute), attention_bytes / bytes_rate)
-    layer += 6 * tokens * model.hidden * b / bytes_rate  # norms, residual adds, activations
-    if tp > 1:
-        steps = 2 * (tp - 1)  # ring all-reduce: reduce-scatter then all-gather
-        message = tokens * model.hidden * b
-        layer += 2 * (steps / tp * message / hardware.tp_link_bandwidth + steps * hardware.tp_link_latency)
-
-    layers = math.ceil(model.layers / pp)
-    seconds = layers * layer + factors.iteration_overhead_s
-    sequences = len(shape.prefill_chunks) + len(shape.decode_contexts)
-    seconds += factors.per_sequence_s * sequences
-    seconds += gemm(sequences, model.hidden, model.vocab / tp) / pp  # LM head rows, amortized over stages
-    if pp > 1:
-        seconds += tokens * model.hidden * b / hardware.pp_link_bandwidth
-    return seconds
+    return float(combine(roofline_terms(shape, model, tp, pp), hardware, factors))
 
 
 def factors_metadata(factors: RooflineFactors = FACTORS) -> dict:
     return asdict(factors)
 
 
-def analytic_profile(model: ModelSpec, hardware: HardwareSpec, tp: int = 1, pp: int = 1, grid: str = "default"):
-    """A ProfileTable of roofline estimates over the grid batches that fit the hardware's KV memory."""
+def analytic_profile(model: ModelSpec, hardware: HardwareSpec, tp: int = 1, pp: int = 1, grid: str = "default",
+                     factors: RooflineFactors = FACTORS, calibration: str | None = None):
+    """A ProfileTable of roofline estimates over the grid batches that fit the hardware's KV memory;
+    `calibration` says what the factors were fitted to, if anything."""
     from capsim.profiles.grid import GRIDS
     from capsim.profiles.memory import kv_capacity
     from capsim.profiles.table import ProfileTable
@@ -87,7 +109,9 @@ def analytic_profile(model: ModelSpec, hardware: HardwareSpec, tp: int = 1, pp: 
 
     budget = kv_capacity(model, hardware, tp, pp).tokens
     shapes = GRIDS[grid].shapes(model.max_context, budget, max_batch_tokens=16384)
-    latencies = [analytic_latency(s, model, hardware, tp, pp) for s in shapes]
+    latencies = [analytic_latency(s, model, hardware, tp, pp, factors) for s in shapes]
     metadata = profile_metadata(model, hardware.name, tp, pp, engine="roofline", source="analytic")
-    metadata["roofline_factors"] = factors_metadata()
+    metadata["roofline_factors"] = factors_metadata(factors)
+    if calibration:
+        metadata["calibration"] = calibration
     return ProfileTable.from_batches(shapes, latencies, metadata)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from capsim.profiles.batch import BatchShape
 
 
@@ -99,3 +101,37 @@ GRIDS = {
         multi_prefill_chunks=(64, 256),
     ),
 }
+
+
+def sampled_shapes(rng, max_context: int, kv_token_budget: int, count: int, max_batch_tokens: int = 16384) -> list[BatchShape]:
+    """Batches as schedulers form them, with every sequence at its own length: chunks after varied
+    contexts among decodes of mixed KV lengths (sarathi, vllm_v1), several whole prompts (vllm_v0,
+    orca), and decode sets of mixed lengths. Cheap sources (the kernel database, the roofline)
+    add these to the designed grid so that a fit sees the shapes a simulation runs."""
+
+    def log_uniform(low: int, high: int, size=None):
+        return np.exp(rng.uniform(np.log(low), np.log(high), size)).astype(np.int64)
+
+    shapes: list[BatchShape] = []
+    while len(shapes) < count:
+        kind = rng.integers(3)
+        decodes = int(log_uniform(1, 257))
+        if kind == 0 or (kind == 1 and rng.random() < 0.7):
+            decodes -= 1  # a chunk may run alone; whole prompts mostly do (vllm_v0)
+        if kind == 1 and rng.random() < 0.7:
+            decodes = 0
+        decode_contexts = tuple(int(v) for v in log_uniform(16, max_context, decodes))
+        if kind == 0:  # chunked prefill: one or two chunks after their context
+            chunks = tuple(int(v) for v in log_uniform(16, 4097, rng.integers(1, 3)))
+            contexts = tuple(int(rng.integers(0, max(1, max_context - c))) if rng.random() < 0.7 else 0 for c in chunks)
+        elif kind == 1:  # whole prompts
+            chunks = tuple(int(v) for v in log_uniform(16, min(8192, max_context), rng.integers(1, 9)))
+            contexts = (0,) * len(chunks)
+        else:
+            chunks, contexts = (), ()
+        shape = BatchShape(chunks, contexts, decode_contexts)
+        cached = sum(contexts) + sum(chunks) + sum(decode_contexts) + len(decode_contexts)
+        tokens = sum(chunks) + len(decode_contexts)
+        if 0 < tokens <= max_batch_tokens and cached <= kv_token_budget and all(c + q <= max_context for c, q in zip(contexts, chunks)):
+            shapes.append(shape)
+    return shapes

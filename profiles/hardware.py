@@ -27,6 +27,7 @@ class HardwareSpec:
 
 _NVLINK3 = dict(tp_link_bandwidth=300 * GB, tp_link_latency=8e-6, pp_link_bandwidth=300 * GB, interconnect="NVLink 3 (600 GB/s)")
 _NVLINK4 = dict(tp_link_bandwidth=450 * GB, tp_link_latency=6e-6, pp_link_bandwidth=450 * GB, interconnect="NVLink 4 (900 GB/s)")
+_NVLINK5 = dict(tp_link_bandwidth=900 * GB, tp_link_latency=5e-6, pp_link_bandwidth=900 * GB, interconnect="NVLink 5 (1.8 TB/s)")
 _PCIE4 = dict(tp_link_bandwidth=25 * GB, tp_link_latency=15e-6, pp_link_bandwidth=25 * GB, interconnect="PCIe Gen4 x16")
 _PCIE5 = dict(tp_link_bandwidth=50 * GB, tp_link_latency=12e-6, pp_link_bandwidth=50 * GB, interconnect="PCIe Gen5 x16")
 
@@ -40,11 +41,19 @@ HARDWARE: dict[str, HardwareSpec] = {
         HardwareSpec("H100-PCIe", 756e12, 2.0e12, 80 * GIB, **_PCIE5),
         HardwareSpec("H200", 989e12, 4.8e12, 141 * GIB, **_NVLINK4),
         HardwareSpec("L40S", 362e12, 0.864e12, 48 * GIB, **_PCIE4),
+        # Blackwell: dense bf16 peaks and HBM3e figures of NVIDIA's datasheets (DGX B200/B300, GB200/GB300 NVL72).
+        HardwareSpec("B200", 2250e12, 8.0e12, 180 * GIB, **_NVLINK5),
+        HardwareSpec("GB200", 2500e12, 8.0e12, 186 * GIB, **_NVLINK5),
+        HardwareSpec("B300", 2250e12, 8.0e12, 270 * GIB, **_NVLINK5),
+        HardwareSpec("GB300", 2500e12, 8.0e12, 279 * GIB, **_NVLINK5),
+        HardwareSpec("RTX-PRO-6000", 504e12, 1.6e12, 96 * GIB, **_PCIE5),
         # A small server CPU core pair: rough figures, for estimates of the `tiny` model only.
         HardwareSpec("cpu", 0.2e12, 20 * GB, 16 * GIB, 10 * GB, 5e-6, 10 * GB, "shared memory"),
     )
 }
-ALIASES = {"A100": "A100-80GB-SXM", "A100-80GB": "A100-80GB-SXM", "H100": "H100-SXM", "H100-80GB": "H100-SXM"}
+ALIASES = {"A100": "A100-80GB-SXM", "A100-80GB": "A100-80GB-SXM", "A100-SXM": "A100-80GB-SXM", "A100-PCIe": "A100-80GB-PCIe",
+           "H100": "H100-SXM", "H100-80GB": "H100-SXM", "H200-SXM": "H200", "B200-SXM": "B200", "B300-SXM": "B300",
+           "RTX-PRO-6000-Server": "RTX-PRO-6000"}
 
 
 def get_hardware(name: str) -> HardwareSpec:

@@ -42,6 +42,12 @@ class LatencyModel:
     def source(self) -> str:
         return self.profile["source"]
 
+    @property
+    def source_words(self) -> str:
+        from capsim.profiles.source import describe_source
+
+        return describe_source(self.profile)
+
     def __call__(self, tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> float:
         return self.predictor(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv)
 

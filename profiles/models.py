@@ -92,6 +92,11 @@ MODELS: dict[str, ModelSpec] = {
         _m("CodeLlama-34B", 48, 8192, 64, 8, 22016, 32000, 16384),
         _m("Qwen2.5-7B", 28, 3584, 28, 4, 18944, 152064, 32768),
         _m("Qwen2.5-72B", 80, 8192, 64, 8, 29568, 152064, 32768),
+        _m("Qwen3-0.6B", 28, 1024, 16, 8, 3072, 151936, 40960, head_dim=128),
+        _m("Qwen3-1.7B", 28, 2048, 16, 8, 6144, 151936, 40960, head_dim=128),
+        _m("Qwen3-8B", 36, 4096, 32, 8, 12288, 151936, 40960, head_dim=128),
+        _m("Qwen3-32B", 64, 5120, 64, 8, 25600, 151936, 40960, head_dim=128),
+        _m("Llama-3.1-405B", 126, 16384, 128, 8, 53248, 128256, 131072),
         _m("Falcon-180B", 80, 14848, 232, 8, 59392, 65024, 2048, ffn_kind="gelu"),
         # A few layers and a small hidden size: real forward passes on a CPU in milliseconds.
         _m("tiny", 4, 256, 8, 4, 768, 1024, 4096),
@@ -121,6 +126,18 @@ ALIASES = {
     "Qwen/Qwen2.5-72B": "Qwen2.5-72B",
     "Qwen/Qwen2.5-72B-Instruct": "Qwen2.5-72B",
     "tiiuae/falcon-180B": "Falcon-180B",
+    "Qwen/Qwen3-0.6B": "Qwen3-0.6B",
+    "Qwen/Qwen3-1.7B": "Qwen3-1.7B",
+    "Qwen/Qwen3-8B": "Qwen3-8B",
+    "Qwen/Qwen3-32B": "Qwen3-32B",
+    "meta-llama/Llama-3.1-405B": "Llama-3.1-405B",
+    "meta-llama/Llama-3.1-405B-Instruct": "Llama-3.1-405B",
+    "meta-llama/Meta-Llama-3.1-8B": "Llama-3.1-8B",
+    "meta-llama/Meta-Llama-3.1-8B-Instruct": "Llama-3.1-8B",
+    "meta-llama/Meta-Llama-3.1-70B": "Llama-3.1-70B",
+    "meta-llama/Meta-Llama-3.1-70B-Instruct": "Llama-3.1-70B",
+    "meta-llama/Meta-Llama-3.1-405B": "Llama-3.1-405B",
+    "meta-llama/Llama-3.3-70B-Instruct": "Llama-3.1-70B",  # the same network as 3.1-70B
 }
 
 

@@ -1,33 +1,93 @@
-"""Which profile a system uses: a file the user names, else a measured profile shipped with capsim
-for that model x hardware x TP, else an analytic estimate (labelled as such wherever it is used)."""
+"""Which profile a system uses, for the engine it runs.
+
+For an engine (vllm, sglang, trtllm, or capsim's own `reference`), in this order:
+1. the profile file the user names;
+2. a measured profile of that engine shipped with capsim (its GPU profiler, or the black-box
+   engine profiler);
+3. the engine's kernel-database profile: shipped for common systems, else made now from NVIDIA's
+   kernel database when the `kernel-db` extra is installed (cached on disk);
+4. the analytic roofline, calibrated against the kernel database where it has the GPU.
+Every output names what it used (profiles/source.py).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from importlib import resources
 from pathlib import Path
 
 from capsim.profiles.analytic import analytic_profile
+from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
-from capsim.profiles.models import get_model
+from capsim.profiles.models import ModelSpec, get_model
 from capsim.profiles.table import ProfileTable
+
+KERNEL_DB_ENGINES = ("vllm", "sglang", "trtllm")
+ENGINES = (*KERNEL_DB_ENGINES, "reference")
 
 
 def shipped_profiles() -> list[Path]:
-    """The measured profiles in the package (profiles/data/*.parquet)."""
+    """The profiles in the package (profiles/data/*.parquet)."""
     folder = resources.files("capsim.profiles").joinpath("data")
     return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".parquet")) if folder.is_dir() else []
 
 
-def shipped_profile_name(model: str, hardware: str, tp: int) -> str:
-    return f"{model}_{hardware}_tp{tp}.parquet"
+def shipped_profile_name(model: str, hardware: str, tp: int, engine: str, measured: bool = False) -> str:
+    return f"{model}_{hardware}_tp{tp}_{engine}{'_measured' if measured else ''}.parquet"
 
 
-def resolve_profile(model: str, hardware: str, tp: int = 1, pp: int = 1, path: str | Path | None = None) -> ProfileTable:
+def check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise ProfileError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    return engine
+
+
+def resolve_profile(model: str, hardware: str, tp: int = 1, pp: int = 1, path: str | Path | None = None,
+                    engine: str = "vllm") -> ProfileTable:
+    """The profile of one replica's pipeline stage group: PP=1 tables serve any PP (sim/ splits them)."""
     if path is not None:
         return ProfileTable.read(path)
+    check_engine(engine)
     model_spec, hardware_spec = get_model(model), get_hardware(hardware)
-    wanted = shipped_profile_name(model_spec.name, hardware_spec.name, tp)
-    for shipped in shipped_profiles():
-        if shipped.name == wanted and pp == 1:
-            return ProfileTable.read(shipped)
-    return analytic_profile(model_spec, hardware_spec, tp, pp)
+    shipped = {p.name: p for p in shipped_profiles()}
+    for measured in (True, False):
+        name = shipped_profile_name(model_spec.name, hardware_spec.name, tp, engine, measured)
+        if name in shipped:
+            return ProfileTable.read(shipped[name])
+    if engine in KERNEL_DB_ENGINES:
+        table = _kernel_db_profile_if_installed(model_spec, hardware_spec.name, tp, engine)
+        if table is not None:
+            return table
+    from capsim.profiles.calibration import calibrated_factors
+
+    factors, calibration = calibrated_factors(hardware_spec.name, engine)
+    return analytic_profile(model_spec, hardware_spec, tp, pp, factors=factors, calibration=calibration)
+
+
+def _kernel_db_profile_if_installed(model: ModelSpec, hardware: str, tp: int, engine: str) -> ProfileTable | None:
+    """The kernel-database profile made now (and cached), or None where the database lacks it."""
+    try:
+        from capsim.profiles import kernel_db
+
+        kernel_db._require_package()
+        if engine not in kernel_db.coverage().get(hardware, {}):
+            return None
+        version = kernel_db.default_version(hardware, engine)
+    except ProfileError:
+        return None
+    key = json.dumps([model.to_dict(), hardware, tp, engine, version, kernel_db.package_version()], sort_keys=True)
+    cache = _cache_dir() / f"{model.name.replace('/', '_')}_{hardware}_tp{tp}_{engine}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
+    if cache.is_file():
+        try:
+            return ProfileTable.read(cache)
+        except ProfileError:
+            pass  # a damaged entry is made again
+    table = kernel_db.kernel_db_profile(model, hardware, engine, version, tp)
+    table.to_parquet(cache)
+    return table
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("CAPSIM_CACHE", Path.home() / ".cache" / "capsim")) / "profiles"

@@ -19,7 +19,7 @@ from capsim.profiles.batch import FEATURES, BatchShape
 from capsim.profiles.errors import ProfileError
 from capsim.traces import write_atomically
 
-SOURCES = ("measured", "analytic")
+SOURCES = ("measured", "kernel-db", "analytic")
 REQUIRED_METADATA = ("model", "hardware", "tp", "pp", "dtype", "engine", "source")
 _METADATA_KEY = b"capsim.profile"
 _LIST = pa.list_(pa.int32())

@@ -195,6 +195,7 @@ def build_result(system, workload, requests, engines, log, latency_model, now, t
         "workload": workload.info,
         "qps": workload.info.get("qps"),
         "latency_source": latency_model.source,
+        "latency_source_words": latency_model.source_words,
         "latency_profile": {k: latency_model.profile[k] for k in ("model", "hardware", "tp", "pp", "engine", "source")},
         "kv_blocks_per_engine": engines[0].scheduler.config.num_blocks,
         "simulated_until_s": now,

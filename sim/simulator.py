@@ -154,6 +154,7 @@ class CustomLatency:
     """A caller's latency function, reported as such."""
 
     source = "custom"
+    source_words = "a caller's latency function"
 
     def __init__(self, fitted, function):
         self.profile = fitted.profile | {"source": "custom", "engine": getattr(function, "__name__", "custom")}

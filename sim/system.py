@@ -15,7 +15,7 @@ from capsim.profiles.hardware import get_hardware
 from capsim.profiles.latency_model import LatencyModel
 from capsim.profiles.memory import kv_capacity
 from capsim.profiles.models import get_model
-from capsim.profiles.store import resolve_profile
+from capsim.profiles.store import ENGINES, resolve_profile
 from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
 from capsim.sim.scheduler import SchedulerConfig
@@ -40,11 +40,14 @@ class SystemSpec:
     num_kv_blocks: int | None = None  # fixes the KV blocks of a replica (vLLM's --num-gpu-blocks-override)
     prefix_caching: bool = False
     router: str = "round_robin"
-    profile: str | None = None  # a profile file; default: shipped measured, else analytic
+    engine: str = "vllm"  # whose latencies: vllm, sglang, trtllm (kernel database) or capsim's `reference` engine
+    profile: str | None = None  # a profile file; default: see profiles/store.py
 
     def __post_init__(self):
         if self.scheduler not in POLICIES:
             raise SimulationError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(POLICIES)}")
+        if self.engine not in ENGINES:
+            raise SimulationError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.router not in ROUTERS:
             raise SimulationError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
         for name in ("tp", "pp", "replicas", "max_batch_size", "block_size", "num_kv_blocks"):
@@ -70,7 +73,7 @@ class SystemSpec:
         )
 
     def latency_model(self) -> LatencyModel:
-        return _latency_model(self.model, self.hardware, self.tp, self.pp, self.profile)
+        return _latency_model(self.model, self.hardware, self.tp, self.pp, self.profile, self.engine)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -80,8 +83,8 @@ class SystemSpec:
 
 
 @lru_cache(maxsize=32)
-def _latency_model(model: str, hardware: str, tp: int, pp: int, profile: str | None) -> LatencyModel:
-    table = resolve_profile(model, hardware, tp, pp, path=profile)
+def _latency_model(model: str, hardware: str, tp: int, pp: int, profile: str | None, engine: str) -> LatencyModel:
+    table = resolve_profile(model, hardware, tp, pp, path=profile, engine=engine)
     if table.metadata["tp"] != tp:
         raise ProfileError(f"the profile {profile} is for TP={table.metadata['tp']}, the system has TP={tp}")
     return LatencyModel.for_profile(table)

@@ -1,0 +1,250 @@
+"""The kernel-database producer: batch latencies composed from NVIDIA's measured kernel timings.
+
+NVIDIA's `aiconfigurator-core` package holds per-kernel timings (GEMMs, context and generation
+attention, NCCL and custom all-reduce, elementwise ops) measured with vLLM, SGLang and TRT-LLM on
+A100 ... GB300, and compiles a model into an engine that prices its ops. capsim asks that engine
+for each op of one batch at the shape the batch really has:
+- the linear layers, norms, activations and TP all-reduces over all new tokens of the batch
+  (prefill chunk tokens plus one a decode);
+- the LM head over one row a sequence;
+- context attention for each prefill chunk after its own cached context, priced as its share of
+  one launch that holds every chunk of the batch (flash attention runs them as one varlen launch);
+- generation attention for each decode at its own KV length, likewise its share of one launch
+  of all the batch's decodes (so a long and a short sequence cost what they cost, not a mean);
+- with PP > 1, one stage: the ops over PP plus the activation send to the next stage.
+The database models no per-step CPU time for these engines (scheduling, sampling, input
+preparation); the vLLM backend's per-request dispatch correction of its static estimator is a
+TTFT term, not a step cost, and is not applied. The metadata says so.
+
+The package is an optional extra (`pip install 'capsim[kernel-db]'`); the shipped tables need it
+only to be made again (scripts/make_kernel_db_profiles.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from functools import lru_cache
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+
+from capsim.profiles.batch import BatchShape
+from capsim.profiles.errors import ProfileError
+from capsim.profiles.models import ModelSpec
+
+INSTALL = "pip install 'capsim[kernel-db]'"
+ENGINES = {"vllm": "vLLM", "sglang": "SGLang", "trtllm": "TensorRT-LLM"}
+# capsim hardware name -> the package's system name
+SYSTEMS = {
+    "A100-80GB-SXM": "a100_sxm",
+    "H100-SXM": "h100_sxm",
+    "H200": "h200_sxm",
+    "B200": "b200_sxm",
+    "GB200": "gb200",
+    "B300": "b300_sxm",
+    "GB300": "gb300",
+    "L40S": "l40s",
+    "RTX-PRO-6000": "rtx_pro_6000_server",
+}
+SYSTEM_WORDS = {"a100_sxm": "A100 SXM", "h100_sxm": "H100 SXM", "h200_sxm": "H200 SXM", "b200_sxm": "B200 SXM",
+                "gb200": "GB200", "b300_sxm": "B300 SXM", "gb300": "GB300", "l40s": "L40S",
+                "rtx_pro_6000_server": "RTX PRO 6000 Server"}
+
+
+def _require_package():
+    try:
+        import aiconfigurator_core  # noqa: F401
+    except ImportError:
+        raise ProfileError(f"the kernel database needs NVIDIA's aiconfigurator-core package: {INSTALL}") from None
+    logging.getLogger("aiconfigurator_core").setLevel(logging.ERROR)  # it logs every fallback table it loads
+
+
+def package_version() -> str:
+    return importlib_metadata.version("aiconfigurator-core")
+
+
+@lru_cache(maxsize=1)
+def coverage() -> dict[str, dict[str, list[str]]]:
+    """{capsim hardware: {engine: [versions]}} that the installed database holds."""
+    _require_package()
+    from aiconfigurator_core.sdk.perf_database import get_supported_databases
+
+    supported = get_supported_databases()
+    return {hw: {engine: list(supported[system][engine]) for engine in ENGINES if supported.get(system, {}).get(engine)}
+            for hw, system in SYSTEMS.items() if system in supported}
+
+
+def default_version(hardware: str, engine: str) -> str:
+    """The engine version the database calls current for that GPU."""
+    from aiconfigurator_core.sdk.perf_database import resolve_query_version
+
+    return resolve_query_version(SYSTEMS[hardware], engine, "current")
+
+
+def check_coverage(hardware: str, engine: str, version: str | None) -> str:
+    """The version to use; a ProfileError listing what the database has when it lacks this."""
+    have = coverage()
+    if engine not in ENGINES:
+        raise ProfileError(f"the kernel database has no engine {engine!r}; it has {', '.join(ENGINES)}")
+    if hardware not in have or engine not in have[hardware]:
+        gpus = [hw for hw, engines in have.items() if engine in engines]
+        raise ProfileError(f"the kernel database has no {ENGINES[engine]} data for {hardware}; it has {', '.join(gpus)}")
+    version = version or default_version(hardware, engine)
+    if version not in have[hardware][engine]:
+        raise ProfileError(f"the kernel database has no {ENGINES[engine]} {version} on {hardware}; "
+                           f"it has {', '.join(have[hardware][engine])}")
+    return version
+
+
+def source_words(engine: str, version: str, hardware: str) -> str:
+    return f"{ENGINES[engine]} {version} kernels measured on {SYSTEM_WORDS[SYSTEMS[hardware]]} (NVIDIA kernel database)"
+
+
+def hf_config(model: ModelSpec) -> dict:
+    """A Hugging Face-style config.json of a catalog model, as the package reads one."""
+    return {
+        # Gated-MLP decoders are the package's LLAMA family; Falcon's plain GELU MLP is its GPT family.
+        "architectures": ["LlamaForCausalLM" if model.ffn_kind == "swiglu" else "FalconForCausalLM"],
+        "model_type": "llama" if model.ffn_kind == "swiglu" else "falcon",
+        "num_hidden_layers": model.layers,
+        "hidden_size": model.hidden,
+        "num_attention_heads": model.heads,
+        "num_key_value_heads": model.kv_heads,
+        "head_dim": model.head_dim,
+        "intermediate_size": model.ffn,
+        "vocab_size": model.vocab,
+        "max_position_embeddings": model.max_context,
+        "hidden_act": "silu" if model.ffn_kind == "swiglu" else "gelu",
+        "torch_dtype": model.dtype,
+        "tie_word_embeddings": False,
+    }
+
+
+class KernelDatabase:
+    """One model x GPU x engine x version x TP x PP, compiled by the package: latency(shape) -> seconds."""
+
+    def __init__(self, model: ModelSpec, hardware: str, engine: str = "vllm", version: str | None = None,
+                 tp: int = 1, pp: int = 1):
+        _require_package()
+        if model.dtype not in ("bfloat16", "float16"):
+            raise ProfileError(f"the kernel database prices 16-bit models; {model.name} is {model.dtype}")
+        if model.heads % tp or (model.kv_heads % tp and tp % model.kv_heads):
+            raise ProfileError(f"{model.name} has {model.heads} heads and {model.kv_heads} KV heads: TP {tp} does not divide them")
+        self.model, self.hardware, self.engine, self.tp, self.pp = model, hardware, engine, tp, pp
+        self.version = check_coverage(hardware, engine, version)
+        self._handle = self._compile()
+        names = [op._name for op in self._model.context_ops]
+        self._attention = names.index("context_attention")
+        self._logits = names.index("context_logits_gemm")
+        self._p2p = names.index("context_p2p") if "context_p2p" in names else None
+        self._linear = [i for i in range(len(names)) if i not in (self._attention, self._logits, self._p2p)]
+        self._generation_attention = [op._name for op in self._model.generation_ops].index("generation_attention")
+
+    def _compile(self):
+        from aiconfigurator_core.sdk import common
+        from aiconfigurator_core.sdk.engine import EngineHandle
+
+        # The package has no Falcon architecture; its GPT family is the same plain-MLP decoder.
+        common.ARCHITECTURE_TO_MODEL_FAMILY.setdefault("FalconForCausalLM", "GPT")
+        with tempfile.TemporaryDirectory(prefix="capsim-hf-") as folder:
+            Path(folder, "config.json").write_text(json.dumps(hf_config(self.model)))
+            try:
+                handle = EngineHandle.compile(folder, SYSTEMS[self.hardware], self.engine, backend_version=self.version,
+                                              tp_size=self.tp, pp_size=self.pp)
+                from aiconfigurator_core.sdk.config_builders import build_model_config
+                from aiconfigurator_core.sdk.models import get_model
+
+                self._model = get_model(folder, build_model_config(tp_size=self.tp, pp_size=self.pp, attention_dp_size=1, moe_tp_size=1, moe_ep_size=1), self.engine)
+            except (ValueError, NotImplementedError, RuntimeError) as error:
+                raise ProfileError(f"the kernel database cannot price {self.model.name} on {self.hardware} "
+                                   f"with {ENGINES[self.engine]} {self.version} TP{self.tp}: {error}") from None
+        self.quant = {k: str(getattr(self._model.config, k, None)) for k in ("gemm_quant_mode", "kvcache_quant_mode", "fmha_quant_mode")}
+        return handle
+
+    @property
+    def source(self) -> str:
+        return source_words(self.engine, self.version, self.hardware)
+
+    def parts_ms(self, shape: BatchShape) -> dict[str, float]:
+        """Milliseconds of one batch on the whole model, by part (p2p: one stage-to-stage send)."""
+        e = self._handle._engine
+        chunks, contexts, decodes = shape.prefill_chunks, shape.prefill_contexts, shape.decode_contexts
+        tokens = sum(chunks) + len(decodes)
+        sequences = len(chunks) + len(decodes)
+        parts = {"linear": sum(r[1] for r in e.evaluate_context_ops(self._linear, 1, tokens)),
+                 "logits": e.evaluate_generation_ops([self._logits], sequences, 2)[0][1],
+                 "context_attention": 0.0, "generation_attention": 0.0, "p2p": 0.0}
+        if chunks:
+            launch = len(chunks)
+            for (chunk, context), count in _counts(zip(chunks, contexts)).items():
+                one = e.evaluate_context_ops([self._attention], launch, chunk, prefix=context)[0][1]
+                parts["context_attention"] += one * count / launch
+        if decodes:
+            launch = len(decodes)
+            for length, count in _counts(decodes).items():
+                one = e.evaluate_generation_ops([self._generation_attention], launch, length + 1)[0][1]
+                parts["generation_attention"] += one * count / launch
+        if self.pp > 1 and self._p2p is not None:
+            parts["p2p"] = e.evaluate_context_ops([self._p2p], 1, tokens)[0][1]
+        return parts
+
+    def latency(self, shape: BatchShape) -> float:
+        """Seconds for one pipeline stage (the whole model at PP 1) to run the batch."""
+        parts = self.parts_ms(shape)
+        p2p = parts.pop("p2p")
+        return (sum(parts.values()) / self.pp + p2p) / 1e3
+
+    # The package's own step estimates, for shapes it prices directly (tests compare the composition).
+    def package_prefill_s(self, batch: int, prompt: int, cached: int = 0) -> float:
+        return self._handle._engine.predict_prefill_latency(batch, prompt, cached) / 1e3
+
+    def package_decode_s(self, batch: int, kv_length: int) -> float:
+        # one step at s = isl + osl // 2 + 1 tokens attended: KV length isl + 1 with osl = 2
+        return self._handle._engine.decode_step_latency(batch, kv_length - 1, 2) / 1e3
+
+    def package_mixed_s(self, prompt: int, decodes: int, kv_length: int) -> float:
+        # a whole prompt (ctx = isl) with `decodes` decodes at KV length isl + osl // 2
+        return self._handle._engine.mixed_step_latency(prompt, decodes, prompt, 2 * (kv_length - prompt)) / 1e3
+
+    def metadata(self) -> dict:
+        return {"kernel_db": {"package": "aiconfigurator-core", "package_version": package_version(),
+                              "engine": self.engine, "engine_version": self.version, "system": SYSTEMS[self.hardware],
+                              "database_mode": "SILICON", **self.quant,
+                              "step_overhead": "none modelled (kernel time only)"},
+                "source_words": self.source}
+
+
+def _counts(items) -> dict:
+    counts: dict = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return counts
+
+
+def kernel_db_profile(model: ModelSpec, hardware: str, engine: str = "vllm", version: str | None = None,
+                      tp: int = 1, pp: int = 1, grid: str = "kernel-db", seed: int = 0, progress=None):
+    """A ProfileTable of kernel-database latencies over the grid batches that fit the GPU's KV memory."""
+    from capsim.profiles.grid import GRIDS, sampled_shapes
+    from capsim.profiles.hardware import get_hardware
+    from capsim.profiles.memory import kv_capacity
+    from capsim.profiles.table import ProfileTable
+    from capsim.profiles.versions import profile_metadata
+
+    database = KernelDatabase(model, hardware, engine, version, tp, pp)
+    budget = kv_capacity(model, get_hardware(hardware), tp, pp).tokens
+    max_context = min(model.max_context, 16384)
+    base = "default" if grid == "kernel-db" else grid
+    shapes = GRIDS[base].shapes(max_context, budget, max_batch_tokens=16384)
+    if grid == "kernel-db":
+        shapes += sampled_shapes(np.random.default_rng(seed), max_context, budget, count=1200)
+    latencies = []
+    for i, shape in enumerate(shapes):
+        latencies.append(database.latency(shape))
+        if progress and i % 50 == 0:
+            progress(i, len(shapes))
+    metadata = profile_metadata(model, hardware, tp, pp, engine=engine, source="kernel-db", engine_version=database.version,
+                                **database.metadata())
+    return ProfileTable.from_batches(shapes, latencies, metadata)
