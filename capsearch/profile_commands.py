@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -16,7 +17,9 @@ from capsim.profiles.hardware import HARDWARE
 from capsim.profiles.latency_model import LatencyModel
 from capsim.profiles.models import MODELS, get_model
 from capsim.profiles.report import accuracy_rows, plot_predicted_vs_measured
-from capsim.profiles.store import resolve_profile, shipped_profiles
+from capsim.profiles.hardware import get_hardware
+from capsim.profiles.source import describe_source
+from capsim.profiles.store import ENGINES, KERNEL_DB_ENGINES, resolve_profile, shipped_profiles
 from capsim.profiles.table import ProfileTable
 from capsim.profiles.errors import ProfileError
 from capsim.real.engine_profiler import DECODE_BATCHES, DECODE_CONTEXTS, PROMPT_LENGTHS, profile_endpoint
@@ -27,6 +30,13 @@ console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes
 
 @click.command()
 @click.option("--model", required=True, help="A catalog model (see `capsim profiles list`), or a YAML / config.json path.")
+@click.option("--source", type=click.Choice(["measured", "kernel-db"]), default="measured", show_default=True,
+              help="measured: time real forward passes here (or --endpoint); kernel-db: compose NVIDIA's measured "
+                   "kernel timings for --engine on --hardware (needs the kernel-db extra, no GPU).")
+@click.option("--engine", type=click.Choice(KERNEL_DB_ENGINES), default="vllm", show_default=True, help="--source kernel-db: whose kernels.")
+@click.option("--engine-version", default=None, help="--source kernel-db: engine version [default: the database's current one].")
+@click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True, help="--source kernel-db: tensor parallelism.")
+@click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True, help="--source kernel-db: pipeline stages (one stage's latency).")
 @click.option("--device", default="cuda", show_default=True, help="Where to run: cuda, cuda:N or cpu.")
 @click.option("--grid", type=click.Choice(list(GRIDS)), default="default", show_default=True,
               help="Batches to measure; `quick` is a few dozen small ones for CPU tests.")
@@ -39,13 +49,14 @@ console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes
               help="Profile file to write [default: MODEL_DEVICE_tp1.parquet].")
 @click.option("--endpoint", default=None, help="Profile this running engine (OpenAI API) as a black box instead.")
 @click.option("--api-key", envvar="OPENAI_API_KEY", default=None, show_envvar=True, help="--endpoint: bearer token; never written.")
-@click.option("--hardware", default="unknown", show_default=True, help="--endpoint: the GPU the engine runs on, for the profile's label.")
+@click.option("--hardware", default=None, help="--source kernel-db: the GPU (required); --endpoint: the GPU the engine runs on, for the label.")
 @click.option("--prompt-lengths", default=",".join(map(str, PROMPT_LENGTHS)), show_default=True, help="--endpoint: prefill points.")
 @click.option("--decode-batches", default=",".join(map(str, DECODE_BATCHES)), show_default=True, help="--endpoint: decode batch sizes.")
 @click.option("--decode-contexts", default=",".join(map(str, DECODE_CONTEXTS)), show_default=True, help="--endpoint: decode prompt lengths.")
-def profile(model: str, device: str, grid: str, dtype: str | None, warmup: int, repeats: int, output: Path | None,
-            endpoint: str | None, api_key: str | None, hardware: str, prompt_lengths: str, decode_batches: str,
-            decode_contexts: str) -> None:
+@click.pass_context
+def profile(ctx: click.Context, model: str, source: str, engine: str, engine_version: str | None, tp: int, pp: int, device: str,
+            grid: str, dtype: str | None, warmup: int, repeats: int, output: Path | None, endpoint: str | None,
+            api_key: str | None, hardware: str | None, prompt_lengths: str, decode_batches: str, decode_contexts: str) -> None:
     """Measure per-batch prefill, decode and mixed latencies of MODEL on this machine.
 
     Builds the architecture in torch with random weights (nothing is downloaded) and times real
@@ -58,14 +69,39 @@ def profile(model: str, device: str, grid: str, dtype: str | None, warmup: int, 
     from capsim.profiles.profiler import device_name, measure_profile
 
     spec = get_model(model)
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+    if source == "kernel-db":
+        ignored = sorted(given & {"device", "dtype", "warmup", "repeats", "endpoint", "api_key", "prompt_lengths", "decode_batches",
+                                  "decode_contexts"} | ({"grid"} & given))
+        if ignored:
+            raise click.UsageError(f"--source kernel-db prices kernels from the database: {', '.join('--' + n.replace('_', '-') for n in ignored)} do not apply")
+        if hardware is None:
+            raise click.UsageError("--source kernel-db needs --hardware (see `capsim profiles list`)")
+        return _profile_kernel_db(spec, get_hardware(hardware).name, engine, engine_version, tp, pp, output)
+    not_measured = sorted(given & {"engine", "engine_version", "tp", "pp"})
+    if not_measured:
+        raise click.UsageError(f"{', '.join('--' + n.replace('_', '-') for n in not_measured)} apply to --source kernel-db only")
     if endpoint:
-        return _profile_endpoint(spec, endpoint, api_key, hardware, output, repeats, prompt_lengths, decode_batches, decode_contexts)
+        return _profile_endpoint(spec, endpoint, api_key, hardware or "unknown", output, repeats, prompt_lengths, decode_batches,
+                                 decode_contexts)
     output = output or Path(f"{spec.name}_{device_name(device) if device == 'cpu' else device.replace(':', '')}_tp1.parquet")
     with Progress(TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(spec.name, total=None)
         table = measure_profile(spec, output, device=device, grid=grid, dtype=dtype, warmup=warmup, repeats=repeats,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     console.print(f"wrote {output}: {len(table)} batches of {table.label}")
+
+
+def _profile_kernel_db(spec, hardware: str, engine: str, version: str | None, tp: int, pp: int, output: Path | None) -> None:
+    from capsim.profiles.kernel_db import KernelDatabase, kernel_db_profile
+
+    database = KernelDatabase(spec, hardware, engine, version, tp, pp)  # checks coverage before any output
+    output = output or Path(f"{spec.name}_{hardware}_tp{tp}{f'_pp{pp}' if pp > 1 else ''}_{engine}.parquet")
+    with Progress(TextColumn("pricing {task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+        task = bar.add_task(f"{spec.name} on {hardware}", total=None)
+        table = kernel_db_profile(database, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    table.to_parquet(output)
+    console.print(f"wrote {output}: {len(table)} batches; latencies: {describe_source(table.metadata)}")
 
 
 def _profile_endpoint(spec, url, api_key, hardware, output, repeats, prompt_lengths, decode_batches, decode_contexts) -> None:
@@ -105,6 +141,7 @@ def profile_choice(command):
     command = click.option("--model", default="Llama-3-8B", show_default=True, help="Model, when no PROFILE is given.")(command)
     command = click.option("--hardware", default="H100-SXM", show_default=True, help="Hardware, when no PROFILE is given.")(command)
     command = click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True, help="Tensor parallelism, when no PROFILE is given.")(command)
+    command = click.option("--engine", type=click.Choice(ENGINES), default="vllm", show_default=True, help="Engine, when no PROFILE is given.")(command)
     return command
 
 
@@ -123,18 +160,26 @@ def list_profiles() -> None:
     for h in HARDWARE.values():
         hardware.add_row(h.name, f"{h.bf16_flops / 1e12:.0f}", f"{h.memory_bandwidth / 1e12:.2f}", f"{h.memory_bytes / 2**30:.0f}", h.interconnect)
     console.print(hardware)
-    shipped = shipped_profiles()
-    console.print("shipped measured profiles: " + (", ".join(p.name for p in shipped) if shipped else
-                  "none yet; every system uses an analytic roofline estimate unless given a profile file"))
+    shipped = Table(title="shipped profiles (else: the engine's kernel-database profile made on first use with the "
+                          "kernel-db extra, else the calibrated roofline)")
+    for column in ("engine", "source", "hardware", "model x TP"):
+        shipped.add_column(column)
+    groups: dict[tuple, list[str]] = {}
+    for path in shipped_profiles():
+        model_name, hardware_name, tp, engine, *measured = path.stem.split("_")
+        groups.setdefault((engine, "measured" if measured else "kernel-db", hardware_name), []).append(f"{model_name} {tp}")
+    for (engine, source, hardware_name), systems in sorted(groups.items()):
+        shipped.add_row(engine, source, hardware_name, ", ".join(systems))
+    console.print(shipped)
 
 
 @profiles.command()
 @profile_choice
-def show(profile_path: Path | None, model: str, hardware: str, tp: int) -> None:
+def show(profile_path: Path | None, model: str, hardware: str, tp: int, engine: str) -> None:
     """Where a profile's numbers came from and what batches it covers."""
-    table = resolve_profile(model, hardware, tp, path=profile_path)
-    console.print(f"[bold]{table.label}[/]")
-    for key in ("date", "versions", "grid", "device", "run_dtype", "roofline_factors"):
+    table = resolve_profile(model, hardware, tp, path=profile_path, engine=engine)
+    console.print(f"[bold]{table.label}[/]: {describe_source(table.metadata)}")
+    for key in ("date", "versions", "grid", "device", "run_dtype", "kernel_db", "calibration", "roofline_factors"):
         if key in table.metadata:
             console.print(f"  {key}: {table.metadata[key]}")
     summary = Table()
@@ -154,18 +199,18 @@ def show(profile_path: Path | None, model: str, hardware: str, tp: int) -> None:
 
 @profiles.command()
 @profile_choice
-def fit(profile_path: Path | None, model: str, hardware: str, tp: int) -> None:
+def fit(profile_path: Path | None, model: str, hardware: str, tp: int, engine: str) -> None:
     """Fit (or load from the cache) the latency model of a profile and print its held-out error."""
-    latency_model = LatencyModel.for_profile(resolve_profile(model, hardware, tp, path=profile_path))
+    latency_model = LatencyModel.for_profile(resolve_profile(model, hardware, tp, path=profile_path, engine=engine))
     _print_accuracy(latency_model)
 
 
 @profiles.command()
 @profile_choice
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-results"), show_default=True)
-def report(profile_path: Path | None, model: str, hardware: str, tp: int, output_dir: Path) -> None:
+def report(profile_path: Path | None, model: str, hardware: str, tp: int, engine: str, output_dir: Path) -> None:
     """Held-out MAPE and P95 error per batch kind, as a table, a JSON file and a predicted-vs-measured PNG."""
-    table = resolve_profile(model, hardware, tp, path=profile_path)
+    table = resolve_profile(model, hardware, tp, path=profile_path, engine=engine)
     latency_model = LatencyModel.for_profile(table)
     _print_accuracy(latency_model)
     stem = Path(f"latency-model_{table.metadata['model']}_{table.metadata['hardware']}_tp{table.metadata['tp']}")
@@ -177,7 +222,7 @@ def report(profile_path: Path | None, model: str, hardware: str, tp: int, output
 
 
 def _print_accuracy(latency_model: LatencyModel) -> None:
-    table = Table(title=f"held-out error of the latency model ({latency_model.profile['source']} profile)")
+    table = Table(title=f"held-out error of the latency model; profile: {latency_model.source_words}")
     for column in ("regressor", "batches", "MAPE %", "P95 APE %", "rows"):
         table.add_column(column, justify="left" if column in ("regressor", "batches") else "right")
     for name, kind, mape, p95, rows in accuracy_rows(latency_model):

@@ -224,16 +224,16 @@ def _counts(items) -> dict:
     return counts
 
 
-def kernel_db_profile(model: ModelSpec, hardware: str, engine: str = "vllm", version: str | None = None,
-                      tp: int = 1, pp: int = 1, grid: str = "kernel-db", seed: int = 0, progress=None):
-    """A ProfileTable of kernel-database latencies over the grid batches that fit the GPU's KV memory."""
+def kernel_db_profile(database: KernelDatabase, grid: str = "kernel-db", seed: int = 0, progress=None):
+    """A ProfileTable of kernel-database latencies over the grid batches that fit the GPU's KV memory:
+    the designed grid plus (grid "kernel-db") batches sampled as schedulers form them."""
     from capsim.profiles.grid import GRIDS, sampled_shapes
     from capsim.profiles.hardware import get_hardware
     from capsim.profiles.memory import kv_capacity
     from capsim.profiles.table import ProfileTable
     from capsim.profiles.versions import profile_metadata
 
-    database = KernelDatabase(model, hardware, engine, version, tp, pp)
+    model, hardware, tp, pp = database.model, database.hardware, database.tp, database.pp
     budget = kv_capacity(model, get_hardware(hardware), tp, pp).tokens
     max_context = min(model.max_context, 16384)
     base = "default" if grid == "kernel-db" else grid
@@ -245,6 +245,6 @@ def kernel_db_profile(model: ModelSpec, hardware: str, engine: str = "vllm", ver
         latencies.append(database.latency(shape))
         if progress and i % 50 == 0:
             progress(i, len(shapes))
-    metadata = profile_metadata(model, hardware, tp, pp, engine=engine, source="kernel-db", engine_version=database.version,
+    metadata = profile_metadata(model, hardware, tp, pp, engine=database.engine, source="kernel-db", engine_version=database.version,
                                 **database.metadata())
     return ProfileTable.from_batches(shapes, latencies, metadata)

@@ -84,7 +84,7 @@ def _kernel_db_profile_if_installed(model: ModelSpec, hardware: str, tp: int, en
             return ProfileTable.read(cache)
         except ProfileError:
             pass  # a damaged entry is made again
-    table = kernel_db.kernel_db_profile(model, hardware, engine, version, tp)
+    table = kernel_db.kernel_db_profile(kernel_db.KernelDatabase(model, hardware, engine, version, tp))
     table.to_parquet(cache)
     return table
 

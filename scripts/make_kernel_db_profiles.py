@@ -20,7 +20,7 @@ from pathlib import Path
 from capsim.profiles.calibration import CALIBRATION_FILE, fit_factors, roofline_errors, transfer_factors
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
-from capsim.profiles.kernel_db import ENGINES, kernel_db_profile, package_version
+from capsim.profiles.kernel_db import ENGINES, KernelDatabase, kernel_db_profile, package_version
 from capsim.profiles.models import get_model
 from capsim.profiles.store import shipped_profile_name
 from capsim.profiles.table import ProfileTable
@@ -43,7 +43,7 @@ def make_tables() -> list[str]:
                 path = DATA / shipped_profile_name(model, gpu, tp, engine)
                 start = time.perf_counter()
                 try:
-                    table = kernel_db_profile(get_model(model), gpu, engine, tp=tp)
+                    table = kernel_db_profile(KernelDatabase(get_model(model), gpu, engine, tp=tp))
                 except ProfileError as error:
                     skipped.append(f"{engine} {model} {gpu} TP{tp}: {error}")
                     print("skipped", skipped[-1])

@@ -157,6 +157,7 @@ def test_profile_file_round_trip_and_bad_files(profile, tmp_path):
         LatencyModel.fit(too_small)
 
 
-def test_default_profile_is_analytic_until_a_measured_one_ships():
-    table = resolve_profile("Mistral-7B", "A100", tp=1)
+def test_a_gpu_without_kernel_data_gets_the_calibrated_roofline():
+    table = resolve_profile("Mistral-7B", "A40", tp=1)
     assert table.metadata["source"] == "analytic" and table.metadata["engine"] == "roofline"
+    assert "median of the fits" in table.metadata["calibration"]

@@ -1,0 +1,167 @@
+"""The kernel-database producer against the package's own step estimates, its CLI, bad input,
+and which profile a system resolves to for its engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiconfigurator_core", reason="the kernel-db extra is not installed")
+
+from capsim.profiles.batch import BatchShape  # noqa: E402
+from capsim.profiles.calibration import calibrated_factors, roofline_errors  # noqa: E402
+from capsim.profiles.analytic import FACTORS  # noqa: E402
+from capsim.profiles.errors import ProfileError  # noqa: E402
+from capsim.profiles.kernel_db import KernelDatabase, kernel_db_profile  # noqa: E402
+from capsim.profiles.latency_model import LatencyModel  # noqa: E402
+from capsim.profiles import store  # noqa: E402
+from capsim.profiles.models import get_model  # noqa: E402
+from capsim.profiles.table import ProfileTable  # noqa: E402
+
+CAPSIM = [sys.executable, "-m", "capsim.capsearch.cli"]
+DATA = Path(store.__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def llama8b():
+    return KernelDatabase(get_model("Llama-3.1-8B"), "H100-SXM", "vllm")
+
+
+@pytest.mark.parametrize("engine,hardware,tp", [("vllm", "H100-SXM", 1), ("sglang", "H200", 2), ("trtllm", "B200", 1), ("vllm", "A100-80GB-SXM", 4)])
+def test_composition_agrees_with_the_package_where_it_prices_the_shape(engine, hardware, tp):
+    db = KernelDatabase(get_model("Llama-3.1-70B" if tp == 4 else "Llama-3.1-8B"), hardware, engine, tp=tp)
+    for batch, prompt, cached in [(1, 1024, 0), (4, 2048, 0), (2, 1536, 1024), (8, 128, 0)]:
+        shape = BatchShape((prompt - cached,) * batch, (cached,) * batch)
+        assert db.latency(shape) == pytest.approx(db.package_prefill_s(batch, prompt, cached), rel=0.01)
+    for batch, kv in [(1, 100), (32, 1024), (256, 4000)]:
+        assert db.latency(BatchShape(decode_contexts=(kv,) * batch)) == pytest.approx(db.package_decode_s(batch, kv), rel=0.01)
+    for prompt, decodes, kv in [(512, 32, 1024), (2048, 64, 2560), (128, 8, 300)]:
+        shape = BatchShape((prompt,), (0,), (kv,) * decodes)
+        assert db.latency(shape) == pytest.approx(db.package_mixed_s(prompt, decodes, kv), rel=0.01)
+
+
+def test_each_sequence_is_priced_at_its_own_length(llama8b):
+    short, long_ = BatchShape(decode_contexts=(256, 256)), BatchShape(decode_contexts=(8192, 8192))
+    mixed = BatchShape(decode_contexts=(256, 8192))
+    part = lambda s: llama8b.parts_ms(s)["generation_attention"]  # noqa: E731
+    assert part(mixed) == pytest.approx((part(short) + part(long_)) / 2)
+    # a chunk after a long context costs more attention than the same chunk alone
+    assert llama8b.parts_ms(BatchShape((512,), (8192,)))["context_attention"] > 2 * llama8b.parts_ms(BatchShape((512,), (0,)))["context_attention"]
+
+
+def test_pipeline_stage_is_its_share_plus_the_send():
+    model = get_model("Llama-3.1-70B")
+    whole, staged = KernelDatabase(model, "H100-SXM", tp=4), KernelDatabase(model, "H100-SXM", tp=4, pp=2)
+    shape = BatchShape((512,), (1024,), (2048,) * 32)
+    parts = staged.parts_ms(shape)
+    assert parts["p2p"] > 0
+    assert staged.latency(shape) == pytest.approx(whole.latency(shape) / 2 + parts["p2p"] / 1e3)
+
+
+def test_every_dense_catalog_model_prices():
+    for name in ("Falcon-180B", "Qwen3-32B", "Yi-34B", "Llama-2-7B"):
+        model = get_model(name)
+        db = KernelDatabase(model, "H100-SXM", "vllm", tp=8 if model.params > 100e9 else 1)
+        assert 0 < db.latency(BatchShape((256,), (0,), (512,) * 4)) < 1
+
+
+def test_bad_coverage_is_one_line_naming_what_the_database_has():
+    with pytest.raises(ProfileError, match="no vLLM data for A40; it has A100-80GB-SXM, H100-SXM"):
+        KernelDatabase(get_model("Llama-3.1-8B"), "A40")
+    with pytest.raises(ProfileError, match="no vLLM 0.9 on H100-SXM; it has 0.24.0"):
+        KernelDatabase(get_model("Llama-3.1-8B"), "H100-SXM", version="0.9")
+    with pytest.raises(ProfileError, match="TP 3 does not divide"):
+        KernelDatabase(get_model("Llama-3.1-8B"), "H100-SXM", tp=3)
+    with pytest.raises(ProfileError, match="16-bit"):
+        KernelDatabase(get_model("tiny").__class__(**{**get_model("tiny").to_dict(), "dtype": "float32"}), "H100-SXM")
+
+
+def test_profile_command_writes_a_labelled_table_that_fits(tmp_path):
+    out = tmp_path / "p.parquet"
+    done = subprocess.run([*CAPSIM, "profile", "--source", "kernel-db", "--model", "Qwen3-8B", "--hardware", "H200",
+                           "--engine", "trtllm", "--tp", "2", "-o", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "TensorRT-LLM 1.3.0rc20 kernels measured on H200 SXM (NVIDIA kernel database)" in " ".join(done.stdout.split())
+    table = ProfileTable.read(out)
+    kdb = table.metadata["kernel_db"]
+    assert (table.metadata["source"], kdb["engine"], kdb["engine_version"], kdb["system"], kdb["database_mode"]) == \
+        ("kernel-db", "trtllm", "1.3.0rc20", "h200_sxm", "SILICON")
+    assert kdb["package"] == "aiconfigurator-core" and kdb["package_version"]
+    assert LatencyModel.fit(table).accuracy["compiled"]["all"]["mape"] < 3
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--hardware", "A40"], "no vLLM data for A40"),
+    (["--hardware", "H100", "--engine-version", "0.1"], "no vLLM 0.1 on H100-SXM"),
+    (["--hardware", "H100", "--device", "cpu"], "--device do not apply"),
+    ([], "needs --hardware"),
+])
+def test_profile_command_bad_input_exits_2_with_one_line(tmp_path, argv, message):
+    done = subprocess.run([*CAPSIM, "profile", "--source", "kernel-db", "--model", "Llama-3.1-8B", *argv, "-o", str(tmp_path / "x.parquet")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_without_the_extra_the_command_names_the_install(tmp_path):
+    code = ("import sys; sys.modules['aiconfigurator_core'] = None\n"
+            "from capsim.capsearch.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", code, "profile", "--source", "kernel-db", "--model", "Llama-3.1-8B",
+                           "--hardware", "H100", "-o", str(tmp_path / "x.parquet")], capture_output=True, text=True)
+    assert done.returncode == 2 and "pip install 'capsim[kernel-db]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_resolution_order_for_an_engine(tmp_path, monkeypatch, llama8b):
+    vllm = store.resolve_profile("Llama-3.1-8B", "H100-SXM")
+    assert vllm.metadata["source"] == "kernel-db" and vllm.metadata["engine"] == "vllm"
+    assert store.resolve_profile("Llama-3.1-8B", "H100-SXM", engine="sglang").metadata["engine"] == "sglang"
+    made = store.resolve_profile("Qwen3-8B", "H100-SXM")  # not shipped: made from the database now, then cached
+    assert made.metadata["source"] == "kernel-db" and made.metadata["model"] == "Qwen3-8B"
+    assert store.resolve_profile("Qwen3-8B", "H100-SXM").content_hash() == made.content_hash()
+    reference = store.resolve_profile("Llama-3.1-8B", "H100-SXM", engine="reference")
+    assert reference.metadata["source"] == "analytic" and "calibration" not in reference.metadata
+    # a measured profile of the engine comes before its kernel-database one; the user's file before both
+    measured = ProfileTable(vllm.table, {**vllm.metadata, "source": "measured", "engine": "vllm 0.24.0 (black box)"})
+    path = measured.to_parquet(tmp_path / store.shipped_profile_name("Llama-3.1-8B", "H100-SXM", 1, "vllm", measured=True))
+    monkeypatch.setattr(store, "shipped_profiles", lambda: [path, *sorted(DATA.glob("*.parquet"))])
+    assert store.resolve_profile("Llama-3.1-8B", "H100-SXM").metadata["source"] == "measured"
+    mine = kernel_db_profile(llama8b, grid="quick").to_parquet(tmp_path / "mine.parquet")
+    assert len(store.resolve_profile("Llama-3.1-8B", "H100-SXM", path=mine)) == len(ProfileTable.read(mine))
+
+
+def test_calibration_brings_the_roofline_to_the_database():
+    table = ProfileTable.read(DATA / "Llama-3.1-70B_H100-SXM_tp8_vllm.parquet")
+    factors, words = calibrated_factors("H100-SXM", "vllm")
+    assert "vLLM kernel database" in words
+    before, after = np.abs(roofline_errors(table, FACTORS)).mean(), np.abs(roofline_errors(table, factors)).mean()
+    assert after < 0.1 < before
+
+
+def test_shipped_data_stays_small_and_complete():
+    size = sum(p.stat().st_size for p in DATA.iterdir())
+    assert size < 20e6
+    calibration = json.loads((DATA / "roofline_calibration.json").read_text())
+    assert set(calibration) == {"vllm", "sglang", "trtllm"}
+    for gpu in ("A100-80GB-SXM", "H100-SXM", "H200", "B200"):
+        for model, tp in [("Llama-3.1-8B", 1), ("Yi-34B", 2), ("Llama-2-70B", 8)]:
+            assert (DATA / store.shipped_profile_name(model, gpu, tp, "vllm")).is_file()
+
+
+def test_simulate_uses_and_names_the_engine_latencies(tmp_path):
+    done = subprocess.run([*CAPSIM, "simulate", "--model", "Llama-3.1-8B", "--hardware", "H100", "--engine", "sglang",
+                           "--qps", "2", "-n", "40", "-o", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "latencies: SGLang 0.5.14 kernels measured on H100 SXM (NVIDIA kernel database)" in " ".join(done.stdout.split())
+    info = json.loads((tmp_path / "summary.json").read_text())["info"]
+    assert info["latency_source"] == "kernel-db" and info["system"]["engine"] == "sglang"
+    assert info["latency_profile"]["engine"] == "sglang"
+
+
+def test_serve_runs_the_reference_engine_only():
+    done = subprocess.run([*CAPSIM, "serve", "--model", "tiny", "--engine", "vllm"], capture_output=True, text=True)
+    assert done.returncode == 2 and "reference engine" in done.stderr
