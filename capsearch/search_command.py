@@ -74,6 +74,9 @@ def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> tuple[lis
             experiment = load_config(path, slos=slos, overrides=_overrides(options, given))
             jobs += experiment.jobs
             notes += experiment.notes
+        if given("engine"):  # an engine on the command line holds for every system of the configs
+            jobs = [dataclasses.replace(j, system=dataclasses.replace(j.system, engine=system.engine)) for j in jobs]
+            notes.append(f"--engine {system.engine}: every configured system uses {system.engine}'s latencies")
         return jobs, notes
     if not options["start_qps"] > 0:
         raise ConfigError(f"--start-qps must be positive, got {options['start_qps']}")

@@ -165,3 +165,34 @@ def test_simulate_uses_and_names_the_engine_latencies(tmp_path):
 def test_serve_runs_the_reference_engine_only():
     done = subprocess.run([*CAPSIM, "serve", "--model", "tiny", "--engine", "vllm"], capture_output=True, text=True)
     assert done.returncode == 2 and "reference engine" in done.stderr
+
+
+CONFIG = """
+hardware: H100-SXM
+engine: sglang
+slos:
+  - {kind: tbt_ttft, tbt: 0.1, tbt_percentile: 99, ttft: 2.0, ttft_percentile: 50}
+schedulers:
+  - {name: sarathi_512, scheduler: sarathi, chunk_size: 512, batch_size: 64}
+traces:
+  - {name: chat, trace_file: chat, max_seq_len: 8192, num_requests: 64, start_qps: 4}
+parallel_spec:
+  - {name: tp_1, tp_dimension: 1, pp_dimension: 1}
+models:
+  - {name: mistral, identifier: Mistral-7B, parallel_specs: null, scheduler_specs: null, traces: null}
+"""
+
+
+@pytest.mark.parametrize("flags,engine,words", [([], "sglang", "SGLang 0.5.14"), (["--engine", "trtllm"], "trtllm", "TensorRT-LLM 1.3.0rc20")])
+def test_search_takes_the_engine_from_the_config_or_the_command_line(tmp_path, flags, engine, words):
+    config = tmp_path / "c.yml"
+    config.write_text(CONFIG)
+    done = subprocess.run([*CAPSIM, "search", "--config-path", str(config), *flags, "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import csv
+
+    with open(tmp_path / "out" / "capacity.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["engine"] == engine and row["hardware"] == "H100-SXM"
+    assert row["latency_source"] == f"{words} kernels measured on H100 SXM (NVIDIA kernel database)"
