@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import json
+import re
 from pathlib import Path
 
 import click
@@ -19,7 +20,7 @@ from capsim.profiles.models import MODELS, get_model
 from capsim.profiles.report import accuracy_rows, plot_predicted_vs_measured
 from capsim.profiles.hardware import get_hardware
 from capsim.profiles.source import describe_source
-from capsim.profiles.store import ENGINES, KERNEL_DB_ENGINES, resolve_profile, shipped_profiles
+from capsim.profiles.store import ENGINES, KERNEL_DB_ENGINES, resolve_profile, shipped_profile_key, shipped_profiles
 from capsim.profiles.table import ProfileTable
 from capsim.profiles.errors import ProfileError
 from capsim.real.engine_profiler import DECODE_BATCHES, DECODE_CONTEXTS, PROMPT_LENGTHS, profile_endpoint
@@ -71,16 +72,19 @@ def profile(ctx: click.Context, model: str, source: str, engine: str, engine_ver
     spec = get_model(model)
     given = {name for name in ctx.params if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
     if source == "kernel-db":
-        ignored = sorted(given & {"device", "dtype", "warmup", "repeats", "endpoint", "api_key", "prompt_lengths", "decode_batches",
-                                  "decode_contexts"} | ({"grid"} & given))
+        ignored = sorted(given & {"device", "grid", "dtype", "warmup", "repeats", "endpoint", "api_key", "prompt_lengths",
+                                  "decode_batches", "decode_contexts"})
         if ignored:
-            raise click.UsageError(f"--source kernel-db prices kernels from the database: {', '.join('--' + n.replace('_', '-') for n in ignored)} do not apply")
+            raise click.UsageError(f"--source kernel-db prices kernels from the database: {_flags(ignored)} do not apply; drop them")
         if hardware is None:
             raise click.UsageError("--source kernel-db needs --hardware (see `capsim profiles list`)")
         return _profile_kernel_db(spec, get_hardware(hardware).name, engine, engine_version, tp, pp, output)
     not_measured = sorted(given & {"engine", "engine_version", "tp", "pp"})
     if not_measured:
-        raise click.UsageError(f"{', '.join('--' + n.replace('_', '-') for n in not_measured)} apply to --source kernel-db only")
+        raise click.UsageError(f"{_flags(not_measured)}: for --source kernel-db only; a measured profile is of this machine at TP 1")
+    if hardware is not None and not endpoint:
+        raise click.UsageError("--hardware names the GPU of --endpoint or of --source kernel-db; a local profile is labelled with "
+                               "its device (--device)")
     if endpoint:
         return _profile_endpoint(spec, endpoint, api_key, hardware or "unknown", output, repeats, prompt_lengths, decode_batches,
                                  decode_contexts)
@@ -90,6 +94,10 @@ def profile(ctx: click.Context, model: str, source: str, engine: str, engine_ver
         table = measure_profile(spec, output, device=device, grid=grid, dtype=dtype, warmup=warmup, repeats=repeats,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     console.print(f"wrote {output}: {len(table)} batches of {table.label}")
+
+
+def _flags(names) -> str:
+    return ", ".join("--" + n.replace("_", "-") for n in names)
 
 
 def _profile_kernel_db(spec, hardware: str, engine: str, version: str | None, tp: int, pp: int, output: Path | None) -> None:
@@ -132,7 +140,8 @@ def profiles() -> None:
     """Latency profiles: the catalogs, shipped and measured profiles, fitted latency models.
 
     A PROFILE is a profile file; without one, --model/--hardware/--tp pick the profile capsim
-    uses for that system (a shipped measured one, else an analytic roofline estimate).
+    uses for that system and --engine (a measured one, else the kernel database's, else the
+    calibrated roofline).
     """
 
 
@@ -166,8 +175,8 @@ def list_profiles() -> None:
         shipped.add_column(column)
     groups: dict[tuple, list[str]] = {}
     for path in shipped_profiles():
-        model_name, hardware_name, tp, engine, *measured = path.stem.split("_")
-        groups.setdefault((engine, "measured" if measured else "kernel-db", hardware_name), []).append(f"{model_name} {tp}")
+        model_name, hardware_name, tp, engine, measured = shipped_profile_key(path)
+        groups.setdefault((engine, "measured" if measured else "kernel-db", hardware_name), []).append(f"{model_name} TP{tp}")
     for (engine, source, hardware_name), systems in sorted(groups.items()):
         shipped.add_row(engine, source, hardware_name, ", ".join(systems))
     console.print(shipped)
@@ -213,11 +222,13 @@ def report(profile_path: Path | None, model: str, hardware: str, tp: int, engine
     table = resolve_profile(model, hardware, tp, path=profile_path, engine=engine)
     latency_model = LatencyModel.for_profile(table)
     _print_accuracy(latency_model)
-    stem = Path(f"latency-model_{table.metadata['model']}_{table.metadata['hardware']}_tp{table.metadata['tp']}")
-    plot = plot_predicted_vs_measured(latency_model, output_dir / stem.with_suffix(".png"))
+    m = table.metadata
+    engine_name = re.sub(r"[^A-Za-z0-9.-]+", "-", str(m["engine"]))  # an endpoint profile's engine is a URL
+    stem = f"latency-model_{m['model']}_{m['hardware']}_tp{m['tp']}_{engine_name}"  # names hold dots: no with_suffix
+    plot = plot_predicted_vs_measured(latency_model, output_dir / f"{stem}.png")
     data = {"profile": latency_model.profile, "regressor": latency_model.regressor, "accuracy": latency_model.accuracy}
     text = json.dumps(data, indent=2, default=str) + "\n"
-    write_atomically(output_dir / stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    write_atomically(output_dir / f"{stem}.json", lambda tmp: Path(tmp).write_text(text))
     console.print(f"wrote {plot} and {plot.with_suffix('.json')}")
 
 

@@ -33,7 +33,7 @@ def stacked_terms(profile: ProfileTable) -> dict:
     """Roofline terms of every row of a profile, as arrays (GEMM terms: a list of 4 arrays)."""
     model = get_model(profile.metadata["model"])
     tp, pp = profile.metadata["tp"], profile.metadata["pp"]
-    rows = [roofline_terms(shape, model, tp, pp) for shape in profile_shapes(profile)]
+    rows = [roofline_terms(shape, model, tp, pp) for shape in profile.shapes()]
     stacked = {}
     for name in TERMS:
         if name.startswith("gemm"):
@@ -41,15 +41,6 @@ def stacked_terms(profile: ProfileTable) -> dict:
         else:
             stacked[name] = np.array([r[name] for r in rows], dtype=np.float64)
     return stacked
-
-
-def profile_shapes(profile: ProfileTable):
-    from capsim.profiles.batch import BatchShape
-
-    t = profile.table
-    for chunks, contexts, decodes in zip(t.column("prefill_chunks").to_pylist(), t.column("prefill_contexts").to_pylist(),
-                                         t.column("decode_contexts").to_pylist()):
-        yield BatchShape(tuple(chunks), tuple(contexts), tuple(decodes))
 
 
 def _concat(parts: list[dict]) -> dict:
@@ -70,10 +61,8 @@ def fit_factors(profiles: list[ProfileTable], hardware: HardwareSpec) -> Rooflin
         factors = RooflineFactors(**dict(zip(names, x * scale)))
         return np.log(combine(terms, hardware, factors)) - target
 
-    start = np.array([max(getattr(FACTORS, n), BOUNDS[n][0]) for n in names]) / scale
-    start = np.clip(start, [BOUNDS[n][0] / s for n, s in zip(names, scale)], [BOUNDS[n][1] / s for n, s in zip(names, scale)])
-    lower = [BOUNDS[n][0] / s for n, s in zip(names, scale)]
-    upper = [BOUNDS[n][1] / s for n, s in zip(names, scale)]
+    lower, upper = (np.array([BOUNDS[n][side] for n in names]) / scale for side in (0, 1))
+    start = np.clip(np.array([getattr(FACTORS, n) for n in names]) / scale, lower, upper)  # from the uncalibrated factors
     fit = least_squares(residuals, start, bounds=(lower, upper), x_scale="jac")
     return RooflineFactors(**dict(zip(names, (fit.x * scale).tolist())))
 

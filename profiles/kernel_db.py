@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 import tempfile
 from functools import lru_cache
 from importlib import metadata as importlib_metadata
@@ -85,7 +86,8 @@ def default_version(hardware: str, engine: str) -> str:
 
 
 def check_coverage(hardware: str, engine: str, version: str | None) -> str:
-    """The version to use; a ProfileError listing what the database has when it lacks this."""
+    """The version to use; a ProfileError listing what the database has when it lacks this (or
+    naming the install when the package is absent)."""
     have = coverage()
     if engine not in ENGINES:
         raise ProfileError(f"the kernel database has no engine {engine!r}; it has {', '.join(ENGINES)}")
@@ -136,16 +138,20 @@ class KernelDatabase:
         self.model, self.hardware, self.engine, self.tp, self.pp = model, hardware, engine, tp, pp
         self.version = check_coverage(hardware, engine, version)
         self._handle = self._compile()
+        # Ops by their place in each phase's list (the two lists need not line up, e.g. Falcon's).
         names = [op._name for op in self._model.context_ops]
+        generation = [op._name for op in self._model.generation_ops]
         self._attention = names.index("context_attention")
-        self._logits = names.index("context_logits_gemm")
         self._p2p = names.index("context_p2p") if "context_p2p" in names else None
-        self._linear = [i for i in range(len(names)) if i not in (self._attention, self._logits, self._p2p)]
-        self._generation_attention = [op._name for op in self._model.generation_ops].index("generation_attention")
+        self._linear = [i for i, name in enumerate(names) if name not in ("context_attention", "context_logits_gemm", "context_p2p")]
+        self._logits = generation.index("generation_logits_gemm")  # m = one row a sequence
+        self._generation_attention = generation.index("generation_attention")
 
     def _compile(self):
         from aiconfigurator_core.sdk import common
+        from aiconfigurator_core.sdk.config_builders import build_model_config
         from aiconfigurator_core.sdk.engine import EngineHandle
+        from aiconfigurator_core.sdk.models import get_model
 
         # The package has no Falcon architecture; its GPT family is the same plain-MLP decoder.
         common.ARCHITECTURE_TO_MODEL_FAMILY.setdefault("FalconForCausalLM", "GPT")
@@ -154,10 +160,9 @@ class KernelDatabase:
             try:
                 handle = EngineHandle.compile(folder, SYSTEMS[self.hardware], self.engine, backend_version=self.version,
                                               tp_size=self.tp, pp_size=self.pp)
-                from aiconfigurator_core.sdk.config_builders import build_model_config
-                from aiconfigurator_core.sdk.models import get_model
-
-                self._model = get_model(folder, build_model_config(tp_size=self.tp, pp_size=self.pp, attention_dp_size=1, moe_tp_size=1, moe_ep_size=1), self.engine)
+                # The same model again, for its op names and quant modes (the handle keeps only bytes); < 1 ms.
+                config = build_model_config(tp_size=self.tp, pp_size=self.pp, attention_dp_size=1, moe_tp_size=1, moe_ep_size=1)
+                self._model = get_model(folder, config, self.engine)
             except (ValueError, NotImplementedError, RuntimeError) as error:
                 raise ProfileError(f"the kernel database cannot price {self.model.name} on {self.hardware} "
                                    f"with {ENGINES[self.engine]} {self.version} TP{self.tp}: {error}") from None
@@ -179,12 +184,12 @@ class KernelDatabase:
                  "context_attention": 0.0, "generation_attention": 0.0, "p2p": 0.0}
         if chunks:
             launch = len(chunks)
-            for (chunk, context), count in _counts(zip(chunks, contexts)).items():
+            for (chunk, context), count in Counter(zip(chunks, contexts)).items():
                 one = e.evaluate_context_ops([self._attention], launch, chunk, prefix=context)[0][1]
                 parts["context_attention"] += one * count / launch
         if decodes:
             launch = len(decodes)
-            for length, count in _counts(decodes).items():
+            for length, count in Counter(decodes).items():
                 one = e.evaluate_generation_ops([self._generation_attention], launch, length + 1)[0][1]
                 parts["generation_attention"] += one * count / launch
         if self.pp > 1 and self._p2p is not None:
@@ -217,13 +222,6 @@ class KernelDatabase:
                 "source_words": self.source}
 
 
-def _counts(items) -> dict:
-    counts: dict = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return counts
-
-
 def kernel_db_profile(database: KernelDatabase, grid: str = "kernel-db", seed: int = 0, progress=None):
     """A ProfileTable of kernel-database latencies over the grid batches that fit the GPU's KV memory:
     the designed grid plus (grid "kernel-db") batches sampled as schedulers form them."""
@@ -241,9 +239,9 @@ def kernel_db_profile(database: KernelDatabase, grid: str = "kernel-db", seed: i
     if grid == "kernel-db":
         shapes += sampled_shapes(np.random.default_rng(seed), max_context, budget, count=1200)
     latencies = []
-    for i, shape in enumerate(shapes):
+    for i, shape in enumerate(shapes, 1):
         latencies.append(database.latency(shape))
-        if progress and i % 50 == 0:
+        if progress and (i % 50 == 0 or i == len(shapes)):
             progress(i, len(shapes))
     metadata = profile_metadata(model, hardware, tp, pp, engine=database.engine, source="kernel-db", engine_version=database.version,
                                 **database.metadata())

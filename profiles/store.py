@@ -38,6 +38,12 @@ def shipped_profile_name(model: str, hardware: str, tp: int, engine: str, measur
     return f"{model}_{hardware}_tp{tp}_{engine}{'_measured' if measured else ''}.parquet"
 
 
+def shipped_profile_key(path: Path) -> tuple[str, str, int, str, bool]:
+    """(model, hardware, TP, engine, measured) of a shipped profile, from its name."""
+    model, hardware, tp, engine, *measured = path.stem.split("_")
+    return model, hardware, int(tp.removeprefix("tp")), engine, bool(measured)
+
+
 def check_engine(engine: str) -> str:
     if engine not in ENGINES:
         raise ProfileError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -68,13 +74,10 @@ def resolve_profile(model: str, hardware: str, tp: int = 1, pp: int = 1, path: s
 
 def _kernel_db_profile_if_installed(model: ModelSpec, hardware: str, tp: int, engine: str) -> ProfileTable | None:
     """The kernel-database profile made now (and cached), or None where the database lacks it."""
-    try:
-        from capsim.profiles import kernel_db
+    from capsim.profiles import kernel_db
 
-        kernel_db._require_package()
-        if engine not in kernel_db.coverage().get(hardware, {}):
-            return None
-        version = kernel_db.default_version(hardware, engine)
+    try:
+        version = kernel_db.check_coverage(hardware, engine, None)  # raises without the extra or the data
     except ProfileError:
         return None
     key = json.dumps([model.to_dict(), hardware, tp, engine, version, kernel_db.package_version()], sort_keys=True)

@@ -62,6 +62,12 @@ class ProfileTable:
     def features(self) -> np.ndarray:
         return np.column_stack([self.table.column(n).to_numpy() for n in FEATURES]).astype(np.float64)
 
+    def shapes(self) -> list[BatchShape]:
+        """The batch of each row."""
+        t = self.table
+        return [BatchShape(tuple(q), tuple(c), tuple(d)) for q, c, d in zip(
+            t.column("prefill_chunks").to_pylist(), t.column("prefill_contexts").to_pylist(), t.column("decode_contexts").to_pylist())]
+
     @property
     def latency_s(self) -> np.ndarray:
         return self.table.column("latency_s").to_numpy()

@@ -196,3 +196,15 @@ def test_search_takes_the_engine_from_the_config_or_the_command_line(tmp_path, f
         (row,) = list(csv.DictReader(f))
     assert row["engine"] == engine and row["hardware"] == "H100-SXM"
     assert row["latency_source"] == f"{words} kernels measured on H100 SXM (NVIDIA kernel database)"
+
+
+def test_without_the_extra_an_unshipped_system_gets_the_calibrated_roofline(tmp_path):
+    code = ("import sys; sys.modules['aiconfigurator_core'] = None\n"
+            "from capsim.profiles.store import resolve_profile\n"
+            "t = resolve_profile('Qwen3-8B', 'H100-SXM'); print(t.metadata['source'], '|', t.metadata['calibration'])\n"
+            "print(resolve_profile('Llama-3.1-8B', 'H100-SXM').metadata['source'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "CAPSIM_CACHE": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first.startswith("analytic | vLLM kernel database") and first.endswith("on H100-SXM")
+    assert second == "kernel-db"  # shipped tables need no extra
