@@ -34,9 +34,7 @@ class ProfileGrid:
         shapes = []
 
         def add(shape: BatchShape) -> None:
-            cached = sum(shape.prefill_contexts) + sum(shape.prefill_chunks) + sum(shape.decode_contexts) + len(shape.decode_contexts)
-            tokens = sum(shape.prefill_chunks) + len(shape.decode_contexts)
-            if cached <= kv_token_budget and tokens <= max_batch_tokens:
+            if fits(shape, kv_token_budget, max_batch_tokens):
                 shapes.append(shape)
 
         for chunk in self.prefill_chunks:
@@ -114,12 +112,13 @@ def sampled_shapes(rng, max_context: int, kv_token_budget: int, count: int, max_
 
     shapes: list[BatchShape] = []
     while len(shapes) < count:
-        kind = rng.integers(3)
-        decodes = int(log_uniform(1, 257))
-        if kind == 0 or (kind == 1 and rng.random() < 0.7):
-            decodes -= 1  # a chunk may run alone; whole prompts mostly do (vllm_v0)
-        if kind == 1 and rng.random() < 0.7:
-            decodes = 0
+        kind = rng.integers(3)  # 0: chunks among decodes, 1: whole prompts, 2: decodes alone
+        if kind == 0:
+            decodes = int(log_uniform(1, 257)) - 1  # a chunk may run alone
+        elif kind == 1:
+            decodes = 0 if rng.random() < 0.7 else int(log_uniform(1, 257))  # whole prompts mostly run alone (vllm_v0)
+        else:
+            decodes = int(log_uniform(1, 257))
         decode_contexts = tuple(int(v) for v in log_uniform(16, max_context, decodes))
         if kind == 0:  # chunked prefill: one or two chunks after their context
             chunks = tuple(int(v) for v in log_uniform(16, 4097, rng.integers(1, 3)))
@@ -130,8 +129,13 @@ def sampled_shapes(rng, max_context: int, kv_token_budget: int, count: int, max_
         else:
             chunks, contexts = (), ()
         shape = BatchShape(chunks, contexts, decode_contexts)
-        cached = sum(contexts) + sum(chunks) + sum(decode_contexts) + len(decode_contexts)
-        tokens = sum(chunks) + len(decode_contexts)
-        if 0 < tokens <= max_batch_tokens and cached <= kv_token_budget and all(c + q <= max_context for c, q in zip(contexts, chunks)):
+        if (chunks or decode_contexts) and fits(shape, kv_token_budget, max_batch_tokens) and \
+                all(c + q <= max_context for c, q in zip(contexts, chunks)):
             shapes.append(shape)
     return shapes
+
+
+def fits(shape: BatchShape, kv_token_budget: int, max_batch_tokens: int) -> bool:
+    """Whether the batch's KV (context, new tokens and one a decode) and new tokens fit."""
+    cached = sum(shape.prefill_contexts) + sum(shape.prefill_chunks) + sum(shape.decode_contexts) + len(shape.decode_contexts)
+    return cached <= kv_token_budget and sum(shape.prefill_chunks) + len(shape.decode_contexts) <= max_batch_tokens

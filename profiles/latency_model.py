@@ -21,7 +21,7 @@ from capsim.profiles.predictor import LatencyPredictor, compile_additive
 from capsim.profiles.table import ProfileTable
 from capsim.traces import write_atomically
 
-FIT_VERSION = 4  # bump when fitting changes, so that cached models are refitted
+FIT_VERSION = 6  # bump when fitting changes, so that cached models are refitted
 HOLDOUT_FRACTION = 0.2
 
 

@@ -74,7 +74,10 @@ class PhysicsLinearRegressor(RegressorMixin, BaseEstimator):
         positive = values[values > 0]
         knots = np.unique(np.quantile(positive, np.linspace(0, 1, self.n_knots))) if len(positive) else np.array([1.0])
         if from_zero:
-            knots = np.unique(np.concatenate(([0.0], knots)))
+            # `tokens`: also a knot at every token count profiled over and over (a designed
+            # grid's chunk sizes, the budgets schedulers fill), where GEMM tiling bends the curve.
+            seen, repeats = np.unique(positive, return_counts=True)
+            knots = np.unique(np.concatenate(([0.0], knots, seen[repeats >= 5])))
         return knots if len(knots) >= 2 else np.array([knots[0], knots[0] + 1.0])
 
     def _grid_knots(self, X) -> tuple[np.ndarray, np.ndarray] | None:
