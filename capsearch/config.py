@@ -1,15 +1,19 @@
-"""Experiment configs: the Sarathi-Serve OSDI YAML schema as it is, plus capsim's own keys.
+"""Experiment configs, read as the peers wrote them: Sarathi-Serve's OSDI schema (here) and
+Etalon's capacity-search schema (etalon_config.py), plus capsim's own optional keys.
 
 Sarathi-Serve's keys: schedulers (name, scheduler: vllm | orca | sarathi, batch_size,
 chunk_size), traces (name, trace_file, max_seq_len, num_requests, start_qps), parallel_spec
 (name, tp_dimension, pp_dimension), models (name, identifier, parallel_specs, scheduler_specs,
-traces; null = all).
+traces; null = all). Read with Sarathi-Serve's conventions: its SLO defaults, Poisson gaps capped
+at 3/QPS, the trace shuffled with seed 42 before the first num_requests are taken, and each model
+on the paper's GPU (Mistral-7B, Yi-34B, Falcon-180B: A100 80GB PCIe; Llama-2-70B: A40).
 
-capsim's keys, all optional: hardware (default A100-80GB-SXM, as in the paper), per model too;
-engine (whose latencies: vllm, the default, sglang, trtllm or reference), per model too; profile (a profile file); slos (a list of SLOs: kind tbt_ttft | ttft_tpot | deadline and its
-fields); seed; granularity; max_trials; replicas; block_size; memory_utilization; num_kv_blocks. A trace_file
-that does not exist but names one of the paper's processed traces uses capsim's built-in trace of
-that name.
+capsim's keys, all optional: hardware (per model too); engine (whose latencies: vllm, sglang,
+trtllm or reference; per model too); profile (a profile file); slos (a list of SLOs: kind
+tbt_ttft | ttft_tpot | deadline and its fields); seed; shuffle; cap_gaps; arrival and cv (per
+trace); granularity; max_trials; replicas; block_size; memory_utilization; num_kv_blocks;
+pipeline_scheduling. A trace_file that does not exist but names one of the peers' processed
+traces uses capsim's built-in trace of that name, and says so.
 
 Everything is checked on load, before any trial runs: unknown keys are named with their file.
 """
@@ -21,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from capsim.capsearch.conventions import PEER_SEED
+from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiment import SearchJob
 from capsim.capsearch.slo import SLOError, slo_from_dict
 from capsim.profiles.errors import ProfileError
@@ -29,11 +35,6 @@ from capsim.profiles.memory import kv_capacity
 from capsim.profiles.models import get_model
 from capsim.sim import SimulationError, SystemSpec
 from capsim.traces import TraceError, WorkloadSpec, builtin_traces
-
-
-class ConfigError(ValueError):
-    """A config that cannot be run; the message names the file and the key."""
-
 
 SCHEDULER_NAMES = {"vllm": "vllm_v0", "vllm_v0": "vllm_v0", "orca": "orca", "sarathi": "sarathi", "vllm_v1": "vllm_v1",
                    "faster_transformer": "faster_transformer"}
@@ -45,8 +46,11 @@ KNOWN_TRACE_FILES = {
     "splitwise_code.csv": "azure-code",
     "splitwise_conv.csv": "azure-conv",
 }
-TOP_KEYS = {"schedulers", "traces", "parallel_spec", "models", "hardware", "engine", "profile", "slos", "seed", "granularity",
-            "max_trials", "replicas", "block_size", "memory_utilization", "num_kv_blocks"}
+PAPER_GPUS = {"Mistral-7B": "A100-80GB-PCIe", "Yi-34B": "A100-80GB-PCIe", "Falcon-180B": "A100-80GB-PCIe", "Llama-2-70B": "A40"}
+PAPER_DEFAULT_GPU = "A100-80GB-PCIe"
+TOP_KEYS = {"schedulers", "traces", "parallel_spec", "models", "hardware", "engine", "profile", "slos", "seed", "shuffle",
+            "cap_gaps", "granularity", "max_trials", "replicas", "block_size", "memory_utilization", "num_kv_blocks",
+            "pipeline_scheduling"}
 SECTION_KEYS = {
     "schedulers": {"name", "scheduler", "batch_size", "chunk_size"},
     "traces": {"name", "trace_file", "max_seq_len", "num_requests", "start_qps", "arrival", "cv"},
@@ -60,21 +64,51 @@ class Experiment:
     path: Path
     jobs: list[SearchJob]
     notes: list[str]
+    convention: str  # whose SLO defaults and workload generation: sarathi or etalon
+    slo_source: str  # where the SLOs came from, in words
 
 
-def load_config(path: str | Path, slos: list | None = None, overrides: dict | None = None) -> Experiment:
-    """The config's searches; `slos` (from the command line) replace the config's own."""
-    path = Path(path)
+def read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder: give a config file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read it: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: invalid YAML: {error}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config is a mapping with schedulers, traces, parallel_spec and models")
-    data |= overrides or {}
-    _check_keys(data, TOP_KEYS, path, "the top level")
+        raise ConfigError(f"{path}: a config is a mapping (Sarathi-Serve's schedulers, traces, parallel_spec, models; "
+                          "or Etalon's servers, models, parallel_specs, request_generator_configs, request_configs)")
+    return data
+
+
+def is_etalon(data: dict) -> bool:
+    return any(key in data for key in ("servers", "request_generator_configs", "request_configs", "parallel_specs"))
+
+
+def config_convention(path: str | Path) -> str:
+    """Whose conventions a config file follows: etalon for Etalon's schema, else sarathi."""
+    return "etalon" if is_etalon(read_yaml(Path(path))) else "sarathi"
+
+
+def load_config(path: str | Path, slos=None, slo_defaults: str | None = None) -> Experiment:
+    """The config's searches. `slos(convention)` gives the command line's SLOs (None: none
+    given): they replace the config's own; without either, the defaults of `slo_defaults` or of
+    the config's peer apply. A plain list of SLOs is taken as they are."""
+    path = Path(path)
+    data = read_yaml(path)
+    if isinstance(slos, list):
+        slos = (lambda listed: lambda convention: listed)(slos)
+    if slo_defaults is not None:
+        data["_slo_defaults"] = slo_defaults
+    if is_etalon(data):
+        from capsim.capsearch.etalon_config import load_etalon
+
+        return load_etalon(path, data, slos)
+    check_keys({k: v for k, v in data.items() if k != "_slo_defaults"}, TOP_KEYS, path, "the top level")
     for section, keys in SECTION_KEYS.items():
         entries = data.get(section)
         if not isinstance(entries, list) or not entries:
@@ -82,37 +116,83 @@ def load_config(path: str | Path, slos: list | None = None, overrides: dict | No
         for entry in entries:
             if not isinstance(entry, dict) or "name" not in entry:
                 raise ConfigError(f"{path}: every entry of '{section}' needs a name")
-            _check_keys(entry, keys, path, f"{section} entry {entry['name']!r}")
-    try:
-        slo_list = slos or [slo_from_dict(s) for s in data.get("slos") or []]
-    except SLOError as error:
-        raise ConfigError(f"{path}: slos: {error}") from None
-    if not slo_list:
-        raise ConfigError(f"{path}: no SLO: add an 'slos' list, or give one on the command line (e.g. --tbt-slo-value 0.1)")
+            check_keys(entry, keys, path, f"{section} entry {entry['name']!r}")
+    slo_list, slo_source = config_slos(data, path, slos, "sarathi")
     notes: list[str] = []
     jobs = []
     for model in data["models"]:
-        for scheduler in _pick(data["schedulers"], model.get("scheduler_specs"), path, "scheduler_specs", model["name"]):
-            for trace in _pick(data["traces"], model.get("traces"), path, "traces", model["name"]):
-                for parallel in _pick(data["parallel_spec"], model.get("parallel_specs"), path, "parallel_specs", model["name"]):
+        for scheduler in pick(data["schedulers"], model.get("scheduler_specs"), path, "scheduler_specs", model["name"]):
+            for trace in pick(data["traces"], model.get("traces"), path, "traces", model["name"]):
+                for parallel in pick(data["parallel_spec"], model.get("parallel_specs"), path, "parallel_specs", model["name"]):
                     jobs.append(_job(data, model, scheduler, trace, parallel, tuple(slo_list), path, notes))
-    return Experiment(path, jobs, sorted(set(notes)))
+    return Experiment(path, jobs, list(dict.fromkeys(notes)), "sarathi", slo_source)
 
 
-def _check_keys(entry: dict, known: set, path: Path, where: str) -> None:
+def config_slos(data: dict, path: Path, slos, convention: str) -> tuple[list, str]:
+    from capsim.capsearch.conventions import WORDS
+    from capsim.capsearch.slo_options import default_slos
+
+    convention = data.pop("_slo_defaults", convention)
+    given = slos(convention) if slos else None
+    if given:
+        return given, "the command line"
+    entries = data.get("slos")
+    if entries is not None and not isinstance(entries, list):
+        raise ConfigError(f"{path}: slos must be a list of SLOs, each with a kind (tbt_ttft, ttft_tpot, deadline) and its fields")
+    try:
+        listed = [slo_from_dict(s) if isinstance(s, dict) else slo_from_dict({"kind": s}) for s in entries or []]
+    except SLOError as error:
+        raise ConfigError(f"{path}: slos: {error}") from None
+    if listed:
+        return listed, "the config"
+    return default_slos(convention), f"{WORDS[convention]} defaults"
+
+
+def check_keys(entry: dict, known: set, path: Path, where: str) -> None:
     unknown = sorted(set(entry) - known)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} in {where}; known keys: {', '.join(sorted(known))}")
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(map(str, unknown))} in {where}; known keys: {', '.join(sorted(known))}")
 
 
-def _pick(entries: list[dict], names, path: Path, key: str, model: str) -> list[dict]:
+def pick(entries: list[dict], names, path: Path, key: str, model: str) -> list[dict]:
     if names is None:
         return entries
+    if not isinstance(names, list):
+        raise ConfigError(f"{path}: model {model!r}: {key} must be a list of names, or null for all")
     by_name = {e["name"]: e for e in entries}
     missing = [n for n in names if n not in by_name]
     if missing:
-        raise ConfigError(f"{path}: model {model!r} names {key} {', '.join(missing)}, which the config does not define")
+        raise ConfigError(f"{path}: model {model!r} names {key} {', '.join(map(str, missing))}, which the config does not define")
     return [by_name[n] for n in names]
+
+
+def integer(value, name: str, minimum: int = 1) -> int:
+    """A YAML integer, refused (not truncated) when it is a float, a bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def paper_gpu(model_name: str, notes: list[str]) -> str:
+    gpu = PAPER_GPUS.get(model_name)
+    if gpu is None:
+        notes.append(f"{model_name} was not in the Sarathi-Serve paper: it runs on the paper's {PAPER_DEFAULT_GPU}; "
+                     "add hardware: to the config to choose")
+        return PAPER_DEFAULT_GPU
+    notes.append(f"{model_name} on {gpu}, the Sarathi-Serve paper's GPU for it (add hardware: to the config to choose)")
+    return gpu
 
 
 def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJob:
@@ -120,35 +200,49 @@ def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJo
     policy = SCHEDULER_NAMES.get(str(scheduler.get("scheduler")))
     if policy is None:
         raise ConfigError(f"{where}: unknown scheduler {scheduler.get('scheduler')!r}; known: {', '.join(SCHEDULER_NAMES)}")
-    max_len = trace.get("max_seq_len")
     try:
+        max_len = integer(trace["max_seq_len"], "max_seq_len", 2) if trace.get("max_seq_len") is not None else None
         model_spec = get_model(str(model.get("identifier") or model["name"]))
-        hardware = get_hardware(str(model.get("hardware") or data.get("hardware") or "A100-80GB-SXM"))
+        gpu = model.get("hardware") or data.get("hardware") or paper_gpu(model_spec.name, notes)
+        hardware = get_hardware(str(gpu))
         system = SystemSpec(
-            model=model_spec.name, hardware=hardware.name, tp=int(parallel.get("tp_dimension", 1)),
-            pp=int(parallel.get("pp_dimension", 1)), replicas=int(data.get("replicas", 1)), scheduler=policy,
-            max_batch_size=int(scheduler.get("batch_size", 128)), token_budget=scheduler.get("chunk_size"),
-            block_size=int(data.get("block_size", 16)), max_model_len=max_len,
-            memory_utilization=float(data.get("memory_utilization", 0.9)),
-            num_kv_blocks=int(data["num_kv_blocks"]) if data.get("num_kv_blocks") else None, profile=model.get("profile") or data.get("profile"),
-            engine=str(model.get("engine") or data.get("engine") or "vllm"),
+            model=model_spec.name, hardware=hardware.name, tp=integer(parallel.get("tp_dimension", 1), "tp_dimension"),
+            pp=integer(parallel.get("pp_dimension", 1), "pp_dimension"), replicas=integer(data.get("replicas", 1), "replicas"),
+            scheduler=policy, max_batch_size=integer(scheduler.get("batch_size", 128), "batch_size"),
+            token_budget=integer(scheduler["chunk_size"], "chunk_size") if scheduler.get("chunk_size") is not None else None,
+            block_size=integer(data.get("block_size", 16), "block_size"), max_model_len=max_len,
+            memory_utilization=number(data.get("memory_utilization", 0.9), "memory_utilization"),
+            num_kv_blocks=integer(data["num_kv_blocks"], "num_kv_blocks") if data.get("num_kv_blocks") else None,
+            profile=model.get("profile") or data.get("profile"), engine=str(model.get("engine") or data.get("engine") or "vllm"),
+            pipeline_scheduling=str(data.get("pipeline_scheduling", "one_scheduler")),
         )
         kv_capacity(model_spec, hardware, system.tp, system.pp, system.block_size, system.memory_utilization)  # fits?
+        source = trace_source(trace.get("trace_file") or trace["name"], path, notes)
+        arrival = str(trace.get("arrival", "poisson"))
         workload = WorkloadSpec(
-            trace=_trace_source(trace, path, notes), num_requests=int(trace.get("num_requests", 2048)),
-            seed=int(data.get("seed", 0)), max_total_tokens=max_len, arrival=trace.get("arrival", "poisson"), cv=trace.get("cv"),
+            trace=source, num_requests=integer(trace.get("num_requests", 2048), "num_requests"),
+            seed=integer(data.get("seed", PEER_SEED), "seed", 0), max_total_tokens=max_len, arrival=arrival, cv=trace.get("cv"),
+            shuffle=flag(data.get("shuffle", source not in builtin_traces()), "shuffle"),
+            cap_gaps=flag(data.get("cap_gaps", arrival == "poisson"), "cap_gaps"),
         )
-        start_qps = float(trace.get("start_qps", 1.0))
+        start_qps = number(trace.get("start_qps", 1.0), "start_qps")
+        granularity = number(data.get("granularity", 0.025), "granularity")
+        max_trials = integer(data.get("max_trials", 20), "max_trials")
     except (ProfileError, SimulationError, TraceError, TypeError, ValueError) as error:
         raise ConfigError(f"{where}: {error}") from None
-    if not start_qps > 0:
-        raise ConfigError(f"{where}: start_qps must be positive, got {start_qps}")
     labels = (("model", model["name"]), ("scheduler", scheduler["name"]), ("trace", trace["name"]), ("parallel", parallel["name"]))
-    return SearchJob(system, workload, slos, start_qps, labels, float(data.get("granularity", 0.025)), int(data.get("max_trials", 20)))
+    conventions = (("workload", workload_words(workload)),)
+    return SearchJob(system, workload, slos, start_qps, labels, granularity, max_trials, conventions=conventions)
 
 
-def _trace_source(trace: dict, path: Path, notes: list[str]) -> str:
-    source = trace.get("trace_file") or trace["name"]
+def workload_words(workload: WorkloadSpec) -> str:
+    arrival = workload.arrival + (", gaps capped at 3/QPS" if workload.cap_gaps else "")
+    order = "a random sample (built-in trace)" if workload.is_builtin else ("shuffled" if workload.shuffle else "in file order")
+    return f"{workload.num_requests} requests, {order}, seed {workload.seed}; {arrival} arrivals"
+
+
+def trace_source(source: str, path: Path, notes: list[str]) -> str:
+    source = str(source)
     if source in builtin_traces():
         return source
     file = Path(source) if Path(source).is_absolute() else path.parent / source
@@ -157,5 +251,5 @@ def _trace_source(trace: dict, path: Path, notes: list[str]) -> str:
     builtin = KNOWN_TRACE_FILES.get(Path(source).name)
     if builtin is None:
         raise TraceError(f"trace file {source} not found (relative paths are read from the config's folder)")
-    notes.append(f"{Path(source).name} is not here: using capsim's built-in '{builtin}' trace")
+    notes.append(f"{Path(source).name} is not here: using capsim's built-in '{builtin}' trace (its shipped length distribution)")
     return builtin

@@ -46,7 +46,7 @@ class Confirmation:
     slo: dict
     slo_name: str
     predicted_qps: float
-    measured_qps: float  # highest passing QPS on the real engine; 0 when none passed
+    measured_qps: float | None  # highest passing QPS on the real engine; None when none passed
     failing_qps: float | None  # lowest failing QPS on the real engine
     trials: list[dict] = field(default_factory=list)
     percentiles: list[dict] = field(default_factory=list)  # metric, percentile, predicted, measured, error

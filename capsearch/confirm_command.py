@@ -13,7 +13,7 @@ from rich.console import Console
 from capsim.capsearch.config import ConfigError
 from capsim.capsearch.confirm import confirm as run_confirmation, observable_slo, predict_capacity
 from capsim.capsearch.confirm_report import confirmation_tables, plot_confirmation, write_confirmation
-from capsim.capsearch.slo_options import slo_options, slos_from_flags
+from capsim.capsearch.slo_options import flag_convention, slo_options, slos_from_flags
 from capsim.capsearch.system_options import system_options
 from capsim.capsearch.workload_options import workload_options
 from capsim.profiles.models import get_model
@@ -67,7 +67,9 @@ def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | N
     engine_kind = system.engine
     if endpoint is None and engine_kind not in ("reference", "vllm"):
         raise ConfigError(f"capsim starts the reference engine or vLLM itself; for {engine_kind} give --endpoint of a running server")
-    slos = slos_from_flags(slo_flags)
+    given = lambda name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)  # noqa: E731
+    convention = slo_flags.get("slo_defaults") or flag_convention(slo_flags, given) or "capsim"
+    slos = slos_from_flags(slo_flags, convention)
     if len(slos) != 1:
         raise ConfigError("confirm checks one SLO at a time: give one --tbt-slo")
     slo = slos[0]
@@ -84,7 +86,7 @@ def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | N
         with console.status("searching the capacity in simulation"):
             predicted_qps = predict_capacity(system, workload, slo, start_qps)
         if not predicted_qps:
-            raise ConfigError("the simulated capacity is 0: nothing to confirm (check the SLO against `capsim search`)")
+            raise ConfigError("no simulated QPS meets the SLO: nothing to confirm (check the SLO against `capsim search`)")
     console.print(f"predicted capacity {predicted_qps:.3g} QPS for {observable_slo(slo).name}")
 
     launcher = None

@@ -20,7 +20,9 @@ def confirmation_tables(c: Confirmation) -> list[Table]:
         capacity.add_column(column, justify="right")
     error = f"{c.capacity_error:+.1%}" if c.capacity_error is not None else "n/a"
     high = f"{c.failing_qps:.3g}" if c.failing_qps is not None else "not found"
-    capacity.add_row(f"{c.predicted_qps:.3g}", f"{c.measured_qps:.3g}", error, f"[{c.measured_qps:.3g}, {high})",
+    measured = f"{c.measured_qps:.3g}" if c.measured_qps is not None else "none passed"
+    low = f"{c.measured_qps:.3g}" if c.measured_qps is not None else "not found"
+    capacity.add_row(f"{c.predicted_qps:.3g}", measured, error, f"[{low}, {high})",
                      ", ".join(f"{t['qps']:.3g} {'pass' if t['passed'] else 'fail'}" for t in c.trials))
     latency = Table(title=f"latency percentiles at {c.compared_at_qps:.3g} QPS", box=box.SIMPLE_HEAD)
     for column in ("metric", "percentile", "predicted (s)", "measured (s)", "error"):

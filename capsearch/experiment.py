@@ -14,9 +14,9 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from capsim.capsearch.search import Capacity, early_stop_rule, find_capacity
-from capsim.capsearch.slo import Deadline, slo_to_dict
-from capsim.capsearch.trials import TrialCache, run_trial
+from capsim.capsearch.search import Capacity, early_stop_rule, find_capacity, is_converged
+from capsim.capsearch.slo import Deadline, fluidity_figures, slo_to_dict
+from capsim.capsearch.trials import TrialCache, TrialLimits, run_trial
 from capsim.sim import SystemSpec
 from capsim.traces import WorkloadSpec
 
@@ -33,6 +33,8 @@ class SearchJob:
     granularity: float = 0.025
     max_trials: int = 20
     early_stop: bool = True
+    trial: TrialLimits = TrialLimits()
+    conventions: tuple[tuple[str, str], ...] = ()  # (("SLO defaults", "Etalon's"), ...): said in every report
 
 
 def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
@@ -40,27 +42,57 @@ def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
     requests = job.workload.requests()
     total_tokens = int(requests.output_tokens.sum())
     latency = job.system.latency_model()
+    # Scoring finished requests only would make a cut-short trial look better: no early stop then.
+    early_stop = job.early_stop and not job.trial.completed_only
     capacities = []
     for slo in job.slos:
-        rule = early_stop_rule(slo, len(requests), total_tokens) if job.early_stop else None
+        rule = early_stop_rule(slo, len(requests), total_tokens) if early_stop else None
 
         def trial(qps: float):
-            result, cached = run_trial(job.system, job.workload, qps, cache, rule)
-            details = score(slo, result, latency)
+            result, cached = run_trial(job.system, job.workload, qps, cache, rule, job.trial)
+            details = score(slo, scored_part(result, job.trial), latency)
             return details.pop("passed"), details | {"cached": cached, "stopped_early": result.info.get("stopped_early")}
 
         capacity, failing, trials = find_capacity(trial, slo, job.start_qps, job.granularity, job.max_trials)
+        failed = next((t.get("failed_clauses", []) for t in trials if t["qps"] == failing), [])
+        at_capacity = {}
+        if capacity is not None:
+            result, _ = run_trial(job.system, job.workload, capacity, cache, None, job.trial)
+            at_capacity = figures_at(slo, scored_part(result, job.trial), latency) | {"qps": capacity}
         capacities.append(Capacity(
             labels=dict(job.labels), slo=slo_to_dict(slo), slo_name=slo.name, capacity_qps=capacity, failing_qps=failing,
             trials=trials, latency_source=latency.source_words, system=job.system.to_dict(), workload=job.workload.to_dict(),
+            converged=is_converged(capacity, failing, job.granularity), failed_clauses=failed, at_capacity=at_capacity,
+            conventions=dict(job.conventions) | job.trial.describe(),
         ))
     return capacities
+
+
+def scored_part(result, limits: TrialLimits):
+    """The requests an SLO is scored on: all (unfinished ones are violations), or, as the peers
+    score a trial cut by a time limit, the finished ones only."""
+    return result.only(result.finished()) if limits.completed_only else result
 
 
 def score(slo, result, latency_model) -> dict:
     if isinstance(slo, Deadline):
         return slo.score(result, prefill_seconds=lambda prompt: prefill_seconds(latency_model, prompt))
     return slo.score(result)
+
+
+def figures_at(slo, result, latency_model) -> dict:
+    """Latency figures of the capacity's trial, the tail included: a stall a P99 hides shows in
+    P99.9 and max TBT. For a deadline SLO, Etalon's other fluidity figures too."""
+    tbt, ttft, delay = result.tbt(), result.ttft(), result.scheduling_delay()
+    figures = {"requests": result.requests.num_rows, "finished": int(result.finished().sum())}
+    for name, values, percentiles in (("tbt", tbt, (50, 99, 99.9)), ("ttft", ttft, (50, 99)), ("sched_delay", delay, (50, 99))):
+        values = values[np.isfinite(values)]
+        for p in percentiles:
+            figures[f"{name}_p{p:g}_s"] = float(np.percentile(values, p, method="higher")) if len(values) else None
+        figures[f"{name}_max_s"] = float(values.max()) if len(values) else None
+    if isinstance(slo, Deadline):
+        figures |= fluidity_figures(result, slo.tbt, slo.ttft_slack, lambda prompt: prefill_seconds(latency_model, prompt))
+    return figures
 
 
 def prefill_seconds(latency_model, prompt_tokens: np.ndarray) -> np.ndarray:

@@ -9,35 +9,52 @@ from dataclasses import asdict
 from pathlib import Path
 
 from capsim.capsearch.search import Capacity
+from capsim.capsearch.slo import slo_from_dict
 from capsim.traces import write_atomically
 
-CSV_COLUMNS = ("model", "scheduler", "trace", "parallel", "slo", "capacity_qps", "failing_qps", "bracket", "trials",
-               "cached_trials", "source", "latency_source", "hardware", "engine")
+CSV_COLUMNS = ("model", "scheduler", "trace", "parallel", "slo", "capacity_qps", "failing_qps", "bracket", "outcome", "converged",
+               "failed_first", "slo_clauses", "hardware", "tp", "pp", "scheduler_policy", "chunk_size", "batch_size", "engine",
+               "tbt_p99_s", "tbt_p99.9_s", "tbt_max_s", "ttft_p99_s", "trials", "cached_trials", "source", "latency_source",
+               "conventions")
 
 
 def capacity_rows(capacities: list[Capacity]) -> list[dict]:
-    return [
-        {
-            "model": c.labels.get("model", c.system.get("model")), "scheduler": c.labels.get("scheduler", c.system.get("scheduler")),
-            "trace": c.labels.get("trace", c.workload.get("trace")), "parallel": c.labels.get("parallel", f"tp_{c.system.get('tp')}"),
+    """One row a search: what was searched (model, GPU, TP/PP, scheduler, trace, every SLO
+    clause), what was found (capacity, bracket, whether it converged, what failed above it) and
+    the tail at the capacity (P99.9 and max TBT show stalls a P99 hides)."""
+    from capsim.capsearch.search_command import scheduler_words
+
+    rows = []
+    for c in capacities:
+        slo = slo_from_dict(c.slo)
+        system = c.system
+        rows.append({
+            "model": c.labels.get("model", system.get("model")), "scheduler": c.labels.get("scheduler", system.get("scheduler")),
+            "trace": c.labels.get("trace", c.workload.get("trace")), "parallel": c.labels.get("parallel", f"tp_{system.get('tp')}"),
             "slo": c.slo_name, "capacity_qps": c.capacity_qps, "failing_qps": c.failing_qps, "bracket": c.bracket,
+            "outcome": c.outcome, "converged": c.converged, "failed_first": "; ".join(c.failed_clauses),
+            "slo_clauses": "; ".join(slo.clauses), "hardware": system.get("hardware"), "tp": system.get("tp"), "pp": system.get("pp"),
+            "tp_pp": f"{system.get('tp')}/{system.get('pp')}", "scheduler_policy": system.get("scheduler"),
+            "chunk_size": system.get("token_budget"), "batch_size": system.get("max_batch_size"), "engine": system.get("engine"),
+            "scheduler_words": scheduler_words(c.labels.get("scheduler"), system) if system else c.labels.get("scheduler", ""),
+            "tbt_p99_s": c.at_capacity.get("tbt_p99_s"), "tbt_p99.9_s": c.at_capacity.get("tbt_p99.9_s"),
+            "tbt_max_s": c.at_capacity.get("tbt_max_s"), "ttft_p99_s": c.at_capacity.get("ttft_p99_s"),
             "trials": len(c.trials), "cached_trials": sum(1 for t in c.trials if t.get("cached")), "source": c.source,
-            "latency_source": c.latency_source, "hardware": c.system.get("hardware"), "engine": c.system.get("engine"),
-        }
-        for c in capacities
-    ]
+            "latency_source": c.latency_source, "conventions": "; ".join(f"{k}: {v}" for k, v in c.conventions.items()),
+        })
+    return rows
 
 
 def write_capacity_table(capacities: list[Capacity], folder: Path, stem: str = "capacity") -> tuple[Path, Path]:
     rows = capacity_rows(capacities)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     text = buffer.getvalue()
     csv_path, json_path = folder / f"{stem}.csv", folder / f"{stem}.json"
     write_atomically(csv_path, lambda tmp: Path(tmp).write_text(text))
-    data = json.dumps([asdict(c) for c in capacities], indent=1, default=str) + "\n"
+    data = json.dumps([asdict(c) | {"outcome": c.outcome, "bracket": c.bracket} for c in capacities], indent=1, default=str) + "\n"
     write_atomically(json_path, lambda tmp: Path(tmp).write_text(data))
     return csv_path, json_path
 
@@ -53,16 +70,19 @@ def plot_capacity_bars(capacities: list[Capacity], path: Path) -> Path:
     width = 0.8 / max(1, len(schedulers))
     for ax, (model, trace) in zip(axes[0], panels):
         for s, scheduler in enumerate(schedulers):
-            heights = [next((r["capacity_qps"] for r in rows if (r["model"], r["trace"], r["scheduler"], r["slo"]) == (model, trace, scheduler, slo)), 0)
+            heights = [next((r["capacity_qps"] or 0 for r in rows if (r["model"], r["trace"], r["scheduler"], r["slo"]) == (model, trace, scheduler, slo)), 0)
                        for slo in slos]
             ax.bar([i + s * width for i in range(len(slos))], heights, width, label=scheduler)
         ax.set_xticks([i + width * (len(schedulers) - 1) / 2 for i in range(len(slos))])
         ax.set_xticklabels([_short(slo) for slo in slos], fontsize=7)
-        ax.set_title(f"{model}, {trace}", fontsize=9)
+        gpus = sorted({f"{r['hardware']} TP{r['tp']} PP{r['pp']}" for r in rows if (r["model"], r["trace"]) == (model, trace)})
+        ax.set_title(f"{model}, {trace}\n{', '.join(gpus)}", fontsize=8)
         ax.set_ylabel("capacity (QPS)")
     axes[0][0].legend(fontsize=7)
     sources = {r["latency_source"] for r in rows}
-    fig.suptitle("simulated capacity; latencies: " + "; ".join(sorted(sources)), fontsize=8)
+    unsettled = sum(1 for r in rows if not r["converged"])
+    fig.suptitle("simulated capacity; latencies: " + "; ".join(sorted(sources))
+                 + (f"; {unsettled} searches did not converge (see the table)" if unsettled else ""), fontsize=8)
     fig.tight_layout()
     return _save(fig, path, plt)
 
@@ -74,7 +94,7 @@ def plot_sensitivity(capacities: list[Capacity], parameter: str, path: Path) -> 
     lines: dict[tuple, list[tuple[float, float]]] = {}
     for c in capacities:
         key = (c.labels.get("model"), c.labels.get("scheduler"), c.labels.get("trace"))
-        lines.setdefault(key, []).append((c.slo[parameter], c.capacity_qps))
+        lines.setdefault(key, []).append((c.slo[parameter], c.capacity_qps or 0.0))
     for (model, scheduler, trace), points in lines.items():
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=f"{scheduler} ({model}, {trace})")

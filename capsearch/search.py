@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from capsim.sim.early_stop import EarlyStop
 
-MIN_QPS = 1e-3  # below this a deployment has no capacity for the SLO
+MIN_QPS = 1e-3  # the search looks no lower: below it a deployment has no capacity for the SLO
 
 
 @dataclass
@@ -26,18 +26,35 @@ class Capacity:
     labels: dict  # model, scheduler, trace, parallel: the names of the experiment
     slo: dict
     slo_name: str
-    capacity_qps: float  # highest passing QPS; 0 when even MIN_QPS failed
+    capacity_qps: float | None  # highest passing QPS; None when no QPS tried passed
     failing_qps: float | None  # lowest failing QPS; None when the search never saw a failure
     trials: list[dict] = field(default_factory=list)
     source: str = "simulated"  # or "confirmed" on a real engine
     latency_source: str = "analytic"
     system: dict = field(default_factory=dict)
     workload: dict = field(default_factory=dict)
+    converged: bool = False  # a pass and a fail one grid step apart
+    failed_clauses: list[str] = field(default_factory=list)  # the SLO clauses that failed at failing_qps
+    at_capacity: dict = field(default_factory=dict)  # latency figures of the trial at the capacity
+    conventions: dict = field(default_factory=dict)  # how the search was run: SLO defaults, scoring, time limit
 
     @property
     def bracket(self) -> str:
-        high = f"{self.failing_qps:.3g}" if self.failing_qps is not None else "not found"
-        return f"[{self.capacity_qps:.3g}, {high})"
+        """Where the capacity lies: [pass, fail), >= pass (no failure seen) or < fail (no pass seen)."""
+        if self.capacity_qps is None:
+            return f"< {self.failing_qps:.3g}" if self.failing_qps is not None else "no trial"
+        if self.failing_qps is None:
+            return f">= {self.capacity_qps:.3g}"
+        return f"[{self.capacity_qps:.3g}, {self.failing_qps:.3g})"
+
+    @property
+    def outcome(self) -> str:
+        """In words: converged, or what the search could not establish."""
+        if self.capacity_qps is None:
+            return f"not found below {self.failing_qps:.3g} QPS" if self.failing_qps is not None else "not found: no trial ran"
+        if self.failing_qps is None:
+            return f"above {self.capacity_qps:.3g} QPS: no failing QPS found"
+        return "converged" if self.converged else "not converged: trial limit reached"
 
 
 def grid_qps(k: int, granularity: float) -> float:
@@ -50,7 +67,8 @@ def grid_index(qps: float, granularity: float) -> int:
 
 def find_capacity(trial, slo, start_qps: float, granularity: float = 0.025, max_trials: int = 20,
                   expand: float = 2.0) -> tuple[float, float | None, list[dict]]:
-    """Binary search with `trial(qps) -> (passed, details)`; returns (capacity, failing, trials).
+    """Binary search with `trial(qps) -> (passed, details)`; returns (capacity, failing, trials),
+    capacity None when no QPS passed, failing None when none failed.
 
     Until it holds a pass and a fail, it moves the QPS by the factor `expand` (doubling or
     halving; a confirmation on a real engine, starting at the prediction, moves by less)."""
@@ -82,8 +100,15 @@ def find_capacity(trial, slo, start_qps: float, granularity: float = 0.025, max_
             break
         else:
             k = (passing + failing) // 2
-    capacity = grid_qps(passing, granularity) if passing is not None else 0.0
+    capacity = grid_qps(passing, granularity) if passing is not None else None
     return capacity, (grid_qps(failing, granularity) if failing is not None else None), trials
+
+
+def is_converged(capacity: float | None, failing: float | None, granularity: float) -> bool:
+    """A pass and a fail at most one grid step apart."""
+    if capacity is None or failing is None:
+        return False
+    return grid_index(failing, granularity) - grid_index(capacity, granularity) <= 1
 
 
 def early_stop_rule(slo, num_requests: int, total_output_tokens: int) -> EarlyStop | None:

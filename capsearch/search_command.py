@@ -3,8 +3,9 @@ function of one SLO parameter), with the flags of Sarathi-Serve and Etalon."""
 
 from __future__ import annotations
 
-import sys
 import dataclasses
+import math
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -15,17 +16,32 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from capsim.capsearch.config import ConfigError, load_config
+from capsim.capsearch.config import config_convention, load_config, workload_words
+from capsim.capsearch.conventions import WORDS
+from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiment import EXECUTORS, SearchJob, run_jobs
 from capsim.capsearch.report import capacity_rows, plot_capacity_bars, plot_sensitivity, write_capacity_table
 from capsim.capsearch.slo import Deadline, TbtTtft
-from capsim.capsearch.slo_options import SLO_FLAGS, slo_options, slos_from_flags
+from capsim.capsearch.slo_options import SLO_FLAGS, flag_convention, slo_options, slos_from_flags
+from capsim.capsearch.trials import TrialLimits
 from capsim.capsearch.system_options import system_options
 from capsim.capsearch.workload_options import workload_options
 
-console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes get wide tables
+console = Console(width=None if sys.stdout.isatty() else 180)  # files and pipes get wide tables
 DEFAULT_CONFIGS = ("mistral7b_strict", "mistral7b_relaxed")
+# With a config, these name the configs' own jobs: refused rather than guessed at.
+JOB_FLAGS = {"model": "models", "tp": "parallel_spec", "pp": "parallel_spec", "scheduler": "schedulers",
+             "token_budget": "schedulers' chunk_size", "trace": "traces"}
 SYSTEM_FLAGS = ("model", "hardware", "tp", "pp", "replicas", "scheduler", "max_batch_size", "token_budget", "trace")
+# With a config, these replace the value of every job, and the output says so.
+SYSTEM_OVERRIDES = {"hardware": "hardware", "replicas": "replicas", "max_batch_size": "max_batch_size", "block_size": "block_size",
+                    "max_model_len": "max_model_len", "memory_utilization": "memory_utilization", "num_kv_blocks": "num_kv_blocks",
+                    "router": "router", "prefix_caching": "prefix_caching", "pipeline_scheduling": "pipeline_scheduling",
+                    "engine": "engine", "profile_path": "profile"}
+WORKLOAD_OVERRIDES = {"format_": "format", "num_requests": "num_requests", "seed": "seed", "max_total_tokens": "max_total_tokens",
+                      "prompt_scale": "prompt_scale", "output_scale": "output_scale", "shuffle": "shuffle", "arrival": "arrival",
+                      "cv": "cv", "cap_gaps": "cap_gaps"}
+JOB_OVERRIDES = ("start_qps", "granularity", "min_search_granularity", "max_trials", "time_limit")
 
 
 def builtin_config(name: str) -> Path | None:
@@ -42,12 +58,25 @@ def builtin_config_names() -> list[str]:
 def search_options(command):
     options = [
         click.option("--config-path", "config_paths", multiple=True,
-                     help=f"Experiment YAML (Sarathi-Serve OSDI schema), or a built-in one: {', '.join(builtin_config_names())}. "
-                          f"Repeatable. With neither a config nor system flags: {' + '.join(DEFAULT_CONFIGS)}."),
-        click.option("--trace", default="chat", show_default=True, help="Single-system mode: built-in trace or trace file."),
-        click.option("--start-qps", type=float, default=1.0, show_default=True, help="Single-system mode: the first QPS tried."),
-        click.option("--granularity", type=float, default=0.025, show_default=True, help="Stop when the bracket is this close (relative)."),
+                     help=f"Experiment YAML: Sarathi-Serve's OSDI schema or Etalon's capacity-search schema, or a built-in one: "
+                          f"{', '.join(builtin_config_names())}. Repeatable. With no config and none of --model, --hardware, --tp, "
+                          f"--pp, --replicas, --scheduler, --max-batch-size, --chunk-size, --trace: {' + '.join(DEFAULT_CONFIGS)}; "
+                          "the other options then apply to it as to any config."),
+        click.option("--trace", default="chat", show_default=True, help="One-system search: built-in trace or trace file."),
+        click.option("--start-qps", type=float, default=1.0, show_default=True,
+                     help="The first QPS tried [a config: its start_qps]; given with a config, it replaces them."),
+        click.option("--granularity", type=float, default=0.025, show_default=True,
+                     help="Stop when the bracket is this close (relative; the QPS grid's step)."),
+        click.option("--min-search-granularity", type=float, default=None,
+                     help="The peers' spelling of --granularity, in percent (2.5 = 0.025)."),
         click.option("--max-iterations", "--max-trials", "max_trials", type=click.IntRange(min=1), default=20, show_default=True),
+        click.option("--time-limit", type=float, default=None,
+                     help="Minutes of simulated time a trial may run, then requests still running are left out of its "
+                          "score, as Sarathi-Serve scores a trial cut by its time limit [default: arrivals plus as long "
+                          "again, at least 2 minutes, unfinished requests counting as violations]."),
+        click.option("--profile-dir", default=None,
+                     help="Etalon's prefill-profile folder: in simulation the first-token deadline starts after the simulated "
+                          "system's own predicted prefill time instead, and the output says so."),
         click.option("--early-stop/--no-early-stop", default=True, show_default=True, help="Cut trials that can no longer pass."),
         click.option("--executor", type=click.Choice(EXECUTORS), default="process", show_default=True),
         click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes [default: the CPU count]."),
@@ -60,35 +89,115 @@ def search_options(command):
     return system_options(workload_options(slo_options(command)))
 
 
-def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> tuple[list[SearchJob], list[str]]:
-    """The searches to run, from configs or from the single-system flags, every input checked."""
+@dataclasses.dataclass
+class Plan:
+    jobs: list[SearchJob]
+    notes: list[str]
+
+
+def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> Plan:
+    """The searches to run, from configs or from the one-system flags, every input checked and
+    every option given either applied (with a note) or refused."""
     given = lambda name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)  # noqa: E731
-    slos = slos_from_flags(options) if any(given(f) for f in SLO_FLAGS) else None
+    flags_convention = flag_convention(options, given)
+    explicit = options.get("slo_defaults")
+    slos_given = any(given(f) for f in SLO_FLAGS)
+    granularity = _granularity(options, given)
+    limits = _trial_limits(options)
+    notes = []
+    if options.get("profile_dir") is not None:
+        notes.append(f"--profile-dir {options['profile_dir']}: Etalon's measured prefill predictor is for a real engine; in "
+                     "simulation each first-token deadline starts after the simulated system's own predicted prefill time")
     configs = options["config_paths"]
     if not configs and not any(given(f) for f in SYSTEM_FLAGS):
         configs = DEFAULT_CONFIGS
+        notes.append(f"no config and no system flag: the built-in {' + '.join(DEFAULT_CONFIGS)} experiment")
     if configs:
-        jobs, notes = [], []
+        refused = [f"--{name.replace('_', '-')}" if name != "token_budget" else "--chunk-size" for name in JOB_FLAGS if given(name)]
+        if refused:
+            raise ConfigError(f"{', '.join(refused)} cannot apply to a config, whose {', '.join(sorted({JOB_FLAGS[n] for n in JOB_FLAGS if given(n)}))} "
+                              "define its searches: edit the config, or leave out the config (and --config-path) for a one-system search")
+        jobs = []
         for name in configs:
             path = builtin_config(name) if not Path(name).exists() and builtin_config(name) else Path(name)
-            experiment = load_config(path, slos=slos, overrides=_overrides(options, given))
-            jobs += experiment.jobs
+            convention = explicit or flags_convention or config_convention(path)
+            cli_slos = (lambda c: slos_from_flags(options, explicit or flags_convention or c)) if slos_given else None
+            experiment = load_config(path, slos=cli_slos, slo_defaults=explicit)
             notes += experiment.notes
-        if given("engine"):  # an engine on the command line holds for every system of the configs
-            jobs = [dataclasses.replace(j, system=dataclasses.replace(j.system, engine=system.engine)) for j in jobs]
-            notes.append(f"--engine {system.engine}: every configured system uses {system.engine}'s latencies")
-        return jobs, notes
-    if not options["start_qps"] > 0:
-        raise ConfigError(f"--start-qps must be positive, got {options['start_qps']}")
+            source = experiment.slo_source + (f", fields not given from {WORDS[convention]} defaults"
+                                              if experiment.slo_source == "the command line" else "")
+            jobs += [dataclasses.replace(j, conventions=(("SLOs", source), *j.conventions)) for j in experiment.jobs]
+        jobs, override_notes = _apply_overrides(jobs, system, make_spec, options, given, granularity, limits)
+        return Plan(jobs, notes + override_notes)
+    if not options["start_qps"] > 0 or not math.isfinite(options["start_qps"]):
+        raise ConfigError(f"--start-qps must be a positive number, got {options['start_qps']}")
+    convention = explicit or flags_convention or "capsim"
+    slos = slos_from_flags(options, convention)
     labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", options["trace"]), ("parallel", f"tp_{system.tp}_pp_{system.pp}"))
     workload = make_spec(options["trace"])
     workload.requests()  # fail now on a bad trace, not in a worker
-    return [SearchJob(system, workload, tuple(slos or slos_from_flags(options)), options["start_qps"], labels,
-                      options["granularity"], options["max_trials"], options["early_stop"])], []
+    source = f"the command line, fields not given from {WORDS[convention]} defaults" if slos_given else f"{WORDS[convention]} defaults"
+    conventions = (("SLOs", source), ("workload", workload_words(workload)))
+    return Plan([SearchJob(system, workload, tuple(slos), options["start_qps"], labels, granularity, options["max_trials"],
+                           options["early_stop"], limits, conventions)], notes)
 
 
-def _overrides(options: dict, given) -> dict:
-    return {k: options[k] for k in ("granularity", "max_trials") if given(k)}
+def _granularity(options: dict, given) -> float:
+    if options.get("min_search_granularity") is not None:
+        if given("granularity"):
+            raise ConfigError("--granularity and --min-search-granularity set the same thing: give one")
+        percent = options["min_search_granularity"]
+        if not 0 < percent < 100:
+            raise ConfigError(f"--min-search-granularity is a percentage in (0, 100), got {percent}")
+        return percent / 100
+    if not 0 < options["granularity"] < 1:
+        raise ConfigError(f"--granularity must be a fraction in (0, 1), got {options['granularity']}")
+    return options["granularity"]
+
+
+def _trial_limits(options: dict) -> TrialLimits:
+    minutes = options.get("time_limit")
+    if minutes is None:
+        return TrialLimits()
+    if not 0 < minutes < math.inf:
+        raise ConfigError(f"--time-limit is a positive number of minutes, got {minutes}")
+    return TrialLimits(time_limit_s=minutes * 60, completed_only=True)
+
+
+def _apply_overrides(jobs, system, make_spec, options, given, granularity, limits) -> tuple[list[SearchJob], list[str]]:
+    """Options given with a config replace that value in every job, each said in a note."""
+    notes = []
+    system_changes = {field: getattr(system, field) for flag, field in SYSTEM_OVERRIDES.items() if given(flag)}
+    spec = make_spec("chat")
+    workload_changes = {field: getattr(spec, field) for flag, field in WORKLOAD_OVERRIDES.items() if given(flag)}
+    for flag, field in SYSTEM_OVERRIDES.items():
+        if given(flag):
+            notes.append(f"--{flag.removesuffix('_path').replace('_', '-')} {getattr(system, field)}: applied to every search of the config")
+    for flag, field in WORKLOAD_OVERRIDES.items():
+        if given(flag):
+            notes.append(f"--{flag.rstrip('_').replace('_', '-')} {getattr(spec, field)}: applied to every search of the config")
+    changed = []
+    for job in jobs:
+        new_system = dataclasses.replace(job.system, **system_changes)
+        new_workload = dataclasses.replace(job.workload, **workload_changes)
+        fields = {}
+        if given("start_qps"):
+            if not options["start_qps"] > 0 or not math.isfinite(options["start_qps"]):
+                raise ConfigError(f"--start-qps must be a positive number, got {options['start_qps']}")
+            fields["start_qps"] = options["start_qps"]
+        if given("granularity") or given("min_search_granularity"):
+            fields["granularity"] = granularity
+        if given("max_trials"):
+            fields["max_trials"] = options["max_trials"]
+        if given("time_limit"):
+            fields["trial"] = dataclasses.replace(limits, send_window_s=job.trial.send_window_s)
+        conventions = dict(job.conventions) | {"workload": workload_words(new_workload)}
+        changed.append(dataclasses.replace(job, system=new_system, workload=new_workload, conventions=tuple(conventions.items()), **fields))
+    for flag in JOB_OVERRIDES:
+        if given(flag):
+            value = options[flag]
+            notes.append(f"--{flag.replace('_', '-')} {value:g}: applied to every search of the config")
+    return changed, notes
 
 
 def check_feasible(jobs: list[SearchJob]) -> None:
@@ -96,6 +205,7 @@ def check_feasible(jobs: list[SearchJob]) -> None:
     rejected, hence violations), or a TBT limit below one decode step of the system alone."""
     for job in jobs:
         job.system.scheduler_config()  # first of all: the model must fit the GPUs
+        job.system.latency_model()  # and its latencies must resolve (a profile of this model, GPU and TP)
         requests = job.workload.requests()
         too_long = int((requests.prompt_tokens + requests.output_tokens > job.system.model_len).sum())
         if too_long:
@@ -122,18 +232,48 @@ def run_searches(jobs: list[SearchJob], options: dict) -> list:
                         cache_dir=options["cache_dir"], on_done=lambda job: bar.advance(task, len(job.slos)))
 
 
+def print_plan(plan: Plan) -> None:
+    """What will be searched, before the first trial."""
+    table = Table(title="searching", box=box.SIMPLE_HEAD)
+    for column in ("model", "GPU", "TP/PP", "scheduler", "trace", "workload", "start QPS", "latencies"):
+        table.add_column(column)
+    for job in plan.jobs:
+        labels = dict(job.labels)
+        table.add_row(labels.get("model", job.system.model), job.system.hardware, f"{job.system.tp}/{job.system.pp}",
+                      scheduler_words(labels.get("scheduler"), job.system.to_dict()), labels.get("trace", job.workload.trace),
+                      dict(job.conventions).get("workload", ""), f"{job.start_qps:g}", job.system.engine)
+    console.print(table)
+    for slo in dict.fromkeys(s for job in plan.jobs for s in job.slos):
+        console.print(f"SLO {slo.name}: " + " and ".join(slo.clauses))
+    for words in sorted({f"{k}: {v}" for job in plan.jobs for k, v in job.trial.describe().items()}):
+        console.print(f"[dim]{words}[/]")
+    for note in dict.fromkeys(plan.notes):
+        console.print(f"[dim]{note}[/]")
+
+
+def scheduler_words(label: str | None, system: dict) -> str:
+    """The config's name, and what it runs: 'sarathi_512 (sarathi, chunk 512, batch 128)'."""
+    budget = f", chunk {system['token_budget']}" if system.get("token_budget") else ""
+    inner = f"{system['scheduler']}{budget}, batch {system['max_batch_size']}"
+    return f"{label} ({inner})" if label and label != system["scheduler"] else inner
+
+
 def print_capacities(capacities: list) -> None:
-    table = Table(title="capacity: the highest QPS that meets the SLO", box=box.SIMPLE_HEAD,
-                  caption="P99 TBT SLOs come with P50 scheduling delay <= 2 s unless shown")
-    for column in ("model", "parallel", "scheduler", "trace", "SLO", "QPS", "bracket", "trials"):
-        table.add_column(column, justify="right" if column in ("QPS", "trials") else "left")
+    table = Table(title="capacity: the highest QPS that meets the SLO", box=box.SIMPLE_HEAD)
+    for column in ("model", "GPU", "TP/PP", "scheduler", "trace", "SLO", "QPS", "bracket", "search", "failed first above",
+                   "TBT P99.9/max ms", "trials"):
+        table.add_column(column, justify="right" if column in ("QPS", "trials", "TBT P99.9/max ms") else "left")
     for r in capacity_rows(capacities):
-        table.add_row(r["model"], r["parallel"], r["scheduler"], r["trace"], r["slo"], f"{r['capacity_qps']:.3g}", r["bracket"],
-                      f"{r['trials']} ({r['cached_trials']} cached)")
+        qps = f"{r['capacity_qps']:.3g}" if r["capacity_qps"] is not None else "none"
+        tail = f"{r['tbt_p99.9_s'] * 1e3:.0f}/{r['tbt_max_s'] * 1e3:.0f}" if r.get("tbt_max_s") is not None else ""
+        table.add_row(r["model"], r["hardware"], r["tp_pp"], r["scheduler"], r["trace"], r["slo"], qps, r["bracket"],
+                      r["outcome"], r["failed_first"], tail, f"{r['trials']} ({r['cached_trials']} cached)")
     console.print(table)
     for source in sorted({c.latency_source for c in capacities}):
         colour = "yellow" if source.startswith("analytic") else "dim"
         console.print(f"[{colour}]latencies: {source}[/]")
+    for words in sorted({f"{k}: {v}" for c in capacities for k, v in c.conventions.items() if k != "workload"}):
+        console.print(f"[dim]{words}[/]")
 
 
 @click.command()
@@ -143,15 +283,15 @@ def print_capacities(capacities: list) -> None:
 def search(ctx: click.Context, system, make_spec, output_dir: Path, **options) -> None:
     """Find the capacity of every configuration under every SLO, in simulation.
 
-    With no arguments: the Sarathi-Serve Mistral-7B experiment, strict and relaxed SLOs. Give
-    --config-path for other experiments (the OSDI YAML schema), or --model/--scheduler/--trace/...
-    for one system. Trials are cached by content, so a second run, or another SLO, reuses them.
+    With no arguments: the Sarathi-Serve Mistral-7B experiment, strict and relaxed SLOs, on the
+    paper's GPU. Give --config-path for other experiments (Sarathi-Serve's OSDI schema or Etalon's
+    schema, read unchanged), or --model/--scheduler/--trace/... for one system. Trials are cached
+    by content, so a second run, or another SLO, reuses them.
     """
-    jobs, notes = plan_jobs(ctx, system, make_spec, options)
-    check_feasible(jobs)
-    for note in notes:
-        console.print(f"[dim]{note}[/]")
-    capacities = run_searches(jobs, options)
+    plan = plan_jobs(ctx, system, make_spec, options)
+    check_feasible(plan.jobs)
+    print_plan(plan)
+    capacities = run_searches(plan.jobs, options)
     print_capacities(capacities)
     csv_path, json_path = write_capacity_table(capacities, output_dir)
     plot = plot_capacity_bars(capacities, output_dir / "capacity.png")
@@ -179,16 +319,16 @@ def sweep(ctx: click.Context, system, make_spec, parameter: str, values_text: st
         raise ConfigError(f"--values must be numbers separated by commas, got {values_text!r}") from None
     if not values:
         raise ConfigError("--values is empty")
-    jobs, notes = plan_jobs(ctx, system, make_spec, options)
+    plan = plan_jobs(ctx, system, make_spec, options)
     swept = []
-    for job in jobs:
+    for job in plan.jobs:
         base = job.slos[0]
         if not hasattr(base, parameter):
             raise ConfigError(f"a {base.kind} SLO has no {parameter!r}; choose --parameter among its fields")
         # one job a value, so that values run in parallel; the QPS grid lets them share trials
         swept += [dataclasses.replace(job, slos=(dataclasses.replace(base, **{parameter: v}),)) for v in values]
-    for note in notes:
-        console.print(f"[dim]{note}[/]")
+    check_feasible(swept)
+    print_plan(Plan(swept, plan.notes))
     capacities = run_searches(swept, options)
     print_capacities(capacities)
     csv_path, json_path = write_capacity_table(capacities, output_dir, stem="sweep")

@@ -11,7 +11,14 @@ that never came as an infinite TTFT, a deadline never met as missed.
   prefill time + ttft_slack; each later token `tbt` after the previous deadline. A token that
   comes early banks the slack (the next deadline stays on the schedule, not on the token); a late
   token misses every deadline that passed before it came, and the schedule restarts from it.
-  A request's miss rate is missed deadlines / deadlines; pass when the P(q) miss rate <= m.
+  A request's miss rate is missed deadlines / deadlines, with Etalon's denominator: on-time tokens
+  plus missed deadlines (`denominator="deadlines"`). capsim's stricter variant divides by output
+  tokens (`denominator="tokens"`), so a token that misses two deadlines weighs twice. Pass when
+  the P(q) miss rate <= m.
+
+Percentiles are accepted as the peers write them: Etalon and Sarathi-Serve pass fractions
+(0.99), capsim and vLLM percentages (99). A value in (0, 1) is a fraction, one in [1, 100] a
+percentage; both are stored, and echoed, as percentages (P99).
 """
 
 from __future__ import annotations
@@ -27,14 +34,25 @@ class SLOError(ValueError):
     """An SLO that cannot be scored as given; the message says what to fix."""
 
 
+def as_percentile(value: float, name: str = "percentile") -> float:
+    """A percentile as a percentage: fractions in (0, 1) are scaled by 100, [1, 100] kept."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SLOError(f"{name} must be a number, got {value!r}")
+    if 0 < value < 1:
+        return round(value * 100, 10)
+    if 1 <= value <= 100:
+        return float(value)
+    raise SLOError(f"{name} must be a fraction in (0, 1) or a percentage in [1, 100], got {value}")
+
+
 def _check(slo, seconds: tuple[str, ...] = (), percentiles: tuple[str, ...] = ()) -> None:
-    """Limits in seconds must be positive, percentiles in (0, 100]; errors name the field."""
+    """Limits in seconds must be positive; percentiles become percentages; errors name the field."""
     for field_name in seconds:
-        if not getattr(slo, field_name) > 0:
-            raise SLOError(f"{field_name} must be a positive number of seconds, got {getattr(slo, field_name)}")
+        value = getattr(slo, field_name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise SLOError(f"{field_name} must be a positive number of seconds, got {value!r}")
     for field_name in percentiles:
-        if not 0 < getattr(slo, field_name) <= 100:
-            raise SLOError(f"{field_name.replace('_', ' ')} must be a percentile in (0, 100], got {getattr(slo, field_name)}")
+        object.__setattr__(slo, field_name, as_percentile(getattr(slo, field_name), field_name.replace("_", " ")))
 
 
 def _percentile(values: np.ndarray, p: float) -> float:
@@ -60,18 +78,20 @@ class TbtTtft:
 
     @property
     def name(self) -> str:
-        """Short: the Sarathi-Serve second part (P50 scheduling delay <= 2 s) goes unsaid."""
-        name = f"P{self.tbt_percentile:g} TBT<={self.tbt:g}s"
-        if (self.ttft_percentile, self.ttft, self.ttft_metric) != (50, 2.0, "scheduling_delay"):
-            first = "sched" if self.ttft_metric == "scheduling_delay" else "TTFT"
-            name += f", P{self.ttft_percentile:g} {first}<={self.ttft:g}s"
-        return name
+        first = "sched" if self.ttft_metric == "scheduling_delay" else "TTFT"
+        return f"P{self.tbt_percentile:g} TBT<={self.tbt:g}s, P{self.ttft_percentile:g} {first}<={self.ttft:g}s"
+
+    @property
+    def clauses(self) -> list[str]:
+        first = "sched delay" if self.ttft_metric == "scheduling_delay" else "TTFT"
+        return [f"P{self.tbt_percentile:g} TBT <= {self.tbt:g} s", f"P{self.ttft_percentile:g} {first} <= {self.ttft:g} s"]
 
     def score(self, result: RunResult) -> dict:
         tbt = _percentile(tbt_with_missing(result), self.tbt_percentile)
         first = request_metric(result, self.ttft_metric)
         ttft = _percentile(first, self.ttft_percentile)
-        return {"passed": tbt <= self.tbt and ttft <= self.ttft, "tbt": tbt, self.ttft_metric: ttft}
+        failed = [c for c, ok in zip(self.clauses, (tbt <= self.tbt, ttft <= self.ttft)) if not ok]
+        return {"passed": not failed, "tbt": tbt, self.ttft_metric: ttft, "failed_clauses": failed}
 
 
 @dataclass(frozen=True)
@@ -89,10 +109,18 @@ class TtftTpot:
     def name(self) -> str:
         return f"P{self.ttft_percentile:g} TTFT<={self.ttft:g}s, P{self.tpot_percentile:g} TPOT<={self.tpot:g}s"
 
+    @property
+    def clauses(self) -> list[str]:
+        return [f"P{self.ttft_percentile:g} TTFT <= {self.ttft:g} s", f"P{self.tpot_percentile:g} TPOT <= {self.tpot:g} s"]
+
     def score(self, result: RunResult) -> dict:
         ttft = _percentile(request_metric(result, "ttft"), self.ttft_percentile)
         tpot = _percentile(request_metric(result, "tpot"), self.tpot_percentile)
-        return {"passed": ttft <= self.ttft and tpot <= self.tpot, "ttft": ttft, "tpot": tpot}
+        failed = [c for c, ok in zip(self.clauses, (ttft <= self.ttft, tpot <= self.tpot)) if not ok]
+        return {"passed": not failed, "ttft": ttft, "tpot": tpot, "failed_clauses": failed}
+
+
+DENOMINATORS = ("deadlines", "tokens")
 
 
 @dataclass(frozen=True)
@@ -101,23 +129,33 @@ class Deadline:
     ttft_slack: float = 0.5
     miss_rate: float = 0.1
     miss_rate_percentile: float = 99
+    denominator: str = "deadlines"  # Etalon's: on-time tokens + missed deadlines; "tokens": output tokens
     kind = "deadline"
 
     def __post_init__(self):
         _check(self, seconds=("tbt",), percentiles=("miss_rate_percentile",))
-        if self.ttft_slack < 0:
-            raise SLOError(f"ttft slack must be zero or more seconds, got {self.ttft_slack}")
-        if not 0 <= self.miss_rate < 1:
-            raise SLOError(f"deadline miss rate must be in [0, 1), got {self.miss_rate}")
+        if isinstance(self.ttft_slack, bool) or not isinstance(self.ttft_slack, (int, float)) or not 0 <= self.ttft_slack < float("inf"):
+            raise SLOError(f"ttft slack must be zero or more seconds, got {self.ttft_slack!r}")
+        if isinstance(self.miss_rate, bool) or not isinstance(self.miss_rate, (int, float)) or not 0 <= self.miss_rate < 1:
+            raise SLOError(f"deadline miss rate must be in [0, 1), got {self.miss_rate!r}")
+        if self.denominator not in DENOMINATORS:
+            raise SLOError(f"deadline denominator must be {' or '.join(DENOMINATORS)}, got {self.denominator!r}")
 
     @property
     def name(self) -> str:
-        return f"P{self.miss_rate_percentile:g} miss<={self.miss_rate:g} (TBT {self.tbt:g}s, slack {self.ttft_slack:g}s)"
+        per = " per token" if self.denominator == "tokens" else ""
+        return f"P{self.miss_rate_percentile:g} miss{per}<={self.miss_rate:g} (TBT {self.tbt:g}s, slack {self.ttft_slack:g}s)"
+
+    @property
+    def clauses(self) -> list[str]:
+        per = "output tokens" if self.denominator == "tokens" else "deadlines"
+        return [f"P{self.miss_rate_percentile:g} deadline miss rate (of {per}) <= {self.miss_rate:g}, "
+                f"deadlines: prefill + {self.ttft_slack:g} s, then every {self.tbt:g} s"]
 
     def score(self, result: RunResult, prefill_seconds=None) -> dict:
-        rates = deadline_miss_rates(result, self.tbt, self.ttft_slack, prefill_seconds)
+        rates = deadline_miss_rates(result, self.tbt, self.ttft_slack, prefill_seconds, self.denominator)
         rate = _percentile(rates, self.miss_rate_percentile)
-        return {"passed": rate <= self.miss_rate, "miss_rate": rate}
+        return {"passed": rate <= self.miss_rate, "miss_rate": rate, "failed_clauses": [] if rate <= self.miss_rate else self.clauses}
 
 
 SLO_KINDS = {"tbt_ttft": TbtTtft, "ttft_tpot": TtftTpot, "deadline": Deadline}
@@ -160,32 +198,111 @@ def request_metric(result: RunResult, name: str) -> np.ndarray:
     return values
 
 
-def deadline_miss_rates(result: RunResult, tbt: float, ttft_slack: float, prefill_seconds=None) -> np.ndarray:
-    """Per request, the fraction of its output tokens' deadlines it missed (unfinished: the rest).
+def deadline_miss_rates(result: RunResult, tbt: float, ttft_slack: float, prefill_seconds=None,
+                        denominator: str = "deadlines") -> np.ndarray:
+    """Per request, the fraction of its deadlines it missed; tokens never made are missed ones.
+
+    denominator "deadlines" (Etalon): missed / (on-time tokens + missed deadlines);
+    "tokens" (stricter): missed / output tokens, at most 1.
+    """
+    arrival, prompt = result.column("arrival_s"), result.column("prompt_tokens")
+    output = result.column("output_tokens")
+    prefill = prefill_seconds(prompt) if prefill_seconds is not None else np.zeros(len(arrival))
+    missed, on_time = deadline_counts(result, np.full(len(arrival), float(tbt)), arrival + prefill + ttft_slack)
+    if denominator == "tokens":
+        return np.minimum(1.0, missed / np.maximum(output, 1))
+    total = missed + on_time
+    return np.divide(missed, total, out=np.zeros(len(total)), where=total > 0)
+
+
+def deadline_counts(result: RunResult, tbt: np.ndarray, first_due: np.ndarray | None, skip_first: bool = False):
+    """Per request: (missed deadlines, tokens on time), for a per-request `tbt`.
 
     Vectorized over all tokens. Measure token j (0-based) against the ideal cadence:
     e_j = t_j - j * tbt. The schedule restarts at every late token, so the deadline of token j is
     d_j = j * tbt + D_j with D_j = max(first deadline, e_0 .. e_{j-1}) (an on-time token never
     raises the maximum, a late one sets it); token j is late when e_j > D_j and then misses
-    floor((e_j - D_j) / tbt) + 1 deadlines.
+    floor((e_j - D_j) / tbt) + 1 deadlines. Tokens a request never made are missed deadlines.
+    With skip_first (Etalon's per-request deadline search), the first token sets the schedule
+    and is not a deadline itself.
     """
-    arrival, prompt = result.column("arrival_s"), result.column("prompt_tokens")
     output = result.column("output_tokens")
-    prefill = prefill_seconds(prompt) if prefill_seconds is not None else np.zeros(len(arrival))
-    first_due = arrival + prefill + ttft_slack
     values, offsets = result.token_times
     counts = np.diff(offsets)
-    owner = np.repeat(np.arange(len(arrival)), counts)
+    n = len(counts)
+    owner = np.repeat(np.arange(n), counts)
     position = np.arange(len(values)) - offsets[:-1][owner]
-    e = values - position * tbt
+    step = tbt[owner]
+    e = values - position * step
+    if skip_first:  # the first token's own time starts the schedule
+        first_due = np.full(n, -np.inf)
+        first_due[counts > 0] = e[offsets[:-1][counts > 0]]
     # A segmented running maximum: lift each request's values above every earlier request's.
-    lift = 2 * (np.abs(e).max(initial=0) + np.abs(first_due).max(initial=0)) + 1
+    finite_due = first_due[np.isfinite(first_due)]
+    lift = 2 * (np.abs(e).max(initial=0) + np.abs(finite_due).max(initial=0)) + 1
     running = np.maximum.accumulate(e + owner * lift) - owner * lift
     before = np.empty_like(running)
     before[1:] = running[:-1]
     before[offsets[:-1][counts > 0]] = -np.inf
     schedule = np.maximum(before, first_due[owner])
     late = e > schedule
-    missed = np.where(late, np.floor((e - schedule) / tbt) + 1, 0)
-    per_request = np.bincount(owner, weights=missed, minlength=len(arrival)) + (output - counts)
-    return np.minimum(1.0, per_request / output)
+    missed_each = np.where(late, np.floor((e - schedule) / step) + 1, 0)
+    counted = np.ones(len(values), dtype=bool)
+    if skip_first:
+        counted[offsets[:-1][counts > 0]] = False
+    missed = np.bincount(owner, weights=missed_each, minlength=n) + np.maximum(output - counts, 0)
+    on_time = np.bincount(owner, weights=(~late & counted).astype(float), minlength=n)
+    return missed, on_time
+
+
+def fluidity_figures(result: RunResult, tbt: float, ttft_slack: float, prefill_seconds=None,
+                     target_miss_rate: float = 0.1, quantile: float = 99) -> dict:
+    """Etalon's other fluidity figures, over finished requests as Etalon scores them:
+    the service-level miss rate (all missed / all deadlines), the per-request minimum TBT
+    deadline that keeps its miss rate <= target (first token ignored) at P99, and the
+    throughputs Etalon derives: 1 / that deadline, 1 / P99 TBT, 1 / mean TPOT (tokens/s a request)."""
+    done = result.only(result.finished())
+    if not done.requests.num_rows:
+        return {}
+    arrival, prompt = done.column("arrival_s"), done.column("prompt_tokens")
+    prefill = prefill_seconds(prompt) if prefill_seconds is not None else np.zeros(len(arrival))
+    missed, on_time = deadline_counts(done, np.full(len(arrival), float(tbt)), arrival + prefill + ttft_slack)
+    service = float(missed.sum() / max(missed.sum() + on_time.sum(), 1))
+    minimum = min_tbt_deadlines(done, target_miss_rate)
+    p_deadline = _percentile(minimum, quantile)
+    tbt_values = done.tbt()
+    p_tbt = float(np.percentile(tbt_values, quantile)) if len(tbt_values) else 0.0
+    tpot = done.tpot()
+    mean_tpot = float(np.nanmean(tpot)) if np.isfinite(tpot).any() else 0.0
+    return {
+        "service_miss_rate": service,
+        f"p{quantile:g}_min_tbt_deadline_s": p_deadline,
+        "deadline_based_throughput": 1 / p_deadline if p_deadline > 0 else None,
+        "tbt_based_throughput": 1 / p_tbt if p_tbt > 0 else None,
+        "tpot_based_throughput": 1 / mean_tpot if mean_tpot > 0 else None,
+    }
+
+
+def min_tbt_deadlines(result: RunResult, target_miss_rate: float, resolution: float = 1e-4) -> np.ndarray:
+    """Per request, the smallest TBT deadline whose miss rate (first token ignored) is <= the
+    target: a bisection run for all requests at once, to `resolution` seconds."""
+    values, offsets = result.token_times
+    counts = np.diff(offsets)
+    gaps = np.diff(values)
+    keep = np.ones(len(gaps), dtype=bool)
+    ends = offsets[1:-1] - 1
+    keep[ends[(ends >= 0) & (ends < len(gaps))]] = False
+    owner = np.repeat(np.arange(len(counts)), counts)[1:][keep] if len(values) else np.zeros(0, dtype=int)
+    high = np.zeros(len(counts))
+    np.maximum.at(high, owner, gaps[keep])
+    high = high + resolution  # at the longest gap no token is late
+    low = np.zeros(len(counts))
+    for _ in range(int(np.ceil(np.log2(max(high.max(initial=resolution), resolution) / resolution))) + 1):
+        middle = (low + high) / 2
+        missed, on_time = deadline_counts(result, np.maximum(middle, 1e-12), None, skip_first=True)
+        total = missed + on_time
+        rate = np.divide(missed, total, out=np.zeros(len(total)), where=total > 0)
+        meets = rate <= target_miss_rate
+        high = np.where(meets, middle, high)
+        low = np.where(meets, low, middle)
+    return np.where(counts >= 2, high, 0.0)

@@ -1,45 +1,127 @@
-"""Command-line options that state an SLO, shared by search, sweep and confirm."""
+"""Command-line options that state an SLO, shared by search, sweep and confirm.
+
+Both peers' flags, as they spell them: Sarathi-Serve's --tbt-slo-value, --tbt-slo-quantile,
+--scheduling-delay-slo-value, --scheduling-delay-slo-quantile; Etalon's --slo-type, --tbt-slo,
+--tbt-percentile, --ttft-slo, --ttft-percentile, --tpot-slo, --tpot-percentile,
+--ttft-slack-slo, --deadline-miss-rate-slo, --deadline-miss-rate-percentile. Percentiles as
+fractions (0.99) or percentages (99). Fields not given take the defaults of the convention in
+force (conventions.py): --slo-defaults if given, else the config's (an Etalon config: Etalon's,
+a Sarathi-Serve OSDI config: Sarathi-Serve's), else the peer whose flags were used, else capsim's.
+"""
 
 from __future__ import annotations
 
 import click
 
-from capsim.capsearch.slo import SLO_KINDS, Deadline, TbtTtft, TtftTpot
+from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.conventions import CONVENTIONS, SLO_DEFAULTS, WORDS, capsim_ttft_percentile
+from capsim.capsearch.slo import DENOMINATORS, SLO_KINDS, Deadline, TbtTtft, TtftTpot
 
-SLO_FLAGS = ("slo_type", "tbt_slo", "tbt_percentile", "ttft_slo", "ttft_percentile", "ttft_metric", "ttft_slack_slo",
-             "tpot_slo", "tpot_percentile", "deadline_miss_rate_slo", "deadline_miss_rate_percentile")
+SARATHI_FLAGS = ("tbt_slo_value", "tbt_slo_quantile", "scheduling_delay_slo_value", "scheduling_delay_slo_quantile")
+ETALON_FLAGS = ("slo_type", "tbt_slo", "tbt_percentile", "ttft_slo", "ttft_percentile", "tpot_slo", "tpot_percentile",
+                "ttft_slack_slo", "deadline_miss_rate_slo", "deadline_miss_rate_percentile")
+SLO_FLAGS = SARATHI_FLAGS + ETALON_FLAGS + ("ttft_metric", "deadline_denominator")
+FLAG_NAMES = {"tbt_slo": "--tbt-slo", "tbt_slo_value": "--tbt-slo-value", "tbt_percentile": "--tbt-percentile",
+              "tbt_slo_quantile": "--tbt-slo-quantile", "ttft_slo": "--ttft-slo", "scheduling_delay_slo_value": "--scheduling-delay-slo-value",
+              "ttft_percentile": "--ttft-percentile", "scheduling_delay_slo_quantile": "--scheduling-delay-slo-quantile"}
+SAME_FIELD = (("tbt_slo", "tbt_slo_value"), ("tbt_percentile", "tbt_slo_quantile"), ("ttft_slo", "scheduling_delay_slo_value"),
+              ("ttft_percentile", "scheduling_delay_slo_quantile"))
+
+PERCENTILE = "a fraction (0.99) or a percentage (99)"
+
+
+def _defaults(field: str) -> str:
+    values = [f"{name} {SLO_DEFAULTS[name][field]:g}" for name in CONVENTIONS if SLO_DEFAULTS[name][field] is not None]
+    return "[default: " + ", ".join(values) + "]"
 
 
 def slo_options(command):
     """Add the SLO flags; the command receives them as keyword arguments (see slos_from_flags)."""
     options = [
-        click.option("--slo-type", type=click.Choice(list(SLO_KINDS)), default="tbt_ttft", show_default=True),
-        click.option("--tbt-slo-value", "--tbt-slo", "tbt_slo", type=float, multiple=True,
-                     help="TBT limit in seconds (tbt_ttft, deadline); repeat it for several SLOs [default 0.1]."),
-        click.option("--tbt-percentile", type=float, default=99, show_default=True),
-        click.option("--ttft-slo", "--scheduling-delay-slo", "ttft_slo", type=float, default=2.0, show_default=True,
-                     help="TTFT limit in seconds (scheduling delay for tbt_ttft by default, as Sarathi-Serve scores it)."),
-        click.option("--ttft-percentile", type=float, default=None, help="[default: 50 for tbt_ttft, 99 for ttft_tpot]"),
-        click.option("--ttft-metric", type=click.Choice(["scheduling_delay", "ttft"]), default="scheduling_delay", show_default=True,
-                     help="What tbt_ttft limits besides TBT."),
-        click.option("--ttft-slack-slo", type=float, default=0.5, show_default=True, help="deadline: slack on the first token."),
-        click.option("--tpot-slo", type=float, default=0.1, show_default=True),
-        click.option("--tpot-percentile", type=float, default=99, show_default=True),
-        click.option("--deadline-miss-rate-slo", type=float, default=0.1, show_default=True),
-        click.option("--deadline-miss-rate-percentile", type=float, default=99, show_default=True),
+        click.option("--slo-defaults", type=click.Choice(CONVENTIONS), default=None,
+                     help="Whose defaults fill the SLO fields not given [default: the config's peer, else the peer whose flags "
+                          "are used, else capsim's]."),
+        click.option("--slo-type", type=click.Choice(list(SLO_KINDS)), default=None,
+                     help="[default: capsim and sarathi tbt_ttft, etalon deadline]"),
+        click.option("--tbt-slo", "tbt_slo", type=float, multiple=True,
+                     help=f"TBT limit in seconds (tbt_ttft, deadline); repeat it for several SLOs {_defaults('tbt')}."),
+        click.option("--tbt-slo-value", "tbt_slo_value", type=float, multiple=True, help="Sarathi-Serve's spelling of --tbt-slo."),
+        click.option("--tbt-percentile", type=float, default=None, help=f"{PERCENTILE} {_defaults('tbt_percentile')}"),
+        click.option("--tbt-slo-quantile", type=float, default=None, help="Sarathi-Serve's spelling of --tbt-percentile."),
+        click.option("--ttft-slo", type=float, default=None,
+                     help=f"Limit in seconds on TTFT, or on scheduling delay for tbt_ttft as Sarathi-Serve scores it {_defaults('ttft')}."),
+        click.option("--scheduling-delay-slo-value", "--scheduling-delay-slo", "scheduling_delay_slo_value", type=float, default=None,
+                     help="Sarathi-Serve's: a scheduling-delay limit in seconds (tbt_ttft)."),
+        click.option("--ttft-percentile", type=float, default=None,
+                     help=f"{PERCENTILE} [default: capsim 50 for tbt_ttft, 99 for ttft_tpot; sarathi 50; etalon 90]"),
+        click.option("--scheduling-delay-slo-quantile", type=float, default=None, help="Sarathi-Serve's spelling of --ttft-percentile."),
+        click.option("--ttft-metric", type=click.Choice(["scheduling_delay", "ttft"]), default=None,
+                     help="What tbt_ttft limits besides TBT [default: capsim and sarathi scheduling_delay, etalon ttft]."),
+        click.option("--ttft-slack-slo", type=float, default=None, help=f"deadline: slack on the first token {_defaults('ttft_slack')}."),
+        click.option("--tpot-slo", type=float, default=None, help=f"ttft_tpot: TPOT limit in seconds {_defaults('tpot')}."),
+        click.option("--tpot-percentile", type=float, default=None, help=f"{PERCENTILE} {_defaults('tpot_percentile')}"),
+        click.option("--deadline-miss-rate-slo", type=float, default=None, help=f"deadline: miss-rate limit {_defaults('miss_rate')}."),
+        click.option("--deadline-miss-rate-percentile", type=float, default=None,
+                     help=f"{PERCENTILE} {_defaults('miss_rate_percentile')}"),
+        click.option("--deadline-denominator", type=click.Choice(DENOMINATORS), default=None,
+                     help="deadline: divide missed deadlines by deadlines (Etalon: on-time tokens + missed) or by output "
+                          "tokens (stricter) [default: deadlines]."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def slos_from_flags(o: dict) -> list:
-    tbt_values = o["tbt_slo"] or (0.1,)
-    kind = o["slo_type"]
+def flag_convention(options: dict, given) -> str | None:
+    """The peer whose SLO flags were used: None when none or both were."""
+    sarathi = any(given(f) for f in SARATHI_FLAGS)
+    etalon = any(given(f) for f in ETALON_FLAGS)
+    if sarathi != etalon:
+        return "sarathi" if sarathi else "etalon"
+    return None
+
+
+def slos_from_flags(options: dict, convention: str) -> list:
+    """The SLOs the flags state, fields not given taken from the convention's defaults."""
+    for etalon, sarathi in SAME_FIELD:
+        if options.get(etalon) not in (None, ()) and options.get(sarathi) not in (None, ()):
+            raise ConfigError(f"{FLAG_NAMES[etalon]} and {FLAG_NAMES[sarathi]} set the same field: give one")
+    d = SLO_DEFAULTS[convention]
+    pick = lambda *names, default: next((options[n] for n in names if options.get(n) not in (None, ())), default)  # noqa: E731
+    kind = pick("slo_type", default=d["slo_type"])
+    tbt_values = pick("tbt_slo", "tbt_slo_value", default=(d["tbt"],))
+    metric = pick("ttft_metric", default="scheduling_delay" if options.get("scheduling_delay_slo_value") is not None else d["ttft_metric"])
+    ttft = pick("ttft_slo", "scheduling_delay_slo_value", default=d["ttft"])
+    ttft_percentile = pick("ttft_percentile", "scheduling_delay_slo_quantile",
+                           default=d["ttft_percentile"] or capsim_ttft_percentile(kind))
+    tbt_percentile = pick("tbt_percentile", "tbt_slo_quantile", default=d["tbt_percentile"])
     if kind == "tbt_ttft":
-        return [TbtTtft(tbt=v, tbt_percentile=o["tbt_percentile"], ttft=o["ttft_slo"], ttft_percentile=o["ttft_percentile"] or 50,
-                        ttft_metric=o["ttft_metric"]) for v in tbt_values]
+        return [TbtTtft(tbt=v, tbt_percentile=tbt_percentile, ttft=ttft, ttft_percentile=ttft_percentile, ttft_metric=metric)
+                for v in tbt_values]
+    unused = [FLAG_NAMES.get(n, n) for n in ("tbt_slo_quantile", "scheduling_delay_slo_value", "scheduling_delay_slo_quantile")
+              if options.get(n) is not None] + (["--ttft-metric"] if options.get("ttft_metric") else [])
     if kind == "ttft_tpot":
-        return [TtftTpot(ttft=o["ttft_slo"], ttft_percentile=o["ttft_percentile"] or 99, tpot=o["tpot_slo"], tpot_percentile=o["tpot_percentile"])]
-    return [Deadline(tbt=v, ttft_slack=o["ttft_slack_slo"], miss_rate=o["deadline_miss_rate_slo"],
-                     miss_rate_percentile=o["deadline_miss_rate_percentile"]) for v in tbt_values]
+        unused += [f for f, n in (("--tbt-slo", "tbt_slo"), ("--tbt-slo-value", "tbt_slo_value"), ("--tbt-percentile", "tbt_percentile"))
+                   if options.get(n)]
+    else:
+        unused += ["--tbt-percentile"] if options.get("tbt_percentile") is not None else []
+    unused += [f"--{n.replace('_', '-')}" for n in ("ttft_slack_slo", "deadline_miss_rate_slo", "deadline_miss_rate_percentile",
+                                                     "deadline_denominator") if kind != "deadline" and options.get(n) is not None]
+    unused += [f"--{n.replace('_', '-')}" for n in ("tpot_slo", "tpot_percentile") if kind != "ttft_tpot" and options.get(n) is not None]
+    if unused:
+        raise ConfigError(f"a {kind} SLO does not use {', '.join(sorted(set(unused)))}: leave them out, or choose another --slo-type")
+    if kind == "ttft_tpot":
+        return [TtftTpot(ttft=ttft, ttft_percentile=ttft_percentile, tpot=pick("tpot_slo", default=d["tpot"]),
+                         tpot_percentile=pick("tpot_percentile", default=d["tpot_percentile"]))]
+    return [Deadline(tbt=v, ttft_slack=pick("ttft_slack_slo", default=d["ttft_slack"]),
+                     miss_rate=pick("deadline_miss_rate_slo", default=d["miss_rate"]),
+                     miss_rate_percentile=pick("deadline_miss_rate_percentile", default=d["miss_rate_percentile"]),
+                     denominator=pick("deadline_denominator", default=d["denominator"])) for v in tbt_values]
+
+
+def default_slos(convention: str) -> list:
+    return slos_from_flags({}, convention)
+
+
+def describe_convention(convention: str, reason: str) -> str:
+    return f"SLO defaults: {WORDS[convention]} ({reason})"

@@ -8,6 +8,7 @@ import click
 
 from capsim.profiles.store import ENGINES
 from capsim.sim import POLICIES, ROUTERS, SystemSpec
+from capsim.sim.system import PIPELINE_SCHEDULING
 
 
 def system_options(command=None, *, default_engine: str = "vllm"):
@@ -36,18 +37,21 @@ def system_options(command=None, *, default_engine: str = "vllm"):
         click.option("--prefix-caching/--no-prefix-caching", default=False, show_default=True, help="vllm_v1 only."),
         click.option("--engine", type=click.Choice(ENGINES), default=default_engine, show_default=True,
                      help="Whose step latencies: vllm, sglang, trtllm (NVIDIA's kernel database) or capsim's own `reference` engine."),
-        click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+        click.option("--pipeline-scheduling", type=click.Choice(PIPELINE_SCHEDULING), default="one_scheduler", show_default=True,
+                     help="With --pp > 1: one scheduler over all micro-batches (Sarathi-Serve, Vidur) or vLLM's virtual engines."),
+        click.option("--profile", "profile_path", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="Latency profile file [default: the engine's measured profile, else its kernel-database profile, "
                           "else a calibrated analytic estimate]."),
     ]
 
     @functools.wraps(command)
     def wrapper(*args, model, hardware, tp, pp, replicas, scheduler, max_batch_size, token_budget, block_size,
-                max_model_len, memory_utilization, num_kv_blocks, router, prefix_caching, engine, profile_path, **kwargs):
+                max_model_len, memory_utilization, num_kv_blocks, router, prefix_caching, pipeline_scheduling, engine, profile_path, **kwargs):
         system = SystemSpec(model=model, hardware=hardware, tp=tp, pp=pp, replicas=replicas, scheduler=scheduler,
                             max_batch_size=max_batch_size, token_budget=token_budget, block_size=block_size,
                             max_model_len=max_model_len, memory_utilization=memory_utilization, num_kv_blocks=num_kv_blocks, router=router,
-                            prefix_caching=prefix_caching, engine=engine, profile=profile_path)
+                            prefix_caching=prefix_caching, pipeline_scheduling=pipeline_scheduling, engine=engine,
+                            profile=profile_path)
         return command(*args, system=system, **kwargs)
 
     for option in reversed(options):

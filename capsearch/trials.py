@@ -14,15 +14,51 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
 
 from capsim.sim import RunResult, SystemSpec, simulate
 from capsim.sim.early_stop import EarlyStop
 from capsim.traces import WorkloadSpec
 
-TRIAL_SCHEMA = 1
+TRIAL_SCHEMA = 2
+
+
+@dataclass(frozen=True)
+class TrialLimits:
+    """How a trial is cut and scored where a peer's search differs from capsim's own.
+
+    capsim: every request is sent; the trial runs until all finish, or until the arrivals' span
+    plus as long again (at least two minutes) has passed; unfinished requests are violations.
+    """
+
+    time_limit_s: float | None = None  # simulated seconds, then stop (Sarathi-Serve's --time-limit)
+    send_window_s: float | None = None  # requests due after this many seconds are not sent (Etalon's timeout)
+    completed_only: bool = False  # score finished requests only, as Sarathi-Serve and Etalon do
+
+    def __post_init__(self):
+        for name in ("time_limit_s", "send_window_s"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < float("inf"):
+                raise ValueError(f"{name.removesuffix('_s').replace('_', ' ')} must be a positive number of seconds, got {value}")
+
+    def key(self) -> dict | None:
+        """What changes a trial's result (the cache key); scoring does not."""
+        if self.time_limit_s is None and self.send_window_s is None:
+            return None
+        return {"time_limit_s": self.time_limit_s, "send_window_s": self.send_window_s}
+
+    def describe(self) -> dict:
+        words = {}
+        if self.time_limit_s is not None:
+            words["trial time limit"] = f"{self.time_limit_s:g} s simulated"
+        if self.send_window_s is not None:
+            words["requests sent"] = f"those due in the first {self.send_window_s:g} s"
+        words["scored requests"] = "finished ones only" if self.completed_only else "all; unfinished ones are violations"
+        return words
 
 
 def default_cache_dir() -> Path:
@@ -38,9 +74,12 @@ def _file_digest(path: str, size: int, mtime: float) -> str:
     return digest.hexdigest()
 
 
-def trial_key(system: SystemSpec, workload: WorkloadSpec, qps: float, early_stop: EarlyStop | None = None) -> str:
+def trial_key(system: SystemSpec, workload: WorkloadSpec, qps: float, early_stop: EarlyStop | None = None,
+              limits: TrialLimits | None = None) -> str:
     data = {"schema": TRIAL_SCHEMA, "system": system.to_dict(), "workload": workload.to_dict(), "qps": repr(float(qps)),
             "latency_profile": system.latency_model().profile_hash}
+    if limits is not None and limits.key() is not None:
+        data["limits"] = limits.key()
     if not workload.is_builtin:
         stat = Path(workload.trace).stat()
         data["trace_digest"] = _file_digest(str(Path(workload.trace).resolve()), stat.st_size, stat.st_mtime)
@@ -81,16 +120,19 @@ def time_limit(workload_span_s: float) -> float:
 
 
 def run_trial(system: SystemSpec, workload: WorkloadSpec, qps: float, cache: TrialCache,
-              early_stop: EarlyStop | None = None) -> tuple[RunResult, bool]:
+              early_stop: EarlyStop | None = None, limits: TrialLimits = TrialLimits()) -> tuple[RunResult, bool]:
     """The trial's result, and whether it came from the cache."""
-    full_key = trial_key(system, workload, qps)
+    full_key = trial_key(system, workload, qps, limits=limits)
     cached = cache.get(full_key)
     if cached is not None:
         return cached, True
-    stop_key = trial_key(system, workload, qps, early_stop) if early_stop else None
+    stop_key = trial_key(system, workload, qps, early_stop, limits) if early_stop else None
     if stop_key and (cached := cache.get(stop_key)) is not None:
         return cached, True
     arrivals = workload.at_qps(qps)
-    result = simulate(system, arrivals, time_limit_s=time_limit(float(arrivals.arrival_s[-1])), early_stop=early_stop)
+    if limits.send_window_s is not None:  # the client stops sending; at least the first request goes
+        arrivals = arrivals.head(max(1, int(np.searchsorted(arrivals.arrival_s, limits.send_window_s, side="right"))))
+    limit = limits.time_limit_s or time_limit(float(arrivals.arrival_s[-1]))
+    result = simulate(system, arrivals, time_limit_s=limit, early_stop=early_stop)
     cache.put(stop_key if result.info.get("stopped_early") else full_key, result)
     return result, False

@@ -17,18 +17,21 @@ def workload_options(command):
         click.option("-n", "--num-requests", type=click.IntRange(min=1), default=2048, show_default=True,
                      help="Requests to draw (built-in trace) or to take from the start of the file."),
         click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed of every random draw: same seed, same requests at every QPS."),
+                     help="Seed of every random draw: same seed, same requests at every QPS [a peer's config: 42]."),
         click.option("--max-total-tokens", type=click.IntRange(min=2), default=None,
                      help="Shrink prompt and output in proportion where their sum exceeds this."),
         click.option("--prompt-scale", type=float, default=1.0, show_default=True, help="Multiply prompt lengths."),
         click.option("--output-scale", type=float, default=1.0, show_default=True, help="Multiply output lengths."),
         click.option("--shuffle/--no-shuffle", default=False, show_default=True,
-                     help="Take the file's requests in a seeded random order (files only)."),
+                     help="Take the file's requests in a seeded random order before the first N, as the peers do "
+                          "(files only) [default: on for a peer's config, off otherwise]."),
         click.option("--arrival", type=click.Choice(PROCESSES), default="poisson", show_default=True,
                      help="Arrival process; replay uses the trace's own timestamps rescaled to the QPS."),
         click.option("--cv", type=float, default=None, help="Burstiness (coefficient of variation) of --arrival gamma."),
         click.option("--cap-gaps/--no-cap-gaps", default=False, show_default=True,
-                     help="Cap Poisson gaps at 3/QPS as Sarathi-Serve and Etalon do (raises capacity ~5%)."),
+                     help="Cap Poisson gaps at 3/QPS as Sarathi-Serve and Etalon do: the mean gap shrinks by 5%, so the "
+                          "offered load is 5% above the nominal QPS and capacity reads ~5% lower [default: on for a peer's "
+                          "config, off otherwise]."),
     ]
 
     @functools.wraps(command)

@@ -112,6 +112,10 @@ ALIASES = {
     "meta-llama/Meta-Llama-3-8B-Instruct": "Llama-3-8B",
     "meta-llama/Meta-Llama-3-70B": "Llama-3-70B",
     "meta-llama/Meta-Llama-3-70B-Instruct": "Llama-3-70B",
+    "NousResearch/Meta-Llama-3-8B": "Llama-3-8B",  # ungated copies, as in Etalon's configs
+    "NousResearch/Meta-Llama-3-8B-Instruct": "Llama-3-8B",
+    "NousResearch/Meta-Llama-3-70B": "Llama-3-70B",
+    "NousResearch/Meta-Llama-3-70B-Instruct": "Llama-3-70B",
     "meta-llama/Llama-3.1-8B": "Llama-3.1-8B",
     "meta-llama/Llama-3.1-8B-Instruct": "Llama-3.1-8B",
     "meta-llama/Llama-3.1-70B": "Llama-3.1-70B",

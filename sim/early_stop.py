@@ -44,8 +44,9 @@ class EarlyStopMonitor:
         self.batches += 1
         if rule.max_wait is not None and self.batches % CHECK_WAIT_EVERY == 0:
             late = 0
-            for scheduler in self.schedulers:
-                for request in scheduler.waiting:
+            queues = {id(s.waiting): s.waiting for s in self.schedulers}  # schedulers of a pool share one
+            for waiting in queues.values():
+                for request in waiting:
                     if request.arrival_s >= now - rule.max_wait:
                         break
                     if request.scheduled_s != request.scheduled_s:  # never scheduled

@@ -4,7 +4,7 @@ kept by Scheduler (scheduler.py).
 - vllm_v0: prefill-prioritizing; a batch is all prefills or all decodes (the vLLM paper, and the
   baseline of Sarathi-Serve). Whole prompts, up to the token budget (default: max model length).
 - orca: iteration-level; whole prompts join the running decodes. Reserves KV for the maximum
-  length at admission, as Orca's allocator does, so it never preempts.
+  length at admission, as Orca's allocator does, so it never preempts; keeps no watermark.
 - sarathi: chunked prefill under a token budget (the chunk size); decodes first, then the prompts
   already started, then new ones; decodes never stall behind a prompt.
 - vllm_v1: today's vLLM: one token budget for running requests first, then waiting ones, chunked
@@ -16,7 +16,7 @@ kept by Scheduler (scheduler.py).
 from __future__ import annotations
 
 from capsim.sim.request import Request
-from capsim.sim.scheduler import Batch, Scheduler, SchedulerConfig
+from capsim.sim.scheduler import Batch, KVPool, Scheduler, SchedulerConfig
 
 
 class VllmV0(Scheduler):
@@ -41,6 +41,7 @@ class VllmV0(Scheduler):
 class Orca(Scheduler):
     name = "orca"
     reserves_full_length = True
+    default_watermark = 0.0  # Sarathi-Serve's Orca block manager keeps no blocks back
 
     def schedule(self, now: float) -> Batch | None:
         batch = Batch()
@@ -89,8 +90,8 @@ class VllmV1(Sarathi):
     name = "vllm_v1"
     default_budget = 2048
 
-    def __init__(self, config: SchedulerConfig):
-        super().__init__(config)
+    def __init__(self, config: SchedulerConfig, pool: KVPool | None = None):
+        super().__init__(config, pool)
         self.prefix_cache: dict[int, list[int]] = {}  # group -> [blocks, running users]; order = LRU
         self.prefix_hits = 0
 
@@ -160,8 +161,8 @@ class FasterTransformer(Scheduler):
     name = "faster_transformer"
     reserves_full_length = True
 
-    def __init__(self, config: SchedulerConfig):
-        super().__init__(config)
+    def __init__(self, config: SchedulerConfig, pool: KVPool | None = None):
+        super().__init__(config, pool)
         self.static_batch: list[Request] = []
 
     def schedule(self, now: float) -> Batch | None:

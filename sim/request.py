@@ -43,7 +43,7 @@ class Request:
         self.finish_s = math.nan
         self.status = UNFINISHED
         self.preemptions = 0
-        self.spans: list[tuple[int, int]] = []  # decode-iteration spans [first, last] it produced tokens in
+        self.spans: list[tuple[int, int, int]] = []  # decode-iteration spans [first, last, engine] it made tokens in
         self.extra_tokens: list[float] = []  # token times outside spans: first token, tokens of re-prefills
         self.replica = -1
         self.engine = -1  # index of the virtual engine within the replica

@@ -76,6 +76,10 @@ class RunResult:
     def finished(self) -> np.ndarray:
         return self.column("status") == "finished"
 
+    def only(self, mask: np.ndarray) -> RunResult:
+        """The same run, keeping only the requests where mask is true (batches as they were)."""
+        return RunResult(self.requests.filter(pa.array(np.asarray(mask, dtype=bool))), self.batches, self.info)
+
     # ---- summary ----------------------------------------------------------------------------------
 
     def summary(self) -> dict:
@@ -160,21 +164,21 @@ def build_result(system, workload, requests, engines, log, latency_model, now, t
     for r in requests:  # close the decode spans of requests still decoding at the time limit
         if r.entry_iteration >= 0:
             by_key[(r.replica, r.engine)].scheduler.leave_decode(r)
-    counts = np.array([len(r.extra_tokens) + sum(b - a + 1 for a, b in r.spans) for r in requests], dtype=np.int64)
+    counts = np.array([len(r.extra_tokens) + sum(b - a + 1 for a, b, _ in r.spans) for r in requests], dtype=np.int64)
     offsets = np.concatenate(([0], np.cumsum(counts)))
     values = np.empty(int(offsets[-1]))
     for i, r in enumerate(requests):
         if not counts[i]:
             continue
-        times = end_times[(r.replica, r.engine)]
         start, stop = offsets[i], offsets[i + 1]
         if not r.preemptions:  # the first token, then one decode span: already in order
             values[start] = r.extra_tokens[0]
             if r.spans:
-                a, b = r.spans[0]
-                values[start + 1:stop] = times[a:b + 1]
-        else:
-            values[start:stop] = np.sort(np.concatenate([r.extra_tokens, *(times[a:b + 1] for a, b in r.spans)]))
+                a, b, engine = r.spans[0]
+                values[start + 1:stop] = end_times[(r.replica, engine)][a:b + 1]
+        else:  # spans may lie on several engines (a re-admitted request can change micro-batch slot)
+            spans = (end_times[(r.replica, engine)][a:b + 1] for a, b, engine in r.spans)
+            values[start:stop] = np.sort(np.concatenate([r.extra_tokens, *spans]))
     generated = [r.generated for r in requests]
     status = [r.status for r in requests]
     cut = f"stopped early: {stopped_early}" if stopped_early else "time limit"

@@ -41,6 +41,21 @@ class SchedulerConfig:
             raise ValueError("block size and number of KV blocks must be positive")
 
 
+class KVPool:
+    """What the schedulers of one replica share: its KV blocks and its waiting queue.
+
+    One scheduler has a pool of its own. Under pipeline parallelism, Sarathi-Serve and Vidur run
+    one scheduler a replica over all in-flight micro-batches: capsim gives each micro-batch slot a
+    scheduler (its own decode set: a request stays in the slot it joined) and makes them share
+    this pool and one batch-size limit. vLLM's virtual engines give each its own pool instead.
+    """
+
+    def __init__(self, num_blocks: int):
+        self.free_blocks = num_blocks
+        self.waiting: deque[Request] = deque()
+        self.members: list[Scheduler] = []
+
+
 @dataclass
 class Batch:
     prefills: list[tuple[Request, int, int]] = field(default_factory=list)  # (request, context before, chunk)
@@ -65,13 +80,16 @@ class Scheduler:
 
     name = "base"
     reserves_full_length = False  # True: a request's KV for max_model_len is reserved at admission
+    default_watermark = 0.01  # fraction of KV blocks kept free at admission (vLLM's and Sarathi-Serve's)
 
-    def __init__(self, config: SchedulerConfig):
+    def __init__(self, config: SchedulerConfig, pool: KVPool | None = None):
         self.config = config
-        self.waiting: deque[Request] = deque()
+        self.pool = pool or KVPool(config.num_blocks)
+        self.pool.members.append(self)
+        self.index = len(self.pool.members) - 1  # the micro-batch slot (or virtual engine) it schedules
+        self.waiting = self.pool.waiting
         self.prefilling: dict[int, Request] = {}  # admitted, prompt partly in the KV cache
-        self.decoding: dict[int, Request] = {}  # in arrival-at-decode order: the last is preempted first
-        self.free_blocks = config.num_blocks
+        self.decoding: dict[int, Request] = {}  # running requests past their prefill
         self.watermark_blocks = int(config.watermark * config.num_blocks)
         self.decode_iterations = 0  # decode iterations completed
         self.decode_end_times = array("d")
@@ -103,7 +121,19 @@ class Scheduler:
 
     @property
     def running(self) -> int:
-        return len(self.prefilling) + len(self.decoding)
+        """Running requests, counted against max_batch_size: those of every scheduler of the pool."""
+        members = self.pool.members
+        if len(members) == 1:
+            return len(self.prefilling) + len(self.decoding)
+        return sum(len(s.prefilling) + len(s.decoding) for s in members)
+
+    @property
+    def free_blocks(self) -> int:
+        return self.pool.free_blocks
+
+    @free_blocks.setter
+    def free_blocks(self, value: int) -> None:
+        self.pool.free_blocks = value
 
     # ---- KV blocks --------------------------------------------------------------------------
 
@@ -122,6 +152,7 @@ class Scheduler:
         """Move the head of the waiting queue into the running set, with its KV blocks."""
         assert self.waiting[0] is request
         self.waiting.popleft()
+        request.engine = self.index
         request.blocks = self.admission_blocks(request)
         self.free_blocks -= request.blocks
         self.prefilling[request.id] = request
@@ -133,9 +164,10 @@ class Scheduler:
         return self.phase_counts[-self.decode_iterations % self.config.block_size]
 
     def make_room_for_decodes(self, batch: Batch) -> None:
-        """Preempt (by recompute) the latest decoding requests until the others' tokens fit."""
+        """Preempt (by recompute) the latest arrivals among the decoding requests until the
+        others' tokens fit: vLLM v0's first-come-first-served victim order."""
         while self.decoding and self.free_blocks < self.appends_needed():
-            victim = self.decoding[next(reversed(self.decoding))]
+            victim = max(self.decoding.values(), key=lambda r: (r.arrival_s, r.id))
             self.leave_decode(victim)
             self.preempt(victim, batch)
 
@@ -171,7 +203,7 @@ class Scheduler:
         length = request.entry_length + done
         request.generated = request.entry_generated + done
         if done:
-            request.spans.append((request.entry_iteration, self.decode_iterations - 1))
+            request.spans.append((request.entry_iteration, self.decode_iterations - 1, self.index))
         self.phase_counts[request.phase] -= 1
         self.kv_sum -= length
         if not self.reserves_full_length:

@@ -1,9 +1,12 @@
 """The SimPy replay: requests arrive, a router sends each to a replica, and each replica's
 scheduler runs batches whose durations the latency model predicts.
 
-A replica with pipeline parallelism PP runs PP virtual engines (as vLLM does): each has its own
-scheduler and 1/PP of the KV blocks, and its batches pass through the PP stages in turn, so up to
-PP micro-batches are in flight, one a stage.
+A replica with pipeline parallelism PP keeps up to PP micro-batches in flight, one a stage; each
+batch passes through the PP stages in turn. How they are scheduled (SystemSpec.pipeline_scheduling):
+- one_scheduler (Sarathi-Serve, Vidur): one scheduler a replica; its batch-size limit, KV pool
+  and waiting queue cover all in-flight micro-batches (see KVPool).
+- virtual_engines (vLLM): PP independent schedulers, each with the full batch-size limit and 1/PP
+  of the KV blocks; a new request goes to the one with the fewest outstanding requests.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from capsim.sim.early_stop import EarlyStop, EarlyStopMonitor
 from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
 from capsim.sim.request import Request
+from capsim.sim.scheduler import KVPool
 from capsim.sim.result import RunResult, build_result
 from capsim.sim.system import SystemSpec
 from capsim.traces import Workload
@@ -27,6 +31,8 @@ class Engine:
     def __init__(self, env: simpy.Environment, replica: int, index: int, scheduler, batch_seconds, stages, run: "Run"):
         self.env, self.replica, self.index = env, replica, index
         self.scheduler = scheduler
+        scheduler.index = index
+        self.siblings: list[Engine] = [self]  # the engines that share its KV pool
         self.batch_seconds = batch_seconds
         self.stages = stages
         self.run = run
@@ -39,8 +45,14 @@ class Engine:
         self.scheduler.add(request)
         if len(self.scheduler.rejected) > rejected:
             self.run.retired(1)
-        elif self.idle is not None and not self.idle.triggered:
-            self.idle.succeed()
+        else:
+            self.wake_siblings()
+
+    def wake_siblings(self) -> None:
+        """Wake the idle engines of the pool: there is work, or room, for them now."""
+        for engine in self.siblings:
+            if engine.idle is not None and not engine.idle.triggered:
+                engine.idle.succeed()
 
     def loop(self):
         env, scheduler = self.env, self.scheduler
@@ -70,6 +82,8 @@ class Engine:
                 self.run.monitor.after_batch(continuing, gap, env.now)
             if finished:
                 self.run.retired(len(finished))
+            if len(self.siblings) > 1 and (finished or batch.preempted or batch.prefills):
+                self.wake_siblings()
 
 
 class Run:
@@ -96,18 +110,28 @@ class Replica:
         config = system.scheduler_config()
         stages = [simpy.Resource(env, capacity=1) for _ in range(system.pp)] if system.pp > 1 else None
         policy = POLICIES[system.scheduler]
-        self.engines = [Engine(env, index, e, policy(config), batch_seconds, stages, run) for e in range(system.pp)]
+        self.shared = system.pp > 1 and system.pipeline_scheduling == "one_scheduler"
+        pool = KVPool(config.num_blocks) if self.shared else None
+        self.engines = [Engine(env, index, e, policy(config, pool), batch_seconds, stages, run) for e in range(system.pp)]
+        if self.shared:
+            for engine in self.engines:
+                engine.siblings = self.engines
 
     def submit(self, request: Request) -> None:
-        min(self.engines, key=lambda e: e.scheduler.outstanding).submit(request)
+        if self.shared:  # one waiting queue: whichever slot schedules next admits it
+            self.engines[0].submit(request)
+        else:
+            min(self.engines, key=lambda e: e.scheduler.outstanding).submit(request)
 
     @property
     def outstanding(self) -> int:
-        return sum(e.scheduler.outstanding for e in self.engines)
+        waiting = len(self.engines[0].scheduler.waiting) if self.shared else sum(len(e.scheduler.waiting) for e in self.engines)
+        return waiting + sum(len(e.scheduler.prefilling) + len(e.scheduler.decoding) for e in self.engines)
 
     @property
     def kv_load(self) -> float:
-        return sum(e.scheduler.used_blocks() / e.scheduler.config.num_blocks for e in self.engines)
+        engines = self.engines[:1] if self.shared else self.engines
+        return sum(e.scheduler.used_blocks() / e.scheduler.config.num_blocks for e in engines)
 
 
 def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None = None, batch_seconds=None,

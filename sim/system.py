@@ -21,6 +21,7 @@ from capsim.sim.policies import POLICIES
 from capsim.sim.scheduler import SchedulerConfig
 
 ROUTERS = ("round_robin", "least_outstanding", "least_kv")
+PIPELINE_SCHEDULING = ("one_scheduler", "virtual_engines")
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,13 @@ class SystemSpec:
     max_batch_size: int = 128
     token_budget: int | None = None  # chunk size (sarathi), max_num_batched_tokens (vllm); policy default if None
     block_size: int = 16
-    watermark: float = 0.01
+    watermark: float | None = None  # KV fraction kept free at admission; None: the policy's (orca 0, others 0.01)
     max_model_len: int | None = None  # default: the model's context, at most 16384
     memory_utilization: float = 0.9
     num_kv_blocks: int | None = None  # fixes the KV blocks of a replica (vLLM's --num-gpu-blocks-override)
     prefix_caching: bool = False
     router: str = "round_robin"
+    pipeline_scheduling: str = "one_scheduler"  # with PP > 1: Sarathi-Serve/Vidur's, or vLLM's "virtual_engines"
     engine: str = "vllm"  # whose latencies: vllm, sglang, trtllm (kernel database) or capsim's `reference` engine
     profile: str | None = None  # a profile file; default: see profiles/store.py
 
@@ -48,6 +50,10 @@ class SystemSpec:
             raise SimulationError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(POLICIES)}")
         if self.engine not in ENGINES:
             raise SimulationError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.pipeline_scheduling not in PIPELINE_SCHEDULING:
+            raise SimulationError(f"unknown pipeline scheduling {self.pipeline_scheduling!r}; choose one of {', '.join(PIPELINE_SCHEDULING)}")
+        if self.watermark is not None and not 0 <= self.watermark < 1:
+            raise SimulationError(f"watermark must be a fraction in [0, 1), got {self.watermark}")
         if self.router not in ROUTERS:
             raise SimulationError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
         for name in ("tp", "pp", "replicas", "max_batch_size", "block_size", "num_kv_blocks"):
@@ -61,14 +67,17 @@ class SystemSpec:
         return self.max_model_len or min(get_model(self.model).max_context, 16384)
 
     def scheduler_config(self) -> SchedulerConfig:
-        """The policy's limits, with the KV blocks of one pipeline virtual engine."""
+        """The policy's limits, with the KV blocks of the replica (of one virtual engine in
+        vLLM's pipeline mode)."""
         budget = self.token_budget or (self.model_len if self.scheduler in ("vllm_v0", "orca", "faster_transformer") else 2048)
         blocks = self.num_kv_blocks or kv_capacity(
             get_model(self.model), get_hardware(self.hardware), self.tp, self.pp, self.block_size,
             self.memory_utilization, max_batch_tokens=max(budget, 2048)).num_blocks
+        engines = self.pp if self.pipeline_scheduling == "virtual_engines" else 1
+        watermark = self.watermark if self.watermark is not None else POLICIES[self.scheduler].default_watermark
         return SchedulerConfig(
             max_batch_size=self.max_batch_size, token_budget=self.token_budget, block_size=self.block_size,
-            num_blocks=max(1, blocks // self.pp), watermark=self.watermark, max_model_len=self.model_len,
+            num_blocks=max(1, blocks // engines), watermark=watermark, max_model_len=self.model_len,
             prefix_caching=self.prefix_caching,
         )
 

@@ -10,7 +10,7 @@ import pytest
 
 from capsim.capsearch.config import ConfigError, load_config
 from capsim.capsearch.experiment import SearchJob, run_job
-from capsim.capsearch.search import early_stop_rule, find_capacity
+from capsim.capsearch.search import Capacity, early_stop_rule, find_capacity
 from capsim.capsearch.slo import TbtTtft
 from capsim.capsearch.trials import TrialCache, run_trial
 from capsim.sim import SystemSpec
@@ -44,9 +44,12 @@ def test_a_passing_qps_is_never_lost_even_when_results_are_not_monotone():
     assert all(t["qps"] < failing or not t["passed"] for t in trials)
 
 
-def test_nothing_passes_gives_zero():
+def test_nothing_passes_is_not_found_never_zero():
     capacity, failing, _ = find_capacity(lambda q: (False, {}), SLO, start_qps=2.0, max_trials=50)
-    assert capacity == 0.0 and failing <= 0.0011
+    assert capacity is None and failing <= 0.0011
+    result = Capacity({}, {}, "slo", capacity, failing)
+    assert result.outcome == f"not found below {failing:.3g} QPS" and result.bracket.startswith("< ")
+    assert not result.converged
 
 
 def test_bad_search_arguments():

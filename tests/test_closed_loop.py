@@ -23,7 +23,7 @@ CAPSIM = [sys.executable, "-m", "capsim.capsearch.cli"]
 SYSTEM = ["--model", "tiny", "--hardware", "cpu", "--scheduler", "sarathi", "--chunk-size", "256", "--max-batch-size", "16",
           "--num-kv-blocks", "1024"]
 WORKLOAD = ["--trace", "chat", "-n", "96", "--max-total-tokens", "512", "--output-scale", "0.5"]
-SLO = ["--tbt-slo", "0.1", "--ttft-slo", "1"]
+SLO = ["--tbt-slo-value", "0.1", "--scheduling-delay-slo-value", "1"]  # P99 TBT, P50 delay (TTFT to a client)
 
 
 @pytest.mark.slow

@@ -5,8 +5,9 @@ divides them by the QPS. So the same seed gives the same requests in the same or
 of a capacity search, and only the gaps between them scale. The first request arrives at t = 0.
 
 - poisson: exponential gaps. With cap_gaps, each gap is capped at 3/QPS, as the Poisson
-  generators of Sarathi-Serve and Etalon do; this removes long idle stretches, smooths the load,
-  and raises measured capacity by roughly 5%, so it is off by default and must be asked for.
+  generators of Sarathi-Serve and Etalon do. The cap shortens the mean gap to (1 - e^-3)/QPS, so
+  the load offered is 5% above the nominal QPS, and a capacity read off a capped search is about
+  5% lower (in nominal QPS) than the plain Poisson one. Off by default; on for the peers' configs.
 - gamma: gamma-distributed gaps with a coefficient of variation `cv` (cv = 1 is Poisson; cv > 1 is
   burstier, as production traces are).
 - constant: evenly spaced, 1/QPS apart.
