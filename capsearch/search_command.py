@@ -24,6 +24,8 @@ from capsim.capsearch.report import capacity_rows, plot_capacity_bars, plot_sens
 from capsim.capsearch.slo import Deadline, TbtTtft
 from capsim.capsearch.slo_options import SLO_FLAGS, flag_convention, slo_options, slos_from_flags
 from capsim.capsearch.trials import TrialLimits
+from capsim.sim import SimulationError
+from capsim.traces import TraceError
 from capsim.capsearch.system_options import system_options
 from capsim.capsearch.workload_options import workload_options
 
@@ -170,6 +172,8 @@ def _apply_overrides(jobs, system, make_spec, options, given, granularity, limit
     system_changes = {field: getattr(system, field) for flag, field in SYSTEM_OVERRIDES.items() if given(flag)}
     spec = make_spec("chat")
     workload_changes = {field: getattr(spec, field) for flag, field in WORKLOAD_OVERRIDES.items() if given(flag)}
+    if workload_changes.get("arrival", "poisson") != "poisson" and not given("cap_gaps"):
+        workload_changes["cap_gaps"] = False  # the peers' cap is for Poisson gaps only
     for flag, field in SYSTEM_OVERRIDES.items():
         if given(flag):
             notes.append(f"--{flag.removesuffix('_path').replace('_', '-')} {getattr(system, field)}: applied to every search of the config")
@@ -178,8 +182,11 @@ def _apply_overrides(jobs, system, make_spec, options, given, granularity, limit
             notes.append(f"--{flag.rstrip('_').replace('_', '-')} {getattr(spec, field)}: applied to every search of the config")
     changed = []
     for job in jobs:
-        new_system = dataclasses.replace(job.system, **system_changes)
-        new_workload = dataclasses.replace(job.workload, **workload_changes)
+        try:
+            new_system = dataclasses.replace(job.system, **system_changes)
+            new_workload = dataclasses.replace(job.workload, **workload_changes)
+        except (SimulationError, TraceError) as error:
+            raise ConfigError(f"with the options given: {error}") from None
         fields = {}
         if given("start_qps"):
             if not options["start_qps"] > 0 or not math.isfinite(options["start_qps"]):

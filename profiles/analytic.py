@@ -54,9 +54,13 @@ def roofline_terms(shape: BatchShape, model: ModelSpec, tp: int = 1, pp: int = 1
     pairs += sum(kv + 1 for kv in shape.decode_contexts)
     kv_read = sum(c + q for q, c in zip(shape.prefill_chunks, shape.prefill_contexts)) + sum(shape.decode_contexts)
     sequences = len(shape.prefill_chunks) + len(shape.decode_contexts)
+    # A mixture of experts: each token runs through active_experts MLPs; a batch reads the weights
+    # of every expert some token chose (all of them once tokens x active >= experts).
+    routed = (1, 1, model.active_experts, model.active_experts)
+    weights = (1, 1, min(model.experts, tokens * model.active_experts), min(model.experts, tokens * model.active_experts))
     return {
-        "gemm_flops": [2 * tokens * n_in * n_out for n_in, n_out in gemms],
-        "gemm_bytes": [(n_in * n_out + tokens * (n_in + n_out)) * b for n_in, n_out in gemms],
+        "gemm_flops": [2 * tokens * r * n_in * n_out for r, (n_in, n_out) in zip(routed, gemms)],
+        "gemm_bytes": [(w * n_in * n_out + r * tokens * (n_in + n_out)) * b for r, w, (n_in, n_out) in zip(routed, weights, gemms)],
         "attention_flops": 4 * heads * hd * pairs,
         "attention_bytes": 2 * kv_heads * hd * b * kv_read + 2 * tokens * (heads + kv_heads) * hd * b,
         "elementwise_bytes": 6 * tokens * model.hidden * b,  # norms, residual adds, activations

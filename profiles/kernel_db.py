@@ -133,6 +133,8 @@ class KernelDatabase:
         _require_package()
         if model.dtype not in ("bfloat16", "float16"):
             raise ProfileError(f"the kernel database prices 16-bit models; {model.name} is {model.dtype}")
+        if model.is_moe:
+            raise ProfileError(f"capsim prices dense models from the kernel database; {model.name} is a mixture of experts")
         if model.heads % tp or (model.kv_heads % tp and tp % model.kv_heads):
             raise ProfileError(f"{model.name} has {model.heads} heads and {model.kv_heads} KV heads: TP {tp} does not divide them")
         self.model, self.hardware, self.engine, self.tp, self.pp = model, hardware, engine, tp, pp

@@ -30,6 +30,8 @@ class ModelSpec:
     max_context: int
     dtype: str = "bfloat16"
     head_dim: int = 0  # 0: hidden // heads
+    experts: int = 1  # mixture of experts: MLPs a layer (each of size ffn) ...
+    active_experts: int = 1  # ... and how many of them each token runs through
 
     def __post_init__(self):
         for f in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "max_context"):
@@ -43,6 +45,12 @@ class ModelSpec:
             raise ProfileError(f"model {self.name!r}: heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
         if not self.head_dim:
             object.__setattr__(self, "head_dim", self.hidden // self.heads)
+        if not 1 <= self.active_experts <= self.experts:
+            raise ProfileError(f"model {self.name!r}: active_experts must be in 1..experts ({self.experts}), got {self.active_experts}")
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 1
 
     @property
     def dtype_bytes(self) -> int:
@@ -56,7 +64,8 @@ class ModelSpec:
 
     @property
     def mlp_params_per_layer(self) -> int:
-        return (3 if self.ffn_kind == "swiglu" else 2) * self.hidden * self.ffn
+        """MLP weights of a layer: every expert's."""
+        return (3 if self.ffn_kind == "swiglu" else 2) * self.hidden * self.ffn * self.experts
 
     @property
     def params(self) -> int:
@@ -98,6 +107,7 @@ MODELS: dict[str, ModelSpec] = {
         _m("Qwen3-32B", 64, 5120, 64, 8, 25600, 151936, 40960, head_dim=128),
         _m("Llama-3.1-405B", 126, 16384, 128, 8, 53248, 128256, 131072),
         _m("Falcon-180B", 80, 14848, 232, 8, 59392, 65024, 2048, ffn_kind="gelu"),
+        _m("Mixtral-8x7B", 32, 4096, 32, 8, 14336, 32000, 32768, experts=8, active_experts=2),
         # A few layers and a small hidden size: real forward passes on a CPU in milliseconds.
         _m("tiny", 4, 256, 8, 4, 768, 1024, 4096),
     )
@@ -122,6 +132,8 @@ ALIASES = {
     "meta-llama/Llama-3.1-70B-Instruct": "Llama-3.1-70B",
     "mistralai/Mistral-7B-v0.1": "Mistral-7B",
     "mistralai/Mistral-7B-Instruct-v0.2": "Mistral-7B",
+    "mistralai/Mixtral-8x7B-v0.1": "Mixtral-8x7B",
+    "mistralai/Mixtral-8x7B-Instruct-v0.1": "Mixtral-8x7B",
     "01-ai/Yi-34B": "Yi-34B",
     "01-ai/Yi-34B-200K": "Yi-34B",
     "codellama/CodeLlama-34b-hf": "CodeLlama-34B",

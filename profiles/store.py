@@ -62,7 +62,7 @@ def resolve_profile(model: str, hardware: str, tp: int = 1, pp: int = 1, path: s
         name = shipped_profile_name(model_spec.name, hardware_spec.name, tp, engine, measured)
         if name in shipped:
             return ProfileTable.read(shipped[name])
-    if engine in KERNEL_DB_ENGINES:
+    if engine in KERNEL_DB_ENGINES and not model_spec.is_moe:  # MoE: the calibrated roofline below
         table = _kernel_db_profile_if_installed(model_spec, hardware_spec.name, tp, engine)
         if table is not None:
             return table

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from capsim.profiles.errors import ProfileError
 from capsim.profiles.models import ModelSpec
 
 ROPE_THETA = 10000.0  # Llama-2's base; the base changes the rotation angles, never the cost
@@ -84,6 +85,8 @@ class DecoderModel(nn.Module):
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
+        if spec.is_moe:
+            raise ProfileError(f"the reference engine runs dense models; {spec.name} is a mixture of experts")
         self.embed = nn.Embedding(spec.vocab, spec.hidden)
         self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(spec.layers))
         self.norm = RMSNorm(spec.hidden)

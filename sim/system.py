@@ -46,6 +46,11 @@ class SystemSpec:
     profile: str | None = None  # a profile file; default: see profiles/store.py
 
     def __post_init__(self):
+        if isinstance(self.hardware, str):  # one name a GPU, so labels and cache keys agree (H100 -> H100-SXM)
+            try:
+                object.__setattr__(self, "hardware", get_hardware(self.hardware).name)
+            except ProfileError as error:
+                raise SimulationError(str(error)) from None
         if self.scheduler not in POLICIES:
             raise SimulationError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(POLICIES)}")
         if self.engine not in ENGINES:

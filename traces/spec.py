@@ -38,6 +38,10 @@ class WorkloadSpec:
             raise TraceError(f"number of requests must be positive, got {self.num_requests}")
         if self.arrival not in PROCESSES:
             raise TraceError(f"unknown arrival process {self.arrival!r}; choose one of {', '.join(PROCESSES)}")
+        if self.cap_gaps and self.arrival != "poisson":
+            raise TraceError(f"capping gaps applies to the poisson process only, not to {self.arrival}")
+        if self.cv is not None and self.arrival != "gamma":
+            raise TraceError(f"a CV applies to the gamma process only, not to {self.arrival}")
 
     @property
     def is_builtin(self) -> bool:
