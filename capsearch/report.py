@@ -22,8 +22,6 @@ def capacity_rows(capacities: list[Capacity]) -> list[dict]:
     """One row a search: what was searched (model, GPU, TP/PP, scheduler, trace, every SLO
     clause), what was found (capacity, bracket, whether it converged, what failed above it) and
     the tail at the capacity (P99.9 and max TBT show stalls a P99 hides)."""
-    from capsim.capsearch.search_command import scheduler_words
-
     rows = []
     for c in capacities:
         slo = slo_from_dict(c.slo)
@@ -43,6 +41,13 @@ def capacity_rows(capacities: list[Capacity]) -> list[dict]:
             "latency_source": c.latency_source, "conventions": "; ".join(f"{k}: {v}" for k, v in c.conventions.items()),
         })
     return rows
+
+
+def scheduler_words(label: str | None, system: dict) -> str:
+    """The config's name, and what it runs: 'sarathi_512 (sarathi, chunk 512, batch 128)'."""
+    budget = f", chunk {system['token_budget']}" if system.get("token_budget") else ""
+    inner = f"{system['scheduler']}{budget}, batch {system['max_batch_size']}"
+    return f"{label} ({inner})" if label and label != system["scheduler"] else inner
 
 
 def write_capacity_table(capacities: list[Capacity], folder: Path, stem: str = "capacity") -> tuple[Path, Path]:

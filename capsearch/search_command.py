@@ -20,7 +20,7 @@ from capsim.capsearch.config import config_convention, load_config, workload_wor
 from capsim.capsearch.conventions import WORDS
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiment import EXECUTORS, SearchJob, run_jobs
-from capsim.capsearch.report import capacity_rows, plot_capacity_bars, plot_sensitivity, write_capacity_table
+from capsim.capsearch.report import capacity_rows, plot_capacity_bars, plot_sensitivity, scheduler_words, write_capacity_table
 from capsim.capsearch.slo import Deadline, TbtTtft
 from capsim.capsearch.slo_options import SLO_FLAGS, flag_convention, slo_options, slos_from_flags
 from capsim.capsearch.trials import TrialLimits
@@ -115,13 +115,17 @@ def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> Plan:
         configs = DEFAULT_CONFIGS
         notes.append(f"no config and no system flag: the built-in {' + '.join(DEFAULT_CONFIGS)} experiment")
     if configs:
+        paths = [builtin_config(name) if not Path(name).exists() and builtin_config(name) else Path(name) for name in configs]
+        for path in paths:
+            if not path.is_file():
+                raise ConfigError(f"{path}: no such config file" + ("" if path.exists() else
+                                  f" (nor a built-in one: {', '.join(builtin_config_names())})"))
         refused = [f"--{name.replace('_', '-')}" if name != "token_budget" else "--chunk-size" for name in JOB_FLAGS if given(name)]
         if refused:
             raise ConfigError(f"{', '.join(refused)} cannot apply to a config, whose {', '.join(sorted({JOB_FLAGS[n] for n in JOB_FLAGS if given(n)}))} "
                               "define its searches: edit the config, or leave out the config (and --config-path) for a one-system search")
         jobs = []
-        for name in configs:
-            path = builtin_config(name) if not Path(name).exists() and builtin_config(name) else Path(name)
+        for path in paths:
             convention = explicit or flags_convention or config_convention(path)
             cli_slos = (lambda c: slos_from_flags(options, explicit or flags_convention or c)) if slos_given else None
             experiment = load_config(path, slos=cli_slos, slo_defaults=explicit)
@@ -258,16 +262,9 @@ def print_plan(plan: Plan) -> None:
         console.print(f"[dim]{note}[/]")
 
 
-def scheduler_words(label: str | None, system: dict) -> str:
-    """The config's name, and what it runs: 'sarathi_512 (sarathi, chunk 512, batch 128)'."""
-    budget = f", chunk {system['token_budget']}" if system.get("token_budget") else ""
-    inner = f"{system['scheduler']}{budget}, batch {system['max_batch_size']}"
-    return f"{label} ({inner})" if label and label != system["scheduler"] else inner
-
-
 def print_capacities(capacities: list) -> None:
     table = Table(title="capacity: the highest QPS that meets the SLO", box=box.SIMPLE_HEAD)
-    for column in ("model", "GPU", "TP/PP", "scheduler", "trace", "SLO", "QPS", "bracket", "search", "failed first above",
+    for column in ("model", "GPU", "TP/PP", "scheduler", "trace", "SLO", "QPS", "bracket", "search", "failed at the QPS above",
                    "TBT P99.9/max ms", "trials"):
         table.add_column(column, justify="right" if column in ("QPS", "trials", "TBT P99.9/max ms") else "left")
     for r in capacity_rows(capacities):

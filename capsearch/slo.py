@@ -90,7 +90,9 @@ class TbtTtft:
         tbt = _percentile(tbt_with_missing(result), self.tbt_percentile)
         first = request_metric(result, self.ttft_metric)
         ttft = _percentile(first, self.ttft_percentile)
-        failed = [c for c, ok in zip(self.clauses, (tbt <= self.tbt, ttft <= self.ttft)) if not ok]
+        first = "sched delay" if self.ttft_metric == "scheduling_delay" else "TTFT"
+        labels = (f"P{self.tbt_percentile:g} TBT {tbt:.3g} s", f"P{self.ttft_percentile:g} {first} {ttft:.3g} s")
+        failed = [c for c, ok in zip(labels, (tbt <= self.tbt, ttft <= self.ttft)) if not ok]
         return {"passed": not failed, "tbt": tbt, self.ttft_metric: ttft, "failed_clauses": failed}
 
 
@@ -116,7 +118,8 @@ class TtftTpot:
     def score(self, result: RunResult) -> dict:
         ttft = _percentile(request_metric(result, "ttft"), self.ttft_percentile)
         tpot = _percentile(request_metric(result, "tpot"), self.tpot_percentile)
-        failed = [c for c, ok in zip(self.clauses, (ttft <= self.ttft, tpot <= self.tpot)) if not ok]
+        labels = (f"P{self.ttft_percentile:g} TTFT {ttft:.3g} s", f"P{self.tpot_percentile:g} TPOT {tpot:.3g} s")
+        failed = [c for c, ok in zip(labels, (ttft <= self.ttft, tpot <= self.tpot)) if not ok]
         return {"passed": not failed, "ttft": ttft, "tpot": tpot, "failed_clauses": failed}
 
 
@@ -155,7 +158,8 @@ class Deadline:
     def score(self, result: RunResult, prefill_seconds=None) -> dict:
         rates = deadline_miss_rates(result, self.tbt, self.ttft_slack, prefill_seconds, self.denominator)
         rate = _percentile(rates, self.miss_rate_percentile)
-        return {"passed": rate <= self.miss_rate, "miss_rate": rate, "failed_clauses": [] if rate <= self.miss_rate else self.clauses}
+        failed = [] if rate <= self.miss_rate else [f"P{self.miss_rate_percentile:g} miss rate {rate:.3g}"]
+        return {"passed": not failed, "miss_rate": rate, "failed_clauses": failed}
 
 
 SLO_KINDS = {"tbt_ttft": TbtTtft, "ttft_tpot": TtftTpot, "deadline": Deadline}

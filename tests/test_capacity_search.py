@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import signal
@@ -116,7 +117,7 @@ def test_the_cli_writes_the_capacity_table_and_plot(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--start-qps", "0"], "--start-qps must be positive"),
+    (["--start-qps", "0"], "--start-qps must be a positive number"),
     (["--tbt-slo-value", "0.0001"], "below one decode step"),
     (["--model", "Llama-2-70B"], "does not fit"),
     (["--config-path", "nosuch.yml"], "no such config file"),
@@ -169,8 +170,8 @@ def test_sweep_on_a_local_ray(tmp_path):
                              "--executor", "ray", "--cache-dir", tmp_path / "cache", "-o", out],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = (out / "sweep.csv").read_text().splitlines()[1:]
-    capacities = {row.split(",")[4]: float(row.split(",")[5]) for row in rows}
+    with open(out / "sweep.csv") as f:
+        capacities = {row["slo"]: float(row["capacity_qps"]) for row in csv.DictReader(f)}
     assert len(capacities) == 2
-    assert capacities["P99 TBT<=0.05s"] <= capacities["P99 TBT<=0.5s"]
+    assert capacities["P99 TBT<=0.05s, P50 sched<=2s"] <= capacities["P99 TBT<=0.5s, P50 sched<=2s"]
     assert (out / "sweep.png").is_file()
