@@ -76,6 +76,8 @@ def _kernel_db_profile_if_installed(model: ModelSpec, hardware: str, tp: int, en
     """The kernel-database profile made now (and cached), or None where the database lacks it."""
     from capsim.profiles import kernel_db
 
+    if hardware not in kernel_db.SYSTEMS:  # no such system in the database: skip its (seconds-long) index scan
+        return None
     try:
         version = kernel_db.check_coverage(hardware, engine, None)  # raises without the extra or the data
     except ProfileError:
