@@ -89,26 +89,20 @@ def is_etalon(data: dict) -> bool:
     return any(key in data for key in ("servers", "request_generator_configs", "request_configs", "parallel_specs"))
 
 
-def config_convention(path: str | Path) -> str:
-    """Whose conventions a config file follows: etalon for Etalon's schema, else sarathi."""
-    return "etalon" if is_etalon(read_yaml(Path(path))) else "sarathi"
-
-
 def load_config(path: str | Path, slos=None, slo_defaults: str | None = None) -> Experiment:
-    """The config's searches. `slos(convention)` gives the command line's SLOs (None: none
-    given): they replace the config's own; without either, the defaults of `slo_defaults` or of
-    the config's peer apply. A plain list of SLOs is taken as they are."""
+    """The config's searches. `slos(convention)` gives the command line's SLOs, fields not given
+    from that convention (None: no SLO flag given); a plain list is taken as it is. They replace
+    the config's own; without either, the defaults of `slo_defaults` or of the config's peer apply."""
     path = Path(path)
     data = read_yaml(path)
     if isinstance(slos, list):
-        slos = (lambda listed: lambda convention: listed)(slos)
-    if slo_defaults is not None:
-        data["_slo_defaults"] = slo_defaults
+        listed = slos
+        slos = lambda convention: listed  # noqa: E731
     if is_etalon(data):
         from capsim.capsearch.etalon_config import load_etalon
 
-        return load_etalon(path, data, slos)
-    check_keys({k: v for k, v in data.items() if k != "_slo_defaults"}, TOP_KEYS, path, "the top level")
+        return load_etalon(path, data, slos, slo_defaults)
+    check_keys(data, TOP_KEYS, path, "the top level")
     for section, keys in SECTION_KEYS.items():
         entries = data.get(section)
         if not isinstance(entries, list) or not entries:
@@ -117,7 +111,7 @@ def load_config(path: str | Path, slos=None, slo_defaults: str | None = None) ->
             if not isinstance(entry, dict) or "name" not in entry:
                 raise ConfigError(f"{path}: every entry of '{section}' needs a name")
             check_keys(entry, keys, path, f"{section} entry {entry['name']!r}")
-    slo_list, slo_source = config_slos(data, path, slos, "sarathi")
+    slo_list, slo_source = config_slos(data, path, slos, slo_defaults or "sarathi")
     notes: list[str] = []
     jobs = []
     for model in data["models"]:
@@ -129,10 +123,10 @@ def load_config(path: str | Path, slos=None, slo_defaults: str | None = None) ->
 
 
 def config_slos(data: dict, path: Path, slos, convention: str) -> tuple[list, str]:
+    """(SLOs, where they came from): the command line's, else the config's, else `convention`'s defaults."""
     from capsim.capsearch.conventions import WORDS
     from capsim.capsearch.slo_options import default_slos
 
-    convention = data.pop("_slo_defaults", convention)
     given = slos(convention) if slos else None
     if given:
         return given, "the command line"

@@ -14,7 +14,7 @@ from capsim.capsearch.config import ConfigError
 from capsim.capsearch.confirm import confirm as run_confirmation, observable_slo, predict_capacity
 from capsim.capsearch.confirm_report import confirmation_tables, plot_confirmation, write_confirmation
 from capsim.capsearch.slo_options import flag_convention, slo_options, slos_from_flags
-from capsim.capsearch.system_options import system_options
+from capsim.capsearch.system_options import option_given, system_options
 from capsim.capsearch.workload_options import workload_options
 from capsim.profiles.models import get_model
 from capsim.real.client import connect
@@ -67,7 +67,7 @@ def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | N
     engine_kind = system.engine
     if endpoint is None and engine_kind not in ("reference", "vllm"):
         raise ConfigError(f"capsim starts the reference engine or vLLM itself; for {engine_kind} give --endpoint of a running server")
-    given = lambda name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)  # noqa: E731
+    given = option_given
     convention = slo_flags.get("slo_defaults") or flag_convention(slo_flags, given) or "capsim"
     slos = slos_from_flags(slo_flags, convention)
     if len(slos) != 1:
@@ -140,5 +140,7 @@ def _with_requests(make_spec, count: int):
 def vllm_command_cli(system, port: int, host: str, real_weights: bool) -> None:
     if system.engine != "vllm":
         raise click.UsageError(f"vllm-command prints a vLLM command; --engine {system.engine} does not apply")
+    if system.pipeline_scheduling != "virtual_engines" and system.pp > 1 and option_given("pipeline_scheduling"):
+        raise click.UsageError("vLLM schedules pipeline stages as virtual engines: --pipeline-scheduling one_scheduler has no vLLM flag")
     argv, environment = vllm_command(system, port, host, dummy_weights=not real_weights)
     click.echo(" ".join([*(f"{k}={v}" for k, v in environment.items()), shlex.join(argv)]))

@@ -67,8 +67,8 @@ SECTION_KEYS = {
 }
 
 
-def load_etalon(path: Path, data: dict, slos) -> Experiment:
-    check_keys({k: v for k, v in data.items() if k != "_slo_defaults"}, TOP_KEYS, path, "the top level of an Etalon config")
+def load_etalon(path: Path, data: dict, slos, slo_defaults: str | None = None) -> Experiment:
+    check_keys(data, TOP_KEYS, path, "the top level of an Etalon config")
     for section, keys in SECTION_KEYS.items():
         entries = data.get(section)
         if not isinstance(entries, list) or not entries:
@@ -77,7 +77,7 @@ def load_etalon(path: Path, data: dict, slos) -> Experiment:
             if not isinstance(entry, dict):
                 raise ConfigError(f"{path}: entry {i + 1} of '{section}' must be a mapping")
             check_keys(entry, keys, path, f"{section} entry {i + 1}")
-    slo_list, slo_source = config_slos(data, path, slos, "etalon")
+    slo_list, slo_source = config_slos(data, path, slos, slo_defaults or "etalon")
     parallel_by_name = {p.get("name"): p for p in data["parallel_specs"]}
     notes: list[str] = []
     jobs = []
@@ -99,7 +99,7 @@ def load_etalon(path: Path, data: dict, slos) -> Experiment:
     if not jobs:
         raise ConfigError(f"{path}: no job: every combination was filtered out (model parallel_specs/traces, or Etalon's "
                           "pairing of sharegpt with 8192 max tokens and arxiv with 16384)")
-    clients = sorted({_concurrency(r) for r in data["request_configs"] if _concurrency(r)})
+    clients = sorted({c for c in map(_concurrency, data["request_configs"]) if c})
     if clients:
         notes.append(f"Etalon's clients hold at most {', '.join(map(str, clients))} requests in flight; capsim's arrivals are "
                      "open-loop (no client cap), so above capacity queues grow at the server instead of the client")

@@ -47,18 +47,19 @@ def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
     capacities = []
     for slo in job.slos:
         rule = early_stop_rule(slo, len(requests), total_tokens) if early_stop else None
+        best = {}  # the highest passing trial's scored requests: the capacity's figures come from it
 
         def trial(qps: float):
             result, cached = run_trial(job.system, job.workload, qps, cache, rule, job.trial)
-            details = score(slo, scored_part(result, job.trial), latency)
+            scored = scored_part(result, job.trial)
+            details = score(slo, scored, latency)
+            if details["passed"] and qps > best.get("qps", 0):
+                best.update(qps=qps, result=scored)
             return details.pop("passed"), details | {"cached": cached, "stopped_early": result.info.get("stopped_early")}
 
         capacity, failing, trials = find_capacity(trial, slo, job.start_qps, job.granularity, job.max_trials)
         failed = next((t.get("failed_clauses", []) for t in trials if t["qps"] == failing), [])
-        at_capacity = {}
-        if capacity is not None:
-            result, _ = run_trial(job.system, job.workload, capacity, cache, None, job.trial)
-            at_capacity = figures_at(slo, scored_part(result, job.trial), latency) | {"qps": capacity}
+        at_capacity = figures_at(slo, best["result"], latency) | {"qps": capacity} if capacity is not None else {}
         capacities.append(Capacity(
             labels=dict(job.labels), slo=slo_to_dict(slo), slo_name=slo.name, capacity_qps=capacity, failing_qps=failing,
             trials=trials, latency_source=latency.source_words, system=job.system.to_dict(), workload=job.workload.to_dict(),

@@ -21,7 +21,6 @@ from capsim.profiles.report import accuracy_rows, plot_predicted_vs_measured
 from capsim.profiles.hardware import get_hardware
 from capsim.profiles.source import describe_source
 from capsim.profiles.store import ENGINES, KERNEL_DB_ENGINES, resolve_profile, shipped_profile_key, shipped_profiles
-from capsim.profiles.table import ProfileTable
 from capsim.profiles.errors import ProfileError
 from capsim.real.engine_profiler import DECODE_BATCHES, DECODE_CONTEXTS, PROMPT_LENGTHS, profile_endpoint
 from capsim.traces import write_atomically

@@ -34,7 +34,6 @@ def capacity_rows(capacities: list[Capacity]) -> list[dict]:
             "slo_clauses": "; ".join(slo.clauses), "hardware": system.get("hardware"), "tp": system.get("tp"), "pp": system.get("pp"),
             "tp_pp": f"{system.get('tp')}/{system.get('pp')}", "scheduler_policy": system.get("scheduler"),
             "chunk_size": system.get("token_budget"), "batch_size": system.get("max_batch_size"), "engine": system.get("engine"),
-            "scheduler_words": scheduler_words(c.labels.get("scheduler"), system) if system else c.labels.get("scheduler", ""),
             "tbt_p99_s": c.at_capacity.get("tbt_p99_s"), "tbt_p99.9_s": c.at_capacity.get("tbt_p99.9_s"),
             "tbt_max_s": c.at_capacity.get("tbt_max_s"), "ttft_p99_s": c.at_capacity.get("ttft_p99_s"),
             "trials": len(c.trials), "cached_trials": sum(1 for t in c.trials if t.get("cached")), "source": c.source,

@@ -10,13 +10,12 @@ from importlib import resources
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from capsim.capsearch.config import config_convention, load_config, workload_words
+from capsim.capsearch.config import load_config, workload_words
 from capsim.capsearch.conventions import WORDS
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiment import EXECUTORS, SearchJob, run_jobs
@@ -26,7 +25,7 @@ from capsim.capsearch.slo_options import SLO_FLAGS, flag_convention, slo_options
 from capsim.capsearch.trials import TrialLimits
 from capsim.sim import SimulationError
 from capsim.traces import TraceError
-from capsim.capsearch.system_options import system_options
+from capsim.capsearch.system_options import option_given, system_options
 from capsim.capsearch.workload_options import workload_options
 
 console = Console(width=None if sys.stdout.isatty() else 180)  # files and pipes get wide tables
@@ -100,7 +99,9 @@ class Plan:
 def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> Plan:
     """The searches to run, from configs or from the one-system flags, every input checked and
     every option given either applied (with a note) or refused."""
-    given = lambda name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)  # noqa: E731
+    given = option_given
+    if not options["start_qps"] > 0 or not math.isfinite(options["start_qps"]):
+        raise ConfigError(f"--start-qps must be a positive number, got {options['start_qps']}")
     flags_convention = flag_convention(options, given)
     explicit = options.get("slo_defaults")
     slos_given = any(given(f) for f in SLO_FLAGS)
@@ -120,23 +121,21 @@ def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> Plan:
             if not path.is_file():
                 raise ConfigError(f"{path}: no such config file" + ("" if path.exists() else
                                   f" (nor a built-in one: {', '.join(builtin_config_names())})"))
-        refused = [f"--{name.replace('_', '-')}" if name != "token_budget" else "--chunk-size" for name in JOB_FLAGS if given(name)]
+        refused = [_flag(name) if name != "token_budget" else "--chunk-size" for name in JOB_FLAGS if given(name)]
         if refused:
             raise ConfigError(f"{', '.join(refused)} cannot apply to a config, whose {', '.join(sorted({JOB_FLAGS[n] for n in JOB_FLAGS if given(n)}))} "
                               "define its searches: edit the config, or leave out the config (and --config-path) for a one-system search")
         jobs = []
+        cli_slos = (lambda c: slos_from_flags(options, explicit or flags_convention or c)) if slos_given else None
         for path in paths:
-            convention = explicit or flags_convention or config_convention(path)
-            cli_slos = (lambda c: slos_from_flags(options, explicit or flags_convention or c)) if slos_given else None
             experiment = load_config(path, slos=cli_slos, slo_defaults=explicit)
             notes += experiment.notes
+            convention = explicit or flags_convention or experiment.convention
             source = experiment.slo_source + (f", fields not given from {WORDS[convention]} defaults"
                                               if experiment.slo_source == "the command line" else "")
             jobs += [dataclasses.replace(j, conventions=(("SLOs", source), *j.conventions)) for j in experiment.jobs]
         jobs, override_notes = _apply_overrides(jobs, system, make_spec, options, given, granularity, limits)
         return Plan(jobs, notes + override_notes)
-    if not options["start_qps"] > 0 or not math.isfinite(options["start_qps"]):
-        raise ConfigError(f"--start-qps must be a positive number, got {options['start_qps']}")
     convention = explicit or flags_convention or "capsim"
     slos = slos_from_flags(options, convention)
     labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", options["trace"]), ("parallel", f"tp_{system.tp}_pp_{system.pp}"))
@@ -172,18 +171,18 @@ def _trial_limits(options: dict) -> TrialLimits:
 
 def _apply_overrides(jobs, system, make_spec, options, given, granularity, limits) -> tuple[list[SearchJob], list[str]]:
     """Options given with a config replace that value in every job, each said in a note."""
-    notes = []
+    spec = make_spec("chat")  # the workload flags' values; the trace is the config's
     system_changes = {field: getattr(system, field) for flag, field in SYSTEM_OVERRIDES.items() if given(flag)}
-    spec = make_spec("chat")
     workload_changes = {field: getattr(spec, field) for flag, field in WORKLOAD_OVERRIDES.items() if given(flag)}
+    job_changes = {field: value for field, value, flags in (
+        ("start_qps", options["start_qps"], ("start_qps",)), ("granularity", granularity, ("granularity", "min_search_granularity")),
+        ("max_trials", options["max_trials"], ("max_trials",))) if any(map(given, flags))}
+    values = {**{f: getattr(system, field) for f, field in SYSTEM_OVERRIDES.items()},
+              **{f: getattr(spec, field) for f, field in WORKLOAD_OVERRIDES.items()}, **{f: options[f] for f in JOB_OVERRIDES}}
+    notes = [f"{_flag(f)} {f'{v:g}' if isinstance(v, float) else v}: applied to every search of the config"
+             for f, v in values.items() if given(f)]
     if workload_changes.get("arrival", "poisson") != "poisson" and not given("cap_gaps"):
         workload_changes["cap_gaps"] = False  # the peers' cap is for Poisson gaps only
-    for flag, field in SYSTEM_OVERRIDES.items():
-        if given(flag):
-            notes.append(f"--{flag.removesuffix('_path').replace('_', '-')} {getattr(system, field)}: applied to every search of the config")
-    for flag, field in WORKLOAD_OVERRIDES.items():
-        if given(flag):
-            notes.append(f"--{flag.rstrip('_').replace('_', '-')} {getattr(spec, field)}: applied to every search of the config")
     changed = []
     for job in jobs:
         try:
@@ -191,24 +190,16 @@ def _apply_overrides(jobs, system, make_spec, options, given, granularity, limit
             new_workload = dataclasses.replace(job.workload, **workload_changes)
         except (SimulationError, TraceError) as error:
             raise ConfigError(f"with the options given: {error}") from None
-        fields = {}
-        if given("start_qps"):
-            if not options["start_qps"] > 0 or not math.isfinite(options["start_qps"]):
-                raise ConfigError(f"--start-qps must be a positive number, got {options['start_qps']}")
-            fields["start_qps"] = options["start_qps"]
-        if given("granularity") or given("min_search_granularity"):
-            fields["granularity"] = granularity
-        if given("max_trials"):
-            fields["max_trials"] = options["max_trials"]
-        if given("time_limit"):
-            fields["trial"] = dataclasses.replace(limits, send_window_s=job.trial.send_window_s)
+        trial = dataclasses.replace(limits, send_window_s=job.trial.send_window_s) if given("time_limit") else job.trial
         conventions = dict(job.conventions) | {"workload": workload_words(new_workload)}
-        changed.append(dataclasses.replace(job, system=new_system, workload=new_workload, conventions=tuple(conventions.items()), **fields))
-    for flag in JOB_OVERRIDES:
-        if given(flag):
-            value = options[flag]
-            notes.append(f"--{flag.replace('_', '-')} {value:g}: applied to every search of the config")
+        changed.append(dataclasses.replace(job, system=new_system, workload=new_workload, trial=trial,
+                                           conventions=tuple(conventions.items()), **job_changes))
     return changed, notes
+
+
+def _flag(name: str) -> str:
+    """The command-line spelling of an option's parameter name."""
+    return "--" + name.removesuffix("_path").rstrip("_").replace("_", "-")
 
 
 def check_feasible(jobs: list[SearchJob]) -> None:
@@ -246,7 +237,7 @@ def run_searches(jobs: list[SearchJob], options: dict) -> list:
 def print_plan(plan: Plan) -> None:
     """What will be searched, before the first trial."""
     table = Table(title="searching", box=box.SIMPLE_HEAD)
-    for column in ("model", "GPU", "TP/PP", "scheduler", "trace", "workload", "start QPS", "latencies"):
+    for column in ("model", "GPU", "TP/PP", "scheduler", "trace", "workload", "start QPS", "engine"):
         table.add_column(column)
     for job in plan.jobs:
         labels = dict(job.labels)

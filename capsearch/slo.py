@@ -209,12 +209,22 @@ def deadline_miss_rates(result: RunResult, tbt: float, ttft_slack: float, prefil
     denominator "deadlines" (Etalon): missed / (on-time tokens + missed deadlines);
     "tokens" (stricter): missed / output tokens, at most 1.
     """
-    arrival, prompt = result.column("arrival_s"), result.column("prompt_tokens")
-    output = result.column("output_tokens")
-    prefill = prefill_seconds(prompt) if prefill_seconds is not None else np.zeros(len(arrival))
-    missed, on_time = deadline_counts(result, np.full(len(arrival), float(tbt)), arrival + prefill + ttft_slack)
+    missed, on_time = deadline_counts(result, np.full(result.requests.num_rows, float(tbt)),
+                                      first_deadlines(result, ttft_slack, prefill_seconds))
     if denominator == "tokens":
-        return np.minimum(1.0, missed / np.maximum(output, 1))
+        return np.minimum(1.0, missed / np.maximum(result.column("output_tokens"), 1))
+    return miss_ratio(missed, on_time)
+
+
+def first_deadlines(result: RunResult, ttft_slack: float, prefill_seconds=None) -> np.ndarray:
+    """When each request's first token is due: arrival + predicted prefill time + slack."""
+    arrival = result.column("arrival_s")
+    prefill = prefill_seconds(result.column("prompt_tokens")) if prefill_seconds is not None else 0.0
+    return arrival + prefill + ttft_slack
+
+
+def miss_ratio(missed: np.ndarray, on_time: np.ndarray) -> np.ndarray:
+    """Etalon's miss rate: missed deadlines / (on-time tokens + missed deadlines); 0 with none."""
     total = missed + on_time
     return np.divide(missed, total, out=np.zeros(len(total)), where=total > 0)
 
@@ -268,9 +278,7 @@ def fluidity_figures(result: RunResult, tbt: float, ttft_slack: float, prefill_s
     done = result.only(result.finished())
     if not done.requests.num_rows:
         return {}
-    arrival, prompt = done.column("arrival_s"), done.column("prompt_tokens")
-    prefill = prefill_seconds(prompt) if prefill_seconds is not None else np.zeros(len(arrival))
-    missed, on_time = deadline_counts(done, np.full(len(arrival), float(tbt)), arrival + prefill + ttft_slack)
+    missed, on_time = deadline_counts(done, np.full(done.requests.num_rows, float(tbt)), first_deadlines(done, ttft_slack, prefill_seconds))
     service = float(missed.sum() / max(missed.sum() + on_time.sum(), 1))
     minimum = min_tbt_deadlines(done, target_miss_rate)
     p_deadline = _percentile(minimum, quantile)
@@ -290,23 +298,15 @@ def fluidity_figures(result: RunResult, tbt: float, ttft_slack: float, prefill_s
 def min_tbt_deadlines(result: RunResult, target_miss_rate: float, resolution: float = 1e-4) -> np.ndarray:
     """Per request, the smallest TBT deadline whose miss rate (first token ignored) is <= the
     target: a bisection run for all requests at once, to `resolution` seconds."""
-    values, offsets = result.token_times
-    counts = np.diff(offsets)
-    gaps = np.diff(values)
-    keep = np.ones(len(gaps), dtype=bool)
-    ends = offsets[1:-1] - 1
-    keep[ends[(ends >= 0) & (ends < len(gaps))]] = False
-    owner = np.repeat(np.arange(len(counts)), counts)[1:][keep] if len(values) else np.zeros(0, dtype=int)
+    counts = np.diff(result.token_times[1])
+    gaps = result.tbt()  # request by request, count - 1 gaps each
     high = np.zeros(len(counts))
-    np.maximum.at(high, owner, gaps[keep])
+    np.maximum.at(high, np.repeat(np.arange(len(counts)), np.maximum(counts - 1, 0)), gaps)
     high = high + resolution  # at the longest gap no token is late
     low = np.zeros(len(counts))
-    for _ in range(int(np.ceil(np.log2(max(high.max(initial=resolution), resolution) / resolution))) + 1):
+    for _ in range(int(np.ceil(np.log2(high.max(initial=resolution) / resolution))) + 1):
         middle = (low + high) / 2
-        missed, on_time = deadline_counts(result, np.maximum(middle, 1e-12), None, skip_first=True)
-        total = missed + on_time
-        rate = np.divide(missed, total, out=np.zeros(len(total)), where=total > 0)
-        meets = rate <= target_miss_rate
+        meets = miss_ratio(*deadline_counts(result, middle, None, skip_first=True)) <= target_miss_rate
         high = np.where(meets, middle, high)
         low = np.where(meets, low, middle)
     return np.where(counts >= 2, high, 0.0)

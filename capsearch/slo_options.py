@@ -21,11 +21,21 @@ SARATHI_FLAGS = ("tbt_slo_value", "tbt_slo_quantile", "scheduling_delay_slo_valu
 ETALON_FLAGS = ("slo_type", "tbt_slo", "tbt_percentile", "ttft_slo", "ttft_percentile", "tpot_slo", "tpot_percentile",
                 "ttft_slack_slo", "deadline_miss_rate_slo", "deadline_miss_rate_percentile")
 SLO_FLAGS = SARATHI_FLAGS + ETALON_FLAGS + ("ttft_metric", "deadline_denominator")
-FLAG_NAMES = {"tbt_slo": "--tbt-slo", "tbt_slo_value": "--tbt-slo-value", "tbt_percentile": "--tbt-percentile",
-              "tbt_slo_quantile": "--tbt-slo-quantile", "ttft_slo": "--ttft-slo", "scheduling_delay_slo_value": "--scheduling-delay-slo-value",
-              "ttft_percentile": "--ttft-percentile", "scheduling_delay_slo_quantile": "--scheduling-delay-slo-quantile"}
 SAME_FIELD = (("tbt_slo", "tbt_slo_value"), ("tbt_percentile", "tbt_slo_quantile"), ("ttft_slo", "scheduling_delay_slo_value"),
               ("ttft_percentile", "scheduling_delay_slo_quantile"))
+# The flags each SLO type reads; any other SLO flag given with it is refused, never dropped.
+USED_FLAGS = {
+    "tbt_ttft": {"slo_type", "tbt_slo", "tbt_slo_value", "tbt_percentile", "tbt_slo_quantile", "ttft_slo", "scheduling_delay_slo_value",
+                 "ttft_percentile", "scheduling_delay_slo_quantile", "ttft_metric"},
+    "ttft_tpot": {"slo_type", "ttft_slo", "ttft_percentile", "tpot_slo", "tpot_percentile"},
+    "deadline": {"slo_type", "tbt_slo", "tbt_slo_value", "ttft_slack_slo", "deadline_miss_rate_slo", "deadline_miss_rate_percentile",
+                 "deadline_denominator"},
+}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
 
 PERCENTILE = "a fraction (0.99) or a percentage (99)"
 
@@ -83,33 +93,25 @@ def flag_convention(options: dict, given) -> str | None:
 
 def slos_from_flags(options: dict, convention: str) -> list:
     """The SLOs the flags state, fields not given taken from the convention's defaults."""
+    given = {name for name in SLO_FLAGS if options.get(name) not in (None, ())}
     for etalon, sarathi in SAME_FIELD:
-        if options.get(etalon) not in (None, ()) and options.get(sarathi) not in (None, ()):
-            raise ConfigError(f"{FLAG_NAMES[etalon]} and {FLAG_NAMES[sarathi]} set the same field: give one")
+        if {etalon, sarathi} <= given:
+            raise ConfigError(f"{flag(etalon)} and {flag(sarathi)} set the same field: give one")
     d = SLO_DEFAULTS[convention]
-    pick = lambda *names, default: next((options[n] for n in names if options.get(n) not in (None, ())), default)  # noqa: E731
+    pick = lambda *names, default: next((options[n] for n in names if n in given), default)  # noqa: E731
     kind = pick("slo_type", default=d["slo_type"])
-    tbt_values = pick("tbt_slo", "tbt_slo_value", default=(d["tbt"],))
-    metric = pick("ttft_metric", default="scheduling_delay" if options.get("scheduling_delay_slo_value") is not None else d["ttft_metric"])
-    ttft = pick("ttft_slo", "scheduling_delay_slo_value", default=d["ttft"])
-    ttft_percentile = pick("ttft_percentile", "scheduling_delay_slo_quantile",
-                           default=d["ttft_percentile"] or capsim_ttft_percentile(kind))
-    tbt_percentile = pick("tbt_percentile", "tbt_slo_quantile", default=d["tbt_percentile"])
-    if kind == "tbt_ttft":
-        return [TbtTtft(tbt=v, tbt_percentile=tbt_percentile, ttft=ttft, ttft_percentile=ttft_percentile, ttft_metric=metric)
-                for v in tbt_values]
-    unused = [FLAG_NAMES.get(n, n) for n in ("tbt_slo_quantile", "scheduling_delay_slo_value", "scheduling_delay_slo_quantile")
-              if options.get(n) is not None] + (["--ttft-metric"] if options.get("ttft_metric") else [])
-    if kind == "ttft_tpot":
-        unused += [f for f, n in (("--tbt-slo", "tbt_slo"), ("--tbt-slo-value", "tbt_slo_value"), ("--tbt-percentile", "tbt_percentile"))
-                   if options.get(n)]
-    else:
-        unused += ["--tbt-percentile"] if options.get("tbt_percentile") is not None else []
-    unused += [f"--{n.replace('_', '-')}" for n in ("ttft_slack_slo", "deadline_miss_rate_slo", "deadline_miss_rate_percentile",
-                                                     "deadline_denominator") if kind != "deadline" and options.get(n) is not None]
-    unused += [f"--{n.replace('_', '-')}" for n in ("tpot_slo", "tpot_percentile") if kind != "ttft_tpot" and options.get(n) is not None]
+    unused = given - USED_FLAGS[kind]
     if unused:
-        raise ConfigError(f"a {kind} SLO does not use {', '.join(sorted(set(unused)))}: leave them out, or choose another --slo-type")
+        raise ConfigError(f"a {kind} SLO does not use {', '.join(sorted(map(flag, unused)))}: leave them out, "
+                          "or choose another --slo-type")
+    tbt_values = pick("tbt_slo", "tbt_slo_value", default=(d["tbt"],))
+    ttft = pick("ttft_slo", "scheduling_delay_slo_value", default=d["ttft"])
+    ttft_percentile = pick("ttft_percentile", "scheduling_delay_slo_quantile", default=d["ttft_percentile"] or capsim_ttft_percentile(kind))
+    if kind == "tbt_ttft":
+        # Sarathi-Serve's scheduling-delay flags say what is limited, whatever the convention's default
+        metric = pick("ttft_metric", default="scheduling_delay" if "scheduling_delay_slo_value" in given else d["ttft_metric"])
+        return [TbtTtft(tbt=v, tbt_percentile=pick("tbt_percentile", "tbt_slo_quantile", default=d["tbt_percentile"]), ttft=ttft,
+                        ttft_percentile=ttft_percentile, ttft_metric=metric) for v in tbt_values]
     if kind == "ttft_tpot":
         return [TtftTpot(ttft=ttft, ttft_percentile=ttft_percentile, tpot=pick("tpot_slo", default=d["tpot"]),
                          tpot_percentile=pick("tpot_percentile", default=d["tpot_percentile"]))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import click
+from click.core import ParameterSource
 
 from capsim.profiles.store import ENGINES
 from capsim.sim import POLICIES, ROUTERS, SystemSpec
@@ -47,6 +48,8 @@ def system_options(command=None, *, default_engine: str = "vllm"):
     @functools.wraps(command)
     def wrapper(*args, model, hardware, tp, pp, replicas, scheduler, max_batch_size, token_budget, block_size,
                 max_model_len, memory_utilization, num_kv_blocks, router, prefix_caching, pipeline_scheduling, engine, profile_path, **kwargs):
+        if pp == 1 and not kwargs.get("config_paths") and option_given("pipeline_scheduling"):
+            raise click.UsageError("--pipeline-scheduling applies with --pp > 1 (several micro-batches in flight): drop it, or set --pp")
         system = SystemSpec(model=model, hardware=hardware, tp=tp, pp=pp, replicas=replicas, scheduler=scheduler,
                             max_batch_size=max_batch_size, token_budget=token_budget, block_size=block_size,
                             max_model_len=max_model_len, memory_utilization=memory_utilization, num_kv_blocks=num_kv_blocks, router=router,
@@ -57,3 +60,9 @@ def system_options(command=None, *, default_engine: str = "vllm"):
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
+
+
+def option_given(name: str) -> bool:
+    """Whether the running command's option `name` was given, not left at its default."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source not in (ParameterSource.DEFAULT, None)

@@ -75,6 +75,9 @@ def test_the_flags_decide_whose_defaults_fill_the_rest(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--slo-type", "ttft_tpot", "--deadline-miss-rate-slo", "0.2"], "does not use --deadline-miss-rate-slo"),
+    (["--slo-type", "tbt_ttft", "--tpot-slo", "0.1"], "does not use --tpot-slo"),
+    (["--tbt-slo-value", "0.1", "--ttft-slack-slo", "0.3"], "does not use --ttft-slack-slo"),
+    (["--pipeline-scheduling", "virtual_engines"], "--pipeline-scheduling applies with --pp > 1"),
     (["--slo-type", "tbt_ttft", "--tbt-percentile", "0"], "fraction in (0, 1) or a percentage"),
     (["--tbt-slo-quantile", "150"], "fraction in (0, 1) or a percentage"),
     (["--profile", "nope.parquet"], "does not exist"),
