@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from capsim.capsearch.cache_command import cache
 from capsim.capsearch.profile_commands import profile, profiles
 from capsim.capsearch.config import ConfigError
 from capsim.capsearch.search_command import search, sweep
@@ -61,6 +62,7 @@ main.add_command(sweep)
 main.add_command(serve)
 main.add_command(confirm)
 main.add_command(vllm_command_cli)
+main.add_command(cache)
 
 if __name__ == "__main__":
     main()

@@ -20,12 +20,14 @@ Everything is checked on load, before any trial runs: unknown keys are named wit
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from capsim.capsearch.conventions import PEER_SEED
+from capsim.capsearch.conventions import MAX_REPLICAS, MAX_REQUESTS, MAX_TRIALS, PEER_SEED
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiment import SearchJob
 from capsim.capsearch.slo import SLOError, slo_from_dict
@@ -108,9 +110,13 @@ def load_config(path: str | Path, slos=None, slo_defaults: str | None = None) ->
         if not isinstance(entries, list) or not entries:
             raise ConfigError(f"{path}: '{section}' must be a non-empty list")
         for entry in entries:
-            if not isinstance(entry, dict) or "name" not in entry:
-                raise ConfigError(f"{path}: every entry of '{section}' needs a name")
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), (str, int)) or isinstance(entry.get("name"), bool):
+                raise ConfigError(f"{path}: every entry of '{section}' needs a name (a string)")
             check_keys(entry, keys, path, f"{section} entry {entry['name']!r}")
+        names = [str(e["name"]) for e in entries]
+        if len(set(names)) < len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ConfigError(f"{path}: two entries of '{section}' are named {twice!r}; names label the results, so each must be unique")
     slo_list, slo_source = config_slos(data, path, slos, slo_defaults or "sarathi")
     notes: list[str] = []
     jobs = []
@@ -160,10 +166,10 @@ def pick(entries: list[dict], names, path: Path, key: str, model: str) -> list[d
     return [by_name[n] for n in names]
 
 
-def integer(value, name: str, minimum: int = 1) -> int:
+def integer(value, name: str, minimum: int = 1, maximum: int = 2**31 - 1) -> int:
     """A YAML integer, refused (not truncated) when it is a float, a bool or a string."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
     return value
 
 
@@ -199,12 +205,13 @@ def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJo
         model_spec = get_model(str(model.get("identifier") or model["name"]))
         gpu = model.get("hardware") or data.get("hardware") or paper_gpu(model_spec.name, notes)
         hardware = get_hardware(str(gpu))
+        rope = rope_scaling(model_spec, max_len, notes)
         system = SystemSpec(
             model=model_spec.name, hardware=hardware.name, tp=integer(parallel.get("tp_dimension", 1), "tp_dimension"),
-            pp=integer(parallel.get("pp_dimension", 1), "pp_dimension"), replicas=integer(data.get("replicas", 1), "replicas"),
+            pp=integer(parallel.get("pp_dimension", 1), "pp_dimension"), replicas=integer(data.get("replicas", 1), "replicas", maximum=MAX_REPLICAS),
             scheduler=policy, max_batch_size=integer(scheduler.get("batch_size", 128), "batch_size"),
             token_budget=integer(scheduler["chunk_size"], "chunk_size") if scheduler.get("chunk_size") is not None else None,
-            block_size=integer(data.get("block_size", 16), "block_size"), max_model_len=max_len,
+            block_size=integer(data.get("block_size", 16), "block_size"), max_model_len=max_len, rope_scaling=rope,
             memory_utilization=number(data.get("memory_utilization", 0.9), "memory_utilization"),
             num_kv_blocks=integer(data["num_kv_blocks"], "num_kv_blocks") if data.get("num_kv_blocks") else None,
             profile=model.get("profile") or data.get("profile"), engine=str(model.get("engine") or data.get("engine") or "vllm"),
@@ -214,19 +221,31 @@ def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJo
         source = trace_source(trace.get("trace_file") or trace["name"], path, notes)
         arrival = str(trace.get("arrival", "poisson"))
         workload = WorkloadSpec(
-            trace=source, num_requests=integer(trace.get("num_requests", 2048), "num_requests"),
+            trace=source, num_requests=integer(trace.get("num_requests", 2048), "num_requests", maximum=MAX_REQUESTS),
             seed=integer(data.get("seed", PEER_SEED), "seed", 0), max_total_tokens=max_len, arrival=arrival, cv=trace.get("cv"),
             shuffle=flag(data.get("shuffle", source not in builtin_traces()), "shuffle"),
             cap_gaps=flag(data.get("cap_gaps", arrival == "poisson"), "cap_gaps"),
         )
         start_qps = number(trace.get("start_qps", 1.0), "start_qps")
         granularity = number(data.get("granularity", 0.025), "granularity")
-        max_trials = integer(data.get("max_trials", 20), "max_trials")
+        if granularity >= 1:
+            raise ValueError(f"granularity is a fraction in (0, 1) (0.025: 2.5%), got {granularity:g}")
+        max_trials = integer(data.get("max_trials", 20), "max_trials", maximum=MAX_TRIALS)
     except (ProfileError, SimulationError, TraceError, TypeError, ValueError) as error:
         raise ConfigError(f"{where}: {error}") from None
     labels = (("model", model["name"]), ("scheduler", scheduler["name"]), ("trace", trace["name"]), ("parallel", parallel["name"]))
     conventions = (("workload", workload_words(workload)),)
     return SearchJob(system, workload, slos, start_qps, labels, granularity, max_trials, conventions=conventions)
+
+
+def rope_scaling(model, max_len: int | None, notes: list[str]) -> float:
+    """The RoPE scaling a max_seq_len beyond the model's context needs (the OSDI configs ask 8192
+    of Llama-2-70B's 4096 and Falcon-180B's 2048): a power of two, and said in the output."""
+    if max_len is None or max_len <= model.max_context:
+        return 1.0
+    factor = 2.0 ** math.ceil(math.log2(max_len / model.max_context))
+    notes.append(f"{model.name} holds {model.max_context} tokens; max_seq_len {max_len} runs with RoPE scaling x{factor:g}")
+    return factor
 
 
 def workload_words(workload: WorkloadSpec) -> str:

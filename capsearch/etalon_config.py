@@ -133,7 +133,7 @@ def _job(data, model, parallel, generator, request, server, slos, path, notes) -
         system = SystemSpec(
             model=model_spec.name, hardware=hardware.name, tp=integer(parallel.get("tp_dimension", 1), "tp_dimension"),
             pp=integer(parallel.get("pp_dimension", 1), "pp_dimension"), scheduler=policy, max_batch_size=VLLM_MAX_NUM_SEQS,
-            token_budget=chunk, max_model_len=max_len, profile=data.get("profile"), engine=str(data.get("engine") or "vllm"),
+            token_budget=chunk, max_model_len=max_len, rope_scaling=ROPE_SCALING, profile=data.get("profile"), engine=str(data.get("engine") or "vllm"),
         )
         kv_capacity(model_spec, hardware, system.tp, system.pp, system.block_size, system.memory_utilization)  # fits?
         workload = WorkloadSpec(

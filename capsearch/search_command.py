@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from capsim.capsearch.config import load_config, workload_words
-from capsim.capsearch.conventions import WORDS
+from capsim.capsearch.conventions import MAX_TRIALS, WORDS
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiment import EXECUTORS, SearchJob, run_jobs
 from capsim.capsearch.report import capacity_rows, plot_capacity_bars, plot_sensitivity, scheduler_words, write_capacity_table
@@ -70,7 +70,7 @@ def search_options(command):
                      help="Stop when the bracket is this close (relative; the QPS grid's step)."),
         click.option("--min-search-granularity", type=float, default=None,
                      help="The peers' spelling of --granularity, in percent (2.5 = 0.025)."),
-        click.option("--max-iterations", "--max-trials", "max_trials", type=click.IntRange(min=1), default=20, show_default=True),
+        click.option("--max-iterations", "--max-trials", "max_trials", type=click.IntRange(1, MAX_TRIALS), default=20, show_default=True),
         click.option("--time-limit", type=float, default=None,
                      help="Minutes of simulated time a trial may run, then requests still running are left out of its "
                           "score, as Sarathi-Serve scores a trial cut by its time limit [default: arrivals plus as long "

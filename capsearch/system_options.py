@@ -7,6 +7,7 @@ import functools
 import click
 from click.core import ParameterSource
 
+from capsim.capsearch.conventions import MAX_REPLICAS
 from capsim.profiles.store import ENGINES
 from capsim.sim import POLICIES, ROUTERS, SystemSpec
 from capsim.sim.system import PIPELINE_SCHEDULING
@@ -22,17 +23,17 @@ def system_options(command=None, *, default_engine: str = "vllm"):
     options = [
         click.option("--model", default="Llama-3-8B", show_default=True, help="Catalog model, Hugging Face id, or YAML / config.json path."),
         click.option("--hardware", default="H100-SXM", show_default=True, help="GPU kind (see `capsim profiles list`)."),
-        click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True, help="Tensor-parallel GPUs a replica."),
-        click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline stages a replica."),
-        click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--tp", type=click.IntRange(1, 1024), default=1, show_default=True, help="Tensor-parallel GPUs a replica."),
+        click.option("--pp", type=click.IntRange(1, 1024), default=1, show_default=True, help="Pipeline stages a replica."),
+        click.option("--replicas", type=click.IntRange(1, MAX_REPLICAS), default=1, show_default=True),
         click.option("--scheduler", type=click.Choice(list(POLICIES)), default="sarathi", show_default=True),
-        click.option("--max-batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Running requests at most."),
-        click.option("--chunk-size", "--token-budget", "token_budget", type=click.IntRange(min=1), default=None,
+        click.option("--max-batch-size", type=click.IntRange(1, 2**31 - 1), default=128, show_default=True, help="Running requests at most."),
+        click.option("--chunk-size", "--token-budget", "token_budget", type=click.IntRange(1, 2**31 - 1), default=None,
                      help="Tokens a batch at most (sarathi: 512; vllm_v1: 2048; vllm_v0, orca: the max model length)."),
-        click.option("--block-size", type=click.IntRange(min=1), default=16, show_default=True, help="KV-cache block size in tokens."),
-        click.option("--max-model-len", type=click.IntRange(min=2), default=None, help="Prompt + output at most [default: the model's context, <= 16384]."),
+        click.option("--block-size", type=click.IntRange(1, 2**31 - 1), default=16, show_default=True, help="KV-cache block size in tokens."),
+        click.option("--max-model-len", type=click.IntRange(2, 2**31 - 1), default=None, help="Prompt + output at most [default: the model's context, <= 16384]."),
         click.option("--memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True),
-        click.option("--num-kv-blocks", type=click.IntRange(min=1), default=None,
+        click.option("--num-kv-blocks", type=click.IntRange(1, 2**31 - 1), default=None,
                      help="Fix the KV blocks of a replica instead of deriving them from memory (vLLM's --num-gpu-blocks-override)."),
         click.option("--router", type=click.Choice(ROUTERS), default="round_robin", show_default=True),
         click.option("--prefix-caching/--no-prefix-caching", default=False, show_default=True, help="vllm_v1 only."),

@@ -3,8 +3,10 @@
 The key leaves the SLO out, so every SLO of a sweep is scored from the same trials. A trial an
 early-stop rule cut short is complete only for failing that rule's SLO: it is kept under a key
 that includes the rule, and a search with another SLO runs the trial again in full. Each trial
-is written to a temporary folder and renamed into place, so a search killed at any moment loses
-at most the trial that was running.
+is one file in its compact form (sim.compact, ~60-140 KB for 2048 requests, every SLO still
+scored exactly), written to a temporary name and renamed into place, so a search killed at any
+moment loses at most the trial that was running. An entry that fails its checksums on read is
+simulated again and replaced. `capsim cache info` and `capsim cache prune` look after the folder.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from capsim.sim import RunResult, SystemSpec, simulate
+from capsim.sim.compact import CompactError, read_compact, write_compact
 from capsim.sim.early_stop import EarlyStop
-from capsim.traces import WorkloadSpec
+from capsim.traces import WorkloadSpec, write_atomically
 
-TRIAL_SCHEMA = 2
+TRIAL_SCHEMA = 3  # 3: compact files, whole-microsecond times
+ENTRY_SUFFIX = ".trial.parquet"
 
 
 @dataclass(frozen=True)
@@ -91,27 +93,29 @@ def trial_key(system: SystemSpec, workload: WorkloadSpec, qps: float, early_stop
 class TrialCache:
     def __init__(self, folder: str | Path | None = None):
         self.folder = Path(folder) if folder else default_cache_dir()
+        self.damaged = 0  # entries found damaged (and simulated again) by this process
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}{ENTRY_SUFFIX}"
 
     def get(self, key: str) -> RunResult | None:
-        path = self.folder / key
-        if not (path / "summary.json").is_file():
-            return None
+        path = self.path(key)
         try:
-            return RunResult.read(path)
-        except (OSError, ValueError):
-            return None  # damaged: run again
+            result = read_compact(path)
+        except FileNotFoundError:
+            return None
+        except CompactError:
+            self.damaged += 1
+            return None  # simulated again; put() replaces it
+        try:
+            os.utime(path)  # last use, for `capsim cache prune --max-size`
+        except OSError:
+            pass
+        return result
 
     def put(self, key: str, result: RunResult) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.folder))
-        try:
-            RunResult(result.requests, None, result.info).write(staging)  # batches are not needed to score
-            os.replace(staging, self.folder / key)
-        except OSError:
-            if not (self.folder / key / "summary.json").is_file():
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        write_atomically(self.path(key), lambda tmp: write_compact(result, tmp))
 
 
 def time_limit(workload_span_s: float) -> float:

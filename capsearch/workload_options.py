@@ -7,6 +7,7 @@ import functools
 import click
 
 from capsim.traces import FORMATS, PROCESSES, WorkloadSpec
+from capsim.traces.spec import MAX_REQUESTS
 
 
 def workload_options(command):
@@ -14,7 +15,7 @@ def workload_options(command):
     options = [
         click.option("--format", "format_", type=click.Choice(list(FORMATS)), default=None,
                      help="File format; detected from the file's columns when left out."),
-        click.option("-n", "--num-requests", type=click.IntRange(min=1), default=2048, show_default=True,
+        click.option("-n", "--num-requests", type=click.IntRange(1, MAX_REQUESTS), default=2048, show_default=True,
                      help="Requests to draw (built-in trace) or to take from the start of the file."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed of every random draw: same seed, same requests at every QPS [a peer's config: 42]."),

@@ -144,6 +144,12 @@ def _describe(values: np.ndarray) -> dict:
             **{f"p{p}": float(q) for p, q in zip(PERCENTILES, np.percentile(values, PERCENTILES))}, "max": float(values.max())}
 
 
+def to_microseconds(seconds) -> np.ndarray:
+    """Times rounded to whole microseconds: far finer than any SLO, and what lets the trial cache
+    keep a trial in its compact form (sim.compact) and give back the same floats."""
+    return np.round(np.asarray(seconds, dtype=np.float64) * 1e6) / 1e6
+
+
 def requests_table(ids, replica, arrival, scheduled, first, finish, status, reason, prompt, output, generated, preemptions,
                    token_values: np.ndarray, token_offsets: np.ndarray) -> pa.Table:
     return pa.table({
@@ -181,13 +187,14 @@ def build_result(system, workload, requests, engines, log, latency_model, now, t
             values[start:stop] = np.sort(np.concatenate([r.extra_tokens, *spans]))
     generated = [r.generated for r in requests]
     status = [r.status for r in requests]
+    whole = to_microseconds
     cut = f"stopped early: {stopped_early}" if stopped_early else "time limit"
     reason = [cut if s == UNFINISHED else ("longer than the model or KV cache can hold" if s == "rejected" else "") for s in status]
     table = requests_table(
-        [r.id for r in requests], [r.replica for r in requests], [r.arrival_s for r in requests],
-        [r.scheduled_s for r in requests], [r.first_token_s for r in requests], [r.finish_s for r in requests],
+        [r.id for r in requests], [r.replica for r in requests], whole([r.arrival_s for r in requests]),
+        whole([r.scheduled_s for r in requests]), whole([r.first_token_s for r in requests]), whole([r.finish_s for r in requests]),
         status, reason, [r.prompt_tokens for r in requests], [r.output_tokens for r in requests], generated,
-        [r.preemptions for r in requests], values, offsets,
+        [r.preemptions for r in requests], whole(values), offsets,
     )
     rows = np.frombuffer(log).reshape(-1, len(BATCH_COLUMNS))
     batches = pa.table({name: pa.array(rows[:, i] if name.endswith("_s") else rows[:, i].astype(np.int64))

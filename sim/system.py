@@ -37,6 +37,7 @@ class SystemSpec:
     block_size: int = 16
     watermark: float | None = None  # KV fraction kept free at admission; None: the policy's (orca 0, others 0.01)
     max_model_len: int | None = None  # default: the model's context, at most 16384
+    rope_scaling: float = 1.0  # RoPE scaling factor (vLLM's --rope-scaling): the context it stretches the model to
     memory_utilization: float = 0.9
     num_kv_blocks: int | None = None  # fixes the KV blocks of a replica (vLLM's --num-gpu-blocks-override)
     prefix_caching: bool = False
@@ -64,6 +65,22 @@ class SystemSpec:
         for name in ("tp", "pp", "replicas", "max_batch_size", "block_size", "num_kv_blocks"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise SimulationError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+        if not 1 <= self.rope_scaling <= 64:
+            raise SimulationError(f"RoPE scaling must be a factor in [1, 64], got {self.rope_scaling}")
+        try:
+            model = get_model(self.model)
+        except ProfileError as error:
+            raise SimulationError(str(error)) from None
+        if model.heads % self.tp or (model.kv_heads % self.tp and self.tp % model.kv_heads):
+            raise SimulationError(f"TP={self.tp} does not divide {model.name}'s {model.heads} attention heads "
+                                  f"({model.kv_heads} KV heads): choose a TP that does, as vLLM requires")
+        if model.layers < self.pp:
+            raise SimulationError(f"PP={self.pp} is more stages than {model.name}'s {model.layers} layers")
+        context = int(model.max_context * self.rope_scaling)
+        if self.max_model_len is not None and not 2 <= self.max_model_len <= context:
+            raise SimulationError(f"max model length {self.max_model_len} is outside what {model.name} holds (2 to {context} tokens"
+                                  + (f", its context x RoPE scaling {self.rope_scaling:g}" if self.rope_scaling != 1 else "")
+                                  + "), as vLLM refuses it too: lower it")
         if self.prefix_caching and self.scheduler != "vllm_v1":
             raise SimulationError("prefix caching is modelled for the vllm_v1 scheduler only")
 

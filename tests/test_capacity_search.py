@@ -15,6 +15,7 @@ from capsim.capsearch.search import Capacity, early_stop_rule, find_capacity
 from capsim.capsearch.slo import TbtTtft
 from capsim.capsearch.trials import TrialCache, run_trial
 from capsim.sim import SystemSpec
+from capsim.sim.compact import read_compact
 from capsim.traces import WorkloadSpec
 
 CAPSIM = str(Path(sys.executable).parent / "capsim")
@@ -97,7 +98,7 @@ def test_search_killed_with_sigkill_resumes_from_its_cache(tmp_path):
     victim.wait()
     kept = [p for p in cache.glob("*") if not p.name.startswith(".")]
     assert len(kept) >= 2
-    assert all((p / "summary.json").is_file() and (p / "requests.parquet").is_file() for p in kept)
+    assert all(read_compact(p).requests.num_rows == 300 for p in kept)  # whole entries only
     subprocess.run([*SEARCH, "--cache-dir", cache, "-o", tmp_path / "b"], check=True, capture_output=True)
     subprocess.run([*SEARCH, "--cache-dir", tmp_path / "fresh", "-o", tmp_path / "c"], check=True, capture_output=True)
     resumed = json.loads((tmp_path / "b" / "capacity.json").read_text())[0]

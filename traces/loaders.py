@@ -21,7 +21,9 @@ import pyarrow.parquet as pq
 from capsim.traces.errors import TraceError
 from capsim.traces.workload import Workload
 
-MOONCAKE_BLOCK_TOKENS = 512  # each Mooncake hash_id stands for a block of 512 prompt tokens
+MOONCAKE_BLOCK_TOKENS = 512
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, as spreadsheet programs write it
+csv.field_size_limit(1 << 30)  # traces may carry whole prompts as text; the default 128 KiB is too small  # each Mooncake hash_id stands for a block of 512 prompt tokens
 
 
 @dataclass(frozen=True)
@@ -60,16 +62,21 @@ FORMATS = {
 def load_trace(path: str | Path, format: str | None = None) -> Workload:
     """Load a trace file into a Workload, in file order sorted stably by arrival time."""
     path = Path(path)
+    if path.is_dir():
+        raise TraceError(f"{path}: is a folder; give a trace file")
     if not path.is_file():
         raise TraceError(f"{path}: no such file")
     if format is not None and format not in FORMATS:
         raise TraceError(f"unknown trace format {format!r}; known formats: {', '.join(FORMATS)}")
-    format = format or detect_format(path)
-    if format == "parquet":
-        return _load_parquet(path)
-    if format == "mooncake":
-        return _load_mooncake(path)
-    return _load_csv(path, CSV_FORMATS[format])
+    try:
+        format = format or detect_format(path)
+        if format == "parquet":
+            return _load_parquet(path)
+        if format == "mooncake":
+            return _load_mooncake(path)
+        return _load_csv(path, CSV_FORMATS[format])
+    except OSError as error:
+        raise TraceError(f"{path}: cannot read the file ({error.strerror or error})") from None
 
 
 def detect_format(path: Path) -> str:
@@ -79,7 +86,7 @@ def detect_format(path: Path) -> str:
         raise TraceError(f"{path}: the file is empty")
     if head.startswith(b"PAR1"):
         return "parquet"
-    if head.lstrip().startswith(b"{"):
+    if head.removeprefix(BOM).lstrip().startswith(b"{"):
         return "mooncake"
     header = _csv_header(path)
     for name, fmt in CSV_FORMATS.items():
@@ -94,8 +101,11 @@ def detect_format(path: Path) -> str:
 
 
 def _csv_header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        return next(csv.reader(f), [])
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        try:
+            return next(csv.reader(f), [])
+        except csv.Error as error:
+            raise TraceError(f"{path}: line 1 (the header) is not valid CSV: {error}") from None
 
 
 def _load_csv(path: Path, fmt: CsvFormat) -> Workload:
@@ -117,6 +127,10 @@ def _load_csv(path: Path, fmt: CsvFormat) -> Workload:
         raise _locate_csv_problem(path, header, types, error) from None
     if table.num_rows == 0:
         raise TraceError(f"{path}: the file has a header but no requests")
+    if table.num_rows < _record_lines(path) - 1:  # a quoted field ran over lines: legitimate, or a quote left open
+        problem = _locate_csv_problem(path, header, types, None)
+        if problem is not None:
+            raise problem
 
     prompt = table.column(fmt.prompt).to_numpy(zero_copy_only=False)
     output = table.column(fmt.output).to_numpy(zero_copy_only=False)
@@ -182,13 +196,31 @@ def _parse_datetimes(column: pa.ChunkedArray, path: Path, name: str) -> np.ndarr
     return np.where(pc.is_null(stamps).to_numpy(zero_copy_only=False), np.nan, nanos / 1e9)
 
 
-def _locate_csv_problem(path: Path, header: list[str], types: dict, error: Exception) -> TraceError:
-    """pyarrow names no line when a CSV is malformed: scan the file once to find it for the user."""
+def _record_lines(path: Path) -> int:
+    """Non-empty lines of the file: its records, if no quoted field holds a line break."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            lines += block.count(b"\n") - block.count(b"\n\n") - block.count(b"\n\r\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
+def _locate_csv_problem(path: Path, header: list[str], types: dict, error: Exception | None) -> TraceError | None:
+    """pyarrow names no line when a CSV is malformed: scan the file once to find it for the user.
+    With no error from pyarrow, None when the scan finds nothing wrong either."""
     wanted = [(header.index(c), c) for c, t in types.items() if t == pa.float64()]
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f)
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.reader(f, strict=True)
         next(reader, None)
-        for line, row in enumerate(reader, start=2):
+        while True:
+            line = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:
+                return TraceError(f"{path}: line {line}: malformed CSV ({error}); is a quote left open?")
             if not row:
                 continue
             if len(row) != len(header):
@@ -203,7 +235,7 @@ def _locate_csv_problem(path: Path, header: list[str], types: dict, error: Excep
                         float(value)
                     except ValueError:
                         return TraceError(f"{path}: line {line}, column {column!r}: {value!r} is not a number")
-    return TraceError(f"{path}: cannot read the file as CSV: {error}")
+    return TraceError(f"{path}: cannot read the file as CSV: {error}") if error is not None else None
 
 
 def _load_parquet(path: Path) -> Workload:
@@ -226,7 +258,7 @@ def _load_mooncake(path: Path) -> Workload:
     group is the hash_id of the last of its leading blocks that some other request also has.
     """
     timestamps, prompt, output, hash_lists = [], [], [], []
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -235,18 +267,24 @@ def _load_mooncake(path: Path) -> Workload:
                 row = (record["timestamp"], record["input_length"], record["output_length"])
             except json.JSONDecodeError as error:
                 raise TraceError(f"{path}: line {line_number} is not valid JSON ({error.msg}); is the file truncated?") from None
+            except RecursionError:
+                raise TraceError(f"{path}: line {line_number} nests too deeply to be a Mooncake request") from None
             except (KeyError, TypeError) as error:
                 raise TraceError(
                     f"{path}: line {line_number} lacks the field {error}; a Mooncake line has "
                     "timestamp, input_length, output_length and optionally hash_ids"
                 ) from None
             for field, value in zip(("timestamp", "input_length", "output_length"), row):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value) > 1e300:
                     raise TraceError(f"{path}: line {line_number}, field {field!r}: {value!r} is not a number")
+            hashes = record.get("hash_ids") or []
+            if not isinstance(hashes, list) or not all(
+                    isinstance(h, int) and not isinstance(h, bool) and -(2**63) <= h < 2**63 for h in hashes):
+                raise TraceError(f"{path}: line {line_number}, field 'hash_ids': must be a list of integers")
             timestamps.append(row[0])
             prompt.append(row[1])
             output.append(row[2])
-            hash_lists.append(record.get("hash_ids") or [])
+            hash_lists.append(hashes)
     if not prompt:
         raise TraceError(f"{path}: the file holds no requests")
     prompt_array = np.asarray(prompt, dtype=np.float64)

@@ -18,6 +18,8 @@ from capsim.traces.errors import TraceError
 from capsim.traces.loaders import load_trace
 from capsim.traces.workload import Workload
 
+MAX_REQUESTS = 10_000_000  # requests a workload: beyond this is a typo, not an experiment
+
 
 @dataclass(frozen=True)
 class WorkloadSpec:
@@ -34,8 +36,8 @@ class WorkloadSpec:
     cap_gaps: bool = False  # Poisson gaps capped at 3/QPS (Sarathi-Serve, Etalon)
 
     def __post_init__(self):
-        if self.num_requests <= 0:
-            raise TraceError(f"number of requests must be positive, got {self.num_requests}")
+        if isinstance(self.num_requests, bool) or not isinstance(self.num_requests, int) or not 0 < self.num_requests <= MAX_REQUESTS:
+            raise TraceError(f"number of requests must be a whole number from 1 to {MAX_REQUESTS:,}, got {self.num_requests}")
         if self.arrival not in PROCESSES:
             raise TraceError(f"unknown arrival process {self.arrival!r}; choose one of {', '.join(PROCESSES)}")
         if self.cap_gaps and self.arrival != "poisson":

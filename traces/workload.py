@@ -24,6 +24,7 @@ from capsim.traces.errors import TraceError
 from capsim.traces.seeding import rng_for
 
 LENGTH_COLUMNS = ("prompt_tokens", "output_tokens")
+MAX_TOKENS = 2**31 - 1  # token counts beyond int32 are no real request, and would overflow downstream
 OPTIONAL_COLUMNS = ("arrival_s", "prefix_group", "prefix_tokens", "session_id")
 _METADATA_KEY = b"capsim.workload"
 
@@ -68,8 +69,11 @@ class Workload:
         if arrival_s is not None:
             columns["arrival_s"] = _check_arrivals(arrival_s, where, row_name)
         if prefix_group is not None:
-            columns["prefix_group"] = np.asarray(prefix_group, dtype=np.int64)
-            columns["prefix_tokens"] = np.asarray(prefix_tokens, dtype=np.int64)
+            columns["prefix_group"] = _check_whole(prefix_group, "prefix_group", where, row_name, low=-(2**63), high=2**63 - 1)
+            columns["prefix_tokens"] = _check_whole(prefix_tokens, "prefix_tokens", where, row_name, low=0, high=MAX_TOKENS)
+            over = columns["prefix_tokens"] > columns["prompt_tokens"]
+            if over.any():
+                raise TraceError(f"{where}: {row_name(_first_bad(over))}: prefix_tokens exceeds the prompt's tokens")
         if session_id is not None:
             columns["session_id"] = pa.array(session_id)
         return cls(pa.table(columns), info)
@@ -148,8 +152,15 @@ class Workload:
         for name, factor in (("prompt", prompt_scale), ("output", output_scale)):
             if not factor > 0:
                 raise TraceError(f"{name} scale factor must be positive, got {factor}")
-        prompt = np.maximum(1, np.rint(self.prompt_tokens * prompt_scale)).astype(np.int64)
-        output = np.maximum(1, np.rint(self.output_tokens * output_scale)).astype(np.int64)
+            if not factor < float("inf"):
+                raise TraceError(f"{name} scale factor must be a finite number, got {factor}")
+        prompt = np.maximum(1, np.rint(self.prompt_tokens * prompt_scale))
+        output = np.maximum(1, np.rint(self.output_tokens * output_scale))
+        for name, values in (("prompt", prompt), ("output", output)):
+            if values.max(initial=0) > MAX_TOKENS:
+                raise TraceError(f"the {name} scale factor makes requests of {values.max():.3g} tokens; "
+                                 f"at most {MAX_TOKENS} are possible")
+        prompt, output = prompt.astype(np.int64), output.astype(np.int64)
         return self._with_lengths(prompt, output, {"prompt_scale": prompt_scale, "output_scale": output_scale})
 
     def with_arrivals(self, arrival_s: np.ndarray, **info) -> Workload:
@@ -189,7 +200,12 @@ class Workload:
                 f"{', '.join(LENGTH_COLUMNS)} and optionally {', '.join(OPTIONAL_COLUMNS)}"
             )
         raw_info = (table.schema.metadata or {}).get(_METADATA_KEY)
-        info = json.loads(raw_info) if raw_info else {}
+        try:
+            info = json.loads(raw_info) if raw_info else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise TraceError(f"{where}: its capsim.workload metadata is not valid JSON (a damaged file?)") from None
+        if not isinstance(info, dict):
+            raise TraceError(f"{where}: its capsim.workload metadata is not a JSON object (a damaged file?)")
         get = lambda name: table.column(name).to_numpy() if name in table.column_names else None  # noqa: E731
         if (get("prefix_group") is None) != (get("prefix_tokens") is None):
             raise TraceError(f"{where}: prefix_group and prefix_tokens must come together")
@@ -237,12 +253,29 @@ def _check_lengths(values, name: str, where: str, row_name) -> np.ndarray:
         (~np.isfinite(array), "is empty or not a number"),
         (array != np.floor(array), "is not a whole number of tokens"),
         (array <= 0, "must be a positive number of tokens"),
+        (array > MAX_TOKENS, f"is too many tokens (at most {MAX_TOKENS})"),
     )
     for mask, what in problems:
         if mask.any():
             i = _first_bad(mask)
             raise TraceError(f"{where}: {row_name(i)}, column {name!r}: value {array[i]:g} {what}")
     return array.astype(np.int64)
+
+
+def _check_whole(values, name: str, where: str, row_name, low: int, high: int) -> np.ndarray:
+    """Whole numbers in [low, high] as int64, or a TraceError naming the first bad row."""
+    array = np.asarray(values)
+    if array.dtype.kind in "iu" and (not array.size or (array.min() >= low and array.max() <= high)):
+        return array.astype(np.int64)
+    try:
+        floats = array.astype(np.float64)
+    except (TypeError, ValueError):
+        raise TraceError(f"{where}: column {name!r} must hold whole numbers, found {array.dtype}") from None
+    bad = ~np.isfinite(floats) | (floats != np.floor(floats)) | (floats < low) | (floats > high)
+    if bad.any():
+        i = _first_bad(bad)
+        raise TraceError(f"{where}: {row_name(i)}, column {name!r}: {floats[i]:g} is not a whole number in [{low}, {high}]")
+    return floats.astype(np.int64)
 
 
 def _check_arrivals(values, where: str, row_name=lambda i: f"request {i + 1}") -> np.ndarray:

@@ -1,0 +1,130 @@
+"""The trial cache as a folder: what is in it, and pruning it by age or size.
+
+Entries are `<key>.trial.parquet` files (trials.TrialCache). A name starting with a dot is an
+entry being written, or one a killed process left half-written; anything else is from an older
+capsim (a trial folder, TRIAL_SCHEMA < 3) and is never read again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.trials import ENTRY_SUFFIX
+
+LEFTOVER_AGE_S = 600  # a temporary name untouched this long belongs to no live writer
+UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+         "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40}
+SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass
+class Item:
+    path: Path
+    size: int
+    last_used: float
+
+
+@dataclass
+class Contents:
+    entries: list[Item] = field(default_factory=list)
+    leftovers: list[Item] = field(default_factory=list)  # temporary names: being written, or left by a kill
+    old_format: list[Item] = field(default_factory=list)
+
+    @property
+    def entry_bytes(self) -> int:
+        return sum(i.size for i in self.entries)
+
+
+def scan(folder: Path) -> Contents:
+    contents = Contents()
+    if not folder.is_dir():
+        return contents
+    with os.scandir(folder) as listing:
+        for entry in listing:
+            try:
+                stat = entry.stat(follow_symlinks=False)
+                size = stat.st_size if entry.is_file(follow_symlinks=False) else tree_size(Path(entry.path))
+            except OSError:
+                continue  # removed meanwhile
+            item = Item(Path(entry.path), size, stat.st_mtime)
+            if entry.name.startswith("."):
+                contents.leftovers.append(item)
+            elif entry.name.endswith(ENTRY_SUFFIX) and entry.is_file(follow_symlinks=False):
+                contents.entries.append(item)
+            else:
+                contents.old_format.append(item)
+    return contents
+
+
+def tree_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def remove(item: Item) -> None:
+    if item.path.is_dir() and not item.path.is_symlink():
+        shutil.rmtree(item.path, ignore_errors=True)
+    else:
+        item.path.unlink(missing_ok=True)
+
+
+def remove_leftovers(folder: Path, contents: Contents | None = None, old_format: bool = True) -> list[Item]:
+    """Remove what killed writers left (temporary names idle for 10 minutes), and old-format entries."""
+    contents = contents or scan(folder)
+    now = time.time()
+    gone = [i for i in contents.leftovers if now - i.last_used > LEFTOVER_AGE_S] + (contents.old_format if old_format else [])
+    for item in gone:
+        remove(item)
+    return gone
+
+
+def prune(folder: Path, older_than_s: float | None, max_bytes: int | None) -> tuple[list[Item], Contents]:
+    """Remove entries last used longer ago than older_than_s, then the least recently used ones
+    until the entries take at most max_bytes; leftovers and old-format entries always go."""
+    contents = scan(folder)
+    gone = remove_leftovers(folder, contents)
+    kept = sorted(contents.entries, key=lambda i: i.last_used, reverse=True)
+    if older_than_s is not None:
+        cutoff = time.time() - older_than_s
+        gone += [i for i in kept if i.last_used < cutoff]
+        kept = [i for i in kept if i.last_used >= cutoff]
+    if max_bytes is not None:
+        total = 0
+        for n, item in enumerate(kept):
+            total += item.size
+            if total > max_bytes:
+                gone += kept[n:]
+                kept = kept[:n]
+                break
+    for item in gone:
+        remove(item)
+    return gone, Contents(entries=kept)
+
+
+def parse_size(text: str) -> int:
+    """'500MB', '2G', '1.5GiB', '800k' -> bytes (decimal units unless written with an i)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in UNITS:
+        raise ConfigError(f"--max-size {text!r}: give a size such as 500MB, 2GB or 1.5GiB")
+    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
+
+
+def parse_age(text: str) -> float:
+    """'30d', '12h', '90m', '2w', '45s' -> seconds."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhdw])\s*", text.lower())
+    if not match:
+        raise ConfigError(f"--older-than {text!r}: give an age such as 30d, 12h, 90m or 2w")
+    return float(match.group(1)) * SECONDS[match.group(2)]
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

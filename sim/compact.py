@@ -1,0 +1,162 @@
+"""A simulated RunResult in its compact form, exact to the bit: the iteration timeline once, and
+per token only where it lies on it.
+
+A running request makes one token an iteration, so a trial's token times are few distinct
+instants (the end of each iteration) shared by the requests in each batch. Kept here: each
+replica's iteration end times (microsecond integers, as second differences: a decode stretch's
+iterations lengthen smoothly, so these are mostly tiny), each token's step along that timeline
+(mostly 1), and per request its times relative to its arrival. Simulated times are whole
+microseconds (sim.result.to_microseconds), so the integers give back the same floats.
+
+The file is one Parquet row of list columns, its pages checksummed, so damage is found on read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from capsim.sim.result import RunResult, requests_table
+
+FORMAT = "capsim-compact-trial/1"
+NAN = np.iinfo(np.int64).min  # an undefined time (never scheduled, no first token, not finished)
+TIME_COLUMNS = ("scheduled_s", "first_token_s", "finish_s")
+COUNT_COLUMNS = {"prompt_tokens": np.int64, "output_tokens": np.int64, "generated_tokens": np.int64,
+                 "preemptions": np.int32, "replica": np.int32}
+
+
+class CompactError(ValueError):
+    """A compact file that is damaged or not one."""
+
+
+def microseconds(seconds: np.ndarray) -> np.ndarray:
+    """Whole microseconds as int64, NaN as the NAN sentinel."""
+    seconds = np.asarray(seconds, dtype=np.float64)
+    out = np.full(len(seconds), NAN, dtype=np.int64)
+    known = ~np.isnan(seconds)
+    out[known] = np.round(seconds[known] * 1e6).astype(np.int64)
+    return out
+
+
+def seconds(us: np.ndarray) -> np.ndarray:
+    out = us.astype(np.float64) / 1e6
+    out[us == NAN] = np.nan
+    return out
+
+
+def exact_microseconds(seconds_: np.ndarray) -> np.ndarray:
+    """microseconds(seconds_), refusing times that are not whole microseconds (they would not come back)."""
+    us = microseconds(seconds_)
+    if not np.array_equal(seconds(us), seconds_, equal_nan=True):
+        raise ValueError("only results with whole-microsecond times (simulated ones) have a compact form")
+    return us
+
+
+def distinct_sorted(values: np.ndarray) -> np.ndarray:
+    """np.unique for values made of many sorted runs (each request's tokens): a stable sort merges runs fast."""
+    ordered = np.sort(values, kind="stable")
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(ordered) else ordered
+
+
+def write_compact(result: RunResult, path: str | Path) -> None:
+    """Write result (its requests and info; batches are not kept) to path, one Parquet file."""
+    values, offsets = result.token_times
+    token_us = exact_microseconds(values)
+    replica = result.column("replica").astype(np.int64)
+    token_replica = np.repeat(replica, np.diff(offsets))
+    timelines, index = [], np.empty(len(token_us), dtype=np.int64)
+    for r in np.unique(token_replica):  # a replica's iterations: the distinct end times of its tokens
+        mine = token_replica == r
+        line = distinct_sorted(token_us[mine])
+        index[mine] = sum(map(len, timelines)) + np.searchsorted(line, token_us[mine])
+        timelines.append(line)
+    timeline = np.concatenate(timelines) if timelines else np.empty(0, dtype=np.int64)
+    steps = np.diff(index, prepend=0)
+    firsts = offsets[:-1][np.diff(offsets) > 0]
+    first_index = np.full(len(offsets) - 1, -1, dtype=np.int64)
+    first_index[np.diff(offsets) > 0] = index[firsts]
+    steps[firsts] = 0  # a request's first token is placed by first_index; the rest step along
+    arrival = exact_microseconds(result.column("arrival_s"))
+    counts = np.diff(offsets)
+    first_token, last_token = np.zeros(len(counts), dtype=np.int64), np.zeros(len(counts), dtype=np.int64)
+    first_token[counts > 0] = token_us[offsets[:-1][counts > 0]]
+    last_token[counts > 0] = token_us[offsets[1:][counts > 0] - 1]
+    status_words, status = np.unique(result.column("status").astype(str), return_inverse=True)
+    reason_words, reason = np.unique(result.column("reason").astype(str), return_inverse=True)
+    header = {"format": FORMAT, "info": result.info, "status": status_words.tolist(), "reason": reason_words.tolist()}
+    arrays = {
+        "timeline_d2": narrow(np.diff(np.diff(timeline, prepend=0), prepend=0)),
+        "token_steps": narrow(steps),
+        "tokens": np.diff(offsets).astype(np.int32),
+        "first_index_steps": narrow(np.diff(first_index, prepend=0)),
+        "id_steps": narrow(np.diff(result.column("id").astype(np.int64), prepend=0)),
+        "arrival_steps": narrow(np.diff(arrival, prepend=0)),
+        "status": status.astype(np.int8), "reason": reason.astype(np.int16),
+        "scheduled_s": relative(exact_microseconds(result.column("scheduled_s")), arrival),
+        # the first token's and the finish time are, but for rare cases, a token time: kept as the difference
+        "first_token_s": relative(exact_microseconds(result.column("first_token_s")), first_token),
+        "finish_s": relative(exact_microseconds(result.column("finish_s")), last_token),
+        **{name: narrow(result.column(name).astype(np.int64)) for name in COUNT_COLUMNS},
+    }
+    table = pa.table({name: pa.array([array]) for name, array in arrays.items()},
+                     metadata={"capsim": json.dumps(header, default=str)})
+    pq.write_table(table, path, compression="zstd", compression_level=7, use_dictionary=["token_steps.list.element"], write_statistics=False,
+                   write_page_checksum=True)
+
+
+def relative(us: np.ndarray, base: np.ndarray) -> np.ndarray:
+    return np.where(us == NAN, NAN, us - base)
+
+
+def narrow(values: np.ndarray) -> np.ndarray:
+    """The smallest of int8/16/32/64 that holds the values: the file stores, and compresses, fewer bytes."""
+    for dtype in (np.int8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if not len(values) or (values.min() >= info.min and values.max() <= info.max):
+            return values.astype(dtype)
+    return values.astype(np.int64)
+
+
+def read_compact(path: str | Path) -> RunResult:
+    """The RunResult written by write_compact, bit for bit; CompactError if the file is damaged."""
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+        header = json.loads(table.schema.metadata[b"capsim"])
+        if header.get("format") != FORMAT:
+            raise CompactError(f"not a {FORMAT} file")
+        arrays = {name: np.asarray(table.column(name)[0].values.to_numpy(zero_copy_only=False)) for name in table.column_names}
+        timeline = np.cumsum(np.cumsum(arrays["timeline_d2"].astype(np.int64)))
+        counts = arrays["tokens"].astype(np.int64)
+        offsets = np.concatenate(([0], np.cumsum(counts)))
+        steps = arrays["token_steps"].astype(np.int64)
+        first_index = np.cumsum(arrays["first_index_steps"].astype(np.int64))
+        n = len(counts)
+        if steps.size != offsets[-1] or any(len(arrays[name]) != n for name in (*TIME_COLUMNS, *COUNT_COLUMNS, "status", "reason",
+                                                                              "id_steps", "arrival_steps", "first_index_steps")):
+            raise CompactError("its arrays do not agree in length")
+        has = counts > 0
+        walked = np.cumsum(steps)  # along each request's tokens: its steps since its first token
+        index = walked - np.repeat(walked[offsets[:-1][has]], counts[has]) + np.repeat(first_index[has], counts[has])
+        if index.size and (index.min() < 0 or index.max() >= len(timeline)):
+            raise CompactError("a token lies off the timeline")
+        arrival = np.cumsum(arrays["arrival_steps"].astype(np.int64))
+        token_us = timeline[index]
+        first_token, last_token = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        first_token[has], last_token[has] = token_us[offsets[:-1][has]], token_us[offsets[1:][has] - 1]
+        bases = {"scheduled_s": arrival, "first_token_s": first_token, "finish_s": last_token}
+        times = {name: seconds(np.where(arrays[name] == NAN, NAN, arrays[name] + bases[name])) for name in TIME_COLUMNS}
+        status = np.asarray(header["status"], dtype=object)[arrays["status"]] if n else []
+        reason = np.asarray(header["reason"], dtype=object)[arrays["reason"]] if n else []
+        table = requests_table(
+            np.cumsum(arrays["id_steps"].astype(np.int64)), arrays["replica"], seconds(arrival), times["scheduled_s"],
+            times["first_token_s"], times["finish_s"], list(status), list(reason), arrays["prompt_tokens"],
+            arrays["output_tokens"], arrays["generated_tokens"], arrays["preemptions"], seconds(token_us), offsets)
+    except (CompactError, FileNotFoundError):
+        raise
+    except (OSError, ValueError, KeyError, IndexError, TypeError, json.JSONDecodeError, pa.ArrowException) as error:
+        raise CompactError(f"unreadable ({type(error).__name__}: {error})") from None
+    return RunResult(table, None, header["info"])

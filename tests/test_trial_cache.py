@@ -1,0 +1,111 @@
+"""The trial cache: compact entries that score exactly as the trial did, damage survived, pruning."""
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from capsim.capsearch.cache_folder import parse_age, parse_size, prune, scan
+from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.slo import Deadline, TbtTtft, TtftTpot
+from capsim.capsearch.trials import TrialCache, run_trial, trial_key
+from capsim.sim import SystemSpec, simulate
+from capsim.sim.compact import CompactError, read_compact, write_compact
+from capsim.traces import WorkloadSpec
+
+CAPSIM = str(Path(sys.executable).parent / "capsim")
+WORKLOAD = WorkloadSpec("chat", num_requests=400, seed=3, max_total_tokens=4096)
+
+
+def same_requests(a, b) -> bool:
+    """Equal column by column, bit for bit, NaN where NaN (Arrow's equals counts NaN as unequal)."""
+    if a.requests.column_names != b.requests.column_names:
+        return False
+    columns = [n for n in a.requests.column_names if n != "token_times"]
+    return all(np.array_equal(a.column(n), b.column(n), equal_nan=a.column(n).dtype.kind == "f") for n in columns) \
+        and all(np.array_equal(x, y) for x, y in zip(a.token_times, b.token_times))
+
+
+@pytest.mark.parametrize("system, qps", [
+    (SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="sarathi", token_budget=512), 6.0),
+    (SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="vllm_v0", replicas=2, num_kv_blocks=600), 30.0),
+    (SystemSpec(model="Llama-2-70B", hardware="A100-80GB-SXM", tp=4, pp=2, scheduler="sarathi", token_budget=512), 3.0),
+])
+def test_the_compact_form_gives_back_the_same_trial_bit_for_bit(tmp_path, system, qps):
+    result = simulate(system, WORKLOAD.at_qps(qps), time_limit_s=40.0)  # some requests unfinished, some preempted
+    write_compact(result, tmp_path / "t")
+    back = read_compact(tmp_path / "t")
+    assert same_requests(back, result) and back.info == result.info
+    for slo in (TbtTtft(tbt=0.05), TtftTpot(ttft=1.0, tpot=0.03), Deadline(tbt=0.03, ttft_slack=0.3)):
+        assert slo.score(back) == slo.score(result)
+
+
+def test_a_trial_entry_is_small(tmp_path):
+    system = SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="sarathi", token_budget=512)
+    workload = WorkloadSpec("chat", num_requests=2048, seed=42)
+    run_trial(system, workload, 6.0, TrialCache(tmp_path))
+    (entry,) = tmp_path.iterdir()
+    assert entry.stat().st_size < 150_000  # the uncompacted trial was ~1 MB
+    assert stat.S_IMODE(entry.stat().st_mode) & 0o044 == 0o044  # group and others may read a shared cache
+
+
+def test_a_damaged_entry_is_simulated_again_and_replaced(tmp_path):
+    system = SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="sarathi", token_budget=512)
+    cache = TrialCache(tmp_path)
+    first, _ = run_trial(system, WORKLOAD, 5.0, cache)
+    path = cache.path(trial_key(system, WORKLOAD, 5.0))
+    data = bytearray(path.read_bytes())
+    for where in (len(data) // 3, len(data) // 2):
+        data[where] ^= 0xFF  # flipped bits inside compressed pages: their checksums catch it
+    path.write_bytes(bytes(data))
+    with pytest.raises(CompactError):
+        read_compact(path)
+    again, cached = run_trial(system, WORKLOAD, 5.0, cache)
+    assert not cached and cache.damaged == 1 and same_requests(again, first)
+    assert same_requests(read_compact(path), first)  # replaced
+    path.write_bytes(b"")  # truncated to nothing
+    assert run_trial(system, WORKLOAD, 5.0, TrialCache(tmp_path))[1] is False
+
+
+def test_prune_by_age_and_size_and_leftovers(tmp_path):
+    now = time.time()
+    for n in range(5):
+        entry = tmp_path / f"{n:024x}.trial.parquet"
+        entry.write_bytes(b"x" * 1000)
+        os.utime(entry, (now - n * 86400, now - n * 86400))  # entry n last used n days ago
+    stale = tmp_path / ".abc.trial.parquet.123.tmp"
+    stale.write_bytes(b"half")
+    os.utime(stale, (now - 3600, now - 3600))
+    live = tmp_path / ".def.trial.parquet.456.tmp"
+    live.write_bytes(b"being written")
+    (tmp_path / "0123456789abcdef01234567").mkdir()  # a trial folder of an older capsim
+    assert len(scan(tmp_path).entries) == 5 and len(scan(tmp_path).leftovers) == 2
+    gone, kept = prune(tmp_path, parse_age("2.5d"), None)
+    assert sorted(p.name[:1] for p in map(lambda i: i.path, kept.entries)) == ["0", "0", "0"]
+    assert not stale.exists() and live.exists() and not (tmp_path / "0123456789abcdef01234567").exists()
+    gone, kept = prune(tmp_path, None, parse_size("2kB"))
+    assert [i.path.name[23] for i in kept.entries] == ["0", "1"]  # the two most recently used
+
+
+@pytest.mark.parametrize("text", ["10Q", "-5MB", "MB", ""])
+def test_bad_sizes_are_refused(text):
+    with pytest.raises(ConfigError):
+        parse_size(text)
+
+
+def test_cache_commands(tmp_path):
+    cache = tmp_path / "cache"
+    run_trial(SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="sarathi", token_budget=512), WORKLOAD, 5.0,
+              TrialCache(cache))
+    info = subprocess.run([CAPSIM, "cache", "info", "--cache-dir", cache], capture_output=True, text=True, check=True).stdout
+    assert str(cache) in info and "trials: 1," in info and "a trial" in info
+    pruned = subprocess.run([CAPSIM, "cache", "prune", "--cache-dir", cache, "--max-size", "0"], capture_output=True, text=True,
+                            check=True).stdout
+    assert "removed 1" in pruned and not list(cache.iterdir())
+    bad = subprocess.run([CAPSIM, "cache", "prune", "--cache-dir", cache, "--older-than", "soon"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "30d" in bad.stderr and "Traceback" not in bad.stderr
