@@ -6,6 +6,9 @@ exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import click
 
 from capsim.capsearch.cache_command import cache
@@ -32,12 +35,29 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: stop now, keep what finished, write nothing half-done."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 class CapsimGroup(click.Group):
     def invoke(self, ctx: click.Context):
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt as interrupt:
+            click.echo("\ninterrupted: stopped without writing results; finished trials stay cached, so a rerun resumes",
+                       err=True)
+            ctx.exit(143 if isinstance(interrupt, Terminated) else 130)
         except USER_ERRORS as error:
             raise UserError(str(error)) from None
+        except OSError as error:  # a path that cannot be read or written: the user's to fix, in one line
+            where = f"{error.filename}: " if error.filename else ""
+            raise UserError(f"{where}{error.strerror or error}") from None
 
 
 @click.group(cls=CapsimGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,6 +13,7 @@ from rich.console import Console
 from capsim.capsearch.config import ConfigError
 from capsim.capsearch.confirm import confirm as run_confirmation, observable_slo, predict_capacity
 from capsim.capsearch.confirm_report import confirmation_tables, plot_confirmation, write_confirmation
+from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
 from capsim.capsearch.slo_options import flag_convention, slo_options, slos_from_flags
 from capsim.capsearch.system_options import option_given, system_options
 from capsim.capsearch.workload_options import workload_options
@@ -47,12 +48,12 @@ CONFIRM_REQUESTS = 512  # a confirmation trial's requests unless -n says otherwi
 @click.option("--max-in-flight", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Safety cap on open requests; a request it delays is counted and reported.")
 @click.option("--api-key", envvar="OPENAI_API_KEY", default=None, show_envvar=True, help="Bearer token for the endpoint; never written.")
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-results/confirm"), show_default=True)
+@output_options("confirm")
 @click.pass_context
 def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | None, device: str,
             dtype: str | None, predicted_qps: float | None, start_qps: float, max_trials: int, step: float,
-            trial_time_limit: float | None, early_stop: bool, max_in_flight: int, api_key: str | None, output_dir: Path,
-            **slo_flags) -> None:
+            trial_time_limit: float | None, early_stop: bool, max_in_flight: int, api_key: str | None, output_dir: Path | None,
+            overwrite: bool, **slo_flags) -> None:
     """Confirm a simulated capacity on a real engine.
 
     Runs a short bracketed binary search on the engine, starting at the predicted capacity (at
@@ -82,20 +83,38 @@ def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | N
     if int((requests.prompt_tokens + requests.output_tokens > system.model_len).sum()):
         raise ConfigError(f"some requests of {trace} are longer than the max model length {system.model_len}: "
                           f"pass --max-total-tokens {system.model_len}")
+    folder = results_dir(output_dir, "confirm", overwrite)
     if predicted_qps is None:
         with console.status("searching the capacity in simulation"):
             predicted_qps = predict_capacity(system, workload, slo, start_qps)
         if not predicted_qps:
             raise ConfigError("no simulated QPS meets the SLO: nothing to confirm (check the SLO against `capsim search`)")
     console.print(f"predicted capacity {predicted_qps:.3g} QPS for {observable_slo(slo).name}")
+    with ResultSet(folder, keep_on_failure=("engine.log",)) as staging:
+        confirmation, results = confirm_on_engine(system, workload, slo, endpoint, api_key, device, dtype, predicted_qps, step,
+                                                  max_trials, trial_time_limit, early_stop, max_in_flight, staging)
+        for qps, result in results.items():
+            result.write(staging / "trials" / f"qps_{qps:.4g}")
+        write_confirmation(confirmation, staging)
+        plot_confirmation(confirmation, staging / "confirm.png")
+    for table in confirmation_tables(confirmation):
+        console.print(table)
+    for note in confirmation.notes:
+        console.print(f"[dim]{note}[/]")
+    console.print(f"[dim]the prediction's latencies: {confirmation.latency_source}[/]")
+    console.print(f"wrote {folder}/: confirm.json, confirm.png, trials/" + (", engine.log" if endpoint is None else ""))
 
+
+def confirm_on_engine(system, workload, slo, endpoint, api_key, device, dtype, predicted_qps, step, max_trials, trial_time_limit,
+                      early_stop, max_in_flight, folder: Path):
+    """The real trials: on the endpoint given, or on an engine started here (its log in folder)."""
     launcher = None
     if endpoint is None:
         port = free_port()
-        log = output_dir / "engine.log"
-        launcher = (reference_server(system, port, str(log), device, dtype) if engine_kind == "reference"
+        log = folder / "engine.log"
+        launcher = (reference_server(system, port, str(log), device, dtype) if system.engine == "reference"
                     else vllm_server(system, port, str(log)))
-        with console.status(f"starting the {engine_kind} engine (log: {log})"):
+        with console.status(f"starting the {system.engine} engine"):
             launcher.start()
         endpoint = launcher.url
     try:
@@ -104,22 +123,12 @@ def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | N
             def on_trial(qps, passed):
                 status.update(f"confirming on the real engine: {qps:.3g} QPS {'passed' if passed else 'failed'}")
                 console.print(f"  real trial at {qps:.3g} QPS: {'pass' if passed else 'fail'}")
-            confirmation, results = run_confirmation(
+            return run_confirmation(
                 system, workload, slo, target, predicted_qps, get_model(system.model).vocab, step, max_trials,
                 trial_time_limit, early_stop, on_trial, max_in_flight=max_in_flight)
     finally:
         if launcher is not None:
             launcher.stop()
-    for qps, result in results.items():
-        result.write(output_dir / "trials" / f"qps_{qps:.4g}")
-    for table in confirmation_tables(confirmation):
-        console.print(table)
-    for note in confirmation.notes:
-        console.print(f"[dim]{note}[/]")
-    console.print(f"[dim]the prediction's latencies: {confirmation.latency_source}[/]")
-    json_path = write_confirmation(confirmation, output_dir)
-    plot = plot_confirmation(confirmation, output_dir / "confirm.png")
-    console.print(f"wrote {json_path}, {plot}, {output_dir / 'trials'}")
 
 
 def _with_requests(make_spec, count: int):

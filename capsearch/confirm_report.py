@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -11,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from capsim.capsearch.confirm import Confirmation
-from capsim.traces import write_atomically
+from capsim.traces import strict_dumps, write_atomically
 
 
 def confirmation_tables(c: Confirmation) -> list[Table]:
@@ -35,7 +34,7 @@ def confirmation_tables(c: Confirmation) -> list[Table]:
 
 def write_confirmation(c: Confirmation, folder: Path) -> Path:
     data = asdict(c) | {"capacity_error": c.capacity_error}
-    text = json.dumps(data, indent=1, default=str) + "\n"
+    text = strict_dumps(data, indent=1)
     path = folder / "confirm.json"
     write_atomically(path, lambda tmp: Path(tmp).write_text(text))
     return path
@@ -62,11 +61,17 @@ def plot_confirmation(c: Confirmation, path: Path) -> Path:
     left.legend(fontsize=7)
     labels = [f"{r['metric'].upper()} P{r['percentile']}" for r in c.percentiles]
     x = range(len(labels))
-    right.bar([i - 0.2 for i in x], [r["predicted_s"] for r in c.percentiles], 0.4, label="predicted")
-    right.bar([i + 0.2 for i in x], [r["measured_s"] for r in c.percentiles], 0.4, label="measured")
+    predicted = [r["predicted_s"] for r in c.percentiles]
+    measured = [r["measured_s"] for r in c.percentiles]
+    shown = lambda values: [v if v is not None and math.isfinite(v) else 0.0 for v in values]  # noqa: E731
+    right.bar([i - 0.2 for i in x], shown(predicted), 0.4, label="predicted")
+    right.bar([i + 0.2 for i in x], shown(measured), 0.4, label="measured")
     right.set_xticks(list(x))
     right.set_xticklabels(labels, fontsize=7, rotation=20)
-    right.set_yscale("log")
+    if all(v is not None and math.isfinite(v) and v > 0 for v in predicted + measured):
+        right.set_yscale("log")
+    elif labels:  # a metric with nothing measured (no request got a token): a linear axis shows it as 0
+        right.text(0.5, 0.9, "0: nothing measured", transform=right.transAxes, ha="center", fontsize=7)
     right.set_ylabel("seconds")
     right.set_title(f"at {c.compared_at_qps:.3g} QPS", fontsize=9)
     right.legend(fontsize=7)

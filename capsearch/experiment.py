@@ -8,21 +8,24 @@ All share one trial cache on disk.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import socket
+from concurrent.futures import as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from capsim.capsearch.cache_folder import remove_leftovers
+from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.search import Capacity, early_stop_rule, find_capacity, is_converged
 from capsim.capsearch.slo import Deadline, fluidity_figures, slo_to_dict
 from capsim.capsearch.trials import TrialCache, TrialLimits, default_cache_dir, run_trial
+from capsim.capsearch.workers import kill_pool, worker_pool
 from capsim.sim import SystemSpec
 from capsim.traces import WorkloadSpec
 
 EXECUTORS = ("process", "ray", "serial")
+RAY_CONNECT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -117,24 +120,44 @@ def run_jobs(jobs: list[SearchJob], executor: str = "process", workers: int | No
             results[i] = run_job(job, cache_dir)
             on_done and on_done(job)
     elif executor == "process":
-        workers = min(workers or os.cpu_count() or 1, len(jobs))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        pool = worker_pool(min(workers or os.cpu_count() or 1, len(jobs)))
+        try:
             futures = {pool.submit(run_job, job, cache_dir): i for i, job in enumerate(jobs)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 on_done and on_done(jobs[futures[future]])
+        except BaseException:  # Ctrl-C, SIGTERM, a failed job: stop the others now, not after their trials
+            kill_pool(pool)
+            raise
+        pool.shutdown()
     else:
         results = _run_on_ray(jobs, ray_address, cache_dir, on_done)
     return [c for i in range(len(jobs)) for c in results[i]]
+
+
+def check_reachable(address: str | None, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Fail in seconds, not never, when a Ray address names nothing that answers."""
+    if not address or address in ("auto", "local"):
+        return
+    host_port = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r}: give host:port (or ray://host:port, auto)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConfigError(f"--ray-address {address}: nothing answers there within {timeout_s:g} s ({error.strerror or error}); "
+                         "is the Ray head running?") from None
 
 
 def _run_on_ray(jobs, address, cache_dir, on_done) -> dict[int, list[Capacity]]:
     try:
         import ray
     except ImportError:
-        raise ValueError("the ray executor needs Ray: pip install 'capsim[ray]'") from None
+        raise ConfigError("the ray executor needs Ray: pip install 'capsim[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
+        check_reachable(address)
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
         remote_job = ray.remote(run_job)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import json
 import re
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from capsim.profiles.source import describe_source
 from capsim.profiles.store import ENGINES, KERNEL_DB_ENGINES, resolve_profile, shipped_profile_key, shipped_profiles
 from capsim.profiles.errors import ProfileError
 from capsim.real.engine_profiler import DECODE_BATCHES, DECODE_CONTEXTS, PROMPT_LENGTHS, profile_endpoint
-from capsim.traces import write_atomically
+from capsim.traces import strict_dumps, write_atomically
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes get wide tables
 
@@ -226,7 +225,7 @@ def report(profile_path: Path | None, model: str, hardware: str, tp: int, engine
     stem = f"latency-model_{m['model']}_{m['hardware']}_tp{m['tp']}_{engine_name}"  # names hold dots: no with_suffix
     plot = plot_predicted_vs_measured(latency_model, output_dir / f"{stem}.png")
     data = {"profile": latency_model.profile, "regressor": latency_model.regressor, "accuracy": latency_model.accuracy}
-    text = json.dumps(data, indent=2, default=str) + "\n"
+    text = strict_dumps(data, indent=2)
     write_atomically(output_dir / f"{stem}.json", lambda tmp: Path(tmp).write_text(text))
     console.print(f"wrote {plot} and {plot.with_suffix('.json')}")
 

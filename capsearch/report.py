@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 from capsim.capsearch.search import Capacity
 from capsim.capsearch.slo import slo_from_dict
-from capsim.traces import write_atomically
+from capsim.traces import strict_dumps, write_atomically
 
 CSV_COLUMNS = ("model", "scheduler", "trace", "parallel", "slo", "capacity_qps", "failing_qps", "bracket", "outcome", "converged",
                "failed_first", "slo_clauses", "hardware", "tp", "pp", "scheduler_policy", "chunk_size", "batch_size", "engine",
@@ -58,7 +57,7 @@ def write_capacity_table(capacities: list[Capacity], folder: Path, stem: str = "
     text = buffer.getvalue()
     csv_path, json_path = folder / f"{stem}.csv", folder / f"{stem}.json"
     write_atomically(csv_path, lambda tmp: Path(tmp).write_text(text))
-    data = json.dumps([asdict(c) | {"outcome": c.outcome, "bracket": c.bracket} for c in capacities], indent=1, default=str) + "\n"
+    data = strict_dumps([asdict(c) | {"outcome": c.outcome, "bracket": c.bracket} for c in capacities], indent=1)
     write_atomically(json_path, lambda tmp: Path(tmp).write_text(data))
     return csv_path, json_path
 

@@ -19,6 +19,7 @@ from capsim.capsearch.config import load_config, workload_words
 from capsim.capsearch.conventions import MAX_TRIALS, WORDS
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiment import EXECUTORS, SearchJob, run_jobs
+from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
 from capsim.capsearch.report import capacity_rows, plot_capacity_bars, plot_sensitivity, scheduler_words, write_capacity_table
 from capsim.capsearch.slo import Deadline, TbtTtft
 from capsim.capsearch.slo_options import SLO_FLAGS, flag_convention, slo_options, slos_from_flags
@@ -273,9 +274,9 @@ def print_capacities(capacities: list) -> None:
 
 @click.command()
 @search_options
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-results/search"), show_default=True)
+@output_options("search")
 @click.pass_context
-def search(ctx: click.Context, system, make_spec, output_dir: Path, **options) -> None:
+def search(ctx: click.Context, system, make_spec, output_dir: Path | None, overwrite: bool, **options) -> None:
     """Find the capacity of every configuration under every SLO, in simulation.
 
     With no arguments: the Sarathi-Serve Mistral-7B experiment, strict and relaxed SLOs, on the
@@ -285,12 +286,14 @@ def search(ctx: click.Context, system, make_spec, output_dir: Path, **options) -
     """
     plan = plan_jobs(ctx, system, make_spec, options)
     check_feasible(plan.jobs)
+    folder = results_dir(output_dir, "search", overwrite)
     print_plan(plan)
     capacities = run_searches(plan.jobs, options)
     print_capacities(capacities)
-    csv_path, json_path = write_capacity_table(capacities, output_dir)
-    plot = plot_capacity_bars(capacities, output_dir / "capacity.png")
-    console.print(f"wrote {csv_path}, {json_path}, {plot}")
+    with ResultSet(folder) as staging:
+        write_capacity_table(capacities, staging)
+        plot_capacity_bars(capacities, staging / "capacity.png")
+    console.print(f"wrote {folder}/: capacity.csv, capacity.json, capacity.png")
 
 
 SWEEP_PARAMETERS = {"tbt": "tbt", "ttft": "ttft", "tpot": "tpot", "miss_rate": "miss_rate"}
@@ -300,9 +303,10 @@ SWEEP_PARAMETERS = {"tbt": "tbt", "ttft": "ttft", "tpot": "tpot", "miss_rate": "
 @search_options
 @click.option("--parameter", type=click.Choice(list(SWEEP_PARAMETERS)), default="tbt", show_default=True, help="The SLO field to vary.")
 @click.option("--values", "values_text", default="0.025,0.05,0.1,0.2,0.5,1,2,5", show_default=True, help="Comma-separated values of it.")
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-results/sweep"), show_default=True)
+@output_options("sweep")
 @click.pass_context
-def sweep(ctx: click.Context, system, make_spec, parameter: str, values_text: str, output_dir: Path, **options) -> None:
+def sweep(ctx: click.Context, system, make_spec, parameter: str, values_text: str, output_dir: Path | None, overwrite: bool,
+          **options) -> None:
     """Capacity as a function of one SLO parameter (e.g. P99 TBT from 25 ms to 5 s).
 
     Every search lands on the same QPS grid, so the sweep shares trials through the cache: new
@@ -323,9 +327,11 @@ def sweep(ctx: click.Context, system, make_spec, parameter: str, values_text: st
         # one job a value, so that values run in parallel; the QPS grid lets them share trials
         swept += [dataclasses.replace(job, slos=(dataclasses.replace(base, **{parameter: v}),)) for v in values]
     check_feasible(swept)
+    folder = results_dir(output_dir, "sweep", overwrite)
     print_plan(Plan(swept, plan.notes))
     capacities = run_searches(swept, options)
     print_capacities(capacities)
-    csv_path, json_path = write_capacity_table(capacities, output_dir, stem="sweep")
-    plot = plot_sensitivity(capacities, parameter, output_dir / "sweep.png")
-    console.print(f"wrote {csv_path}, {json_path}, {plot}")
+    with ResultSet(folder) as staging:
+        write_capacity_table(capacities, staging, stem="sweep")
+        plot_sensitivity(capacities, parameter, staging / "sweep.png")
+    console.print(f"wrote {folder}/: sweep.csv, sweep.json, sweep.png")

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
 from capsim.capsearch.system_options import system_options
 from capsim.capsearch.workload_options import workload_options
 from capsim.sim import simulate as run_simulation
@@ -22,21 +23,24 @@ console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes
 @click.option("--qps", type=float, required=True, help="Request rate (requests per second).")
 @workload_options
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop at this simulated second; the rest is unfinished.")
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-results/simulate"), show_default=True)
+@output_options("simulate")
 @click.option("--chrome-trace/--no-chrome-trace", default=False, help="Also write the batches as a Perfetto/Chrome trace.")
-def simulate(system, trace: str, qps: float, make_spec, time_limit: float | None, output_dir: Path, chrome_trace: bool) -> None:
+def simulate(system, trace: str, qps: float, make_spec, time_limit: float | None, output_dir: Path | None, overwrite: bool,
+             chrome_trace: bool) -> None:
     """Replay a workload on a deployment in simulation and summarize the latencies.
 
     Writes requests.parquet (every token's time), batches.parquet (every batch) and summary.json
     to the output folder.
     """
     workload = make_spec(trace).at_qps(qps)
+    folder = results_dir(output_dir, "simulate", overwrite)
     result = run_simulation(system, workload, time_limit_s=time_limit)
-    result.write(output_dir)
-    if chrome_trace:
-        result.write_chrome_trace(output_dir / "batches.trace.json")
+    with ResultSet(folder) as staging:
+        result.write(staging)
+        if chrome_trace:
+            result.write_chrome_trace(staging / "batches.trace.json")
     print_summary(result.summary())
-    console.print(f"wrote {output_dir}/requests.parquet, batches.parquet, summary.json")
+    console.print(f"wrote {folder}/: requests.parquet, batches.parquet, summary.json" + (", batches.trace.json" if chrome_trace else ""))
 
 
 def print_summary(summary: dict) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import json
 from pathlib import Path
 
 import click
@@ -12,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from capsim.capsearch.workload_options import workload_options
-from capsim.traces import FORMATS, WorkloadSpec, builtin_traces, get_builtin, load_trace, write_atomically
+from capsim.traces import FORMATS, WorkloadSpec, builtin_traces, get_builtin, load_trace, strict_dumps, write_atomically
 from capsim.traces.spec import open_trace
 from capsim.traces.summary import summarize
 
@@ -86,7 +85,7 @@ def show(trace: str, format_: str | None, num_requests: int, seed: int, json_pat
     if summary.get("skipped_failed_requests"):
         console.print(f"skipped: {summary['skipped_failed_requests']} failed requests (0 response tokens)")
     if json_path:
-        text = json.dumps(summary, indent=2) + "\n"
+        text = strict_dumps(summary, indent=2)
         write_atomically(json_path, lambda tmp: Path(tmp).write_text(text))
 
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from capsim.profiles.batch import FEATURES
 from capsim.sim.request import UNFINISHED
-from capsim.traces import write_atomically
+from capsim.traces import strict_dumps, write_atomically
 
 BATCH_COLUMNS = ("replica", "engine", "start_s", "end_s", *FEATURES, "preempted", "kv_blocks_used")
 PERCENTILES = (50, 90, 99)
@@ -112,7 +112,7 @@ class RunResult:
         write_atomically(folder / "requests.parquet", lambda tmp: pq.write_table(self.requests, tmp, compression="zstd"))
         if self.batches is not None:
             write_atomically(folder / "batches.parquet", lambda tmp: pq.write_table(self.batches, tmp, compression="zstd"))
-        text = json.dumps(self.summary(), indent=2, default=str) + "\n"
+        text = strict_dumps(self.summary(), indent=2)
         write_atomically(folder / "summary.json", lambda tmp: Path(tmp).write_text(text))
         return folder
 

@@ -118,8 +118,8 @@ def test_too_long_requests_are_rejected():
 
 
 def test_pipeline_parallel_keeps_stages_busy():
-    one = run_chat(qps=4.0, model="Llama-2-70B", hardware="A100-80GB-SXM", tp=4, pp=1, max_model_len=8192)
-    two = run_chat(qps=4.0, model="Llama-2-70B", hardware="A100-80GB-SXM", tp=4, pp=2, max_model_len=8192)
+    one = run_chat(qps=4.0, model="Llama-2-70B", hardware="A100-80GB-SXM", tp=4, pp=1, max_model_len=8192, rope_scaling=2.0)
+    two = run_chat(qps=4.0, model="Llama-2-70B", hardware="A100-80GB-SXM", tp=4, pp=2, max_model_len=8192, rope_scaling=2.0)
     check_every_token_once(two)
     assert set(two.batches.column("engine").to_numpy()) == {0, 1}
     starts = two.batches.column("start_s").to_numpy()

@@ -91,7 +91,7 @@ def test_replay_of_a_file_through_a_spec(reference_traces):
         (lambda: arrival_times("gamma", 10, qps=1), "needs a positive --cv"),
         (lambda: arrival_times("constant", 10, qps=1, cv=2), "gamma process only"),
         (lambda: WorkloadSpec("nosuch-trace").requests(), "neither a trace file nor a built-in"),
-        (lambda: WorkloadSpec("chat", num_requests=0), "must be positive"),
+        (lambda: WorkloadSpec("chat", num_requests=0), "must be a whole number from 1"),
     ],
 )
 def test_bad_arrival_and_spec_options(call, message):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from capsim.traces.errors import TraceError
+from capsim.traces.files import write_atomically
 from capsim.traces.seeding import rng_for
 
 LENGTH_COLUMNS = ("prompt_tokens", "output_tokens")
@@ -219,20 +219,6 @@ class Workload:
             info=info,
             where=where,
         )
-
-
-def write_atomically(path: Path, write) -> None:
-    """Call write(temp_path) next to path, then rename over it; on any failure leave path as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _column_as_float(table: pa.Table, name: str, where: str) -> np.ndarray:

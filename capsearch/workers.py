@@ -1,0 +1,47 @@
+"""Worker processes that never outlive the search that started them.
+
+Each pool worker asks the kernel (Linux prctl PR_SET_PDEATHSIG) for SIGKILL when its parent
+dies, so even kill -9 of a search takes its workers with it, and ignores SIGINT: Ctrl-C reaches
+the whole process group, and the parent alone decides to stop; it then kills its workers at once
+rather than waiting for their trials (finished trials are already in the cache).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_die_with_parent,
+                               initargs=(os.getpid(),))
+
+
+def kill_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop now: cancel what has not started and kill the workers mid-trial."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        try:
+            process.kill()
+        except (OSError, ValueError):
+            pass
+    for process in processes:
+        process.join(timeout=1)

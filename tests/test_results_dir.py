@@ -1,0 +1,66 @@
+"""Each run writes a folder of its own, as a set, in strict JSON."""
+
+import json
+import math
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from capsim.capsearch.cli import main
+from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.results_dir import ResultSet, results_dir
+from capsim.traces import strict_dumps
+
+SIMULATE = ["simulate", "--model", "Mistral-7B", "--hardware", "A100", "--qps", "2", "-n", "50"]
+
+
+def run(args, cwd=None):
+    return CliRunner().invoke(main, [*map(str, args)])
+
+
+def test_every_run_gets_a_new_folder_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first, second = run(SIMULATE), run(SIMULATE)
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    folders = sorted((tmp_path / "capsim-results" / "simulate").iterdir())
+    assert len(folders) == 2 and all((f / "summary.json").is_file() for f in folders)
+    assert str(folders[0].relative_to(tmp_path)) in first.output
+
+
+def test_a_folder_that_holds_results_is_refused_without_overwrite(tmp_path):
+    out = tmp_path / "out"
+    assert run([*SIMULATE, "-o", out]).exit_code == 0
+    before = (out / "summary.json").read_bytes()
+    refused = run([*SIMULATE, "--qps", "3", "-o", out])
+    assert refused.exit_code == 2 and "--overwrite" in refused.output
+    assert (out / "summary.json").read_bytes() == before
+    replaced = run([*SIMULATE, "--qps", "3", "-o", out, "--overwrite"])
+    assert replaced.exit_code == 0 and (out / "summary.json").read_bytes() != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or replaced folder left
+
+
+def test_a_failed_run_leaves_the_folder_as_it_was(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "capacity.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with ResultSet(folder) as staging:
+            (staging / "capacity.json").write_text("new")
+            raise RuntimeError("the plot failed")
+    assert (folder / "capacity.json").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_an_output_path_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        results_dir(tmp_path / "f", "search", overwrite=True)
+    bad = run([*SIMULATE, "-o", tmp_path / "f" / "sub"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_json_is_strict_with_a_reason_for_each_null():
+    text = strict_dumps({"capacity_qps": math.nan, "failing_qps": math.inf, "rows": [{"p99": math.nan}], "ok": 1.5})
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in strict JSON"))
+    assert data["capacity_qps"] is None and data["failing_qps"] is None and data["ok"] == 1.5
+    assert set(data["why_null"]) == {"capacity_qps", "failing_qps"} and data["rows"][0]["p99"] is None
