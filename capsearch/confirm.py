@@ -26,8 +26,8 @@ from capsim.capsearch.experiment import SearchJob, run_job, score
 from capsim.capsearch.search import early_stop_rule, find_capacity
 from capsim.capsearch.slo import TbtTtft, slo_to_dict
 from capsim.capsearch.trials import time_limit
-from capsim.real.client import Endpoint
-from capsim.real.loadgen import LoadOptions, run_load
+from capsim.real.client import Endpoint, EndpointError
+from capsim.real.loadgen import LoadOptions, dominant_failure, run_load
 from capsim.sim import RunResult, SystemSpec, simulate
 from capsim.traces import WorkloadSpec
 
@@ -87,9 +87,14 @@ def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint,
         result = run_load(endpoint, arrivals, LoadOptions(vocab=vocab, time_limit_s=limit, early_stop=rule, max_in_flight=max_in_flight,
                                                            seed=workload.seed))
         results[qps] = result
+        status = result.column("status")
+        failure = dominant_failure(result)
+        if failure and not (status == "finished").any():
+            reason, times, failed = failure
+            raise EndpointError(f"every request of the real trial at {qps:.3g} QPS failed ({failed} failed, the rest not sent); "
+                                f"the commonest error ({times} of them): {reason}")
         details = score(slo, result, latency)
         passed = details.pop("passed")
-        status = result.column("status")
         details |= {"finished": int((status == "finished").sum()), "failed": int((status == "failed").sum()),
                     "stopped_early": result.info.get("stopped_early"), "in_flight_cap_hits": result.info["in_flight_cap_hits"]}
         on_trial and on_trial(qps, passed)
@@ -105,8 +110,10 @@ def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint,
     notes = []
     if slo != given:
         notes.append("scheduling delay is not visible through the API: the SLO limits TTFT instead, on both sides")
-    if any(t.get("failed") for t in trials):
-        notes.append("some real requests failed (errors, timeouts or dropped streams): they count as violations")
+    failures = [f for f in map(dominant_failure, results.values()) if f]
+    if failures:
+        reason, times, failed = max(failures, key=lambda f: f[1])
+        notes.append(f"some real requests failed, counted as violations; the commonest error ({times} of {failed} in one trial): {reason}")
     if any(t.get("in_flight_cap_hits") for t in trials):
         notes.append("the in-flight cap delayed some requests: raise it if the engine can take more")
     confirmation = Confirmation(

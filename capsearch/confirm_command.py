@@ -17,8 +17,10 @@ from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
 from capsim.capsearch.slo_options import flag_convention, slo_options, slos_from_flags
 from capsim.capsearch.system_options import option_given, system_options
 from capsim.capsearch.workload_options import workload_options
+from capsim.profiles.errors import ProfileError
 from capsim.profiles.models import get_model
-from capsim.real.client import connect
+from capsim.real.client import check_completions, connect
+from capsim.real.loadgen import prompt_ids
 from capsim.real.process import free_port
 from capsim.real.reference import engine_system, reference_server
 from capsim.real.vllm import VLLM_VERSIONS, vllm_command, vllm_server
@@ -118,7 +120,8 @@ def confirm_on_engine(system, workload, slo, endpoint, api_key, device, dtype, p
             launcher.start()
         endpoint = launcher.url
     try:
-        target = connect(endpoint, api_key)
+        target = connect(endpoint, api_key, serves=lambda name: serves_model(name, system.model))
+        check_completions(target, prompt_ids(workload.seed, 0, 8, get_model(system.model).vocab))
         with console.status("confirming on the real engine") as status:
             def on_trial(qps, passed):
                 status.update(f"confirming on the real engine: {qps:.3g} QPS {'passed' if passed else 'failed'}")
@@ -129,6 +132,14 @@ def confirm_on_engine(system, workload, slo, endpoint, api_key, device, dtype, p
     finally:
         if launcher is not None:
             launcher.stop()
+
+
+def serves_model(served: str, model: str) -> bool:
+    """Whether a served model name (a Hugging Face id, a path, an alias) is the catalog's model."""
+    try:
+        return get_model(served).name == model
+    except ProfileError:
+        return served.rstrip("/").rsplit("/", 1)[-1].lower() == model.lower()
 
 
 def _with_requests(make_spec, count: int):

@@ -48,12 +48,25 @@ class Endpoint:
         return self.parts.path.rstrip("/") + route
 
 
-def connect(url: str, api_key: str | None = None, model: str | None = None, timeout_s: float = 60.0) -> Endpoint:
-    """Check that the endpoint answers /v1/models (fails fast if not) and name the model to use."""
+def base_url(url: str) -> str:
+    """The server's root: an OpenAI base URL (http://host:8000/v1) works as well as http://host:8000."""
+    url = url.strip().rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def connect(url: str, api_key: str | None = None, model: str | None = None, timeout_s: float = 60.0,
+            serves=None) -> Endpoint:
+    """Check that the endpoint answers /v1/models (fails fast if not) and name the model to use:
+    `model` by its served name, or the served model for which `serves(name)` is true."""
+    url = base_url(url)
     parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port
+    except ValueError:
+        raise EndpointError(f"endpoint {url!r} has a bad port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise EndpointError(f"endpoint {url!r} is not an http(s) URL such as http://127.0.0.1:8000")
-    probe = Endpoint(url.rstrip("/"), model or "", api_key, timeout_s)
+    probe = Endpoint(url, model or "", api_key, timeout_s)
     connection = probe.connection(timeout_s=min(timeout_s, 10.0))
     try:
         connection.request("GET", probe.path("/v1/models"), headers=probe.headers())
@@ -68,14 +81,28 @@ def connect(url: str, api_key: str | None = None, model: str | None = None, time
     if response.status != 200:
         raise EndpointError(f"{url}/v1/models answered HTTP {response.status}; is this an OpenAI-compatible server?")
     try:
-        served = [m["id"] for m in json.loads(body)["data"]]
+        served = [str(m["id"]) for m in json.loads(body)["data"]]
     except (ValueError, KeyError, TypeError):
         raise EndpointError(f"{url}/v1/models did not list models as the OpenAI API does") from None
+    if serves is not None and not model:
+        model = next((name for name in served if serves(name)), None)
+        if model is None:
+            raise EndpointError(f"{url} serves {', '.join(served) or 'nothing'}, not the model being confirmed: "
+                                "point --endpoint at the engine that serves it, or give the --model it serves")
     if model and model not in served:
         raise EndpointError(f"{url} does not serve {model!r}; it serves {', '.join(served) or 'nothing'}")
     if not model and not served:
         raise EndpointError(f"{url} serves no model yet")
     return Endpoint(probe.url, model or served[0], api_key, timeout_s)
+
+
+def check_completions(endpoint: Endpoint, prompt: list[int]) -> None:
+    """One tiny real request before any trial: the key, the model and the prompt's token ids are
+    then known to be accepted (a server may leave /v1/models open), or the server's own words say why not."""
+    completion = stream_completion(endpoint, prompt, 2, Completion())
+    if completion.status != "finished":
+        hint = "; pass --api-key or set OPENAI_API_KEY" if completion.reason.startswith(("HTTP 401", "HTTP 403")) else ""
+        raise EndpointError(f"{endpoint.url} refused a first 2-token request: {completion.reason}{hint}")
 
 
 @dataclass
@@ -115,13 +142,20 @@ def stream_completion(endpoint: Endpoint, prompt: list[int], max_tokens: int, co
             if data == b"[DONE]":
                 break
             chunk = json.loads(data)
+            if not isinstance(chunk, dict):
+                return _fail(completion, f"malformed chunk (not a JSON object): {data[:100].decode(errors='replace')}")
             if "error" in chunk:
                 return _fail(completion, f"engine error: {_error_message(data)}")
             usage = chunk.get("usage") or {}
+            reported = usage.get("completion_tokens") if isinstance(usage, dict) else None
+            if reported is not None and (isinstance(reported, bool) or not isinstance(reported, int) or reported < 0):
+                return _fail(completion, f"malformed chunk: completion_tokens is {reported!r}")
             if not chunk.get("choices"):
-                usage_seen = usage.get("completion_tokens", usage_seen)
+                usage_seen = reported if reported is not None else usage_seen
                 continue
-            count = usage["completion_tokens"] - len(times) if "completion_tokens" in usage else 1
+            if reported is not None and reported > max_tokens:  # refused before it can cost memory
+                return _fail(completion, f"the engine reports {reported} completion tokens, more than the {max_tokens} asked")
+            count = min(reported - len(times) if reported is not None else 1, max_tokens - len(times))
             if count > 1:
                 completion.multi_token_chunks += 1
             previous = times[-1] if times else None
@@ -137,7 +171,7 @@ def stream_completion(endpoint: Endpoint, prompt: list[int], max_tokens: int, co
         return completion
     except socket.timeout:
         return _fail(completion, f"no data for {endpoint.timeout_s:g} s")
-    except (OSError, http.client.HTTPException, ValueError) as error:
+    except (OSError, http.client.HTTPException, ValueError, RecursionError) as error:
         if completion.status == "unfinished" and completion.reason:  # the load generator cut it off
             return completion
         return _fail(completion, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)

@@ -66,8 +66,9 @@ class ReferenceEngine:
     def alive(self) -> bool:
         return self.failure is None and self.process.is_alive()
 
-    def submit(self, prompt: list[int], max_tokens: int) -> Stream:
-        """Queue a request; its tokens come out of the returned stream."""
+    def submit(self, prompt: list[int], max_tokens: int, tokens=None) -> Stream:
+        """Queue a request; its tokens come out of the returned stream (into `tokens`, anything
+        with put(), when given: an asyncio server's queue)."""
         if not self.alive:
             raise EngineError(f"the engine has stopped: {self.failure or 'its process exited'}")
         total, config = len(prompt) + max_tokens, self.config
@@ -78,7 +79,7 @@ class ReferenceEngine:
             raise EngineError(f"the request needs {total} tokens of KV cache, more than the engine's "
                               f"{config.num_blocks * config.block_size}")
         with self.lock:
-            stream = Stream(next(self.ids), len(prompt))
+            stream = Stream(next(self.ids), len(prompt), tokens if tokens is not None else queue.SimpleQueue())
             self.streams[stream.request_id] = stream
             self.conn.send(("add", stream.request_id, prompt, max_tokens))
         return stream

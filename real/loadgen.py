@@ -30,6 +30,7 @@ from capsim.traces import Workload
 
 MONITOR_EVERY_S = 0.05
 JOIN_TIMEOUT_S = 10.0
+ALL_FAILED_STOP = 16  # this many requests done and every one failed: the endpoint is broken, not slow
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class _Run:
         self.rule = rule
         self.tbt_violations = 0
         self.cap_waits = 0
+        self.failed = 0
 
     def on_gap(self, gap: float) -> None:
         rule = self.rule
@@ -114,10 +116,13 @@ def run_load(endpoint: Endpoint, workload: Workload, options: LoadOptions, progr
             stream_completion(endpoint, ids, output[index], completion, on_open=opened, on_gap=run.on_gap)
         except ConnectionAbortedError:
             pass
+        except Exception as error:  # noqa: BLE001 - a request's failure is recorded, never a silent dead thread
+            completion.status, completion.reason = "failed", f"client error: {type(error).__name__}: {error}"
         finally:
             with run.lock:
                 run.connections.pop(index, None)
                 done[0] += 1
+                run.failed += completion.status == "failed"
             slots.release()
             if progress:
                 progress(done[0], count)
@@ -157,6 +162,9 @@ def _monitor(run: _Run, arrival: np.ndarray, start: float, options: LoadOptions,
         now = time.perf_counter()
         if done[0] == count and not dispatcher.is_alive():
             return
+        if run.failed == done[0] >= min(ALL_FAILED_STOP, count):
+            run.halt(f"stopped early: the first {done[0]} requests all failed")
+            break
         if now > limit:
             run.halt(f"time limit of {options.time_limit_s:g} s")
             break
@@ -179,7 +187,8 @@ def _result(run: _Run, workload: Workload, start: float, endpoint: Endpoint, opt
     first = [c.token_times[0] - start if c.token_times else math.nan for c in completions]
     finish = [c.token_times[-1] - start if c.status == "finished" else math.nan for c in completions]
     status = [c.status for c in completions]
-    reason = [c.reason or ("" if c.status == "finished" else run.stop_reason or "not sent") for c in completions]
+    reason = [c.reason or ("" if c.status == "finished" else "not sent" if math.isnan(c.sent_s) else run.stop_reason or "no answer")
+              for c in completions]
     table = requests_table(
         list(range(len(completions))), [0] * len(completions), arrival.tolist(),
         [math.nan] * len(completions),  # when the engine first scheduled it is not visible through the API
@@ -203,6 +212,15 @@ def _result(run: _Run, workload: Workload, start: float, endpoint: Endpoint, opt
         "multi_token_chunks": int(sum(c.multi_token_chunks for c in completions)),
     }
     return RunResult(table, None, info)
+
+
+def dominant_failure(result: RunResult) -> tuple[str, int, int] | None:
+    """(the most common reason, its count, failed requests) when requests failed, else None."""
+    failed = result.column("status") == "failed"
+    if not failed.any():
+        return None
+    reasons, counts = np.unique(result.column("reason")[failed].astype(str), return_counts=True)
+    return str(reasons[counts.argmax()]), int(counts.max()), int(failed.sum())
 
 
 def _nan_percentile(values: np.ndarray, p: float) -> float | None:

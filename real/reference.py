@@ -13,7 +13,7 @@ from capsim.profiles.errors import ProfileError
 from capsim.profiles.models import get_model
 from capsim.real.engine import ReferenceEngine
 from capsim.real.process import ServerProcess
-from capsim.real.server import ReferenceServer
+from capsim.real.server import ReferenceServer, bind
 from capsim.sim import SystemSpec
 
 CPU_KV_BYTES = 2 << 30  # the KV cache a CPU engine allocates at most unless told its blocks
@@ -48,9 +48,10 @@ def serve(system: SystemSpec, device: str = "cpu", dtype: str | None = None, hos
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        sock = bind(host, port)  # a busy port fails now, not after the model loads
         engine = ReferenceEngine(system, device, dtype, seed, batch_log)
         model = get_model(system.model)
-        server = ReferenceServer(engine, model.name, model.vocab, host, port, api_key)
+        server = ReferenceServer(engine, model.name, model.vocab, host, port, api_key, sock=sock)
         if on_ready:
             on_ready(server)
         server.serve_until(stop)

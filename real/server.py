@@ -9,25 +9,31 @@ generator or profiler talks to both the same way.
 - GET /health (engine counters as JSON; 503 once the engine has failed), GET /v1/models.
 
 Streaming uses chunked transfer encoding and server-sent events ("data: {...}" then
-"data: [DONE]"), as vLLM does. A bad request gets a 4xx and a JSON error with the reason; nothing
-a client sends stops the server. A client that goes away has its request aborted.
+"data: [DONE]"), as vLLM does. Served by aiohttp on one asyncio loop: an open connection costs
+no thread; headers must arrive within HEADER_TIMEOUT_S and a body within BODY_TIMEOUT_S. Every
+error, a 404 included, is a JSON body with the reason; nothing a client sends stops the server.
+Every /v1 route wants the API key when one is set (compared in constant time). A client that
+goes away has its request aborted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
-import queue
-import select
 import socket
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from aiohttp import web
 
 from capsim.real.engine import EngineError, ReferenceEngine, Stream
 
 MAX_BODY_BYTES = 16 << 20
-CLIENT_CHECK_S = 0.25  # how often a handler waiting for a token checks that its client is still there
+HEADER_TIMEOUT_S = 15.0  # a connection that has not sent a whole request by then is closed
+BODY_TIMEOUT_S = 30.0
+SHUTDOWN_GRACE_S = 5.0
 
 
 class BadRequest(ValueError):
@@ -63,139 +69,186 @@ def parse_completion(body: bytes, model_name: str, vocab: int) -> dict:
     options = data.get("stream_options") or {}
     if not isinstance(options, dict):
         raise BadRequest("stream_options must be an object")
-    return {"prompt": prompt, "max_tokens": max_tokens, "stream": bool(data.get("stream", False)),
-            "include_usage": bool(options.get("include_usage")), "continuous_usage": bool(options.get("continuous_usage_stats"))}
+    flags = {"stream": data.get("stream", False), "include_usage": options.get("include_usage", False),
+             "continuous_usage": options.get("continuous_usage_stats", False)}
+    for name, value in flags.items():
+        if not isinstance(value, bool) and value is not None:
+            raise BadRequest(f"{name} must be true or false, got {value!r}")
+    return {"prompt": prompt, "max_tokens": max_tokens, **{k: bool(v) for k, v in flags.items()}}
 
 
-class CompletionHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: "ReferenceServer"
+class AsyncTokens:
+    """A stream's token queue on the server's loop: the engine's reader thread puts, a handler awaits."""
 
-    def log_message(self, format, *args):  # one line a request would drown the console under load
-        pass
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.queue = loop, asyncio.Queue()
 
-    # ---- routes ----------------------------------------------------------------------------------
+    def put(self, item) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
-    def do_GET(self):
-        engine = self.server.engine
-        if self.path == "/health":
-            if not engine.alive:
-                return self._json({"status": "failed", "error": engine.failure or "the engine core exited"}, HTTPStatus.SERVICE_UNAVAILABLE)
-            return self._json({"status": "ok", **engine.stats()})
-        if self.path == "/v1/models":
-            return self._json({"object": "list", "data": [{"id": self.server.model_name, "object": "model",
-                                                           "owned_by": "capsim", "max_model_len": engine.config.max_model_len}]})
-        self._error(f"no route {self.path}; try POST /v1/completions, GET /health or GET /v1/models", HTTPStatus.NOT_FOUND)
+    async def get(self):
+        return await self.queue.get()
 
-    def do_POST(self):
-        if self.path != "/v1/completions":
-            return self._error(f"no route {self.path}; completions are at POST /v1/completions", HTTPStatus.NOT_FOUND)
+
+class ReferenceServer:
+    """The routes over an engine; bind() takes the port before the model loads, serve_until() serves."""
+
+    def __init__(self, engine: ReferenceEngine | None, model_name: str, vocab: int, host: str = "127.0.0.1", port: int = 8000,
+                 api_key: str | None = None, sock: socket.socket | None = None):
+        self.engine, self.model_name, self.vocab, self.api_key = engine, model_name, vocab, api_key
+        self.sock = sock or bind(host, port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self.json_errors, self.authenticate])
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/completions", self.completions)
+        return app
+
+    # ---- middlewares ----------------------------------------------------------------------------
+
+    @web.middleware
+    async def json_errors(self, request: web.Request, handler):
         try:
-            self._check_key()
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self.close_connection = True
-                raise BadRequest(f"the body is {length} bytes; at most {MAX_BODY_BYTES}", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-            fields = parse_completion(self.rfile.read(length), self.server.model_name, self.server.vocab)
-            stream = self.server.engine.submit(fields["prompt"], fields["max_tokens"])
+            return await handler(request)
+        except web.HTTPException as error:  # aiohttp's own (404, 405, 413): a JSON body, as the API's errors
+            if error.status < 400:
+                raise
+            message = {404: f"no route {request.path}; try POST /v1/completions, GET /health or GET /v1/models",
+                       405: f"{request.method} is not allowed on {request.path}",
+                       413: f"the body is over {MAX_BODY_BYTES} bytes"}.get(error.status, error.reason)
+            return error_response(message, HTTPStatus(error.status))
+
+    @web.middleware
+    async def authenticate(self, request: web.Request, handler):
+        if self.api_key and request.path.startswith("/v1"):
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+                return error_response("missing or wrong API key: send Authorization: Bearer <key>", HTTPStatus.UNAUTHORIZED)
+        return await handler(request)
+
+    # ---- routes ---------------------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        engine = self.engine
+        if not engine.alive:
+            return web.json_response({"status": "failed", "error": engine.failure or "the engine core exited"},
+                                     status=HTTPStatus.SERVICE_UNAVAILABLE)
+        return web.json_response({"status": "ok", **engine.stats()})
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "capsim",
+                                                              "max_model_len": self.engine.config.max_model_len}]})
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            return error_response(f"the body is {request.content_length} bytes; at most {MAX_BODY_BYTES}",
+                                  HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        try:
+            body = await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return error_response(f"the body did not arrive within {BODY_TIMEOUT_S:g} s", HTTPStatus.REQUEST_TIMEOUT)
+        try:
+            fields = parse_completion(body, self.model_name, self.vocab)
+            stream = self.engine.submit(fields["prompt"], fields["max_tokens"], tokens=AsyncTokens(asyncio.get_running_loop()))
         except BadRequest as error:
-            return self._error(str(error), error.status)
+            return error_response(str(error), error.status)
         except EngineError as error:
-            return self._error(str(error), HTTPStatus.BAD_REQUEST)
-        except ValueError:
-            return self._error("Content-Length must be an integer", HTTPStatus.BAD_REQUEST)
-        if fields["stream"]:
-            self._stream(stream, fields)
-        else:
-            self._complete(stream, fields)
-
-    # ---- responses ---------------------------------------------------------------------------------
-
-    def _check_key(self):
-        key = self.server.api_key
-        if key and self.headers.get("Authorization") != f"Bearer {key}":
-            raise BadRequest("missing or wrong API key: send Authorization: Bearer <key>", HTTPStatus.UNAUTHORIZED)
-
-    def _next_token(self, stream: Stream):
-        """The next (token, time), or None at the end; aborts the request if the client left."""
-        while True:
-            try:
-                return stream.tokens.get(timeout=CLIENT_CHECK_S)
-            except queue.Empty:
-                if self._client_gone():
-                    self.server.engine.abort(stream)
-                    raise ConnectionAbortedError("client went away") from None
-
-    def _client_gone(self) -> bool:
-        readable, _, _ = select.select([self.connection], [], [], 0)
-        if not readable:
-            return False
+            return error_response(str(error), HTTPStatus.BAD_REQUEST)
         try:
-            return self.connection.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
-            return True
+            if fields["stream"]:
+                return await self.stream(request, stream, fields)
+            return await self.complete(stream)
+        except (asyncio.CancelledError, ConnectionError):  # the client went away: free the engine of it
+            self.engine.abort(stream)
+            raise
 
-    def _stream(self, stream: Stream, fields: dict):
-        request_id, created, name = f"cmpl-{stream.request_id}", int(time.time()), self.server.model_name
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+    async def stream(self, request: web.Request, stream: Stream, fields: dict) -> web.StreamResponse:
+        request_id, created, name = f"cmpl-{stream.request_id}", int(time.time()), self.model_name
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
         generated = 0
-        try:
-            while (item := self._next_token(stream)) is not None:
-                generated += 1
-                done = generated == fields["max_tokens"]
-                chunk = {"id": request_id, "object": "text_completion", "created": created, "model": name,
-                         "choices": [{"index": 0, "text": token_text(item[0]), "logprobs": None,
-                                      "finish_reason": "length" if done else None, "stop_reason": None}]}
-                if fields["continuous_usage"]:
-                    chunk["usage"] = usage(stream.prompt_len, generated)
-                self._send_event(chunk)
-            if stream.error:
-                self._send_event({"error": {"message": stream.error, "type": "server_error", "code": 500}})
-            elif fields["include_usage"]:
-                self._send_event({"id": request_id, "object": "text_completion", "created": created, "model": name,
-                                  "choices": [], "usage": usage(stream.prompt_len, generated)})
-            self._send_chunk(b"data: [DONE]\n\n")
-            self._send_chunk(b"")
-        except (BrokenPipeError, ConnectionError):
-            self.server.engine.abort(stream)
-            self.close_connection = True
-
-    def _complete(self, stream: Stream, fields: dict):
-        tokens = []
-        try:
-            while (item := self._next_token(stream)) is not None:
-                tokens.append(item[0])
-        except ConnectionError:
-            self.close_connection = True
-            return
+        while (item := await stream.tokens.get()) is not None:
+            generated += 1
+            done = generated == fields["max_tokens"]
+            chunk = {"id": request_id, "object": "text_completion", "created": created, "model": name,
+                     "choices": [{"index": 0, "text": token_text(item[0]), "logprobs": None,
+                                  "finish_reason": "length" if done else None, "stop_reason": None}]}
+            if fields["continuous_usage"]:
+                chunk["usage"] = usage(stream.prompt_len, generated)
+            await response.write(event(chunk))
         if stream.error:
-            return self._error(stream.error, HTTPStatus.SERVICE_UNAVAILABLE)
-        self._json({"id": f"cmpl-{stream.request_id}", "object": "text_completion", "created": int(time.time()),
-                    "model": self.server.model_name, "usage": usage(stream.prompt_len, len(tokens)),
-                    "choices": [{"index": 0, "text": "".join(map(token_text, tokens)), "logprobs": None,
-                                 "finish_reason": "length", "stop_reason": None}]})
+            await response.write(event({"error": {"message": stream.error, "type": "server_error", "code": 500}}))
+        elif fields["include_usage"]:
+            await response.write(event({"id": request_id, "object": "text_completion", "created": created, "model": name,
+                                        "choices": [], "usage": usage(stream.prompt_len, generated)}))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
-    def _send_event(self, data: dict):
-        self._send_chunk(b"data: " + json.dumps(data).encode() + b"\n\n")
+    async def complete(self, stream: Stream) -> web.Response:
+        tokens = []
+        while (item := await stream.tokens.get()) is not None:
+            tokens.append(item[0])
+        if stream.error:
+            return error_response(stream.error, HTTPStatus.SERVICE_UNAVAILABLE)
+        return web.json_response({"id": f"cmpl-{stream.request_id}", "object": "text_completion", "created": int(time.time()),
+                                  "model": self.model_name, "usage": usage(stream.prompt_len, len(tokens)),
+                                  "choices": [{"index": 0, "text": "".join(map(token_text, tokens)), "logprobs": None,
+                                               "finish_reason": "length", "stop_reason": None}]})
 
-    def _send_chunk(self, data: bytes):
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
+    # ---- serving --------------------------------------------------------------------------------
 
-    def _json(self, data: dict, status: HTTPStatus = HTTPStatus.OK):
-        body = json.dumps(data).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def serve_until(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set or the engine fails, then stop the engine (every open stream
+        ends with the reason) and close."""
+        asyncio.run(self._serve(stop))
 
-    def _error(self, message: str, status: HTTPStatus):
-        self._json({"object": "error", "message": message, "type": status.phrase, "code": int(status)}, status)
+    async def _serve(self, stop: threading.Event) -> None:
+        runner = web.AppRunner(self.app(), handle_signals=False, access_log=None, keepalive_timeout=HEADER_TIMEOUT_S,
+                               handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_S)
+        await runner.setup()
+        await web.SockSite(runner, self.sock, backlog=1024).start()
+        try:
+            while not stop.is_set() and self.engine.alive:
+                await asyncio.sleep(0.1)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, self.engine.stop)
+            await asyncio.sleep(0.1)  # the streams' last chunks go out before the connections close
+            await runner.cleanup()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, taken before anything slow (loading a model) so a busy port fails at once."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise EngineError(f"cannot serve on host {host!r}: {error.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(1024)  # at 5, a burst of arrivals loses SYNs and waits a second to retry
+    except OSError as error:
+        sock.close()
+        raise EngineError(f"cannot listen on {host}:{port}: {error.strerror}; choose another --port (0 picks a free one)") from None
+    sock.setblocking(False)
+    return sock
+
+
+def event(data: dict) -> bytes:
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+def error_response(message: str, status: HTTPStatus) -> web.Response:
+    return web.json_response({"object": "error", "message": message, "type": status.phrase, "code": int(status)}, status=int(status))
 
 
 def token_text(token: int) -> str:
@@ -206,38 +259,3 @@ def token_text(token: int) -> str:
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
-
-
-class ReferenceServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024  # the listen backlog: at 5, a burst of arrivals loses SYNs and waits a second to retry
-
-    def __init__(self, engine: ReferenceEngine, model_name: str, vocab: int, host: str = "127.0.0.1", port: int = 8000,
-                 api_key: str | None = None):
-        self.engine, self.model_name, self.vocab, self.api_key = engine, model_name, vocab, api_key
-        super().__init__((host, port), CompletionHandler)
-
-    def handle_error(self, request, client_address):
-        import sys
-
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return  # a client that hung up between requests: nothing to report
-        super().handle_error(request, client_address)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def serve_until(self, stop: threading.Event) -> None:
-        """Serve until `stop` is set, then stop the engine (every open stream ends) and close."""
-        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        thread.start()
-        try:
-            while not stop.wait(0.5) and self.engine.alive:
-                pass
-        finally:
-            self.engine.stop()
-            self.shutdown()
-            self.server_close()

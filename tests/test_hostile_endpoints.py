@@ -1,0 +1,183 @@
+"""The client against endpoints that lie or break, and the reference server against clients that
+do: every failure is a request's error with its reason, never a dead thread or a traceback."""
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from capsim.real.client import Completion, EndpointError, check_completions, connect, stream_completion
+from capsim.real.loadgen import LoadOptions, dominant_failure, run_load
+from capsim.traces import WorkloadSpec
+
+CAPSIM = str(Path(sys.executable).parent / "capsim")
+
+
+class Hostile(BaseHTTPRequestHandler):
+    """Lists a model without asking for a key, then answers completions as `behaviour` says."""
+
+    protocol_version = "HTTP/1.0"
+    behaviour = "ok"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self._reply(200, b'{"data": [{"id": "meta-llama/Meta-Llama-3-8B"}]}')
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        kind = type(self).behaviour
+        if kind == "needs key" and self.headers.get("Authorization") != "Bearer right":
+            return self._reply(401, b'{"message": "wrong key"}')
+        if kind == "bad ids":
+            return self._reply(400, b'{"object": "error", "message": "token ids must lie in 0..1023"}')
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        chunks = {
+            "huge usage": [{"choices": [{"text": "a"}], "usage": {"completion_tokens": 10**9}}],
+            "not an object": [5],
+            "string usage": [{"choices": [{"text": "a"}], "usage": {"completion_tokens": "many"}}],
+        }.get(kind, [{"choices": [{"text": "a"}], "usage": {"completion_tokens": i + 1}} for i in range(body["max_tokens"])])
+        for chunk in chunks:
+            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def _reply(self, status, data):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def hostile():
+    def start(behaviour):
+        handler = type("Handler", (Hostile,), {"behaviour": behaviour})
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    servers = []
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+
+
+@pytest.mark.parametrize("behaviour, reason", [
+    ("huge usage", "more than the 5 asked"),
+    ("not an object", "malformed chunk"),
+    ("string usage", "completion_tokens is 'many'"),
+    ("bad ids", "token ids must lie in 0..1023"),
+])
+def test_a_lying_or_broken_stream_fails_the_request_with_its_reason(hostile, behaviour, reason):
+    endpoint = connect(hostile(behaviour))
+    done = stream_completion(endpoint, [11, 12], 5, Completion())
+    assert done.status == "failed" and reason in done.reason and len(done.token_times) <= 5
+
+
+def test_an_openai_base_url_works_and_the_model_is_matched(hostile):
+    url = hostile("ok")
+    endpoint = connect(url + "/v1/", serves=lambda name: name.endswith("Llama-3-8B"))
+    assert endpoint.url == url and endpoint.model == "meta-llama/Meta-Llama-3-8B"
+    with pytest.raises(EndpointError, match="not the model being confirmed"):
+        connect(url, serves=lambda name: False)
+
+
+def test_a_wrong_key_is_found_before_any_trial_though_models_is_open(hostile):
+    url = hostile("needs key")
+    endpoint = connect(url, api_key="wrong")  # /v1/models let it through
+    with pytest.raises(EndpointError, match="HTTP 401.*--api-key"):
+        check_completions(endpoint, [11, 12])
+    check_completions(connect(url, api_key="right"), [11, 12])
+
+
+def test_a_trial_where_every_request_fails_stops_early_and_says_why(hostile):
+    endpoint = connect(hostile("bad ids"))
+    workload = WorkloadSpec("chat", num_requests=200, seed=1, max_total_tokens=64).at_qps(50)
+    started = time.monotonic()
+    result = run_load(endpoint, workload, LoadOptions(vocab=32000, time_limit_s=60))
+    assert time.monotonic() - started < 3  # 200 requests at 50 QPS would take 4 s
+    reason, count, failed = dominant_failure(result)
+    assert "token ids must lie in 0..1023" in reason and count == failed >= 16
+    status, reasons = result.column("status"), result.column("reason")
+    assert set(reasons[status == "unfinished"]) <= {"not sent"}  # only requests never sent say so
+    assert "stopped early" in result.info["stopped_early"]
+
+
+# ---- the reference server ------------------------------------------------------------------------
+
+torch = pytest.importorskip("torch")
+from capsim.real.process import free_port  # noqa: E402
+from capsim.real.reference import reference_server  # noqa: E402
+from capsim.sim import SystemSpec  # noqa: E402
+
+KEY = "k-123"
+SYSTEM = SystemSpec(model="tiny", hardware="cpu", scheduler="sarathi", token_budget=64, max_batch_size=4, num_kv_blocks=64,
+                    max_model_len=512)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with reference_server(SYSTEM, free_port(), str(tmp_path_factory.mktemp("s") / "engine.log"), dtype="float32",
+                          api_key=KEY) as launcher:
+        yield launcher.url
+
+
+def request(url, method, path, body=None, headers=None):
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers or {})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, response.getheader("Content-Type", ""), data
+
+
+def test_the_server_answers_every_error_in_json_and_checks_the_key_everywhere(server):
+    status, kind, data = request(server, "GET", "/nowhere")
+    assert status == 404 and kind.startswith("application/json") and "no route" in json.loads(data)["message"]
+    assert request(server, "GET", "/v1/models")[0] == 401  # the model list wants the key too
+    assert request(server, "GET", "/v1/models", headers={"Authorization": f"bearer {KEY}"})[0] == 200  # any case of Bearer
+    status, _, data = request(server, "POST", "/v1/completions", {"prompt": [11], "max_tokens": 2, "stream": "no"},
+                              {"Authorization": f"Bearer {KEY}"})
+    assert status == 400 and "stream must be true or false" in json.loads(data)["message"]
+    assert request(server, "PUT", "/v1/completions", headers={"Authorization": f"Bearer {KEY}"})[0] == 405
+
+
+def test_half_sent_requests_cost_no_thread_and_block_nobody(server):
+    host, port = server.removeprefix("http://").split(":")
+    stalled = []
+    for _ in range(200):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"prompt\"")
+        stalled.append(s)
+    try:
+        status, _, data = request(server, "POST", "/v1/completions", {"prompt": [11, 12], "max_tokens": 3},
+                                  {"Authorization": f"Bearer {KEY}"})
+        assert status == 200 and json.loads(data)["usage"]["completion_tokens"] == 3
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_serve_on_a_busy_port_fails_at_once(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        done = subprocess.run([CAPSIM, "serve", "--model", "tiny", "--dtype", "float32", "--port", str(port)], capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == 2 and "choose another --port" in done.stderr and "Traceback" not in done.stderr
+    assert time.monotonic() - started < 10  # before the model loads
