@@ -159,7 +159,10 @@ def pick(entries: list[dict], names, path: Path, key: str, model: str) -> list[d
         return entries
     if not isinstance(names, list):
         raise ConfigError(f"{path}: model {model!r}: {key} must be a list of names, or null for all")
-    by_name = {e["name"]: e for e in entries}
+    if not all(isinstance(n, (str, int)) and not isinstance(n, bool) for n in names):
+        raise ConfigError(f"{path}: model {model!r}: {key} must list names (strings)")
+    by_name = {str(e["name"]): e for e in entries}
+    names = [str(n) for n in names]
     missing = [n for n in names if n not in by_name]
     if missing:
         raise ConfigError(f"{path}: model {model!r} names {key} {', '.join(map(str, missing))}, which the config does not define")
@@ -171,6 +174,13 @@ def integer(value, name: str, minimum: int = 1, maximum: int = 2**31 - 1) -> int
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
     return value
+
+
+def text(value, name: str) -> str:
+    """A YAML string (a name, a path); numbers pass as their text, anything else is refused."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+    return str(value)
 
 
 def flag(value, name: str) -> bool:
@@ -197,14 +207,14 @@ def paper_gpu(model_name: str, notes: list[str]) -> str:
 
 def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJob:
     where = f"{path}: model {model['name']!r}, scheduler {scheduler['name']!r}, trace {trace['name']!r}, parallel {parallel['name']!r}"
-    policy = SCHEDULER_NAMES.get(str(scheduler.get("scheduler")))
+    policy = SCHEDULER_NAMES.get(scheduler.get("scheduler")) if isinstance(scheduler.get("scheduler"), str) else None
     if policy is None:
         raise ConfigError(f"{where}: unknown scheduler {scheduler.get('scheduler')!r}; known: {', '.join(SCHEDULER_NAMES)}")
     try:
         max_len = integer(trace["max_seq_len"], "max_seq_len", 2) if trace.get("max_seq_len") is not None else None
-        model_spec = get_model(str(model.get("identifier") or model["name"]))
+        model_spec = get_model(text(model.get("identifier") or model["name"], "identifier"))
         gpu = model.get("hardware") or data.get("hardware") or paper_gpu(model_spec.name, notes)
-        hardware = get_hardware(str(gpu))
+        hardware = get_hardware(text(gpu, "hardware"))
         rope = rope_scaling(model_spec, max_len, notes)
         system = SystemSpec(
             model=model_spec.name, hardware=hardware.name, tp=integer(parallel.get("tp_dimension", 1), "tp_dimension"),
@@ -214,15 +224,17 @@ def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJo
             block_size=integer(data.get("block_size", 16), "block_size"), max_model_len=max_len, rope_scaling=rope,
             memory_utilization=number(data.get("memory_utilization", 0.9), "memory_utilization"),
             num_kv_blocks=integer(data["num_kv_blocks"], "num_kv_blocks") if data.get("num_kv_blocks") else None,
-            profile=model.get("profile") or data.get("profile"), engine=str(model.get("engine") or data.get("engine") or "vllm"),
-            pipeline_scheduling=str(data.get("pipeline_scheduling", "one_scheduler")),
+            profile=text(model.get("profile") or data.get("profile"), "profile") if (model.get("profile") or data.get("profile")) else None,
+            engine=text(model.get("engine") or data.get("engine") or "vllm", "engine"),
+            pipeline_scheduling=text(data.get("pipeline_scheduling", "one_scheduler"), "pipeline_scheduling"),
         )
         kv_capacity(model_spec, hardware, system.tp, system.pp, system.block_size, system.memory_utilization)  # fits?
-        source = trace_source(trace.get("trace_file") or trace["name"], path, notes)
-        arrival = str(trace.get("arrival", "poisson"))
+        source = trace_source(text(trace.get("trace_file") or trace["name"], "trace_file"), path, notes)
+        arrival = text(trace.get("arrival", "poisson"), "arrival")
         workload = WorkloadSpec(
             trace=source, num_requests=integer(trace.get("num_requests", 2048), "num_requests", maximum=MAX_REQUESTS),
-            seed=integer(data.get("seed", PEER_SEED), "seed", 0), max_total_tokens=max_len, arrival=arrival, cv=trace.get("cv"),
+            seed=integer(data.get("seed", PEER_SEED), "seed", 0), max_total_tokens=max_len, arrival=arrival,
+            cv=number(trace["cv"], "cv") if trace.get("cv") is not None else None,
             shuffle=flag(data.get("shuffle", source not in builtin_traces()), "shuffle"),
             cap_gaps=flag(data.get("cap_gaps", arrival == "poisson"), "cap_gaps"),
         )

@@ -47,7 +47,7 @@ CONFIRM_REQUESTS = 512  # a confirmation trial's requests unless -n says otherwi
 @click.option("--trial-time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds a real trial may run [default: its arrivals plus as long again, at least 2 minutes].")
 @click.option("--early-stop/--no-early-stop", default=True, show_default=True, help="End real trials that can no longer pass.")
-@click.option("--max-in-flight", type=click.IntRange(min=1), default=1024, show_default=True,
+@click.option("--max-in-flight", type=click.IntRange(1, 2**31 - 1), default=1024, show_default=True,
               help="Safety cap on open requests; a request it delays is counted and reported.")
 @click.option("--api-key", envvar="OPENAI_API_KEY", default=None, show_envvar=True, help="Bearer token for the endpoint; never written.")
 @output_options("confirm")

@@ -34,15 +34,15 @@ console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes
                    "kernel timings for --engine on --hardware (needs the kernel-db extra, no GPU).")
 @click.option("--engine", type=click.Choice(KERNEL_DB_ENGINES), default="vllm", show_default=True, help="--source kernel-db: whose kernels.")
 @click.option("--engine-version", default=None, help="--source kernel-db: engine version [default: the database's current one].")
-@click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True, help="--source kernel-db: tensor parallelism.")
-@click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True, help="--source kernel-db: pipeline stages (one stage's latency).")
+@click.option("--tp", type=click.IntRange(1, 2**31 - 1), default=1, show_default=True, help="--source kernel-db: tensor parallelism.")
+@click.option("--pp", type=click.IntRange(1, 2**31 - 1), default=1, show_default=True, help="--source kernel-db: pipeline stages (one stage's latency).")
 @click.option("--device", default="cuda", show_default=True, help="Where to run: cuda, cuda:N or cpu.")
 @click.option("--grid", type=click.Choice(list(GRIDS)), default="default", show_default=True,
               help="Batches to measure; `quick` is a few dozen small ones for CPU tests.")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
               help="Run in this dtype instead of the model's (float32 is faster on CPUs).")
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed runs before each timed one.")
-@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--warmup", type=click.IntRange(0, 2**31 - 1), default=1, show_default=True, help="Untimed runs before each timed one.")
+@click.option("--repeats", type=click.IntRange(1, 2**31 - 1), default=5, show_default=True,
               help="Passes over the grid, one timed run of each batch a pass; the median is kept.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Profile file to write [default: MODEL_DEVICE_tp1.parquet].")
@@ -147,7 +147,7 @@ def profile_choice(command):
     command = click.argument("profile_path", required=False, type=click.Path(dir_okay=False, path_type=Path))(command)
     command = click.option("--model", default="Llama-3-8B", show_default=True, help="Model, when no PROFILE is given.")(command)
     command = click.option("--hardware", default="H100-SXM", show_default=True, help="Hardware, when no PROFILE is given.")(command)
-    command = click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True, help="Tensor parallelism, when no PROFILE is given.")(command)
+    command = click.option("--tp", type=click.IntRange(1, 2**31 - 1), default=1, show_default=True, help="Tensor parallelism, when no PROFILE is given.")(command)
     command = click.option("--engine", type=click.Choice(ENGINES), default="vllm", show_default=True, help="Engine, when no PROFILE is given.")(command)
     return command
 

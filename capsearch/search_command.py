@@ -81,7 +81,7 @@ def search_options(command):
                           "system's own predicted prefill time instead, and the output says so."),
         click.option("--early-stop/--no-early-stop", default=True, show_default=True, help="Cut trials that can no longer pass."),
         click.option("--executor", type=click.Choice(EXECUTORS), default="process", show_default=True),
-        click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes [default: the CPU count]."),
+        click.option("--workers", type=click.IntRange(1, 2**31 - 1), default=None, help="Processes [default: the CPU count]."),
         click.option("--ray-address", default=None, help="Join this Ray cluster (--executor ray); the trial cache must be on shared storage."),
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Trial cache [default: ~/.cache/capsim/trials]."),
     ]

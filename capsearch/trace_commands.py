@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from capsim.capsearch.workload_options import workload_options
+from capsim.traces.spec import MAX_REQUESTS
 from capsim.traces import FORMATS, WorkloadSpec, builtin_traces, get_builtin, load_trace, strict_dumps, write_atomically
 from capsim.traces.spec import open_trace
 from capsim.traces.summary import summarize
@@ -55,7 +56,7 @@ def list_traces() -> None:
 @click.argument("trace")
 @click.option("--format", "format_", type=click.Choice(list(FORMATS)), default=None,
               help="File format; detected from the file's columns when left out.")
-@click.option("-n", "--num-requests", type=click.IntRange(min=1), default=10_000, show_default=True,
+@click.option("-n", "--num-requests", type=click.IntRange(1, MAX_REQUESTS), default=10_000, show_default=True,
               help="Sample size for a built-in trace (a file is shown whole).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of a built-in trace's sample.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,

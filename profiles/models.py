@@ -165,7 +165,11 @@ def get_model(name: str) -> ModelSpec:
     if name.lower() in by_lower:
         return MODELS[by_lower[name.lower()]]
     path = Path(name)
-    if path.is_file():
+    try:
+        is_file = "\0" not in name and path.is_file()
+    except OSError:  # a name no file system takes (too long, say): not a path, so an unknown model
+        is_file = False
+    if is_file:
         return load_model_file(path)
     raise ProfileError(
         f"unknown model {name!r}; known models: {', '.join(MODELS)} "
