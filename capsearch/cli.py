@@ -53,8 +53,11 @@ class CapsimGroup(click.Group):
             click.echo("\ninterrupted: stopped without writing results; finished trials stay cached, so a rerun resumes",
                        err=True)
             ctx.exit(143 if isinstance(interrupt, Terminated) else 130)
+        except click.UsageError as error:  # click's own shows usage lines too: one line, and where help is
+            command = f"{ctx.command_path} {ctx.invoked_subcommand}" if ctx.invoked_subcommand else ctx.command_path
+            raise UserError(f"{error.format_message()} (see {command} --help)") from None
         except USER_ERRORS as error:
-            raise UserError(str(error)) from None
+            raise UserError(" ".join(str(error).split("\n")) if "\n" in str(error) else str(error)) from None
         except OSError as error:  # a path that cannot be read or written: the user's to fix, in one line
             where = f"{error.filename}: " if error.filename else ""
             raise UserError(f"{where}{error.strerror or error}") from None

@@ -80,7 +80,7 @@ def read_yaml(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read it: {error}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config is a mapping (Sarathi-Serve's schedulers, traces, parallel_spec, models; "
                           "or Etalon's servers, models, parallel_specs, request_generator_configs, request_configs)")

@@ -64,3 +64,18 @@ def test_json_is_strict_with_a_reason_for_each_null():
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in strict JSON"))
     assert data["capacity_qps"] is None and data["failing_qps"] is None and data["ok"] == 1.5
     assert set(data["why_null"]) == {"capacity_qps", "failing_qps"} and data["rows"][0]["p99"] is None
+
+
+def test_a_confirmation_where_nothing_passed_or_was_measured_still_writes_its_report(tmp_path):
+    from capsim.capsearch.confirm import Confirmation
+    from capsim.capsearch.confirm_report import plot_confirmation, write_confirmation
+
+    nothing = [{"metric": m, "percentile": p, "predicted_s": 0.05, "measured_s": math.nan, "error": math.nan}
+               for m in ("ttft", "tbt") for p in (50, 99)]
+    confirmation = Confirmation(slo={}, slo_name="P99 TBT<=0.1s", predicted_qps=2.0, measured_qps=None, failing_qps=2.0,
+                                trials=[{"qps": 2.0, "passed": False}], percentiles=nothing, compared_at_qps=2.0)
+    plot_confirmation(confirmation, tmp_path / "confirm.png")
+    data = json.loads(write_confirmation(confirmation, tmp_path).read_text())
+    assert (tmp_path / "confirm.png").stat().st_size > 1000
+    assert data["measured_qps"] is None and data["capacity_error"] is None
+    assert data["percentiles"][0]["measured_s"] is None and "measured_s" in data["percentiles"][0]["why_null"]
