@@ -50,7 +50,7 @@ def main() -> None:
         print(f"{n:>9}{int(batches):>9}{seconds:>14.3f}{seconds / batches * 1e6:>10.1f}{rss:>13.0f}{tbt:>11.4f}{delay:>12.3f}")
     with tempfile.TemporaryDirectory() as tmp:
         command = [str(Path(sys.executable).parent / "capsim"), "simulate", "--model", "Llama-3-8B", "--hardware", "H100-SXM", "--scheduler", "sarathi",
-                   "--chunk-size", "512", "--trace", "chat", "-n", "2048", "--qps", str(args.qps), "-o", tmp]
+                   "--chunk-size", "512", "--trace", "chat", "-n", "2048", "--qps", str(args.qps), "-o", tmp, "--overwrite"]
         runs = []
         for _ in range(3):
             start = time.perf_counter()

@@ -13,7 +13,6 @@ from capsim.profiles.errors import ProfileError
 from capsim.profiles.models import get_model
 from capsim.real.engine import ReferenceEngine
 from capsim.real.process import ServerProcess
-from capsim.real.server import ReferenceServer, bind
 from capsim.sim import SystemSpec
 
 CPU_KV_BYTES = 2 << 30  # the KV cache a CPU engine allocates at most unless told its blocks
@@ -45,6 +44,8 @@ def serve(system: SystemSpec, device: str = "cpu", dtype: str | None = None, hos
           api_key: str | None = None, seed: int = 0, on_ready=None, batch_log: str | None = None) -> None:
     """Serve until SIGINT or SIGTERM; `on_ready(server)` is called once it listens. `batch_log`:
     a Parquet file that gets every batch the engine ran (composition, start, end) at shutdown."""
+    from capsim.real.server import ReferenceServer, bind  # aiohttp loads here, not in every capsim command
+
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -69,7 +69,7 @@ def write_compact(result: RunResult, path: str | Path) -> None:
     replica = result.column("replica").astype(np.int64)
     token_replica = np.repeat(replica, np.diff(offsets))
     timelines, index = [], np.empty(len(token_us), dtype=np.int64)
-    for r in np.unique(token_replica):  # a replica's iterations: the distinct end times of its tokens
+    for r in np.unique(replica):  # a replica's iterations: the distinct end times of its tokens
         mine = token_replica == r
         line = distinct_sorted(token_us[mine])
         index[mine] = sum(map(len, timelines)) + np.searchsorted(line, token_us[mine])
@@ -105,7 +105,7 @@ def write_compact(result: RunResult, path: str | Path) -> None:
     arrays["output_tokens"] = narrow(result.column("output_tokens") - result.column("generated_tokens"))  # 0 once finished
     table = pa.table({"header": pa.array([json.dumps(header, default=str).encode()], pa.binary()),
                       **{name: pa.array([array]) for name, array in arrays.items()}})
-    levels = {f"{name}.list.element": 7 for name in arrays} | {"timeline_d2.list.element": 15}  # the bulk: worth the time
+    levels = {f"{name}.list.element": 7 for name in arrays} | {"timeline_d2.list.element": 12}  # the bulk: worth the time
     pq.write_table(table, path, compression="zstd", compression_level=levels, use_dictionary=["token_steps.list.element"],
                    write_statistics=False, write_page_checksum=True, store_schema=False)
 
