@@ -3,6 +3,9 @@
 Targets (issue: sim): a 2048-request trial on `chat` near capacity, Llama-3-8B on H100, sarathi
 (chunk 512): <= 0.25 s in process, <= 1.5 s for the whole `capsim simulate` command, <= 300 MB
 peak RSS; cost linear in the number of requests (2k, 20k, 200k).
+Targets (issue: decode stretches): the 2048-request `chat` trial of Llama-3.1-8B on H100 with
+sarathi-512 <= 0.1 s at every load (1, 2, 4, 7.5, 12 QPS), with decode stretches against the
+iteration-by-iteration path; 200k requests at 4 QPS, both ways.
 
     python bench/bench_simulate.py [--qps 5.5] [--skip-200k]
 
@@ -18,6 +21,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+LOADS = """
+import resource, sys, time
+from capsim.sim import SystemSpec, simulate
+from capsim.traces import WorkloadSpec
+n, stretches = int(sys.argv[1]), sys.argv[2] == "1"
+system = SystemSpec(model="Llama-3.1-8B", hardware="H100-SXM", scheduler="sarathi", token_budget=512)
+system.latency_model()
+for qps in map(float, sys.argv[3:]):
+    workload = WorkloadSpec("chat", num_requests=n, seed=0).at_qps(qps)
+    best = float("inf")
+    for _ in range(3 if n <= 20000 else 1):
+        start = time.perf_counter()
+        result = simulate(system, workload, decode_stretches=stretches)
+        best = min(best, time.perf_counter() - start)
+    print(qps, best, result.batches.num_rows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
 
 CHILD = """
 import resource, sys, time
@@ -42,6 +62,21 @@ def main() -> None:
     parser.add_argument("--qps", type=float, default=5.5, help="near the capacity of this system on chat")
     parser.add_argument("--skip-200k", action="store_true")
     args = parser.parse_args()
+    print("Llama-3.1-8B H100 sarathi-512, chat, 2048 requests: in-process s (best of 3)")
+    print(f"{'QPS':>6}{'iterations':>12}{'per iteration':>15}{'decode stretches':>18}{'speed-up':>10}")
+    loads = ["1", "2", "4", "7.5", "12"]
+    slow = subprocess.run([sys.executable, "-c", LOADS, "2048", "0", *loads], capture_output=True, text=True, check=True).stdout.split("\n")
+    fast = subprocess.run([sys.executable, "-c", LOADS, "2048", "1", *loads], capture_output=True, text=True, check=True).stdout.split("\n")
+    for a, b in zip(slow, fast):
+        if a:
+            qps, t_slow, rows, _ = a.split()
+            t_fast = float(b.split()[1])
+            print(f"{qps:>6}{int(rows):>12}{float(t_slow):>15.3f}{t_fast:>18.3f}{float(t_slow) / t_fast:>9.1f}x")
+    if not args.skip_200k:
+        for flag, words in (("0", "per iteration"), ("1", "decode stretches")):
+            out = subprocess.run([sys.executable, "-c", LOADS, "204800", flag, "4"], capture_output=True, text=True, check=True).stdout.split()
+            print(f"200k requests at 4 QPS, {words}: {float(out[1]):.1f} s, peak RSS {float(out[3]):.0f} MB")
+    print()
     sizes = [2048, 20480] + ([204800] if not args.skip_200k else [])
     print(f"{'requests':>9}{'batches':>9}{'in-process s':>14}{'us/batch':>10}{'peak RSS MB':>13}{'P99 TBT s':>11}{'P50 sched s':>12}")
     for n in sizes:

@@ -42,13 +42,21 @@ class LatencyPredictor:
         self.link = link
         self.coverage = np.asarray(coverage, dtype=np.float64)  # largest value of each feature in the profile
         self._call = self._specialize()
+        self._decodes = self._specialize_decodes()
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_call"}  # closures do not pickle
+        return {k: v for k, v in self.__dict__.items() if k not in ("_call", "_decodes")}  # closures do not pickle
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._call = self._specialize()
+        self._decodes = self._specialize_decodes()
+
+    def decode_iterations(self, tokens: int, decode_seqs: int, decode_kv: np.ndarray) -> np.ndarray:
+        """Seconds of decode-only batches (no prefills) that differ only in their KV length: the
+        same numbers as calling the predictor on each, bit for bit (the same operations in the
+        same order, elementwise), for a decode stretch computed in one step."""
+        return self._decodes(tokens, decode_seqs, decode_kv)
 
     def __call__(self, tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> float:
         return self._call(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv)
@@ -90,6 +98,37 @@ class LatencyPredictor:
             return total if identity else exp(total)
 
         return call
+
+    def _specialize_decodes(self):
+        """The scalar path of _specialize with prefill_* = 0 and decode_kv an array."""
+        table, n, slope, base = self.token_table, len(self.token_table), self.token_slope, self.base
+        a1, a2, a3, a4, a5 = (self.linear.get(k, 0.0) for k in range(1, len(FEATURES)))
+        bent = [(k - 1, knots, *(np.asarray(a) for a in _segments(knots, values))) for k, (knots, values) in self.bent.items()]
+        steps = [(k - 1, thresholds, np.asarray(values)) for k, (thresholds, values) in self.steps.items()]
+        identity = self.link == "identity"
+
+        def decodes(t, ds, dk):
+            ps = pa = pc = 0
+            total = base + (table[t] if t < n else table[-1] + slope * (t - n + 1))
+            total = total + (a1 * ps + a2 * pa + a3 * pc + a4 * ds + a5 * dk)
+            for i, knots, starts, values, slopes in bent:
+                if i == 4:
+                    j = np.searchsorted(knots, dk, side="right")
+                    total = total + (values[j] + slopes[j] * (dk - starts[j]))
+                else:
+                    x = (ps, pa, pc, ds)[i]
+                    j = bisect_right(knots, x)
+                    total = total + (float(values[j]) + float(slopes[j]) * (x - float(starts[j])))
+            for i, thresholds, values in steps:
+                if i == 4:
+                    total = total + values[np.searchsorted(thresholds, dk, side="left")]
+                else:
+                    total = total + float(values[bisect_left(thresholds, (ps, pa, pc, ds)[i])])
+            total = np.asarray(total, dtype=np.float64) * np.ones(len(dk))
+            return total if identity else np.array([exp(v) for v in total.tolist()])  # math.exp: np.exp may round apart
+
+        exp = math.exp
+        return decodes
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """The same numbers for many batches at once (rows of batch.FEATURES)."""

@@ -43,16 +43,20 @@ class EarlyStopMonitor:
                 return self.stop(f"more than {rule.max_tbt_violations} token gaps over {rule.max_tbt:g} s")
         self.batches += 1
         if rule.max_wait is not None and self.batches % CHECK_WAIT_EVERY == 0:
-            late = 0
-            queues = {id(s.waiting): s.waiting for s in self.schedulers}  # schedulers of a pool share one
-            for waiting in queues.values():
-                for request in waiting:
-                    if request.arrival_s >= now - rule.max_wait:
-                        break
-                    if request.scheduled_s != request.scheduled_s:  # never scheduled
-                        late += 1
-            if late > rule.max_wait_violations:
+            if self.late_requests(now) > rule.max_wait_violations:
                 return self.stop(f"more than {rule.max_wait_violations} requests waited over {rule.max_wait:g} s")
+
+    def late_requests(self, now: float) -> int:
+        """Requests waiting since more than max_wait ago, never scheduled."""
+        late = 0
+        queues = {id(s.waiting): s.waiting for s in self.schedulers}  # schedulers of a pool share one
+        for waiting in queues.values():
+            for request in waiting:
+                if request.arrival_s >= now - self.rule.max_wait:
+                    break
+                if request.scheduled_s != request.scheduled_s:  # never scheduled
+                    late += 1
+        return late
 
     def stop(self, reason: str) -> None:
         if self.stopped is None:

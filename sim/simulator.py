@@ -11,10 +11,15 @@ batch passes through the PP stages in turn. How they are scheduled (SystemSpec.p
 
 from __future__ import annotations
 
+import math
 from array import array
+from heapq import heappush
 
 import simpy
+from simpy.events import NORMAL
 
+from capsim.profiles.predictor import LatencyPredictor
+from capsim.sim.decode_stretch import DecodeStretches
 from capsim.sim.early_stop import EarlyStop, EarlyStopMonitor
 from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
@@ -37,6 +42,7 @@ class Engine:
         self.stages = stages
         self.run = run
         self.idle: simpy.Event | None = None
+        self.stretches: DecodeStretches | None = None  # set by simulate() where decode stretches apply
         env.process(self.loop())
 
     def submit(self, request: Request) -> None:
@@ -64,6 +70,11 @@ class Engine:
                 self.idle = None
                 continue
             start = env.now
+            stretch = self.stretches.plan(scheduler, batch, start) if self.stretches is not None else None
+            if stretch is not None:  # many decode-only iterations before the next event: one wait
+                yield env.timeout_at(float(stretch.ends[-1]))
+                self.stretches.apply(self, batch, stretch)
+                continue
             continuing = batch.num_decodes - scheduler.fresh_decodes
             features = batch.features()
             seconds = self.batch_seconds(*features)
@@ -94,6 +105,8 @@ class Run:
         self.end = env.event()
         self.remaining = num_requests
         self.monitor: EarlyStopMonitor | None = None
+        self.next_arrival = 0.0  # when the next request arrives (inf once all have): decode stretches end before it
+        self.time_limit = math.inf
 
     def retired(self, count: int) -> None:
         self.remaining -= count
@@ -135,12 +148,14 @@ class Replica:
 
 
 def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None = None, batch_seconds=None,
-             early_stop: EarlyStop | None = None) -> RunResult:
+             early_stop: EarlyStop | None = None, decode_stretches: bool = True) -> RunResult:
     """Replay the workload (with arrival times) on the system; stop at the time limit if given,
     or once `early_stop` says the SLO can no longer be met.
 
     `batch_seconds(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs,
     decode_kv)` replaces the system's latency model, for what-if studies and hand-checked tests.
+    `decode_stretches=False` runs every iteration as its own event: the reference the stretches
+    are tested against.
     """
     if not workload.has_arrivals:
         raise SimulationError("the workload has no arrival times: sample it at a QPS first")
@@ -151,22 +166,41 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
         batch_seconds = stage_seconds(latency_model, system)
     else:
         latency_model = CustomLatency(latency_model, batch_seconds)
-    env = simpy.Environment()
+    env = Clock()
     requests = make_requests(workload)
     run = Run(env, len(requests))
     replicas = [Replica(env, i, system, batch_seconds, run) for i in range(system.replicas)]
     engines = [e for r in replicas for e in r.engines]
     if early_stop is not None:
         run.monitor = EarlyStopMonitor(early_stop, [e.scheduler for e in engines], run.finish)
-    env.process(arrivals(env, requests, replicas, system.router))
+    env.process(arrivals(env, requests, replicas, system.router, run))
     if time_limit_s is not None:
+        run.time_limit = 0.0 + time_limit_s  # the alarm's time on the clock
         env.process(alarm(env, time_limit_s, run))
+    if decode_stretches and isinstance(batch_seconds, LatencyPredictor) and system.pp == 1:
+        for engine in engines:
+            engine.stretches = DecodeStretches(batch_seconds, run, alone=len(engines) == 1,
+                                               arrivals_blind=len(replicas) == 1 or system.router == "round_robin")
     try:
         env.run(until=run.end)
     except RuntimeError as error:  # no events left before every request retired
         raise SimulationError(f"the simulation stalled with {run.remaining} requests left: {error}") from None
     stopped = run.monitor.stopped if run.monitor else None
     return build_result(system, workload, requests, engines, run.log, latency_model, env.now, time_limit_s, stopped)
+
+
+class Clock(simpy.Environment):
+    """SimPy's environment, plus a wait until an absolute time: a decode stretch must end exactly
+    at its last iteration's end, and now + (end - now) can be an ulp off it. The event goes on the
+    queue as Environment.schedule puts a Timeout there, with the time as given."""
+
+    def timeout_at(self, at: float) -> simpy.Event:
+        if at < self._now:
+            raise SimulationError(f"cannot wait until {at!r}: the clock shows {self._now!r}")
+        event = simpy.Event(self)
+        event._ok, event._value = True, None  # triggered, as a Timeout is
+        heappush(self._queue, (at, NORMAL, next(self._eid), event))
+        return event
 
 
 def alarm(env: simpy.Environment, seconds: float, run: Run):
@@ -220,10 +254,13 @@ def make_requests(workload: Workload) -> list[Request]:
     return [Request(i, arrival[i], prompt[i], output[i], group[i], shared[i]) for i in range(len(prompt))]
 
 
-def arrivals(env: simpy.Environment, requests: list[Request], replicas: list[Replica], router: str):
+def arrivals(env: simpy.Environment, requests: list[Request], replicas: list[Replica], router: str, run: Run):
     for i, request in enumerate(requests):
         if request.arrival_s > env.now:
-            yield env.timeout(request.arrival_s - env.now)
+            delay = request.arrival_s - env.now
+            run.next_arrival = env.now + delay  # the time the clock will show (SimPy adds the same way)
+            yield env.timeout(delay)
+        run.next_arrival = env.now
         if router == "round_robin":
             target = replicas[i % len(replicas)]
         elif router == "least_outstanding":
@@ -231,4 +268,5 @@ def arrivals(env: simpy.Environment, requests: list[Request], replicas: list[Rep
         else:
             target = min(replicas, key=lambda r: r.kv_load)
         target.submit(request)
+    run.next_arrival = math.inf
 

@@ -1,0 +1,92 @@
+"""Decode stretches against the iteration-by-iteration path: the same trial, bit for bit, for
+every policy, light load and overload, preemption storms, prefix caching, replicas and routers,
+pipeline stages, early stops and time limits."""
+
+import numpy as np
+import pytest
+
+from capsim.sim import SystemSpec, simulate
+from capsim.sim.early_stop import EarlyStop
+from capsim.traces import Workload, WorkloadSpec
+
+CHAT = WorkloadSpec("chat", num_requests=300, seed=5, max_total_tokens=4096)
+
+
+def same_trial(a, b) -> None:
+    for name in a.requests.column_names:
+        if name == "token_times":
+            assert all(np.array_equal(x, y) for x, y in zip(a.token_times, b.token_times)), "token times differ"
+        else:
+            x, y = a.column(name), b.column(name)
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), f"{name} differs"
+    assert a.batches.num_rows == b.batches.num_rows
+    for name in a.batches.column_names:
+        assert np.array_equal(a.batches.column(name).to_numpy(), b.batches.column(name).to_numpy()), f"batches: {name} differ"
+    assert a.info == b.info
+
+
+def both(system, workload, **options):
+    fast = simulate(system, workload, **options)
+    slow = simulate(system, workload, decode_stretches=False, **options)
+    same_trial(fast, slow)
+    return fast
+
+
+@pytest.mark.parametrize("scheduler, budget", [("vllm_v0", None), ("orca", None), ("sarathi", 512), ("vllm_v1", None),
+                                               ("faster_transformer", None)])
+@pytest.mark.parametrize("qps", [0.5, 4.0, 40.0])
+def test_every_policy_light_to_overloaded(scheduler, budget, qps):
+    system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler=scheduler, token_budget=budget)
+    both(system, CHAT.at_qps(qps))
+
+
+@pytest.mark.parametrize("scheduler", ["vllm_v0", "sarathi", "vllm_v1"])
+def test_a_preemption_storm(scheduler):
+    system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler=scheduler, num_kv_blocks=400)
+    result = both(system, CHAT.at_qps(20.0))
+    assert result.column("preemptions").sum() > 10
+
+
+def test_prefix_caching():
+    rng = np.random.default_rng(0)
+    n = 300
+    prompt = rng.integers(600, 2000, n)
+    workload = Workload.from_arrays(prompt, rng.integers(50, 400, n), np.cumsum(rng.exponential(0.3, n)),
+                                    prefix_group=rng.integers(0, 8, n), prefix_tokens=np.minimum(prompt, 512))
+    system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler="vllm_v1", prefix_caching=True, num_kv_blocks=1500)
+    both(system, workload)
+
+
+@pytest.mark.parametrize("router", ["round_robin", "least_outstanding", "least_kv"])
+def test_replicas_and_routers(router):
+    system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler="sarathi", token_budget=512, replicas=3, router=router)
+    both(system, CHAT.at_qps(3.0))
+
+
+@pytest.mark.parametrize("scheduling", ["one_scheduler", "virtual_engines"])
+def test_pipeline_stages(scheduling):
+    system = SystemSpec(model="Llama-2-70B", hardware="A100-80GB-SXM", tp=4, pp=2, scheduler="sarathi", token_budget=512,
+                        pipeline_scheduling=scheduling)
+    both(system, CHAT.at_qps(1.0))
+
+
+@pytest.mark.parametrize("rule", [EarlyStop(max_tbt=0.03, max_tbt_violations=500),
+                                  EarlyStop(max_wait=0.5, max_wait_violations=5),
+                                  EarlyStop(max_tbt=0.05, max_tbt_violations=2000, max_wait=2.0, max_wait_violations=3)])
+@pytest.mark.parametrize("qps", [2.0, 30.0])
+def test_early_stops(rule, qps):
+    system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler="vllm_v0")
+    both(system, CHAT.at_qps(qps), early_stop=rule)
+
+
+def test_early_stop_with_replicas_and_a_time_limit():
+    system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler="sarathi", token_budget=512, replicas=2)
+    both(system, CHAT.at_qps(8.0), early_stop=EarlyStop(max_tbt=0.03, max_tbt_violations=100))
+    result = both(system, CHAT.at_qps(1.0), time_limit_s=60.0)
+    assert (result.column("status") == "unfinished").any()
+
+
+def test_a_light_load_trial_takes_few_events():
+    system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler="sarathi", token_budget=512)
+    result = simulate(system, CHAT.at_qps(0.5))
+    assert result.batches.num_rows > 20 * 300  # many iterations a request, replayed in stretches: the same rows
