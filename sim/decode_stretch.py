@@ -30,7 +30,7 @@ from capsim.sim.early_stop import CHECK_WAIT_EVERY
 from capsim.sim.scheduler import Batch
 
 MAX_ITERATIONS = 8192  # a stretch's iterations at most (bounds its arrays; a longer one continues in the next)
-MIN_ITERATIONS = 12  # shorter stretches go the per-iteration way: an iteration costs ~5 us, a stretch ~50 us
+MIN_ITERATIONS = 8  # shorter stretches go the per-iteration way: an iteration costs ~5 us, a stretch ~40 us
 
 
 @dataclass
@@ -109,16 +109,8 @@ class DecodeStretches:
         if stretch.completes:
             last = Batch(num_decodes=m, decode_kv=int(stretch.kv[-1]), padding_seqs=batch.padding_seqs)
             finished = scheduler.complete(last, float(stretch.ends[-1]))
-        rows = np.zeros((k, 6 + len(FEATURES)))
-        rows[:, 0], rows[:, 1] = engine.replica, engine.index
-        rows[0, 2], rows[1:, 2] = stretch.start, stretch.ends[:-1]
-        rows[:, 3] = stretch.ends
-        rows[:, 4] = rows[:, 8] = tokens  # tokens and decode_seqs
-        rows[:, 9] = stretch.kv
-        rows[:, 11] = used_after_first + np.concatenate(([0], np.cumsum(stretch.appends)))
-        if finished:
-            rows[-1, 11] = scheduler.used_blocks()
-        run.log.frombytes(rows.tobytes())
+        run.stretch_log.append((engine.replica, engine.index, stretch.start, stretch.ends, tokens, int(stretch.kv[0]), m,
+                                used_after_first, stretch.appends, scheduler.used_blocks() if finished else -1))
         monitor = run.monitor
         if monitor is not None:
             if stretch.tbt_violations is not None:
@@ -128,6 +120,36 @@ class DecodeStretches:
                 monitor.stop(stretch.stop[1])
         if finished:
             run.retired(len(finished))
+
+
+def stretch_rows(stretches: list) -> np.ndarray:
+    """The batch log's rows (sim.result.BATCH_COLUMNS) of every stretch applied, built at once:
+    each stretch keeps only its arrays while the simulation runs."""
+    width = 6 + len(FEATURES)
+    if not stretches:
+        return np.empty((0, width))
+    replica, engine, start, ends, tokens, kv0, m, used0, appends, last_used = zip(*stretches)
+    counts = np.fromiter(map(len, ends), dtype=np.int64, count=len(ends))
+    firsts = np.cumsum(counts) - counts
+    which = np.repeat(np.arange(len(counts)), counts)
+    within = np.arange(int(counts.sum())) - firsts[which]
+    rows = np.zeros((len(which), width))
+    rows[:, 0], rows[:, 1] = np.asarray(replica)[which], np.asarray(engine)[which]
+    rows[:, 3] = np.concatenate(ends)
+    rows[1:, 2] = rows[:-1, 3]
+    rows[firsts, 2] = start
+    rows[:, 4] = rows[:, 8] = np.asarray(tokens)[which]  # tokens and decode_seqs
+    rows[:, 9] = np.asarray(kv0)[which] + np.asarray(m)[which] * within  # decode_kv
+    taken = np.zeros(len(which), dtype=np.int64)  # KV blocks each iteration took after the stretch's first
+    later = np.ones(len(which), dtype=bool)
+    later[firsts] = False
+    taken[later] = np.concatenate(appends)
+    running = np.cumsum(taken)
+    rows[:, 11] = np.asarray(used0)[which] + running - running[firsts][which]
+    last_used = np.asarray(last_used)
+    finished = last_used >= 0  # a completing last iteration: blocks in use after its requests left
+    rows[(firsts + counts - 1)[finished], 11] = last_used[finished]
+    return rows
 
 
 def _iterations_to_completion(scheduler) -> int:

@@ -168,7 +168,7 @@ def requests_table(ids, replica, arrival, scheduled, first, finish, status, reas
 
 
 def build_result(system, workload, requests, engines, log, latency_model, now, time_limit_s, stopped_early=None) -> RunResult:
-    """Turn the simulation's requests and batch log into a RunResult."""
+    """Turn the simulation's requests and batch log (rows of BATCH_COLUMNS) into a RunResult."""
     by_key = {(e.replica, e.index): e for e in engines}
     end_times = {key: np.frombuffer(e.scheduler.decode_end_times) for key, e in by_key.items()}
     for r in requests:  # close the decode spans of requests still decoding at the time limit
@@ -200,7 +200,7 @@ def build_result(system, workload, requests, engines, log, latency_model, now, t
         status, reason, [r.prompt_tokens for r in requests], [r.output_tokens for r in requests], generated,
         [r.preemptions for r in requests], whole(values), offsets,
     )
-    rows = np.frombuffer(log).reshape(-1, len(BATCH_COLUMNS))
+    rows = log
     rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]  # by replica, engine, start: not by event order
     batches = pa.table({name: pa.array(rows[:, i] if name.endswith("_s") else rows[:, i].astype(np.int64))
                         for i, name in enumerate(BATCH_COLUMNS)})

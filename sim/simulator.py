@@ -15,17 +15,18 @@ import math
 from array import array
 from heapq import heappush
 
+import numpy as np
 import simpy
 from simpy.events import NORMAL
 
 from capsim.profiles.predictor import LatencyPredictor
-from capsim.sim.decode_stretch import DecodeStretches
+from capsim.sim.decode_stretch import DecodeStretches, stretch_rows
 from capsim.sim.early_stop import EarlyStop, EarlyStopMonitor
 from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
 from capsim.sim.request import Request
 from capsim.sim.scheduler import KVPool
-from capsim.sim.result import RunResult, build_result
+from capsim.sim.result import BATCH_COLUMNS, RunResult, build_result
 from capsim.sim.system import SystemSpec
 from capsim.traces import Workload
 
@@ -102,6 +103,7 @@ class Run:
 
     def __init__(self, env: simpy.Environment, num_requests: int):
         self.log = array("d")  # one row of BATCH_COLUMNS a batch, flat: compact, no objects for the GC
+        self.stretch_log: list = []  # a tuple of arrays a decode stretch: its rows are built at the end
         self.end = env.event()
         self.remaining = num_requests
         self.monitor: EarlyStopMonitor | None = None
@@ -186,7 +188,8 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
     except RuntimeError as error:  # no events left before every request retired
         raise SimulationError(f"the simulation stalled with {run.remaining} requests left: {error}") from None
     stopped = run.monitor.stopped if run.monitor else None
-    return build_result(system, workload, requests, engines, run.log, latency_model, env.now, time_limit_s, stopped)
+    rows = np.concatenate((np.frombuffer(run.log).reshape(-1, len(BATCH_COLUMNS)), stretch_rows(run.stretch_log)))
+    return build_result(system, workload, requests, engines, rows, latency_model, env.now, time_limit_s, stopped)
 
 
 class Clock(simpy.Environment):
