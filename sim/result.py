@@ -4,7 +4,7 @@
   status (finished | unfinished | rejected | failed) and why, lengths, preemptions, and the time of
   every output token (a list column: one flat float64 array plus offsets, no Python objects).
 - batches: one row a batch, where known: replica, start and end, composition features, requests
-  preempted, KV blocks in use; ordered by replica, engine and start.
+  preempted, KV blocks in use; in order of start (then replica, engine).
 - info: the system, the workload, the QPS, where the latencies came from.
 Written as requests.parquet, batches.parquet and summary.json in a folder.
 """
@@ -201,7 +201,7 @@ def build_result(system, workload, requests, engines, log, latency_model, now, t
         [r.preemptions for r in requests], whole(values), offsets,
     )
     rows = log
-    rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]  # by replica, engine, start: not by event order
+    rows = rows[np.lexsort((rows[:, 1], rows[:, 0], rows[:, 2]))]  # by start, then replica and engine: not by event order
     batches = pa.table({name: pa.array(rows[:, i] if name.endswith("_s") else rows[:, i].astype(np.int64))
                         for i, name in enumerate(BATCH_COLUMNS)})
     features = rows[:, 4:4 + len(FEATURES)]
