@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from capsim.capsearch.conventions import MAX_REPLICAS, MAX_REQUESTS, MAX_TRIALS, PEER_SEED
+from capsim.capsearch.conventions import MAX_REPLICAS, MAX_TRIALS, PEER_SEED
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiment import SearchJob
 from capsim.capsearch.slo import SLOError, slo_from_dict
@@ -37,6 +37,7 @@ from capsim.profiles.memory import kv_capacity
 from capsim.profiles.models import get_model
 from capsim.sim import SimulationError, SystemSpec
 from capsim.traces import TraceError, WorkloadSpec, builtin_traces
+from capsim.traces.spec import MAX_REQUESTS
 
 SCHEDULER_NAMES = {"vllm": "vllm_v0", "vllm_v0": "vllm_v0", "orca": "orca", "sarathi": "sarathi", "vllm_v1": "vllm_v1",
                    "faster_transformer": "faster_transformer"}

@@ -43,8 +43,7 @@ WORDS = {
     "etalon": "Etalon's",
 }
 
-# Bounds on what a config or flag may ask: beyond them is a typo, not an experiment.
-from capsim.traces.spec import MAX_REQUESTS  # noqa: E402  (requests a trial)
-
+# Bounds on what a config or flag may ask: beyond them is a typo, not an experiment (and
+# traces.spec.MAX_REQUESTS, the requests of a trial).
 MAX_REPLICAS = 4096
 MAX_TRIALS = 1000  # trials a search

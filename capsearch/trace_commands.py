@@ -11,9 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from capsim.capsearch.workload_options import workload_options
-from capsim.traces.spec import MAX_REQUESTS
 from capsim.traces import FORMATS, WorkloadSpec, builtin_traces, get_builtin, load_trace, strict_dumps, write_atomically
-from capsim.traces.spec import open_trace
+from capsim.traces.spec import MAX_REQUESTS, open_trace
 from capsim.traces.summary import summarize
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes get wide tables
