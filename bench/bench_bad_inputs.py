@@ -10,7 +10,6 @@ The fuzz tests (tests/test_fuzz_inputs.py) add ~800 generated files and configs 
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import sys
 import tempfile

@@ -1,7 +1,9 @@
-"""How fast a search stops: Ctrl-C (SIGINT to the process group, as a terminal sends it) and
-SIGTERM, and whether any worker outlives it, also after kill -9.
+"""How fast capsim stops and fails: a search under Ctrl-C (SIGINT to the process group, as a
+terminal sends it) and SIGTERM, whether any worker outlives it (also after kill -9), and how long
+an unreachable Ray address and `capsim serve` on a busy port take to fail.
 
-Target (issue: robustness): Ctrl-C or SIGTERM ends a search within 2 s; no worker survives.
+Targets (issue: robustness): Ctrl-C or SIGTERM ends a search within 2 s; no worker survives; an
+unreachable Ray address fails within its stated 10 s; a busy port fails before the model loads.
 
     python bench/bench_interrupt.py
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +48,18 @@ def main() -> None:
                              ("kill -9 of the search", signal.SIGKILL, False)):
         seconds, code, children, alive = trial(sig, group)
         print(f"{name:<34}{seconds:>8.2f}{code:>6}{children:>10}{alive:>17}")
+    print()
+    print(f"{'failure':<46}{'exit s':>8}{'code':>6}")
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        for name, argv in (("search --executor ray --ray-address 127.0.0.1:9",
+                            ["search", "--executor", "ray", "--ray-address", "127.0.0.1:9", "--cache-dir", f"{tmp}/c", "-o", f"{tmp}/o"]),
+                           ("serve --model tiny on a busy port", ["serve", "--model", "tiny", "--dtype", "float32", "--port",
+                                                                  str(busy.getsockname()[1])])):
+            start = time.perf_counter()
+            done = subprocess.run([CAPSIM, *argv], capture_output=True, timeout=300)
+            print(f"{name:<46}{time.perf_counter() - start:>8.2f}{done.returncode:>6}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -105,14 +104,13 @@ def test_a_wrong_key_is_found_before_any_trial_though_models_is_open(hostile):
 def test_a_trial_where_every_request_fails_stops_early_and_says_why(hostile):
     endpoint = connect(hostile("bad ids"))
     workload = WorkloadSpec("chat", num_requests=200, seed=1, max_total_tokens=64).at_qps(50)
-    started = time.monotonic()
     result = run_load(endpoint, workload, LoadOptions(vocab=32000, time_limit_s=60))
-    assert time.monotonic() - started < 3  # 200 requests at 50 QPS would take 4 s
     reason, count, failed = dominant_failure(result)
     assert "token ids must lie in 0..1023" in reason and count == failed >= 16
     status, reasons = result.column("status"), result.column("reason")
     assert set(reasons[status == "unfinished"]) <= {"not sent"}  # only requests never sent say so
     assert "stopped early" in result.info["stopped_early"]
+    assert (reasons == "not sent").sum() > 100  # stopped after the first failures, long before the last arrival
 
 
 # ---- the reference server ------------------------------------------------------------------------
@@ -176,8 +174,7 @@ def test_serve_on_a_busy_port_fails_at_once(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        started = time.monotonic()
         done = subprocess.run([CAPSIM, "serve", "--model", "tiny", "--dtype", "float32", "--port", str(port)], capture_output=True,
                               text=True, timeout=60)
     assert done.returncode == 2 and "choose another --port" in done.stderr and "Traceback" not in done.stderr
-    assert time.monotonic() - started < 10  # before the model loads
+    # how soon it fails (before the model loads): bench/bench_interrupt.py

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 
 import pytest
 from click.testing import CliRunner

@@ -56,8 +56,7 @@ def test_workers_die_with_a_search_killed_with_sigkill(tmp_path):
 
 
 def test_an_unreachable_ray_cluster_fails_fast(tmp_path):
-    start = time.time()
     done = subprocess.run([*SEARCH, "--executor", "ray", "--ray-address", "127.0.0.1:9", "--cache-dir", tmp_path / "c",
                            "-o", tmp_path / "o"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "nothing answers" in done.stderr and "Traceback" not in done.stderr
-    assert time.time() - start < 60
+    # how soon (the probe's 10 s timeout at most): bench/bench_interrupt.py
