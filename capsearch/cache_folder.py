@@ -41,7 +41,9 @@ class Contents:
         return sum(i.size for i in self.entries)
 
 
-def scan(folder: Path) -> Contents:
+def scan(folder: Path, folder_sizes: bool = True) -> Contents:
+    """The folder's entries, leftovers and old-format entries; folder_sizes=False leaves the
+    (old-format) folders' sizes at 0 rather than walking them."""
     contents = Contents()
     if not folder.is_dir():
         return contents
@@ -49,13 +51,14 @@ def scan(folder: Path) -> Contents:
         for entry in listing:
             try:
                 stat = entry.stat(follow_symlinks=False)
-                size = stat.st_size if entry.is_file(follow_symlinks=False) else tree_size(Path(entry.path))
+                is_file = entry.is_file(follow_symlinks=False)
+                size = stat.st_size if is_file else tree_size(Path(entry.path)) if folder_sizes else 0
             except OSError:
                 continue  # removed meanwhile
             item = Item(Path(entry.path), size, stat.st_mtime)
             if entry.name.startswith("."):
                 contents.leftovers.append(item)
-            elif entry.name.endswith(ENTRY_SUFFIX) and entry.is_file(follow_symlinks=False):
+            elif entry.name.endswith(ENTRY_SUFFIX) and is_file:
                 contents.entries.append(item)
             else:
                 contents.old_format.append(item)
@@ -75,7 +78,7 @@ def remove(item: Item) -> None:
 
 def remove_leftovers(folder: Path, contents: Contents | None = None, old_format: bool = True) -> list[Item]:
     """Remove what killed writers left (temporary names idle for 10 minutes), and old-format entries."""
-    contents = contents or scan(folder)
+    contents = contents or scan(folder, folder_sizes=False)
     now = time.time()
     gone = [i for i in contents.leftovers if now - i.last_used > LEFTOVER_AGE_S] + (contents.old_format if old_format else [])
     for item in gone:

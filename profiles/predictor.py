@@ -124,7 +124,6 @@ class LatencyPredictor:
                     total = total + values[np.searchsorted(thresholds, dk, side="left")]
                 else:
                     total = total + float(values[bisect_left(thresholds, (ps, pa, pc, ds)[i])])
-            total = np.asarray(total, dtype=np.float64) * np.ones(len(dk))
             return total if identity else np.array([exp(v) for v in total.tolist()])  # math.exp: np.exp may round apart
 
         exp = math.exp

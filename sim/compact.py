@@ -25,8 +25,7 @@ from capsim.sim.result import RunResult, requests_table
 FORMAT = "capsim-compact-trial/1"
 NAN = np.iinfo(np.int64).min  # an undefined time (never scheduled, no first token, not finished)
 TIME_COLUMNS = ("scheduled_s", "first_token_s", "finish_s")
-COUNT_COLUMNS = {"prompt_tokens": np.int64, "output_tokens": np.int64, "generated_tokens": np.int64,
-                 "preemptions": np.int32, "replica": np.int32}
+COUNT_COLUMNS = ("prompt_tokens", "output_tokens", "generated_tokens", "preemptions", "replica")
 
 
 class CompactError(ValueError):
