@@ -127,7 +127,7 @@ def run_jobs(jobs: list[SearchJob], executor: str = "process", workers: int | No
                 results[futures[future]] = future.result()
                 on_done and on_done(jobs[futures[future]])
         except BaseException:  # Ctrl-C, SIGTERM, a failed job: stop the others now, not after their trials
-            kill_pool(pool)
+            TrialCache(cache_dir).forget_writes_of(kill_pool(pool))
             raise
         pool.shutdown()
     else:

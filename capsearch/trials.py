@@ -24,6 +24,7 @@ from capsim.sim import RunResult, SystemSpec, simulate
 from capsim.sim.compact import CompactError, read_compact, write_compact
 from capsim.sim.early_stop import EarlyStop
 from capsim.traces import WorkloadSpec, write_atomically
+from capsim.traces.files import temp_files_of
 
 TRIAL_SCHEMA = 3  # 3: compact files, whole-microsecond times
 ENTRY_SUFFIX = ".trial.parquet"
@@ -112,6 +113,11 @@ class TrialCache:
         except OSError:
             pass
         return result
+
+    def forget_writes_of(self, pids) -> None:
+        """Remove the entries that the (killed) processes `pids` were writing."""
+        for path in temp_files_of(self.folder, pids):
+            path.unlink(missing_ok=True)
 
     def put(self, key: str, result: RunResult) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@ dies, so even kill -9 of a search takes its workers with it, and ignores SIGINT:
 the whole process group, and the parent alone decides to stop; it then stops its workers at once
 rather than waiting for their trials (finished trials are already in the cache): SIGTERM first,
 which a worker turns into SystemExit so that a cache entry it was writing is removed, not left
-half-written, then SIGKILL for any still there a quarter second later (the pool catches SystemExit and would wait on).
+half-written, then SIGKILL for any still there a quarter second later (the pool catches SystemExit and would
+wait on); what a killed worker was writing is removed by its parent (trials.TrialCache.forget_writes_of).
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
                                initargs=(os.getpid(),))
 
 
-def kill_pool(pool: ProcessPoolExecutor, grace_s: float = 0.25) -> None:
-    """Stop now: cancel what has not started and stop the workers mid-trial."""
+def kill_pool(pool: ProcessPoolExecutor, grace_s: float = 0.25) -> list[int]:
+    """Stop now: cancel what has not started and stop the workers mid-trial; their pids."""
     processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor keeps no public list
+    pids = [p.pid for p in processes]
     pool.shutdown(wait=False, cancel_futures=True)
     for stop in ("terminate", "kill"):
         for process in processes:
@@ -56,3 +58,4 @@ def kill_pool(pool: ProcessPoolExecutor, grace_s: float = 0.25) -> None:
         for process in processes:
             process.join(timeout=max(0.0, deadline - time.monotonic()))
         processes = [p for p in processes if p.is_alive()]
+    return pids
