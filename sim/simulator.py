@@ -73,14 +73,17 @@ class Engine:
             start = env.now
             stretch = self.stretches.plan(scheduler, batch, start) if self.stretches is not None else None
             if stretch is not None:  # many decode-only iterations before the next event: one wait
-                yield env.timeout_at(float(stretch.ends[-1]))
+                end = float(stretch.ends[-1])
+                if not env.advance(end):
+                    yield env.timeout_at(end)
                 self.stretches.apply(self, batch, stretch)
                 continue
             continuing = batch.num_decodes - scheduler.fresh_decodes
             features = batch.features()
             seconds = self.batch_seconds(*features)
             if self.stages is None:
-                yield env.timeout(seconds)
+                if not env.advance(env.now + seconds):
+                    yield env.timeout(seconds)
             else:
                 for stage in self.stages:
                     with stage.request() as turn:
@@ -156,8 +159,8 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
 
     `batch_seconds(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs,
     decode_kv)` replaces the system's latency model, for what-if studies and hand-checked tests.
-    `decode_stretches=False` runs every iteration as its own event: the reference the stretches
-    are tested against.
+    `decode_stretches=False` runs every iteration as its own SimPy event: the reference that
+    decode stretches and the clock's advance (Clock.advance) are tested against.
     """
     if not workload.has_arrivals:
         raise SimulationError("the workload has no arrival times: sample it at a QPS first")
@@ -168,7 +171,7 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
         batch_seconds = stage_seconds(latency_model, system)
     else:
         latency_model = CustomLatency(latency_model, batch_seconds)
-    env = Clock()
+    env = Clock(advancing=decode_stretches)
     requests = make_requests(workload)
     run = Run(env, len(requests))
     replicas = [Replica(env, i, system, batch_seconds, run) for i in range(system.replicas)]
@@ -193,9 +196,27 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
 
 
 class Clock(simpy.Environment):
-    """SimPy's environment, plus a wait until an absolute time: a decode stretch must end exactly
-    at its last iteration's end, and now + (end - now) can be an ulp off it. The event goes on the
-    queue as Environment.schedule puts a Timeout there, with the time as given."""
+    """SimPy's environment, plus two ways for an engine to wait:
+    - timeout_at: until an absolute time (a decode stretch must end exactly at its last
+      iteration's end, and now + (end - now) can be an ulp off it); the event goes on the queue as
+      Environment.schedule puts a Timeout there, with the time as given;
+    - advance: no event at all where nothing else is queued before that time. SimPy would pop
+      the waiting process's timeout next and resume it, so moving the clock and carrying on is
+      the same run without the heap and the generator switch (most iterations of a lightly
+      loaded engine: its batch ends before the next arrival)."""
+
+    def __init__(self, advancing: bool = True):
+        super().__init__()
+        self.advancing = advancing  # False: every wait an event (the reference path of the tests)
+
+    def advance(self, to: float) -> bool:
+        """Move the clock to `to` if no queued event comes at or before it (ties keep their
+        queue order, so they wait the usual way); False where the caller must wait."""
+        queue = self._queue
+        if not self.advancing or to < self._now or (queue and queue[0][0] <= to):  # the past: let timeout() refuse it
+            return False
+        self._now = to
+        return True
 
     def timeout_at(self, at: float) -> simpy.Event:
         if at < self._now:

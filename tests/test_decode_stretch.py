@@ -90,3 +90,16 @@ def test_a_light_load_trial_takes_few_events():
     system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler="sarathi", token_budget=512)
     result = simulate(system, CHAT.at_qps(0.5))
     assert result.batches.num_rows > 20 * 300  # many iterations a request, replayed in stretches: the same rows
+
+
+def test_a_callers_latency_function_skips_events_the_same_way():
+    """No stretches for a caller's function, but batches that end before every queued event move
+    the clock without one (Clock.advance): ties with arrivals included, the same trial."""
+    def coarse(tokens, *rest):
+        return 0.001 * (1 + tokens // 64)  # whole milliseconds: batch ends often meet arrival times
+
+    arrivals = np.round(np.cumsum(np.random.default_rng(1).exponential(0.05, 200)), 3)
+    workload = Workload.from_arrays(np.full(200, 700), np.full(200, 40), arrivals)
+    for scheduler in ("sarathi", "vllm_v0"):
+        system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler=scheduler, replicas=2, router="least_outstanding")
+        both(system, workload, batch_seconds=coarse)
