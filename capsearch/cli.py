@@ -21,6 +21,7 @@ from capsim.real.client import EndpointError
 from capsim.real.engine import EngineError
 from capsim.real.process import EngineStartError
 from capsim.capsearch.simulate_command import simulate
+from capsim.capsearch.serving_metrics import MetricsError
 from capsim.capsearch.slo import SLOError
 from capsim.capsearch.trace_commands import traces
 from capsim.profiles.errors import ProfileError
@@ -28,7 +29,7 @@ from capsim.sim import SimulationError
 from capsim.traces import TraceError
 
 USER_ERRORS: tuple[type[Exception], ...] = (TraceError, ProfileError, SimulationError, ConfigError, SLOError, EndpointError,
-                                            EngineError, EngineStartError)
+                                            EngineError, EngineStartError, MetricsError)
 
 
 class UserError(click.ClickException):

@@ -121,5 +121,7 @@ def early_stop_rule(slo, num_requests: int, total_output_tokens: int) -> EarlySt
         )
     if kind == "ttft_tpot":
         return EarlyStop(max_wait=slo.ttft, max_wait_violations=int((1 - slo.ttft_percentile / 100) * num_requests))
+    if kind == "goodput" and slo.ttft is not None:  # a request still waiting past the TTFT limit is not good
+        return EarlyStop(max_wait=slo.ttft, max_wait_violations=int((1 - slo.attainment / 100) * num_requests))
     return None
 

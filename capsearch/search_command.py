@@ -296,7 +296,7 @@ def search(ctx: click.Context, system, make_spec, output_dir: Path | None, overw
     console.print(f"wrote {folder}/: capacity.csv, capacity.json, capacity.png")
 
 
-SWEEP_PARAMETERS = {"tbt": "tbt", "ttft": "ttft", "tpot": "tpot", "miss_rate": "miss_rate"}
+SWEEP_PARAMETERS = {"tbt": "tbt", "ttft": "ttft", "tpot": "tpot", "e2el": "e2el", "miss_rate": "miss_rate", "attainment": "attainment"}
 
 
 @click.command()

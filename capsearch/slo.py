@@ -7,6 +7,8 @@ that never came as an infinite TTFT, a deadline never met as missed.
 - tbt_ttft: P(x) of TBT over all tokens <= a, and P(y) of TTFT (or of scheduling delay, as
   Sarathi-Serve scores it: P99 TBT plus P50 scheduling delay <= 2 s) <= b.
 - ttft_tpot: P(y) TTFT <= b and P(z) of per-request TPOT <= c.
+- goodput: DistServe's attainment on vLLM's goodput limits: >= X% of the requests sent finish
+  within every given limit of TTFT, TPOT and E2E latency (a one-token request has TPOT 0).
 - deadline: the fluidity index of Etalon/Metron. The first token is due at arrival + predicted
   prefill time + ttft_slack; each later token `tbt` after the previous deadline. A token that
   comes early banks the slack (the next deadline stays on the schedule, not on the token); a late
@@ -162,7 +164,46 @@ class Deadline:
         return {"passed": not failed, "miss_rate": rate, "failed_clauses": failed}
 
 
-SLO_KINDS = {"tbt_ttft": TbtTtft, "ttft_tpot": TtftTpot, "deadline": Deadline}
+@dataclass(frozen=True)
+class Goodput:
+    """DistServe's attainment, on vLLM's goodput limits: at least `attainment` percent of the
+    requests sent finish within every limit given (TTFT, TPOT, E2E latency; seconds)."""
+    ttft: float | None = None
+    tpot: float | None = None
+    e2el: float | None = None
+    attainment: float = 90
+    kind = "goodput"
+
+    def __post_init__(self):
+        limits = tuple(name for name in ("ttft", "tpot", "e2el") if getattr(self, name) is not None)
+        if not limits:
+            raise SLOError("a goodput SLO needs at least one limit: --goodput ttft:MS tpot:MS e2el:MS")
+        _check(self, seconds=limits, percentiles=("attainment",))
+
+    @property
+    def limits(self) -> list[tuple[str, float]]:
+        return [(name, getattr(self, name)) for name in ("ttft", "tpot", "e2el") if getattr(self, name) is not None]
+
+    @property
+    def name(self) -> str:
+        return f">={self.attainment:g}% within " + ", ".join(f"{GOODPUT_WORDS[n]}<={v:g}s" for n, v in self.limits)
+
+    @property
+    def clauses(self) -> list[str]:
+        return [f">= {self.attainment:g}% of requests with " + " and ".join(f"{GOODPUT_WORDS[n]} <= {v:g} s" for n, v in self.limits)]
+
+    def score(self, result: RunResult) -> dict:
+        good = result.finished()
+        for name, limit in self.limits:
+            values = result.e2e() if name == "e2el" else request_metric(result, name)
+            good = good & (np.nan_to_num(values, nan=np.inf) <= limit)
+        attained = 100.0 * good.sum() / max(len(good), 1)
+        failed = [] if attained >= self.attainment else [f"{attained:.3g}% within the limits"]
+        return {"passed": not failed, "attainment": attained, "failed_clauses": failed}
+
+
+GOODPUT_WORDS = {"ttft": "TTFT", "tpot": "TPOT", "e2el": "E2E"}
+SLO_KINDS = {"tbt_ttft": TbtTtft, "ttft_tpot": TtftTpot, "deadline": Deadline, "goodput": Goodput}
 
 
 def slo_from_dict(data: dict):

@@ -15,12 +15,14 @@ import click
 
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.conventions import CONVENTIONS, SLO_DEFAULTS, WORDS, capsim_ttft_percentile
-from capsim.capsearch.slo import DENOMINATORS, SLO_KINDS, Deadline, TbtTtft, TtftTpot
+from capsim.capsearch.serving_metrics import parse_goodput
+from capsim.capsearch.slo import DENOMINATORS, SLO_KINDS, Deadline, Goodput, TbtTtft, TtftTpot
 
 SARATHI_FLAGS = ("tbt_slo_value", "tbt_slo_quantile", "scheduling_delay_slo_value", "scheduling_delay_slo_quantile")
 ETALON_FLAGS = ("slo_type", "tbt_slo", "tbt_percentile", "ttft_slo", "ttft_percentile", "tpot_slo", "tpot_percentile",
                 "ttft_slack_slo", "deadline_miss_rate_slo", "deadline_miss_rate_percentile")
-SLO_FLAGS = SARATHI_FLAGS + ETALON_FLAGS + ("ttft_metric", "deadline_denominator")
+VLLM_FLAGS = ("goodput", "goodput_attainment")
+SLO_FLAGS = SARATHI_FLAGS + ETALON_FLAGS + VLLM_FLAGS + ("ttft_metric", "deadline_denominator")
 SAME_FIELD = (("tbt_slo", "tbt_slo_value"), ("tbt_percentile", "tbt_slo_quantile"), ("ttft_slo", "scheduling_delay_slo_value"),
               ("ttft_percentile", "scheduling_delay_slo_quantile"))
 # The flags each SLO type reads; any other SLO flag given with it is refused, never dropped.
@@ -30,6 +32,7 @@ USED_FLAGS = {
     "ttft_tpot": {"slo_type", "ttft_slo", "ttft_percentile", "tpot_slo", "tpot_percentile"},
     "deadline": {"slo_type", "tbt_slo", "tbt_slo_value", "ttft_slack_slo", "deadline_miss_rate_slo", "deadline_miss_rate_percentile",
                  "deadline_denominator"},
+    "goodput": {"slo_type", "goodput", "goodput_attainment"},
 }
 
 
@@ -73,6 +76,10 @@ def slo_options(command):
         click.option("--deadline-miss-rate-slo", type=float, default=None, help=f"deadline: miss-rate limit {_defaults('miss_rate')}."),
         click.option("--deadline-miss-rate-percentile", type=float, default=None,
                      help=f"{PERCENTILE} {_defaults('miss_rate_percentile')}"),
+        click.option("--goodput", multiple=True,
+                     help="goodput: vLLM's limits in ms, e.g. 'ttft:200 tpot:50' (e2el too); implies --slo-type goodput."),
+        click.option("--goodput-attainment", type=float, default=None,
+                     help=f"goodput: the share of requests that must meet every limit, {PERCENTILE} [default: 90]."),
         click.option("--deadline-denominator", type=click.Choice(DENOMINATORS), default=None,
                      help="deadline: divide missed deadlines by deadlines (Etalon: on-time tokens + missed) or by output "
                           "tokens (stricter) [default: deadlines]."),
@@ -99,7 +106,7 @@ def slos_from_flags(options: dict, convention: str) -> list:
             raise ConfigError(f"{flag(etalon)} and {flag(sarathi)} set the same field: give one")
     d = SLO_DEFAULTS[convention]
     pick = lambda *names, default: next((options[n] for n in names if n in given), default)  # noqa: E731
-    kind = pick("slo_type", default=d["slo_type"])
+    kind = pick("slo_type", default="goodput" if given & set(VLLM_FLAGS) else d["slo_type"])
     unused = given - USED_FLAGS[kind]
     if unused:
         raise ConfigError(f"a {kind} SLO does not use {', '.join(sorted(map(flag, unused)))}: leave them out, "
@@ -112,6 +119,9 @@ def slos_from_flags(options: dict, convention: str) -> list:
         metric = pick("ttft_metric", default="scheduling_delay" if "scheduling_delay_slo_value" in given else d["ttft_metric"])
         return [TbtTtft(tbt=v, tbt_percentile=pick("tbt_percentile", "tbt_slo_quantile", default=d["tbt_percentile"]), ttft=ttft,
                         ttft_percentile=ttft_percentile, ttft_metric=metric) for v in tbt_values]
+    if kind == "goodput":
+        limits = parse_goodput(options.get("goodput") or ())
+        return [Goodput(**{name: ms / 1000 for name, ms in limits.items()}, attainment=pick("goodput_attainment", default=90))]
     if kind == "ttft_tpot":
         return [TtftTpot(ttft=ttft, ttft_percentile=ttft_percentile, tpot=pick("tpot_slo", default=d["tpot"]),
                          tpot_percentile=pick("tpot_percentile", default=d["tpot_percentile"]))]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 
 import click
-from click.core import ParameterSource
 
 from capsim.capsearch.conventions import MAX_REPLICAS
+from capsim.capsearch.workload_options import option_given
 from capsim.profiles.store import ENGINES
 from capsim.sim import POLICIES, ROUTERS, SystemSpec
 from capsim.sim.system import PIPELINE_SCHEDULING
@@ -27,8 +27,8 @@ def system_options(command=None, *, default_engine: str = "vllm"):
         click.option("--pp", type=click.IntRange(1, 1024), default=1, show_default=True, help="Pipeline stages a replica."),
         click.option("--replicas", type=click.IntRange(1, MAX_REPLICAS), default=1, show_default=True),
         click.option("--scheduler", type=click.Choice(list(POLICIES)), default="sarathi", show_default=True),
-        click.option("--max-batch-size", type=click.IntRange(1, 2**31 - 1), default=128, show_default=True, help="Running requests at most."),
-        click.option("--chunk-size", "--token-budget", "token_budget", type=click.IntRange(1, 2**31 - 1), default=None,
+        click.option("--max-batch-size", "--max-num-seqs", "max_batch_size", type=click.IntRange(1, 2**31 - 1), default=128, show_default=True, help="Running requests at most."),
+        click.option("--chunk-size", "--token-budget", "--max-num-batched-tokens", "token_budget", type=click.IntRange(1, 2**31 - 1), default=None,
                      help="Tokens a batch at most (sarathi: 512; vllm_v1: 2048; vllm_v0, orca: the max model length)."),
         click.option("--block-size", type=click.IntRange(1, 2**31 - 1), default=16, show_default=True, help="KV-cache block size in tokens."),
         click.option("--max-model-len", type=click.IntRange(2, 2**31 - 1), default=None, help="Prompt + output at most [default: the model's context, <= 16384]."),
@@ -63,7 +63,3 @@ def system_options(command=None, *, default_engine: str = "vllm"):
     return wrapper
 
 
-def option_given(name: str) -> bool:
-    """Whether the running command's option `name` was given, not left at its default."""
-    source = click.get_current_context().get_parameter_source(name)
-    return source not in (ParameterSource.DEFAULT, None)

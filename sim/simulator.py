@@ -104,7 +104,8 @@ class Engine:
 class Run:
     """What the engines of one simulation share: the batch log, the end, the early-stop monitor."""
 
-    def __init__(self, env: simpy.Environment, num_requests: int):
+    def __init__(self, env: simpy.Environment, num_requests: int, max_concurrency: int | None = None):
+        self.env = env
         self.log = array("d")  # one row of BATCH_COLUMNS a batch, flat: compact, no objects for the GC
         self.stretch_log: list = []  # a tuple of arrays a decode stretch: its rows are built at the end
         self.end = env.event()
@@ -112,9 +113,16 @@ class Run:
         self.monitor: EarlyStopMonitor | None = None
         self.next_arrival = 0.0  # when the next request arrives (inf once all have): decode stretches end before it
         self.time_limit = math.inf
+        self.max_concurrency = max_concurrency  # requests in flight at most (a closed loop); None: open loop
+        self.in_flight = 0
+        self.slot: simpy.Event | None = None  # the arrivals wait on it while every slot is taken
 
     def retired(self, count: int) -> None:
         self.remaining -= count
+        self.in_flight -= count
+        if self.slot is not None and not self.slot.triggered:
+            self.slot.succeed()
+            self.next_arrival = self.env.now  # the request waiting for the slot is sent now
         if self.remaining == 0:
             self.finish()
 
@@ -153,9 +161,13 @@ class Replica:
 
 
 def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None = None, batch_seconds=None,
-             early_stop: EarlyStop | None = None, decode_stretches: bool = True) -> RunResult:
+             early_stop: EarlyStop | None = None, decode_stretches: bool = True, max_concurrency: int | None = None) -> RunResult:
     """Replay the workload (with arrival times) on the system; stop at the time limit if given,
     or once `early_stop` says the SLO can no longer be met.
+
+    `max_concurrency` caps the requests in flight: a request due while the cap is reached is sent
+    when one ends, and its arrival time is that send (vLLM's benchmark client). With every
+    arrival at t = 0 (an infinite QPS) that is a closed loop of `max_concurrency` users.
 
     `batch_seconds(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs,
     decode_kv)` replaces the system's latency model, for what-if studies and hand-checked tests.
@@ -166,6 +178,8 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
         raise SimulationError("the workload has no arrival times: sample it at a QPS first")
     if time_limit_s is not None and not time_limit_s > 0:
         raise SimulationError(f"time limit must be positive seconds, got {time_limit_s}")
+    if max_concurrency is not None and (isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1):
+        raise SimulationError(f"max concurrency must be a whole number of requests, at least 1, got {max_concurrency!r}")
     latency_model = system.latency_model()
     if batch_seconds is None:
         batch_seconds = stage_seconds(latency_model, system)
@@ -173,12 +187,12 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
         latency_model = CustomLatency(latency_model, batch_seconds)
     env = Clock(advancing=decode_stretches)
     requests = make_requests(workload)
-    run = Run(env, len(requests))
+    run = Run(env, len(requests), max_concurrency)
     replicas = [Replica(env, i, system, batch_seconds, run) for i in range(system.replicas)]
     engines = [e for r in replicas for e in r.engines]
     if early_stop is not None:
         run.monitor = EarlyStopMonitor(early_stop, [e.scheduler for e in engines], run.finish)
-    env.process(arrivals(env, requests, replicas, system.router, run))
+    env.process(arrivals(env, requests, replicas, system.router, run, len(engines)))
     if time_limit_s is not None:
         run.time_limit = 0.0 + time_limit_s  # the alarm's time on the clock
         env.process(alarm(env, time_limit_s, run))
@@ -192,7 +206,10 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
         raise SimulationError(f"the simulation stalled with {run.remaining} requests left: {error}") from None
     stopped = run.monitor.stopped if run.monitor else None
     rows = np.concatenate((np.frombuffer(run.log).reshape(-1, len(BATCH_COLUMNS)), stretch_rows(run.stretch_log)))
-    return build_result(system, workload, requests, engines, rows, latency_model, env.now, time_limit_s, stopped)
+    result = build_result(system, workload, requests, engines, rows, latency_model, env.now, time_limit_s, stopped)
+    if max_concurrency is not None:
+        result.info["max_concurrency"] = max_concurrency
+    return result
 
 
 class Clock(simpy.Environment):
@@ -278,13 +295,25 @@ def make_requests(workload: Workload) -> list[Request]:
     return [Request(i, arrival[i], prompt[i], output[i], group[i], shared[i]) for i in range(len(prompt))]
 
 
-def arrivals(env: simpy.Environment, requests: list[Request], replicas: list[Replica], router: str, run: Run):
+def arrivals(env: simpy.Environment, requests: list[Request], replicas: list[Replica], router: str, run: Run, engines: int):
+    """Send each request at its arrival time, or, with a concurrency cap, when a request in flight
+    ends, whichever is later (vLLM's --max-concurrency: the client's clock starts at the send)."""
     for i, request in enumerate(requests):
         if request.arrival_s > env.now:
             delay = request.arrival_s - env.now
             run.next_arrival = env.now + delay  # the time the clock will show (SimPy adds the same way)
             yield env.timeout(delay)
+        if run.max_concurrency is not None:
+            if run.in_flight >= run.max_concurrency:
+                # Only a completion frees a slot. One engine's decode stretches end at its completions;
+                # with several, another engine's completion may send the request mid-stretch: none then.
+                run.next_arrival = math.inf if engines == 1 else env.now
+                run.slot = env.event()
+                yield run.slot
+                run.slot = None
+            request.arrival_s = max(request.arrival_s, env.now)  # late behind earlier requests' waits, or its own
         run.next_arrival = env.now
+        run.in_flight += 1
         if router == "round_robin":
             target = replicas[i % len(replicas)]
         elif router == "least_outstanding":

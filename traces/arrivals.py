@@ -13,6 +13,8 @@ of a capacity search, and only the gaps between them scale. The first request ar
 - constant: evenly spaced, 1/QPS apart.
 - replay: the trace's own timestamps, stretched or squeezed uniformly to the target QPS
   (mean rate over the trace = QPS), keeping the trace's burst pattern.
+At an infinite QPS every request arrives at t = 0, whatever the process (`vllm bench serve
+--request-rate inf`); with a concurrency cap that is a closed loop of that many users.
 """
 
 from __future__ import annotations
@@ -36,9 +38,13 @@ def arrival_times(
     cap_gaps: bool = False,
     timestamps: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Arrival times in seconds for num_requests requests at the given QPS."""
-    if not qps > 0 or not np.isfinite(qps):
+    """Arrival times in seconds for num_requests requests at the given QPS; an infinite QPS
+    sends every request at t = 0 (vLLM's --request-rate inf)."""
+    if not qps > 0 or np.isnan(qps):
         raise TraceError(f"QPS must be a positive number, got {qps}")
+    if qps == np.inf:
+        unit_rate_arrivals(process, num_requests, seed, cv=cv, cap_gaps=cap_gaps, timestamps=timestamps)  # the same checks
+        return np.zeros(num_requests)
     return unit_rate_arrivals(process, num_requests, seed, cv=cv, cap_gaps=cap_gaps, timestamps=timestamps) / qps
 
 

@@ -1,0 +1,189 @@
+"""Latency against load in vLLM's vocabulary: closed loops in the simulator, vLLM's figures by
+hand, and the `simulate` command's sweeps, result files and familiar flags."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from capsim.capsearch.cli import main
+from capsim.capsearch.serving_metrics import MetricsError, parse_goodput, parse_percentiles, serving_metrics
+from capsim.capsearch.load_sweep import parse_qps
+from capsim.capsearch.slo import Goodput, SLOError
+from capsim.sim import SystemSpec, simulate
+from capsim.sim.result import RunResult, requests_table, to_microseconds
+from capsim.traces import WorkloadSpec
+
+SYSTEM = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler="sarathi", token_budget=512)
+CHAT = WorkloadSpec("chat", num_requests=200, seed=3, max_total_tokens=4096)
+
+
+def in_flight_at_most(result: RunResult) -> int:
+    """The most requests between their send and their end at any moment."""
+    sent, ended = result.column("arrival_s"), result.column("finish_s")
+    events = sorted([(t, 1) for t in sent] + [(t, -1) for t in ended])  # an end before a send at the same time
+    return max(np.cumsum([change for _, change in events]))
+
+
+def same_tokens(a: RunResult, b: RunResult) -> bool:
+    return (np.array_equal(a.token_times[0], b.token_times[0]) and np.array_equal(a.column("arrival_s"), b.column("arrival_s"))
+            and a.batches.num_rows == b.batches.num_rows)
+
+
+@pytest.mark.parametrize("qps, cap", [(math.inf, 1), (math.inf, 8), (6.0, 4), (40.0, 16)])
+def test_a_concurrency_cap_holds_and_matches_the_per_iteration_path(qps, cap):
+    workload = CHAT.at_qps(qps)
+    fast = simulate(SYSTEM, workload, max_concurrency=cap)
+    assert same_tokens(fast, simulate(SYSTEM, workload, max_concurrency=cap, decode_stretches=False))
+    assert fast.finished().all()
+    assert in_flight_at_most(fast) <= cap
+    planned = to_microseconds(np.array(workload.arrival_s))  # results keep whole microseconds
+    assert (fast.column("arrival_s") >= planned).all()  # sent at its time, or later when a slot freed
+    late = fast.column("arrival_s") > planned
+    assert np.isin(fast.column("arrival_s")[late], fast.column("finish_s")).all()  # ... exactly when a request ended
+
+
+@pytest.mark.parametrize("router", ["round_robin", "least_outstanding"])
+def test_users_on_replicas_match_the_per_iteration_path(router):
+    system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler="vllm_v0", replicas=2, router=router)
+    workload = CHAT.at_qps(math.inf)
+    fast = simulate(system, workload, max_concurrency=12)
+    assert same_tokens(fast, simulate(system, workload, max_concurrency=12, decode_stretches=False))
+    assert in_flight_at_most(fast) <= 12
+
+
+def test_one_user_sends_each_request_when_the_last_ends():
+    result = simulate(SYSTEM, CHAT.at_qps(math.inf), max_concurrency=1)
+    sent, ended = result.column("arrival_s"), result.column("finish_s")
+    assert sent[0] == 0 and np.array_equal(sent[1:], ended[:-1])
+    assert result.info["max_concurrency"] == 1
+
+
+def test_an_infinite_rate_sends_everything_at_once():
+    result = simulate(SYSTEM, CHAT.at_qps(math.inf))
+    assert (result.column("arrival_s") == 0).all()
+
+
+def three_requests() -> RunResult:
+    """Sent at 0, 1 and 1.5 s. A: tokens at 0.5, 0.6, 0.8 (TTFT 0.5, ITL 0.1 and 0.2, TPOT 0.15,
+    E2E 0.8). B: one token at 1.3 (TTFT 0.3, TPOT 0 as vLLM counts it). C never finished."""
+    tokens = np.array([0.5, 0.6, 0.8, 1.3])
+    return RunResult(requests_table([0, 1, 2], [0, 0, 0], [0.0, 1.0, 1.5], [0.1, 1.1, np.nan], [0.5, 1.3, np.nan],
+                                    [0.8, 1.3, np.nan], ["finished", "finished", "unfinished"], ["", "", "time limit"],
+                                    [100, 50, 70], [3, 1, 5], [3, 1, 0], [0, 0, 0], tokens, np.array([0, 3, 4, 4])))
+
+
+def test_vllm_figures_by_hand():
+    figures = serving_metrics(three_requests(), percentiles=(50, 100), goodput_ms={"ttft": 400})
+    assert figures["completed"] == 2 and figures["failed"] == 1
+    assert figures["duration"] == pytest.approx(1.3)  # first send to last response
+    assert figures["total_input_tokens"] == 150 and figures["total_output_tokens"] == 4
+    assert figures["request_throughput"] == pytest.approx(2 / 1.3)
+    assert figures["request_goodput"] == pytest.approx(1 / 1.3)  # B alone has TTFT <= 400 ms
+    assert figures["goodput_fraction"] == pytest.approx(1 / 3)  # of every request sent
+    assert figures["total_token_throughput"] == pytest.approx(154 / 1.3)
+    assert figures["mean_ttft_ms"] == pytest.approx(400) and figures["p100_ttft_ms"] == pytest.approx(500)
+    assert figures["mean_tpot_ms"] == pytest.approx(75) and figures["median_itl_ms"] == pytest.approx(150)
+    assert figures["p50_e2el_ms"] == pytest.approx(550)
+    assert figures["max_output_tokens_per_s"] == 3 and figures["max_concurrent_requests"] == 1  # seconds 0 and 1: one each
+
+
+def test_the_goodput_slo_counts_requests_within_every_limit():
+    result = three_requests()
+    assert Goodput(ttft=0.4, attainment=33).score(result)["passed"]  # B alone: 1 of 3
+    assert not Goodput(ttft=0.4, attainment=0.5).score(result)["passed"]
+    assert Goodput(ttft=0.6, e2el=1.0, attainment=66).score(result)["attainment"] == pytest.approx(200 / 3)
+    assert Goodput(ttft=0.6, tpot=0.1).score(result)["attainment"] == pytest.approx(100 / 3)  # A's TPOT is 0.15 s
+    with pytest.raises(SLOError):
+        Goodput(attainment=90)
+
+
+def test_a_search_under_a_goodput_slo(tmp_path):
+    done = CliRunner().invoke(main, ["search", "--model", "Llama-3-8B", "--scheduler", "sarathi", "--trace", "chat", "-n", "150",
+                                     "--goodput", "ttft:500 tpot:30", "--goodput-attainment", "0.9", "-o", str(tmp_path / "s")])
+    assert done.exit_code == 0, done.output
+    row = json.loads((tmp_path / "s" / "capacity.json").read_text())[0]
+    assert row["slo"]["kind"] == "goodput" and row["slo"]["ttft"] == 0.5 and row["slo"]["attainment"] == 90
+    assert row["capacity_qps"] > 0
+
+
+def test_limits_and_lists_are_read_as_vllm_writes_them():
+    assert parse_goodput(["ttft:200 tpot:50", "e2el:3000"]) == {"ttft": 200, "tpot": 50, "e2el": 3000}
+    assert parse_goodput(["ttft:200,tpot:50"]) == {"ttft": 200, "tpot": 50}
+    assert parse_percentiles("50,99.9") == (50, 99.9)
+    assert parse_qps("1,2.5,inf") == [1, 2.5, math.inf] and parse_qps("auto") == "auto"
+    for bad in (["ttft=200"], ["itl:10"], ["ttft:-1"], ["ttft:1 ttft:2"]):
+        with pytest.raises(MetricsError):
+            parse_goodput(bad)
+    for bad in ("0,1", "fast", "2,2"):
+        with pytest.raises(MetricsError):
+            parse_qps(bad)
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["simulate", "--model", "Llama-3-8B", *map(str, args)])
+
+
+def test_a_load_sweep_writes_a_row_a_load_plots_and_vllm_result_files(tmp_path):
+    out = tmp_path / "sweep"
+    done = run("--qps", "2,8", "-n", 120, "--goodput", "ttft:500 tpot:50", "--metric-percentiles", "50,99.9",
+               "--save-result", "--label", "mine", "--metadata", "gpu=h100", "-o", out)
+    assert done.exit_code == 0, done.output
+    rows = json.loads((out / "load_sweep.json").read_text())["loads"]
+    assert [r["load"] for r in rows] == ["2 QPS", "8 QPS"]
+    assert rows[0]["request_goodput"] is not None and "p99.9_itl_ms" in rows[0]
+    assert (out / "load_curves.png").stat().st_size > 0 and (out / "cdf.png").stat().st_size > 0
+    assert (out / "qps-2" / "requests.parquet").is_file() and (out / "qps-8" / "serving.json").is_file()
+    saved = sorted(out.glob("mine-*qps-Llama-3-8B-*.json"))
+    assert len(saved) == 2
+    result = json.loads(saved[0].read_text())
+    for key in ("date", "label", "model_id", "num_prompts", "request_rate", "burstiness", "max_concurrency", "completed",
+                "request_throughput", "request_goodput", "output_throughput", "total_token_throughput", "mean_ttft_ms",
+                "median_tpot_ms", "std_itl_ms", "p99.9_e2el_ms", "duration"):
+        assert key in result, key
+    assert result["gpu"] == "h100" and result["num_prompts"] == 120 and result["capsim"]["kind"] == "simulated"
+    assert "TTFT P99.9" in done.output and "good req/s" in done.output
+
+
+def test_users_and_the_automatic_sweep(tmp_path):
+    done = run("--concurrency", "1,4", "-n", 60, "-o", tmp_path / "users")
+    assert done.exit_code == 0, done.output
+    rows = json.loads((tmp_path / "users" / "load_sweep.json").read_text())["loads"]
+    assert [r["load"] for r in rows] == ["1 users", "4 users"] and rows[1]["request_throughput"] > rows[0]["request_throughput"]
+    done = run("--qps", "auto", "--sweep-points", 3, "-n", 60, "-o", tmp_path / "auto")
+    assert done.exit_code == 0, done.output
+    rows = json.loads((tmp_path / "auto" / "load_sweep.json").read_text())["loads"]
+    assert [r["kind"] for r in rows] == ["synchronous", "rate", "rate", "rate", "throughput"]
+    rates = [r["request_rate"] for r in rows[1:4]]
+    assert rates == sorted(rates) and rates[-1] > rows[-1]["request_throughput"]  # past saturation
+
+
+def test_familiar_flags_apply(tmp_path):
+    done = run("--request-rate", 3, "--num-prompts", 40, "--random-input-len", 300, "--random-output-len", 20,
+               "--burstiness", 0.25, "--max-num-seqs", 7, "--max-num-batched-tokens", 256, "-o", tmp_path / "a")
+    assert done.exit_code == 0, done.output
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())["info"]
+    assert summary["system"]["max_batch_size"] == 7 and summary["system"]["token_budget"] == 256
+    assert summary["workload"]["trace"] == "random" and summary["workload"]["arrival"] == "gamma"
+    import pyarrow.parquet as pq
+    requests = pq.read_table(tmp_path / "a" / "requests.parquet")
+    assert set(requests.column("prompt_tokens").to_pylist()) == {300} and requests.num_rows == 40
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--qps", "2", "--concurrency", "4"], "drop --qps"),
+    (["--qps", "2", "--sweep-points", "4"], "--sweep-points"),
+    (["--qps", "1,2", "--save-result", "--result-filename", "x.json"], "several loads"),
+    (["--qps", "1", "--result-dir", "x"], "add --save-result"),
+    (["--qps", "1", "--goodput", "ttft=1"], "METRIC:MILLISECONDS"),
+    (["--qps", "1", "--random-input-len", "10", "--trace", "chat"], "drop --trace"),
+    (["--qps", "1", "--burstiness", "2", "--arrival", "constant"], "--burstiness"),
+    (["-n", "5"], "say the load"),
+    (["--qps", "0"], "positive"),
+])
+def test_options_that_cannot_apply_are_refused(args, words, tmp_path):
+    done = run(*args, "-o", tmp_path / "x")
+    assert done.exit_code == 2 and words in done.output, done.output
+    assert len(done.output.strip().splitlines()) == 1
