@@ -116,64 +116,88 @@ class Completion:
     multi_token_chunks: int = 0
 
 
-def stream_completion(endpoint: Endpoint, prompt: list[int], max_tokens: int, completion: Completion,
-                      on_open=None, on_gap=None) -> Completion:
-    """Run one request; fills `completion` as tokens come. `on_open(connection)` lets the caller
-    close it from another thread; `on_gap(seconds)` hears every gap between tokens."""
-    body = json.dumps({"model": endpoint.model, "prompt": prompt, "max_tokens": max_tokens, "min_tokens": max_tokens,
+def request_body(endpoint: Endpoint, prompt: list[int], max_tokens: int) -> bytes:
+    """A streaming completion of exactly max_tokens tokens, with running token counts."""
+    return json.dumps({"model": endpoint.model, "prompt": prompt, "max_tokens": max_tokens, "min_tokens": max_tokens,
                        "ignore_eos": True, "temperature": 0.0, "stream": True,
-                       "stream_options": {"include_usage": True, "continuous_usage_stats": True}})
-    connection = endpoint.connection()
-    if on_open:
-        on_open(connection)
-    times = completion.token_times
-    usage_seen = 0
-    try:
-        completion.sent_s = time.perf_counter()
-        connection.request("POST", endpoint.path("/v1/completions"), body=body, headers=endpoint.headers())
-        response = connection.getresponse()
-        if response.status != 200:
-            return _fail(completion, f"HTTP {response.status}: {_error_message(response.read())}")
-        for line in response:
-            now = time.perf_counter()
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                break
-            chunk = json.loads(data)
-            if not isinstance(chunk, dict):
-                return _fail(completion, f"malformed chunk (not a JSON object): {data[:100].decode(errors='replace')}")
-            if "error" in chunk:
-                return _fail(completion, f"engine error: {_error_message(data)}")
-            usage = chunk.get("usage") or {}
-            reported = usage.get("completion_tokens") if isinstance(usage, dict) else None
-            if reported is not None and (isinstance(reported, bool) or not isinstance(reported, int) or reported < 0):
-                return _fail(completion, f"malformed chunk: completion_tokens is {reported!r}")
-            if not chunk.get("choices"):
-                usage_seen = reported if reported is not None else usage_seen
-                continue
-            if reported is not None and reported > max_tokens:  # refused before it can cost memory
-                return _fail(completion, f"the engine reports {reported} completion tokens, more than the {max_tokens} asked")
-            count = min(reported - len(times) if reported is not None else 1, max_tokens - len(times))
-            if count > 1:
-                completion.multi_token_chunks += 1
-            previous = times[-1] if times else None
-            for i in range(1, count + 1):
-                times.append(now if previous is None else previous + (now - previous) * i / count)
-                if on_gap is not None and previous is not None:
-                    on_gap((now - previous) / count)
-        if len(times) < max_tokens:
-            return _fail(completion, f"the stream ended after {len(times)} of {max_tokens} tokens")
-        if usage_seen and usage_seen != len(times):
-            completion.reason = f"usage says {usage_seen} tokens, the stream carried {len(times)}"
+                       "stream_options": {"include_usage": True, "continuous_usage_stats": True}}).encode()
+
+
+class StreamFailed(Exception):
+    """The stream cannot be read as a completion; the message says why."""
+
+
+class StreamReader:
+    """Reads the server-sent events of one streaming completion into a Completion, a line at a
+    time (the blocking and the asyncio clients share it): token times, counts and failures."""
+
+    def __init__(self, completion: Completion, max_tokens: int, on_gap=None):
+        self.completion, self.max_tokens, self.on_gap = completion, max_tokens, on_gap
+        self.usage_seen = 0
+
+    def line(self, line: bytes, now: float) -> bool:
+        """Take one line received at `now`; True at the end of the stream. Raises StreamFailed."""
+        if not line.startswith(b"data:"):
+            return False
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return True
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            raise StreamFailed(f"malformed chunk (not a JSON object): {data[:100].decode(errors='replace')}")
+        if "error" in chunk:
+            raise StreamFailed(f"engine error: {error_message(data)}")
+        usage = chunk.get("usage") or {}
+        reported = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        if reported is not None and (isinstance(reported, bool) or not isinstance(reported, int) or reported < 0):
+            raise StreamFailed(f"malformed chunk: completion_tokens is {reported!r}")
+        if not chunk.get("choices"):
+            self.usage_seen = reported if reported is not None else self.usage_seen
+            return False
+        if reported is not None and reported > self.max_tokens:  # refused before it can cost memory
+            raise StreamFailed(f"the engine reports {reported} completion tokens, more than the {self.max_tokens} asked")
+        times = self.completion.token_times
+        count = min(reported - len(times) if reported is not None else 1, self.max_tokens - len(times))
+        if count > 1:
+            self.completion.multi_token_chunks += 1
+        previous = times[-1] if times else None
+        for i in range(1, count + 1):
+            times.append(now if previous is None else previous + (now - previous) * i / count)
+            if self.on_gap is not None and previous is not None:
+                self.on_gap((now - previous) / count)
+        return False
+
+    def finish(self) -> Completion:
+        """The stream ended: finished if every token came."""
+        completion, times = self.completion, self.completion.token_times
+        if len(times) < self.max_tokens:
+            raise StreamFailed(f"the stream ended after {len(times)} of {self.max_tokens} tokens")
+        if self.usage_seen and self.usage_seen != len(times):
+            completion.reason = f"usage says {self.usage_seen} tokens, the stream carried {len(times)}"
         completion.status = "finished"
         return completion
+
+
+def stream_completion(endpoint: Endpoint, prompt: list[int], max_tokens: int, completion: Completion) -> Completion:
+    """Run one request, blocking (the probe before a run; the load generator uses aiohttp)."""
+    connection = endpoint.connection()
+    reader = StreamReader(completion, max_tokens)
+    try:
+        completion.sent_s = time.perf_counter()
+        connection.request("POST", endpoint.path("/v1/completions"), body=request_body(endpoint, prompt, max_tokens),
+                           headers=endpoint.headers())
+        response = connection.getresponse()
+        if response.status != 200:
+            return _fail(completion, f"HTTP {response.status}: {error_message(response.read())}")
+        for line in response:
+            if reader.line(line, time.perf_counter()):
+                break
+        return reader.finish()
+    except StreamFailed as failure:
+        return _fail(completion, str(failure))
     except socket.timeout:
         return _fail(completion, f"no data for {endpoint.timeout_s:g} s")
     except (OSError, http.client.HTTPException, ValueError, RecursionError) as error:
-        if completion.status == "unfinished" and completion.reason:  # the load generator cut it off
-            return completion
         return _fail(completion, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
     finally:
         connection.close()
@@ -185,7 +209,7 @@ def _fail(completion: Completion, reason: str) -> Completion:
     return completion
 
 
-def _error_message(body: bytes) -> str:
+def error_message(body: bytes) -> str:
     try:
         data = json.loads(body)
     except ValueError:

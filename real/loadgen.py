@@ -1,11 +1,15 @@
 """The load generator: replay a Workload against an OpenAI-compatible endpoint at its arrival
-times, open loop, and return a RunResult in the simulator's schema.
+times, and return a RunResult in the simulator's schema.
 
-Open loop: a request is sent at its arrival time whether or not earlier ones have answered. Each
-in-flight request holds a thread blocked on its socket (the GIL is free while it waits); a safety
-cap bounds them, and every request that had to wait for the cap is counted and reported, since
-it no longer arrived on time. A request's arrival is its scheduled time, so any lateness in
-sending it counts in its TTFT.
+One asyncio loop (aiohttp, as `vllm bench serve`) holds every stream: an open request costs a
+socket and a coroutine, not a thread, so one process drives thousands of concurrent streams.
+
+- Open loop: a request is sent at its arrival time whether or not earlier ones have answered. A
+  safety cap (max_in_flight) bounds the open requests; every request that had to wait for it is
+  counted and reported, and its arrival stays its scheduled time, so the wait counts in its TTFT.
+- Closed loop (max_concurrency, vLLM's --max-concurrency): a request due while that many are in
+  flight waits for one to end, and its clock starts when it is sent. With every arrival at 0 (an
+  infinite rate) that is N users sending back to back.
 
 Prompts are random token ids of the exact length (seeded per request, the same at every QPS);
 outputs are fixed with ignore_eos + max_tokens. Every wait has a timeout: a stalled stream
@@ -15,22 +19,25 @@ fails after the endpoint's timeout, the whole run ends at its time limit, and an
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import math
-import socket
-import threading
+import resource
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from capsim.real.client import Completion, Endpoint, stream_completion
+from capsim.real.client import Completion, Endpoint, StreamFailed, StreamReader, error_message, request_body
 from capsim.sim.early_stop import EarlyStop
 from capsim.sim.result import RunResult, requests_table
 from capsim.traces import Workload
 
 MONITOR_EVERY_S = 0.05
-JOIN_TIMEOUT_S = 10.0
+YOUNG_GC_EVERY = 20  # monitor ticks between collections of the youngest generation (automatic GC is off)
+FULL_GC_EVERY = 20_000  # requests done between full collections (each stalls the loop for tens of ms)
 ALL_FAILED_STOP = 16  # this many requests done and every one failed: the endpoint is broken, not slow
+FIRST_ID = 10  # skip the low ids, where tokenizers keep their special tokens
 
 
 @dataclass(frozen=True)
@@ -38,11 +45,9 @@ class LoadOptions:
     vocab: int  # prompt token ids are drawn from [FIRST_ID, vocab)
     time_limit_s: float | None = None
     early_stop: EarlyStop | None = None
-    max_in_flight: int = 1024
+    max_in_flight: int = 8192  # the open loop's safety cap
+    max_concurrency: int | None = None  # a closed loop: requests in flight at most, each timed from its send
     seed: int = 0
-
-
-FIRST_ID = 10  # skip the low ids, where tokenizers keep their special tokens
 
 
 def prompt_ids(seed: int, index: int, length: int, vocab: int) -> list[int]:
@@ -50,168 +55,202 @@ def prompt_ids(seed: int, index: int, length: int, vocab: int) -> list[int]:
     return rng.integers(FIRST_ID if vocab > 2 * FIRST_ID else 0, vocab, length).tolist()
 
 
-class _Run:
-    """The shared state of one run: completions, open connections, the stop flag and why."""
-
-    def __init__(self, count: int, rule: EarlyStop | None):
-        self.completions = [Completion() for _ in range(count)]
-        self.connections: dict[int, object] = {}
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.stop_reason = ""
-        self.rule = rule
-        self.tbt_violations = 0
-        self.cap_waits = 0
-        self.failed = 0
-
-    def on_gap(self, gap: float) -> None:
-        rule = self.rule
-        if rule is not None and rule.max_tbt is not None and gap > rule.max_tbt:
-            with self.lock:
-                self.tbt_violations += 1
-                over = self.tbt_violations > rule.max_tbt_violations
-            if over:
-                self.halt(f"stopped early: more than {rule.max_tbt_violations} token gaps over {rule.max_tbt:g} s")
-
-    def halt(self, reason: str) -> None:
-        with self.lock:
-            if self.stop.is_set():
-                return
-            self.stop_reason = reason
-            self.stop.set()
-            for index, connection in list(self.connections.items()):
-                self.completions[index].reason = reason
-                sock = getattr(connection, "sock", None)
-                if sock is not None:
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-
 def run_load(endpoint: Endpoint, workload: Workload, options: LoadOptions, progress=None) -> RunResult:
     """Replay `workload` (with arrival times) against the endpoint; `progress(done, total)` as
     requests end."""
     if not workload.has_arrivals:
         raise ValueError("the workload has no arrival times: sample it at a QPS first")
-    arrival = workload.arrival_s
-    prompt = workload.prompt_tokens.tolist()
-    output = workload.output_tokens.tolist()
-    count = len(prompt)
-    run = _Run(count, options.early_stop)
-    slots = threading.BoundedSemaphore(options.max_in_flight)
-    done = [0]
-    threads: list[threading.Thread] = []
+    _allow_sockets(min(options.max_concurrency or options.max_in_flight, len(workload)) + 64)
+    gc.collect()
+    gc.disable()  # a full collection among thousands of streams' objects stalls the loop for tens of ms: sends go late;
+    # the monitor collects the youngest generation each second, and all of it every FULL_GC_EVERY requests
+    try:
+        return asyncio.run(_Load(endpoint, workload, options, progress).run())
+    finally:
+        gc.enable()
 
-    def send(index: int) -> None:
-        completion = run.completions[index]
+
+class _Load:
+    """One run: the dispatcher, the streams, the monitor, and why it stopped."""
+
+    def __init__(self, endpoint: Endpoint, workload: Workload, options: LoadOptions, progress):
+        self.endpoint, self.workload, self.options, self.progress = endpoint, workload, options, progress
+        self.count = len(workload)
+        self.completions = [Completion() for _ in range(self.count)]
+        self.arrival = workload.arrival_s.astype(np.float64)  # closed loop: each request's send, once sent
+        self.streams: dict[int, asyncio.Task] = {}
+        self.stop_reason = ""
+        self.rule = options.early_stop
+        self.tbt_violations = self.cap_waits = self.failed = self.done = self.dispatched = 0
+        self.start = 0.0
+
+    async def run(self) -> RunResult:
+        import aiohttp  # loaded by the commands that run real load only
+
+        self.stopped = asyncio.Event()
+        self.all_done = asyncio.Event()
+        limit = self.options.max_concurrency or self.options.max_in_flight
+        self.slots = asyncio.Semaphore(limit)
+        connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.endpoint.timeout_s, sock_read=self.endpoint.timeout_s)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.endpoint.headers()) as session:
+            self.session = session
+            self.url = self.endpoint.url + self.endpoint.path("/v1/completions")
+            self.start = time.perf_counter() + 0.05  # a moment to start the dispatcher before the first arrival
+            dispatcher = asyncio.create_task(self.dispatch())
+            await self.monitor(dispatcher)
+            dispatcher.cancel()
+            for task in list(self.streams.values()):
+                task.cancel()
+            await asyncio.gather(dispatcher, *self.streams.values(), return_exceptions=True)
+        return self.result()
+
+    async def dispatch(self) -> None:
+        closed_loop = self.options.max_concurrency is not None
+        for index, at in enumerate(self.arrival.tolist()):
+            delay = self.start + at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.slots.locked() and not closed_loop:
+                self.cap_waits += 1  # sent late: the wait counts in its TTFT
+            await self.slots.acquire()
+            if self.stopped.is_set():
+                return
+            if closed_loop:
+                self.arrival[index] = max(at, time.perf_counter() - self.start)
+            self.dispatched = index + 1
+            self.streams[index] = asyncio.create_task(self.stream(index))
+
+    async def stream(self, index: int) -> None:
+        completion = self.completions[index]
+        max_tokens = int(self.workload.output_tokens[index])
+        reader = StreamReader(completion, max_tokens, on_gap=self.on_gap)
+        body = request_body(self.endpoint, prompt_ids(self.options.seed, index, int(self.workload.prompt_tokens[index]),
+                                                      self.options.vocab), max_tokens)
         try:
-            def opened(connection):
-                with run.lock:
-                    run.connections[index] = connection
-                if run.stop.is_set():
-                    completion.reason = run.stop_reason
-                    raise ConnectionAbortedError(run.stop_reason)
-            ids = prompt_ids(options.seed, index, prompt[index], options.vocab)
-            stream_completion(endpoint, ids, output[index], completion, on_open=opened, on_gap=run.on_gap)
-        except ConnectionAbortedError:
-            pass
-        except Exception as error:  # noqa: BLE001 - a request's failure is recorded, never a silent dead thread
-            completion.status, completion.reason = "failed", f"client error: {type(error).__name__}: {error}"
-        finally:
-            with run.lock:
-                run.connections.pop(index, None)
-                done[0] += 1
-                run.failed += completion.status == "failed"
-            slots.release()
-            if progress:
-                progress(done[0], count)
-
-    start = time.perf_counter() + 0.05  # a moment to start the dispatcher before the first arrival
-    dispatcher = threading.Thread(target=_dispatch, args=(run, arrival, start, slots, send, threads), daemon=True)
-    dispatcher.start()
-    _monitor(run, arrival, start, options, dispatcher, threads, done, count)
-    for thread in threads:
-        thread.join(JOIN_TIMEOUT_S)
-    return _result(run, workload, start, endpoint, options)
-
-
-def _dispatch(run: _Run, arrival: np.ndarray, start: float, slots, send, threads: list) -> None:
-    for index, at in enumerate(arrival.tolist()):
-        delay = start + at - time.perf_counter()
-        if delay > 0 and run.stop.wait(delay):
-            return
-        if not slots.acquire(blocking=False):
-            run.cap_waits += 1
-            while not slots.acquire(timeout=MONITOR_EVERY_S):
-                if run.stop.is_set():
+            completion.sent_s = time.perf_counter()
+            async with self.session.post(self.url, data=body) as response:
+                if response.status != 200:
+                    _fail(completion, f"HTTP {response.status}: {error_message(await response.read())}")
                     return
-        if run.stop.is_set():
-            slots.release()
+                async for line in response.content:
+                    if reader.line(line, time.perf_counter()):
+                        break
+                reader.finish()
+        except StreamFailed as failure:
+            _fail(completion, str(failure))
+        except asyncio.TimeoutError:
+            _fail(completion, f"no data for {self.endpoint.timeout_s:g} s")
+        except asyncio.CancelledError:  # the run stopped: the request stays unfinished, with the reason
+            completion.reason = completion.reason or self.stop_reason
+        except Exception as error:  # noqa: BLE001 - a request's failure is recorded, never a silent dead task
+            _fail(completion, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
+        finally:
+            self.streams.pop(index, None)
+            self.slots.release()
+            self.done += 1
+            self.failed += completion.status == "failed"
+            if self.progress:
+                self.progress(self.done, self.count)
+            if self.done == self.count:
+                self.all_done.set()
+
+    def on_gap(self, gap: float) -> None:
+        rule = self.rule
+        if rule is not None and rule.max_tbt is not None and gap > rule.max_tbt:
+            self.tbt_violations += 1
+            if self.tbt_violations > rule.max_tbt_violations:
+                self.halt(f"stopped early: more than {rule.max_tbt_violations} token gaps over {rule.max_tbt:g} s")
+
+    def halt(self, reason: str) -> None:
+        if self.stopped.is_set():
             return
-        thread = threading.Thread(target=send, args=(index,), daemon=True)
-        threads.append(thread)
-        thread.start()
+        self.stop_reason = reason
+        self.stopped.set()
+        for index in list(self.streams):
+            self.completions[index].reason = reason
+
+    async def monitor(self, dispatcher: asyncio.Task) -> None:
+        """Wait for the end: every request done, the time limit, or an early stop."""
+        rule, options = self.rule, self.options
+        limit = self.start + options.time_limit_s if options.time_limit_s else math.inf
+        ticks = collected = 0
+        while not self.stopped.is_set():
+            try:
+                await asyncio.wait_for(self.all_done.wait(), MONITOR_EVERY_S)
+                return
+            except asyncio.TimeoutError:
+                pass
+            ticks += 1
+            if self.done >= collected + FULL_GC_EVERY:  # ~3 cyclic objects a request: bounded memory on long runs
+                collected = self.done
+                gc.collect()
+            elif ticks % YOUNG_GC_EVERY == 0:
+                gc.collect(0)
+            if dispatcher.done() and dispatcher.exception() is not None:
+                raise dispatcher.exception()
+            now = time.perf_counter()
+            if self.failed == self.done >= min(ALL_FAILED_STOP, self.count):
+                self.halt(f"stopped early: the first {self.done} requests all failed")
+            elif now > limit:
+                self.halt(f"time limit of {options.time_limit_s:g} s")
+            elif rule is not None and rule.max_wait is not None:
+                # Requests due more than max_wait ago with no token yet: over the limit whatever comes.
+                due = self.dispatched if options.max_concurrency else self.count
+                arrived = int(np.searchsorted(self.arrival[:due], now - self.start - rule.max_wait, side="right"))
+                late = sum(1 for c in self.completions[:arrived] if not c.token_times)
+                if late > rule.max_wait_violations:
+                    self.halt(f"stopped early: more than {rule.max_wait_violations} requests waited over {rule.max_wait:g} s")
+
+    def result(self) -> RunResult:
+        completions, start = self.completions, self.start
+        counts = np.array([len(c.token_times) for c in completions], dtype=np.int64)
+        offsets = np.concatenate(([0], np.cumsum(counts)))
+        values = np.array([t - start for c in completions for t in c.token_times], dtype=np.float64)
+        first = [c.token_times[0] - start if c.token_times else math.nan for c in completions]
+        finish = [c.token_times[-1] - start if c.status == "finished" else math.nan for c in completions]
+        status = [c.status for c in completions]
+        reason = [c.reason or ("" if c.status == "finished" else "not sent" if math.isnan(c.sent_s) else self.stop_reason or "no answer")
+                  for c in completions]
+        n = len(completions)
+        table = requests_table(
+            list(range(n)), [0] * n, self.arrival.tolist(),
+            [math.nan] * n,  # when the engine first scheduled it is not visible through the API
+            first, finish, status, reason, self.workload.prompt_tokens.tolist(), self.workload.output_tokens.tolist(),
+            counts.tolist(), [0] * n, values, offsets,
+        )
+        late = np.array([c.sent_s - start for c in completions]) - self.arrival
+        options = self.options
+        info = {
+            "kind": "real",
+            "endpoint": self.endpoint.url,
+            "model": self.endpoint.model,
+            "workload": self.workload.info,
+            "qps": self.workload.info.get("qps"),
+            "latency_source": "real",
+            "time_limit_s": options.time_limit_s,
+            "stopped_early": self.stop_reason if self.stop_reason.startswith("stopped early") else None,
+            "max_in_flight": options.max_in_flight,
+            "in_flight_cap_hits": self.cap_waits,
+            "send_lateness_s": {"p50": _nan_percentile(late, 50), "p99": _nan_percentile(late, 99)},
+            "multi_token_chunks": int(sum(c.multi_token_chunks for c in completions)),
+        }
+        if options.max_concurrency is not None:
+            info["max_concurrency"] = options.max_concurrency
+        return RunResult(table, None, info)
 
 
-def _monitor(run: _Run, arrival: np.ndarray, start: float, options: LoadOptions, dispatcher, threads, done, count) -> None:
-    """Wait for the end: every request done, the time limit, or an early stop."""
-    rule = options.early_stop
-    limit = start + options.time_limit_s if options.time_limit_s else math.inf
-    while not run.stop.wait(MONITOR_EVERY_S):
-        now = time.perf_counter()
-        if done[0] == count and not dispatcher.is_alive():
-            return
-        if run.failed == done[0] >= min(ALL_FAILED_STOP, count):
-            run.halt(f"stopped early: the first {done[0]} requests all failed")
-            break
-        if now > limit:
-            run.halt(f"time limit of {options.time_limit_s:g} s")
-            break
-        if rule is not None and rule.max_wait is not None:
-            # Requests that arrived more than max_wait ago and have no token yet: over the limit whatever comes.
-            arrived = int(np.searchsorted(arrival, now - start - rule.max_wait, side="right"))
-            late = sum(1 for c in run.completions[:arrived] if not c.token_times)
-            if late > rule.max_wait_violations:
-                run.halt(f"stopped early: more than {rule.max_wait_violations} requests waited over {rule.max_wait:g} s")
-                break
-    dispatcher.join(JOIN_TIMEOUT_S)
+def _fail(completion: Completion, reason: str) -> None:
+    if not completion.reason:  # a cut-off by the run says why first
+        completion.status, completion.reason = "failed", reason
 
 
-def _result(run: _Run, workload: Workload, start: float, endpoint: Endpoint, options: LoadOptions) -> RunResult:
-    completions = run.completions
-    arrival = workload.arrival_s
-    counts = np.array([len(c.token_times) for c in completions], dtype=np.int64)
-    offsets = np.concatenate(([0], np.cumsum(counts)))
-    values = np.array([t - start for c in completions for t in c.token_times], dtype=np.float64)
-    first = [c.token_times[0] - start if c.token_times else math.nan for c in completions]
-    finish = [c.token_times[-1] - start if c.status == "finished" else math.nan for c in completions]
-    status = [c.status for c in completions]
-    reason = [c.reason or ("" if c.status == "finished" else "not sent" if math.isnan(c.sent_s) else run.stop_reason or "no answer")
-              for c in completions]
-    table = requests_table(
-        list(range(len(completions))), [0] * len(completions), arrival.tolist(),
-        [math.nan] * len(completions),  # when the engine first scheduled it is not visible through the API
-        first, finish, status, reason, workload.prompt_tokens.tolist(), workload.output_tokens.tolist(),
-        counts.tolist(), [0] * len(completions), values, offsets,
-    )
-    sent = np.array([c.sent_s - start for c in completions])
-    late = sent - arrival
-    info = {
-        "kind": "real",
-        "endpoint": endpoint.url,
-        "model": endpoint.model,
-        "workload": workload.info,
-        "qps": workload.info.get("qps"),
-        "latency_source": "real",
-        "time_limit_s": options.time_limit_s,
-        "stopped_early": run.stop_reason if run.stop_reason.startswith("stopped early") else None,
-        "max_in_flight": options.max_in_flight,
-        "in_flight_cap_hits": run.cap_waits,
-        "send_lateness_s": {"p50": _nan_percentile(late, 50), "p99": _nan_percentile(late, 99)},
-        "multi_token_chunks": int(sum(c.multi_token_chunks for c in completions)),
-    }
-    return RunResult(table, None, info)
+def _allow_sockets(needed: int) -> None:
+    """Raise the open-file limit towards `needed` (a socket a stream), within the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def dominant_failure(result: RunResult) -> tuple[str, int, int] | None:
