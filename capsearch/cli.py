@@ -11,7 +11,9 @@ import threading
 
 import click
 
+from capsim.capsearch.bench_command import bench
 from capsim.capsearch.cache_command import cache
+from capsim.capsearch.compare_command import compare
 from capsim.capsearch.profile_commands import profile, profiles
 from capsim.capsearch.config import ConfigError
 from capsim.capsearch.search_command import search, sweep
@@ -85,6 +87,8 @@ main.add_command(search)
 main.add_command(sweep)
 main.add_command(serve)
 main.add_command(confirm)
+main.add_command(bench)
+main.add_command(compare)
 main.add_command(vllm_command_cli)
 main.add_command(cache)
 

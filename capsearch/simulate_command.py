@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
-from capsim.capsearch.bench_results import now_stamp, result_filename, vllm_result, write_result
+from capsim.capsearch.bench_results import now_stamp
 from capsim.capsearch.load_options import LoadRun, load_options
-from capsim.capsearch.load_sweep import Load, auto_loads, load_row
-from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
-from capsim.capsearch.serving_metrics import WORDS, percentile_word
+from capsim.capsearch.load_report import engine_line, files_written, headline, print_rows, run_loads, save_results, write_loads
+from capsim.capsearch.load_sweep import Load
+from capsim.capsearch.results_dir import output_options, results_dir
 from capsim.capsearch.system_options import system_options
 from capsim.capsearch.workload_options import workload_options
-from capsim.sim import POLICIES
 from capsim.sim import simulate as run_simulation
-from capsim.traces import strict_dumps, write_atomically
 
 console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes get wide tables
 
@@ -47,156 +41,24 @@ def simulate(system, trace: str, load_run: LoadRun, make_spec, time_limit: float
     spec = make_spec(trace)
     folder = results_dir(output_dir, "simulate", overwrite)
     date = now_stamp()
-    runs: list[tuple[Load, object]] = []
 
-    def run(load: Load):
-        result = run_simulation(system, spec.at_qps(load.qps), time_limit_s=time_limit, max_concurrency=load.max_concurrency)
-        runs.append((load, result))
-        return result
+    def run_one(load: Load):
+        return run_simulation(system, spec.at_qps(load.qps), time_limit_s=time_limit, max_concurrency=load.max_concurrency)
 
-    if load_run.loads == "auto":
-        sync = load_row(Load(math.inf, 1, "synchronous"), run(Load(math.inf, 1, "synchronous")), (), (), None)
-        most = load_row(Load(math.inf, None, "throughput"), run(Load(math.inf, None, "throughput")), (), (), None)
-        loads = auto_loads(sync["request_throughput"], most["request_throughput"], load_run.sweep_points)
-    else:
-        loads = load_run.loads
-    for load in loads:
-        run(load)
-    runs.sort(key=lambda pair: sort_key(pair[0]))
-    rows = [load_row(load, result, load_run.percentiles, load_run.metrics, load_run.goodput_ms) for load, result in runs]
-
-    sweep = load_run.is_sweep
+    runs, rows = run_loads(load_run, run_one)
     first = runs[0][1]
-    with ResultSet(folder) as staging:
-        for (load, result), row in zip(runs, rows):
-            place = staging / load.folder if sweep else staging
-            place.mkdir(exist_ok=True)
-            result.write(place)
-            text = strict_dumps(row, indent=2)
-            write_atomically(place / "serving.json", lambda tmp: Path(tmp).write_text(text))
-            if chrome_trace:
-                result.write_chrome_trace(place / "batches.trace.json")
-        if sweep:
-            write_sweep_table(rows, staging, info=sweep_info(first, load_run))
-            from capsim.capsearch.load_plots import plot_cdfs, plot_load_curves
-
-            title = headline(first.info, spec)
-            plot_load_curves({load_run.label or "simulated": rows}, staging / "load_curves.png", load_run.metrics,
-                             load_run.percentiles, load_run.goodput_ms, title)
-            plot_cdfs({load.label: result for load, result in runs}, staging / "cdf.png", load_run.goodput_ms, title)
+    title = headline(first.info, spec)
+    write_loads(load_run, runs, rows, folder, title, "simulated", chrome_trace)
     saved = save_results(load_run, rows, runs, folder, spec, date) if load_run.save_result else []
 
-    console.print(f"[bold]{headline(first.info, spec)}[/]")
+    console.print(f"[bold]{title}[/]")
     colour = "yellow" if first.info["latency_source"] in ("analytic", "custom") else "dim"
     console.print(f"[{colour}]latencies: {first.info['latency_source_words']}[/]")
     for extrapolation in dict.fromkeys(r.info.get("extrapolation") for _, r in runs if r.info.get("extrapolation")):
         console.print(f"[yellow]{extrapolation}[/]")
-    if load_run.goodput_ms:
-        console.print("goodput: requests/s meeting " + ", ".join(f"{WORDS[k]} <= {v:g} ms" for k, v in load_run.goodput_ms.items()))
-    console.print(sweep_table(rows, load_run) if sweep else load_table(rows[0], load_run))
-    if not sweep:
+    print_rows(console, load_run, rows)
+    if not load_run.is_sweep:
         console.print(engine_line(first.summary()))
-    files = ("load_sweep.csv, load_sweep.json, load_curves.png, cdf.png, and a folder a load" if sweep
-             else "requests.parquet, batches.parquet, summary.json, serving.json") + (", batches.trace.json" if chrome_trace else "")
-    console.print(f"wrote {folder}/: {files}")
+    console.print(f"wrote {folder}/: {files_written(load_run, True, chrome_trace)}")
     for path in saved:
         console.print(f"wrote {path}")
-
-
-def sort_key(load: Load) -> tuple:
-    order = {"synchronous": 0, "rate": 1, "concurrency": 1, "throughput": 2}[load.kind]
-    return order, (load.max_concurrency if load.kind == "concurrency" else load.qps)
-
-
-def headline(info: dict, spec) -> str:
-    system = info["system"]
-    chunk = system.get("token_budget") or getattr(POLICIES[system["scheduler"]], "default_budget", None)
-    budget = f" chunk {chunk}" if chunk else ""
-    return (f"{system['model']} on {system['hardware']} TP{system['tp']} PP{system['pp']} x{system['replicas']}, "
-            f"{system['engine']} step times, {system['scheduler']}{budget} batch {system['max_batch_size']}, "
-            f"trace {info['workload'].get('trace', spec.trace)} ({spec.num_requests} requests, {spec.arrival} arrivals"
-            + (f", cv {spec.cv:g}" if spec.cv else "") + ")")
-
-
-def load_table(row: dict, load_run: LoadRun) -> Table:
-    """vLLM's result block as tables: the throughputs, then a row a latency."""
-    table = Table(title=f"{row['load']}: {row['completed']} completed, {row['failed']} not, over {row['duration']:.1f} s; "
-                        f"{row['request_throughput']:.3f} req/s"
-                        + (f", goodput {row['request_goodput']:.3f} req/s" if row["request_goodput"] is not None else "")
-                        + f"; tokens/s: {row['input_throughput']:.0f} in, {row['output_throughput']:.0f} out, "
-                        f"{row['total_token_throughput']:.0f} total; peaks in a second: {row['max_output_tokens_per_s']:.0f} "
-                        f"output tokens, {row['max_concurrent_requests']} requests in flight")
-    stats = ["mean", "median", "std"] + [f"p{percentile_word(p)}" for p in load_run.percentiles]
-    table.add_column("latency (ms)")
-    for stat in stats:
-        table.add_column(stat.upper() if stat.startswith("p") else stat, justify="right")
-    for metric in load_run.metrics:
-        table.add_row(WORDS[metric], *(f"{row[f'{stat}_{metric}_ms']:.2f}" for stat in stats))
-    return table
-
-
-def sweep_table(rows: list[dict], load_run: LoadRun) -> Table:
-    """One row a load."""
-    table = Table(title="latency against load (ms)")
-    columns = ["load", "req/s"] + (["good req/s"] if load_run.goodput_ms else []) + ["in tok/s", "out tok/s"]
-    columns += [f"{WORDS[m]} P{percentile_word(p)}" for m in load_run.metrics for p in load_run.percentiles] + ["failed"]
-    for column in columns:
-        table.add_column(column, justify="left" if column == "load" else "right", no_wrap=column == "load")
-    for row in rows:
-        cells = [row["load"], f"{row['request_throughput']:.2f}"]
-        if load_run.goodput_ms:
-            cells.append(f"{row['request_goodput']:.2f}")
-        cells += [f"{row['input_throughput']:.0f}", f"{row['output_throughput']:.0f}"]
-        cells += [short(row[f"p{percentile_word(p)}_{m}_ms"]) for m in load_run.metrics for p in load_run.percentiles]
-        cells.append(str(row["failed"]))
-        table.add_row(*cells)
-    return table
-
-
-def short(ms: float) -> str:
-    """A latency in at most 6 characters: 4 significant digits, none after the point from 1,000."""
-    return f"{ms:.0f}" if ms >= 1000 else f"{ms:.4g}"
-
-
-def engine_line(summary: dict) -> str:
-    extra = [f"preemptions {summary['preemptions']}"]
-    if "batches" in summary:
-        extra.append(f"{summary['batches']['count']} batches, mean size {summary['batches']['size']['mean']:.1f}")
-    if "kv_use" in summary:
-        extra.append(f"KV use mean {summary['kv_use']['mean']:.0%}, max {summary['kv_use']['max']:.0%}")
-    return "; ".join(extra)
-
-
-def sweep_info(result, load_run: LoadRun) -> dict:
-    info = {k: result.info[k] for k in ("kind", "system", "workload", "latency_source", "latency_source_words", "latency_profile")}
-    info["workload"] = {k: v for k, v in info["workload"].items() if k not in ("qps",)}
-    return info | {"goodput_ms": load_run.goodput_ms, "percentiles": list(load_run.percentiles), "metrics": list(load_run.metrics)}
-
-
-def write_sweep_table(rows: list[dict], folder: Path, info: dict) -> None:
-    text = strict_dumps({"info": info, "loads": rows}, indent=2)
-    write_atomically(folder / "load_sweep.json", lambda tmp: Path(tmp).write_text(text))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomically(folder / "load_sweep.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue()))
-
-
-def save_results(load_run: LoadRun, rows, runs, folder: Path, spec, date: str) -> list[Path]:
-    """vLLM-style result JSONs, one a load."""
-    where = Path(load_run.result_dir) if load_run.result_dir else folder
-    label = load_run.label or "capsim-sim"
-    burstiness = 1.0 if spec.arrival == "poisson" else (1 / spec.cv ** 2 if spec.cv else None)
-    paths = []
-    for row, (load, result) in zip(rows, runs):
-        info = result.info
-        model = info["system"]["model"]
-        capsim = {"kind": "simulated", "load": load.label, "system": info["system"], "workload": info["workload"],
-                  "latency_source": info["latency_source"], "latency_source_words": info["latency_source_words"],
-                  "goodput_ms": load_run.goodput_ms}
-        result_json = vllm_result(row, label=label, model_id=model, num_prompts=spec.num_requests, burstiness=burstiness,
-                                  metadata=load_run.metadata, capsim=capsim, date=date)
-        name = load_run.result_filename or result_filename(label, load.qps, load.max_concurrency, model, date)
-        paths.append(write_result(result_json, where, name))
-    return paths

@@ -26,11 +26,17 @@ WORKLOAD = ["--trace", "chat", "-n", "96", "--max-total-tokens", "512", "--outpu
 SLO = ["--tbt-slo-value", "0.1", "--scheduling-delay-slo-value", "1"]  # P99 TBT, P50 delay (TTFT to a client)
 
 
-@pytest.mark.slow
-def test_predicted_capacity_holds_on_the_reference_engine(tmp_path):
-    profile = tmp_path / "tiny_cpu.parquet"
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory):
+    """The reference engine's step latencies on this CPU: what the simulation runs on."""
+    path = tmp_path_factory.mktemp("profile") / "tiny_cpu.parquet"
     subprocess.run([*CAPSIM, "profile", "--model", "tiny", "--device", "cpu", "--grid", "quick", "--dtype", "float32",
-                    "--warmup", "1", "--repeats", "3", "-o", str(profile)], check=True, capture_output=True)
+                    "--warmup", "1", "--repeats", "3", "-o", str(path)], check=True, capture_output=True)
+    return path
+
+
+@pytest.mark.slow
+def test_predicted_capacity_holds_on_the_reference_engine(tmp_path, profile):
     run = subprocess.run([*CAPSIM, "confirm", *SYSTEM, "--profile", str(profile), "--dtype", "float32", *WORKLOAD, *SLO,
                           "-o", str(tmp_path / "confirm")], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -45,3 +51,51 @@ def test_predicted_capacity_holds_on_the_reference_engine(tmp_path):
         assert row["predicted_s"] > 0 and row["measured_s"] > 0
     assert (tmp_path / "confirm" / "confirm.png").stat().st_size > 0
     assert any((tmp_path / "confirm" / "trials").iterdir())
+
+
+CURVE_TOLERANCE = {"request_throughput": 0.10, "median_ttft_ms": 0.35, "median_tpot_ms": 0.35, "median_itl_ms": 0.35,
+                   "median_e2el_ms": 0.35}
+
+
+@pytest.mark.slow
+def test_simulated_and_measured_load_curves_agree(tmp_path, profile):
+    """The same deployment at three loads, simulated and measured on the reference engine, then
+    laid over each other by `capsim compare`. Tolerance: request throughput within 10% (every
+    request finishes at these loads, so it is set by the arrivals), medians of TTFT, TPOT, ITL
+    and E2E within 35% (30 requests a load; the quick grid's model is ~10% off a batch)."""
+    from capsim.real.process import free_port
+    from capsim.real.reference import engine_system, reference_server
+    from capsim.sim import SystemSpec
+
+    loads = ["--qps", "3,8,16", "-n", "30", "--max-total-tokens", "512", "--output-scale", "0.5"]
+    system = engine_system(SystemSpec(model="tiny", hardware="cpu", scheduler="sarathi", token_budget=256, max_batch_size=16,
+                                      num_kv_blocks=1024), "cpu", "float32")
+    port = free_port()
+    server = reference_server(system, port, str(tmp_path / "engine.log"), "cpu", "float32")
+    server.start()
+    try:
+        measured = subprocess.run([*CAPSIM, "bench", "--endpoint", server.url, *loads, "--save-result", "-o", str(tmp_path / "real")],
+                                  capture_output=True, text=True)
+    finally:
+        server.stop()
+    assert measured.returncode == 0, measured.stdout + measured.stderr
+    simulated = subprocess.run([*CAPSIM, "simulate", *SYSTEM, "--engine", "reference", "--profile", str(profile), *loads,
+                                "-o", str(tmp_path / "sim")], capture_output=True, text=True)
+    assert simulated.returncode == 0, simulated.stdout + simulated.stderr
+    compared = subprocess.run([*CAPSIM, "compare", str(tmp_path / "sim"), str(tmp_path / "real"), "-o", str(tmp_path / "cmp")],
+                              capture_output=True, text=True)
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    print(compared.stdout)  # the error table, for the log
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert result["reference"] == "measured: real"
+    rows = result["errors"]["simulated: sim"]
+    assert [r["load"] for r in rows] == ["3 QPS", "8 QPS", "16 QPS"]
+    real_rows = json.loads((tmp_path / "real" / "load_sweep.json").read_text())["loads"]
+    sim_rows = {r["load"]: r for r in json.loads((tmp_path / "sim" / "load_sweep.json").read_text())["loads"]}
+    for real in real_rows:
+        assert real["failed"] == 0, real
+        for key, tolerance in CURVE_TOLERANCE.items():
+            error = (sim_rows[real["load"]][key] - real[key]) / real[key]
+            assert abs(error) <= tolerance, (real["load"], key, error)
+    assert len(list((tmp_path / "real").glob("capsim-real-*qps-tiny-*.json"))) == 3
+    assert (tmp_path / "cmp" / "compare_ttft.png").stat().st_size > 0

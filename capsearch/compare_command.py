@@ -1,0 +1,155 @@
+"""`capsim compare`: load sweeps of one deployment (simulated, measured, or both) on common
+plots, with each one's error against the reference at every load they share.
+
+A result folder of `capsim simulate` or `capsim bench` (load_sweep.json, or serving.json and
+summary.json for one load). The reference is the first measured one given (else the first);
+loads match by their kind, rate and concurrency cap. Errors are (value - reference) / reference.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from capsim.capsearch.config import ConfigError
+from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
+from capsim.capsearch.serving_metrics import METRICS, WORDS
+from capsim.traces import strict_dumps, write_atomically
+
+console = Console(width=None if sys.stdout.isatty() else 200)
+THROUGHPUTS = ("request_throughput", "output_throughput")
+
+
+def read_sweep(folder: Path) -> tuple[dict, list[dict]]:
+    """(info, rows) of a result folder: a load sweep, or one load."""
+    folder = Path(folder)
+    try:
+        if (folder / "load_sweep.json").is_file():
+            data = json.loads((folder / "load_sweep.json").read_text())
+            return data["info"], data["loads"]
+        if (folder / "serving.json").is_file():
+            info = json.loads((folder / "summary.json").read_text())["info"]
+            return info, [json.loads((folder / "serving.json").read_text())]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{folder}: not a readable capsim result ({type(error).__name__}: {error})") from None
+    raise ConfigError(f"{folder} holds no load_sweep.json or serving.json: give folders written by `capsim simulate` or `capsim bench`")
+
+
+def series_name(info: dict, folder: Path) -> str:
+    kind = "measured" if info.get("kind") == "real" else "simulated"
+    return f"{kind}: {folder.name}"
+
+
+def load_key(row: dict) -> tuple:
+    return row.get("kind"), row.get("request_rate"), row.get("max_concurrency")
+
+
+def compared_keys(rows: list[dict]) -> list[str]:
+    """The figures every row has: throughputs, then each latency at each percentile."""
+    keys = list(THROUGHPUTS)
+    for metric in METRICS:
+        keys += sorted((k for k in rows[0] if k.endswith(f"_{metric}_ms") and k.startswith("p")),
+                       key=lambda k: float(k[1:].split("_")[0]))
+    return [k for k in keys if all(k in r and r[k] is not None for r in rows)]
+
+
+def errors(reference: list[dict], other: list[dict], keys: list[str]) -> list[dict]:
+    """At each load both have: every figure's relative error against the reference."""
+    theirs = {load_key(r): r for r in other}
+    table = []
+    for row in reference:
+        match = theirs.get(load_key(row))
+        if match is None:
+            continue
+        entry = {"load": row["load"]}
+        for key in keys:
+            base, value = row[key], match[key]
+            entry[key] = (value - base) / base if base else None
+        table.append(entry)
+    return table
+
+
+@click.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@output_options("compare")
+def compare(folders: tuple[Path, ...], output_dir: Path | None, overwrite: bool) -> None:
+    """Overlay load sweeps (simulated and measured) and give the error at each load.
+
+    Writes compare_<figure>.png (one plot a figure: throughput and each latency against the
+    request throughput), compare.csv and compare.json (the error of each sweep against the
+    reference at every shared load).
+    """
+    if len(folders) < 2:
+        raise ConfigError("give two result folders or more (a simulated and a measured sweep of the same deployment)")
+    sweeps = [(folder, *read_sweep(folder)) for folder in folders]
+    names = [series_name(info, folder) for folder, info, _ in sweeps]
+    if len(set(names)) != len(names):
+        raise ConfigError("two folders have the same name: give folders with different names")
+    reference = next((i for i, (_, info, _) in enumerate(sweeps) if info.get("kind") == "real"), 0)
+    keys = compared_keys([row for _, _, rows in sweeps for row in rows])
+    comparisons = {names[i]: errors(sweeps[reference][2], rows, keys) for i, (_, _, rows) in enumerate(sweeps) if i != reference}
+    folder = results_dir(output_dir, "compare", overwrite)
+    with ResultSet(folder) as staging:
+        plot_comparison({name: rows for name, (_, _, rows) in zip(names, sweeps)}, staging, keys)
+        text = strict_dumps({"reference": names[reference], "folders": [str(f) for f in folders], "errors": comparisons}, indent=2)
+        write_atomically(staging / "compare.json", lambda tmp: Path(tmp).write_text(text))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["series", "load", *keys])
+        writer.writeheader()
+        for name, rows in comparisons.items():
+            writer.writerows({"series": name, **row} for row in rows)
+        write_atomically(staging / "compare.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue()))
+    console.print(f"reference: {names[reference]}")
+    for name, rows in comparisons.items():
+        console.print(error_table(name, rows, keys) if rows else f"[yellow]{name}: no load in common with the reference[/]")
+    console.print(f"wrote {folder}/: compare.csv, compare.json, compare_*.png")
+
+
+def error_table(name: str, rows: list[dict], keys: list[str]) -> Table:
+    table = Table(title=f"{name} against the reference: error at each load")
+    table.add_column("load", no_wrap=True)
+    for key in keys:
+        table.add_column(label(key), justify="right")
+    for row in rows:
+        table.add_row(row["load"], *(f"{row[k]:+.0%}" if row[k] is not None else "-" for k in keys))
+    return table
+
+
+def label(key: str) -> str:
+    if key in THROUGHPUTS:
+        return {"request_throughput": "req/s", "output_throughput": "out tok/s"}[key]
+    percentile, metric = key[1:].removesuffix("_ms").split("_", 1)
+    return f"{WORDS[metric]} P{percentile}"
+
+
+def plot_comparison(series: dict[str, list[dict]], folder: Path, keys: list[str]) -> None:
+    from capsim.capsearch.report import _pyplot, _save
+
+    plt = _pyplot()
+    groups = {"throughput": [k for k in keys if k == "output_throughput"]}  # x is the request throughput
+    for metric in METRICS:
+        groups[metric] = [k for k in keys if k.endswith(f"_{metric}_ms")]
+    for group, members in groups.items():
+        if not members:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for (name, rows), marker in zip(series.items(), "os^vD<>" * 4):
+            x = [r["request_throughput"] for r in rows]
+            for key, style in zip(members, ("-", "--", ":", "-.") * 4):
+                ax.plot(x, [r[key] for r in rows], marker=marker, linestyle=style, label=f"{name} {label(key)}")
+        ax.set_xlabel("request throughput (req/s)")
+        ax.set_ylabel("ms" if group != "throughput" else "output tokens/s")
+        if group != "throughput":
+            ax.set_yscale("log")
+        ax.set_title(WORDS.get(group, group))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)
+        _save(fig, folder / f"compare_{group}.png", plt)
