@@ -76,9 +76,9 @@ def bench(endpoint: str, model: str | None, vocab_size: int | None, api_key: str
         console.print(f"  {load.label}: {int(result.finished().sum())} of {len(result.finished())} finished")
         return result
 
-    runs, rows = run_loads(load_run, run_one)
+    runs, rows, cdfs = run_loads(load_run, run_one)
     title = headline(runs[0][1].info, spec)
-    write_loads(load_run, runs, rows, folder, title, "measured")
+    write_loads(load_run, runs, rows, cdfs, folder, title, "measured")
     saved = save_results(load_run, rows, runs, folder, spec, date) if load_run.save_result else []
     console.print(f"[bold]{title}[/]")
     for load, result in runs:

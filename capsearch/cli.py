@@ -6,6 +6,7 @@ exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 
@@ -34,6 +35,9 @@ USER_ERRORS: tuple[type[Exception], ...] = (TraceError, ProfileError, Simulation
                                             EngineError, EngineStartError, MetricsError)
 
 
+GOODPUT_ITEM = re.compile(r"\((ttft|tpot|e2el):")  # vLLM's `--goodput ttft:200 tpot:50`: a second limit left over
+
+
 class UserError(click.ClickException):
     exit_code = 2
 
@@ -58,6 +62,9 @@ class CapsimGroup(click.Group):
             ctx.exit(143 if isinstance(interrupt, Terminated) else 130)
         except click.UsageError as error:  # click's own shows usage lines too: one line, and where help is
             command = f"{ctx.command_path} {ctx.invoked_subcommand}" if ctx.invoked_subcommand else ctx.command_path
+            if "unexpected extra argument" in error.format_message() and GOODPUT_ITEM.search(error.format_message()):
+                raise UserError("--goodput takes its limits as one value, as in --goodput 'ttft:200 tpot:50' "
+                                "(or repeat --goodput)") from None
             raise UserError(f"{error.format_message()} (see {command} --help)") from None
         except USER_ERRORS as error:
             raise UserError(" ".join(str(error).split("\n")) if "\n" in str(error) else str(error)) from None

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from capsim.capsearch.report import _pyplot, _save
-from capsim.capsearch.serving_metrics import WORDS, percentile_word, request_latencies
+from capsim.capsearch.serving_metrics import WORDS, percentile_word
 
-CDF_POINTS = 1001
 CDF_METRICS = (("ttft", "TTFT"), ("itl", "TBT (ITL)"), ("tpot", "TPOT"), ("e2el", "E2E latency"))
 
 
@@ -59,16 +58,15 @@ def plot_load_curves(series: dict[str, list[dict]], path: Path, metrics, percent
     return _save(fig, path, plt)
 
 
-def plot_cdfs(results: dict[str, object], path: Path, goodput_ms: dict | None, title: str) -> Path:
-    """The CDF of TTFT, TBT, TPOT and E2E latency, one curve a load (completed requests)."""
+def plot_cdfs(cdfs: dict[str, dict], path: Path, goodput_ms: dict | None, title: str) -> Path:
+    """The CDF of TTFT, TBT, TPOT and E2E latency (completed requests), one curve a load:
+    `cdfs[load][metric]` are the latency's quantiles in ms at evenly spaced fractions."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(CDF_METRICS), figsize=(4.2 * len(CDF_METRICS), 3.4), squeeze=False)
-    for label, result in results.items():
-        latencies = request_latencies(result)
+    for label, points in cdfs.items():
         for ax, (metric, _) in zip(axes.flat, CDF_METRICS):
-            if len(latencies[metric]):  # 1,001 quantiles draw the curve as well as a million points
-                fractions = np.linspace(0, 1, CDF_POINTS)
-                ax.plot(np.quantile(latencies[metric], fractions) * 1000, fractions, label=label)
+            if metric in points:
+                ax.plot(points[metric], np.linspace(0, 1, len(points[metric])), label=label)
     for ax, (metric, words) in zip(axes.flat, CDF_METRICS):
         ax.set_title(words)
         ax.set_xlabel("ms")

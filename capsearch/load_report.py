@@ -20,8 +20,9 @@ from capsim.sim import POLICIES
 from capsim.traces import strict_dumps, write_atomically
 
 
-def run_loads(load_run: LoadRun, run_one) -> tuple[list[tuple[Load, object]], list[dict]]:
-    """Every load asked for, `run_one(load) -> RunResult` each, sorted light to heavy; and their rows."""
+def run_loads(load_run: LoadRun, run_one) -> tuple[list[tuple[Load, object]], list[dict], dict]:
+    """Every load asked for, `run_one(load) -> RunResult` each, sorted light to heavy; their rows,
+    and the CDFs of their latencies."""
     runs = []
 
     def run(load: Load):
@@ -39,11 +40,14 @@ def run_loads(load_run: LoadRun, run_one) -> tuple[list[tuple[Load, object]], li
     for load in loads:
         run(load)
     runs.sort(key=lambda pair: sort_key(pair[0]))
-    rows = [load_row(load, result, load_run.percentiles, load_run.metrics, load_run.goodput_ms) for load, result in runs]
-    return runs, rows
+    rows, cdfs = [], {}
+    for load, result in runs:
+        cdfs[load.label] = {}
+        rows.append(load_row(load, result, load_run.percentiles, load_run.metrics, load_run.goodput_ms, cdfs[load.label]))
+    return runs, rows, cdfs
 
 
-def write_loads(load_run: LoadRun, runs, rows, folder: Path, title: str, series: str, chrome_trace: bool = False) -> None:
+def write_loads(load_run: LoadRun, runs, rows, cdfs, folder: Path, title: str, series: str, chrome_trace: bool = False) -> None:
     """Each load's files (in its own folder when several), and a sweep's table and plots, as one set."""
     sweep = load_run.is_sweep
     with ResultSet(folder) as staging:
@@ -61,7 +65,7 @@ def write_loads(load_run: LoadRun, runs, rows, folder: Path, title: str, series:
 
             plot_load_curves({load_run.label or series: rows}, staging / "load_curves.png", load_run.metrics,
                              load_run.percentiles, load_run.goodput_ms, title)
-            plot_cdfs({load.label: result for load, result in runs}, staging / "cdf.png", load_run.goodput_ms, title)
+            plot_cdfs(cdfs, staging / "cdf.png", load_run.goodput_ms, title)
 
 
 def files_written(load_run: LoadRun, batches: bool, chrome_trace: bool = False) -> str:

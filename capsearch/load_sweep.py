@@ -98,7 +98,7 @@ def auto_loads(synchronous_rate: float, throughput_rate: float, points: int) -> 
     return [Load(float(f"{r:.4g}")) for r in rates]
 
 
-def load_row(load: Load, result, percentiles, metrics, goodput_ms) -> dict:
-    """One row of the sweep: the load, then vLLM's figures."""
+def load_row(load: Load, result, percentiles, metrics, goodput_ms, cdf: dict | None = None) -> dict:
+    """One row of the sweep: the load, then vLLM's figures (and the CDFs into `cdf`, if given)."""
     return {"load": load.label, "request_rate": load.qps, "max_concurrency": load.max_concurrency, "kind": load.kind,
-            **serving_metrics(result, percentiles, metrics, goodput_ms)}
+            **serving_metrics(result, percentiles, metrics, goodput_ms, cdf)}

@@ -23,6 +23,7 @@ from capsim.sim.result import RunResult
 METRICS = ("ttft", "tpot", "itl", "e2el")
 GOODPUT_METRICS = ("ttft", "tpot", "e2el")
 DEFAULT_PERCENTILES = (50.0, 90.0, 99.0)
+CDF_POINTS = 1001  # quantiles that draw a CDF as well as a million points
 WORDS = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2EL"}
 
 
@@ -104,8 +105,10 @@ def good_requests(latencies: dict[str, np.ndarray], goodput_ms: dict[str, float]
     return good
 
 
-def serving_metrics(result: RunResult, percentiles=DEFAULT_PERCENTILES, metrics=METRICS, goodput_ms: dict | None = None) -> dict:
-    """vLLM's result figures of one run (see the module's docstring)."""
+def serving_metrics(result: RunResult, percentiles=DEFAULT_PERCENTILES, metrics=METRICS, goodput_ms: dict | None = None,
+                    cdf: dict | None = None) -> dict:
+    """vLLM's result figures of one run (see the module's docstring); `cdf`, if given, receives
+    CDF_POINTS quantiles of each latency in ms (from the same sort as the percentiles)."""
     status = result.column("status")
     finished = status == "finished"
     arrival = result.column("arrival_s")
@@ -133,8 +136,14 @@ def serving_metrics(result: RunResult, percentiles=DEFAULT_PERCENTILES, metrics=
     }
     if goodput_ms:
         figures["goodput_fraction"] = float(good_requests(latencies, goodput_ms).sum() / max(len(status), 1))
-    for name in metrics:
-        ms = latencies[name] * 1000
+    for name in METRICS:
+        if name not in metrics and cdf is None:
+            continue
+        ms = np.sort(latencies[name] * 1000)  # once: percentiles and CDF read the sorted values
+        if cdf is not None and len(ms):
+            cdf[name] = np.interp(np.linspace(0, len(ms) - 1, CDF_POINTS), np.arange(len(ms)), ms)  # quantiles of sorted values
+        if name not in metrics:
+            continue
         figures[f"mean_{name}_ms"] = float(ms.mean()) if len(ms) else 0.0
         figures[f"median_{name}_ms"] = float(np.median(ms)) if len(ms) else 0.0
         figures[f"std_{name}_ms"] = float(ms.std()) if len(ms) else 0.0

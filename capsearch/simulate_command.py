@@ -45,10 +45,10 @@ def simulate(system, trace: str, load_run: LoadRun, make_spec, time_limit: float
     def run_one(load: Load):
         return run_simulation(system, spec.at_qps(load.qps), time_limit_s=time_limit, max_concurrency=load.max_concurrency)
 
-    runs, rows = run_loads(load_run, run_one)
+    runs, rows, cdfs = run_loads(load_run, run_one)
     first = runs[0][1]
     title = headline(first.info, spec)
-    write_loads(load_run, runs, rows, folder, title, "simulated", chrome_trace)
+    write_loads(load_run, runs, rows, cdfs, folder, title, "simulated", chrome_trace)
     saved = save_results(load_run, rows, runs, folder, spec, date) if load_run.save_result else []
 
     console.print(f"[bold]{title}[/]")

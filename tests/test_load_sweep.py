@@ -178,6 +178,7 @@ def test_familiar_flags_apply(tmp_path):
     (["--qps", "1,2", "--save-result", "--result-filename", "x.json"], "several loads"),
     (["--qps", "1", "--result-dir", "x"], "add --save-result"),
     (["--qps", "1", "--goodput", "ttft=1"], "METRIC:MILLISECONDS"),
+    (["--qps", "1", "--goodput", "ttft:200", "tpot:50"], "one value"),
     (["--qps", "1", "--random-input-len", "10", "--trace", "chat"], "drop --trace"),
     (["--qps", "1", "--burstiness", "2", "--arrival", "constant"], "--burstiness"),
     (["-n", "5"], "say the load"),
