@@ -7,6 +7,7 @@ the same figures and files, so `capsim compare` can lay a measured sweep over a 
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ from rich.console import Console
 from capsim.capsearch.bench_results import now_stamp
 from capsim.capsearch.config import ConfigError
 from capsim.capsearch.load_options import LoadRun, load_options
+from capsim.capsearch.load_plots import SweepPlotter
 from capsim.capsearch.load_report import files_written, headline, print_rows, run_loads, save_results, write_loads
 from capsim.capsearch.load_sweep import Load
 from capsim.capsearch.results_dir import output_options, results_dir
@@ -76,9 +78,10 @@ def bench(endpoint: str, model: str | None, vocab_size: int | None, api_key: str
         console.print(f"  {load.label}: {int(result.finished().sum())} of {len(result.finished())} finished")
         return result
 
-    runs, rows, cdfs = run_loads(load_run, run_one)
-    title = headline(runs[0][1].info, spec)
-    write_loads(load_run, runs, rows, cdfs, folder, title, "measured")
+    with SweepPlotter() if load_run.is_sweep else nullcontext() as plotter:
+        runs, rows, cdfs = run_loads(load_run, run_one)
+        title = headline(runs[0][1].info, spec)
+        write_loads(load_run, runs, rows, cdfs, folder, title, "measured", plotter=plotter)
     saved = save_results(load_run, rows, runs, folder, spec, date) if load_run.save_result else []
     console.print(f"[bold]{title}[/]")
     for load, result in runs:

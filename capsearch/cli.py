@@ -57,8 +57,8 @@ class CapsimGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as interrupt:
-            click.echo("\ninterrupted: stopped without writing results; finished trials stay cached, so a rerun resumes",
-                       err=True)
+            cached = "; finished trials stay cached, so a rerun resumes" if ctx.invoked_subcommand in ("search", "sweep") else ""
+            click.echo(f"\ninterrupted: stopped without writing results{cached}", err=True)
             ctx.exit(143 if isinstance(interrupt, Terminated) else 130)
         except click.UsageError as error:  # click's own shows usage lines too: one line, and where help is
             command = f"{ctx.command_path} {ctx.invoked_subcommand}" if ctx.invoked_subcommand else ctx.command_path

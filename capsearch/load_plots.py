@@ -13,7 +13,9 @@ import numpy as np
 
 from capsim.capsearch.report import _pyplot, _save
 from capsim.capsearch.serving_metrics import WORDS, percentile_word
+from capsim.capsearch.workers import kill_pool, worker_pool
 
+DPI = 100  # wide figures of many panels: 1,500-1,700 pixels across
 CDF_METRICS = (("ttft", "TTFT"), ("itl", "TBT (ITL)"), ("tpot", "TPOT"), ("e2el", "E2E latency"))
 
 
@@ -55,7 +57,7 @@ def plot_load_curves(series: dict[str, list[dict]], path: Path, metrics, percent
         ax.set_visible(False)
     fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.9, wspace=0.35, hspace=0.35)  # tight_layout: a second draw
-    return _save(fig, path, plt)
+    return _save(fig, path, plt, dpi=DPI)
 
 
 def plot_cdfs(cdfs: dict[str, dict], path: Path, goodput_ms: dict | None, title: str) -> Path:
@@ -78,4 +80,39 @@ def plot_cdfs(cdfs: dict[str, dict], path: Path, goodput_ms: dict | None, title:
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.15, top=0.82, wspace=0.3)
-    return _save(fig, path, plt)
+    return _save(fig, path, plt, dpi=DPI)
+
+
+def _ready() -> None:
+    _pyplot()  # matplotlib imported, while the trials run
+
+
+def _draw(series, rows, cdfs, folder: Path, metrics, percentiles, goodput_ms, title) -> None:
+    plot_load_curves({series: rows}, folder / "load_curves.png", metrics, percentiles, goodput_ms, title)
+    plot_cdfs(cdfs, folder / "cdf.png", goodput_ms, title)
+
+
+class SweepPlotter:
+    """Draws a sweep's two figures in a worker process: it starts (imports included) while the
+    trials run, and draws while the main process writes the loads' files. Use as a context
+    manager: the worker never outlives the command (workers.worker_pool)."""
+
+    def __enter__(self):
+        self.pool = worker_pool(1)
+        self.pool.submit(_ready)
+        self.drawing = None
+        return self
+
+    def draw(self, series, rows, cdfs, folder: Path, metrics, percentiles, goodput_ms, title) -> None:
+        self.drawing = self.pool.submit(_draw, series, rows, cdfs, folder, metrics, percentiles, goodput_ms, title)
+
+    def wait(self) -> None:
+        if self.drawing is not None:
+            self.drawing.result()
+
+    def __exit__(self, kind, error, trace):
+        if kind is None:
+            self.pool.shutdown(wait=True)
+        else:
+            kill_pool(self.pool)
+        return False

@@ -47,10 +47,20 @@ def run_loads(load_run: LoadRun, run_one) -> tuple[list[tuple[Load, object]], li
     return runs, rows, cdfs
 
 
-def write_loads(load_run: LoadRun, runs, rows, cdfs, folder: Path, title: str, series: str, chrome_trace: bool = False) -> None:
-    """Each load's files (in its own folder when several), and a sweep's table and plots, as one set."""
+def write_loads(load_run: LoadRun, runs, rows, cdfs, folder: Path, title: str, series: str, chrome_trace: bool = False,
+                plotter=None) -> None:
+    """Each load's files (in its own folder when several), and a sweep's table and plots, as one
+    set; a sweep's plots drawn by `plotter` (load_plots.SweepPlotter) while the files are written."""
     sweep = load_run.is_sweep
     with ResultSet(folder) as staging:
+        if sweep:
+            args = (load_run.label or series, rows, cdfs, staging, load_run.metrics, load_run.percentiles, load_run.goodput_ms, title)
+            if plotter is not None:
+                plotter.draw(*args)
+            else:
+                from capsim.capsearch.load_plots import _draw
+
+                _draw(*args)
         for (load, result), row in zip(runs, rows):
             place = staging / load.folder if sweep else staging
             place.mkdir(exist_ok=True)
@@ -61,11 +71,8 @@ def write_loads(load_run: LoadRun, runs, rows, cdfs, folder: Path, title: str, s
                 result.write_chrome_trace(place / "batches.trace.json")
         if sweep:
             write_sweep_table(rows, staging, info=sweep_info(runs[0][1], load_run, title))
-            from capsim.capsearch.load_plots import plot_cdfs, plot_load_curves
-
-            plot_load_curves({load_run.label or series: rows}, staging / "load_curves.png", load_run.metrics,
-                             load_run.percentiles, load_run.goodput_ms, title)
-            plot_cdfs(cdfs, staging / "cdf.png", load_run.goodput_ms, title)
+            if plotter is not None:
+                plotter.wait()
 
 
 def files_written(load_run: LoadRun, batches: bool, chrome_trace: bool = False) -> str:

@@ -120,7 +120,7 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path, plt) -> Path:
-    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+def _save(fig, path: Path, plt, dpi: int = 120) -> Path:
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     plt.close(fig)
     return path

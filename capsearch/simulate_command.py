@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -10,6 +11,7 @@ from rich.console import Console
 
 from capsim.capsearch.bench_results import now_stamp
 from capsim.capsearch.load_options import LoadRun, load_options
+from capsim.capsearch.load_plots import SweepPlotter
 from capsim.capsearch.load_report import engine_line, files_written, headline, print_rows, run_loads, save_results, write_loads
 from capsim.capsearch.load_sweep import Load
 from capsim.capsearch.results_dir import output_options, results_dir
@@ -45,10 +47,11 @@ def simulate(system, trace: str, load_run: LoadRun, make_spec, time_limit: float
     def run_one(load: Load):
         return run_simulation(system, spec.at_qps(load.qps), time_limit_s=time_limit, max_concurrency=load.max_concurrency)
 
-    runs, rows, cdfs = run_loads(load_run, run_one)
-    first = runs[0][1]
-    title = headline(first.info, spec)
-    write_loads(load_run, runs, rows, cdfs, folder, title, "simulated", chrome_trace)
+    with SweepPlotter() if load_run.is_sweep else nullcontext() as plotter:
+        runs, rows, cdfs = run_loads(load_run, run_one)
+        first = runs[0][1]
+        title = headline(first.info, spec)
+        write_loads(load_run, runs, rows, cdfs, folder, title, "simulated", chrome_trace, plotter=plotter)
     saved = save_results(load_run, rows, runs, folder, spec, date) if load_run.save_result else []
 
     console.print(f"[bold]{title}[/]")

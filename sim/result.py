@@ -109,9 +109,13 @@ class RunResult:
 
     def write(self, folder: str | Path) -> Path:
         folder = Path(folder)
-        write_atomically(folder / "requests.parquet", lambda tmp: pq.write_table(self.requests, tmp, compression="zstd"))
+        # Dictionaries for the text columns only: building one for a million distinct token times costs
+        # as much as the write, then is dropped.
+        write_atomically(folder / "requests.parquet", lambda tmp: pq.write_table(self.requests, tmp, compression="zstd",
+                                                                                 use_dictionary=["status", "reason"]))
         if self.batches is not None:
-            write_atomically(folder / "batches.parquet", lambda tmp: pq.write_table(self.batches, tmp, compression="zstd"))
+            write_atomically(folder / "batches.parquet", lambda tmp: pq.write_table(self.batches, tmp, compression="zstd",
+                                                                                    use_dictionary=False))
         text = strict_dumps(self.summary(), indent=2)
         write_atomically(folder / "summary.json", lambda tmp: Path(tmp).write_text(text))
         return folder
