@@ -15,6 +15,7 @@ import click
 from capsim.capsearch.bench_command import bench
 from capsim.capsearch.cache_command import cache
 from capsim.capsearch.compare_command import compare
+from capsim.capsearch.plan_command import plan_command
 from capsim.capsearch.profile_commands import profile, profiles
 from capsim.capsearch.config import ConfigError
 from capsim.capsearch.search_command import search, sweep
@@ -96,6 +97,7 @@ main.add_command(serve)
 main.add_command(confirm)
 main.add_command(bench)
 main.add_command(compare)
+main.add_command(plan_command, name="plan")
 main.add_command(vllm_command_cli)
 main.add_command(cache)
 

@@ -1,0 +1,48 @@
+"""The planner from a cold trial cache: candidates, how many the bound cut, searches, wall time.
+
+Target (issue: capsim plan): >= 200 candidate configurations in <= 3 minutes on this 2-core
+machine from a cold cache.
+
+    python bench/bench_plan.py [--model Llama-3.1-8B] [--target-qps 20]
+
+Runs `capsim plan` over the default space (every priced GPU x TP 1,2,4,8 x sarathi 512/1024/2048,
+vllm_v1 2048/8192, vllm_v0 x batch 64/128/256) with a fresh cache folder, then again with that
+cache (warm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="Llama-3.1-8B")
+    parser.add_argument("--target-qps", type=float, default=20.0)
+    args = parser.parse_args()
+    print(f"{'run':<6}{'candidates':>11}{'searched':>10}{'cut by bound':>14}{'no fit':>8}{'wall s':>8}  recommended")
+    with tempfile.TemporaryDirectory() as folder:
+        for run in ("cold", "warm"):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", "plan", "--model", args.model, "--target-qps",
+                            str(args.target_qps), "--ttft-metric", "ttft", "--cache-dir", f"{folder}/cache", "-o",
+                            f"{folder}/{run}"], check=True, capture_output=True)
+            seconds = time.perf_counter() - start
+            rows = list(csv.DictReader(open(f"{folder}/{run}/plan.csv")))
+            status = Counter(r["status"] for r in rows)
+            best = next((r for r in rows if r["status"] == "recommended"), None)
+            words = (f"{best['replicas']} x {best['hardware']} TP{best['tp']} {best['scheduler']} chunk {best['chunk_size'] or '-'} "
+                     f"batch {best['max_batch_size']}: ${float(best['usd_per_hour']):.2f}/h, {float(best['capacity_qps']):.1f} QPS"
+                     if best else "none")
+            searched = status["searched"] + status["recommended"] + status["runner-up"] + status["misses the SLO"]
+            print(f"{run:<6}{len(rows):>11}{searched:>10}{status['cut by the bound']:>14}{status['does not fit']:>8}{seconds:>8.1f}  {words}")
+
+
+if __name__ == "__main__":
+    main()

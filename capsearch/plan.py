@@ -1,0 +1,420 @@
+"""The deployment planner: the cheapest deployment that meets an SLO at a target load (or the
+most capacity for a GPU count or an hourly budget), from trace-driven capacity searches.
+
+1. Candidates: every GPU kind with a price x TP x PP x engine x scheduler x token budget x batch
+   limit asked for. A candidate is one replica; the deployment is R replicas of it.
+2. Pruning before any trial: TP must divide the attention heads and the model must fit with room
+   for a full-length sequence (else "does not fit"); an upper bound on the QPS at which one
+   replica could pass a trial: the prompt and output tokens a second it could at best sustain
+   (the latency model at the best batch shapes), widened by what a finite trial lets a queue
+   grow before the SLO's waiting clause notices (`trial_bound`; no bound without such a clause).
+3. Branch and bound: candidates in order of their best possible cost (target: ceil(Q / bound)
+   replicas x GPUs x price) get a capacity search of one replica each, in a process pool with
+   the shared trial cache, until no candidate left could beat the RUNNERS_UP-th best found.
+4. The best few are checked as whole deployments: a capacity search of R replicas behind the
+   router, as `capsim search --replicas R` runs it; R grows while that capacity misses the target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.experiment import SearchJob, run_job
+from capsim.capsearch.workers import kill_pool, worker_pool
+from capsim.profiles.errors import ProfileError
+from capsim.profiles.hardware import get_hardware
+from capsim.profiles.models import get_model
+from capsim.sim import SimulationError, SystemSpec
+from capsim.traces import WorkloadSpec
+
+RUNNERS_UP = 5  # deployments kept, the recommended one included
+BOUND_SLACK = 1.05  # the bound is raised this much: the latency model's own error, so no candidate is cut by noise
+MAX_REPLICA_CHECKS = 4  # rounds of whole-deployment searches that settle the replica counts
+DEFAULT_BUDGETS = {"sarathi": (512, 1024, 2048), "vllm_v1": (2048, 8192), "vllm_v0": (None,)}
+DEFAULT_BATCHES = (64, 128, 256)
+DEFAULT_TPS = (1, 2, 4, 8)
+
+
+def builtin_prices() -> dict[str, dict]:
+    text = resources.files("capsim.profiles").joinpath("data/gpu_prices.json").read_text()
+    return json.loads(text)["prices"]
+
+
+def read_prices(path: str | None) -> dict[str, float]:
+    """Dollars per GPU-hour by hardware name: the shipped table, replaced entry by entry by a YAML
+    file's `hardware: price` pairs."""
+    prices = {name: entry["usd_per_gpu_hour"] for name, entry in builtin_prices().items()}
+    if path is None:
+        return prices
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{path}: write one `hardware: dollars per GPU-hour` pair a line")
+    for name, price in data.items():
+        try:
+            hardware = get_hardware(str(name)).name
+        except ProfileError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 < price < math.inf:
+            raise ConfigError(f"{path}: the price of {name} must be a positive number of dollars per GPU-hour, got {price!r}")
+        prices[hardware] = float(price)
+    return prices
+
+
+@dataclass(frozen=True)
+class Goal:
+    kind: str  # "target_qps" | "gpus" | "budget"
+    value: float
+
+    def words(self) -> str:
+        return {"target_qps": f"the cheapest deployment that meets the SLO at {self.value:g} QPS",
+                "gpus": f"the most capacity on at most {self.value:g} GPUs",
+                "budget": f"the most capacity for at most ${self.value:g} an hour"}[self.kind]
+
+
+@dataclass(eq=False)  # one object a candidate: kept in dicts by identity
+class Candidate:
+    system: SystemSpec  # one replica
+    price: float  # dollars per GPU-hour
+    status: str = "candidate"  # does not fit | no latency model | cut by the bound | searched | recommended | runner-up
+    why: str = ""
+    upper_bound_qps: float | None = None  # the most QPS one replica could pass a trial at (trial_bound)
+    sustained_qps: float | None = None  # the most it could sustain (upper_bound_qps before the trial's allowance)
+    slo: object = None
+    num_requests: int = 0
+    latency_source: str = ""
+    capacity_per_replica: float | None = None
+    converged: bool = False
+    binding_clause: str = ""
+    replicas: int | None = None
+    capacity: float | None = None  # of the whole deployment: searched with its replicas where checked, else R x one replica's
+    capacity_checked: bool = False
+    output_tokens_per_request: float = 0.0
+    searches: list = field(default_factory=list)
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.system.tp * self.system.pp
+
+    @property
+    def gpus(self) -> int | None:
+        return self.replicas * self.gpus_per_replica if self.replicas else None
+
+    @property
+    def cost_per_hour(self) -> float | None:
+        return self.gpus * self.price if self.replicas else None
+
+    def usd_per_million_output_tokens(self, qps: float | None) -> float | None:
+        """At the load served: the target, or the capacity when maximizing."""
+        if not self.replicas or not qps:
+            return None
+        return self.cost_per_hour / (qps * self.output_tokens_per_request * 3600) * 1e6
+
+    def label(self) -> str:
+        s = self.system
+        budget = f" chunk {s.token_budget}" if s.token_budget else ""
+        return f"{s.hardware} TP{s.tp} PP{s.pp} {s.engine} {s.scheduler}{budget} batch {s.max_batch_size}"
+
+
+def candidates(model: str, hardware: list[str], prices: dict[str, float], tps, pps, engines, schedulers, budgets: dict,
+               batches, base: SystemSpec) -> list[Candidate]:
+    """Every combination asked for, as one-replica systems (the base system gives the rest)."""
+    found = []
+    for name in hardware:
+        for tp in tps:
+            for pp in pps:
+                for engine in engines:
+                    for scheduler in schedulers:
+                        for budget in budgets.get(scheduler, (None,)):
+                            for batch in batches:
+                                try:
+                                    system = dataclasses.replace(base, model=model, hardware=name, tp=tp, pp=pp, replicas=1,
+                                                                 engine=engine, scheduler=scheduler, token_budget=budget,
+                                                                 max_batch_size=batch, num_kv_blocks=None)
+                                except SimulationError as error:
+                                    found.append(Candidate(dataclasses.replace(base, model=model, hardware=name, replicas=1),
+                                                           prices[name], "does not fit", str(error)))
+                                    continue
+                                found.append(Candidate(system, prices[name]))
+    return found
+
+
+def upper_bound_qps(system: SystemSpec, prompt: np.ndarray, output: np.ndarray) -> float:
+    """The most requests a second one replica could ever serve. Prefilling takes at least the
+    prompt tokens over the best rate of a full token-budget batch, decoding at least the output
+    tokens over the best rate of a full decode batch (each at its shortest context); a replica
+    serves both, so it cannot beat the slower of the two."""
+    predictor = system.latency_model().predictor
+    config = system.scheduler_config()
+    chunk = int(min(config.token_budget or system.model_len, system.model_len, max(prompt.max(), 1)))
+    prefill_rate = chunk / predictor(chunk, 1, chunk * chunk, 0, 0, 0)  # prompt tokens a second
+    batch = min(config.max_batch_size, max(1, config.num_blocks * config.block_size // max(int(prompt.mean()), 1)))
+    shortest = int(prompt.min())
+    decode_rate = batch / predictor(batch, 0, 0, 0, batch, batch * shortest)  # output tokens a second
+    return min(prefill_rate / float(prompt.mean()), decode_rate / float(max(output.mean(), 1))) * BOUND_SLACK
+
+
+def trial_bound(sustained_qps: float, slo, num_requests: float) -> float:
+    """The highest QPS a trial of num_requests could pass when one replica sustains at most
+    `sustained_qps`. A finite trial can run over it: the queue grows for the trial's length and
+    only its latency clause notices. Request i of n waits about i (1/mu - 1/lambda) beyond its
+    service, so a clause that holds the waits of a share p of requests to L allows 1/lambda >=
+    1/mu - L / (p n). Without such a clause (TBT, TPOT or deadline alone) no rate is ruled out.
+    The realized rate of n Poisson arrivals is itself off the nominal one by ~1/sqrt(n)."""
+    limit, share = wait_clause(slo)
+    if limit is None:
+        return math.inf
+    gap = 1 / sustained_qps - limit / (share * num_requests)
+    if gap <= 0:
+        return math.inf
+    return (1 / gap) * (1 + 3 / math.sqrt(num_requests))
+
+
+def wait_clause(slo) -> tuple[float | None, float]:
+    """(seconds, share of requests) of the SLO's limit on waiting, if it has one."""
+    kind = slo.kind
+    if kind == "tbt_ttft":
+        return slo.ttft, slo.ttft_percentile / 100
+    if kind == "ttft_tpot":
+        return slo.ttft, slo.ttft_percentile / 100
+    if kind == "goodput":
+        limits = [v for v in (slo.ttft, slo.e2el) if v is not None]
+        return (min(limits), slo.attainment / 100) if limits else (None, 1.0)
+    return None, 1.0
+
+
+def prepare(candidate: Candidate, workload: WorkloadSpec, slo) -> None:
+    """Fit and bound one candidate, or mark why it cannot run."""
+    requests = workload.requests()
+    try:
+        candidate.system.scheduler_config()
+        latency = candidate.system.latency_model()
+        too_long = int((requests.prompt_tokens + requests.output_tokens > candidate.system.model_len).sum())
+        if too_long:
+            candidate.status, candidate.why = "does not fit", f"{too_long} requests longer than the max model length"
+            return
+    except ProfileError as error:
+        words = str(error)
+        candidate.status = "does not fit" if "does not fit" in words or "divide" in words else "no latency model"
+        candidate.why = words.split(". ")[0]
+        return
+    candidate.latency_source = latency.source_words
+    candidate.output_tokens_per_request = float(requests.output_tokens.mean())
+    candidate.sustained_qps = upper_bound_qps(candidate.system, requests.prompt_tokens, requests.output_tokens)
+    candidate.slo, candidate.num_requests = slo, len(requests)
+    candidate.upper_bound_qps = trial_bound(candidate.sustained_qps, slo, len(requests))
+
+
+def deployment_bound(candidate: Candidate, replicas: int) -> float:
+    """The most QPS R replicas could pass a trial at: each sees n / R of the requests, so each
+    may let its queue grow for fewer requests' worth of the waiting clause."""
+    share = max(candidate.num_requests / replicas, 1.0)
+    return replicas * trial_bound(candidate.sustained_qps, candidate.slo, share)
+
+
+def replicas_for(goal: Goal, candidate: Candidate, per_replica_qps: float | None) -> int | None:
+    if goal.kind == "target_qps":
+        return math.ceil(goal.value / per_replica_qps - 1e-9) if per_replica_qps else None
+    if goal.kind == "gpus":
+        count = int(goal.value // candidate.gpus_per_replica)
+    else:
+        count = int(goal.value // (candidate.gpus_per_replica * candidate.price))
+    return count if count >= 1 else None
+
+
+def best_possible(goal: Goal, candidate: Candidate) -> float:
+    """Target: the least cost this candidate could reach (the fewest replicas whose bound reaches
+    the target; lower is better). Otherwise minus the most capacity its replicas could reach."""
+    if goal.kind == "target_qps":
+        replicas = 1
+        while deployment_bound(candidate, replicas) < goal.value:
+            replicas += 1
+        return replicas * candidate.gpus_per_replica * candidate.price
+    replicas = replicas_for(goal, candidate, None)
+    return -deployment_bound(candidate, replicas) if replicas else math.inf
+
+
+def found_score(goal: Goal, candidate: Candidate) -> tuple[float, float]:
+    """Lower is better: (cost, -capacity) for a target (equal costs: the more headroom the
+    better), (-capacity, cost) otherwise."""
+    if candidate.replicas is None or not candidate.capacity:
+        return (math.inf, math.inf)
+    if goal.kind == "target_qps":
+        return (candidate.cost_per_hour, -candidate.capacity)
+    return (-candidate.capacity, candidate.cost_per_hour)
+
+
+def search_job(system: SystemSpec, workload: WorkloadSpec, slo, options: dict) -> SearchJob:
+    """The search `capsim search` runs for this system with the same options."""
+    labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", workload.trace),
+              ("parallel", f"tp_{system.tp}_pp_{system.pp}"))
+    return SearchJob(system, workload, (slo,), options.get("start_qps", 1.0), labels, options.get("granularity", 0.025),
+                     options.get("max_trials", 20), options.get("early_stop", True))
+
+
+def plan(goal: Goal, pool_candidates: list[Candidate], workload: WorkloadSpec, slo, options: dict, workers: int | None = None,
+         cache_dir: str | None = None, progress=None) -> list[Candidate]:
+    """Search the candidates (branch and bound), then check the best as whole deployments.
+    Returns every candidate, each with its status."""
+    for candidate in pool_candidates:
+        if candidate.status == "candidate":
+            prepare(candidate, workload, slo)
+    live = []
+    for candidate in pool_candidates:
+        if candidate.status != "candidate":
+            continue
+        if best_possible(goal, candidate) == math.inf:
+            _cut(candidate, "not one replica fits the GPU count or the budget")
+        else:
+            live.append(candidate)
+    live.sort(key=lambda c: best_possible(goal, c))
+    found: list[Candidate] = []
+
+    def threshold() -> float:
+        scores = sorted(found_score(goal, c)[0] for c in found)
+        return scores[RUNNERS_UP - 1] if len(scores) >= RUNNERS_UP else math.inf
+
+    def finished(candidate: Candidate, capacities) -> None:
+        capacity = capacities[0]
+        candidate.searches.append(capacity)
+        candidate.capacity_per_replica = capacity.capacity_qps
+        candidate.converged = capacity.converged
+        candidate.binding_clause = "; ".join(capacity.failed_clauses)
+        candidate.replicas = replicas_for(goal, candidate, capacity.capacity_qps)
+        candidate.capacity = candidate.replicas * capacity.capacity_qps if candidate.replicas and capacity.capacity_qps else None
+        candidate.status = "searched" if candidate.capacity else "misses the SLO"
+        if candidate.capacity:
+            found.append(candidate)
+        if progress:
+            progress(candidate)
+
+    jobs = {candidate: search_job(candidate.system, workload, slo, options) for candidate in live}
+    run_pool(live, jobs, finished, lambda c: best_possible(goal, c) >= threshold(), workers, cache_dir)
+    for candidate in live:
+        if candidate.status == "candidate":
+            _cut(candidate, "its bound cannot beat the deployments found")
+    check_deployments(goal, sorted(found, key=lambda c: found_score(goal, c))[:RUNNERS_UP], workload, slo, options, workers,
+                      cache_dir, progress)
+    ranked = sorted((c for c in found if c.capacity_checked), key=lambda c: found_score(goal, c))
+    for rank, candidate in enumerate(ranked):
+        candidate.status = "recommended" if rank == 0 else "runner-up"
+    return pool_candidates
+
+
+def _cut(candidate: Candidate, why: str) -> Candidate:
+    candidate.status, candidate.why = "cut by the bound", why
+    return candidate
+
+
+def run_pool(ordered: list[Candidate], jobs: dict, on_done, hopeless, workers: int | None, cache_dir: str | None) -> None:
+    """Searches in bound order, a window of them in flight; a candidate whose bound cannot beat
+    what is found by the time its turn comes is never searched."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(ordered) or 1))
+    queue = list(ordered)
+    if workers == 1:
+        for candidate in queue:
+            if hopeless(candidate):
+                break
+            on_done(candidate, run_job(jobs[candidate], cache_dir))
+        return
+    pool = worker_pool(workers)
+    try:
+        running = {}
+        while queue or running:
+            while queue and len(running) < workers:
+                candidate = queue.pop(0)
+                if hopeless(candidate):
+                    queue.clear()
+                    break
+                running[pool.submit(run_job, jobs[candidate], cache_dir)] = candidate
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                on_done(running.pop(future), future.result())
+    except BaseException:
+        from capsim.capsearch.trials import TrialCache
+
+        TrialCache(cache_dir).forget_writes_of(kill_pool(pool))
+        raise
+    pool.shutdown()
+
+
+def check_deployments(goal: Goal, best: list[Candidate], workload: WorkloadSpec, slo, options: dict, workers, cache_dir,
+                      progress) -> None:
+    """The capacity of each of the best as a whole deployment (R replicas behind the router), as
+    `capsim search --replicas R` finds it. For a target, R moves to the fewest replicas that meet
+    it: up while the capacity misses the target, down while one fewer still meets it (replicas
+    behind a router serve more than R times one replica: their queues smooth each other's bursts)."""
+    checks = {candidate: {} for candidate in best}  # replicas -> capacity, per candidate
+    pending = list(best)
+    for _ in range(MAX_REPLICA_CHECKS):
+        jobs = {}
+        for candidate in pending:
+            if candidate.replicas == 1 and candidate.capacity_per_replica is not None:
+                checks[candidate][1] = candidate.capacity_per_replica  # the one-replica search is this search
+                continue
+            system = dataclasses.replace(candidate.system, replicas=candidate.replicas)
+            jobs[candidate] = search_job(system, workload, slo, options)
+
+        def checked(candidate: Candidate, capacities) -> None:
+            candidate.searches.append(capacities[0])
+            checks[candidate][candidate.replicas] = capacities[0]
+            if progress:
+                progress(candidate)
+
+        run_pool(list(jobs), jobs, checked, lambda c: False, workers, cache_dir)
+        pending = []
+        for candidate in checks:
+            if candidate.capacity_checked:
+                continue
+            if not _settle(goal, candidate, checks[candidate]):
+                pending.append(candidate)
+        if not pending:
+            return
+    for candidate in pending:  # unsettled after the checks: kept as searched, not recommended
+        candidate.why = f"replicas not settled within {MAX_REPLICA_CHECKS} whole-deployment searches"
+
+
+def _settle(goal: Goal, candidate: Candidate, checks: dict) -> bool:
+    """Take what the checks show; True once the replica count is settled, else set the next to try."""
+    def capacity_at(replicas):
+        found = checks.get(replicas)
+        return found if found is None or isinstance(found, float) else found.capacity_qps
+
+    def adopt(replicas):
+        found = checks[replicas]
+        candidate.replicas = replicas
+        candidate.capacity = capacity_at(replicas)
+        if not isinstance(found, float):
+            candidate.converged, candidate.binding_clause = found.converged, "; ".join(found.failed_clauses)
+        candidate.capacity_checked = True
+        return True
+
+    r = candidate.replicas
+    if goal.kind != "target_qps":
+        return adopt(r)
+    meets = (capacity_at(r) or 0) >= goal.value
+    if meets:
+        if r == 1 or (r - 1 in checks and (capacity_at(r - 1) or 0) < goal.value):
+            return adopt(r)
+        candidate.replicas = r - 1  # one fewer may still meet it
+        return False
+    if r + 1 in checks and (capacity_at(r + 1) or 0) >= goal.value:
+        return adopt(r + 1)
+    candidate.replicas = r + 1
+    return False
