@@ -11,8 +11,10 @@ most capacity for a GPU count or an hourly budget), from trace-driven capacity s
 3. Branch and bound: candidates in order of their best possible cost (target: ceil(Q / bound)
    replicas x GPUs x price) get a capacity search of one replica each, in a process pool with
    the shared trial cache, until no candidate left could beat the RUNNERS_UP-th best found.
+   Those searches start at half the bound, skipping the light loads whose trials cost the most.
 4. The best few are checked as whole deployments: a capacity search of R replicas behind the
-   router, as `capsim search --replicas R` runs it; R grows while that capacity misses the target.
+   router, exactly as `capsim search --replicas R` runs it (from 1 QPS); R moves to the fewest
+   replicas that meet the target.
 """
 
 from __future__ import annotations
@@ -258,6 +260,13 @@ def found_score(goal: Goal, candidate: Candidate) -> tuple[float, float]:
     return (-candidate.capacity, candidate.cost_per_hour)
 
 
+def start_near(candidate: Candidate) -> float:
+    """Where a candidate's one-replica search starts: half its bound (a doubling below it), so
+    the light loads, whose trials cost the most events, are skipped; 1 QPS without a bound."""
+    bound = candidate.upper_bound_qps
+    return max(1.0, bound / 2) if bound and bound < math.inf else 1.0
+
+
 def search_job(system: SystemSpec, workload: WorkloadSpec, slo, options: dict) -> SearchJob:
     """The search `capsim search` runs for this system with the same options."""
     labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", workload.trace),
@@ -302,7 +311,7 @@ def plan(goal: Goal, pool_candidates: list[Candidate], workload: WorkloadSpec, s
         if progress:
             progress(candidate)
 
-    jobs = {candidate: search_job(candidate.system, workload, slo, options) for candidate in live}
+    jobs = {candidate: search_job(candidate.system, workload, slo, options | {"start_qps": start_near(candidate)}) for candidate in live}
     run_pool(live, jobs, finished, lambda c: best_possible(goal, c) >= threshold(), workers, cache_dir)
     for candidate in live:
         if candidate.status == "candidate":
@@ -365,9 +374,6 @@ def check_deployments(goal: Goal, best: list[Candidate], workload: WorkloadSpec,
     for _ in range(MAX_REPLICA_CHECKS):
         jobs = {}
         for candidate in pending:
-            if candidate.replicas == 1 and candidate.capacity_per_replica is not None:
-                checks[candidate][1] = candidate.capacity_per_replica  # the one-replica search is this search
-                continue
             system = dataclasses.replace(candidate.system, replicas=candidate.replicas)
             jobs[candidate] = search_job(system, workload, slo, options)
 
@@ -394,14 +400,12 @@ def _settle(goal: Goal, candidate: Candidate, checks: dict) -> bool:
     """Take what the checks show; True once the replica count is settled, else set the next to try."""
     def capacity_at(replicas):
         found = checks.get(replicas)
-        return found if found is None or isinstance(found, float) else found.capacity_qps
+        return found.capacity_qps if found is not None else None
 
     def adopt(replicas):
         found = checks[replicas]
-        candidate.replicas = replicas
-        candidate.capacity = capacity_at(replicas)
-        if not isinstance(found, float):
-            candidate.converged, candidate.binding_clause = found.converged, "; ".join(found.failed_clauses)
+        candidate.replicas, candidate.capacity = replicas, found.capacity_qps
+        candidate.converged, candidate.binding_clause = found.converged, "; ".join(found.failed_clauses)
         candidate.capacity_checked = True
         return True
 
