@@ -15,7 +15,6 @@ that keeps that many in flight, against a stub with a slower cadence (--stream-t
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import resource
 import time

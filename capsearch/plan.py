@@ -35,7 +35,6 @@ from capsim.capsearch.experiment import SearchJob, run_job
 from capsim.capsearch.workers import kill_pool, worker_pool
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
-from capsim.profiles.models import get_model
 from capsim.sim import SimulationError, SystemSpec
 from capsim.traces import WorkloadSpec
 
