@@ -47,6 +47,11 @@ class Endpoint:
     def path(self, route: str) -> str:
         return self.parts.path.rstrip("/") + route
 
+    def absolute(self, route: str) -> str:
+        """The full URL of a route, after any path prefix of the endpoint (http://host/prefix/v1/...)."""
+        parts = self.parts
+        return f"{parts.scheme}://{parts.netloc}{self.path(route)}"
+
 
 def base_url(url: str) -> str:
     """The server's root: an OpenAI base URL (http://host:8000/v1) works as well as http://host:8000."""

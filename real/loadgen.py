@@ -65,9 +65,21 @@ def run_load(endpoint: Endpoint, workload: Workload, options: LoadOptions, progr
     gc.disable()  # a full collection among thousands of streams' objects stalls the loop for tens of ms: sends go late;
     # the monitor collects the youngest generation each second, and all of it every FULL_GC_EVERY requests
     try:
-        return asyncio.run(_Load(endpoint, workload, options, progress).run())
+        return _run_in_own_loop(_Load(endpoint, workload, options, progress).run())
     finally:
         gc.enable()
+
+
+def _run_in_own_loop(coroutine):
+    """asyncio.run, also from code that already runs an event loop (a notebook): then in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
 
 
 class _Load:
@@ -95,7 +107,7 @@ class _Load:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.endpoint.timeout_s, sock_read=self.endpoint.timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.endpoint.headers()) as session:
             self.session = session
-            self.url = self.endpoint.url + self.endpoint.path("/v1/completions")
+            self.url = self.endpoint.absolute("/v1/completions")
             self.start = time.perf_counter() + 0.05  # a moment to start the dispatcher before the first arrival
             dispatcher = asyncio.create_task(self.dispatch())
             await self.monitor(dispatcher)

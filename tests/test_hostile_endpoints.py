@@ -178,3 +178,10 @@ def test_serve_on_a_busy_port_fails_at_once(tmp_path):
                               text=True, timeout=60)
     assert done.returncode == 2 and "choose another --port" in done.stderr and "Traceback" not in done.stderr
     # how soon it fails (before the model loads): bench/bench_interrupt.py
+
+
+def test_a_path_prefix_appears_once_in_request_urls():
+    from capsim.real.client import Endpoint
+
+    assert Endpoint("http://gpu-box:8000/api", "m").absolute("/v1/completions") == "http://gpu-box:8000/api/v1/completions"
+    assert Endpoint("https://gpu-box", "m").absolute("/v1/models") == "https://gpu-box/v1/models"
