@@ -6,31 +6,40 @@ exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import re
 import signal
 import threading
 
 import click
 
-from capsim.capsearch.bench_command import bench
-from capsim.capsearch.cache_command import cache
-from capsim.capsearch.compare_command import compare
-from capsim.capsearch.plan_command import plan_command
-from capsim.capsearch.profile_commands import profile, profiles
 from capsim.capsearch.config import ConfigError
-from capsim.capsearch.search_command import search, sweep
-from capsim.capsearch.serve_command import serve
-from capsim.capsearch.confirm_command import confirm, vllm_command_cli
+from capsim.capsearch.serving_metrics import MetricsError
+from capsim.capsearch.slo import SLOError
+from capsim.profiles.errors import ProfileError
 from capsim.real.client import EndpointError
 from capsim.real.engine import EngineError
 from capsim.real.process import EngineStartError
-from capsim.capsearch.simulate_command import simulate
-from capsim.capsearch.serving_metrics import MetricsError
-from capsim.capsearch.slo import SLOError
-from capsim.capsearch.trace_commands import traces
-from capsim.profiles.errors import ProfileError
 from capsim.sim import SimulationError
 from capsim.traces import TraceError
+
+# name -> (module of capsim.capsearch, attribute): a command's module is imported when it runs,
+# so each command loads only what it needs.
+COMMANDS = {
+    "traces": ("trace_commands", "traces"),
+    "profile": ("profile_commands", "profile"),
+    "profiles": ("profile_commands", "profiles"),
+    "simulate": ("simulate_command", "simulate"),
+    "search": ("search_command", "search"),
+    "sweep": ("search_command", "sweep"),
+    "plan": ("plan_command", "plan_command"),
+    "serve": ("serve_command", "serve"),
+    "confirm": ("confirm_command", "confirm"),
+    "bench": ("bench_command", "bench"),
+    "compare": ("compare_command", "compare"),
+    "vllm-command": ("confirm_command", "vllm_command_cli"),
+    "cache": ("cache_command", "cache"),
+}
 
 USER_ERRORS: tuple[type[Exception], ...] = (TraceError, ProfileError, SimulationError, ConfigError, SLOError, EndpointError,
                                             EngineError, EngineStartError, MetricsError)
@@ -52,6 +61,15 @@ def _terminate(signum, frame):
 
 
 class CapsimGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name]
+        return getattr(importlib.import_module(f"capsim.capsearch.{module}"), attribute)
+
     def invoke(self, ctx: click.Context):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _terminate)
@@ -86,20 +104,6 @@ def main() -> None:
     strict and relaxed SLOs, for vLLM, Orca and Sarathi-Serve, on the chat and arxiv traces.
     """
 
-
-main.add_command(traces)
-main.add_command(profile)
-main.add_command(profiles)
-main.add_command(simulate)
-main.add_command(search)
-main.add_command(sweep)
-main.add_command(serve)
-main.add_command(confirm)
-main.add_command(bench)
-main.add_command(compare)
-main.add_command(plan_command, name="plan")
-main.add_command(vllm_command_cli)
-main.add_command(cache)
 
 if __name__ == "__main__":
     main()
