@@ -83,11 +83,11 @@ def plot_cdfs(cdfs: dict[str, dict], path: Path, goodput_ms: dict | None, title:
     return _save(fig, path, plt, dpi=DPI)
 
 
-def _ready() -> None:
+def load_matplotlib() -> None:
     _pyplot()  # matplotlib imported, while the trials run
 
 
-def _draw(series, rows, cdfs, folder: Path, metrics, percentiles, goodput_ms, title) -> None:
+def draw_sweep(series, rows, cdfs, folder: Path, metrics, percentiles, goodput_ms, title) -> None:
     plot_load_curves({series: rows}, folder / "load_curves.png", metrics, percentiles, goodput_ms, title)
     plot_cdfs(cdfs, folder / "cdf.png", goodput_ms, title)
 
@@ -99,12 +99,12 @@ class SweepPlotter:
 
     def __enter__(self):
         self.pool = worker_pool(1)
-        self.pool.submit(_ready)
+        self.pool.submit(load_matplotlib)
         self.drawing = None
         return self
 
     def draw(self, series, rows, cdfs, folder: Path, metrics, percentiles, goodput_ms, title) -> None:
-        self.drawing = self.pool.submit(_draw, series, rows, cdfs, folder, metrics, percentiles, goodput_ms, title)
+        self.drawing = self.pool.submit(draw_sweep, series, rows, cdfs, folder, metrics, percentiles, goodput_ms, title)
 
     def wait(self) -> None:
         if self.drawing is not None:

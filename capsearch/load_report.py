@@ -58,9 +58,9 @@ def write_loads(load_run: LoadRun, runs, rows, cdfs, folder: Path, title: str, s
             if plotter is not None:
                 plotter.draw(*args)
             else:
-                from capsim.capsearch.load_plots import _draw
+                from capsim.capsearch.load_plots import draw_sweep
 
-                _draw(*args)
+                draw_sweep(*args)
         for (load, result), row in zip(runs, rows):
             place = staging / load.folder if sweep else staging
             place.mkdir(exist_ok=True)
