@@ -8,9 +8,10 @@ most capacity for a GPU count or an hourly budget), from trace-driven capacity s
    replica could pass a trial: the prompt and output tokens a second it could at best sustain
    (the latency model at the best batch shapes), widened by what a finite trial lets a queue
    grow before the SLO's waiting clause notices (`trial_bound`; no bound without such a clause).
-3. Branch and bound: candidates in order of their best possible cost (target: ceil(Q / bound)
-   replicas x GPUs x price) get a capacity search of one replica each, in a process pool with
-   the shared trial cache, until no candidate left could beat the RUNNERS_UP-th best found.
+3. Branch and bound: candidates in order of their best possible cost (target: the fewest
+   replicas whose bound reaches Q, x GPUs x price) get a capacity search of one replica each, in
+   a process pool (or on Ray) with the shared trial cache, until no candidate left could beat the
+   RUNNERS_UP-th best found.
    Those searches start at half the bound, skipping the light loads whose trials cost the most.
 4. The best few are checked as whole deployments: a capacity search of R replicas behind the
    router, exactly as `capsim search --replicas R` runs it (from 1 QPS); R moves to the fewest
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from capsim.capsearch.errors import ConfigError
-from capsim.capsearch.experiment import SearchJob, run_job
+from capsim.capsearch.experiment import SearchJob, check_reachable, run_job
 from capsim.capsearch.workers import kill_pool, worker_pool
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
@@ -275,7 +276,7 @@ def search_job(system: SystemSpec, workload: WorkloadSpec, slo, options: dict) -
 
 
 def plan(goal: Goal, pool_candidates: list[Candidate], workload: WorkloadSpec, slo, options: dict, workers: int | None = None,
-         cache_dir: str | None = None, progress=None) -> list[Candidate]:
+         cache_dir: str | None = None, progress=None, executor: str = "process", ray_address: str | None = None) -> list[Candidate]:
     """Search the candidates (branch and bound), then check the best as whole deployments.
     Returns every candidate, each with its status."""
     for candidate in pool_candidates:
@@ -311,12 +312,16 @@ def plan(goal: Goal, pool_candidates: list[Candidate], workload: WorkloadSpec, s
             progress(candidate)
 
     jobs = {candidate: search_job(candidate.system, workload, slo, options | {"start_qps": start_near(candidate)}) for candidate in live}
-    run_pool(live, jobs, finished, lambda c: best_possible(goal, c) >= threshold(), workers, cache_dir)
-    for candidate in live:
-        if candidate.status == "candidate":
-            _cut(candidate, "its bound cannot beat the deployments found")
-    check_deployments(goal, sorted(found, key=lambda c: found_score(goal, c))[:RUNNERS_UP], workload, slo, options, workers,
-                      cache_dir, progress)
+    runner = Runner(executor, workers, cache_dir, ray_address)
+    try:
+        runner.run(live, jobs, finished, lambda c: best_possible(goal, c) >= threshold())
+        for candidate in live:
+            if candidate.status == "candidate":
+                _cut(candidate, "its bound cannot beat the deployments found")
+        best = sorted(found, key=lambda c: found_score(goal, c))[:RUNNERS_UP]
+        check_deployments(goal, best, workload, slo, options, runner, progress)
+    finally:
+        runner.close()
     ranked = sorted((c for c in found if c.capacity_checked), key=lambda c: found_score(goal, c))
     for rank, candidate in enumerate(ranked):
         candidate.status = "recommended" if rank == 0 else "runner-up"
@@ -328,41 +333,87 @@ def _cut(candidate: Candidate, why: str) -> Candidate:
     return candidate
 
 
-def run_pool(ordered: list[Candidate], jobs: dict, on_done, hopeless, workers: int | None, cache_dir: str | None) -> None:
-    """Searches in bound order, a window of them in flight; a candidate whose bound cannot beat
-    what is found by the time its turn comes is never searched."""
-    workers = max(1, min(workers or os.cpu_count() or 1, len(ordered) or 1))
-    queue = list(ordered)
-    if workers == 1:
-        for candidate in queue:
-            if hopeless(candidate):
-                break
-            on_done(candidate, run_job(jobs[candidate], cache_dir))
-        return
-    pool = worker_pool(workers)
-    try:
-        running = {}
-        while queue or running:
-            while queue and len(running) < workers:
-                candidate = queue.pop(0)
+class Runner:
+    """Runs capacity searches in order, a window of them in flight (a local process pool, Ray,
+    or this process); a candidate whose bound cannot beat what is found by the time its turn
+    comes is never searched. The pool or Ray connection lives until close()."""
+
+    def __init__(self, executor: str, workers: int | None, cache_dir: str | None, ray_address: str | None = None):
+        self.executor, self.cache_dir, self.ray_address = executor, cache_dir, ray_address
+        self.requested = workers
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.pool = None
+        self.ray = None
+
+    def run(self, ordered: list[Candidate], jobs: dict, on_done, hopeless) -> None:
+        if self.executor == "serial" or (self.executor == "process" and self.workers == 1):
+            for candidate in ordered:
                 if hopeless(candidate):
-                    queue.clear()
                     break
-                running[pool.submit(run_job, jobs[candidate], cache_dir)] = candidate
-            if not running:
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                on_done(running.pop(future), future.result())
-    except BaseException:
-        from capsim.capsearch.trials import TrialCache
+                on_done(candidate, run_job(jobs[candidate], self.cache_dir))
+            return
+        submit, wait_one = self._ray() if self.executor == "ray" else self._pool()
+        queue, running = list(ordered), {}
+        try:
+            while queue or running:
+                while queue and len(running) < self.workers:
+                    candidate = queue.pop(0)
+                    if hopeless(candidate):
+                        queue.clear()
+                        break
+                    running[submit(jobs[candidate])] = candidate
+                if not running:
+                    break
+                handle, capacities = wait_one(running)
+                on_done(running.pop(handle), capacities)
+        except BaseException:
+            self.close(failed=True)
+            raise
 
-        TrialCache(cache_dir).forget_writes_of(kill_pool(pool))
-        raise
-    pool.shutdown()
+    def _pool(self):
+        if self.pool is None:
+            self.pool = worker_pool(self.workers)
+
+        def wait_one(running):
+            future = next(iter(wait(running, return_when=FIRST_COMPLETED)[0]))
+            return future, future.result()
+
+        return (lambda job: self.pool.submit(run_job, job, self.cache_dir)), wait_one
+
+    def _ray(self):
+        if self.ray is None:
+            try:
+                import ray
+            except ImportError:
+                raise ConfigError("the ray executor needs Ray: pip install 'capsim[ray]'") from None
+            self.started_ray = not ray.is_initialized()
+            if self.started_ray:
+                check_reachable(self.ray_address)
+                ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            self.ray, self.remote_job = ray, ray.remote(run_job)
+            self.workers = self.requested or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+        def wait_one(running):
+            done, _ = self.ray.wait(list(running), num_returns=1)
+            return done[0], self.ray.get(done[0])
+
+        return (lambda job: self.remote_job.remote(job, self.cache_dir)), wait_one
+
+    def close(self, failed: bool = False) -> None:
+        if self.pool is not None:
+            if failed:  # Ctrl-C, SIGTERM, a failed search: stop the others now
+                from capsim.capsearch.trials import TrialCache
+
+                TrialCache(self.cache_dir).forget_writes_of(kill_pool(self.pool))
+            else:
+                self.pool.shutdown()
+            self.pool = None
+        if self.ray is not None and self.started_ray:
+            self.ray.shutdown()
+        self.ray = None
 
 
-def check_deployments(goal: Goal, best: list[Candidate], workload: WorkloadSpec, slo, options: dict, workers, cache_dir,
+def check_deployments(goal: Goal, best: list[Candidate], workload: WorkloadSpec, slo, options: dict, runner: Runner,
                       progress) -> None:
     """The capacity of each of the best as a whole deployment (R replicas behind the router), as
     `capsim search --replicas R` finds it. For a target, R moves to the fewest replicas that meet
@@ -382,7 +433,7 @@ def check_deployments(goal: Goal, best: list[Candidate], workload: WorkloadSpec,
             if progress:
                 progress(candidate)
 
-        run_pool(list(jobs), jobs, checked, lambda c: False, workers, cache_dir)
+        runner.run(list(jobs), jobs, checked, lambda c: False)
         pending = []
         for candidate in checks:
             if candidate.capacity_checked:

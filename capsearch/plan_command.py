@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from capsim.capsearch.config import ConfigError
+from capsim.capsearch.experiment import EXECUTORS
 from capsim.capsearch.plan import (DEFAULT_BATCHES, DEFAULT_BUDGETS, DEFAULT_TPS, Candidate, Goal, candidates, found_score, plan,
                                    read_prices)
 from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
@@ -87,12 +88,14 @@ def read_space(path: str | None) -> dict:
 @click.option("--router", type=click.Choice(ROUTERS), default="round_robin", show_default=True)
 @workload_options
 @slo_options
-@click.option("--workers", type=click.IntRange(1, 1024), default=None, help="Processes [default: the CPU count].")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="process", show_default=True)
+@click.option("--workers", type=click.IntRange(1, 1024), default=None, help="Searches at once [default: the CPU count; Ray: its CPUs].")
+@click.option("--ray-address", default=None, help="Join this Ray cluster (--executor ray); the trial cache must be on shared storage.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Trial cache [default: ~/.cache/capsim/trials].")
 @output_options("plan")
 def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp, pp, engine, scheduler, chunk_size, max_batch_size,
-                 space_path, prices_path, router, make_spec, workers, cache_dir, output_dir: Path | None, overwrite: bool,
-                 **slo_flags) -> None:
+                 space_path, prices_path, router, make_spec, executor, workers, ray_address, cache_dir, output_dir: Path | None,
+                 overwrite: bool, **slo_flags) -> None:
     """The cheapest deployment that meets an SLO at a target load, and the Pareto front.
 
     Candidates are one replica of every GPU kind with a price x TP x PP x engine x scheduler x
@@ -106,6 +109,8 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
     if len(goals) != 1:
         raise ConfigError("say what to plan for: one of --target-qps, --gpus, --budget")
     goal = goals[0]
+    if ray_address and executor != "ray":
+        raise ConfigError("--ray-address joins a Ray cluster: add --executor ray")
     convention = slo_flags.get("slo_defaults") or flag_convention(slo_flags, option_given) or "capsim"
     slos = slos_from_flags(slo_flags, convention)
     if len(slos) != 1:
@@ -148,7 +153,7 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
             searched[0] += 1
             status.update(f"planning: {searched[0]} searches, last {candidate.label()}")
 
-        plan(goal, pool, spec, slo, {}, workers, cache_dir, progress)
+        plan(goal, pool, spec, slo, {}, workers, cache_dir, progress, executor, ray_address)
     rows = [candidate_row(c, goal) for c in pool]
     with ResultSet(folder) as staging:
         write_rows(rows, staging, {"goal": dataclasses.asdict(goal), "model": base.model, "workload": spec.to_dict(),

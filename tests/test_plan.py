@@ -71,6 +71,17 @@ def test_most_capacity_on_a_gpu_count(tmp_path):
     assert all(float(best["capacity_qps"]) >= float(r["capacity_qps"]) for r in rows if r["capacity_checked"] == "True")
 
 
+def test_a_plan_on_a_local_ray_gives_the_same_recommendation(planned, tmp_path):
+    pytest.importorskip("ray")
+    folder, _, rows = planned
+    done = invoke("plan", *SPACE, "--target-qps", 12, "--executor", "ray", "--workers", 2, "--cache-dir", folder / "cache",
+                  "-o", tmp_path / "ray")
+    assert done.exit_code == 0, done.output
+    again = list(csv.DictReader((tmp_path / "ray" / "plan.csv").open()))
+    pick = lambda table: next((r["hardware"], r["chunk_size"], r["replicas"], r["capacity_qps"]) for r in table if r["status"] == "recommended")  # noqa: E731
+    assert pick(again) == pick(rows)
+
+
 def test_the_pareto_front():
     points = [(1.0, 5.0), (2.0, 4.0), (2.0, 9.0), (3.0, 9.0), (4.0, 12.0)]
     assert pareto_front(points) == [0, 2, 4]
@@ -83,6 +94,7 @@ def test_the_pareto_front():
     (["--target-qps", "5", "--hardware", "Z9"], "unknown hardware"),
     (["--target-qps", "5", "--scheduler", "fastest"], "unknown scheduler"),
     (["--target-qps", "5", "--tp", "two"], "whole numbers"),
+    (["--target-qps", "5", "--ray-address", "127.0.0.1:9"], "add --executor ray"),
 ])
 def test_plans_that_cannot_be_made_are_refused(args, words, tmp_path):
     done = invoke("plan", "--model", "Llama-3.1-8B", *args, "-o", tmp_path / "x")
