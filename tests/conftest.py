@@ -13,6 +13,21 @@ def reference_traces() -> Path:
     return REFERENCE_TRACES
 
 
+@pytest.fixture(scope="session")
+def tiny_cpu_profile(tmp_path_factory) -> Path:
+    """`tiny` measured on this CPU with the reference engine's runner (quick grid, fp32): made once
+    a session, for the profiler's tests and the closed loops that simulate the reference engine."""
+    pytest.importorskip("torch", reason="profiling needs torch: pip install 'capsim[torch]'")
+    import subprocess
+    import sys
+
+    path = tmp_path_factory.mktemp("tiny-profile") / "tiny_cpu.parquet"
+    subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", "profile", "--model", "tiny", "--device", "cpu", "--grid", "quick",
+                    "--dtype", "float32", "--warmup", "1", "--repeats", "3", "-o", str(path)], check=True, capture_output=True,
+                   timeout=300)
+    return path
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_cache(tmp_path_factory):
     """Fitted latency models go to a cache of the test session's own, not the user's."""

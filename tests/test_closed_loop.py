@@ -27,12 +27,9 @@ SLO = ["--tbt-slo-value", "0.1", "--scheduling-delay-slo-value", "1"]  # P99 TBT
 
 
 @pytest.fixture(scope="module")
-def profile(tmp_path_factory):
-    """The reference engine's step latencies on this CPU: what the simulation runs on."""
-    path = tmp_path_factory.mktemp("profile") / "tiny_cpu.parquet"
-    subprocess.run([*CAPSIM, "profile", "--model", "tiny", "--device", "cpu", "--grid", "quick", "--dtype", "float32",
-                    "--warmup", "1", "--repeats", "3", "-o", str(path)], check=True, capture_output=True)
-    return path
+def profile(tiny_cpu_profile):
+    """The reference engine's step latencies on this CPU: what the simulation runs on (conftest)."""
+    return tiny_cpu_profile
 
 
 @pytest.mark.slow

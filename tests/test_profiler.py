@@ -21,10 +21,8 @@ PROFILE = [CAPSIM, "profile", "--model", "tiny", "--device", "cpu", "--grid", "q
 
 
 @pytest.fixture(scope="module")
-def tiny_profile(tmp_path_factory) -> ProfileTable:
-    path = tmp_path_factory.mktemp("profile") / "tiny.parquet"
-    subprocess.run([*PROFILE, "-o", path], check=True, capture_output=True, timeout=300)
-    return ProfileTable.read(path)
+def tiny_profile(tiny_cpu_profile) -> ProfileTable:
+    return ProfileTable.read(tiny_cpu_profile)
 
 
 def test_measured_profile_says_where_it_came_from(tiny_profile):
