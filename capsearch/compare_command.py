@@ -33,13 +33,19 @@ def read_sweep(folder: Path) -> tuple[dict, list[dict]]:
     try:
         if (folder / "load_sweep.json").is_file():
             data = json.loads((folder / "load_sweep.json").read_text())
-            return data["info"], data["loads"]
-        if (folder / "serving.json").is_file():
+            info, rows = data["info"], data["loads"]
+        elif (folder / "serving.json").is_file():
             info = json.loads((folder / "summary.json").read_text())["info"]
-            return info, [json.loads((folder / "serving.json").read_text())]
+            rows = [json.loads((folder / "serving.json").read_text())]
+        else:
+            raise ConfigError(f"{folder} holds no load_sweep.json or serving.json: give folders written by `capsim simulate` "
+                              "or `capsim bench`")
     except (ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"{folder}: not a readable capsim result ({type(error).__name__}: {error})") from None
-    raise ConfigError(f"{folder} holds no load_sweep.json or serving.json: give folders written by `capsim simulate` or `capsim bench`")
+    if (not isinstance(info, dict) or not isinstance(rows, list) or not rows
+            or not all(isinstance(r, dict) and isinstance(r.get("request_throughput"), (int, float)) for r in rows)):
+        raise ConfigError(f"{folder}: not a readable capsim result (its loads lack vLLM's figures)")
+    return info, rows
 
 
 def series_name(info: dict, folder: Path) -> str:

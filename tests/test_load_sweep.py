@@ -188,3 +188,12 @@ def test_options_that_cannot_apply_are_refused(args, words, tmp_path):
     done = run(*args, "-o", tmp_path / "x")
     assert done.exit_code == 2 and words in done.output, done.output
     assert len(done.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", ['{"info": {}, "loads": [1]}', '{"info": {}, "loads": []}', '{"info": 3, "loads": [{}]}', "[1", '{}'])
+def test_compare_refuses_folders_that_hold_no_sweep(content, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "load_sweep.json").write_text(content)
+    (tmp_path / "b").mkdir()
+    done = CliRunner().invoke(main, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "c")])
+    assert done.exit_code == 2 and "not a readable capsim result" in done.output, done.output
