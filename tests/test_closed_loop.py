@@ -50,16 +50,17 @@ def test_predicted_capacity_holds_on_the_reference_engine(tmp_path, profile):
     assert any((tmp_path / "confirm" / "trials").iterdir())
 
 
-CURVE_TOLERANCE = {"request_throughput": 0.10, "median_ttft_ms": 0.35, "median_tpot_ms": 0.35, "median_itl_ms": 0.35,
+CURVE_TOLERANCE = {"request_throughput": 0.20, "median_ttft_ms": 0.35, "median_tpot_ms": 0.35, "median_itl_ms": 0.35,
                    "median_e2el_ms": 0.35}
 
 
 @pytest.mark.slow
 def test_simulated_and_measured_load_curves_agree(tmp_path, profile):
     """The same deployment at three loads, simulated and measured on the reference engine, then
-    laid over each other by `capsim compare`. Tolerance: request throughput within 10% (every
-    request finishes at these loads, so it is set by the arrivals), medians of TTFT, TPOT, ITL
-    and E2E within 35% (30 requests a load; the quick grid's model is ~10% off a batch)."""
+    laid over each other by `capsim compare`. Tolerance: medians of TTFT, TPOT, ITL and E2E within
+    35% (30 requests a load; the quick grid's model is ~10% off a batch); request throughput
+    within 20%: it is completed requests over first send to last response, and at 16 QPS the
+    30 arrivals span 1.9 s, so the last requests' E2E (within 35%) is a third of that time."""
     from capsim.real.process import free_port
     from capsim.real.reference import engine_system, reference_server
     from capsim.sim import SystemSpec
