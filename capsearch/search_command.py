@@ -172,9 +172,15 @@ def _trial_limits(options: dict) -> TrialLimits:
 
 def _apply_overrides(jobs, system, make_spec, options, given, granularity, limits) -> tuple[list[SearchJob], list[str]]:
     """Options given with a config replace that value in every job, each said in a note."""
+    synthetic = [_flag(f) for f in ("random_input_len", "random_output_len", "random_range_ratio") if given(f)]
+    if synthetic:
+        raise ConfigError(f"{', '.join(synthetic)} make the `random` trace, and a config names its own traces: edit the config, "
+                          "or search one system without it")
     spec = make_spec("chat")  # the workload flags' values; the trace is the config's
     system_changes = {field: getattr(system, field) for flag, field in SYSTEM_OVERRIDES.items() if given(flag)}
     workload_changes = {field: getattr(spec, field) for flag, field in WORKLOAD_OVERRIDES.items() if given(flag)}
+    if given("burstiness"):  # vLLM's gamma shape: it sets the arrival process and its CV
+        workload_changes |= {"arrival": spec.arrival, "cv": spec.cv, "cap_gaps": False}
     job_changes = {field: value for field, value, flags in (
         ("start_qps", options["start_qps"], ("start_qps",)), ("granularity", granularity, ("granularity", "min_search_granularity")),
         ("max_trials", options["max_trials"], ("max_trials",))) if any(map(given, flags))}
@@ -182,6 +188,9 @@ def _apply_overrides(jobs, system, make_spec, options, given, granularity, limit
               **{f: getattr(spec, field) for f, field in WORKLOAD_OVERRIDES.items()}, **{f: options[f] for f in JOB_OVERRIDES}}
     notes = [f"{_flag(f)} {f'{v:g}' if isinstance(v, float) else v}: applied to every search of the config"
              for f, v in values.items() if given(f)]
+    if given("burstiness"):
+        notes.append(f"--burstiness: {spec.arrival} arrivals" + (f" (cv {spec.cv:.3g})" if spec.cv else "") +
+                     " applied to every search of the config")
     if workload_changes.get("arrival", "poisson") != "poisson" and not given("cap_gaps"):
         workload_changes["cap_gaps"] = False  # the peers' cap is for Poisson gaps only
     changed = []

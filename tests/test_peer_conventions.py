@@ -1,6 +1,7 @@
 """The peers' configs, flags and SLO semantics as they are, and no option silently dropped."""
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,20 @@ def test_an_option_with_a_config_is_applied_and_said(tmp_path):
     assert "150 requests" in table[0]["conventions"] and "seed 3" in table[0]["conventions"]
     for flag in ("--hardware H100-SXM: applied", "--num-requests 150: applied", "--seed 3: applied", "--start-qps 2: applied"):
         assert flag in result.output
+
+
+def test_vllms_burstiness_with_a_config_is_applied_and_said(tmp_path):
+    result = run(["--config-path", "mistral7b_strict", "-n", "60", "--burstiness", "0.25", "--max-iterations", "1",
+                  "--executor", "serial"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "--burstiness: gamma arrivals (cv 2) applied" in result.output
+    assert all(r["workload"]["arrival"] == "gamma" and r["workload"]["cv"] == 2.0 for r in
+               json.loads((tmp_path / "out" / "capacity.json").read_text()))
+
+
+def test_random_lengths_with_a_config_are_refused(tmp_path):
+    result = run(["--config-path", "mistral7b_strict", "--random-input-len", "100"], tmp_path)
+    assert result.exit_code == 2 and "--random-input-len" in result.output and "names its own traces" in result.output
 
 
 @pytest.mark.parametrize("flag", [["--scheduler", "orca"], ["--trace", "arxiv"], ["--tp", "2"], ["--chunk-size", "256"],
