@@ -17,6 +17,7 @@ from capsim.capsearch.load_sweep import Load, auto_loads, load_row
 from capsim.capsearch.results_dir import ResultSet
 from capsim.capsearch.serving_metrics import WORDS, percentile_word
 from capsim.sim import POLICIES
+from capsim.sim.disagg import describe
 from capsim.traces import strict_dumps, write_atomically
 
 
@@ -100,6 +101,8 @@ def headline(info: dict, spec) -> str:
     if info.get("kind") == "real":
         return f"{info['model']} at {info['endpoint']}, measured; {workload}"
     system = info["system"]
+    if system.get("disagg"):
+        return f"{system['model']}, disaggregated {describe(system)}, {system['engine']} step times, simulated; {workload}"
     chunk = system.get("token_budget") or getattr(POLICIES[system["scheduler"]], "default_budget", None)
     budget = f" chunk {chunk}" if chunk else ""
     return (f"{system['model']} on {system['hardware']} TP{system['tp']} PP{system['pp']} x{system['replicas']}, "
@@ -153,6 +156,15 @@ def engine_line(summary: dict) -> str:
     if "kv_use" in summary:
         extra.append(f"KV use mean {summary['kv_use']['mean']:.0%}, max {summary['kv_use']['max']:.0%}")
     return "; ".join(extra)
+
+
+def disagg_line(disagg: dict) -> str:
+    """The KV moves of a disaggregated run: the link, and how long requests waited and moved."""
+    def p50_p99(key: str) -> str:
+        stats = disagg[key]
+        return f"{stats['p50'] * 1e3:.3g}/{stats['p99'] * 1e3:.3g} ms" if stats.get("count") else "none"
+    return (f"KV link: {disagg['kv_link']}; {disagg['transfers']} transfers, P50/P99: waiting for decode KV {p50_p99('decode_queue_s')}, "
+            f"for the link {p50_p99('link_wait_s')}, moving {p50_p99('transfer_s')}")
 
 
 def sweep_info(result, load_run: LoadRun, title: str) -> dict:

@@ -9,12 +9,13 @@ from pathlib import Path
 
 from capsim.capsearch.search import Capacity
 from capsim.capsearch.slo import slo_from_dict
+from capsim.sim.disagg import describe
 from capsim.traces import strict_dumps, write_atomically
 
 CSV_COLUMNS = ("model", "scheduler", "trace", "parallel", "slo", "capacity_qps", "failing_qps", "bracket", "outcome", "converged",
                "failed_first", "slo_clauses", "hardware", "tp", "pp", "scheduler_policy", "chunk_size", "batch_size", "engine",
                "tbt_p99_s", "tbt_p99.9_s", "tbt_max_s", "ttft_p99_s", "trials", "cached_trials", "source", "latency_source",
-               "conventions")
+               "conventions", "gpus", "capacity_qps_per_gpu", "deployment")
 
 
 def capacity_rows(capacities: list[Capacity]) -> list[dict]:
@@ -31,18 +32,37 @@ def capacity_rows(capacities: list[Capacity]) -> list[dict]:
             "slo": c.slo_name, "capacity_qps": c.capacity_qps, "failing_qps": c.failing_qps, "bracket": c.bracket,
             "outcome": c.outcome, "converged": c.converged, "failed_first": "; ".join(c.failed_clauses),
             "slo_clauses": "; ".join(slo.clauses), "hardware": system.get("hardware"), "tp": system.get("tp"), "pp": system.get("pp"),
-            "tp_pp": f"{system.get('tp')}/{system.get('pp')}", "scheduler_policy": system.get("scheduler"),
+            "tp_pp": parallel_words(system), "scheduler_policy": system.get("scheduler"),
             "chunk_size": system.get("token_budget"), "batch_size": system.get("max_batch_size"), "engine": system.get("engine"),
             "tbt_p99_s": c.at_capacity.get("tbt_p99_s"), "tbt_p99.9_s": c.at_capacity.get("tbt_p99.9_s"),
             "tbt_max_s": c.at_capacity.get("tbt_max_s"), "ttft_p99_s": c.at_capacity.get("ttft_p99_s"),
             "trials": len(c.trials), "cached_trials": sum(1 for t in c.trials if t.get("cached")), "source": c.source,
             "latency_source": c.latency_source, "conventions": "; ".join(f"{k}: {v}" for k, v in c.conventions.items()),
+            "gpus": gpus(system), "capacity_qps_per_gpu": c.capacity_qps / gpus(system) if c.capacity_qps is not None else None,
+            "deployment": describe(system) if system.get("disagg") else
+            f"{system.get('replicas', 1)} x {system.get('hardware')} TP{system.get('tp')} PP{system.get('pp')}",
         })
     return rows
 
 
+def gpus(system: dict) -> int:
+    """GPUs the deployment takes: every replica's TP x PP, or both pools'."""
+    if system.get("disagg"):
+        return system["gpus"]
+    return system.get("replicas", 1) * system.get("tp", 1) * system.get("pp", 1)
+
+
+def parallel_words(system: dict) -> str:
+    """'1/1' (TP/PP), or a disaggregated deployment's 'xPyD, TP p/d'."""
+    if system.get("disagg"):
+        return f"{system['disagg']}, TP {system['tp']}"
+    return f"{system.get('tp')}/{system.get('pp')}"
+
+
 def scheduler_words(label: str | None, system: dict) -> str:
     """The config's name, and what it runs: 'sarathi_512 (sarathi, chunk 512, batch 128)'."""
+    if system.get("disagg"):
+        return describe(system)
     budget = f", chunk {system['token_budget']}" if system.get("token_budget") else ""
     inner = f"{system['scheduler']}{budget}, batch {system['max_batch_size']}"
     return f"{label} ({inner})" if label and label != system["scheduler"] else inner

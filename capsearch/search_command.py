@@ -20,7 +20,8 @@ from capsim.capsearch.conventions import MAX_TRIALS, WORDS
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiment import EXECUTORS, SearchJob, run_jobs
 from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
-from capsim.capsearch.report import capacity_rows, plot_capacity_bars, plot_sensitivity, scheduler_words, write_capacity_table
+from capsim.capsearch.report import (capacity_rows, parallel_words, plot_capacity_bars, plot_sensitivity, scheduler_words,
+                                     write_capacity_table)
 from capsim.capsearch.slo import Deadline, TbtTtft
 from capsim.capsearch.slo_options import SLO_FLAGS, flag_convention, slo_options, slos_from_flags
 from capsim.capsearch.trials import TrialLimits
@@ -88,7 +89,7 @@ def search_options(command):
 
     for option in reversed(options):
         command = option(command)
-    return system_options(workload_options(slo_options(command)))
+    return system_options(disaggregated=True)(workload_options(slo_options(command)))
 
 
 @dataclasses.dataclass
@@ -113,7 +114,7 @@ def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> Plan:
         notes.append(f"--profile-dir {options['profile_dir']}: Etalon's measured prefill predictor is for a real engine; in "
                      "simulation each first-token deadline starts after the simulated system's own predicted prefill time")
     configs = options["config_paths"]
-    if not configs and not any(given(f) for f in SYSTEM_FLAGS):
+    if not configs and not any(given(f) for f in SYSTEM_FLAGS) and not given("disagg"):
         configs = DEFAULT_CONFIGS
         notes.append(f"no config and no system flag: the built-in {' + '.join(DEFAULT_CONFIGS)} experiment")
     if configs:
@@ -139,7 +140,7 @@ def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> Plan:
         return Plan(jobs, notes + override_notes)
     convention = explicit or flags_convention or "capsim"
     slos = slos_from_flags(options, convention)
-    labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", options["trace"]), ("parallel", f"tp_{system.tp}_pp_{system.pp}"))
+    labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", options["trace"]), ("parallel", system.parallel_label))
     workload = make_spec(options["trace"])
     workload.requests()  # fail now on a bad trace, not in a worker
     source = f"the command line, fields not given from {WORDS[convention]} defaults" if slos_given else f"{WORDS[convention]} defaults"
@@ -251,7 +252,7 @@ def print_plan(plan: Plan) -> None:
         table.add_column(column)
     for job in plan.jobs:
         labels = dict(job.labels)
-        table.add_row(labels.get("model", job.system.model), job.system.hardware, f"{job.system.tp}/{job.system.pp}",
+        table.add_row(labels.get("model", job.system.model), job.system.hardware, parallel_words(job.system.to_dict()),
                       scheduler_words(labels.get("scheduler"), job.system.to_dict()), labels.get("trace", job.workload.trace),
                       dict(job.conventions).get("workload", ""), f"{job.start_qps:g}", job.system.engine)
     console.print(table)

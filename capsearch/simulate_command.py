@@ -12,7 +12,7 @@ from rich.console import Console
 from capsim.capsearch.bench_results import now_stamp
 from capsim.capsearch.load_options import LoadRun, load_options
 from capsim.capsearch.load_plots import SweepPlotter
-from capsim.capsearch.load_report import engine_line, files_written, headline, print_rows, run_loads, save_results, write_loads
+from capsim.capsearch.load_report import disagg_line, engine_line, files_written, headline, print_rows, run_loads, save_results, write_loads
 from capsim.capsearch.load_sweep import Load
 from capsim.capsearch.results_dir import output_options, results_dir
 from capsim.capsearch.system_options import system_options
@@ -23,7 +23,7 @@ console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes
 
 
 @click.command()
-@system_options
+@system_options(disaggregated=True)
 @click.option("--trace", default="chat", show_default=True, help="Built-in trace name, trace file, or `random` (--random-input-len).")
 @load_options
 @workload_options
@@ -57,6 +57,8 @@ def simulate(system, trace: str, load_run: LoadRun, make_spec, time_limit: float
     console.print(f"[bold]{title}[/]")
     colour = "yellow" if first.info["latency_source"] in ("analytic", "custom") else "dim"
     console.print(f"[{colour}]latencies: {first.info['latency_source_words']}[/]")
+    if "disagg" in first.info:
+        console.print(disagg_line(first.info["disagg"]))
     for extrapolation in dict.fromkeys(r.info.get("extrapolation") for _, r in runs if r.info.get("extrapolation")):
         console.print(f"[yellow]{extrapolation}[/]")
     print_rows(console, load_run, rows)

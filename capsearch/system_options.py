@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import click
@@ -9,17 +10,65 @@ import click
 from capsim.capsearch.conventions import MAX_REPLICAS
 from capsim.capsearch.workload_options import option_given
 from capsim.profiles.store import ENGINES
-from capsim.sim import POLICIES, ROUTERS, SystemSpec
+from capsim.sim import POLICIES, ROUTERS, DisaggSpec, SimulationError, SystemSpec
+from capsim.sim.disagg import parse_shape
+from capsim.sim.kv_link import LINKS
 from capsim.sim.system import PIPELINE_SCHEDULING
 
+# A disaggregated deployment's own options: --disagg xPyD, and what differs between its pools.
+DISAGG_FLAGS = ("prefill_tp", "decode_tp", "prefill_hardware", "decode_hardware", "prefill_scheduler", "decode_scheduler",
+                "prefill_chunk_size", "decode_max_batch_size", "kv_link")
+DISAGG_OPTIONS = [
+    click.option("--disagg", default=None, metavar="xPyD",
+                 help="Disaggregated serving: x prefill and y decode instances (e.g. 2P4D), the KV cache moving between them. "
+                      "The system options apply to both pools; --prefill-* and --decode-* set one."),
+    click.option("--prefill-tp", type=click.IntRange(1, 1024), default=None, help="With --disagg: TP of a prefill instance [--tp]."),
+    click.option("--decode-tp", type=click.IntRange(1, 1024), default=None, help="With --disagg: TP of a decode instance [--tp]."),
+    click.option("--prefill-hardware", default=None, help="With --disagg: the prefill pool's GPU [--hardware]."),
+    click.option("--decode-hardware", default=None, help="With --disagg: the decode pool's GPU [--hardware]."),
+    click.option("--prefill-scheduler", type=click.Choice(list(POLICIES)), default=None, help="With --disagg [--scheduler]."),
+    click.option("--decode-scheduler", type=click.Choice(list(POLICIES)), default=None, help="With --disagg [--scheduler]."),
+    click.option("--prefill-chunk-size", type=click.IntRange(1, 2**31 - 1), default=None,
+                 help="With --disagg: tokens a prefill batch at most [--chunk-size]."),
+    click.option("--decode-max-batch-size", type=click.IntRange(1, 2**31 - 1), default=None,
+                 help="With --disagg: requests a decode instance runs at most [--max-batch-size]."),
+    click.option("--kv-link", type=click.Choice(LINKS), default=None,
+                 help="With --disagg: what moves the KV cache [NVLink where both pools fit one NVLink domain, else ib]."),
+]
 
-def system_options(command=None, *, default_engine: str = "vllm"):
-    """Add the deployment options; the command receives `system` (a SystemSpec).
+
+def disagg_system(system: SystemSpec, disagg: str, options: dict, config_paths) -> DisaggSpec:
+    """The disaggregated deployment the flags describe; options that cannot apply to one are refused."""
+    if config_paths:
+        raise click.UsageError("--disagg describes one deployment and a config names its own systems: drop --config-path")
+    for flag in ("replicas", "router", "pipeline_scheduling"):
+        if option_given(flag):
+            raise click.UsageError(f"--{flag.replace('_', '-')} does not apply with --disagg, whose xPyD gives the instances "
+                                   "(a request goes to the prefill instance with the least prompt work, then to the decode "
+                                   "instance with the most free KV): drop it")
+    try:
+        prefills, decodes = parse_shape(disagg)
+        prefill = dataclasses.replace(system, replicas=prefills, tp=options["prefill_tp"] or system.tp,
+                                      hardware=options["prefill_hardware"] or system.hardware,
+                                      scheduler=options["prefill_scheduler"] or system.scheduler,
+                                      token_budget=options["prefill_chunk_size"] or system.token_budget)
+        decode = dataclasses.replace(system, replicas=decodes, tp=options["decode_tp"] or system.tp,
+                                     hardware=options["decode_hardware"] or system.hardware,
+                                     scheduler=options["decode_scheduler"] or system.scheduler,
+                                     max_batch_size=options["decode_max_batch_size"] or system.max_batch_size)
+        return DisaggSpec(prefill, decode, options["kv_link"])
+    except SimulationError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def system_options(command=None, *, default_engine: str = "vllm", disaggregated: bool = False):
+    """Add the deployment options; the command receives `system` (a SystemSpec, or with
+    `disaggregated` and --disagg a DisaggSpec).
 
     Use as @system_options, or @system_options(default_engine="reference") for the commands
     that run capsim's own engine."""
     if command is None:
-        return functools.partial(system_options, default_engine=default_engine)
+        return functools.partial(system_options, default_engine=default_engine, disaggregated=disaggregated)
     options = [
         click.option("--model", default="Llama-3-8B", show_default=True, help="Catalog model, Hugging Face id, or YAML / config.json path."),
         click.option("--hardware", default="H100-SXM", show_default=True, help="GPU kind (see `capsim profiles list`)."),
@@ -56,8 +105,16 @@ def system_options(command=None, *, default_engine: str = "vllm"):
                             max_model_len=max_model_len, memory_utilization=memory_utilization, num_kv_blocks=num_kv_blocks, router=router,
                             prefix_caching=prefix_caching, pipeline_scheduling=pipeline_scheduling, engine=engine,
                             profile=profile_path)
+        if disaggregated:
+            disagg, pools = kwargs.pop("disagg"), {flag: kwargs.pop(flag) for flag in DISAGG_FLAGS}
+            if disagg is not None:
+                system = disagg_system(system, disagg, pools, kwargs.get("config_paths"))
+            elif given := [f"--{flag.replace('_', '-')}" for flag in DISAGG_FLAGS if option_given(flag)]:
+                raise click.UsageError(f"{', '.join(given)} set a pool of a disaggregated deployment: add --disagg xPyD, or drop them")
         return command(*args, system=system, **kwargs)
 
+    if disaggregated:
+        options += DISAGG_OPTIONS
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper

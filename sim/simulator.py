@@ -180,6 +180,10 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
         raise SimulationError(f"time limit must be positive seconds, got {time_limit_s}")
     if max_concurrency is not None and (isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1):
         raise SimulationError(f"max concurrency must be a whole number of requests, at least 1, got {max_concurrency!r}")
+    if not isinstance(system, SystemSpec):  # a disaggregated deployment (DisaggSpec)
+        from capsim.sim.disagg_sim import simulate_disagg
+
+        return simulate_disagg(system, workload, time_limit_s, batch_seconds, early_stop, max_concurrency)
     latency_model = system.latency_model()
     if batch_seconds is None:
         batch_seconds = stage_seconds(latency_model, system)

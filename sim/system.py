@@ -88,6 +88,10 @@ class SystemSpec:
     def model_len(self) -> int:
         return self.max_model_len or min(get_model(self.model).max_context, 16384)
 
+    @property
+    def parallel_label(self) -> str:
+        return f"tp_{self.tp}_pp_{self.pp}"
+
     def scheduler_config(self) -> SchedulerConfig:
         """The policy's limits, with the KV blocks of the replica (of one virtual engine in
         vLLM's pipeline mode)."""

@@ -1,0 +1,147 @@
+"""DisaggSpec: a disaggregated deployment (xPyD): P prefill instances and D decode instances of
+one model, each pool with its GPU, TP and scheduler, joined by a KV link (sim/kv_link.py).
+
+It offers what the capacity search reads of a SystemSpec (model, labels, KV fit, latencies,
+a dictionary for cache keys and reports), so `capsim search` and `simulate` take either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from capsim.profiles.hardware import get_hardware
+from capsim.profiles.models import get_model
+from capsim.sim.errors import SimulationError
+from capsim.sim.kv_link import LINKS, KVLink, default_link, kv_link, shards
+from capsim.sim.policies import POLICIES
+from capsim.sim.scheduler import SchedulerConfig
+from capsim.sim.system import SystemSpec
+
+SHAPE = re.compile(r"^\s*(\d+)\s*P\s*(\d+)\s*D\s*$", re.IGNORECASE)
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    """'2P4D' -> (2, 4)."""
+    match = SHAPE.match(text)
+    if not match or int(match[1]) < 1 or int(match[2]) < 1:
+        raise SimulationError(f"--disagg takes prefill and decode instances as xPyD, e.g. 2P4D (at least 1 of each), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+@dataclass(frozen=True)
+class DisaggSpec:
+    prefill: SystemSpec  # one prefill instance; its `replicas` is P
+    decode: SystemSpec  # one decode instance; its `replicas` is D
+    kv_link: str | None = None  # nvlink | ib | pcie; None: NVLink where both pools fit one NVLink domain, else ib
+
+    def __post_init__(self):
+        p, d = self.prefill, self.decode
+        if p.model != d.model:
+            raise SimulationError(f"the prefill pool serves {p.model} and the decode pool {d.model}: both must serve one model")
+        for pool, spec in (("prefill", p), ("decode", d)):
+            if spec.pp != 1:
+                raise SimulationError(f"the {pool} pool has PP={spec.pp}: disaggregated pools are modelled with TP only")
+            if spec.prefix_caching:
+                raise SimulationError("prefix caching is not modelled in disaggregated pools: drop --prefix-caching")
+            if spec.scheduler == "faster_transformer":
+                raise SimulationError("faster_transformer batches whole requests and cannot split prefill from decode: "
+                                      "choose another scheduler for the pools")
+        if p.model_len != d.model_len:
+            raise SimulationError(f"the pools differ in max model length ({p.model_len} and {d.model_len}): give one")
+        if self.kv_link is None:
+            object.__setattr__(self, "kv_link", default_link(get_hardware(p.hardware), get_hardware(d.hardware), self.gpus))
+        self.link()  # refuse a link the pools cannot have now, not in a worker
+
+    # ---- what it is -----------------------------------------------------------------------------
+
+    @property
+    def shape(self) -> str:
+        return f"{self.prefill.replicas}P{self.decode.replicas}D"
+
+    @property
+    def gpus(self) -> int:
+        return self.prefill.replicas * self.prefill.tp + self.decode.replicas * self.decode.tp
+
+    @property
+    def model(self) -> str:
+        return self.prefill.model
+
+    @property
+    def hardware(self) -> str:
+        p, d = self.prefill.hardware, self.decode.hardware
+        return p if p == d else f"{p} (prefill), {d} (decode)"
+
+    @property
+    def engine(self) -> str:
+        p, d = self.prefill.engine, self.decode.engine
+        return p if p == d else f"{p} (prefill), {d} (decode)"
+
+    @property
+    def scheduler(self) -> str:
+        p, d = self.prefill.scheduler, self.decode.scheduler
+        return p if p == d else f"{p}/{d}"
+
+    @property
+    def tp(self) -> str:
+        return f"{self.prefill.tp}/{self.decode.tp}"
+
+    pp = 1
+
+    @property
+    def model_len(self) -> int:
+        return self.prefill.model_len
+
+    @property
+    def parallel_label(self) -> str:
+        return f"{self.shape}_tp{self.prefill.tp}_tp{self.decode.tp}"
+
+    def link(self) -> KVLink:
+        model = get_model(self.model)
+        return kv_link(self.kv_link, model, get_hardware(self.prefill.hardware), get_hardware(self.decode.hardware),
+                       shards(model, self.prefill.tp, 1), shards(model, self.decode.tp, 1), self.gpus)
+
+    def scheduler_config(self) -> SchedulerConfig:
+        """Both pools' limits must hold (the model fits each GPU); the decode pool's, which keeps requests longest."""
+        self.prefill.scheduler_config()
+        return self.decode.scheduler_config()
+
+    def latency_model(self) -> "PoolLatencies":
+        return PoolLatencies(self.prefill.latency_model(), self.decode.latency_model())
+
+    def words(self) -> str:
+        return describe(self.to_dict())
+
+    def to_dict(self) -> dict:
+        p, d = self.prefill, self.decode
+        return {"disagg": self.shape, "kv_link": self.kv_link, "gpus": self.gpus, "prefill": p.to_dict(), "decode": d.to_dict(),
+                # what reports read of an aggregated system, for the whole deployment
+                "model": self.model, "hardware": self.hardware, "tp": self.tp, "pp": 1, "replicas": p.replicas + d.replicas,
+                "scheduler": self.scheduler, "engine": self.engine, "token_budget": p.token_budget, "max_batch_size": d.max_batch_size}
+
+
+def describe(system: dict) -> str:
+    """'2P4D: prefill 2 x H100-SXM TP1 sarathi chunk 512, decode 4 x H100-SXM TP2 sarathi batch 128, KV over nvlink'."""
+    p, d = system["prefill"], system["decode"]
+    budget = p.get("token_budget") or getattr(POLICIES[p["scheduler"]], "default_budget", None)
+    chunk = f" chunk {budget}" if budget else ""
+    return (f"{system['disagg']}: prefill {p['replicas']} x {p['hardware']} TP{p['tp']} {p['scheduler']}{chunk} batch {p['max_batch_size']}, "
+            f"decode {d['replicas']} x {d['hardware']} TP{d['tp']} {d['scheduler']} batch {d['max_batch_size']}, KV over {system['kv_link']}")
+
+
+class PoolLatencies:
+    """The two pools' latency models, as the search and the result read one."""
+
+    def __init__(self, prefill, decode):
+        self.prefill, self.decode = prefill, decode
+        self.source = prefill.source if prefill.source == decode.source else f"{prefill.source} (prefill), {decode.source} (decode)"
+        words = (prefill.source_words, decode.source_words)
+        self.source_words = words[0] if words[0] == words[1] else f"prefill: {words[0]}; decode: {words[1]}"
+        self.profile = prefill.profile | {"tp": f"{prefill.profile['tp']}/{decode.profile['tp']}"}
+        hashes = (getattr(prefill, "profile_hash", ""), getattr(decode, "profile_hash", ""))
+        self.profile_hash = hashlib.sha256("/".join(hashes).encode()).hexdigest()[:24]
+        self.predictor = decode.predictor  # one decode step: what a TBT limit is checked against
+
+    def extrapolation(self, features):
+        return None  # each pool's batches are checked against its own model (disagg_sim.simulate_disagg)

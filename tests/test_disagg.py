@@ -1,0 +1,165 @@
+"""Disaggregated serving (xPyD): hand-checked timelines, the link's contention, KV conservation,
+determinism, and the command line."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from capsim.profiles.models import get_model
+from capsim.sim import DisaggSpec, SimulationError, SystemSpec, simulate
+from capsim.sim.compact import read_compact, write_compact
+from capsim.traces import Workload, WorkloadSpec
+
+PREFILL, DECODE = 0.1, 0.01  # seconds a batch with a prompt in it, and one with decodes only
+KV_BYTES = get_model("Llama-3.1-8B").kv_bytes_per_token
+
+
+def near(values):
+    """Simulated times are kept in whole microseconds."""
+    return pytest.approx(values, abs=1e-6)
+
+
+def two_speeds(tokens, prefill_seqs, *rest):
+    return PREFILL if prefill_seqs else DECODE
+
+
+def deployment(prefills=1, decodes=1, link=None, **pools):
+    pool = dict(model="Llama-3.1-8B", hardware="H100", scheduler="vllm_v0") | pools
+    return DisaggSpec(SystemSpec(replicas=prefills, **pool), SystemSpec(replicas=decodes, **pool), link)
+
+
+def token_times(result, i):
+    values, offsets = result.token_times
+    return values[offsets[i]:offsets[i + 1]]
+
+
+def test_kv_link_seconds_follow_the_catalog():
+    system = deployment()
+    assert system.kv_link == "nvlink"  # 2 GPUs: one HGX board
+    assert system.link().seconds(1000) == pytest.approx(10e-6 + 1000 * KV_BYTES / 450e9)
+    wide = deployment(4, 4, tp=2)  # 16 GPUs: past one board, so the NICs, two lanes a transfer
+    assert wide.kv_link == "ib" and wide.link().lanes == 2
+    assert wide.link().seconds(1000) == pytest.approx(30e-6 + 1000 * KV_BYTES / (2 * 50e9))
+    assert KV_BYTES == 2 * 32 * 8 * 128 * 2
+
+
+def test_two_requests_by_hand():
+    """r0 (t=0) and r1 (t=0.05), 1000-token prompts: prefill, move the KV, then decode."""
+    system = deployment()
+    move = system.link().seconds(1000)
+    workload = Workload.from_arrays([1000, 1000], [3, 2], [0.0, 0.05])
+    result = simulate(system, workload, batch_seconds=two_speeds)
+    assert token_times(result, 0) == near([0.1, 0.1 + move + 0.01, 0.1 + move + 0.02])
+    assert token_times(result, 1) == near([0.2, 0.2 + move + 0.01])  # prefilled after r0's batch
+    assert result.ttft() == near([0.1, 0.15])
+    assert result.tbt() == near([move + 0.01, 0.01, move + 0.01])  # the move is in the second token's gap
+    assert list(result.column("replica")) == [1, 1]  # decoded on instance 1, the decode pool's first
+    disagg = result.info["disagg"]
+    assert disagg["transfers"] == 2 and disagg["transfer_s"]["max"] == near(move)
+    assert disagg["kv_blocks_in_use_at_end"] == {"prefill": 0, "decode": 0}
+    assert "1P1D" in disagg["words"] and "NVLink" in disagg["kv_link"]
+
+
+def test_transfers_from_one_prefill_instance_take_turns():
+    """Two prompts prefilled in one batch leave for two decode instances: the prefill instance's
+    lanes move one KV cache at a time, so the second waits for the first."""
+    system = deployment(1, 2)
+    move = system.link().seconds(1000)
+    result = simulate(system, Workload.from_arrays([1000, 1000], [2, 2], [0.0, 0.0]), batch_seconds=two_speeds)
+    assert token_times(result, 0) == near([0.1, 0.1 + move + 0.01])
+    assert token_times(result, 1) == near([0.1, 0.1 + 2 * move + 0.01])
+    assert sorted(result.column("replica")) == [1, 2]  # one on each decode instance
+    assert result.info["disagg"]["link_wait_s"]["max"] == near(move)
+
+
+def test_a_one_token_request_never_moves():
+    result = simulate(deployment(), Workload.from_arrays([500], [1], [0.0]), batch_seconds=two_speeds)
+    assert token_times(result, 0) == near([0.1])
+    assert result.info["disagg"]["transfers"] == 0 and result.column("replica")[0] == 0
+
+
+def test_kv_is_conserved_across_pools_under_pressure():
+    """A decode pool with little KV: requests queue for it, some are preempted and recomputed
+    there; every block comes back, every token is made once, no pool ever holds more than it has."""
+    blocks = 600
+    system = deployment(2, 1, scheduler="sarathi", num_kv_blocks=blocks)
+    spec = WorkloadSpec(trace="chat", num_requests=120, max_total_tokens=4000)
+    result = simulate(system, spec.at_qps(20), batch_seconds=two_speeds)
+    disagg = result.info["disagg"]
+    assert result.finished().all()
+    assert disagg["kv_blocks_in_use_at_end"] == {"prefill": 0, "decode": 0}
+    assert disagg["transfers"] == int((result.column("output_tokens") > 1).sum())
+    assert disagg["decode_queue_s"]["max"] > 0  # the decode pool's KV was the limit
+    assert (result.column("generated_tokens") == result.column("output_tokens")).all()
+    assert (np.diff(result.requests.column("token_times").combine_chunks().offsets.to_numpy()) == result.column("output_tokens")).all()
+    used = result.batches.column("kv_blocks_used").to_numpy()
+    assert used.max() <= blocks and used.min() >= 0
+
+
+def test_same_inputs_same_result_and_the_cache_keeps_it(tmp_path):
+    system = deployment(2, 3, scheduler="sarathi")
+    workload = WorkloadSpec(trace="arxiv", num_requests=200).at_qps(4)
+    first, second = simulate(system, workload), simulate(system, workload)
+    assert first.requests.equals(second.requests) and first.batches.equals(second.batches)
+    write_compact(first, tmp_path / "trial")
+    assert read_compact(tmp_path / "trial").requests.equals(first.requests)
+    assert first.info["extrapolation"] is None and "kernel database" in first.info["latency_source_words"]
+
+
+def test_pools_may_differ_in_gpu_and_tp():
+    system = DisaggSpec(SystemSpec(model="Llama-3.1-8B", hardware="H200", replicas=1),
+                        SystemSpec(model="Llama-3.1-8B", hardware="H100", tp=2, replicas=2))
+    assert system.kv_link == "ib" and system.gpus == 5 and system.link().lanes == 1
+    result = simulate(system, WorkloadSpec(trace="chat", num_requests=64).at_qps(2))
+    assert result.finished().all()
+    assert result.info["system"]["hardware"] == "H200 (prefill), H100-SXM (decode)"
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: deployment(link="nvlink", tp=8), "NVLink domain"),
+    (lambda: DisaggSpec(SystemSpec(model="Llama-3.1-8B", hardware="H200"), SystemSpec(model="Llama-3.1-8B", hardware="H100"), "nvlink"),
+     "use --kv-link ib"),
+    (lambda: deployment(hardware="RTX-PRO-6000", link="nvlink"), "no NVLink"),
+    (lambda: deployment(pp=2), "TP only"),
+    (lambda: deployment(scheduler="faster_transformer"), "cannot split"),
+    (lambda: DisaggSpec(SystemSpec(model="Llama-3.1-8B"), SystemSpec(model="Mistral-7B")), "one model"),
+])
+def test_deployments_that_cannot_be_are_refused(make, words):
+    with pytest.raises(SimulationError, match=words):
+        make()
+
+
+def test_too_long_for_the_decode_pool_is_rejected():
+    system = deployment(scheduler="sarathi", num_kv_blocks=100)  # 1,600 tokens of KV an instance
+    result = simulate(system, Workload.from_arrays([1000, 1200], [10, 800], [0.0, 0.0]), batch_seconds=two_speeds)
+    assert list(result.column("status")) == ["finished", "rejected"]
+
+
+def capsim(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_simulate_and_search_a_disaggregated_deployment(tmp_path):
+    run = capsim("simulate", "--model", "Llama-3.1-8B", "--disagg", "1P2D", "--decode-tp", "2", "--num-requests", "64", "--qps", "2",
+                 "-o", str(tmp_path / "sim"))
+    assert run.returncode == 0, run.stderr
+    assert "1P2D: prefill 1 x H100-SXM TP1" in run.stdout and "decode 2 x H100-SXM TP2" in run.stdout and "KV link: NVLink" in run.stdout
+    search = capsim("search", "--model", "Llama-3.1-8B", "--disagg", "1P1D", "--num-requests", "64", "--cache-dir", str(tmp_path / "cache"),
+                    "-o", str(tmp_path / "search"))
+    assert search.returncode == 0, search.stderr
+    csv = (tmp_path / "search" / "capacity.csv").read_text()
+    assert "1P1D: prefill 1 x H100-SXM TP1" in csv and "KV over nvlink" in csv and ",2," in csv  # 2 GPUs
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--disagg", "2X4D"], "xPyD"),
+    (["--disagg", "1P1D", "--replicas", "2"], "--replicas does not apply"),
+    (["--prefill-tp", "2"], "add --disagg"),
+    (["--disagg", "8P8D", "--kv-link", "nvlink"], "NVLink domain"),
+])
+def test_bad_disaggregation_flags_get_one_line_and_exit_2(args, words, tmp_path):
+    run = capsim("simulate", "--model", "Llama-3.1-8B", "--num-requests", "8", *args, "-o", str(tmp_path / "out"))
+    assert run.returncode == 2 and words in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()
