@@ -12,7 +12,10 @@ capsim's keys, all optional: hardware (per model too); engine (whose latencies: 
 trtllm or reference; per model too); profile (a profile file); slos (a list of SLOs: kind
 tbt_ttft | ttft_tpot | deadline and its fields); seed; shuffle; cap_gaps; arrival and cv (per
 trace); granularity; max_trials; replicas; block_size; memory_utilization; num_kv_blocks;
-pipeline_scheduling. A trace_file that does not exist but names one of the peers' processed
+pipeline_scheduling; in a parallel_spec entry, disagg (xPyD: a disaggregated deployment, its pools
+with the entry's TP but where prefill_tp, decode_tp, prefill_hardware, decode_hardware,
+prefill_scheduler, decode_scheduler, prefill_chunk_size or decode_max_batch_size say otherwise) and
+kv_link (nvlink, ib, pcie). A trace_file that does not exist but names one of the peers' processed
 traces uses capsim's built-in trace of that name, and says so.
 
 Everything is checked on load, before any trial runs: unknown keys are named with their file.
@@ -36,6 +39,7 @@ from capsim.profiles.hardware import get_hardware
 from capsim.profiles.memory import kv_capacity
 from capsim.profiles.models import get_model
 from capsim.sim import SimulationError, SystemSpec
+from capsim.sim.disagg import POOL_OPTIONS, disaggregate
 from capsim.traces import TraceError, WorkloadSpec, builtin_traces
 from capsim.traces.spec import MAX_REQUESTS
 
@@ -57,7 +61,7 @@ TOP_KEYS = {"schedulers", "traces", "parallel_spec", "models", "hardware", "engi
 SECTION_KEYS = {
     "schedulers": {"name", "scheduler", "batch_size", "chunk_size"},
     "traces": {"name", "trace_file", "max_seq_len", "num_requests", "start_qps", "arrival", "cv"},
-    "parallel_spec": {"name", "tp_dimension", "pp_dimension"},
+    "parallel_spec": {"name", "tp_dimension", "pp_dimension", "disagg", "kv_link", *POOL_OPTIONS},
     "models": {"name", "identifier", "parallel_specs", "scheduler_specs", "traces", "hardware", "engine", "profile"},
 }
 
@@ -230,6 +234,8 @@ def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJo
             pipeline_scheduling=text(data.get("pipeline_scheduling", "one_scheduler"), "pipeline_scheduling"),
         )
         kv_capacity(model_spec, hardware, system.tp, system.pp, system.block_size, system.memory_utilization)  # fits?
+        if parallel.get("disagg") is not None:
+            system = disaggregated(system, parallel, data)
         source = trace_source(text(trace.get("trace_file") or trace["name"], "trace_file"), path, notes)
         arrival = text(trace.get("arrival", "poisson"), "arrival")
         workload = WorkloadSpec(
@@ -249,6 +255,24 @@ def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJo
     labels = (("model", model["name"]), ("scheduler", scheduler["name"]), ("trace", trace["name"]), ("parallel", parallel["name"]))
     conventions = (("workload", workload_words(workload)),)
     return SearchJob(system, workload, slos, start_qps, labels, granularity, max_trials, conventions=conventions)
+
+
+def disaggregated(system: SystemSpec, parallel: dict, data: dict):
+    """A parallel_spec entry with disagg: xPyD: the job's system split into pools (its other keys set one pool)."""
+    if data.get("replicas") is not None:
+        raise ValueError("replicas does not apply to a disagg parallel_spec, whose xPyD gives the instances")
+    pools = {key: parallel[key] for key in POOL_OPTIONS if parallel.get(key) is not None}
+    for key in ("prefill_tp", "decode_tp", "prefill_chunk_size", "decode_max_batch_size"):
+        if key in pools:
+            pools[key] = integer(pools[key], key)
+    for key in ("prefill_hardware", "decode_hardware"):
+        if key in pools:
+            pools[key] = get_hardware(text(pools[key], key)).name
+    for key in ("prefill_scheduler", "decode_scheduler"):
+        if key in pools:
+            pools[key] = SCHEDULER_NAMES.get(text(pools[key], key)) or text(pools[key], key)
+    link = text(parallel["kv_link"], "kv_link") if parallel.get("kv_link") is not None else None
+    return disaggregate(system, text(parallel["disagg"], "disagg"), link, **pools)
 
 
 def rope_scaling(model, max_len: int | None, notes: list[str]) -> float:

@@ -156,10 +156,15 @@ def candidates(model: str, hardware: list[str], prices: dict[str, float], tps, p
 
 
 def upper_bound_qps(system: SystemSpec, prompt: np.ndarray, output: np.ndarray) -> float:
-    """The most requests a second one replica could ever serve. Prefilling takes at least the
-    prompt tokens over the best rate of a full token-budget batch, decoding at least the output
-    tokens over the best rate of a full decode batch (each at its shortest context); a replica
-    serves both, so it cannot beat the slower of the two."""
+    """The most requests a second one replica could ever serve: it prefills and decodes, so it
+    cannot beat the slower of the two (token_rates)."""
+    return min(token_rates(system, prompt, output)) * BOUND_SLACK
+
+
+def token_rates(system: SystemSpec, prompt: np.ndarray, output: np.ndarray) -> tuple[float, float]:
+    """(requests a second one replica could prefill, and decode) at best. Prefilling takes at
+    least the prompt tokens over the best rate of a full token-budget batch, decoding at least
+    the output tokens over the best rate of a full decode batch (each at its shortest context)."""
     predictor = system.latency_model().predictor
     config = system.scheduler_config()
     chunk = int(min(config.token_budget or system.model_len, system.model_len, max(prompt.max(), 1)))
@@ -167,7 +172,7 @@ def upper_bound_qps(system: SystemSpec, prompt: np.ndarray, output: np.ndarray) 
     batch = min(config.max_batch_size, max(1, config.num_blocks * config.block_size // max(int(prompt.mean()), 1)))
     shortest = int(prompt.min())
     decode_rate = batch / predictor(batch, 0, 0, 0, batch, batch * shortest)  # output tokens a second
-    return min(prefill_rate / float(prompt.mean()), decode_rate / float(max(output.mean(), 1))) * BOUND_SLACK
+    return prefill_rate / float(prompt.mean()), decode_rate / float(max(output.mean(), 1))
 
 
 def trial_bound(sustained_qps: float, slo, num_requests: float) -> float:
@@ -269,8 +274,7 @@ def start_near(candidate: Candidate) -> float:
 
 def search_job(system: SystemSpec, workload: WorkloadSpec, slo, options: dict) -> SearchJob:
     """The search `capsim search` runs for this system with the same options."""
-    labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", workload.trace),
-              ("parallel", f"tp_{system.tp}_pp_{system.pp}"))
+    labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", workload.trace), ("parallel", system.parallel_label))
     return SearchJob(system, workload, (slo,), options.get("start_qps", 1.0), labels, options.get("granularity", 0.025),
                      options.get("max_trials", 20), options.get("early_stop", True))
 

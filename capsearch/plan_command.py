@@ -86,6 +86,9 @@ def read_space(path: str | None) -> dict:
 @click.option("--prices", "prices_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A YAML of `hardware: dollars per GPU-hour`, over the shipped table.")
 @click.option("--router", type=click.Choice(ROUTERS), default="round_robin", show_default=True)
+@click.option("--disagg/--no-disagg", default=False, show_default=True,
+              help="Also search disaggregated deployments (xPyD: the P:D split, each pool's TP, the decode batch limit) on the "
+                   "same GPUs (--gpus, --hardware), and set the best beside the best aggregated one.")
 @workload_options
 @slo_options
 @click.option("--executor", type=click.Choice(EXECUTORS), default="process", show_default=True)
@@ -94,7 +97,7 @@ def read_space(path: str | None) -> dict:
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Trial cache [default: ~/.cache/capsim/trials].")
 @output_options("plan")
 def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp, pp, engine, scheduler, chunk_size, max_batch_size,
-                 space_path, prices_path, router, make_spec, executor, workers, ray_address, cache_dir, output_dir: Path | None,
+                 space_path, prices_path, router, disagg: bool, make_spec, executor, workers, ray_address, cache_dir, output_dir: Path | None,
                  overwrite: bool, **slo_flags) -> None:
     """The cheapest deployment that meets an SLO at a target load, and the Pareto front.
 
@@ -109,6 +112,9 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
     if len(goals) != 1:
         raise ConfigError("say what to plan for: one of --target-qps, --gpus, --budget")
     goal = goals[0]
+    if disagg and (goal.kind != "gpus" or not (hardware or space_path)):
+        raise ConfigError("--disagg compares layouts of a GPU count on a GPU kind: give --gpus N and --hardware (not --target-qps "
+                          "or --budget)")
     if ray_address and executor != "ray":
         raise ConfigError("--ray-address joins a Ray cluster: add --executor ray")
     convention = slo_flags.get("slo_defaults") or flag_convention(slo_flags, option_given) or "capsim"
@@ -154,6 +160,8 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
             status.update(f"planning: {searched[0]} searches, last {candidate.label()}")
 
         plan(goal, pool, spec, slo, {}, workers, cache_dir, progress, executor, ray_address)
+        if disagg:
+            split_pool = disagg_splits(base, kinds, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address, status)
     rows = [candidate_row(c, goal) for c in pool]
     with ResultSet(folder) as staging:
         write_rows(rows, staging, {"goal": dataclasses.asdict(goal), "model": base.model, "workload": spec.to_dict(),
@@ -162,8 +170,42 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
 
         plot_pareto(pool, goal, staging / "pareto.png", f"{base.model}, {spec.trace}: {goal.words()}")
         plot_capacity(pool, staging / "capacity.png", f"{base.model}, {spec.trace}: capacity of one replica")
+        if disagg:
+            from capsim.capsearch.disagg_report import plot_splits, write_splits
+
+            write_splits(split_pool, staging)
+            plot_splits(split_pool, pool, staging / "disagg.png", f"{base.model}, {spec.trace}, {gpus} GPUs: capacity a GPU")
     print_plan(pool, goal)
-    console.print(f"wrote {folder}/: plan.csv, plan.json, pareto.png, capacity.png")
+    if disagg:
+        from capsim.capsearch.disagg_report import print_splits
+
+        print_splits(console, split_pool, pool)
+    console.print(f"wrote {folder}/: plan.csv, plan.json, pareto.png, capacity.png" + (", disagg.csv, disagg.json, disagg.png" if disagg else ""))
+
+
+def disagg_splits(base, kinds, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address, status):
+    """The xPyD splits of `gpus` GPUs of each kind, searched (disagg_plan.py)."""
+    from capsim.capsearch.disagg_plan import search_splits, splits
+    from capsim.capsearch.plan import Runner
+
+    tps = _counts(given["tp"], "tp") if given["tp"] else DEFAULT_TPS
+    chunk = max(budgets.get("sarathi") or DEFAULT_BUDGETS["sarathi"])
+    batches = _counts(given["max_batch_size"], "max-batch-size") if given["max_batch_size"] else DEFAULT_BATCHES
+    pool = [split for kind in kinds for split in splits(base, kind, gpus, tps, chunk, batches)]
+    console.print(f"disaggregated: {len(pool)} splits of {gpus} GPUs (prefill pool sarathi chunk {chunk}; decode batch "
+                  f"{', '.join(map(str, batches))})")
+    searched = [0]
+
+    def progress(split) -> None:
+        searched[0] += 1
+        status.update(f"planning splits: {searched[0]} searches, last {split.words}")
+
+    runner = Runner(executor, workers, cache_dir, ray_address)
+    try:
+        search_splits(pool, spec, slo, {}, runner, progress)
+    finally:
+        runner.close()
+    return pool
 
 
 def _gpu(name: str) -> str:

@@ -25,7 +25,7 @@ from capsim.capsearch.report import (capacity_rows, parallel_words, plot_capacit
 from capsim.capsearch.slo import Deadline, TbtTtft
 from capsim.capsearch.slo_options import SLO_FLAGS, flag_convention, slo_options, slos_from_flags
 from capsim.capsearch.trials import TrialLimits
-from capsim.sim import SimulationError
+from capsim.sim import SimulationError, SystemSpec
 from capsim.traces import TraceError
 from capsim.capsearch.system_options import option_given, system_options
 from capsim.capsearch.workload_options import workload_options
@@ -197,7 +197,8 @@ def _apply_overrides(jobs, system, make_spec, options, given, granularity, limit
     changed = []
     for job in jobs:
         try:
-            new_system = dataclasses.replace(job.system, **system_changes)
+            new_system = (dataclasses.replace(job.system, **system_changes) if isinstance(job.system, SystemSpec)
+                          else job.system.with_pools(**system_changes))
             new_workload = dataclasses.replace(job.workload, **workload_changes)
         except (SimulationError, TraceError) as error:
             raise ConfigError(f"with the options given: {error}") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import click
@@ -11,13 +10,12 @@ from capsim.capsearch.conventions import MAX_REPLICAS
 from capsim.capsearch.workload_options import option_given
 from capsim.profiles.store import ENGINES
 from capsim.sim import POLICIES, ROUTERS, DisaggSpec, SimulationError, SystemSpec
-from capsim.sim.disagg import parse_shape
+from capsim.sim.disagg import POOL_OPTIONS, disaggregate
 from capsim.sim.kv_link import LINKS
 from capsim.sim.system import PIPELINE_SCHEDULING
 
 # A disaggregated deployment's own options: --disagg xPyD, and what differs between its pools.
-DISAGG_FLAGS = ("prefill_tp", "decode_tp", "prefill_hardware", "decode_hardware", "prefill_scheduler", "decode_scheduler",
-                "prefill_chunk_size", "decode_max_batch_size", "kv_link")
+DISAGG_FLAGS = (*POOL_OPTIONS, "kv_link")
 DISAGG_OPTIONS = [
     click.option("--disagg", default=None, metavar="xPyD",
                  help="Disaggregated serving: x prefill and y decode instances (e.g. 2P4D), the KV cache moving between them. "
@@ -40,23 +38,16 @@ DISAGG_OPTIONS = [
 def disagg_system(system: SystemSpec, disagg: str, options: dict, config_paths) -> DisaggSpec:
     """The disaggregated deployment the flags describe; options that cannot apply to one are refused."""
     if config_paths:
-        raise click.UsageError("--disagg describes one deployment and a config names its own systems: drop --config-path")
+        raise click.UsageError("--disagg describes one deployment and a config names its own systems: drop --config-path "
+                               "(a config gives disagg: xPyD in a parallel_spec entry)")
     for flag in ("replicas", "router", "pipeline_scheduling"):
         if option_given(flag):
             raise click.UsageError(f"--{flag.replace('_', '-')} does not apply with --disagg, whose xPyD gives the instances "
                                    "(a request goes to the prefill instance with the least prompt work, then to the decode "
                                    "instance with the most free KV): drop it")
+    pools = {name: value for name, value in options.items() if name != "kv_link"}
     try:
-        prefills, decodes = parse_shape(disagg)
-        prefill = dataclasses.replace(system, replicas=prefills, tp=options["prefill_tp"] or system.tp,
-                                      hardware=options["prefill_hardware"] or system.hardware,
-                                      scheduler=options["prefill_scheduler"] or system.scheduler,
-                                      token_budget=options["prefill_chunk_size"] or system.token_budget)
-        decode = dataclasses.replace(system, replicas=decodes, tp=options["decode_tp"] or system.tp,
-                                     hardware=options["decode_hardware"] or system.hardware,
-                                     scheduler=options["decode_scheduler"] or system.scheduler,
-                                     max_batch_size=options["decode_max_batch_size"] or system.max_batch_size)
-        return DisaggSpec(prefill, decode, options["kv_link"])
+        return disaggregate(system, disagg, options["kv_link"], **pools)
     except SimulationError as error:
         raise click.UsageError(str(error)) from None
 

@@ -7,6 +7,7 @@ a dictionary for cache keys and reports), so `capsim search` and `simulate` take
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -28,6 +29,26 @@ def parse_shape(text: str) -> tuple[int, int]:
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
         raise SimulationError(f"--disagg takes prefill and decode instances as xPyD, e.g. 2P4D (at least 1 of each), got {text!r}")
     return int(match[1]), int(match[2])
+
+
+POOL_OPTIONS = ("prefill_tp", "decode_tp", "prefill_hardware", "decode_hardware", "prefill_scheduler", "decode_scheduler",
+                "prefill_chunk_size", "decode_max_batch_size")
+
+
+def disaggregate(system: SystemSpec, shape: str, kv_link: str | None = None, **pools) -> "DisaggSpec":
+    """`system` split into xPyD pools: its settings for both, but where POOL_OPTIONS say otherwise."""
+    unknown = set(pools) - set(POOL_OPTIONS)
+    if unknown:
+        raise SimulationError(f"unknown pool settings {', '.join(sorted(unknown))}; known: {', '.join(POOL_OPTIONS)}")
+    prefills, decodes = parse_shape(shape)
+
+    def pool(side: str, replicas: int, **more) -> SystemSpec:
+        return dataclasses.replace(system, replicas=replicas, tp=pools.get(f"{side}_tp") or system.tp,
+                                   hardware=pools.get(f"{side}_hardware") or system.hardware,
+                                   scheduler=pools.get(f"{side}_scheduler") or system.scheduler, **more)
+
+    return DisaggSpec(pool("prefill", prefills, token_budget=pools.get("prefill_chunk_size") or system.token_budget),
+                      pool("decode", decodes, max_batch_size=pools.get("decode_max_batch_size") or system.max_batch_size), kv_link)
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,14 @@ class DisaggSpec:
     @property
     def parallel_label(self) -> str:
         return f"{self.shape}_tp{self.prefill.tp}_tp{self.decode.tp}"
+
+    def with_pools(self, **changes) -> "DisaggSpec":
+        """The same deployment with `changes` made to both pools (what a config override does)."""
+        for name in ("replicas", "router", "pipeline_scheduling"):
+            if name in changes:
+                raise SimulationError(f"{name.replace('_', ' ')} does not apply to a disaggregated deployment, whose xPyD gives "
+                                      "the instances")
+        return DisaggSpec(dataclasses.replace(self.prefill, **changes), dataclasses.replace(self.decode, **changes), self.kv_link)
 
     def link(self) -> KVLink:
         model = get_model(self.model)

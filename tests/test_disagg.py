@@ -92,6 +92,7 @@ def test_kv_is_conserved_across_pools_under_pressure():
     assert disagg["kv_blocks_in_use_at_end"] == {"prefill": 0, "decode": 0}
     assert disagg["transfers"] == int((result.column("output_tokens") > 1).sum())
     assert disagg["decode_queue_s"]["max"] > 0  # the decode pool's KV was the limit
+    assert result.column("preemptions").sum() > 0  # and decodes outgrew it: recomputed on the decode instance
     assert (result.column("generated_tokens") == result.column("output_tokens")).all()
     assert (np.diff(result.requests.column("token_times").combine_chunks().offsets.to_numpy()) == result.column("output_tokens")).all()
     used = result.batches.column("kv_blocks_used").to_numpy()
@@ -163,3 +164,43 @@ def test_bad_disaggregation_flags_get_one_line_and_exit_2(args, words, tmp_path)
     run = capsim("simulate", "--model", "Llama-3.1-8B", "--num-requests", "8", *args, "-o", str(tmp_path / "out"))
     assert run.returncode == 2 and words in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_config_splits_a_parallel_spec_into_pools(tmp_path):
+    from capsim.capsearch.config import load_config
+
+    config = tmp_path / "disagg.yml"
+    config.write_text("""
+schedulers:
+  - {name: sarathi_512, scheduler: sarathi, chunk_size: 512, batch_size: 64}
+traces:
+  - {name: chat, trace_file: chat, num_requests: 64}
+parallel_spec:
+  - {name: tp1, tp_dimension: 1}
+  - {name: 2p1d, tp_dimension: 1, disagg: 2P1D, decode_tp: 2, prefill_chunk_size: 2048, kv_link: ib}
+models:
+  - {name: Llama-3.1-8B, hardware: H100}
+""")
+    aggregated, disaggregated = (job.system for job in load_config(config).jobs)
+    assert isinstance(aggregated, SystemSpec)
+    assert disaggregated.shape == "2P1D" and disaggregated.kv_link == "ib" and disaggregated.gpus == 4
+    assert (disaggregated.prefill.token_budget, disaggregated.decode.token_budget) == (2048, 512)
+    assert (disaggregated.decode.tp, disaggregated.decode.max_batch_size) == (2, 64)
+    config.write_text(config.read_text().replace("kv_link: ib", "kv_link: ib, prefill_pp: 2"))
+    with pytest.raises(Exception, match="unknown key"):
+        load_config(config)
+
+
+def test_plan_sets_the_best_split_beside_the_best_aggregated_deployment(tmp_path):
+    run = capsim("plan", "--model", "Llama-3.1-8B", "--gpus", "2", "--hardware", "H100", "--disagg", "--tp", "1", "--scheduler", "sarathi",
+                 "--chunk-size", "512", "--max-batch-size", "128", "--num-requests", "64", "--cache-dir", str(tmp_path / "cache"),
+                 "-o", str(tmp_path / "plan"))
+    assert run.returncode == 0, run.stderr
+    assert "best aggregated: 2 x H100-SXM TP1" in run.stdout and "best disaggregated: 1P1D H100-SXM TP1/TP1" in run.stdout
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "plan" / "disagg.csv").open()))
+    assert [(r["status"], r["split"], r["kv_link"], r["gpus"]) for r in rows] == [("best", "1P1D H100-SXM TP1/TP1, decode batch 128", "nvlink", "2")]
+    assert (tmp_path / "plan" / "disagg.png").stat().st_size > 0
+    refused = capsim("plan", "--model", "Llama-3.1-8B", "--target-qps", "5", "--hardware", "H100", "--disagg", "-o", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "--gpus N" in refused.stderr and not (tmp_path / "no").exists()
