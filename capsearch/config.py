@@ -14,8 +14,8 @@ tbt_ttft | ttft_tpot | deadline and its fields); seed; shuffle; cap_gaps; arriva
 trace); granularity; max_trials; replicas; block_size; memory_utilization; num_kv_blocks;
 pipeline_scheduling; in a parallel_spec entry, disagg (xPyD: a disaggregated deployment, its pools
 with the entry's TP but where prefill_tp, decode_tp, prefill_hardware, decode_hardware,
-prefill_scheduler, decode_scheduler, prefill_chunk_size or decode_max_batch_size say otherwise) and
-kv_link (nvlink, ib, pcie). A trace_file that does not exist but names one of the peers' processed
+prefill_scheduler, decode_scheduler, prefill_chunk_size or decode_max_batch_size say otherwise),
+kv_link (nvlink, ib, pcie), prefill_router and decode_router. A trace_file that does not exist but names one of the peers' processed
 traces uses capsim's built-in trace of that name, and says so.
 
 Everything is checked on load, before any trial runs: unknown keys are named with their file.
@@ -61,7 +61,7 @@ TOP_KEYS = {"schedulers", "traces", "parallel_spec", "models", "hardware", "engi
 SECTION_KEYS = {
     "schedulers": {"name", "scheduler", "batch_size", "chunk_size"},
     "traces": {"name", "trace_file", "max_seq_len", "num_requests", "start_qps", "arrival", "cv"},
-    "parallel_spec": {"name", "tp_dimension", "pp_dimension", "disagg", "kv_link", *POOL_OPTIONS},
+    "parallel_spec": {"name", "tp_dimension", "pp_dimension", "disagg", "kv_link", "prefill_router", "decode_router", *POOL_OPTIONS},
     "models": {"name", "identifier", "parallel_specs", "scheduler_specs", "traces", "hardware", "engine", "profile"},
 }
 
@@ -271,8 +271,9 @@ def disaggregated(system: SystemSpec, parallel: dict, data: dict):
     for key in ("prefill_scheduler", "decode_scheduler"):
         if key in pools:
             pools[key] = SCHEDULER_NAMES.get(text(pools[key], key)) or text(pools[key], key)
-    link = text(parallel["kv_link"], "kv_link") if parallel.get("kv_link") is not None else None
-    return disaggregate(system, text(parallel["disagg"], "disagg"), link, **pools)
+    link, prefill_router, decode_router = (text(parallel[key], key) if parallel.get(key) is not None else None
+                                           for key in ("kv_link", "prefill_router", "decode_router"))
+    return disaggregate(system, text(parallel["disagg"], "disagg"), link, prefill_router, decode_router, **pools)
 
 
 def rope_scaling(model, max_len: int | None, notes: list[str]) -> float:

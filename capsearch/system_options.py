@@ -10,12 +10,12 @@ from capsim.capsearch.conventions import MAX_REPLICAS
 from capsim.capsearch.workload_options import option_given
 from capsim.profiles.store import ENGINES
 from capsim.sim import POLICIES, ROUTERS, DisaggSpec, SimulationError, SystemSpec
-from capsim.sim.disagg import POOL_OPTIONS, disaggregate
+from capsim.sim.disagg import DECODE_ROUTERS, POOL_OPTIONS, PREFILL_ROUTERS, disaggregate
 from capsim.sim.kv_link import LINKS
 from capsim.sim.system import PIPELINE_SCHEDULING
 
 # A disaggregated deployment's own options: --disagg xPyD, and what differs between its pools.
-DISAGG_FLAGS = (*POOL_OPTIONS, "kv_link")
+DISAGG_FLAGS = (*POOL_OPTIONS, "kv_link", "prefill_router", "decode_router")
 DISAGG_OPTIONS = [
     click.option("--disagg", default=None, metavar="xPyD",
                  help="Disaggregated serving: x prefill and y decode instances (e.g. 2P4D), the KV cache moving between them. "
@@ -32,6 +32,10 @@ DISAGG_OPTIONS = [
                  help="With --disagg: requests a decode instance runs at most [--max-batch-size]."),
     click.option("--kv-link", type=click.Choice(LINKS), default=None,
                  help="With --disagg: what moves the KV cache [NVLink where both pools fit one NVLink domain, else ib]."),
+    click.option("--prefill-router", type=click.Choice(PREFILL_ROUTERS), default=None,
+                 help="With --disagg: the prefill instance a request goes to [least_tokens: the fewest prompt tokens to compute]."),
+    click.option("--decode-router", type=click.Choice(DECODE_ROUTERS), default=None,
+                 help="With --disagg: the decode instance a prefilled request goes to [least_kv: the most free KV, queued counted]."),
 ]
 
 
@@ -45,9 +49,9 @@ def disagg_system(system: SystemSpec, disagg: str, options: dict, config_paths) 
             raise click.UsageError(f"--{flag.replace('_', '-')} does not apply with --disagg, whose xPyD gives the instances "
                                    "(a request goes to the prefill instance with the least prompt work, then to the decode "
                                    "instance with the most free KV): drop it")
-    pools = {name: value for name, value in options.items() if name != "kv_link"}
+    pools = {name: value for name, value in options.items() if name in POOL_OPTIONS}
     try:
-        return disaggregate(system, disagg, options["kv_link"], **pools)
+        return disaggregate(system, disagg, options["kv_link"], options["prefill_router"], options["decode_router"], **pools)
     except SimulationError as error:
         raise click.UsageError(str(error)) from None
 

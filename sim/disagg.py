@@ -20,6 +20,8 @@ from capsim.sim.policies import POLICIES
 from capsim.sim.scheduler import SchedulerConfig
 from capsim.sim.system import SystemSpec
 
+PREFILL_ROUTERS = ("least_tokens", "round_robin")  # fewest prompt tokens still to compute, or in turn
+DECODE_ROUTERS = ("least_kv", "least_outstanding", "round_robin")  # most free KV (queued counted), fewest requests, or in turn
 SHAPE = re.compile(r"^\s*(\d+)\s*P\s*(\d+)\s*D\s*$", re.IGNORECASE)
 
 
@@ -35,7 +37,8 @@ POOL_OPTIONS = ("prefill_tp", "decode_tp", "prefill_hardware", "decode_hardware"
                 "prefill_chunk_size", "decode_max_batch_size")
 
 
-def disaggregate(system: SystemSpec, shape: str, kv_link: str | None = None, **pools) -> "DisaggSpec":
+def disaggregate(system: SystemSpec, shape: str, kv_link: str | None = None, prefill_router: str | None = None,
+                 decode_router: str | None = None, **pools) -> "DisaggSpec":
     """`system` split into xPyD pools: its settings for both, but where POOL_OPTIONS say otherwise."""
     unknown = set(pools) - set(POOL_OPTIONS)
     if unknown:
@@ -48,7 +51,8 @@ def disaggregate(system: SystemSpec, shape: str, kv_link: str | None = None, **p
                                    scheduler=pools.get(f"{side}_scheduler") or system.scheduler, **more)
 
     return DisaggSpec(pool("prefill", prefills, token_budget=pools.get("prefill_chunk_size") or system.token_budget),
-                      pool("decode", decodes, max_batch_size=pools.get("decode_max_batch_size") or system.max_batch_size), kv_link)
+                      pool("decode", decodes, max_batch_size=pools.get("decode_max_batch_size") or system.max_batch_size), kv_link,
+                      prefill_router or PREFILL_ROUTERS[0], decode_router or DECODE_ROUTERS[0])
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class DisaggSpec:
     prefill: SystemSpec  # one prefill instance; its `replicas` is P
     decode: SystemSpec  # one decode instance; its `replicas` is D
     kv_link: str | None = None  # nvlink | ib | pcie; None: NVLink where both pools fit one NVLink domain, else ib
+    prefill_router: str = PREFILL_ROUTERS[0]  # which prefill instance a request goes to
+    decode_router: str = DECODE_ROUTERS[0]  # which decode instance a prefilled request goes to
 
     def __post_init__(self):
         p, d = self.prefill, self.decode
@@ -69,6 +75,10 @@ class DisaggSpec:
             if spec.scheduler == "faster_transformer":
                 raise SimulationError("faster_transformer batches whole requests and cannot split prefill from decode: "
                                       "choose another scheduler for the pools")
+        if self.prefill_router not in PREFILL_ROUTERS:
+            raise SimulationError(f"unknown prefill router {self.prefill_router!r}; choose one of {', '.join(PREFILL_ROUTERS)}")
+        if self.decode_router not in DECODE_ROUTERS:
+            raise SimulationError(f"unknown decode router {self.decode_router!r}; choose one of {', '.join(DECODE_ROUTERS)}")
         if p.model_len != d.model_len:
             raise SimulationError(f"the pools differ in max model length ({p.model_len} and {d.model_len}): give one")
         if self.kv_link is None:
@@ -124,7 +134,8 @@ class DisaggSpec:
             if name in changes:
                 raise SimulationError(f"{name.replace('_', ' ')} does not apply to a disaggregated deployment, whose xPyD gives "
                                       "the instances")
-        return DisaggSpec(dataclasses.replace(self.prefill, **changes), dataclasses.replace(self.decode, **changes), self.kv_link)
+        return dataclasses.replace(self, prefill=dataclasses.replace(self.prefill, **changes),
+                                   decode=dataclasses.replace(self.decode, **changes))
 
     def link(self) -> KVLink:
         model = get_model(self.model)
@@ -144,7 +155,8 @@ class DisaggSpec:
 
     def to_dict(self) -> dict:
         p, d = self.prefill, self.decode
-        return {"disagg": self.shape, "kv_link": self.kv_link, "gpus": self.gpus, "prefill": p.to_dict(), "decode": d.to_dict(),
+        return {"disagg": self.shape, "kv_link": self.kv_link, "prefill_router": self.prefill_router, "decode_router": self.decode_router,
+                "gpus": self.gpus, "prefill": p.to_dict(), "decode": d.to_dict(),
                 # what reports read of an aggregated system, for the whole deployment
                 "model": self.model, "hardware": self.hardware, "tp": self.tp, "pp": 1, "replicas": p.replicas + d.replicas,
                 "scheduler": self.scheduler, "engine": self.engine, "token_budget": p.token_budget, "max_batch_size": d.max_batch_size}
@@ -153,10 +165,14 @@ class DisaggSpec:
 def describe(system: dict) -> str:
     """'2P4D: prefill 2 x H100-SXM TP1 sarathi chunk 512, decode 4 x H100-SXM TP2 sarathi batch 128, KV over nvlink'."""
     p, d = system["prefill"], system["decode"]
+    chosen = [f"{side} router {system[f'{side}_router']}" for side, default in (("prefill", PREFILL_ROUTERS[0]), ("decode", DECODE_ROUTERS[0]))
+              if system.get(f"{side}_router", default) != default]
+    routers = f" ({', '.join(chosen)})" if chosen else ""
     budget = p.get("token_budget") or getattr(POLICIES[p["scheduler"]], "default_budget", None)
     chunk = f" chunk {budget}" if budget else ""
     return (f"{system['disagg']}: prefill {p['replicas']} x {p['hardware']} TP{p['tp']} {p['scheduler']}{chunk} batch {p['max_batch_size']}, "
-            f"decode {d['replicas']} x {d['hardware']} TP{d['tp']} {d['scheduler']} batch {d['max_batch_size']}, KV over {system['kv_link']}")
+            f"decode {d['replicas']} x {d['hardware']} TP{d['tp']} {d['scheduler']} batch {d['max_batch_size']}, KV over {system['kv_link']}"
+            + routers)
 
 
 class PoolLatencies:

@@ -1,9 +1,10 @@
 """The SimPy replay of a disaggregated deployment (DisaggSpec).
 
-A request goes to the prefill instance with the fewest prompt tokens still to compute. That
-instance's scheduler (any policy) computes the prompt and samples the first token, which is the
-request's TTFT. The request then queues at the decode instance with the most free KV, counting
-what is already queued there; it is admitted once its prompt's KV blocks and a batch slot fit
+A request goes to the prefill instance with the fewest prompt tokens still to compute (or each
+in turn: DisaggSpec.prefill_router). That instance's scheduler (any policy) computes the prompt
+and samples the first token, which is the request's TTFT. The request then queues at the decode
+instance with the most free KV, counting what is already queued there (or the fewest requests,
+or each in turn: decode_router); it is admitted once its prompt's KV blocks and a batch slot fit
 (requests the decode instance preempted go first). Its KV then moves over the link, holding the
 prefill instance's sending lanes and the decode instance's receiving lanes (SimPy resources, one
 transfer at a time each, first come first served); at the end the prefill instance frees its
@@ -64,6 +65,11 @@ class DecodeSide:
         return super().running + self.transferring + len(self.arrived)
 
     @property
+    def outstanding_here(self) -> int:
+        """Requests queued, on the way or running here."""
+        return self.outstanding + len(self.queued) + self.transferring + len(self.arrived)
+
+    @property
     def kv_load(self) -> float:
         return (self.used_blocks() + self.queued_blocks) / self.config.num_blocks
 
@@ -102,6 +108,8 @@ class Deployment:
     def __init__(self, env: Clock, system: DisaggSpec, run: Run, prefill_seconds, decode_seconds):
         self.env, self.run = env, run
         self.link = system.link()
+        self.prefill_router, self.decode_router = system.prefill_router, system.decode_router
+        self.sent = self.handoffs = 0  # requests sent to the prefill pool, and handed to the decode pool
         p, d = system.prefill, system.decode
         prefill_class = type(f"Prefill{POLICIES[p.scheduler].__name__}", (PrefillSide, POLICIES[p.scheduler]), {})
         decode_class = type(f"Decode{POLICIES[d.scheduler].__name__}", (DecodeSide, POLICIES[d.scheduler]), {})
@@ -132,7 +140,11 @@ class Deployment:
             request.status = REJECTED  # its KV could never fit a decode instance
             self.run.retired(1)
             return
-        target = min(self.prefill, key=lambda e: e.scheduler.queued_tokens)
+        if self.prefill_router == "round_robin":
+            target = self.prefill[self.sent % len(self.prefill)]
+            self.sent += 1
+        else:
+            target = min(self.prefill, key=lambda e: e.scheduler.queued_tokens)
         rejected = len(target.scheduler.rejected)
         target.submit(request)
         if len(target.scheduler.rejected) == rejected:
@@ -140,7 +152,13 @@ class Deployment:
 
     def handoff(self, request: Request, held: int, source: int) -> None:
         """The prompt is done on prefill instance `source`: queue for a decode instance."""
-        j = min(range(len(self.decode)), key=lambda j: self.decode[j].scheduler.kv_load)
+        if self.decode_router == "round_robin":
+            j = self.handoffs % len(self.decode)
+        elif self.decode_router == "least_outstanding":
+            j = min(range(len(self.decode)), key=lambda j: self.decode[j].scheduler.outstanding_here)
+        else:
+            j = min(range(len(self.decode)), key=lambda j: self.decode[j].scheduler.kv_load)
+        self.handoffs += 1
         decode = self.decode[j].scheduler
         decode.queued.append(request)
         decode.queued_blocks += decode.admission_blocks(request)

@@ -204,3 +204,16 @@ def test_plan_sets_the_best_split_beside_the_best_aggregated_deployment(tmp_path
     assert (tmp_path / "plan" / "disagg.png").stat().st_size > 0
     refused = capsim("plan", "--model", "Llama-3.1-8B", "--target-qps", "5", "--hardware", "H100", "--disagg", "-o", str(tmp_path / "no"))
     assert refused.returncode == 2 and "--gpus N" in refused.stderr and not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("prefill_router, decode_router", [("round_robin", "round_robin"), ("least_tokens", "least_outstanding")])
+def test_routers_spread_requests_over_the_instances(prefill_router, decode_router):
+    pool = dict(model="Llama-3.1-8B", hardware="H100", scheduler="sarathi")
+    system = DisaggSpec(SystemSpec(replicas=2, **pool), SystemSpec(replicas=3, **pool), None, prefill_router, decode_router)
+    result = simulate(system, WorkloadSpec(trace="chat", num_requests=60).at_qps(6))
+    assert result.finished().all() and sorted(set(result.column("replica"))) == [2, 3, 4]
+    prefilled_on = result.batches.filter(result.batches.column("prefill_seqs").to_numpy() > 0).column("replica").to_numpy()
+    assert set(prefilled_on) == {0, 1}
+    assert decode_router in result.info["disagg"]["words"]
+    if decode_router == "round_robin":  # request i to decode instance i mod 3, in the order their prompts finish
+        assert sorted(np.bincount(result.column("replica"))[2:]) == [20, 20, 20]
