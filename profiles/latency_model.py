@@ -55,15 +55,18 @@ class LatencyModel:
         """Seconds for one batch (see extrapolation() for batches the profile does not cover)."""
         return float(self.predictor.predict_many(np.asarray([shape.features()], dtype=np.float64))[0])
 
-    def extrapolation(self, features: np.ndarray) -> str | None:
-        """None when the profile covers every batch (rows of batch.FEATURES); else what went beyond it."""
+    def extrapolation(self, features: np.ndarray, weights: np.ndarray | None = None) -> str | None:
+        """None when the profile covers every batch (rows of batch.FEATURES, each standing for
+        `weights` batches, 1 by default); else what went beyond it."""
         features = np.asarray(features, dtype=np.float64).reshape(-1, len(FEATURES))
-        outside = self.predictor.outside_coverage(features)
+        weights = np.ones(len(features), dtype=np.int64) if weights is None else np.asarray(weights)
+        outside = self.predictor.outside_coverage(features) & (weights > 0)
         if not outside.any():
             return None
-        peak = features.max(axis=0)
+        peak = features[weights > 0].max(axis=0)
         over = [f"{n} up to {v:g} (profiled up to {c:g})" for n, v, c in zip(FEATURES, peak, self.predictor.coverage) if v > c]
-        return f"{int(outside.sum())} of {len(features)} batches extrapolated beyond the profile along the physics features: " + ", ".join(over)
+        return (f"{int(weights[outside].sum())} of {int(weights.sum())} batches extrapolated beyond the profile along the physics "
+                "features: " + ", ".join(over))
 
     @classmethod
     def fit(cls, profile: ProfileTable, seed: int = 0) -> LatencyModel:

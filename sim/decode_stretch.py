@@ -152,6 +152,29 @@ def stretch_rows(stretches: list) -> np.ndarray:
     return rows
 
 
+def stretch_features(stretches: list, coverage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of batch.FEATURES standing for the stretches' iterations, and how many each stands for:
+    a stretch's iterations differ only in decode_kv, which grows, so those within `coverage` (as
+    LatencyPredictor.outside_coverage reads it) come first. Two rows a stretch: its first
+    iteration for those within, its last for those beyond (count 0 where there are none)."""
+    _, _, _, ends, tokens, kv0, m, _, _, _ = zip(*stretches)
+    counts = np.fromiter(map(len, ends), dtype=np.int64, count=len(ends))
+    tokens, kv0, m = (np.asarray(v, dtype=np.int64) for v in (tokens, kv0, m))
+    last_kv = kv0 + m * (counts - 1)
+    limit = coverage * 1.0001
+    width = len(FEATURES)
+    first, last = np.zeros((len(counts), width)), np.zeros((len(counts), width))
+    first[:, 0] = first[:, 4] = last[:, 0] = last[:, 4] = tokens  # tokens and decode_seqs
+    first[:, 5], last[:, 5] = kv0, last_kv
+    within = np.floor((limit[5] - kv0) / m).astype(np.int64) + 1  # iterations whose decode_kv is within: kv0 + m i <= limit
+    within += kv0 + m * within <= limit[5]  # the float division's rounding, either way
+    within -= (within > 0) & (kv0 + m * (within - 1) > limit[5])
+    within = np.clip(within, 0, counts)
+    within[(first[:, :5] > limit[:5]).any(axis=1)] = 0  # tokens or sequences beyond: every iteration is
+    rows = np.concatenate((first, last))
+    return rows, np.concatenate((within, counts - within))
+
+
 def _iterations_to_completion(scheduler) -> int:
     """Decode iterations from the batch at hand to the first in which a request finishes, both counted."""
     heap = scheduler.finish_heap

@@ -188,5 +188,5 @@ class PoolLatencies:
         self.profile_hash = hashlib.sha256("/".join(hashes).encode()).hexdigest()[:24]
         self.predictor = decode.predictor  # one decode step: what a TBT limit is checked against
 
-    def extrapolation(self, features):
+    def extrapolation(self, features, weights=None):
         return None  # each pool's batches are checked against its own model (disagg_sim.simulate_disagg)

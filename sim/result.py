@@ -12,7 +12,6 @@ Written as requests.parquet, batches.parquet and summary.json in a folder.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from capsim.profiles.batch import FEATURES
+from capsim.sim.decode_stretch import stretch_features, stretch_rows
 from capsim.sim.request import UNFINISHED
 from capsim.traces import strict_dumps, write_atomically
 
@@ -27,11 +27,23 @@ BATCH_COLUMNS = ("replica", "engine", "start_s", "end_s", *FEATURES, "preempted"
 PERCENTILES = (50, 90, 99)
 
 
-@dataclass
 class RunResult:
-    requests: pa.Table
-    batches: pa.Table | None = None
-    info: dict = field(default_factory=dict)
+    """`batches` may be given as a function that builds the table: it runs on first use. A capacity
+    search scores requests only, so its trials never pay for their batch tables."""
+
+    def __init__(self, requests: pa.Table, batches=None, info: dict | None = None):
+        self.requests = requests
+        self._batches = batches
+        self.info = info if info is not None else {}
+
+    @property
+    def batches(self) -> pa.Table | None:
+        if callable(self._batches):
+            self._batches = self._batches()
+        return self._batches
+
+    def __repr__(self) -> str:
+        return f"RunResult({self.requests.num_rows} requests, info keys {sorted(self.info)})"
 
     # ---- per-request figures, as numpy arrays ---------------------------------------------
 
@@ -78,7 +90,7 @@ class RunResult:
 
     def only(self, mask: np.ndarray) -> RunResult:
         """The same run, keeping only the requests where mask is true (batches as they were)."""
-        return RunResult(self.requests.filter(pa.array(np.asarray(mask, dtype=bool))), self.batches, self.info)
+        return RunResult(self.requests.filter(pa.array(np.asarray(mask, dtype=bool))), self._batches, self.info)
 
     # ---- summary ----------------------------------------------------------------------------------
 
@@ -171,8 +183,10 @@ def requests_table(ids, replica, arrival, scheduled, first, finish, status, reas
     })
 
 
-def build_result(system, workload, requests, engines, log, latency_model, now, time_limit_s, stopped_early=None) -> RunResult:
-    """Turn the simulation's requests and batch log (rows of BATCH_COLUMNS) into a RunResult."""
+def build_result(system, workload, requests, engines, log, latency_model, now, time_limit_s, stopped_early=None,
+                 stretches: list | None = None) -> RunResult:
+    """Turn the simulation's requests and batch log (rows of BATCH_COLUMNS, and the decode stretches
+    applied: decode_stretch.stretch_rows) into a RunResult. The batch table is built on first use."""
     by_key = {(e.replica, e.index): e for e in engines}
     end_times = {key: np.frombuffer(e.scheduler.decode_end_times) for key, e in by_key.items()}
     for r in requests:  # close the decode spans of requests still decoding at the time limit
@@ -204,11 +218,11 @@ def build_result(system, workload, requests, engines, log, latency_model, now, t
         status, reason, [r.prompt_tokens for r in requests], [r.output_tokens for r in requests], generated,
         [r.preemptions for r in requests], whole(values), offsets,
     )
-    rows = log
-    rows = rows[np.lexsort((rows[:, 1], rows[:, 0], rows[:, 2]))]  # by start, then replica and engine: not by event order
-    batches = pa.table({name: pa.array(rows[:, i] if name.endswith("_s") else rows[:, i].astype(np.int64))
-                        for i, name in enumerate(BATCH_COLUMNS)})
-    features = rows[:, 4:4 + len(FEATURES)]
+    features, weights = log[:, 4:4 + len(FEATURES)], None
+    if stretches:  # each stretch stands for its iterations: two rows, those within the profile and those beyond
+        extra, extra_weights = stretch_features(stretches, latency_model.predictor.coverage)
+        features = np.concatenate((features, extra))
+        weights = np.concatenate((np.ones(len(log), dtype=np.int64), extra_weights))
     info = {
         "kind": "simulated",
         "system": system.to_dict(),
@@ -221,6 +235,15 @@ def build_result(system, workload, requests, engines, log, latency_model, now, t
         "simulated_until_s": now,
         "time_limit_s": time_limit_s,
         "stopped_early": stopped_early,
-        "extrapolation": latency_model.extrapolation(features) if len(features) else None,
+        "extrapolation": latency_model.extrapolation(features, weights) if len(features) else None,
     }
-    return RunResult(table, batches, info)
+    return RunResult(table, lambda: batch_table(log, stretches), info)
+
+
+def batch_table(log: np.ndarray, stretches: list | None = None) -> pa.Table:
+    """The batches, one row each, by start (then replica and engine), not in the order they were logged."""
+    if stretches:
+        log = np.concatenate((log, stretch_rows(stretches)))
+    rows = log[np.lexsort((log[:, 1], log[:, 0], log[:, 2]))]
+    return pa.table({name: pa.array(rows[:, i] if name.endswith("_s") else rows[:, i].astype(np.int64))
+                     for i, name in enumerate(BATCH_COLUMNS)})

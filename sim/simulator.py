@@ -20,7 +20,7 @@ import simpy
 from simpy.events import NORMAL
 
 from capsim.profiles.predictor import LatencyPredictor
-from capsim.sim.decode_stretch import DecodeStretches, stretch_rows
+from capsim.sim.decode_stretch import DecodeStretches
 from capsim.sim.early_stop import EarlyStop, EarlyStopMonitor
 from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
@@ -209,8 +209,8 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
     except RuntimeError as error:  # no events left before every request retired
         raise SimulationError(f"the simulation stalled with {run.remaining} requests left: {error}") from None
     stopped = run.monitor.stopped if run.monitor else None
-    rows = np.concatenate((np.frombuffer(run.log).reshape(-1, len(BATCH_COLUMNS)), stretch_rows(run.stretch_log)))
-    result = build_result(system, workload, requests, engines, rows, latency_model, env.now, time_limit_s, stopped)
+    rows = np.frombuffer(run.log).reshape(-1, len(BATCH_COLUMNS))
+    result = build_result(system, workload, requests, engines, rows, latency_model, env.now, time_limit_s, stopped, run.stretch_log)
     if max_concurrency is not None:
         result.info["max_concurrency"] = max_concurrency
     return result
@@ -263,7 +263,7 @@ class CustomLatency:
         self.profile = fitted.profile | {"source": "custom", "engine": getattr(function, "__name__", "custom")}
         self.predictor = function
 
-    def extrapolation(self, features):
+    def extrapolation(self, features, weights=None):
         return None
 
 

@@ -103,3 +103,26 @@ def test_a_callers_latency_function_skips_events_the_same_way():
     for scheduler in ("sarathi", "vllm_v0"):
         system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler=scheduler, replicas=2, router="least_outstanding")
         both(system, workload, batch_seconds=coarse)
+
+
+def test_stretches_are_checked_against_the_profile_as_their_rows_would_be():
+    """A stretch's extrapolation count and peaks come from two summary rows; they must equal what
+    its every iteration's row gives, at the coverage boundary too."""
+    from capsim.sim.decode_stretch import stretch_features, stretch_rows
+
+    model = SystemSpec(model="Llama-3.1-8B", hardware="H100-SXM").latency_model()
+    coverage = model.predictor.coverage
+    rng = np.random.default_rng(3)
+    stretches = []
+    for _ in range(200):
+        m = int(rng.integers(1, 300))
+        tokens = m if rng.random() < 0.9 else int(coverage[0]) + 5  # some batches wider than the profile
+        count = int(rng.integers(8, 400))
+        kv0 = int(coverage[5] * 1.0001) - int(rng.integers(-m * 5, m * count + 1))  # crossing the boundary, or not
+        ends = np.cumsum(rng.random(count))
+        stretches.append((0, 0, 0.0, ends, tokens, max(kv0, 0), m, 10, np.zeros(count - 1, dtype=np.int64), -1))
+    rows = stretch_rows(stretches)[:, 4:10]
+    summary, weights = stretch_features(stretches, coverage)
+    expected = model.extrapolation(rows)
+    assert expected is not None and model.extrapolation(summary, weights) == expected
+    assert weights.sum() == len(rows)
