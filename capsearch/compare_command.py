@@ -8,8 +8,6 @@ loads match by their kind, rate and concurrency cap. Errors are (value - referen
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -19,9 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from capsim.capsearch.config import ConfigError
-from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
+from capsim.capsearch.results_dir import ResultSet, output_options, results_dir, write_csv, write_json
 from capsim.capsearch.serving_metrics import METRICS, WORDS
-from capsim.traces import strict_dumps, write_atomically
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 THROUGHPUTS = ("request_throughput", "output_throughput")
@@ -104,14 +101,9 @@ def compare(folders: tuple[Path, ...], output_dir: Path | None, overwrite: bool)
     folder = results_dir(output_dir, "compare", overwrite)
     with ResultSet(folder) as staging:
         plot_comparison({name: rows for name, (_, _, rows) in zip(names, sweeps)}, staging, keys)
-        text = strict_dumps({"reference": names[reference], "folders": [str(f) for f in folders], "errors": comparisons}, indent=2)
-        write_atomically(staging / "compare.json", lambda tmp: Path(tmp).write_text(text))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["series", "load", *keys])
-        writer.writeheader()
-        for name, rows in comparisons.items():
-            writer.writerows({"series": name, **row} for row in rows)
-        write_atomically(staging / "compare.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue()))
+        write_json(staging / "compare.json", {"reference": names[reference], "folders": [str(f) for f in folders], "errors": comparisons})
+        write_csv(staging / "compare.csv", ({"series": name, **row} for name, rows in comparisons.items() for row in rows),
+                  ["series", "load", *keys])
     console.print(f"reference: {names[reference]}")
     for name, rows in comparisons.items():
         console.print(error_table(name, rows, keys) if rows else f"[yellow]{name}: no load in common with the reference[/]")

@@ -63,7 +63,8 @@ def splits(base: SystemSpec, hardware: str, gpus: int, tps: list[int], prefill_c
     found = []
     for prefills, p, decodes, d in shapes(gpus, tps):
         for batch in decode_batches:
-            words = f"{prefills}P{decodes}D {hardware} TP{p}/TP{d}, decode batch {batch}"
+            engine = "" if base.engine == "vllm" else f" {base.engine}"
+            words = f"{prefills}P{decodes}D {hardware}{engine} TP{p}/TP{d}, decode batch {batch}"
             try:
                 prefill = dataclasses.replace(base, hardware=hardware, tp=p, replicas=prefills, scheduler="sarathi",
                                               token_budget=prefill_chunk)

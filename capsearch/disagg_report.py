@@ -3,16 +3,14 @@ the best aggregated deployment on the same GPUs."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from rich.table import Table
 
 from capsim.capsearch.report import _pyplot, _save
-from capsim.traces import strict_dumps, write_atomically
+from capsim.capsearch.results_dir import write_csv, write_json
 
-COLUMNS = ("status", "split", "hardware", "prefill_instances", "prefill_tp", "prefill_chunk", "decode_instances", "decode_tp",
+COLUMNS = ("status", "split", "hardware", "engine", "prefill_instances", "prefill_tp", "prefill_chunk", "decode_instances", "decode_tp",
            "decode_max_batch_size", "kv_link", "gpus", "upper_bound_qps", "capacity_qps", "capacity_qps_per_gpu", "binding_clause",
            "converged", "latency_source", "why")
 
@@ -20,7 +18,7 @@ COLUMNS = ("status", "split", "hardware", "prefill_instances", "prefill_tp", "pr
 def split_row(split) -> dict:
     system = split.system
     p, d = (system.prefill, system.decode) if system else (None, None)
-    return {"status": split.status, "split": split.words, "hardware": p.hardware if p else None,
+    return {"status": split.status, "split": split.words, "hardware": p.hardware if p else None, "engine": p.engine if p else None,
             "prefill_instances": p.replicas if p else None, "prefill_tp": p.tp if p else None, "prefill_chunk": p.token_budget if p else None,
             "decode_instances": d.replicas if d else None, "decode_tp": d.tp if d else None,
             "decode_max_batch_size": d.max_batch_size if d else None, "kv_link": system.kv_link if system else None,
@@ -31,13 +29,8 @@ def split_row(split) -> dict:
 
 def write_splits(pool, folder: Path) -> None:
     rows = [split_row(s) for s in pool]
-    text = strict_dumps({"splits": rows}, indent=2)
-    write_atomically(folder / "disagg.json", lambda tmp: Path(tmp).write_text(text))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomically(folder / "disagg.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue()))
+    write_json(folder / "disagg.json", {"splits": rows})
+    write_csv(folder / "disagg.csv", rows, COLUMNS)
 
 
 def best_aggregated(candidates):
@@ -65,10 +58,17 @@ def print_splits(console, pool, candidates) -> None:
         return
     per_gpu = aggregated.capacity / aggregated.gpus
     console.print(f"best aggregated: {aggregated.replicas} x {aggregated.label()}: {aggregated.capacity:.3g} QPS on {aggregated.gpus} GPUs, "
-                  f"{per_gpu:.3g} a GPU (fails first: {aggregated.binding_clause or 'n/a'})")
+                  f"{per_gpu:.3g} a GPU ({found_words(aggregated)})")
     console.print(f"best disaggregated: {best.words}: {best.capacity:.3g} QPS on {best.gpus} GPUs, {best.capacity_per_gpu:.3g} a GPU "
-                  f"(fails first: {best.binding_clause or 'n/a'}): [bold]{best.capacity_per_gpu / per_gpu:.2f}x[/] the aggregated "
-                  "capacity a GPU")
+                  f"({found_words(best)}): [bold]{best.capacity_per_gpu / per_gpu:.2f}x[/] the aggregated capacity a GPU")
+    if not (aggregated.converged and best.converged):
+        console.print("[yellow]a search that did not converge found no load its SLO fails at: its capacity is only a lower bound, "
+                      "and so is the ratio's side that holds it (give more requests, --num-requests, so that a queue can show)[/]")
+
+
+def found_words(found) -> str:
+    """What failed first above the capacity, or that nothing did."""
+    return f"fails first: {found.binding_clause or 'n/a'}" if found.converged else "search not converged"
 
 
 def plot_splits(pool, candidates, path: Path, title: str, top: int = 30) -> Path:

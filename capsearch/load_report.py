@@ -4,8 +4,6 @@ files, the sweep's table and plots, vLLM-style result files, and what is printed
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
@@ -14,11 +12,10 @@ from rich.table import Table
 from capsim.capsearch.bench_results import result_filename, vllm_result, write_result
 from capsim.capsearch.load_options import LoadRun
 from capsim.capsearch.load_sweep import Load, auto_loads, load_row
-from capsim.capsearch.results_dir import ResultSet
+from capsim.capsearch.results_dir import ResultSet, write_csv, write_json
 from capsim.capsearch.serving_metrics import WORDS, percentile_word
 from capsim.sim import POLICIES
 from capsim.sim.disagg import describe
-from capsim.traces import strict_dumps, write_atomically
 
 
 def run_loads(load_run: LoadRun, run_one) -> tuple[list[tuple[Load, object]], list[dict], dict]:
@@ -66,8 +63,7 @@ def write_loads(load_run: LoadRun, runs, rows, cdfs, folder: Path, title: str, s
             place = staging / load.folder if sweep else staging
             place.mkdir(exist_ok=True)
             result.write(place)
-            text = strict_dumps(row, indent=2)
-            write_atomically(place / "serving.json", lambda tmp: Path(tmp).write_text(text))
+            write_json(place / "serving.json", row)
             if chrome_trace:
                 result.write_chrome_trace(place / "batches.trace.json")
         if sweep:
@@ -177,13 +173,8 @@ def sweep_info(result, load_run: LoadRun, title: str) -> dict:
 
 
 def write_sweep_table(rows: list[dict], folder: Path, info: dict) -> None:
-    text = strict_dumps({"info": info, "loads": rows}, indent=2)
-    write_atomically(folder / "load_sweep.json", lambda tmp: Path(tmp).write_text(text))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomically(folder / "load_sweep.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue()))
+    write_json(folder / "load_sweep.json", {"info": info, "loads": rows})
+    write_csv(folder / "load_sweep.csv", rows, rows[0])
 
 
 def save_results(load_run: LoadRun, rows, runs, folder: Path, spec, date: str) -> list[Path]:

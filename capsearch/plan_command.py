@@ -3,9 +3,7 @@ many replicas, for a model, a trace and an SLO (plan.py has the method)."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import shlex
 import sys
 from pathlib import Path
@@ -18,14 +16,13 @@ from capsim.capsearch.config import ConfigError
 from capsim.capsearch.experiment import EXECUTORS
 from capsim.capsearch.plan import (DEFAULT_BATCHES, DEFAULT_BUDGETS, DEFAULT_TPS, Candidate, Goal, candidates, found_score, plan,
                                    read_prices)
-from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
+from capsim.capsearch.results_dir import ResultSet, output_options, results_dir, write_csv, write_json
 from capsim.capsearch.slo_options import flag_convention, slo_options, slos_from_flags
 from capsim.capsearch.workload_options import option_given, workload_options
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
 from capsim.profiles.store import ENGINES
 from capsim.sim import POLICIES, ROUTERS, SystemSpec
-from capsim.traces import strict_dumps, write_atomically
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 SPACE_KEYS = ("hardware", "tp", "pp", "engine", "scheduler", "chunk_size", "max_batch_size")
@@ -112,7 +109,7 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
     if len(goals) != 1:
         raise ConfigError("say what to plan for: one of --target-qps, --gpus, --budget")
     goal = goals[0]
-    if disagg and (goal.kind != "gpus" or not (hardware or space_path)):
+    if disagg and goal.kind != "gpus":
         raise ConfigError("--disagg compares layouts of a GPU count on a GPU kind: give --gpus N and --hardware (not --target-qps "
                           "or --budget)")
     if ray_address and executor != "ray":
@@ -129,6 +126,8 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
     if both:
         raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in both)} given twice, as a flag and in {space_path}: keep one")
     given = {key: flags[key] if flags[key] is not None else space.get(key) for key in SPACE_KEYS}
+    if disagg and not given["hardware"]:
+        raise ConfigError("--disagg compares layouts of a GPU count on a GPU kind: give --hardware (or hardware: in --space)")
     prices = read_prices(prices_path)
     kinds = [_gpu(name) for name in _names(given["hardware"])] if given["hardware"] else list(prices)
     unpriced = [k for k in kinds if k not in prices]
@@ -161,7 +160,8 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
 
         plan(goal, pool, spec, slo, {}, workers, cache_dir, progress, executor, ray_address)
         if disagg:
-            split_pool = disagg_splits(base, kinds, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address, status)
+            split_pool = disagg_splits(base, kinds, engines, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address,
+                                       status)
     rows = [candidate_row(c, goal) for c in pool]
     with ResultSet(folder) as staging:
         write_rows(rows, staging, {"goal": dataclasses.asdict(goal), "model": base.model, "workload": spec.to_dict(),
@@ -183,17 +183,22 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
     console.print(f"wrote {folder}/: plan.csv, plan.json, pareto.png, capacity.png" + (", disagg.csv, disagg.json, disagg.png" if disagg else ""))
 
 
-def disagg_splits(base, kinds, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address, status):
-    """The xPyD splits of `gpus` GPUs of each kind, searched (disagg_plan.py)."""
+def disagg_splits(base, kinds, engines, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address, status):
+    """The xPyD splits of `gpus` GPUs of each kind and engine, searched (disagg_plan.py)."""
     from capsim.capsearch.disagg_plan import search_splits, splits
     from capsim.capsearch.plan import Runner
 
     tps = _counts(given["tp"], "tp") if given["tp"] else DEFAULT_TPS
     chunk = max(budgets.get("sarathi") or DEFAULT_BUDGETS["sarathi"])
     batches = _counts(given["max_batch_size"], "max-batch-size") if given["max_batch_size"] else DEFAULT_BATCHES
-    pool = [split for kind in kinds for split in splits(base, kind, gpus, tps, chunk, batches)]
-    console.print(f"disaggregated: {len(pool)} splits of {gpus} GPUs (prefill pool sarathi chunk {chunk}; decode batch "
-                  f"{', '.join(map(str, batches))})")
+    pool = [split for kind in kinds for engine in engines
+            for split in splits(dataclasses.replace(base, engine=engine), kind, gpus, tps, chunk, batches)]
+    console.print(f"disaggregated: {len(pool)} splits of {gpus} GPUs (TP only; prefill pool sarathi chunk {chunk}; decode pool "
+                  f"sarathi batch {', '.join(map(str, batches))})")
+    aggregated_only = [f"--{key.replace('_', '-')}" for key in ("pp", "scheduler") if given[key]] + (
+        ["--router"] if option_given("router") else [])
+    if aggregated_only:
+        console.print(f"[dim]{', '.join(aggregated_only)}: applied to the aggregated candidates; the splits' pools are as above[/]")
     searched = [0]
 
     def progress(split) -> None:
@@ -232,13 +237,8 @@ def candidate_row(c: Candidate, goal: Goal) -> dict:
 
 
 def write_rows(rows: list[dict], folder: Path, info: dict) -> None:
-    text = strict_dumps({"info": info, "candidates": rows}, indent=2)
-    write_atomically(folder / "plan.json", lambda tmp: Path(tmp).write_text(text))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomically(folder / "plan.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue()))
+    write_json(folder / "plan.json", {"info": info, "candidates": rows})
+    write_csv(folder / "plan.csv", rows, CSV_COLUMNS)
 
 
 def print_plan(pool: list[Candidate], goal: Goal) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import asdict
 from pathlib import Path
 
+from capsim.capsearch.results_dir import write_csv, write_json
 from capsim.capsearch.search import Capacity
 from capsim.capsearch.slo import slo_from_dict
 from capsim.sim.disagg import describe
-from capsim.traces import strict_dumps, write_atomically
+from capsim.traces import write_atomically
 
 CSV_COLUMNS = ("model", "scheduler", "trace", "parallel", "slo", "capacity_qps", "failing_qps", "bracket", "outcome", "converged",
                "failed_first", "slo_clauses", "hardware", "tp", "pp", "scheduler_policy", "chunk_size", "batch_size", "engine",
@@ -69,16 +68,9 @@ def scheduler_words(label: str | None, system: dict) -> str:
 
 
 def write_capacity_table(capacities: list[Capacity], folder: Path, stem: str = "capacity") -> tuple[Path, Path]:
-    rows = capacity_rows(capacities)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    text = buffer.getvalue()
-    csv_path, json_path = folder / f"{stem}.csv", folder / f"{stem}.json"
-    write_atomically(csv_path, lambda tmp: Path(tmp).write_text(text))
-    data = strict_dumps([asdict(c) | {"outcome": c.outcome, "bracket": c.bracket} for c in capacities], indent=1)
-    write_atomically(json_path, lambda tmp: Path(tmp).write_text(data))
+    csv_path = write_csv(folder / f"{stem}.csv", capacity_rows(capacities), CSV_COLUMNS)
+    json_path = write_json(folder / f"{stem}.json", [asdict(c) | {"outcome": c.outcome, "bracket": c.bracket} for c in capacities],
+                           indent=1)
     return csv_path, json_path
 
 

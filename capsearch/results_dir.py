@@ -1,4 +1,4 @@
-"""A run's output folder, written as a set, and strict JSON for the files in it.
+"""A run's output folder, written as a set, and the CSV and strict JSON files in it.
 
 Every run writes to a folder of its own: by default a new one named by the time under
 capsim-results/<command>/; with -o, the folder given, refused if it already holds something
@@ -8,6 +8,8 @@ when the run succeeds (one rename); a run that fails or is interrupted leaves th
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 from datetime import datetime
@@ -16,6 +18,7 @@ from pathlib import Path
 import click
 
 from capsim.capsearch.errors import ConfigError
+from capsim.traces import strict_dumps, write_atomically
 
 RESULTS_ROOT = Path("capsim-results")
 
@@ -28,6 +31,23 @@ def output_options(command: str):
                             help=f"Folder for the results [default: a new one, {RESULTS_ROOT}/{command}/<date-time>]; "
                                  "one that holds something is refused without --overwrite.")(function)
     return wrap
+
+
+def write_csv(path: Path, rows, columns) -> Path:
+    """Rows (dicts) under a header of `columns`; keys not among them are left out."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(buffer.getvalue()))
+    return path
+
+
+def write_json(path: Path, document, indent: int = 2) -> Path:
+    """Strict JSON (NaN and infinities as null)."""
+    text = strict_dumps(document, indent=indent)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+    return path
 
 
 def results_dir(requested: Path | None, command: str, overwrite: bool) -> Path:

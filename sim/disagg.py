@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from capsim.profiles.hardware import get_hardware
 from capsim.profiles.models import get_model
 from capsim.sim.errors import SimulationError
-from capsim.sim.kv_link import LINKS, KVLink, default_link, kv_link, shards
+from capsim.sim.kv_link import KVLink, default_link, kv_link, shards
 from capsim.sim.policies import POLICIES
 from capsim.sim.scheduler import SchedulerConfig
 from capsim.sim.system import SystemSpec
@@ -99,20 +99,14 @@ class DisaggSpec:
     def model(self) -> str:
         return self.prefill.model
 
-    @property
-    def hardware(self) -> str:
-        p, d = self.prefill.hardware, self.decode.hardware
+    def _pools(self, field: str) -> str:
+        """The pools' value of `field`, or both, named, where they differ."""
+        p, d = getattr(self.prefill, field), getattr(self.decode, field)
         return p if p == d else f"{p} (prefill), {d} (decode)"
 
-    @property
-    def engine(self) -> str:
-        p, d = self.prefill.engine, self.decode.engine
-        return p if p == d else f"{p} (prefill), {d} (decode)"
-
-    @property
-    def scheduler(self) -> str:
-        p, d = self.prefill.scheduler, self.decode.scheduler
-        return p if p == d else f"{p}/{d}"
+    hardware = property(lambda self: self._pools("hardware"))
+    engine = property(lambda self: self._pools("engine"))
+    scheduler = property(lambda self: self._pools("scheduler"))
 
     @property
     def tp(self) -> str:

@@ -219,7 +219,6 @@ def simulate_disagg(system: DisaggSpec, workload: Workload, time_limit_s: float 
         prefill_seconds = decode_seconds = batch_seconds
         custom = CustomLatency(latency.prefill, batch_seconds)
         latency = PoolLatencies(custom, CustomLatency(latency.decode, batch_seconds))
-        latency.profile_hash = ""
     env = Clock()
     requests = make_requests(workload)
     run = Run(env, len(requests), max_concurrency)

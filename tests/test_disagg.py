@@ -204,6 +204,8 @@ def test_plan_sets_the_best_split_beside_the_best_aggregated_deployment(tmp_path
     assert (tmp_path / "plan" / "disagg.png").stat().st_size > 0
     refused = capsim("plan", "--model", "Llama-3.1-8B", "--target-qps", "5", "--hardware", "H100", "--disagg", "-o", str(tmp_path / "no"))
     assert refused.returncode == 2 and "--gpus N" in refused.stderr and not (tmp_path / "no").exists()
+    no_gpu_kind = capsim("plan", "--model", "Llama-3.1-8B", "--gpus", "2", "--disagg", "-o", str(tmp_path / "no"))
+    assert no_gpu_kind.returncode == 2 and "give --hardware" in no_gpu_kind.stderr and not (tmp_path / "no").exists()
 
 
 @pytest.mark.parametrize("prefill_router, decode_router", [("round_robin", "round_robin"), ("least_tokens", "least_outstanding")])
