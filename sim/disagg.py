@@ -29,7 +29,8 @@ def parse_shape(text: str) -> tuple[int, int]:
     """'2P4D' -> (2, 4)."""
     match = SHAPE.match(text)
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
-        raise SimulationError(f"--disagg takes prefill and decode instances as xPyD, e.g. 2P4D (at least 1 of each), got {text!r}")
+        raise SimulationError(f"a disaggregated deployment is written xPyD: x prefill and y decode instances, at least 1 of each "
+                              f"(e.g. 2P4D); got {text!r}")
     return int(match[1]), int(match[2])
 
 
@@ -128,8 +129,10 @@ class DisaggSpec:
             if name in changes:
                 raise SimulationError(f"{name.replace('_', ' ')} does not apply to a disaggregated deployment, whose xPyD gives "
                                       "the instances")
-        return dataclasses.replace(self, prefill=dataclasses.replace(self.prefill, **changes),
-                                   decode=dataclasses.replace(self.decode, **changes))
+        prefill, decode = dataclasses.replace(self.prefill, **changes), dataclasses.replace(self.decode, **changes)
+        # a link that was the default follows the new pools (their GPU kind, their count)
+        defaulted = self.kv_link == default_link(get_hardware(self.prefill.hardware), get_hardware(self.decode.hardware), self.gpus)
+        return dataclasses.replace(self, prefill=prefill, decode=decode, kv_link=None if defaulted else self.kv_link)
 
     def link(self) -> KVLink:
         model = get_model(self.model)

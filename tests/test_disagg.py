@@ -219,3 +219,12 @@ def test_routers_spread_requests_over_the_instances(prefill_router, decode_route
     assert decode_router in result.info["disagg"]["words"]
     if decode_router == "round_robin":  # request i to decode instance i mod 3, in the order their prompts finish
         assert sorted(np.bincount(result.column("replica"))[2:]) == [20, 20, 20]
+
+
+def test_an_override_of_both_pools_keeps_a_chosen_link_and_redoes_a_default_one():
+    system = deployment()  # nvlink by default: 2 GPUs on one board
+    assert system.with_pools(hardware="RTX-PRO-6000").kv_link == "ib"  # no NVLink on that card
+    assert system.with_pools(tp=8).kv_link == "ib"  # 16 GPUs: past one board
+    assert deployment(link="pcie").with_pools(max_batch_size=64).kv_link == "pcie"
+    with pytest.raises(SimulationError, match="does not apply"):
+        system.with_pools(replicas=2)
