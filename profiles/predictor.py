@@ -100,33 +100,41 @@ class LatencyPredictor:
         return call
 
     def _specialize_decodes(self):
-        """The scalar path of _specialize with prefill_* = 0 and decode_kv an array."""
+        """The scalar path of _specialize with prefill_* = 0 and decode_kv an array (the tokens and
+        decode_seqs an array too, or one number for all)."""
         table, n, slope, base = self.token_table, len(self.token_table), self.token_slope, self.base
+        table_array = np.asarray(table)
         a1, a2, a3, a4, a5 = (self.linear.get(k, 0.0) for k in range(1, len(FEATURES)))
-        bent = [(k - 1, knots, *(np.asarray(a) for a in _segments(knots, values))) for k, (knots, values) in self.bent.items()]
-        steps = [(k - 1, thresholds, np.asarray(values)) for k, (thresholds, values) in self.steps.items()]
+        bent = [(k - 1, knots, np.asarray(knots), *(np.asarray(a) for a in _segments(knots, values))) for k, (knots, values) in self.bent.items()]
+        steps = [(k - 1, thresholds, np.asarray(thresholds), np.asarray(values)) for k, (thresholds, values) in self.steps.items()]
         identity = self.link == "identity"
+        exp = math.exp
 
         def decodes(t, ds, dk):
             ps = pa = pc = 0
-            total = base + (table[t] if t < n else table[-1] + slope * (t - n + 1))
+            if isinstance(t, np.ndarray):
+                if int(t.max()) < n:
+                    total = base + table_array[t]
+                else:
+                    total = base + np.where(t < n, table_array[np.minimum(t, n - 1)], table[-1] + slope * (t - n + 1))
+            else:
+                total = base + (table[t] if t < n else table[-1] + slope * (t - n + 1))
             total = total + (a1 * ps + a2 * pa + a3 * pc + a4 * ds + a5 * dk)
-            for i, knots, starts, values, slopes in bent:
-                if i == 4:
-                    j = np.searchsorted(knots, dk, side="right")
-                    total = total + (values[j] + slopes[j] * (dk - starts[j]))
+            x = (ps, pa, pc, ds, dk)
+            for i, knots, knot_array, starts, values, slopes in bent:
+                if isinstance(x[i], np.ndarray):
+                    j = np.searchsorted(knot_array, x[i], side="right")
+                    total = total + (values[j] + slopes[j] * (x[i] - starts[j]))
                 else:
-                    x = (ps, pa, pc, ds)[i]
-                    j = bisect_right(knots, x)
-                    total = total + (float(values[j]) + float(slopes[j]) * (x - float(starts[j])))
-            for i, thresholds, values in steps:
-                if i == 4:
-                    total = total + values[np.searchsorted(thresholds, dk, side="left")]
+                    j = bisect_right(knots, x[i])
+                    total = total + (float(values[j]) + float(slopes[j]) * (x[i] - float(starts[j])))
+            for i, thresholds, threshold_array, values in steps:
+                if isinstance(x[i], np.ndarray):
+                    total = total + values[np.searchsorted(threshold_array, x[i], side="left")]
                 else:
-                    total = total + float(values[bisect_left(thresholds, (ps, pa, pc, ds)[i])])
+                    total = total + float(values[bisect_left(thresholds, x[i])])
             return total if identity else np.array([exp(v) for v in total.tolist()])  # math.exp: np.exp may round apart
 
-        exp = math.exp
         return decodes
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:

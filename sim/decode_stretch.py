@@ -27,6 +27,7 @@ import numpy as np
 
 from capsim.profiles.batch import FEATURES
 from capsim.sim.early_stop import CHECK_WAIT_EVERY
+from capsim.sim.errors import SimulationError
 from capsim.sim.scheduler import Batch
 
 MAX_ITERATIONS = 8192  # a stretch's iterations at most (bounds its arrays; a longer one continues in the next)
@@ -37,11 +38,16 @@ MIN_ITERATIONS = 8  # shorter stretches go the per-iteration way: an iteration c
 class Stretch:
     start: float  # when the first iteration (the batch at hand) started
     ends: np.ndarray  # end time of each iteration
-    appends: np.ndarray  # KV blocks each iteration after the first takes (the first took its own)
+    appends: np.ndarray  # KV blocks each iteration takes (0 for the first: the batch at hand took its own)
     kv: np.ndarray  # decode_kv of each iteration
-    completes: bool = False  # requests finish in the last iteration: it ends with the scheduler's own complete()
+    segments: list  # (iterations, decode requests, ends in a completion), in order: the decode set shrinks at each
     tbt_violations: int | None = None  # the early-stop monitor's count after the stretch
     stop: tuple[str, str] | None = None  # ("tbt" | "wait", reason): the monitor stops the run at the last iteration
+
+    @property
+    def completes(self) -> bool:
+        """Requests finish in the last iteration: it ends with the scheduler's own complete()."""
+        return self.segments[-1][2]
 
 
 class DecodeStretches:
@@ -57,69 +63,87 @@ class DecodeStretches:
     def plan(self, scheduler, batch, now: float) -> Stretch | None:
         """The stretch that starts with `batch` (decode-only), or None where one iteration is all
         there is before an event. A decode-only batch with requests waiting means the policy refused
-        them, and nothing they wait for (blocks, batch slots, budget) comes back before a completion."""
+        them, and nothing they wait for (blocks, batch slots, budget) comes back before a completion.
+
+        With no request waiting or part-prefilled and no client waiting for a slot, a completion
+        changes nothing but the decode set: the stretch goes on past it with the requests left
+        (a new segment), until the decode set empties."""
         run = self.run
         if batch.prefills or batch.preempted or len(scheduler.pool.members) > 1 or (run.monitor is not None and not self.alone):
             return None
-        until_completion = _iterations_to_completion(scheduler)  # the batch at hand's and those after, to the completing one
-        horizon = min(MAX_ITERATIONS, until_completion)
-        if horizon < MIN_ITERATIONS:
+        through = (scheduler.decodes_go_on_after_completions and not scheduler.waiting and not scheduler.prefilling
+                   and run.slot is None)
+        upcoming = _Completions(scheduler, through)
+        first_completion = upcoming.iteration(0)
+        if not through and first_completion - scheduler.decode_iterations + 1 < MIN_ITERATIONS:
             return None
-        m, tokens = batch.num_decodes, batch.num_decodes + batch.padding_seqs
+        tokens = batch.num_decodes + batch.padding_seqs
         limit = min(run.next_arrival, run.time_limit)
-        first = self.predictor(tokens, 0, 0, 0, tokens, batch.decode_kv)
         if limit != math.inf:
-            in_time = (limit - now) / first  # iterations that fit before the next arrival, give or take
+            in_time = (limit - now) / self.predictor(tokens, 0, 0, 0, tokens, batch.decode_kv)  # iterations before the next arrival, give or take
             if in_time < MIN_ITERATIONS - 1:
                 return None
-            size = max(MIN_ITERATIONS, min(horizon, int(in_time * 1.02) + 8))
+            size = max(MIN_ITERATIONS, min(MAX_ITERATIONS, int(in_time * 1.02) + 8))
         else:
-            size = horizon
+            size = MAX_ITERATIONS
         while True:  # iterations up to the next arrival: a guess from the first one's time, quadrupled while it falls short
-            appends = _appends(scheduler, scheduler.decode_iterations + 1, size - 1)
-            affordable = 1 + int(np.searchsorted(np.cumsum(appends), scheduler.free_blocks, side="right"))  # no preemption
-            kv = batch.decode_kv + m * np.arange(size, dtype=np.int64)
-            ends = np.cumsum(np.concatenate(([now], self.predictor.decode_iterations(tokens, tokens, kv))))[1:]
-            if ends[-1] > limit or size == horizon or affordable < size:
+            segments, appends, kv, seqs = _layout(scheduler, batch, size, upcoming, through)
+            total = len(kv)
+            affordable = _affordable(appends, segments, scheduler.free_blocks)  # no preemption
+            ends = np.empty(total + 1)
+            ends[0] = now
+            ends[1:] = self.predictor.decode_iterations(seqs, seqs, kv)
+            ends = np.cumsum(ends, out=ends)[1:]
+            if ends[-1] > limit or total < size or size == MAX_ITERATIONS or affordable < total:
                 break
-            size = min(horizon, 4 * size)
+            size = min(MAX_ITERATIONS, 4 * size)
         count = int(np.searchsorted(ends, limit, side="left"))  # those that end before the next arrival and the time limit
-        if (self.arrivals_blind and count < len(ends) and run.next_arrival < run.time_limit and ends[count] > run.next_arrival
+        if (self.arrivals_blind and count < total and run.next_arrival < run.time_limit and ends[count] > run.next_arrival
                 and _arrival_not_late(run, ends[count])):
             count += 1  # and the one in which the request arrives
         count = min(count, affordable)
         if count < MIN_ITERATIONS:
             return None
-        stretch = Stretch(now, ends[:count], appends[:count - 1], kv[:count], completes=count == until_completion)
+        stretch = Stretch(now, ends[:count], appends[:count], kv[:count], _cut(segments, count))
         return stretch if run.monitor is None else _early_stop(run.monitor, scheduler, batch, stretch)
 
     def apply(self, engine, batch, stretch: Stretch) -> None:
         """The stretch's iterations, as the per-iteration path leaves them: the scheduler's books,
-        the batch log, the early-stop monitor."""
+        the batch log, the early-stop monitor. A segment's iterations are booked by hand, and
+        its completing last one by the scheduler's own complete()."""
         scheduler, run = engine.scheduler, self.run
-        k, m, tokens = len(stretch.ends), batch.num_decodes, batch.num_decodes + batch.padding_seqs
-        used_after_first = scheduler.used_blocks()
-        scheduler.free_blocks -= int(stretch.appends.sum())
         scheduler.fresh_decodes = 0
-        booked = k - stretch.completes  # iterations kept by hand; a completing last one by complete()
-        scheduler.decode_iterations += booked
-        scheduler.decode_end_times.frombytes(stretch.ends[:booked].tobytes())
-        scheduler.kv_sum += booked * m
-        finished = []
-        if stretch.completes:
-            last = Batch(num_decodes=m, decode_kv=int(stretch.kv[-1]), padding_seqs=batch.padding_seqs)
-            finished = scheduler.complete(last, float(stretch.ends[-1]))
-        run.stretch_log.append((engine.replica, engine.index, stretch.start, stretch.ends, tokens, int(stretch.kv[0]), m,
-                                used_after_first, stretch.appends, scheduler.used_blocks() if finished else -1))
+        start, first, finished = stretch.start, 0, 0
+        for index, (count, m, completes) in enumerate(stretch.segments):
+            last = first + count
+            ends, appends = stretch.ends[first:last], stretch.appends[first:last]
+            if index:  # the batch at hand took the first segment's first blocks; later segments take their own
+                scheduler.free_blocks -= int(appends[0])
+            used_after_first = scheduler.used_blocks()
+            scheduler.free_blocks -= int(appends[1:].sum())
+            booked = count - completes
+            scheduler.decode_iterations += booked
+            scheduler.decode_end_times.frombytes(ends[:booked].tobytes())
+            scheduler.kv_sum += booked * m
+            done = []
+            if completes:
+                done = scheduler.complete(Batch(num_decodes=m, decode_kv=int(stretch.kv[last - 1]), padding_seqs=batch.padding_seqs),
+                                          float(ends[-1]))
+                finished += len(done)
+                if index + 1 < len(stretch.segments) and len(scheduler.decoding) != stretch.segments[index + 1][1]:
+                    raise SimulationError("a decode stretch went past a completion its plan did not foresee")
+            run.stretch_log.append((engine.replica, engine.index, start, ends, m + batch.padding_seqs, int(stretch.kv[first]), m,
+                                    used_after_first, appends[1:], scheduler.used_blocks() if done else -1))
+            start, first = float(ends[-1]), last
         monitor = run.monitor
         if monitor is not None:
             if stretch.tbt_violations is not None:
                 monitor.tbt_violations = stretch.tbt_violations
-            monitor.batches += k - (stretch.stop is not None and stretch.stop[0] == "tbt")  # a TBT stop is not counted
+            monitor.batches += len(stretch.ends) - (stretch.stop is not None and stretch.stop[0] == "tbt")  # a TBT stop is not counted
             if stretch.stop is not None:
                 monitor.stop(stretch.stop[1])
         if finished:
-            run.retired(len(finished))
+            run.retired(finished)
 
 
 def stretch_rows(stretches: list) -> np.ndarray:
@@ -175,12 +199,109 @@ def stretch_features(stretches: list, coverage: np.ndarray) -> tuple[np.ndarray,
     return rows, np.concatenate((within, counts - within))
 
 
-def _iterations_to_completion(scheduler) -> int:
-    """Decode iterations from the batch at hand to the first in which a request finishes, both counted."""
-    heap = scheduler.finish_heap
-    while heap and heap[0][3].entry_iteration != heap[0][2]:  # preempted since it was pushed: skipped anyway
-        heapq.heappop(heap)
-    return heap[0][0] - scheduler.decode_iterations + 1 if heap else MAX_ITERATIONS + 1
+class _Completions:
+    """The decode set's coming completions in order: (decode iteration, requests that finish in it).
+    Read off the finish heap; a copy of it where more than the first are needed."""
+
+    def __init__(self, scheduler, all_of_them: bool):
+        heap = scheduler.finish_heap
+        while heap and heap[0][3].entry_iteration != heap[0][2]:  # preempted since it was pushed: skipped anyway
+            heapq.heappop(heap)
+        self.heap = heap[:] if all_of_them else heap
+        self.groups: list[tuple[int, list]] = []
+
+    def iteration(self, index: int) -> int:
+        """The index-th completing decode iteration; a huge number where there is none."""
+        if index == 0 and not self.groups:
+            return self.heap[0][0] if self.heap else 1 << 62
+        group = self.group(index)
+        return group[0] if group else 1 << 62
+
+    def group(self, index: int) -> tuple[int, list] | None:
+        heap = self.heap
+        while len(self.groups) <= index:
+            while heap and heap[0][3].entry_iteration != heap[0][2]:
+                heapq.heappop(heap)
+            if not heap:
+                return None
+            last, requests = heap[0][0], []
+            while heap and heap[0][0] == last:
+                _, _, entry, request = heapq.heappop(heap)
+                if request.entry_iteration == entry:
+                    requests.append(request)
+            self.groups.append((last, requests))
+        return self.groups[index]
+
+
+def _layout(scheduler, batch, size: int, upcoming: _Completions, through: bool):
+    """Up to `size` decode iterations from the batch at hand on, cut into segments at the
+    completions (only the first where the stretch must end at it): the segments, and each
+    iteration's KV-block appends, decode_kv and decode requests (tokens)."""
+    first_iteration, m, kv = scheduler.decode_iterations, batch.num_decodes, batch.decode_kv
+    phases, block_size = scheduler.phase_counts, scheduler.config.block_size
+    reserves = scheduler.reserves_full_length
+    segments, parts, left, gained = [], [], size, 0
+    while True:
+        ending = upcoming.iteration(len(segments)) - first_iteration + 1
+        count = min(ending, left)
+        parts.append((count, m, kv, phases, first_iteration, gained))
+        segments.append((count, m, count == ending))
+        left -= count
+        if count < ending or not through or not left:
+            break
+        finished = upcoming.group(len(segments) - 1)[1]
+        done = first_iteration + count  # decode iterations after the completing one
+        lengths = [r.entry_length + done - r.entry_iteration for r in finished]
+        gained = sum(r.blocks if reserves else -(-length // block_size) - r.shared_blocks for r, length in zip(finished, lengths))
+        kv += m * count - sum(lengths)
+        m -= len(finished)
+        if not m:
+            break  # the decode set empties: the engine goes idle or admits what arrives
+        phases = phases[:]
+        for r in finished:
+            phases[r.phase] -= 1
+        first_iteration = done
+    if len(parts) == 1:
+        count, m, kv0, phases, first_iteration, _ = parts[0]
+        appends = _appends(scheduler, phases, first_iteration, count)
+        appends[0] = 0
+        return segments, appends, kv0 + m * np.arange(count, dtype=np.int64), m + batch.padding_seqs
+    counts, ms, kv0s, phase_rows, firsts, gains = zip(*parts)
+    within = np.arange(size - left, dtype=np.int64)  # iterations from the batch at hand's
+    seqs = np.repeat(np.array(ms, dtype=np.int64), counts)
+    starts = np.cumsum(counts) - counts  # each segment's first, counted like `within`
+    kv = np.repeat(np.array(kv0s, dtype=np.int64) - np.array(ms, dtype=np.int64) * starts, counts) + seqs * within
+    if scheduler.reserves_full_length:
+        appends = np.zeros(len(within), dtype=np.int64)
+    else:
+        which = np.repeat(np.arange(len(parts)), counts)
+        appends = np.array(phase_rows, dtype=np.int64)[which, -(firsts[0] + within) % scheduler.config.block_size]
+    appends[0] = 0
+    return [segment + (gained,) for segment, gained in zip(segments, gains)], appends, kv, seqs
+
+
+def _affordable(appends: np.ndarray, segments: list, free: int) -> int:
+    """Iterations whose KV appends the free blocks cover (no preemption), counting the blocks a
+    completion frees before the next segment's first iteration (a segment's fourth entry)."""
+    if len(segments) > 1:
+        appends, first = appends.copy(), 0
+        for count, _, _, gained in segments:
+            appends[first] -= gained
+            first += count
+    over = np.flatnonzero(np.cumsum(appends) > free)
+    return int(over[0]) if len(over) else len(appends)
+
+
+def _cut(segments: list, count: int) -> list:
+    """The segments of the first `count` iterations."""
+    kept, seen = [], 0
+    for iterations, m, completes, *_ in segments:
+        if seen + iterations >= count:
+            kept.append((count - seen, m, completes and seen + iterations == count))
+            return kept
+        kept.append((iterations, m, completes))
+        seen += iterations
+    return kept
 
 
 def _arrival_not_late(run, end: float) -> bool:
@@ -190,13 +311,12 @@ def _arrival_not_late(run, end: float) -> bool:
     return monitor is None or monitor.rule.max_wait is None or run.next_arrival >= end - monitor.rule.max_wait
 
 
-def _appends(scheduler, first_iteration: int, count: int) -> np.ndarray:
+def _appends(scheduler, phases: list, first_iteration: int, count: int) -> np.ndarray:
     """KV blocks the decode set takes at each of `count` iterations from `first_iteration` on
-    (Scheduler.appends_needed, ahead of time: the phases do not change in a stretch)."""
-    if scheduler.reserves_full_length or count <= 0:
-        return np.zeros(max(count, 0), dtype=np.int64)
-    phases = np.asarray(scheduler.phase_counts, dtype=np.int64)
-    return phases[-(first_iteration + np.arange(count, dtype=np.int64)) % scheduler.config.block_size]
+    (Scheduler.appends_needed, ahead of time: the phases do not change within a segment)."""
+    if scheduler.reserves_full_length:
+        return np.zeros(count, dtype=np.int64)
+    return np.asarray(phases, dtype=np.int64)[-(first_iteration + np.arange(count, dtype=np.int64)) % scheduler.config.block_size]
 
 
 def _early_stop(monitor, scheduler, batch, stretch: Stretch) -> Stretch | None:
@@ -210,7 +330,11 @@ def _early_stop(monitor, scheduler, batch, stretch: Stretch) -> Stretch | None:
         if not len(scheduler.decode_end_times):
             return None  # the first decode iteration has no gap: the per-iteration path takes it
         gaps = np.diff(np.concatenate(([scheduler.decode_end_times[-1]], ends)))
-        continuing = np.full(k, batch.num_decodes, dtype=np.int64)
+        segments = stretch.segments
+        if len(segments) == 1:
+            continuing = np.full(k, batch.num_decodes, dtype=np.int64)
+        else:  # after a completion, the requests left
+            continuing = np.repeat(np.array([m for _, m, _ in segments], dtype=np.int64), [count for count, _, _ in segments])
         continuing[0] = batch.num_decodes - scheduler.fresh_decodes
         over = monitor.tbt_violations + np.cumsum(np.where(gaps > rule.max_tbt, continuing, 0))
         crossing = np.flatnonzero(over > rule.max_tbt_violations)
@@ -224,6 +348,5 @@ def _early_stop(monitor, scheduler, batch, stretch: Stretch) -> Stretch | None:
                 stop_at, stop = i, ("wait", f"more than {rule.max_wait_violations} requests waited over {rule.max_wait:g} s")
                 break
     last = min(stop_at, k - 1)
-    completes = stretch.completes and last == k - 1
-    return Stretch(stretch.start, ends[:last + 1], stretch.appends[:last], stretch.kv[:last + 1], completes,
+    return Stretch(stretch.start, ends[:last + 1], stretch.appends[:last + 1], stretch.kv[:last + 1], _cut(stretch.segments, last + 1),
                    None if over is None else int(over[last]), stop)

@@ -61,22 +61,23 @@ class Sarathi(Scheduler):
         batch = Batch()
         self.decode_part(batch)
         budget = (self.config.token_budget or self.default_budget) - batch.num_decodes
-        for request in list(self.prefilling.values()):
+        prefills = batch.prefills
+        for request in self.prefilling.values():  # the loop leaves the dict as it is
             if budget <= 0:
                 break
-            budget -= self.chunk(batch, request, budget, now)
-        while self.waiting and budget > 0 and self.running < self.config.max_batch_size:
-            request = self.waiting[0]
+            size = min(request.prefill_target - request.prefilled, budget)
+            prefills.append((request, request.prefilled, size))
+            budget -= size
+        waiting = self.waiting
+        while waiting and budget > 0 and self.running < self.config.max_batch_size:
+            request = waiting[0]
             if not self.can_admit(request):
                 break
             self.admit(request)
-            budget -= self.chunk(batch, request, budget, now)
-        return batch if batch.prefills or batch.num_decodes else None
-
-    def chunk(self, batch: Batch, request: Request, budget: int, now: float) -> int:
-        size = min(request.remaining_prefill, budget)
-        self.add_prefill(batch, request, size, now)
-        return size
+            size = min(request.prefill_target - request.prefilled, budget)
+            self.add_prefill(batch, request, size, now)
+            budget -= size
+        return batch if prefills or batch.num_decodes else None
 
 
 class VllmV1(Sarathi):
@@ -160,6 +161,7 @@ class VllmV1(Sarathi):
 class FasterTransformer(Scheduler):
     name = "faster_transformer"
     reserves_full_length = True
+    decodes_go_on_after_completions = False  # finished requests pad the static batch
 
     def __init__(self, config: SchedulerConfig, pool: KVPool | None = None):
         super().__init__(config, pool)

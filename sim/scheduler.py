@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from capsim.sim.request import FINISHED, REJECTED, Request
 
@@ -56,13 +56,17 @@ class KVPool:
         self.members: list[Scheduler] = []
 
 
-@dataclass
 class Batch:
-    prefills: list[tuple[Request, int, int]] = field(default_factory=list)  # (request, context before, chunk)
-    num_decodes: int = 0  # the scheduler's decode set ran, this many requests
-    decode_kv: int = 0  # sum of their KV lengths
-    padding_seqs: int = 0  # finished requests still occupying a static batch
-    preempted: list[Request] = field(default_factory=list)
+    """One iteration's requests: the prompt chunks it computes and the decode set it advances."""
+
+    __slots__ = ("prefills", "num_decodes", "decode_kv", "padding_seqs", "preempted")
+
+    def __init__(self, num_decodes: int = 0, decode_kv: int = 0, padding_seqs: int = 0):
+        self.prefills: list[tuple[Request, int, int]] = []  # (request, context before, chunk)
+        self.num_decodes = num_decodes  # the scheduler's decode set ran, this many requests
+        self.decode_kv = decode_kv  # sum of their KV lengths
+        self.padding_seqs = padding_seqs  # finished requests still occupying a static batch
+        self.preempted: list[Request] = []
 
     def features(self) -> tuple[int, int, int, int, int, int]:
         """(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv)."""
@@ -80,6 +84,8 @@ class Scheduler:
 
     name = "base"
     reserves_full_length = False  # True: a request's KV for max_model_len is reserved at admission
+    # With nothing waiting or part-prefilled, a completion only shrinks the next decode batch (decode stretches go on past it)
+    decodes_go_on_after_completions = True
     default_watermark = 0.01  # fraction of KV blocks kept free at admission (vLLM's and Sarathi-Serve's)
 
     def __init__(self, config: SchedulerConfig, pool: KVPool | None = None):
@@ -222,10 +228,17 @@ class Scheduler:
 
     def decode_part(self, batch: Batch) -> None:
         """Put the whole decode set in the batch, making room for its tokens first."""
-        self.make_room_for_decodes(batch)
-        if self.decoding:
-            self.free_blocks -= self.appends_needed()
-            batch.num_decodes, batch.decode_kv = len(self.decoding), self.kv_sum
+        if not self.decoding:
+            return
+        pool = self.pool
+        needed = self.appends_needed()
+        if pool.free_blocks < needed:
+            self.make_room_for_decodes(batch)
+            if not self.decoding:
+                return
+            needed = self.appends_needed()
+        pool.free_blocks -= needed
+        batch.num_decodes, batch.decode_kv = len(self.decoding), self.kv_sum
 
     def complete(self, batch: Batch, now: float) -> list[Request]:
         """The batch ended at `now`: advance decodes, record tokens, retire finished requests."""

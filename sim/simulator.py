@@ -62,42 +62,48 @@ class Engine:
                 engine.idle.succeed()
 
     def loop(self):
-        env, scheduler = self.env, self.scheduler
+        env, scheduler, run, stages, stretches = self.env, self.scheduler, self.run, self.stages, self.stretches
+        schedule, complete, log = scheduler.schedule, scheduler.complete, run.log
+        batch_seconds = getattr(self.batch_seconds, "_call", self.batch_seconds)  # a LatencyPredictor's closure: one call less
+        ends, pool, num_blocks = scheduler.decode_end_times, scheduler.pool, scheduler.config.num_blocks
+        replica, index, shared = self.replica, self.index, len(self.siblings) > 1
         while True:
-            batch = scheduler.schedule(env.now)
+            start = env._now
+            batch = schedule(start)
             if batch is None:
                 self.idle = env.event()
                 yield self.idle
                 self.idle = None
                 continue
-            start = env.now
-            stretch = self.stretches.plan(scheduler, batch, start) if self.stretches is not None else None
-            if stretch is not None:  # many decode-only iterations before the next event: one wait
-                end = float(stretch.ends[-1])
-                if not env.advance(end):
-                    yield env.timeout_at(end)
-                self.stretches.apply(self, batch, stretch)
-                continue
-            continuing = batch.num_decodes - scheduler.fresh_decodes
+            if stretches is not None and not batch.prefills:
+                stretch = stretches.plan(scheduler, batch, start)
+                if stretch is not None:  # many decode-only iterations before the next event: one wait
+                    end = float(stretch.ends[-1])
+                    if not env.advance(end):
+                        yield env.timeout_at(end)
+                    stretches.apply(self, batch, stretch)
+                    continue
+            num_decodes = batch.num_decodes
+            continuing = num_decodes - scheduler.fresh_decodes
             features = batch.features()
-            seconds = self.batch_seconds(*features)
-            if self.stages is None:
-                if not env.advance(env.now + seconds):
+            seconds = batch_seconds(*features)
+            if stages is None:
+                if not env.advance(start + seconds):
                     yield env.timeout(seconds)
             else:
-                for stage in self.stages:
+                for stage in stages:
                     with stage.request() as turn:
                         yield turn
                         yield env.timeout(seconds)
-            ends = scheduler.decode_end_times
-            gap = env.now - ends[-1] if batch.num_decodes and ends else None
-            finished = scheduler.complete(batch, env.now)
-            self.run.log.extend((self.replica, self.index, start, env.now, *features, len(batch.preempted), scheduler.used_blocks()))
-            if self.run.monitor is not None:
-                self.run.monitor.after_batch(continuing, gap, env.now)
+            now = env._now
+            gap = now - ends[-1] if num_decodes and ends else None
+            finished = complete(batch, now)
+            log.extend((replica, index, start, now, *features, len(batch.preempted), num_blocks - pool.free_blocks))
+            if run.monitor is not None:
+                run.monitor.after_batch(continuing, gap, now)
             if finished:
-                self.run.retired(len(finished))
-            if len(self.siblings) > 1 and (finished or batch.preempted or batch.prefills):
+                run.retired(len(finished))
+            if shared and (finished or batch.preempted or batch.prefills):
                 self.wake_siblings()
 
 
