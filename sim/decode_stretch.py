@@ -2,11 +2,14 @@
 
 Between two events, a decode-only batch repeats with every KV length one longer: the same
 requests, no prefill, no admission. The events that end a stretch:
-- a completion (the decode set's finish heap), or a KV block boundary the free blocks cannot
-  cover (a preemption), both known ahead from the scheduler's books;
+- a completion where requests wait (the freed blocks and batch slot may admit one), or a KV
+  block boundary the free blocks cannot cover (a preemption), both known ahead from the
+  scheduler's books;
 - the next arrival anywhere, and the trial's time limit (a stretch ends before them);
 - an early-stop decision (replayed iteration by iteration from the stretch's gaps).
-Up to the first of these, every iteration's end time is a running sum of the compiled latency
+With nothing waiting or part-prefilled, a completion only shrinks the decode set: the stretch goes
+on past it in a new segment (the same batch, less the finished requests) until the decode set
+empties. Up to the first event, every iteration's end time is a running sum of the compiled latency
 model's predictions (LatencyPredictor.decode_iterations: the per-batch numbers, bit for bit),
 and the engine waits once for the whole stretch instead of once an iteration. The result is the
 iteration-by-iteration path's, bit for bit: the same batches in the log, the same token times, KV
@@ -35,19 +38,37 @@ MIN_ITERATIONS = 8  # shorter stretches go the per-iteration way: an iteration c
 
 
 @dataclass
+class Segment:
+    """Iterations of one decode set in a stretch: the KV blocks each takes follow from its phases."""
+
+    count: int  # iterations
+    requests: int  # decode requests in each
+    completes: bool  # requests finish in its last iteration
+    phases: list | None  # the scheduler's phase_counts for it (None: appends take no blocks)
+    first_iteration: int  # the decode iteration its first one is
+    freed: int = 0  # KV blocks the completion before it freed
+
+    def appends(self, skip: int = 0) -> int:
+        """KV blocks its iterations take, the first `skip` left out (Scheduler.appends_needed)."""
+        phases = self.phases
+        if phases is None or self.count <= skip:
+            return 0
+        first, count = self.first_iteration + skip, self.count - skip
+        size = len(phases)
+        total = sum(phases) * (count // size)
+        for iteration in range(first + count - count % size, first + count):
+            total += phases[-iteration % size]
+        return total
+
+
+@dataclass
 class Stretch:
     start: float  # when the first iteration (the batch at hand) started
     ends: np.ndarray  # end time of each iteration
-    appends: np.ndarray  # KV blocks each iteration takes (0 for the first: the batch at hand took its own)
     kv: np.ndarray  # decode_kv of each iteration
-    segments: list  # (iterations, decode requests, ends in a completion), in order: the decode set shrinks at each
+    segments: list[Segment]  # in order: the decode set shrinks at each completion
     tbt_violations: int | None = None  # the early-stop monitor's count after the stretch
     stop: tuple[str, str] | None = None  # ("tbt" | "wait", reason): the monitor stops the run at the last iteration
-
-    @property
-    def completes(self) -> bool:
-        """Requests finish in the last iteration: it ends with the scheduler's own complete()."""
-        return self.segments[-1][2]
 
 
 class DecodeStretches:
@@ -63,19 +84,16 @@ class DecodeStretches:
     def plan(self, scheduler, batch, now: float) -> Stretch | None:
         """The stretch that starts with `batch` (decode-only), or None where one iteration is all
         there is before an event. A decode-only batch with requests waiting means the policy refused
-        them, and nothing they wait for (blocks, batch slots, budget) comes back before a completion.
-
-        With no request waiting or part-prefilled and no client waiting for a slot, a completion
-        changes nothing but the decode set: the stretch goes on past it with the requests left
-        (a new segment), until the decode set empties."""
+        them, and nothing they wait for (blocks, batch slots, budget) comes back before a completion."""
         run = self.run
         if batch.prefills or batch.preempted or len(scheduler.pool.members) > 1 or (run.monitor is not None and not self.alone):
             return None
+        # Past a completion only where it can change nothing but the decode set: nothing waits or is
+        # part-prefilled, and no client waits for a slot (a completion would send its request).
         through = (scheduler.decodes_go_on_after_completions and not scheduler.waiting and not scheduler.prefilling
                    and run.slot is None)
         upcoming = _Completions(scheduler, through)
-        first_completion = upcoming.iteration(0)
-        if not through and first_completion - scheduler.decode_iterations + 1 < MIN_ITERATIONS:
+        if not through and upcoming.iteration(0) - scheduler.decode_iterations + 1 < MIN_ITERATIONS:
             return None
         tokens = batch.num_decodes + batch.padding_seqs
         limit = min(run.next_arrival, run.time_limit)
@@ -87,9 +105,9 @@ class DecodeStretches:
         else:
             size = MAX_ITERATIONS
         while True:  # iterations up to the next arrival: a guess from the first one's time, quadrupled while it falls short
-            segments, appends, kv, seqs = _layout(scheduler, batch, size, upcoming, through)
+            segments, kv, seqs = _layout(scheduler, batch, size, upcoming, through)
             total = len(kv)
-            affordable = _affordable(appends, segments, scheduler.free_blocks)  # no preemption
+            affordable = _affordable(scheduler, segments, total)  # no preemption
             ends = np.empty(total + 1)
             ends[0] = now
             ends[1:] = self.predictor.decode_iterations(seqs, seqs, kv)
@@ -104,7 +122,7 @@ class DecodeStretches:
         count = min(count, affordable)
         if count < MIN_ITERATIONS:
             return None
-        stretch = Stretch(now, ends[:count], appends[:count], kv[:count], _cut(segments, count))
+        stretch = Stretch(now, ends[:count], kv[:count], _cut(segments, count))
         return stretch if run.monitor is None else _early_stop(run.monitor, scheduler, batch, stretch)
 
     def apply(self, engine, batch, stretch: Stretch) -> None:
@@ -114,26 +132,28 @@ class DecodeStretches:
         scheduler, run = engine.scheduler, self.run
         scheduler.fresh_decodes = 0
         start, first, finished = stretch.start, 0, 0
-        for index, (count, m, completes) in enumerate(stretch.segments):
+        segments = stretch.segments
+        for index, segment in enumerate(segments):
+            count, m = segment.count, segment.requests
             last = first + count
-            ends, appends = stretch.ends[first:last], stretch.appends[first:last]
-            if index:  # the batch at hand took the first segment's first blocks; later segments take their own
-                scheduler.free_blocks -= int(appends[0])
+            ends = stretch.ends[first:last]
+            if index:  # the batch at hand took the first segment's first blocks; a later segment takes its own
+                scheduler.free_blocks -= segment.appends() - segment.appends(skip=1)
             used_after_first = scheduler.used_blocks()
-            scheduler.free_blocks -= int(appends[1:].sum())
-            booked = count - completes
+            scheduler.free_blocks -= segment.appends(skip=1)
+            booked = count - segment.completes
             scheduler.decode_iterations += booked
             scheduler.decode_end_times.frombytes(ends[:booked].tobytes())
             scheduler.kv_sum += booked * m
             done = []
-            if completes:
+            if segment.completes:
                 done = scheduler.complete(Batch(num_decodes=m, decode_kv=int(stretch.kv[last - 1]), padding_seqs=batch.padding_seqs),
                                           float(ends[-1]))
                 finished += len(done)
-                if index + 1 < len(stretch.segments) and len(scheduler.decoding) != stretch.segments[index + 1][1]:
+                if index + 1 < len(segments) and len(scheduler.decoding) != segments[index + 1].requests:
                     raise SimulationError("a decode stretch went past a completion its plan did not foresee")
             run.stretch_log.append((engine.replica, engine.index, start, ends, m + batch.padding_seqs, int(stretch.kv[first]), m,
-                                    used_after_first, appends[1:], scheduler.used_blocks() if done else -1))
+                                    used_after_first, segment, scheduler.used_blocks() if done else -1))
             start, first = float(ends[-1]), last
         monitor = run.monitor
         if monitor is not None:
@@ -152,7 +172,7 @@ def stretch_rows(stretches: list) -> np.ndarray:
     width = 6 + len(FEATURES)
     if not stretches:
         return np.empty((0, width))
-    replica, engine, start, ends, tokens, kv0, m, used0, appends, last_used = zip(*stretches)
+    replica, engine, start, ends, tokens, kv0, m, used0, appends, last_used = zip(*stretches)  # appends: each one's Segment
     counts = np.fromiter(map(len, ends), dtype=np.int64, count=len(ends))
     firsts = np.cumsum(counts) - counts
     which = np.repeat(np.arange(len(counts)), counts)
@@ -164,10 +184,12 @@ def stretch_rows(stretches: list) -> np.ndarray:
     rows[firsts, 2] = start
     rows[:, 4] = rows[:, 8] = np.asarray(tokens)[which]  # tokens and decode_seqs
     rows[:, 9] = np.asarray(kv0)[which] + np.asarray(m)[which] * within  # decode_kv
-    taken = np.zeros(len(which), dtype=np.int64)  # KV blocks each iteration took after the stretch's first
-    later = np.ones(len(which), dtype=bool)
-    later[firsts] = False
-    taken[later] = np.concatenate(appends)
+    # KV blocks each iteration took after its segment's first: the segment's phase count at the iteration
+    width = max((len(segment.phases) for segment in appends if segment.phases is not None), default=1)
+    phases = np.array([[0] * width if segment.phases is None else segment.phases for segment in appends], dtype=np.int64)
+    iteration = np.fromiter((segment.first_iteration for segment in appends), dtype=np.int64, count=len(appends))[which] + within
+    taken = phases[which, -iteration % width]
+    taken[firsts] = 0
     running = np.cumsum(taken)
     rows[:, 11] = np.asarray(used0)[which] + running - running[firsts][which]
     last_used = np.asarray(last_used)
@@ -236,71 +258,74 @@ class _Completions:
 def _layout(scheduler, batch, size: int, upcoming: _Completions, through: bool):
     """Up to `size` decode iterations from the batch at hand on, cut into segments at the
     completions (only the first where the stretch must end at it): the segments, and each
-    iteration's KV-block appends, decode_kv and decode requests (tokens)."""
+    iteration's decode_kv and decode requests (tokens: one number where there is one segment)."""
     first_iteration, m, kv = scheduler.decode_iterations, batch.num_decodes, batch.decode_kv
-    phases, block_size = scheduler.phase_counts, scheduler.config.block_size
-    reserves = scheduler.reserves_full_length
-    segments, parts, left, gained = [], [], size, 0
+    phases = None if scheduler.reserves_full_length else scheduler.phase_counts[:]
+    block_size, reserves = scheduler.config.block_size, scheduler.reserves_full_length
+    segments, kv_firsts, left, freed = [], [], size, 0
     while True:
         ending = upcoming.iteration(len(segments)) - first_iteration + 1
         count = min(ending, left)
-        parts.append((count, m, kv, phases, first_iteration, gained))
-        segments.append((count, m, count == ending))
+        segments.append(Segment(count, m, count == ending, phases, first_iteration, freed))
+        kv_firsts.append(kv)
         left -= count
         if count < ending or not through or not left:
             break
         finished = upcoming.group(len(segments) - 1)[1]
         done = first_iteration + count  # decode iterations after the completing one
         lengths = [r.entry_length + done - r.entry_iteration for r in finished]
-        gained = sum(r.blocks if reserves else -(-length // block_size) - r.shared_blocks for r, length in zip(finished, lengths))
+        freed = sum(r.blocks if reserves else -(-length // block_size) - r.shared_blocks for r, length in zip(finished, lengths))
         kv += m * count - sum(lengths)
         m -= len(finished)
         if not m:
             break  # the decode set empties: the engine goes idle or admits what arrives
-        phases = phases[:]
-        for r in finished:
-            phases[r.phase] -= 1
+        if phases is not None:
+            phases = phases[:]
+            for r in finished:
+                phases[r.phase] -= 1
         first_iteration = done
-    if len(parts) == 1:
-        count, m, kv0, phases, first_iteration, _ = parts[0]
-        appends = _appends(scheduler, phases, first_iteration, count)
-        appends[0] = 0
-        return segments, appends, kv0 + m * np.arange(count, dtype=np.int64), m + batch.padding_seqs
-    counts, ms, kv0s, phase_rows, firsts, gains = zip(*parts)
-    within = np.arange(size - left, dtype=np.int64)  # iterations from the batch at hand's
-    seqs = np.repeat(np.array(ms, dtype=np.int64), counts)
-    starts = np.cumsum(counts) - counts  # each segment's first, counted like `within`
-    kv = np.repeat(np.array(kv0s, dtype=np.int64) - np.array(ms, dtype=np.int64) * starts, counts) + seqs * within
-    if scheduler.reserves_full_length:
-        appends = np.zeros(len(within), dtype=np.int64)
-    else:
-        which = np.repeat(np.arange(len(parts)), counts)
-        appends = np.array(phase_rows, dtype=np.int64)[which, -(firsts[0] + within) % scheduler.config.block_size]
-    appends[0] = 0
-    return [segment + (gained,) for segment, gained in zip(segments, gains)], appends, kv, seqs
+    if len(segments) == 1:
+        m = segments[0].requests
+        return segments, kv_firsts[0] + m * np.arange(segments[0].count, dtype=np.int64), m + batch.padding_seqs
+    counts = [segment.count for segment in segments]
+    requests = np.array([segment.requests for segment in segments], dtype=np.int64)
+    seqs = np.repeat(requests, counts)
+    starts = np.cumsum(counts) - counts  # each segment's first iteration in the stretch
+    kv = np.repeat(np.array(kv_firsts, dtype=np.int64) - requests * starts, counts) + seqs * np.arange(size - left, dtype=np.int64)
+    return segments, kv, seqs
 
 
-def _affordable(appends: np.ndarray, segments: list, free: int) -> int:
+def _affordable(scheduler, segments: list[Segment], total: int) -> int:
     """Iterations whose KV appends the free blocks cover (no preemption), counting the blocks a
-    completion frees before the next segment's first iteration (a segment's fourth entry)."""
-    if len(segments) > 1:
-        appends, first = appends.copy(), 0
-        for count, _, _, gained in segments:
-            appends[first] -= gained
-            first += count
-    over = np.flatnonzero(np.cumsum(appends) > free)
-    return int(over[0]) if len(over) else len(appends)
+    completion frees before the next segment. A request takes a block every block_size
+    iterations at most: where the free blocks cover that, no need to count iteration by iteration."""
+    free, block_size = scheduler.free_blocks, scheduler.config.block_size
+    if segments[0].phases is None or free >= sum(s.requests * (s.count // block_size + 1) for s in segments):
+        return total
+    taken = []
+    for index, segment in enumerate(segments):
+        iterations = segment.first_iteration + np.arange(segment.count, dtype=np.int64)
+        appends = np.asarray(segment.phases, dtype=np.int64)[-iterations % block_size]
+        if index == 0:
+            appends[0] = 0  # the batch at hand took its own
+        else:
+            appends[0] -= segment.freed
+        taken.append(appends)
+    over = np.flatnonzero(np.cumsum(np.concatenate(taken)) > free)
+    return int(over[0]) if len(over) else total
 
 
-def _cut(segments: list, count: int) -> list:
+def _cut(segments: list[Segment], count: int) -> list[Segment]:
     """The segments of the first `count` iterations."""
     kept, seen = [], 0
-    for iterations, m, completes, *_ in segments:
-        if seen + iterations >= count:
-            kept.append((count - seen, m, completes and seen + iterations == count))
+    for segment in segments:
+        if seen + segment.count >= count:
+            if seen + segment.count > count:
+                segment = Segment(count - seen, segment.requests, False, segment.phases, segment.first_iteration, segment.freed)
+            kept.append(segment)
             return kept
-        kept.append((iterations, m, completes))
-        seen += iterations
+        kept.append(segment)
+        seen += segment.count
     return kept
 
 
@@ -309,14 +334,6 @@ def _arrival_not_late(run, end: float) -> bool:
     (EarlyStopMonitor.late_requests), where the stretch's replay does not see it."""
     monitor = run.monitor
     return monitor is None or monitor.rule.max_wait is None or run.next_arrival >= end - monitor.rule.max_wait
-
-
-def _appends(scheduler, phases: list, first_iteration: int, count: int) -> np.ndarray:
-    """KV blocks the decode set takes at each of `count` iterations from `first_iteration` on
-    (Scheduler.appends_needed, ahead of time: the phases do not change within a segment)."""
-    if scheduler.reserves_full_length:
-        return np.zeros(count, dtype=np.int64)
-    return np.asarray(phases, dtype=np.int64)[-(first_iteration + np.arange(count, dtype=np.int64)) % scheduler.config.block_size]
 
 
 def _early_stop(monitor, scheduler, batch, stretch: Stretch) -> Stretch | None:
@@ -334,7 +351,7 @@ def _early_stop(monitor, scheduler, batch, stretch: Stretch) -> Stretch | None:
         if len(segments) == 1:
             continuing = np.full(k, batch.num_decodes, dtype=np.int64)
         else:  # after a completion, the requests left
-            continuing = np.repeat(np.array([m for _, m, _ in segments], dtype=np.int64), [count for count, _, _ in segments])
+            continuing = np.repeat(np.array([s.requests for s in segments], dtype=np.int64), [s.count for s in segments])
         continuing[0] = batch.num_decodes - scheduler.fresh_decodes
         over = monitor.tbt_violations + np.cumsum(np.where(gaps > rule.max_tbt, continuing, 0))
         crossing = np.flatnonzero(over > rule.max_tbt_violations)
@@ -348,5 +365,5 @@ def _early_stop(monitor, scheduler, batch, stretch: Stretch) -> Stretch | None:
                 stop_at, stop = i, ("wait", f"more than {rule.max_wait_violations} requests waited over {rule.max_wait:g} s")
                 break
     last = min(stop_at, k - 1)
-    return Stretch(stretch.start, ends[:last + 1], stretch.appends[:last + 1], stretch.kv[:last + 1], _cut(stretch.segments, last + 1),
+    return Stretch(stretch.start, ends[:last + 1], stretch.kv[:last + 1], _cut(stretch.segments, last + 1),
                    None if over is None else int(over[last]), stop)

@@ -47,6 +47,29 @@ def test_a_preemption_storm(scheduler):
     assert result.column("preemptions").sum() > 10
 
 
+@pytest.mark.parametrize("scheduler", ["vllm_v0", "sarathi", "orca"])
+def test_past_completions_into_a_preemption(scheduler):
+    """Nothing waits once all have arrived: stretches go on past completions, and the KV blocks
+    the finished requests free put off the preemption that the growing decodes bring."""
+    rng = np.random.default_rng(2)
+    n = 40
+    workload = Workload.from_arrays(rng.integers(100, 400, n), rng.integers(200, 3000, n), np.cumsum(rng.exponential(0.02, n)))
+    system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler=scheduler, num_kv_blocks=2500)
+    result = both(system, workload)
+    assert (result.column("preemptions").sum() > 5) == (scheduler != "orca")  # orca reserves the whole length up front
+
+
+def test_a_segments_blocks_are_the_per_iteration_counts():
+    from capsim.sim.decode_stretch import Segment
+
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        phases = rng.integers(0, 5, 16).tolist()
+        segment = Segment(int(rng.integers(1, 80)), 10, False, phases, int(rng.integers(0, 1000)))
+        each = [phases[-(segment.first_iteration + i) % 16] for i in range(segment.count)]
+        assert segment.appends() == sum(each) and segment.appends(skip=1) == sum(each[1:])
+
+
 def test_prefix_caching():
     rng = np.random.default_rng(0)
     n = 300
@@ -108,7 +131,7 @@ def test_a_callers_latency_function_skips_events_the_same_way():
 def test_stretches_are_checked_against_the_profile_as_their_rows_would_be():
     """A stretch's extrapolation count and peaks come from two summary rows; they must equal what
     its every iteration's row gives, at the coverage boundary too."""
-    from capsim.sim.decode_stretch import stretch_features, stretch_rows
+    from capsim.sim.decode_stretch import Segment, stretch_features, stretch_rows
 
     model = SystemSpec(model="Llama-3.1-8B", hardware="H100-SXM").latency_model()
     coverage = model.predictor.coverage
@@ -120,7 +143,7 @@ def test_stretches_are_checked_against_the_profile_as_their_rows_would_be():
         count = int(rng.integers(8, 400))
         kv0 = int(coverage[5] * 1.0001) - int(rng.integers(-m * 5, m * count + 1))  # crossing the boundary, or not
         ends = np.cumsum(rng.random(count))
-        stretches.append((0, 0, 0.0, ends, tokens, max(kv0, 0), m, 10, np.zeros(count - 1, dtype=np.int64), -1))
+        stretches.append((0, 0, 0.0, ends, tokens, max(kv0, 0), m, 10, Segment(count, m, False, None, 0), -1))
     rows = stretch_rows(stretches)[:, 4:10]
     summary, weights = stretch_features(stretches, coverage)
     expected = model.extrapolation(rows)
