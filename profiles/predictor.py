@@ -101,17 +101,20 @@ class LatencyPredictor:
 
     def _specialize_decodes(self):
         """The scalar path of _specialize with prefill_* = 0 and decode_kv an array (the tokens and
-        decode_seqs an array too, or one number for all)."""
+        decode_seqs an array too, or one number for all). The same operations in the same order,
+        elementwise; a term whose coefficient is 0 is left out (adding 0.0 changes nothing), so
+        the sum stays one number until the first array joins it."""
         table, n, slope, base = self.token_table, len(self.token_table), self.token_slope, self.base
         table_array = np.asarray(table)
         a1, a2, a3, a4, a5 = (self.linear.get(k, 0.0) for k in range(1, len(FEATURES)))
+        prefill_part = a1 * 0 + a2 * 0 + a3 * 0  # the prefill features are 0
+        # A bent part: its knots, and the start, value and slope for j = bisect_right(knots, x).
         bent = [(k - 1, knots, np.asarray(knots), *(np.asarray(a) for a in _segments(knots, values))) for k, (knots, values) in self.bent.items()]
         steps = [(k - 1, thresholds, np.asarray(thresholds), np.asarray(values)) for k, (thresholds, values) in self.steps.items()]
         identity = self.link == "identity"
         exp = math.exp
 
         def decodes(t, ds, dk):
-            ps = pa = pc = 0
             if isinstance(t, np.ndarray):
                 if int(t.max()) < n:
                     total = base + table_array[t]
@@ -119,8 +122,11 @@ class LatencyPredictor:
                     total = base + np.where(t < n, table_array[np.minimum(t, n - 1)], table[-1] + slope * (t - n + 1))
             else:
                 total = base + (table[t] if t < n else table[-1] + slope * (t - n + 1))
-            total = total + (a1 * ps + a2 * pa + a3 * pc + a4 * ds + a5 * dk)
-            x = (ps, pa, pc, ds, dk)
+            linear = prefill_part + a4 * ds
+            if a5:
+                linear = linear + a5 * dk
+            total = total + linear
+            x = (0, 0, 0, ds, dk)
             for i, knots, knot_array, starts, values, slopes in bent:
                 if isinstance(x[i], np.ndarray):
                     j = np.searchsorted(knot_array, x[i], side="right")
@@ -133,7 +139,9 @@ class LatencyPredictor:
                     total = total + values[np.searchsorted(threshold_array, x[i], side="left")]
                 else:
                     total = total + float(values[bisect_left(thresholds, x[i])])
-            return total if identity else np.array([exp(v) for v in total.tolist()])  # math.exp: np.exp may round apart
+            if not identity:
+                return np.array([exp(v) for v in total.tolist()])  # math.exp: np.exp may round apart
+            return total if isinstance(total, np.ndarray) else np.full(len(dk), total)
 
         return decodes
 

@@ -55,10 +55,13 @@ class Segment:
             return 0
         first, count = self.first_iteration + skip, self.count - skip
         size = len(phases)
-        total = sum(phases) * (count // size)
-        for iteration in range(first + count - count % size, first + count):
-            total += phases[-iteration % size]
-        return total
+        cycle = phases[:1] + phases[:0:-1]  # cycle[i % size]: the phase count that takes blocks at decode iteration i
+        start, rest = first % size, count % size
+        return sum(phases) * (count // size) + sum((cycle + cycle)[start:start + rest])
+
+    def first_appends(self) -> int:
+        """KV blocks its first iteration takes."""
+        return 0 if self.phases is None else self.phases[-self.first_iteration % len(self.phases)]
 
 
 @dataclass
@@ -138,7 +141,7 @@ class DecodeStretches:
             last = first + count
             ends = stretch.ends[first:last]
             if index:  # the batch at hand took the first segment's first blocks; a later segment takes its own
-                scheduler.free_blocks -= segment.appends() - segment.appends(skip=1)
+                scheduler.free_blocks -= segment.first_appends()
             used_after_first = scheduler.used_blocks()
             scheduler.free_blocks -= segment.appends(skip=1)
             booked = count - segment.completes

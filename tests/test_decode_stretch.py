@@ -67,7 +67,7 @@ def test_a_segments_blocks_are_the_per_iteration_counts():
         phases = rng.integers(0, 5, 16).tolist()
         segment = Segment(int(rng.integers(1, 80)), 10, False, phases, int(rng.integers(0, 1000)))
         each = [phases[-(segment.first_iteration + i) % 16] for i in range(segment.count)]
-        assert segment.appends() == sum(each) and segment.appends(skip=1) == sum(each[1:])
+        assert segment.appends() == sum(each) and segment.appends(skip=1) == sum(each[1:]) and segment.first_appends() == each[0]
 
 
 def test_prefix_caching():
