@@ -52,11 +52,12 @@ class LatencyPredictor:
         self._call = self._specialize()
         self._decodes = self._specialize_decodes()
 
-    def decode_iterations(self, tokens: int, decode_seqs: int, decode_kv: np.ndarray) -> np.ndarray:
-        """Seconds of decode-only batches (no prefills) that differ only in their KV length: the
-        same numbers as calling the predictor on each, bit for bit (the same operations in the
-        same order, elementwise), for a decode stretch computed in one step."""
-        return self._decodes(tokens, decode_seqs, decode_kv)
+    def decode_iterations(self, tokens: list[int], decode_seqs: list[int], decode_kv: np.ndarray, counts: list[int]) -> np.ndarray:
+        """Seconds of decode-only batches (no prefills) that differ only in their KV length, in
+        runs: counts[s] batches of tokens[s] and decode_seqs[s]. The same numbers as calling the
+        predictor on each, bit for bit (the same operations in the same order, elementwise), for
+        a decode stretch computed in one step."""
+        return self._decodes(tokens, decode_seqs, decode_kv, counts)
 
     def __call__(self, tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> float:
         return self._call(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv)
@@ -100,48 +101,56 @@ class LatencyPredictor:
         return call
 
     def _specialize_decodes(self):
-        """The scalar path of _specialize with prefill_* = 0 and decode_kv an array (the tokens and
-        decode_seqs an array too, or one number for all). The same operations in the same order,
-        elementwise; a term whose coefficient is 0 is left out (adding 0.0 changes nothing), so
-        the sum stays one number until the first array joins it."""
+        """The scalar path of _specialize with prefill_* = 0, per run of batches: each run's sum
+        is one number until the first term in decode_kv, then an array. A term whose coefficient
+        is 0 is left out (adding 0.0 changes nothing)."""
         table, n, slope, base = self.token_table, len(self.token_table), self.token_slope, self.base
-        table_array = np.asarray(table)
         a1, a2, a3, a4, a5 = (self.linear.get(k, 0.0) for k in range(1, len(FEATURES)))
         prefill_part = a1 * 0 + a2 * 0 + a3 * 0  # the prefill features are 0
-        # A bent part: its knots, and the start, value and slope for j = bisect_right(knots, x).
-        bent = [(k - 1, knots, np.asarray(knots), *(np.asarray(a) for a in _segments(knots, values))) for k, (knots, values) in self.bent.items()]
-        steps = [(k - 1, thresholds, np.asarray(thresholds), np.asarray(values)) for k, (thresholds, values) in self.steps.items()]
+        KV = len(FEATURES) - 2  # decode_kv's place among the features after tokens
+        # The terms after the linear part, in the scalar path's order: (feature, kind, its arrays).
+        terms = [(k - 1, "bent", (knots, np.asarray(knots), *(np.asarray(a) for a in _segments(knots, values))))
+                 for k, (knots, values) in self.bent.items()]
+        terms += [(k - 1, "steps", (thresholds, np.asarray(thresholds), np.asarray(values))) for k, (thresholds, values) in self.steps.items()]
         identity = self.link == "identity"
         exp = math.exp
 
-        def decodes(t, ds, dk):
-            if isinstance(t, np.ndarray):
-                if int(t.max()) < n:
-                    total = base + table_array[t]
-                else:
-                    total = base + np.where(t < n, table_array[np.minimum(t, n - 1)], table[-1] + slope * (t - n + 1))
-            else:
-                total = base + (table[t] if t < n else table[-1] + slope * (t - n + 1))
-            linear = prefill_part + a4 * ds
+        def scalar_term(kind, parts, x):
+            if kind == "bent":
+                knots, _, starts, values, slopes = parts
+                j = bisect_right(knots, x)
+                return float(values[j]) + float(slopes[j]) * (x - float(starts[j]))
+            thresholds, _, values = parts
+            return float(values[bisect_left(thresholds, x)])
+
+        def decodes(tokens, seqs, dk, counts):
+            def spread(values):  # one number a run -> one a batch
+                return np.full(len(dk), values[0]) if len(values) == 1 else np.repeat(np.array(values), counts)
+
+            totals = [base + (table[t] if t < n else table[-1] + slope * (t - n + 1)) for t in tokens]
+            linears = [prefill_part + a4 * ds for ds in seqs]
             if a5:
-                linear = linear + a5 * dk
-            total = total + linear
-            x = (0, 0, 0, ds, dk)
-            for i, knots, knot_array, starts, values, slopes in bent:
-                if isinstance(x[i], np.ndarray):
-                    j = np.searchsorted(knot_array, x[i], side="right")
-                    total = total + (values[j] + slopes[j] * (x[i] - starts[j]))
+                total = spread(totals) + (spread(linears) + a5 * dk)
+            else:
+                total = [a + b for a, b in zip(totals, linears)]
+            for i, kind, parts in terms:
+                if i == KV:
+                    if isinstance(total, list):
+                        total = spread(total)
+                    if kind == "bent":
+                        _, knot_array, starts, values, slopes = parts
+                        j = np.searchsorted(knot_array, dk, side="right")
+                        total = total + (values[j] + slopes[j] * (dk - starts[j]))
+                    else:
+                        _, threshold_array, values = parts
+                        total = total + values[np.searchsorted(threshold_array, dk, side="left")]
                 else:
-                    j = bisect_right(knots, x[i])
-                    total = total + (float(values[j]) + float(slopes[j]) * (x[i] - float(starts[j])))
-            for i, thresholds, threshold_array, values in steps:
-                if isinstance(x[i], np.ndarray):
-                    total = total + values[np.searchsorted(threshold_array, x[i], side="left")]
-                else:
-                    total = total + float(values[bisect_left(thresholds, x[i])])
-            if not identity:
-                return np.array([exp(v) for v in total.tolist()])  # math.exp: np.exp may round apart
-            return total if isinstance(total, np.ndarray) else np.full(len(dk), total)
+                    xs = seqs if i == KV - 1 else [0] * len(seqs)
+                    added = [scalar_term(kind, parts, x) for x in xs]
+                    total = [a + b for a, b in zip(total, added)] if isinstance(total, list) else total + spread(added)
+            if isinstance(total, list):
+                total = spread(total)
+            return total if identity else np.array([exp(v) for v in total.tolist()])  # math.exp: np.exp may round apart
 
         return decodes
 

@@ -108,12 +108,13 @@ class DecodeStretches:
         else:
             size = MAX_ITERATIONS
         while True:  # iterations up to the next arrival: a guess from the first one's time, quadrupled while it falls short
-            segments, kv, seqs = _layout(scheduler, batch, size, upcoming, through)
+            segments, kv = _layout(scheduler, batch, size, upcoming, through)
             total = len(kv)
             affordable = _affordable(scheduler, segments, total)  # no preemption
             ends = np.empty(total + 1)
             ends[0] = now
-            ends[1:] = self.predictor.decode_iterations(seqs, seqs, kv)
+            requests = [segment.requests + batch.padding_seqs for segment in segments]
+            ends[1:] = self.predictor.decode_iterations(requests, requests, kv, [segment.count for segment in segments])
             ends = np.cumsum(ends, out=ends)[1:]
             if ends[-1] > limit or total < size or size == MAX_ITERATIONS or affordable < total:
                 break
@@ -261,7 +262,7 @@ class _Completions:
 def _layout(scheduler, batch, size: int, upcoming: _Completions, through: bool):
     """Up to `size` decode iterations from the batch at hand on, cut into segments at the
     completions (only the first where the stretch must end at it): the segments, and each
-    iteration's decode_kv and decode requests (tokens: one number where there is one segment)."""
+    iteration's decode_kv."""
     first_iteration, m, kv = scheduler.decode_iterations, batch.num_decodes, batch.decode_kv
     phases = None if scheduler.reserves_full_length else scheduler.phase_counts[:]
     block_size, reserves = scheduler.config.block_size, scheduler.reserves_full_length
@@ -288,14 +289,15 @@ def _layout(scheduler, batch, size: int, upcoming: _Completions, through: bool):
                 phases[r.phase] -= 1
         first_iteration = done
     if len(segments) == 1:
-        m = segments[0].requests
-        return segments, kv_firsts[0] + m * np.arange(segments[0].count, dtype=np.int64), m + batch.padding_seqs
-    counts = [segment.count for segment in segments]
-    requests = np.array([segment.requests for segment in segments], dtype=np.int64)
-    seqs = np.repeat(requests, counts)
-    starts = np.cumsum(counts) - counts  # each segment's first iteration in the stretch
-    kv = np.repeat(np.array(kv_firsts, dtype=np.int64) - requests * starts, counts) + seqs * np.arange(size - left, dtype=np.int64)
-    return segments, kv, seqs
+        return segments, kv_firsts[0] + segments[0].requests * np.arange(segments[0].count, dtype=np.int64)
+    # decode_kv grows by the requests of a segment each iteration, and starts each segment afresh
+    steps = np.repeat(np.array([segment.requests for segment in segments], dtype=np.int64), [segment.count for segment in segments])
+    first, last_kv = 0, 0
+    for segment, kv0 in zip(segments, kv_firsts):
+        steps[first] = kv0 - last_kv
+        first += segment.count
+        last_kv = kv0 + segment.requests * (segment.count - 1)
+    return segments, np.cumsum(steps)
 
 
 def _affordable(scheduler, segments: list[Segment], total: int) -> int:

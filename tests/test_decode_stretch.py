@@ -149,3 +149,28 @@ def test_stretches_are_checked_against_the_profile_as_their_rows_would_be():
     expected = model.extrapolation(rows)
     assert expected is not None and model.extrapolation(summary, weights) == expected
     assert weights.sum() == len(rows)
+
+
+@pytest.mark.parametrize("link", ["identity", "exp"])
+@pytest.mark.parametrize("shape", ["bent decode_kv", "linear and steps"])
+def test_runs_of_decode_batches_are_predicted_as_one_by_one(link, shape):
+    """LatencyPredictor.decode_iterations against the per-batch predictor, bit for bit: runs of
+    decode batches, token counts past the table's end included."""
+    from capsim.profiles.predictor import LatencyPredictor
+
+    rng = np.random.default_rng(7)
+    knots = np.sort(rng.random(6)) * 4e5
+
+    def curve():
+        return knots, rng.random(6) * 1e-3
+
+    if shape == "bent decode_kv":
+        linear, bent, steps = {1: 0.0, 3: 0.0, 4: 2e-6}, {2: curve(), 5: curve()}, {}
+    else:
+        linear, bent, steps = {1: 1e-4, 2: 1e-9, 3: 0.0, 5: 3e-9}, {}, {4: (np.array([8.5, 64.5, 200.5]), rng.random(4) * 1e-3)}
+    predictor = LatencyPredictor(1e-3, rng.random(16386) * 1e-2, linear, bent, steps, link, np.ones(6))
+    for tokens, counts in [([40], [50]), ([40, 39, 31], [20, 30, 5]), ([300, 17000], [9, 12])]:
+        kv0 = [int(v) for v in rng.integers(1000, 300000, len(tokens))]
+        kv = np.concatenate([k + t * np.arange(c, dtype=np.int64) for k, t, c in zip(kv0, tokens, counts)])
+        expected = [predictor(t, 0, 0, 0, t, k) for t, k in zip(np.repeat(tokens, counts).tolist(), kv.tolist())]
+        assert np.array_equal(predictor.decode_iterations(tokens, tokens, kv, counts), np.array(expected))
