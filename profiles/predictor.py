@@ -101,55 +101,66 @@ class LatencyPredictor:
         return call
 
     def _specialize_decodes(self):
-        """The scalar path of _specialize with prefill_* = 0, per run of batches: each run's sum
-        is one number until the first term in decode_kv, then an array. A term whose coefficient
-        is 0 is left out (adding 0.0 changes nothing)."""
+        """The scalar path of _specialize with prefill_* = 0, per run of batches: a run's sum is
+        one number up to the first term in decode_kv, then an array. A term whose coefficient is
+        0 is left out (adding 0.0 changes nothing); a term in a prefill feature is a constant."""
         table, n, slope, base = self.token_table, len(self.token_table), self.token_slope, self.base
         a1, a2, a3, a4, a5 = (self.linear.get(k, 0.0) for k in range(1, len(FEATURES)))
         prefill_part = a1 * 0 + a2 * 0 + a3 * 0  # the prefill features are 0
-        KV = len(FEATURES) - 2  # decode_kv's place among the features after tokens
-        # The terms after the linear part, in the scalar path's order: (feature, kind, its arrays).
-        terms = [(k - 1, "bent", (knots, np.asarray(knots), *(np.asarray(a) for a in _segments(knots, values))))
-                 for k, (knots, values) in self.bent.items()]
-        terms += [(k - 1, "steps", (thresholds, np.asarray(thresholds), np.asarray(values))) for k, (thresholds, values) in self.steps.items()]
+        SEQS, KV = len(FEATURES) - 3, len(FEATURES) - 2  # decode_seqs' and decode_kv's places among the features after tokens
+
+        def term(kind, parts, x):
+            if kind == "bent":
+                knots, starts, values, slopes = parts
+                j = bisect_right(knots, x)
+                return float(values[j]) + float(slopes[j]) * (x - float(starts[j]))
+            thresholds, values = parts
+            return float(values[bisect_left(thresholds, x)])
+
+        # The terms after the linear part, in the scalar path's order: (feature, kind, parts, the
+        # constant for a prefill feature); those before the first in decode_kv stay per run.
+        terms = [(k - 1, "bent", (knots, *_segments(knots, values))) for k, (knots, values) in self.bent.items()]
+        terms += [(k - 1, "steps", (list(thresholds), list(values))) for k, (thresholds, values) in self.steps.items()]
+        terms = [(i, kind, parts, term(kind, parts, 0) if i < SEQS else None) for i, kind, parts in terms]
+        arrays = {i: tuple(np.asarray(a) for a in parts) for i, _, parts, _ in terms if i == KV}
+        split = len(terms) if a5 == 0 else 0
+        split = min([split] + [index for index, (i, *_) in enumerate(terms) if i == KV])
+        per_run, after = terms[:split], terms[split:]
         identity = self.link == "identity"
         exp = math.exp
 
-        def scalar_term(kind, parts, x):
-            if kind == "bent":
-                knots, _, starts, values, slopes = parts
-                j = bisect_right(knots, x)
-                return float(values[j]) + float(slopes[j]) * (x - float(starts[j]))
-            thresholds, _, values = parts
-            return float(values[bisect_left(thresholds, x)])
-
         def decodes(tokens, seqs, dk, counts):
-            def spread(values):  # one number a run -> one a batch
-                return np.full(len(dk), values[0]) if len(values) == 1 else np.repeat(np.array(values), counts)
+            def spread(values):  # one number a run -> one a batch (one run: the number, which numpy broadcasts alike)
+                return values[0] if len(values) == 1 else np.repeat(np.array(values), counts)
 
-            totals = [base + (table[t] if t < n else table[-1] + slope * (t - n + 1)) for t in tokens]
-            linears = [prefill_part + a4 * ds for ds in seqs]
+            totals, linears = [], []
+            for t, ds in zip(tokens, seqs):
+                total = base + (table[t] if t < n else table[-1] + slope * (t - n + 1))
+                linear = prefill_part + a4 * ds
+                if not a5:
+                    total = total + linear
+                    for i, kind, parts, constant in per_run:
+                        total = total + (constant if constant is not None else term(kind, parts, ds))
+                totals.append(total)
+                linears.append(linear)
+            total = spread(totals)
             if a5:
-                total = spread(totals) + (spread(linears) + a5 * dk)
-            else:
-                total = [a + b for a, b in zip(totals, linears)]
-            for i, kind, parts in terms:
+                total = total + (spread(linears) + a5 * dk)
+            for i, kind, parts, constant in after:
                 if i == KV:
-                    if isinstance(total, list):
-                        total = spread(total)
                     if kind == "bent":
-                        _, knot_array, starts, values, slopes = parts
-                        j = np.searchsorted(knot_array, dk, side="right")
+                        knots, starts, values, slopes = arrays[i]
+                        j = np.searchsorted(knots, dk, side="right")
                         total = total + (values[j] + slopes[j] * (dk - starts[j]))
                     else:
-                        _, threshold_array, values = parts
-                        total = total + values[np.searchsorted(threshold_array, dk, side="left")]
+                        thresholds, values = arrays[i]
+                        total = total + values[np.searchsorted(thresholds, dk, side="left")]
+                elif constant is not None:
+                    total = total + constant
                 else:
-                    xs = seqs if i == KV - 1 else [0] * len(seqs)
-                    added = [scalar_term(kind, parts, x) for x in xs]
-                    total = [a + b for a, b in zip(total, added)] if isinstance(total, list) else total + spread(added)
-            if isinstance(total, list):
-                total = spread(total)
+                    total = total + spread([term(kind, parts, ds) for ds in seqs])
+            if not isinstance(total, np.ndarray):
+                total = np.full(len(dk), total)
             return total if identity else np.array([exp(v) for v in total.tolist()])  # math.exp: np.exp may round apart
 
         return decodes
