@@ -33,6 +33,7 @@ class RunResult:
 
     def __init__(self, requests: pa.Table, batches=None, info: dict | None = None):
         self.requests = requests
+        self._token_times = None
         self._batches = batches
         self.info = info if info is not None else {}
 
@@ -52,9 +53,15 @@ class RunResult:
 
     @property
     def token_times(self) -> tuple[np.ndarray, np.ndarray]:
-        """(every token time, flat; offsets: request i's are values[offsets[i]:offsets[i+1]])."""
-        column = self.requests.column("token_times").combine_chunks()
-        return column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy(zero_copy_only=False)
+        """(every token time, flat; offsets: request i's are values[offsets[i]:offsets[i+1]]).
+        Read once, without a copy where the column is one chunk (scoring reads it several times)."""
+        if self._token_times is None:
+            column = self.requests.column("token_times")
+            array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+            offsets = array.offsets.to_numpy(zero_copy_only=False)
+            values = array.values.to_numpy(zero_copy_only=False)  # a slice's values are its parent's: cut to its own
+            self._token_times = values[offsets[0]:offsets[-1]], offsets - offsets[0]
+        return self._token_times
 
     def ttft(self) -> np.ndarray:
         return self.column("first_token_s") - self.column("arrival_s")
