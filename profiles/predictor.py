@@ -56,7 +56,7 @@ class LatencyPredictor:
         """Seconds of decode-only batches (no prefills) that differ only in their KV length, in
         runs: counts[s] batches of tokens[s] and decode_seqs[s]. The same numbers as calling the
         predictor on each, bit for bit (the same operations in the same order, elementwise), for
-        a decode stretch computed in one step."""
+        a decode stretch computed in one step. A new array, the caller's to write."""
         return self._decodes(tokens, decode_seqs, decode_kv, counts)
 
     def __call__(self, tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> float:

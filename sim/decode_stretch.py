@@ -111,11 +111,10 @@ class DecodeStretches:
             segments, kv = _layout(scheduler, batch, size, upcoming, through)
             total = len(kv)
             affordable = _affordable(scheduler, segments, total)  # no preemption
-            ends = np.empty(total + 1)
-            ends[0] = now
             requests = [segment.requests + batch.padding_seqs for segment in segments]
-            ends[1:] = self.predictor.decode_iterations(requests, requests, kv, [segment.count for segment in segments])
-            ends = np.cumsum(ends, out=ends)[1:]
+            ends = self.predictor.decode_iterations(requests, requests, kv, [segment.count for segment in segments])
+            ends[0] += now  # then a running sum: now + d0, (now + d0) + d1, ...
+            ends = np.cumsum(ends, out=ends)
             if ends[-1] > limit or total < size or size == MAX_ITERATIONS or affordable < total:
                 break
             size = min(MAX_ITERATIONS, 4 * size)
