@@ -91,13 +91,6 @@ class DecodeStretches:
         run = self.run
         if batch.prefills or batch.preempted or len(scheduler.pool.members) > 1 or (run.monitor is not None and not self.alone):
             return None
-        # Past a completion only where it can change nothing but the decode set: nothing waits or is
-        # part-prefilled, and no client waits for a slot (a completion would send its request).
-        through = (scheduler.decodes_go_on_after_completions and not scheduler.waiting and not scheduler.prefilling
-                   and run.slot is None)
-        upcoming = _Completions(scheduler, through)
-        if not through and upcoming.iteration(0) - scheduler.decode_iterations + 1 < MIN_ITERATIONS:
-            return None
         tokens = batch.num_decodes + batch.padding_seqs
         limit = min(run.next_arrival, run.time_limit)
         if limit != math.inf:
@@ -107,6 +100,13 @@ class DecodeStretches:
             size = max(MIN_ITERATIONS, min(MAX_ITERATIONS, int(in_time * 1.02) + 8))
         else:
             size = MAX_ITERATIONS
+        # Past a completion only where it can change nothing but the decode set: nothing waits or is
+        # part-prefilled, and no client waits for a slot (a completion would send its request).
+        through = (scheduler.decodes_go_on_after_completions and not scheduler.waiting and not scheduler.prefilling
+                   and run.slot is None)
+        upcoming = _Completions(scheduler, through)
+        if not through and upcoming.iteration(0) - scheduler.decode_iterations + 1 < MIN_ITERATIONS:
+            return None
         while True:  # iterations up to the next arrival: a guess from the first one's time, quadrupled while it falls short
             segments, kv = _layout(scheduler, batch, size, upcoming, through)
             total = len(kv)
