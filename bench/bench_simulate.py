@@ -96,6 +96,11 @@ def main() -> None:
             subprocess.run(command, capture_output=True, check=True)
             runs.append(time.perf_counter() - start)
     print(f"whole command, interpreter start-up included (best of 3): {min(runs):.2f} s")
+    pandas = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); import pandas; print(time.perf_counter() - t)"],
+                            capture_output=True, text=True)
+    if pandas.returncode == 0:  # pyarrow imports pandas on its first array where it is installed
+        print(f"  of which importing pandas: {float(pandas.stdout):.2f} s (installed here with the kernel-db extra; "
+              "pyarrow loads it on first use; the default install has none)")
 
 
 if __name__ == "__main__":
