@@ -2,9 +2,9 @@
 
 Between two events, a decode-only batch repeats with every KV length one longer: the same
 requests, no prefill, no admission. The events that end a stretch:
-- a completion where requests wait (the freed blocks and batch slot may admit one), or a KV
-  block boundary the free blocks cannot cover (a preemption), both known ahead from the
-  scheduler's books;
+- a completion where requests wait (the freed blocks and batch slot may admit one), a client
+  waits for a slot, or finished requests pad a static batch (faster_transformer); a KV block
+  boundary the free blocks cannot cover (a preemption); both known ahead from the scheduler's books;
 - the next arrival anywhere, and the trial's time limit (a stretch ends before them);
 - an early-stop decision (replayed iteration by iteration from the stretch's gaps).
 With nothing waiting or part-prefilled, a completion only shrinks the decode set: the stretch goes
@@ -34,7 +34,7 @@ from capsim.sim.errors import SimulationError
 from capsim.sim.scheduler import Batch
 
 MAX_ITERATIONS = 8192  # a stretch's iterations at most (bounds its arrays; a longer one continues in the next)
-MIN_ITERATIONS = 8  # shorter stretches go the per-iteration way: an iteration costs ~5 us, a stretch ~40 us
+MIN_ITERATIONS = 8  # shorter stretches go the per-iteration way: an iteration costs ~4 us, a stretch ~45 us
 
 
 @dataclass
