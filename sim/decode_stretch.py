@@ -170,8 +170,8 @@ class DecodeStretches:
 
 
 def stretch_rows(stretches: list) -> np.ndarray:
-    """The batch log's rows (sim.result.BATCH_COLUMNS) of every stretch applied, built at once:
-    each stretch keeps only its arrays while the simulation runs."""
+    """The batch log's rows (sim.result.BATCH_COLUMNS) of every stretch applied, built at once
+    (column-major): each stretch keeps only its arrays while the simulation runs."""
     width = 6 + len(FEATURES)
     if not stretches:
         return np.empty((0, width))
@@ -180,7 +180,7 @@ def stretch_rows(stretches: list) -> np.ndarray:
     firsts = np.cumsum(counts) - counts
     which = np.repeat(np.arange(len(counts)), counts)
     within = np.arange(int(counts.sum())) - firsts[which]
-    rows = np.zeros((len(which), width))
+    rows = np.zeros((len(which), width), order="F")  # column-major: the table is built column by column
     rows[:, 0], rows[:, 1] = np.asarray(replica)[which], np.asarray(engine)[which]
     rows[:, 3] = np.concatenate(ends)
     rows[1:, 2] = rows[:-1, 3]

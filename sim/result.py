@@ -249,8 +249,10 @@ def build_result(system, workload, requests, engines, log, latency_model, now, t
 
 def batch_table(log: np.ndarray, stretches: list | None = None) -> pa.Table:
     """The batches, one row each, by start (then replica and engine), not in the order they were logged."""
-    if stretches:
-        log = np.concatenate((log, stretch_rows(stretches)))
-    rows = log[np.lexsort((log[:, 1], log[:, 0], log[:, 2]))]
-    return pa.table({name: pa.array(rows[:, i] if name.endswith("_s") else rows[:, i].astype(np.int64))
-                     for i, name in enumerate(BATCH_COLUMNS)})
+    # Column by column: the stretches' rows come column-major, and a column of a row-major table
+    # is read once, not once a gather.
+    extra = stretch_rows(stretches) if stretches else None
+    columns = [log[:, i] if extra is None else np.concatenate((log[:, i], extra[:, i])) for i in range(len(BATCH_COLUMNS))]
+    order = np.lexsort((columns[1], columns[0], columns[2]))
+    return pa.table({name: pa.array(column[order] if name.endswith("_s") else column[order].astype(np.int64))
+                     for name, column in zip(BATCH_COLUMNS, columns)})
