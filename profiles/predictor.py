@@ -59,6 +59,11 @@ class LatencyPredictor:
         a decode stretch computed in one step. A new array, the caller's to write."""
         return self._decodes(tokens, decode_seqs, decode_kv, counts)
 
+    @property
+    def per_batch(self):
+        """The predictor as a plain function of the six features: what a per-batch loop calls."""
+        return self._call
+
     def __call__(self, tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> float:
         return self._call(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv)
 

@@ -64,7 +64,7 @@ class Engine:
     def loop(self):
         env, scheduler, run, stages, stretches = self.env, self.scheduler, self.run, self.stages, self.stretches
         schedule, complete, log = scheduler.schedule, scheduler.complete, run.log
-        batch_seconds = getattr(self.batch_seconds, "_call", self.batch_seconds)  # a LatencyPredictor's closure: one call less
+        batch_seconds = self.batch_seconds.per_batch if isinstance(self.batch_seconds, LatencyPredictor) else self.batch_seconds
         ends, pool, num_blocks = scheduler.decode_end_times, scheduler.pool, scheduler.config.num_blocks
         replica, index, shared = self.replica, self.index, len(self.siblings) > 1
         while True:
