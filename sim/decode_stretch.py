@@ -120,8 +120,11 @@ class DecodeStretches:
             size = min(MAX_ITERATIONS, 4 * size)
         count = int(np.searchsorted(ends, limit, side="left"))  # those that end before the next arrival and the time limit
         if (self.arrivals_blind and count < total and run.next_arrival < run.time_limit and ends[count] > run.next_arrival
-                and _arrival_not_late(run, ends[count])):
-            count += 1  # and the one in which the request arrives
+                and _arrival_not_late(run, ends[count]) and (run.max_concurrency is None or segments[0].count > count)):
+            # And the one in which the request arrives. Under a concurrency cap the arrival reads the
+            # requests in flight, which a completion earlier in the stretch (booked at its end) must
+            # have left by then: so only where the stretch has none before that iteration.
+            count += 1
         count = min(count, affordable)
         if count < MIN_ITERATIONS:
             return None

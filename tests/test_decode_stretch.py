@@ -4,6 +4,7 @@ pipeline stages, early stops and time limits."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from capsim.sim import SystemSpec, simulate
 from capsim.sim.early_stop import EarlyStop
@@ -174,3 +175,25 @@ def test_runs_of_decode_batches_are_predicted_as_one_by_one(link, shape):
         kv = np.concatenate([k + t * np.arange(c, dtype=np.int64) for k, t, c in zip(kv0, tokens, counts)])
         expected = [predictor(t, 0, 0, 0, t, k) for t, k in zip(np.repeat(tokens, counts).tolist(), kv.tolist())]
         assert np.array_equal(predictor.decode_iterations(tokens, tokens, kv, counts), np.array(expected))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(scheduler=st.sampled_from(["vllm_v0", "orca", "sarathi", "vllm_v1", "faster_transformer"]),
+       seed=st.integers(0, 2**16), requests=st.integers(5, 60), qps=st.sampled_from([0.3, 2.0, 8.0, 50.0]),
+       blocks=st.sampled_from([300, 800, 5000]), early_stop=st.booleans(), cap=st.sampled_from([None, 3]),
+       replicas=st.sampled_from([1, 1, 2]), router=st.sampled_from(["round_robin", "least_outstanding", "least_kv"]),
+       time_limit=st.sampled_from([None, 5.0]))
+def test_random_trials_are_the_per_iteration_ones(scheduler, seed, requests, qps, blocks, early_stop, cap, replicas, router, time_limit):
+    """Small random trials, often of long outputs in little KV: completions, preemptions and
+    admissions in every order, with and without replicas, an early stop, a concurrency cap or a
+    time limit (prefix caching where vllm_v1 runs)."""
+    rng = np.random.default_rng(seed)
+    prompt = rng.integers(16, 1200, requests)
+    prefix = scheduler == "vllm_v1" and bool(seed % 2)
+    shared = {"prefix_group": rng.integers(0, 4, requests), "prefix_tokens": np.minimum(prompt, 300)} if prefix else {}
+    workload = Workload.from_arrays(prompt, rng.integers(1, 1500, requests), np.cumsum(rng.exponential(1 / qps, requests)), **shared)
+    system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler=scheduler, num_kv_blocks=blocks, max_batch_size=16,
+                        token_budget=256 if scheduler in ("sarathi", "vllm_v1") else None, max_model_len=4096,
+                        replicas=replicas, router=router, prefix_caching=prefix)
+    rule = EarlyStop(max_tbt=0.03, max_tbt_violations=200, max_wait=3.0, max_wait_violations=3) if early_stop else None
+    both(system, workload, early_stop=rule, max_concurrency=cap, time_limit_s=time_limit)
