@@ -66,11 +66,15 @@ def test_an_infinite_rate_sends_everything_at_once():
     assert (result.column("arrival_s") == 0).all()
 
 
+SENT_S = [0.0, 1.0, 1.5]  # requests A, B, C
+TOKENS_S = [0.5, 0.6, 0.8, 1.3]  # A's three, B's one
+
+
 def three_requests() -> RunResult:
     """Sent at 0, 1 and 1.5 s. A: tokens at 0.5, 0.6, 0.8 (TTFT 0.5, ITL 0.1 and 0.2, TPOT 0.15,
     E2E 0.8). B: one token at 1.3 (TTFT 0.3, TPOT 0 as vLLM counts it). C never finished."""
-    tokens = np.array([0.5, 0.6, 0.8, 1.3])
-    return RunResult(requests_table([0, 1, 2], [0, 0, 0], [0.0, 1.0, 1.5], [0.1, 1.1, np.nan], [0.5, 1.3, np.nan],
+    tokens = np.array(TOKENS_S)
+    return RunResult(requests_table([0, 1, 2], [0, 0, 0], SENT_S, [0.1, 1.1, np.nan], [0.5, 1.3, np.nan],
                                     [0.8, 1.3, np.nan], ["finished", "finished", "unfinished"], ["", "", "time limit"],
                                     [100, 50, 70], [3, 1, 5], [3, 1, 0], [0, 0, 0], tokens, np.array([0, 3, 4, 4])))
 
@@ -79,7 +83,7 @@ def test_vllm_figures_by_hand():
     result = three_requests()
     figures = serving_metrics(result, percentiles=(50, 100), goodput_ms={"ttft": 400})
     assert figures["completed"] == 2 and figures["failed"] == 1
-    assert figures["duration"] == pytest.approx(1.3)  # from A's send at 0 s to B's token at 1.3 s, as the docstring has them
+    assert figures["duration"] == TOKENS_S[-1] - SENT_S[0]  # the table's span: A's send to B's token, no clock read
     assert figures["total_input_tokens"] == 150 and figures["total_output_tokens"] == 4
     assert figures["request_throughput"] == pytest.approx(2 / 1.3)
     assert figures["request_goodput"] == pytest.approx(1 / 1.3)  # B alone has TTFT <= 400 ms
