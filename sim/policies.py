@@ -61,23 +61,23 @@ class Sarathi(Scheduler):
         batch = Batch()
         self.decode_part(batch)
         budget = (self.config.token_budget or self.default_budget) - batch.num_decodes
-        prefills = batch.prefills
-        for request in self.prefilling.values():  # the loop leaves the dict as it is
+        for request in self.prefilling.values():  # adding chunks leaves the dict as it is
             if budget <= 0:
                 break
-            size = min(request.prefill_target - request.prefilled, budget)
-            prefills.append((request, request.prefilled, size))
-            budget -= size
+            budget -= self.chunk(batch, request, budget, now)
         waiting = self.waiting
         while waiting and budget > 0 and self.running < self.config.max_batch_size:
             request = waiting[0]
             if not self.can_admit(request):
                 break
             self.admit(request)
-            size = min(request.prefill_target - request.prefilled, budget)
-            self.add_prefill(batch, request, size, now)
-            budget -= size
-        return batch if prefills or batch.num_decodes else None
+            budget -= self.chunk(batch, request, budget, now)
+        return batch if batch.prefills or batch.num_decodes else None
+
+    def chunk(self, batch: Batch, request: Request, budget: int, now: float) -> int:
+        size = min(request.remaining_prefill, budget)
+        self.add_prefill(batch, request, size, now)
+        return size
 
 
 class VllmV1(Sarathi):
