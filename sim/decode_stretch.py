@@ -63,6 +63,13 @@ class Segment:
         """KV blocks its first iteration takes."""
         return 0 if self.phases is None else self.phases[-self.first_iteration % len(self.phases)]
 
+    def each_appends(self) -> np.ndarray:
+        """KV blocks each of its iterations takes."""
+        if self.phases is None:
+            return np.zeros(self.count, dtype=np.int64)
+        iterations = self.first_iteration + np.arange(self.count, dtype=np.int64)
+        return np.asarray(self.phases, dtype=np.int64)[-iterations % len(self.phases)]
+
 
 @dataclass
 class Stretch:
@@ -178,7 +185,7 @@ def stretch_rows(stretches: list) -> np.ndarray:
     width = 6 + len(FEATURES)
     if not stretches:
         return np.empty((0, width))
-    replica, engine, start, ends, tokens, kv0, m, used0, appends, last_used = zip(*stretches)  # appends: each one's Segment
+    replica, engine, start, ends, tokens, kv0, m, used0, segments, last_used = zip(*stretches)
     counts = np.fromiter(map(len, ends), dtype=np.int64, count=len(ends))
     firsts = np.cumsum(counts) - counts
     which = np.repeat(np.arange(len(counts)), counts)
@@ -190,11 +197,11 @@ def stretch_rows(stretches: list) -> np.ndarray:
     rows[firsts, 2] = start
     rows[:, 4] = rows[:, 8] = np.asarray(tokens)[which]  # tokens and decode_seqs
     rows[:, 9] = np.asarray(kv0)[which] + np.asarray(m)[which] * within  # decode_kv
-    # KV blocks each iteration took after its segment's first: the segment's phase count at the iteration
-    width = max((len(segment.phases) for segment in appends if segment.phases is not None), default=1)
-    phases = np.array([[0] * width if segment.phases is None else segment.phases for segment in appends], dtype=np.int64)
-    iteration = np.fromiter((segment.first_iteration for segment in appends), dtype=np.int64, count=len(appends))[which] + within
-    taken = phases[which, -iteration % width]
+    # KV blocks each iteration took after its segment's first (Segment.each_appends, for all at once)
+    block_size = max((len(segment.phases) for segment in segments if segment.phases is not None), default=1)
+    phases = np.array([[0] * block_size if segment.phases is None else segment.phases for segment in segments], dtype=np.int64)
+    iteration = np.fromiter((segment.first_iteration for segment in segments), dtype=np.int64, count=len(segments))[which] + within
+    taken = phases[which, -iteration % block_size]
     taken[firsts] = 0
     running = np.cumsum(taken)
     rows[:, 11] = np.asarray(used0)[which] + running - running[firsts][which]
@@ -266,8 +273,8 @@ def _layout(scheduler, batch, size: int, upcoming: _Completions, through: bool):
     completions (only the first where the stretch must end at it): the segments, and each
     iteration's decode_kv."""
     first_iteration, m, kv = scheduler.decode_iterations, batch.num_decodes, batch.decode_kv
-    phases = None if scheduler.reserves_full_length else scheduler.phase_counts[:]
     block_size, reserves = scheduler.config.block_size, scheduler.reserves_full_length
+    phases = None if reserves else scheduler.phase_counts[:]
     segments, kv_firsts, left, freed = [], [], size, 0
     while True:
         ending = upcoming.iteration(len(segments)) - first_iteration + 1
@@ -309,15 +316,10 @@ def _affordable(scheduler, segments: list[Segment], total: int) -> int:
     free, block_size = scheduler.free_blocks, scheduler.config.block_size
     if segments[0].phases is None or free >= sum(s.requests * (s.count // block_size + 1) for s in segments):
         return total
-    taken = []
-    for index, segment in enumerate(segments):
-        iterations = segment.first_iteration + np.arange(segment.count, dtype=np.int64)
-        appends = np.asarray(segment.phases, dtype=np.int64)[-iterations % block_size]
-        if index == 0:
-            appends[0] = 0  # the batch at hand took its own
-        else:
-            appends[0] -= segment.freed
-        taken.append(appends)
+    taken = [segment.each_appends() for segment in segments]
+    taken[0][0] = 0  # the batch at hand took its own
+    for segment, appends in zip(segments[1:], taken[1:]):
+        appends[0] -= segment.freed
     over = np.flatnonzero(np.cumsum(np.concatenate(taken)) > free)
     return int(over[0]) if len(over) else total
 

@@ -113,7 +113,7 @@ class Run:
     def __init__(self, env: simpy.Environment, num_requests: int, max_concurrency: int | None = None):
         self.env = env
         self.log = array("d")  # one row of BATCH_COLUMNS a batch, flat: compact, no objects for the GC
-        self.stretch_log: list = []  # a tuple of arrays a decode stretch: its rows are built at the end
+        self.stretch_log: list = []  # a tuple a segment of a decode stretch: its rows are built when the batch table is
         self.end = env.event()
         self.remaining = num_requests
         self.monitor: EarlyStopMonitor | None = None
