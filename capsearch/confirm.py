@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from capsim.capsearch.experiment import SearchJob, run_job, score
-from capsim.capsearch.search import early_stop_rule, find_capacity
+from capsim.capsearch.search import Capacity, early_stop_rule, find_capacity
 from capsim.capsearch.slo import TbtTtft, slo_to_dict
 from capsim.capsearch.trials import time_limit
 from capsim.real.client import Endpoint, EndpointError
@@ -56,6 +56,7 @@ class Confirmation:
     endpoint: str = ""
     latency_source: str = ""
     notes: list[str] = field(default_factory=list)
+    predicted_outcome: str = "given (--predicted-qps)"  # or the simulated search's outcome: converged, or what it could not establish
 
     @property
     def capacity_error(self) -> float | None:
@@ -64,17 +65,20 @@ class Confirmation:
 
 
 def predict_capacity(system: SystemSpec, workload: WorkloadSpec, slo, start_qps: float = 1.0, granularity: float = 0.025,
-                     cache_dir: str | None = None) -> float:
-    """The simulated capacity of the observable SLO (cached trials, as `capsim search`)."""
+                     cache_dir: str | None = None) -> Capacity:
+    """The simulated search of the observable SLO (cached trials, as `capsim search`): its capacity
+    and whether it converged."""
     job = SearchJob(system, workload, (observable_slo(slo),), start_qps, (), granularity)
-    return run_job(job, cache_dir)[0].capacity_qps
+    return run_job(job, cache_dir)[0]
 
 
 def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint, predicted_qps: float, vocab: int,
             step: float = 0.2, max_trials: int = 4, trial_time_limit_s: float | None = None, early_stop: bool = True,
-            on_trial=None, granularity: float = 0.025, max_in_flight: int = 1024) -> tuple[Confirmation, dict[float, RunResult]]:
+            on_trial=None, granularity: float = 0.025, max_in_flight: int = 1024,
+            predicted_outcome: str = "given (--predicted-qps)") -> tuple[Confirmation, dict[float, RunResult]]:
     """Run the real search; returns the confirmation and every real trial's result by QPS.
-    `on_trial(qps, passed)` hears each trial as it ends."""
+    `on_trial(qps, passed)` hears each trial as it ends; `predicted_outcome` says where the
+    predicted capacity came from (the simulated search's outcome)."""
     given, slo = slo, observable_slo(slo)
     requests = workload.requests()
     rule = early_stop_rule(slo, len(requests), int(requests.output_tokens.sum())) if early_stop else None
@@ -120,6 +124,7 @@ def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint,
         slo=slo_to_dict(slo), slo_name=slo.name, predicted_qps=predicted_qps, measured_qps=measured, failing_qps=failing,
         trials=trials, percentiles=compare_percentiles(simulated, results[point]), compared_at_qps=point,
         system=system.to_dict(), workload=workload.to_dict(), endpoint=endpoint.url, latency_source=latency.source_words, notes=notes,
+        predicted_outcome=predicted_outcome,
     )
     return confirmation, results
 

@@ -86,15 +86,18 @@ def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | N
         raise ConfigError(f"some requests of {trace} are longer than the max model length {system.model_len}: "
                           f"pass --max-total-tokens {system.model_len}")
     folder = results_dir(output_dir, "confirm", overwrite)
+    outcome, settled = "given (--predicted-qps)", True
     if predicted_qps is None:
         with console.status("searching the capacity in simulation"):
-            predicted_qps = predict_capacity(system, workload, slo, start_qps)
-        if not predicted_qps:
+            predicted = predict_capacity(system, workload, slo, start_qps)
+        if not predicted.capacity_qps:
             raise ConfigError("no simulated QPS meets the SLO: nothing to confirm (check the SLO against `capsim search`)")
-    console.print(f"predicted capacity {predicted_qps:.3g} QPS for {observable_slo(slo).name}")
+        predicted_qps, outcome, settled = predicted.capacity_qps, f"simulated search: {predicted.outcome}", predicted.converged
+    colour = "" if settled else "[yellow]"  # a capacity the search did not pin down
+    console.print(f"{colour}predicted capacity {predicted_qps:.3g} QPS for {observable_slo(slo).name} ({outcome})")
     with ResultSet(folder, keep_on_failure=("engine.log",)) as staging:
         confirmation, results = confirm_on_engine(system, workload, slo, endpoint, api_key, device, dtype, predicted_qps, step,
-                                                  max_trials, trial_time_limit, early_stop, max_in_flight, staging)
+                                                  max_trials, trial_time_limit, early_stop, max_in_flight, staging, outcome)
         for qps, result in results.items():
             result.write(staging / "trials" / f"qps_{qps:.4g}")
         write_confirmation(confirmation, staging)
@@ -108,7 +111,7 @@ def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | N
 
 
 def confirm_on_engine(system, workload, slo, endpoint, api_key, device, dtype, predicted_qps, step, max_trials, trial_time_limit,
-                      early_stop, max_in_flight, folder: Path):
+                      early_stop, max_in_flight, folder: Path, predicted_outcome: str):
     """The real trials: on the endpoint given, or on an engine started here (its log in folder)."""
     launcher = None
     if endpoint is None:
@@ -128,7 +131,7 @@ def confirm_on_engine(system, workload, slo, endpoint, api_key, device, dtype, p
                 console.print(f"  real trial at {qps:.3g} QPS: {'pass' if passed else 'fail'}")
             return run_confirmation(
                 system, workload, slo, target, predicted_qps, get_model(system.model).vocab, step, max_trials,
-                trial_time_limit, early_stop, on_trial, max_in_flight=max_in_flight)
+                trial_time_limit, early_stop, on_trial, max_in_flight=max_in_flight, predicted_outcome=predicted_outcome)
     finally:
         if launcher is not None:
             launcher.stop()

@@ -23,6 +23,7 @@ def confirmation_tables(c: Confirmation) -> list[Table]:
     low = f"{c.measured_qps:.3g}" if c.measured_qps is not None else "not found"
     capacity.add_row(f"{c.predicted_qps:.3g}", measured, error, f"[{low}, {high})",
                      ", ".join(f"{t['qps']:.3g} {'pass' if t['passed'] else 'fail'}" for t in c.trials))
+    capacity.caption = f"predicted: {c.predicted_outcome}"
     latency = Table(title=f"latency percentiles at {c.compared_at_qps:.3g} QPS", box=box.SIMPLE_HEAD)
     for column in ("metric", "percentile", "predicted (s)", "measured (s)", "error"):
         latency.add_column(column, justify="left" if column == "metric" else "right")

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from capsim.profiles.grid import GRIDS
 from capsim.profiles.hardware import HARDWARE
+from capsim.profiles.compare import compare_profiles
 from capsim.profiles.latency_model import LatencyModel
 from capsim.profiles.models import MODELS, get_model
 from capsim.profiles.report import accuracy_rows, plot_predicted_vs_measured
@@ -21,6 +22,7 @@ from capsim.profiles.hardware import get_hardware
 from capsim.profiles.source import describe_source
 from capsim.profiles.store import ENGINES, KERNEL_DB_ENGINES, resolve_profile, shipped_profile_key, shipped_profiles
 from capsim.profiles.errors import ProfileError
+from capsim.profiles.table import ProfileTable
 from capsim.real.engine_profiler import DECODE_BATCHES, DECODE_CONTEXTS, PROMPT_LENGTHS, profile_endpoint
 from capsim.traces import strict_dumps, write_atomically
 
@@ -228,6 +230,57 @@ def report(profile_path: Path | None, model: str, hardware: str, tp: int, engine
     text = strict_dumps(data, indent=2)
     write_atomically(output_dir / f"{stem}.json", lambda tmp: Path(tmp).write_text(text))
     console.print(f"wrote {plot} and {plot.with_suffix('.json')}")
+
+
+@profiles.command()
+@click.argument("profile_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("other_path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--engine", type=click.Choice(ENGINES), default="vllm", show_default=True,
+              help="Without OTHER: compare with the profile capsim uses for this engine on the first one's model, GPU and TP.")
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-results"), show_default=True)
+@click.pass_context
+def compare(ctx: click.Context, profile_path: Path, other_path: Path | None, engine: str, output_dir: Path) -> None:
+    """Two profiles of one model, batch by batch.
+
+    At each batch of PROFILE, OTHER's latency model beside PROFILE's seconds: the median ratio
+    (OTHER / PROFILE) and its P10-P90 spread by batch kind and regime, and their difference
+    split into per-step overhead, linear layers (per token) and attention (per attention
+    element). Without OTHER: the profile capsim uses for --engine on PROFILE's model, GPU and TP,
+    e.g. a measured reference-engine profile against vLLM's kernel-database one.
+    """
+    if other_path is not None and ctx.get_parameter_source("engine") is not ParameterSource.DEFAULT:
+        raise ProfileError("--engine picks the second profile when OTHER is not given: give one or the other")
+    first = ProfileTable.read(profile_path)
+    m = first.metadata
+    second = ProfileTable.read(other_path) if other_path is not None else resolve_profile(m["model"], m["hardware"], m["tp"], engine=engine)
+    result = compare_profiles(first, second)
+    console.print(f"first: [bold]{first.label}[/]: {describe_source(m)}")
+    console.print(f"second: [bold]{second.label}[/]: {describe_source(second.metadata)}")
+    table = Table(title="the second's latency model at the first's batches: ratio second / first")
+    for column in ("regime", "batches", "first ms (P50)", "ratio P50", "P10-P90", "beyond second's coverage"):
+        table.add_column(column, justify="left" if column == "regime" else "right")
+    for row in result["rows"]:
+        if row["batches"]:
+            table.add_row(row["regime"], str(row["batches"]), f"{row['first_ms_median']:.2f}", f"{row['ratio_median']:.3f}",
+                          f"{row['ratio_p10']:.3f}-{row['ratio_p90']:.3f}", str(row["beyond_coverage"]))
+        else:
+            table.add_row(row["regime"], "0", "-", "-", "-", str(row["beyond_coverage"]))
+    console.print(table)
+    split = result["difference"]
+    share = split["share"]
+    console.print(f"difference (second - first), fitted over {split['batches']} batches: {split['per_step_ms']:+.3f} ms a step "
+                  f"({share['per_step']:.0%}), {split['per_token_us']:+.3f} us a token ({share['linear']:.0%}, linear layers), "
+                  f"{split['per_million_attention_ms']:+.4f} ms per million attention elements ({share['attention']:.0%}); "
+                  f"residual {split['rms_relative_residual']:.1%} of a batch (RMS)")
+    def name(table: ProfileTable) -> str:
+        n = table.metadata
+        return f"{n['hardware']}_tp{n['tp']}_{n['engine']}-{n['source']}"
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", f"profile-compare_{m['model']}_{name(first)}_vs_{name(second)}")  # an endpoint's engine is a URL
+    path = output_dir / f"{stem}.json"
+    text = strict_dumps(result, indent=2)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+    console.print(f"wrote {path}")
 
 
 def _print_accuracy(latency_model: LatencyModel) -> None:

@@ -34,6 +34,7 @@ class RunResult:
     def __init__(self, requests: pa.Table, batches=None, info: dict | None = None):
         self.requests = requests
         self._token_times = None
+        self._summary = None
         self._batches = batches
         self.info = info if info is not None else {}
 
@@ -102,6 +103,12 @@ class RunResult:
     # ---- summary ----------------------------------------------------------------------------------
 
     def summary(self) -> dict:
+        """The run's figures (computed once: writing the files and the command's output both read them)."""
+        if self._summary is None:
+            self._summary = self._summarize()
+        return self._summary
+
+    def _summarize(self) -> dict:
         status = self.column("status")
         summary = {"info": self.info, "requests": {s: int((status == s).sum()) for s in ("finished", "unfinished", "rejected", "failed")}}
         for name, values in (("ttft_s", self.ttft()), ("tbt_s", self.tbt()), ("tpot_s", self.tpot()),

@@ -41,6 +41,7 @@ def test_predicted_capacity_holds_on_the_reference_engine(tmp_path, profile):
     print(run.stdout)  # the table, for the log
     assert result["latency_source"].startswith("measured: capsim's reference engine")
     assert result["slo"]["ttft_metric"] == "ttft"  # what a client can see
+    assert result["predicted_outcome"] == "simulated search: converged" and "(simulated search: converged)" in run.stdout
     assert 1 <= len(result["trials"]) <= 4
     assert result["measured_qps"] > 0, result["trials"]
     assert abs(result["capacity_error"]) <= TOLERANCE, result
