@@ -13,6 +13,7 @@
 #   scripts/gpu_validation.sh confirm sarathi  serve + confirm: chunk 512, batch 128, chat,
 #   scripts/gpu_validation.sh confirm vllm_v0  P99 TBT 0.1 s and P50 TTFT 2 s, with the measured profile
 #   scripts/gpu_validation.sh test             the tests marked gpu
+#   scripts/gpu_validation.sh table            the README's validation rows, in Markdown (validation.md)
 #
 # The same stages run on a CPU with a tiny model, in minutes:
 #   DEVICE=cpu MODEL=tiny DTYPE=float32 GRID=quick REQUESTS=48 \
@@ -29,7 +30,7 @@ PYTHON=${PYTHON:-python3}
 CONFIRM_ARGS=${CONFIRM_ARGS:-}
 
 usage() {
-    echo "usage: scripts/gpu_validation.sh install | profile | compare | confirm sarathi|vllm_v0 | test" >&2
+    echo "usage: scripts/gpu_validation.sh install | profile | compare | confirm sarathi|vllm_v0 | test | table" >&2
     exit 2
 }
 
@@ -76,6 +77,10 @@ confirm)
     ;;
 test)
     "$PYTHON" -m pytest -q -m gpu tests
+    ;;
+table)
+    "$PYTHON" scripts/gpu_validation_table.py "$DIR" > "$DIR/validation.md"
+    cat "$DIR/validation.md"
     ;;
 *)
     usage
