@@ -18,6 +18,8 @@ def confirmation_tables(c: Confirmation) -> list[Table]:
     for column in ("predicted QPS", "measured QPS", "error", "real bracket", "real trials"):
         capacity.add_column(column, justify="right")
     error = f"{c.capacity_error:+.1%}" if c.capacity_error is not None else "n/a"
+    if c.capacity_error is not None and c.failing_qps is None:
+        error = ">= " + error  # no real trial failed: the measured capacity is a lower bound
     high = f"{c.failing_qps:.3g}" if c.failing_qps is not None else "not found"
     measured = f"{c.measured_qps:.3g}" if c.measured_qps is not None else "none passed"
     low = f"{c.measured_qps:.3g}" if c.measured_qps is not None else "not found"

@@ -78,3 +78,21 @@ def test_a_confirmation_where_nothing_passed_or_was_measured_still_writes_its_re
     assert (tmp_path / "confirm.png").stat().st_size > 1000
     assert data["measured_qps"] is None and data["capacity_error"] is None
     assert data["percentiles"][0]["measured_s"] is None and "measured_s" in data["percentiles"][0]["why_null"]
+
+
+def test_a_confirmation_that_never_failed_gives_its_error_as_a_bound():
+    from rich.console import Console
+
+    from capsim.capsearch.confirm import Confirmation
+    from capsim.capsearch.confirm_report import confirmation_tables
+
+    def capacity_row(failing):
+        confirmation = Confirmation(slo={}, slo_name="P99 TBT<=0.1s", predicted_qps=10.0, measured_qps=12.0, failing_qps=failing,
+                                    trials=[{"qps": 12.0, "passed": True}], compared_at_qps=12.0,
+                                    predicted_outcome="simulated search: converged")
+        console = Console(width=200, record=True)
+        console.print(confirmation_tables(confirmation)[0])
+        return console.export_text()
+
+    assert ">= +20.0%" in capacity_row(None) and "predicted: simulated search: converged" in capacity_row(None)
+    assert "+20.0%" in capacity_row(12.5) and ">=" not in capacity_row(12.5)
