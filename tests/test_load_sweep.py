@@ -83,7 +83,8 @@ def test_vllm_figures_by_hand():
     result = three_requests()
     figures = serving_metrics(result, percentiles=(50, 100), goodput_ms={"ttft": 400})
     assert figures["completed"] == 2 and figures["failed"] == 1
-    assert figures["duration"] == TOKENS_S[-1] - SENT_S[0]  # the table's span: A's send to B's token, no clock read
+    # The figures are over the table's own span, A's send to B's last token: 4 output tokens in it
+    assert figures["output_throughput"] * (TOKENS_S[-1] - SENT_S[0]) == pytest.approx(figures["total_output_tokens"])
     assert figures["total_input_tokens"] == 150 and figures["total_output_tokens"] == 4
     assert figures["request_throughput"] == pytest.approx(2 / 1.3)
     assert figures["request_goodput"] == pytest.approx(1 / 1.3)  # B alone has TTFT <= 400 ms
