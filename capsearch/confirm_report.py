@@ -17,9 +17,7 @@ def confirmation_tables(c: Confirmation) -> list[Table]:
     capacity = Table(title=f"capacity, {c.slo_name}", box=box.SIMPLE_HEAD)
     for column in ("predicted QPS", "measured QPS", "error", "real bracket", "real trials"):
         capacity.add_column(column, justify="right")
-    error = f"{c.capacity_error:+.1%}" if c.capacity_error is not None else "n/a"
-    if c.capacity_error is not None and c.failing_qps is None:
-        error = ">= " + error  # no real trial failed: the measured capacity is a lower bound
+    error = error_words(c.capacity_error, c.failing_qps)
     high = f"{c.failing_qps:.3g}" if c.failing_qps is not None else "not found"
     measured = f"{c.measured_qps:.3g}" if c.measured_qps is not None else "none passed"
     low = f"{c.measured_qps:.3g}" if c.measured_qps is not None else "not found"
@@ -33,6 +31,13 @@ def confirmation_tables(c: Confirmation) -> list[Table]:
         latency.add_row(row["metric"].upper(), f"P{row['percentile']}", f"{row['predicted_s']:.4f}", f"{row['measured_s']:.4f}",
                         f"{row['error']:+.1%}" if math.isfinite(row["error"]) else "n/a")
     return [capacity, latency]
+
+
+def error_words(capacity_error: float | None, failing_qps: float | None) -> str:
+    """The capacity error; a bound where no real trial failed (the measured capacity is one)."""
+    if capacity_error is None:
+        return "n/a"
+    return (">= " if failing_qps is None else "") + f"{capacity_error:+.1%}"
 
 
 def write_confirmation(c: Confirmation, folder: Path) -> Path:

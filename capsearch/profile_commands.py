@@ -14,7 +14,8 @@ from rich.table import Table
 
 from capsim.profiles.grid import GRIDS
 from capsim.profiles.hardware import HARDWARE
-from capsim.profiles.compare import compare_profiles
+from capsim.capsearch.results_dir import write_json
+from capsim.profiles.compare import compare_profiles, split_words
 from capsim.profiles.latency_model import LatencyModel
 from capsim.profiles.models import MODELS, get_model
 from capsim.profiles.report import accuracy_rows, plot_predicted_vs_measured
@@ -24,7 +25,6 @@ from capsim.profiles.store import ENGINES, KERNEL_DB_ENGINES, resolve_profile, s
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.table import ProfileTable
 from capsim.real.engine_profiler import DECODE_BATCHES, DECODE_CONTEXTS, PROMPT_LENGTHS, profile_endpoint
-from capsim.traces import strict_dumps, write_atomically
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes get wide tables
 
@@ -226,9 +226,8 @@ def report(profile_path: Path | None, model: str, hardware: str, tp: int, engine
     engine_name = re.sub(r"[^A-Za-z0-9.-]+", "-", str(m["engine"]))  # an endpoint profile's engine is a URL
     stem = f"latency-model_{m['model']}_{m['hardware']}_tp{m['tp']}_{engine_name}"  # names hold dots: no with_suffix
     plot = plot_predicted_vs_measured(latency_model, output_dir / f"{stem}.png")
-    data = {"profile": latency_model.profile, "regressor": latency_model.regressor, "accuracy": latency_model.accuracy}
-    text = strict_dumps(data, indent=2)
-    write_atomically(output_dir / f"{stem}.json", lambda tmp: Path(tmp).write_text(text))
+    write_json(output_dir / f"{stem}.json",
+               {"profile": latency_model.profile, "regressor": latency_model.regressor, "accuracy": latency_model.accuracy})
     console.print(f"wrote {plot} and {plot.with_suffix('.json')}")
 
 
@@ -267,19 +266,13 @@ def compare(ctx: click.Context, profile_path: Path, other_path: Path | None, eng
             table.add_row(row["regime"], "0", "-", "-", "-", str(row["beyond_coverage"]))
     console.print(table)
     split = result["difference"]
-    share = split["share"]
-    console.print(f"difference (second - first), fitted over {split['batches']} batches: {split['per_step_ms']:+.3f} ms a step "
-                  f"({share['per_step']:.0%}), {split['per_token_us']:+.3f} us a token ({share['linear']:.0%}, linear layers), "
-                  f"{split['per_million_attention_ms']:+.4f} ms per million attention elements ({share['attention']:.0%}); "
-                  f"residual {split['rms_relative_residual']:.1%} of a batch (RMS)")
+    console.print(f"difference (second - first), fitted over {split['batches']} batches: {split_words(split)}")
     def name(table: ProfileTable) -> str:
         n = table.metadata
         return f"{n['hardware']}_tp{n['tp']}_{n['engine']}-{n['source']}"
 
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", f"profile-compare_{m['model']}_{name(first)}_vs_{name(second)}")  # an endpoint's engine is a URL
-    path = output_dir / f"{stem}.json"
-    text = strict_dumps(result, indent=2)
-    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+    path = write_json(output_dir / f"{stem}.json", result)
     console.print(f"wrote {path}")
 
 

@@ -97,3 +97,11 @@ def _split(X: np.ndarray, measured: np.ndarray, predicted: np.ndarray) -> dict:
             "per_million_attention_ms": float(coefficients[2] * 1e9),
             "share": {"per_step": float(shares[0]), "linear": float(shares[1]), "attention": float(shares[2])},
             "mean_abs_difference_ms": float(np.mean(np.abs(difference)) * 1e3), "rms_relative_residual": float(residual)}
+
+
+def split_words(difference: dict) -> str:
+    """The three-way split of the difference, in one sentence."""
+    share = difference["share"]
+    return (f"{difference['per_step_ms']:+.3f} ms a step ({share['per_step']:.0%}), {difference['per_token_us']:+.3f} us a token "
+            f"({share['linear']:.0%}, linear layers), {difference['per_million_attention_ms']:+.4f} ms per million attention "
+            f"elements ({share['attention']:.0%}); residual {difference['rms_relative_residual']:.1%} of a batch (RMS)")

@@ -41,8 +41,11 @@ exec > >(tee -a "$DIR/log.txt") 2>&1
 echo "== $(date -u +%FT%TZ) $*"
 
 capsim() { "$PYTHON" -m capsim.capsearch.cli "$@"; }
-hardware() { "$PYTHON" -c "from capsim.profiles.profiler import device_name; print(device_name('$DEVICE'))"; }
-profile_path() { echo "$DIR/${MODEL}_$(hardware)_tp1_reference_measured.parquet"; }
+# The device's catalog name (H100-SXM, H200, ...) and the profile's path, the shipped-profile name
+locate() {
+    HW=$("$PYTHON" -c "from capsim.profiles.profiler import device_name; print(device_name('$DEVICE'))")
+    PROFILE="$DIR/${MODEL}_${HW}_tp1_reference_measured.parquet"
+}
 
 case "$1" in
 install)
@@ -56,11 +59,13 @@ install)
     "$PYTHON" -m pip list 2>/dev/null | grep -E -i '^(capsim|torch|numpy|scikit-learn|pyarrow|simpy) ' || true
     ;;
 profile)
-    capsim profile --model "$MODEL" --device "$DEVICE" --dtype "$DTYPE" --grid "$GRID" -o "$(profile_path)"
+    locate
+    capsim profile --model "$MODEL" --device "$DEVICE" --dtype "$DTYPE" --grid "$GRID" -o "$PROFILE"
     ;;
 compare)
-    capsim profiles report "$(profile_path)" -o "$DIR"
-    capsim profiles compare "$(profile_path)" --engine vllm -o "$DIR"
+    locate
+    capsim profiles report "$PROFILE" -o "$DIR"
+    capsim profiles compare "$PROFILE" --engine vllm -o "$DIR"
     ;;
 confirm)
     [ $# -eq 2 ] || usage
@@ -69,8 +74,9 @@ confirm)
     vllm_v0) policy=(--scheduler vllm_v0) ;;
     *) usage ;;
     esac
+    locate
     # shellcheck disable=SC2086  # CONFIRM_ARGS holds several flags
-    capsim confirm --model "$MODEL" --hardware "$(hardware)" --engine reference --profile "$(profile_path)" \
+    capsim confirm --model "$MODEL" --hardware "$HW" --engine reference --profile "$PROFILE" \
         --device "$DEVICE" --dtype "$DTYPE" "${policy[@]}" --max-batch-size 128 --trace chat -n "$REQUESTS" \
         --slo-type tbt_ttft --tbt-slo 0.1 --tbt-percentile 99 --ttft-metric ttft --ttft-slo 2 --ttft-percentile 50 \
         $CONFIRM_ARGS -o "$DIR/confirm-$2" --overwrite

@@ -14,6 +14,9 @@ import json
 import sys
 from pathlib import Path
 
+from capsim.capsearch.confirm_report import error_words
+from capsim.profiles.compare import split_words
+
 
 def main(folder: Path) -> int:
     reports = sorted(folder.glob("latency-model_*.json"))
@@ -38,10 +41,7 @@ def main(folder: Path) -> int:
             if row["batches"]:
                 print(f"| {row['regime']} | {row['batches']} | {row['first_ms_median']:.2f} | {row['ratio_median']:.3f} | "
                       f"{row['ratio_p10']:.3f}-{row['ratio_p90']:.3f} |")
-        split, share = comparison["difference"], comparison["difference"]["share"]
-        print(f"\nDifference: {split['per_step_ms']:+.3f} ms a step ({share['per_step']:.0%}), {split['per_token_us']:+.3f} us a token "
-              f"({share['linear']:.0%}, linear layers), {split['per_million_attention_ms']:+.4f} ms per million attention elements "
-              f"({share['attention']:.0%}).")
+        print(f"\nDifference: {split_words(comparison['difference'])}.")
     confirmations = sorted(folder.glob("confirm-*/confirm.json"))
     if confirmations:
         print("\n| where | what | predicted | measured | error |")
@@ -57,9 +57,7 @@ def main(folder: Path) -> int:
         errors = {(r["metric"], r["percentile"]): r["error"] for r in c["percentiles"]}
         def percentiles(metric: str) -> str:
             return "/".join(f"{errors[(metric, p)] * 100:+.0f}" for p in (50, 90, 99) if (metric, p) in errors) + "%"
-        error = "n/a" if c["capacity_error"] is None else f"{c['capacity_error']:+.1%}"
-        if c["capacity_error"] is not None and c["failing_qps"] is None:
-            error = ">= " + error  # no real trial failed: the measured capacity is a lower bound
+        error = error_words(c["capacity_error"], c["failing_qps"])
         print(f"| {system['hardware']}, reference engine | {what} | {c['predicted_qps']:.3g} QPS ({c.get('predicted_outcome', '?')}) | "
               f"{measured} ({bracket}) | {error}; TTFT P50/P90/P99 {percentiles('ttft')}, TBT {percentiles('tbt')} |")
     return 0

@@ -3,13 +3,14 @@ defined; here, that the script parses and refuses what it does not know (exit 2,
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_validation.sh"
 
 
 def run(*args, tmp_path):
-    env = os.environ | {"GPU_VALIDATION_DIR": str(tmp_path / "gv")}
+    env = os.environ | {"GPU_VALIDATION_DIR": str(tmp_path / "gv"), "PYTHON": sys.executable}
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=60)
 
 
