@@ -1,8 +1,10 @@
-"""The trial cache as a folder: what is in it, and pruning it by age or size.
+"""The trial cache as a folder: whose it is, what is in it, and pruning it by age or size.
 
-Entries are `<key>.trial.parquet` files (trials.TrialCache). A name starting with a dot is an
-entry being written, or one a killed process left half-written; anything else is from an older
-capsim (a trial folder, TRIAL_SCHEMA < 3) and is never read again.
+Entries are `<key>.trial.parquet` files (trials.TrialCache). A dotted temporary name of an entry
+is one being written, or one a killed process left half-written; a folder named by a key is from
+an older capsim (TRIAL_SCHEMA < 3) and is never read again. capsim removes only names of these
+shapes, and uses only a folder that is its own: one with its CACHEDIR.TAG (the standard marker
+of a cache folder), a new or empty one, or one that holds nothing but capsim's entries.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capsim.capsearch.errors import ConfigError
-from capsim.capsearch.trials import ENTRY_SUFFIX
+from capsim.traces import write_atomically
+
+ENTRY_SUFFIX = ".trial.parquet"
+ENTRY = re.compile(r"[0-9a-f]{24}\.trial\.parquet")
+LEFTOVER = re.compile(r"\.[0-9a-f]{24}\.trial\.parquet\.[0-9]+\..+\.tmp")  # write_atomically's temporary name
+OLD_FORMAT = re.compile(r"[0-9a-f]{16,64}")  # a trial folder of capsim before TRIAL_SCHEMA 3
+TAG = "CACHEDIR.TAG"
+TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+            "# This file is a cache directory tag created by capsim (its trial cache).\n"
+            "# For information about cache directory tags see https://bford.info/cachedir/\n")
 
 LEFTOVER_AGE_S = 600  # a temporary name untouched this long belongs to no live writer
 UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
@@ -41,6 +52,33 @@ class Contents:
         return sum(i.size for i in self.entries)
 
 
+def claim(folder: Path, flag: str = "--cache-dir") -> Path:
+    """folder as capsim's trial cache, made and tagged if need be; refused (ConfigError) where it
+    holds files capsim did not write, so that no prune or sweep can ever touch them."""
+    try:
+        if (folder / TAG).is_file() and (folder / TAG).read_text().startswith(TAG_TEXT.splitlines()[0]):
+            return folder
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{flag} {folder} is a file: give a folder for the trial cache")
+        foreign = sorted(p.name for p in folder.iterdir() if not is_ours(p)) if folder.is_dir() else []
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ConfigError(f"{flag} {folder} holds files capsim did not write ({shown}): give capsim a folder of its own "
+                              "for its trial cache")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(folder / TAG, lambda tmp: Path(tmp).write_text(TAG_TEXT))
+    except OSError as error:
+        raise ConfigError(f"{flag} {folder}: {error.strerror or error}") from None
+    return folder
+
+
+def is_ours(path: Path) -> bool:
+    """A name of one of capsim's cache entries, temporary entries or old-format trial folders."""
+    name = path.name
+    return (ENTRY.fullmatch(name) is not None or LEFTOVER.fullmatch(name) is not None or name == TAG
+            or (OLD_FORMAT.fullmatch(name) is not None and path.is_dir() and not path.is_symlink()))
+
+
 def scan(folder: Path, folder_sizes: bool = True) -> Contents:
     """The folder's entries, leftovers and old-format entries; folder_sizes=False leaves the
     (old-format) folders' sizes at 0 rather than walking them."""
@@ -56,12 +94,12 @@ def scan(folder: Path, folder_sizes: bool = True) -> Contents:
             except OSError:
                 continue  # removed meanwhile
             item = Item(Path(entry.path), size, stat.st_mtime)
-            if entry.name.startswith("."):
+            if LEFTOVER.fullmatch(entry.name):
                 contents.leftovers.append(item)
-            elif entry.name.endswith(ENTRY_SUFFIX) and is_file:
+            elif ENTRY.fullmatch(entry.name) and is_file:
                 contents.entries.append(item)
-            else:
-                contents.old_format.append(item)
+            elif OLD_FORMAT.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                contents.old_format.append(item)  # anything else is not capsim's: never listed, never removed
     return contents
 
 
@@ -89,7 +127,9 @@ def remove_leftovers(folder: Path, contents: Contents | None = None, old_format:
 def prune(folder: Path, older_than_s: float | None, max_bytes: int | None) -> tuple[list[Item], Contents]:
     """Remove entries last used longer ago than older_than_s, then the least recently used ones
     until the entries take at most max_bytes; leftovers and old-format entries always go."""
-    contents = scan(folder)
+    if not folder.is_dir():
+        return [], Contents()
+    contents = scan(claim(folder))
     gone = remove_leftovers(folder, contents)
     kept = sorted(contents.entries, key=lambda i: i.last_used, reverse=True)
     if older_than_s is not None:
@@ -114,7 +154,10 @@ def parse_size(text: str) -> int:
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
     if not match or match.group(2).lower() not in UNITS:
         raise ConfigError(f"--max-size {text!r}: give a size such as 500MB, 2GB or 1.5GiB")
-    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
+    size = float(match.group(1)) * UNITS[match.group(2).lower()]
+    if not size < 1e18:
+        raise ConfigError(f"--max-size {text!r}: give a size below 1,000 PB")
+    return int(size)
 
 
 def parse_age(text: str) -> float:
@@ -122,7 +165,10 @@ def parse_age(text: str) -> float:
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhdw])\s*", text.lower())
     if not match:
         raise ConfigError(f"--older-than {text!r}: give an age such as 30d, 12h, 90m or 2w")
-    return float(match.group(1)) * SECONDS[match.group(2)]
+    age = float(match.group(1)) * SECONDS[match.group(2)]
+    if not age < 1e12:
+        raise ConfigError(f"--older-than {text!r}: give an age below 30,000 years")
+    return age
 
 
 def human_bytes(size: float) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from capsim.capsearch.cache_folder import remove_leftovers
+from capsim.capsearch.cache_folder import claim, remove_leftovers
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.search import Capacity, early_stop_rule, find_capacity, is_converged
 from capsim.capsearch.slo import Deadline, fluidity_figures, slo_to_dict
@@ -114,7 +114,7 @@ def run_jobs(jobs: list[SearchJob], executor: str = "process", workers: int | No
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     results: dict[int, list[Capacity]] = {}
-    remove_leftovers(Path(cache_dir) if cache_dir else default_cache_dir(), old_format=False)
+    remove_leftovers(claim(Path(cache_dir) if cache_dir else default_cache_dir()), old_format=False)
     if executor == "serial" or (executor == "process" and len(jobs) <= 1):
         for i, job in enumerate(jobs):
             results[i] = run_job(job, cache_dir)

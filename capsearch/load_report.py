@@ -12,7 +12,7 @@ from rich.table import Table
 from capsim.capsearch.bench_results import result_filename, vllm_result, write_result
 from capsim.capsearch.load_options import LoadRun
 from capsim.capsearch.load_sweep import Load, auto_loads, load_row
-from capsim.capsearch.results_dir import ResultSet, write_csv, write_json
+from capsim.capsearch.results_dir import ResultSet, record, write_csv, write_json
 from capsim.capsearch.serving_metrics import WORDS, percentile_word
 from capsim.sim import POLICIES
 from capsim.sim.disagg import describe
@@ -192,4 +192,6 @@ def save_results(load_run: LoadRun, rows, runs, folder: Path, spec, date: str) -
                                   metadata=load_run.metadata, capsim=capsim, date=date)
         name = load_run.result_filename or result_filename(label, load.qps, load.max_concurrency, model, date)
         paths.append(write_result(result_json, where, name))
+    if where == folder:
+        record(folder, paths)
     return paths

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from capsim.profiles.grid import GRIDS
 from capsim.profiles.hardware import HARDWARE
-from capsim.capsearch.results_dir import write_json
+from capsim.capsearch.results_dir import ResultSet, new_file, output_options, results_dir, write_json
 from capsim.profiles.compare import compare_profiles, split_words
 from capsim.profiles.latency_model import LatencyModel
 from capsim.profiles.models import MODELS, get_model
@@ -47,7 +47,8 @@ console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes
 @click.option("--repeats", type=click.IntRange(1, 2**31 - 1), default=5, show_default=True,
               help="Passes over the grid, one timed run of each batch a pass; the median is kept.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Profile file to write [default: MODEL_DEVICE_tp1.parquet].")
+              help="Profile file to write [default: MODEL_DEVICE_tp1.parquet]; an existing one is refused without --overwrite.")
+@click.option("--overwrite", is_flag=True, help="Replace the -o profile if it exists.")
 @click.option("--endpoint", default=None, help="Profile this running engine (OpenAI API) as a black box instead.")
 @click.option("--api-key", envvar="OPENAI_API_KEY", default=None, show_envvar=True, help="--endpoint: bearer token; never written.")
 @click.option("--hardware", default=None, help="--source kernel-db: the GPU (required); --endpoint: the GPU the engine runs on, for the label.")
@@ -56,7 +57,7 @@ console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes
 @click.option("--decode-contexts", default=",".join(map(str, DECODE_CONTEXTS)), show_default=True, help="--endpoint: decode prompt lengths.")
 @click.pass_context
 def profile(ctx: click.Context, model: str, source: str, engine: str, engine_version: str | None, tp: int, pp: int, device: str,
-            grid: str, dtype: str | None, warmup: int, repeats: int, output: Path | None, endpoint: str | None,
+            grid: str, dtype: str | None, warmup: int, repeats: int, output: Path | None, overwrite: bool, endpoint: str | None,
             api_key: str | None, hardware: str | None, prompt_lengths: str, decode_batches: str, decode_contexts: str) -> None:
     """Measure per-batch prefill, decode and mixed latencies of MODEL on this machine.
 
@@ -70,6 +71,8 @@ def profile(ctx: click.Context, model: str, source: str, engine: str, engine_ver
     from capsim.profiles.profiler import device_name, measure_profile
 
     spec = get_model(model)
+    if output is not None:
+        new_file(output, overwrite, inputs=[model])
     given = {name for name in ctx.params if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
     if source == "kernel-db":
         ignored = sorted(given & {"device", "grid", "dtype", "warmup", "repeats", "endpoint", "api_key", "prompt_lengths",
@@ -88,7 +91,8 @@ def profile(ctx: click.Context, model: str, source: str, engine: str, engine_ver
     if endpoint:
         return _profile_endpoint(spec, endpoint, api_key, hardware or "unknown", output, repeats, prompt_lengths, decode_batches,
                                  decode_contexts)
-    output = output or Path(f"{spec.name}_{device_name(device) if device == 'cpu' else device.replace(':', '')}_tp1.parquet")
+    output = output or new_file(Path(f"{spec.name}_{device_name(device) if device == 'cpu' else device.replace(':', '')}_tp1.parquet"),
+                                overwrite)
     with Progress(TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(spec.name, total=None)
         table = measure_profile(spec, output, device=device, grid=grid, dtype=dtype, warmup=warmup, repeats=repeats,
@@ -104,7 +108,7 @@ def _profile_kernel_db(spec, hardware: str, engine: str, version: str | None, tp
     from capsim.profiles.kernel_db import KernelDatabase, kernel_db_profile
 
     database = KernelDatabase(spec, hardware, engine, version, tp, pp)  # checks coverage before any output
-    output = output or Path(f"{spec.name}_{hardware}_tp{tp}{f'_pp{pp}' if pp > 1 else ''}_{engine}.parquet")
+    output = output or new_file(Path(f"{spec.name}_{hardware}_tp{tp}{f'_pp{pp}' if pp > 1 else ''}_{engine}.parquet"), False)
     with Progress(TextColumn("pricing {task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
         task = bar.add_task(f"{spec.name} on {hardware}", total=None)
         table = kernel_db_profile(database, progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -127,7 +131,7 @@ def _profile_endpoint(spec, url, api_key, hardware, output, repeats, prompt_leng
     points = (numbers(prompt_lengths, "--prompt-lengths"), numbers(decode_batches, "--decode-batches"),
               numbers(decode_contexts, "--decode-contexts"))
     endpoint = connect(url, api_key)
-    output = output or Path(f"{spec.name}_endpoint_tp1.parquet")
+    output = output or new_file(Path(f"{spec.name}_endpoint_tp1.parquet"), False)
     with Progress(TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(f"{spec.name} at {endpoint.url}", total=None)
         table = profile_endpoint(endpoint, spec, output, hardware, None, *points, repeats=repeats,
@@ -216,19 +220,21 @@ def fit(profile_path: Path | None, model: str, hardware: str, tp: int, engine: s
 
 @profiles.command()
 @profile_choice
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-results"), show_default=True)
-def report(profile_path: Path | None, model: str, hardware: str, tp: int, engine: str, output_dir: Path) -> None:
+@output_options("profiles-report")
+def report(profile_path: Path | None, model: str, hardware: str, tp: int, engine: str, output_dir: Path | None, overwrite: bool) -> None:
     """Held-out MAPE and P95 error per batch kind, as a table, a JSON file and a predicted-vs-measured PNG."""
+    folder = results_dir(output_dir, "profiles-report", overwrite)
     table = resolve_profile(model, hardware, tp, path=profile_path, engine=engine)
     latency_model = LatencyModel.for_profile(table)
     _print_accuracy(latency_model)
     m = table.metadata
     engine_name = re.sub(r"[^A-Za-z0-9.-]+", "-", str(m["engine"]))  # an endpoint profile's engine is a URL
     stem = f"latency-model_{m['model']}_{m['hardware']}_tp{m['tp']}_{engine_name}"  # names hold dots: no with_suffix
-    plot = plot_predicted_vs_measured(latency_model, output_dir / f"{stem}.png")
-    write_json(output_dir / f"{stem}.json",
-               {"profile": latency_model.profile, "regressor": latency_model.regressor, "accuracy": latency_model.accuracy})
-    console.print(f"wrote {plot} and {plot.with_suffix('.json')}")
+    with ResultSet(folder) as staging:
+        plot_predicted_vs_measured(latency_model, staging / f"{stem}.png")
+        write_json(staging / f"{stem}.json",
+                   {"profile": latency_model.profile, "regressor": latency_model.regressor, "accuracy": latency_model.accuracy})
+    console.print(f"wrote {folder}/: {stem}.png, {stem}.json")
 
 
 @profiles.command()
@@ -236,9 +242,10 @@ def report(profile_path: Path | None, model: str, hardware: str, tp: int, engine
 @click.argument("other_path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--engine", type=click.Choice(ENGINES), default="vllm", show_default=True,
               help="Without OTHER: compare with the profile capsim uses for this engine on the first one's model, GPU and TP.")
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-results"), show_default=True)
+@output_options("profiles-compare")
 @click.pass_context
-def compare(ctx: click.Context, profile_path: Path, other_path: Path | None, engine: str, output_dir: Path) -> None:
+def compare(ctx: click.Context, profile_path: Path, other_path: Path | None, engine: str, output_dir: Path | None,
+            overwrite: bool) -> None:
     """Two profiles of one model, batch by batch.
 
     At each batch of PROFILE, OTHER's latency model beside PROFILE's seconds: the median ratio
@@ -249,6 +256,7 @@ def compare(ctx: click.Context, profile_path: Path, other_path: Path | None, eng
     """
     if other_path is not None and ctx.get_parameter_source("engine") is not ParameterSource.DEFAULT:
         raise ProfileError("--engine picks the second profile when OTHER is not given: give one or the other")
+    folder = results_dir(output_dir, "profiles-compare", overwrite)
     first = ProfileTable.read(profile_path)
     m = first.metadata
     second = ProfileTable.read(other_path) if other_path is not None else resolve_profile(m["model"], m["hardware"], m["tp"], engine=engine)
@@ -272,8 +280,9 @@ def compare(ctx: click.Context, profile_path: Path, other_path: Path | None, eng
         return f"{n['hardware']}_tp{n['tp']}_{n['engine']}-{n['source']}"
 
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", f"profile-compare_{m['model']}_{name(first)}_vs_{name(second)}")  # an endpoint's engine is a URL
-    path = write_json(output_dir / f"{stem}.json", result)
-    console.print(f"wrote {path}")
+    with ResultSet(folder) as staging:
+        write_json(staging / f"{stem}.json", result)
+    console.print(f"wrote {folder}/{stem}.json")
 
 
 def _print_accuracy(latency_model: LatencyModel) -> None:

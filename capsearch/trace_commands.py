@@ -10,6 +10,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.results_dir import new_file
 from capsim.capsearch.workload_options import workload_options
 from capsim.traces import FORMATS, WorkloadSpec, builtin_traces, get_builtin, load_trace, strict_dumps, write_atomically
 from capsim.traces.spec import MAX_REQUESTS, open_trace
@@ -95,8 +97,10 @@ def show(trace: str, format_: str | None, num_requests: int, seed: int, json_pat
               help="The Parquet file to write.")
 @click.option("--format", "format_", type=click.Choice(list(FORMATS)), default=None,
               help="File format; detected from the file's columns when left out.")
-def convert(path: Path, output: Path, format_: str | None) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace the -o file if it exists (never the input).")
+def convert(path: Path, output: Path, format_: str | None, overwrite: bool) -> None:
     """Convert a trace file into a capsim Parquet workload, every row checked."""
+    parquet_file(output, overwrite, inputs=[path])
     workload = load_trace(path, format_)
     workload.to_parquet(output)
     console.print(f"wrote {output}: {len(workload)} requests")
@@ -107,13 +111,23 @@ def convert(path: Path, output: Path, format_: str | None) -> None:
 @click.option("--qps", type=float, required=True, help="Target request rate (requests per second).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The Parquet file to write.")
+@click.option("--overwrite", is_flag=True, help="Replace the -o file if it exists (never the input).")
 @workload_options
-def sample(trace: str, qps: float, output: Path, make_spec) -> None:
+def sample(trace: str, qps: float, output: Path, overwrite: bool, make_spec) -> None:
     """Draw N requests of TRACE arriving at QPS, and write them as a Parquet workload."""
+    parquet_file(output, overwrite, inputs=[trace])
     spec: WorkloadSpec = make_spec(trace)
     workload = spec.at_qps(qps)
     workload.to_parquet(output)
     console.print(f"wrote {output}: {len(workload)} requests at {qps:g} QPS ({spec.arrival}), seed {spec.seed}")
+
+
+def parquet_file(output: Path, overwrite: bool, inputs) -> Path:
+    """-o of a command that writes a Parquet workload: a name that says so, never an input, not an
+    existing file unless --overwrite."""
+    if output.suffix.lower() in (".csv", ".json", ".jsonl", ".txt", ".tsv"):
+        raise ConfigError(f"-o {output}: capsim writes a Parquet workload; give a name ending in .parquet")
+    return new_file(output, overwrite, inputs)
 
 
 def _percentile(values, p) -> float:

@@ -5,8 +5,8 @@ early-stop rule cut short is complete only for failing that rule's SLO: it is ke
 that includes the rule, and a search with another SLO runs the trial again in full. Each trial
 is one file in its compact form (sim.compact, ~60-140 KB for 2048 requests, every SLO still
 scored exactly), written to a temporary name and renamed into place, so a search killed at any
-moment loses at most the trial that was running. An entry that fails its checksums on read is
-simulated again and replaced. `capsim cache info` and `capsim cache prune` look after the folder.
+moment loses at most the trial that was running. An entry that fails its checksums on read, or
+holds another key than its name's, is simulated again and replaced. `capsim cache info` and `capsim cache prune` look after the folder.
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from capsim.capsearch.cache_folder import ENTRY_SUFFIX, claim
+
 from capsim.sim import RunResult, SystemSpec, simulate
 from capsim.sim.compact import CompactError, read_compact, write_compact
 from capsim.sim.early_stop import EarlyStop
 from capsim.traces import WorkloadSpec, write_atomically
 from capsim.traces.files import temp_files_of
 
-TRIAL_SCHEMA = 3  # 3: compact files, whole-microsecond times
-ENTRY_SUFFIX = ".trial.parquet"
+TRIAL_SCHEMA = 4  # 3: compact files, whole-microsecond times; 4: each file holds its key
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def trial_key(system: SystemSpec, workload: WorkloadSpec, qps: float, early_stop
 
 class TrialCache:
     def __init__(self, folder: str | Path | None = None):
-        self.folder = Path(folder) if folder else default_cache_dir()
+        self.folder = claim(Path(folder) if folder else default_cache_dir())
         self.damaged = 0  # entries found damaged (and simulated again) by this process
 
     def path(self, key: str) -> Path:
@@ -102,7 +103,7 @@ class TrialCache:
     def get(self, key: str) -> RunResult | None:
         path = self.path(key)
         try:
-            result = read_compact(path)
+            result = read_compact(path, key)
         except FileNotFoundError:
             return None
         except CompactError:
@@ -121,7 +122,7 @@ class TrialCache:
 
     def put(self, key: str, result: RunResult) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.path(key), lambda tmp: write_compact(result, tmp))
+        write_atomically(self.path(key), lambda tmp: write_compact(result, tmp, key))
 
 
 def time_limit(workload_span_s: float) -> float:

@@ -64,8 +64,8 @@ profile)
     ;;
 compare)
     locate
-    capsim profiles report "$PROFILE" -o "$DIR"
-    capsim profiles compare "$PROFILE" --engine vllm -o "$DIR"
+    capsim profiles report "$PROFILE" -o "$DIR/report" --overwrite
+    capsim profiles compare "$PROFILE" --engine vllm -o "$DIR/compare" --overwrite
     ;;
 confirm)
     [ $# -eq 2 ] || usage

@@ -19,7 +19,7 @@ from capsim.profiles.compare import split_words
 
 
 def main(folder: Path) -> int:
-    reports = sorted(folder.glob("latency-model_*.json"))
+    reports = sorted(folder.glob("**/latency-model_*.json"))
     if not reports:
         print(f"{folder}: no latency-model_*.json: run the `profile` and `compare` stages first", file=sys.stderr)
         return 2
@@ -32,7 +32,7 @@ def main(folder: Path) -> int:
     print("| --- | --- | --- | --- |")
     for kind, errors in report["accuracy"]["compiled"].items():
         print(f"| {profile['model']} reference engine, {kind} | {errors['rows']} | {errors['mape']:.2f}% | {errors['p95_ape']:.2f}% |")
-    for path in sorted(folder.glob("profile-compare_*.json")):
+    for path in sorted(folder.glob("**/profile-compare_*.json")):
         comparison = json.loads(path.read_text())
         print(f"\n{comparison['second']['label']} against {comparison['first']['label']}, at the measured batches:\n")
         print("| batches | count | measured ms (P50) | ratio P50 | P10-P90 |")

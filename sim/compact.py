@@ -61,8 +61,9 @@ def distinct_sorted(values: np.ndarray) -> np.ndarray:
     return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(ordered) else ordered
 
 
-def write_compact(result: RunResult, path: str | Path) -> None:
-    """Write result (its requests and info; batches are not kept) to path, one Parquet file."""
+def write_compact(result: RunResult, path: str | Path, key: str | None = None) -> None:
+    """Write result (its requests and info; batches are not kept) to path, one Parquet file;
+    `key` (a cache key) is stored with it, for read_compact to check."""
     values, offsets = result.token_times
     token_us = exact_microseconds(values)
     replica = result.column("replica").astype(np.int64)
@@ -86,7 +87,7 @@ def write_compact(result: RunResult, path: str | Path) -> None:
     last_token[counts > 0] = token_us[offsets[1:][counts > 0] - 1]
     status_words, status = np.unique(result.column("status").astype(str), return_inverse=True)
     reason_words, reason = np.unique(result.column("reason").astype(str), return_inverse=True)
-    header = {"format": FORMAT, "info": result.info, "status": status_words.tolist(), "reason": reason_words.tolist()}
+    header = {"format": FORMAT, "key": key, "info": result.info, "status": status_words.tolist(), "reason": reason_words.tolist()}
     arrays = {
         "timeline_d2": narrow(np.diff(np.diff(timeline, prepend=0), prepend=0)),
         "token_steps": narrow(steps),
@@ -122,13 +123,16 @@ def narrow(values: np.ndarray) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def read_compact(path: str | Path) -> RunResult:
-    """The RunResult written by write_compact, bit for bit; CompactError if the file is damaged."""
+def read_compact(path: str | Path, key: str | None = None) -> RunResult:
+    """The RunResult written by write_compact, bit for bit; CompactError if the file is damaged,
+    or was written under another key than `key` (when given)."""
     try:
         table = pq.read_table(path, page_checksum_verification=True)
         header = json.loads(table.column("header")[0].as_py())
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise CompactError(f"not a {FORMAT} file")
+        if key is not None and header.get("key") != key:
+            raise CompactError(f"written for another trial (key {header.get('key')}, not {key})")
         arrays = {name: np.asarray(table.column(name)[0].values.to_numpy(zero_copy_only=False))
                   for name in table.column_names if name != "header"}
         timeline = np.cumsum(np.cumsum(arrays["timeline_d2"].astype(np.int64)))

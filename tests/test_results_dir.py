@@ -96,3 +96,60 @@ def test_a_confirmation_that_never_failed_gives_its_error_as_a_bound():
 
     assert ">= +20.0%" in capacity_row(None) and "predicted: simulated search: converged" in capacity_row(None)
     assert "+20.0%" in capacity_row(12.5) and ">=" not in capacity_row(12.5)
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    from capsim.capsearch.results_dir import MARKER, release
+
+    monkeypatch.chdir(tmp_path)
+    folders = [results_dir(None, "simulate", overwrite=False) for _ in range(3)]
+    assert len(set(folders)) == 3 and all((f / MARKER).is_file() for f in folders)
+    for folder in folders:
+        release(folder)  # a run that wrote nothing leaves nothing
+    assert not any((tmp_path / "capsim-results" / "simulate").iterdir())
+
+
+def test_overwrite_replaces_only_what_capsim_wrote(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    (out / "src").mkdir(parents=True)
+    (out / "src" / "main.py").write_text("print()")
+    (out / "notes.md").write_text("mine")
+    for flags in ([], ["--overwrite"]):
+        refused = run([*SIMULATE, "-o", out, *flags])
+        assert refused.exit_code == 2 and "capsim did not write" in refused.output and "notes.md" in refused.output
+    assert (out / "notes.md").read_text() == "mine" and (out / "src" / "main.py").is_file()
+    ours = tmp_path / "ours"
+    assert run([*SIMULATE, "-o", ours]).exit_code == 0
+    (ours / "my-notes.md").write_text("added by hand")
+    refused = run([*SIMULATE, "-o", ours, "--overwrite"])
+    assert refused.exit_code == 2 and "my-notes.md" in refused.output and (ours / "my-notes.md").is_file()
+    monkeypatch.chdir(ours)
+    (ours / "my-notes.md").unlink()
+    here = run([*SIMULATE, "-o", ".", "--overwrite"])
+    assert here.exit_code == 2 and "current folder" in here.output and "Traceback" not in here.output
+
+
+def test_commands_that_write_one_file_never_write_over_their_input_or_another_file(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n10,5\n20,8\n")
+    before = trace.read_bytes()
+    for output in (trace, tmp_path / "other.csv"):
+        refused = run(["traces", "convert", trace, "-o", output, "--overwrite"])
+        assert refused.exit_code == 2, refused.output
+    assert trace.read_bytes() == before
+    parquet = tmp_path / "t.parquet"
+    assert run(["traces", "convert", trace, "-o", parquet]).exit_code == 0
+    again = run(["traces", "convert", trace, "-o", parquet])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert run(["traces", "convert", trace, "-o", parquet, "--overwrite"]).exit_code == 0
+    onto_input = run(["traces", "convert", parquet, "-o", parquet, "--overwrite"])
+    assert onto_input.exit_code == 2 and "is the input" in onto_input.output
+
+
+def test_profile_reports_go_to_a_results_folder_of_their_own(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["profiles", "report", "--model", "Llama-3.1-8B", "--hardware", "H100-SXM"]
+    first, second = run(args), run(args)
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    folders = sorted((tmp_path / "capsim-results" / "profiles-report").iterdir())
+    assert len(folders) == 2 and all(len(list(f.glob("latency-model_*.png"))) == 1 for f in folders)

@@ -49,7 +49,7 @@ def test_a_trial_entry_is_small(tmp_path):
     system = SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="sarathi", token_budget=512)
     workload = WorkloadSpec("chat", num_requests=2048, seed=42)
     run_trial(system, workload, 6.0, TrialCache(tmp_path))
-    (entry,) = tmp_path.iterdir()
+    (entry,) = tmp_path.glob("*.trial.parquet")
     assert entry.stat().st_size < 100_000  # the full form, every token time, is ~1.2 MB
     assert stat.S_IMODE(entry.stat().st_mode) & 0o044 == 0o044  # group and others may read a shared cache
 
@@ -78,10 +78,10 @@ def test_prune_by_age_and_size_and_leftovers(tmp_path):
         entry = tmp_path / f"{n:024x}.trial.parquet"
         entry.write_bytes(b"x" * 1000)
         os.utime(entry, (now - n * 86400, now - n * 86400))  # entry n last used n days ago
-    stale = tmp_path / ".abc.trial.parquet.123.tmp"
+    stale = tmp_path / f".{'a' * 24}.trial.parquet.123.k2x9q.tmp"  # write_atomically's temporary names
     stale.write_bytes(b"half")
     os.utime(stale, (now - 3600, now - 3600))
-    live = tmp_path / ".def.trial.parquet.456.tmp"
+    live = tmp_path / f".{'d' * 24}.trial.parquet.456.p0w1z.tmp"
     live.write_bytes(b"being written")
     (tmp_path / "0123456789abcdef01234567").mkdir()  # a trial folder of an older capsim
     assert len(scan(tmp_path).entries) == 5 and len(scan(tmp_path).leftovers) == 2
@@ -106,6 +106,41 @@ def test_cache_commands(tmp_path):
     assert str(cache) in info and "trials: 1," in info and "a trial" in info
     pruned = subprocess.run([CAPSIM, "cache", "prune", "--cache-dir", cache, "--max-size", "0"], capture_output=True, text=True,
                             check=True).stdout
-    assert "removed 1" in pruned and not list(cache.iterdir())
+    assert "removed 1" in pruned and not list(cache.glob("*.trial.parquet"))
     bad = subprocess.run([CAPSIM, "cache", "prune", "--cache-dir", cache, "--older-than", "soon"], capture_output=True, text=True)
     assert bad.returncode == 2 and "30d" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_capsim_never_removes_or_uses_a_folder_of_files_it_did_not_write(tmp_path):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".bashrc").write_text("x")
+    (home / "thesis.tex").write_text("x")
+    old = time.time() - 86400
+    for path in home.iterdir():
+        os.utime(path, (old, old))
+    for args in (["cache", "prune", "--cache-dir", home, "--max-size", "0"],
+                 ["search", "--model", "Mistral-7B", "--scheduler", "sarathi", "--chunk-size", "512", "--trace", "chat", "-n", "64",
+                  "--tbt-slo-value", "0.1", "--cache-dir", home, "-o", tmp_path / "out"]):
+        refused = subprocess.run([CAPSIM, *map(str, args)], capture_output=True, text=True)
+        assert refused.returncode == 2 and "capsim did not write" in refused.stderr and "Traceback" not in refused.stderr
+    assert sorted(p.name for p in home.iterdir()) == [".bashrc", ".ssh", "thesis.tex"]
+    cache = tmp_path / "cache"
+    TrialCache(cache)  # a new folder is capsim's: tagged
+    (cache / "notes.md").write_text("mine")  # a file put into capsim's own folder stays untouched
+    os.utime(cache / "notes.md", (old, old))
+    assert prune(cache, 0.0, 0)[0] == [] and (cache / "notes.md").read_text() == "mine"
+
+
+def test_an_entry_holds_its_key_and_a_swapped_one_is_simulated_again(tmp_path):
+    system = SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="sarathi", token_budget=512)
+    cache = TrialCache(tmp_path)
+    low, _ = run_trial(system, WORKLOAD, 2.0, cache)
+    high, _ = run_trial(system, WORKLOAD, 8.0, cache)
+    a, b = cache.path(trial_key(system, WORKLOAD, 2.0)), cache.path(trial_key(system, WORKLOAD, 8.0))
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    again, cached = run_trial(system, WORKLOAD, 2.0, cache)
+    assert not cached and cache.damaged == 1 and same_requests(again, low)
+    assert run_trial(system, WORKLOAD, 2.0, cache)[1]  # replaced by the right one
