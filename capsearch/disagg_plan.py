@@ -118,7 +118,9 @@ def search_splits(pool: list[Split], workload: WorkloadSpec, slo, options: dict,
         split.capacity, split.converged = capacity.capacity_qps, capacity.converged
         split.binding_clause = "; ".join(capacity.failed_clauses)
         split.status = "searched" if split.capacity else "misses the SLO"
-        if split.capacity:
+        if capacity.too_short:  # never ranked on a trial too short to load it
+            split.status, split.why = "trial too short", capacity.too_short
+        elif split.capacity:
             found.append(split)
         if progress:
             progress(split)

@@ -17,7 +17,7 @@ import numpy as np
 
 from capsim.capsearch.cache_folder import claim, remove_leftovers
 from capsim.capsearch.errors import ConfigError
-from capsim.capsearch.search import Capacity, early_stop_rule, find_capacity, is_converged
+from capsim.capsearch.search import Capacity, early_stop_rule, find_capacity, is_converged, too_short
 from capsim.capsearch.slo import Deadline, fluidity_figures, slo_to_dict
 from capsim.capsearch.trials import TrialCache, TrialLimits, default_cache_dir, run_trial
 from capsim.capsearch.workers import kill_pool, worker_pool
@@ -65,11 +65,12 @@ def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
         capacity, failing, trials = find_capacity(trial, slo, job.start_qps, job.granularity, job.max_trials)
         failed = next((t.get("failed_clauses", []) for t in trials if t["qps"] == failing), [])
         at_capacity = figures_at(slo, best["result"], latency) | {"qps": capacity} if capacity is not None else {}
+        short = too_short(slo, best["result"].requests.num_rows, capacity) if capacity is not None else None
         capacities.append(Capacity(
             labels=dict(job.labels), slo=slo_to_dict(slo), slo_name=slo.name, capacity_qps=capacity, failing_qps=failing,
             trials=trials, latency_source=latency.source_words, system=job.system.to_dict(), workload=job.workload.to_dict(),
-            converged=is_converged(capacity, failing, job.granularity), failed_clauses=failed, at_capacity=at_capacity,
-            conventions=dict(job.conventions) | job.trial.describe(),
+            converged=is_converged(capacity, failing, job.granularity) and not short, failed_clauses=failed,
+            at_capacity=at_capacity, conventions=dict(job.conventions) | job.trial.describe(), too_short=short,
         ))
     return capacities
 

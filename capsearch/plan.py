@@ -192,16 +192,8 @@ def trial_bound(sustained_qps: float, slo, num_requests: float) -> float:
 
 
 def wait_clause(slo) -> tuple[float | None, float]:
-    """(seconds, share of requests) of the SLO's limit on waiting, if it has one."""
-    kind = slo.kind
-    if kind == "tbt_ttft":
-        return slo.ttft, slo.ttft_percentile / 100
-    if kind == "ttft_tpot":
-        return slo.ttft, slo.ttft_percentile / 100
-    if kind == "goodput":
-        limits = [v for v in (slo.ttft, slo.e2el) if v is not None]
-        return (min(limits), slo.attainment / 100) if limits else (None, 1.0)
-    return None, 1.0
+    """(seconds, share of requests) of the SLO's limit on waiting, (None, 1) where it has none."""
+    return slo.waiting_limit() or (None, 1.0)
 
 
 def prepare(candidate: Candidate, workload: WorkloadSpec, slo) -> None:
@@ -310,7 +302,9 @@ def plan(goal: Goal, pool_candidates: list[Candidate], workload: WorkloadSpec, s
         candidate.replicas = replicas_for(goal, candidate, capacity.capacity_qps)
         candidate.capacity = candidate.replicas * capacity.capacity_qps if candidate.replicas and capacity.capacity_qps else None
         candidate.status = "searched" if candidate.capacity else "misses the SLO"
-        if candidate.capacity:
+        if capacity.too_short:  # never ranked on a trial too short to load it
+            candidate.status, candidate.why = "trial too short", capacity.too_short
+        elif candidate.capacity:
             found.append(candidate)
         if progress:
             progress(candidate)
@@ -460,6 +454,9 @@ def _settle(goal: Goal, candidate: Candidate, checks: dict) -> bool:
         found = checks[replicas]
         candidate.replicas, candidate.capacity = replicas, found.capacity_qps
         candidate.converged, candidate.binding_clause = found.converged, "; ".join(found.failed_clauses)
+        if found.too_short:  # never ranked on a trial too short to load the deployment
+            candidate.status, candidate.why = "trial too short", found.too_short
+            return True
         candidate.capacity_checked = True
         return True
 

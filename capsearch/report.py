@@ -85,9 +85,14 @@ def plot_capacity_bars(capacities: list[Capacity], path: Path) -> Path:
     width = 0.8 / max(1, len(schedulers))
     for ax, (model, trace) in zip(axes[0], panels):
         for s, scheduler in enumerate(schedulers):
-            heights = [next((r["capacity_qps"] or 0 for r in rows if (r["model"], r["trace"], r["scheduler"], r["slo"]) == (model, trace, scheduler, slo)), 0)
-                       for slo in slos]
-            ax.bar([i + s * width for i in range(len(slos))], heights, width, label=scheduler)
+            found = [next((r for r in rows if (r["model"], r["trace"], r["scheduler"], r["slo"]) == (model, trace, scheduler, slo)), None)
+                     for slo in slos]
+            bars = ax.bar([i + s * width for i in range(len(slos))], [(r and r["capacity_qps"]) or 0 for r in found], width,
+                          label=scheduler)
+            for bar, row in zip(bars, found):
+                if row and not row["converged"]:  # hatched: a bound, not a capacity
+                    bar.set_hatch("//")
+                    bar.set_alpha(0.5)
         ax.set_xticks([i + width * (len(schedulers) - 1) / 2 for i in range(len(slos))])
         ax.set_xticklabels([_short(slo) for slo in slos], fontsize=7)
         gpus = sorted({f"{r['hardware']} TP{r['tp']} PP{r['pp']}" for r in rows if (r["model"], r["trace"]) == (model, trace)})
@@ -97,7 +102,7 @@ def plot_capacity_bars(capacities: list[Capacity], path: Path) -> Path:
     sources = {r["latency_source"] for r in rows}
     unsettled = sum(1 for r in rows if not r["converged"])
     fig.suptitle("simulated capacity; latencies: " + "; ".join(sorted(sources))
-                 + (f"; {unsettled} searches did not converge (see the table)" if unsettled else ""), fontsize=8)
+                 + (f"; hatched: {unsettled} searches did not converge (see the table)" if unsettled else ""), fontsize=8)
     fig.tight_layout()
     return _save(fig, path, plt)
 

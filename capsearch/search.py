@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from capsim.sim.early_stop import EarlyStop
 
 MIN_QPS = 1e-3  # the search looks no lower: below it a deployment has no capacity for the SLO
+JUDGE_TOLERANCE = 0.1  # a passing trial must be able to fail a deployment this much slower
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Capacity:
     failed_clauses: list[str] = field(default_factory=list)  # the SLO clauses that failed at failing_qps
     at_capacity: dict = field(default_factory=dict)  # latency figures of the trial at the capacity
     conventions: dict = field(default_factory=dict)  # how the search was run: SLO defaults, scoring, time limit
+    too_short: str | None = None  # why the trial at the capacity was too short to judge that load, if it was
 
     @property
     def bracket(self) -> str:
@@ -54,6 +56,8 @@ class Capacity:
             return f"not found below {self.failing_qps:.3g} QPS" if self.failing_qps is not None else "not found: no trial ran"
         if self.failing_qps is None:
             return f"above {self.capacity_qps:.3g} QPS: no failing QPS found"
+        if self.too_short:
+            return "not converged: trials too short to judge this load"
         return "converged" if self.converged else "not converged: trial limit reached"
 
 
@@ -102,6 +106,25 @@ def find_capacity(trial, slo, start_qps: float, granularity: float = 0.025, max_
             k = (passing + failing) // 2
     capacity = grid_qps(passing, granularity) if passing is not None else None
     return capacity, (grid_qps(failing, granularity) if failing is not None else None), trials
+
+
+def too_short(slo, num_requests: int, qps: float) -> str | None:
+    """Why a trial of num_requests that passed at qps cannot tell this deployment from one
+    JUDGE_TOLERANCE slower, or None. Over capacity mu, request i of n queues about i (1/mu - 1/qps)
+    more (plan.trial_bound); at mu = qps / (1 + tolerance) the request at the SLO's share p of the
+    trial queues p n tolerance / qps. Where that stays under the SLO's waiting limit, the slower
+    deployment would pass the same trial: the trial is too short to load the system."""
+    clause = slo.waiting_limit()
+    if clause is None or qps is None:
+        return None
+    limit, share = clause
+    queued = share * num_requests * JUDGE_TOLERANCE / qps
+    if queued >= limit:
+        return None
+    needed = math.ceil(limit * qps / (share * JUDGE_TOLERANCE))
+    return (f"too short to judge {qps:.3g} QPS: its {num_requests} requests arrive in {num_requests / qps:.3g} s, so a deployment "
+            f"{JUDGE_TOLERANCE:.0%} slower would queue its P{share * 100:g} request only {queued:.2g} s, under the {limit:g} s limit, "
+            f"and pass too; give at least -n {needed}")
 
 
 def is_converged(capacity: float | None, failing: float | None, granularity: float) -> bool:

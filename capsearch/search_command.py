@@ -23,7 +23,7 @@ from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
 from capsim.capsearch.report import (capacity_rows, parallel_words, plot_capacity_bars, plot_sensitivity, scheduler_words,
                                      write_capacity_table)
 from capsim.capsearch.slo import Deadline, TbtTtft
-from capsim.capsearch.slo_options import SLO_FLAGS, flag_convention, slo_options, slos_from_flags
+from capsim.capsearch.slo_options import SLO_FLAGS, filled_words, flag_convention, slo_options, slos_from_flags
 from capsim.capsearch.trials import TrialLimits
 from capsim.sim import SimulationError, SystemSpec
 from capsim.traces import TraceError
@@ -133,8 +133,7 @@ def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> Plan:
             experiment = load_config(path, slos=cli_slos, slo_defaults=explicit)
             notes += experiment.notes
             convention = explicit or flags_convention or experiment.convention
-            source = experiment.slo_source + (f", fields not given from {WORDS[convention]} defaults"
-                                              if experiment.slo_source == "the command line" else "")
+            source = experiment.slo_source + (filled_words(options, convention) if experiment.slo_source == "the command line" else "")
             jobs += [dataclasses.replace(j, conventions=(("SLOs", source), *j.conventions)) for j in experiment.jobs]
         jobs, override_notes = _apply_overrides(jobs, system, make_spec, options, given, granularity, limits)
         return Plan(jobs, notes + override_notes)
@@ -143,7 +142,7 @@ def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> Plan:
     labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", options["trace"]), ("parallel", system.parallel_label))
     workload = make_spec(options["trace"])
     workload.requests()  # fail now on a bad trace, not in a worker
-    source = f"the command line, fields not given from {WORDS[convention]} defaults" if slos_given else f"{WORDS[convention]} defaults"
+    source = "the command line" + filled_words(options, convention) if slos_given else f"{WORDS[convention]} defaults"
     conventions = (("SLOs", source), ("workload", workload_words(workload)))
     return Plan([SearchJob(system, workload, tuple(slos), options["start_qps"], labels, granularity, options["max_trials"],
                            options["early_stop"], limits, conventions)], notes)
@@ -281,6 +280,10 @@ def print_capacities(capacities: list) -> None:
         console.print(f"[{colour}]latencies: {source}[/]")
     for words in sorted({f"{k}: {v}" for c in capacities for k, v in c.conventions.items() if k != "workload"}):
         console.print(f"[dim]{words}[/]")
+    for c in capacities:
+        if c.too_short:
+            console.print(f"[yellow]{c.labels.get('model')} {c.labels.get('scheduler')} {c.labels.get('trace')}, {c.slo_name}: "
+                          f"{c.too_short}[/]")
 
 
 @click.command()

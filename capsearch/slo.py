@@ -19,8 +19,8 @@ that never came as an infinite TTFT, a deadline never met as missed.
   the P(q) miss rate <= m.
 
 Percentiles are accepted as the peers write them: Etalon and Sarathi-Serve pass fractions
-(0.99), capsim and vLLM percentages (99). A value in (0, 1) is a fraction, one in [1, 100] a
-percentage; both are stored, and echoed, as percentages (P99).
+(0.99), capsim and vLLM percentages (99). A value in (0, 1] is a fraction (1 is 100%), one in
+(1, 100] a percentage; both are stored, and echoed, as percentages (P99). Below P50 is refused.
 """
 
 from __future__ import annotations
@@ -37,14 +37,19 @@ class SLOError(ValueError):
 
 
 def as_percentile(value: float, name: str = "percentile") -> float:
-    """A percentile as a percentage: fractions in (0, 1) are scaled by 100, [1, 100] kept."""
+    """A percentile as a percentage: fractions in (0, 1] are scaled by 100 (1 is 100%), (1, 100]
+    kept. One below 50 is refused with both readings: a limit on the fastest requests is a slip."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SLOError(f"{name} must be a number, got {value!r}")
-    if 0 < value < 1:
-        return round(value * 100, 10)
-    if 1 <= value <= 100:
-        return float(value)
-    raise SLOError(f"{name} must be a fraction in (0, 1) or a percentage in [1, 100], got {value}")
+    if not 0 < value <= 100:
+        raise SLOError(f"{name} must be a fraction in (0, 1] or a percentage in (1, 100], got {value}")
+    percent = round(value * 100, 10) if value <= 1 else float(value)
+    if percent < 50:
+        readings = (f"P{percent:g} read as a fraction, P{value:g} as a percentage" if value <= 1
+                    else f"P{percent:g} read as a percentage (above 1, so no fraction)")
+        raise SLOError(f"{name} {value:g} is {readings}: below the median, a limit that holds only the fastest requests; "
+                       "give a tail as 0.99 or 99")
+    return percent
 
 
 def _check(slo, seconds: tuple[str, ...] = (), percentiles: tuple[str, ...] = ()) -> None:
@@ -78,6 +83,10 @@ class TbtTtft:
         if self.ttft_metric not in ("ttft", "scheduling_delay"):
             raise SLOError(f"ttft_metric must be ttft or scheduling_delay, got {self.ttft_metric!r}")
 
+    def waiting_limit(self) -> tuple[float, float] | None:
+        """(seconds, share of requests): the clause that limits how long requests wait."""
+        return self.ttft, self.ttft_percentile / 100
+
     @property
     def name(self) -> str:
         first = "sched" if self.ttft_metric == "scheduling_delay" else "TTFT"
@@ -108,6 +117,9 @@ class TtftTpot:
 
     def __post_init__(self):
         _check(self, seconds=("ttft", "tpot"), percentiles=("ttft_percentile", "tpot_percentile"))
+
+    def waiting_limit(self) -> tuple[float, float] | None:
+        return self.ttft, self.ttft_percentile / 100
 
     @property
     def name(self) -> str:
@@ -146,6 +158,9 @@ class Deadline:
         if self.denominator not in DENOMINATORS:
             raise SLOError(f"deadline denominator must be {' or '.join(DENOMINATORS)}, got {self.denominator!r}")
 
+    def waiting_limit(self) -> tuple[float, float] | None:
+        return None  # a late first token shifts the later deadlines: no one clause bounds the wait
+
     @property
     def name(self) -> str:
         per = " per token" if self.denominator == "tokens" else ""
@@ -183,6 +198,10 @@ class Goodput:
     @property
     def limits(self) -> list[tuple[str, float]]:
         return [(name, getattr(self, name)) for name in ("ttft", "tpot", "e2el") if getattr(self, name) is not None]
+
+    def waiting_limit(self) -> tuple[float, float] | None:
+        limits = [v for v in (self.ttft, self.e2el) if v is not None]
+        return (min(limits), self.attainment / 100) if limits else None
 
     @property
     def name(self) -> str:

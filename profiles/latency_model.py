@@ -21,7 +21,7 @@ from capsim.profiles.predictor import LatencyPredictor, compile_additive
 from capsim.profiles.table import ProfileTable
 from capsim.traces import write_atomically
 
-FIT_VERSION = 6  # bump when fitting changes, so that cached models are refitted
+FIT_VERSION = 7  # bump when fitting changes, so that cached models are refitted
 HOLDOUT_FRACTION = 0.2
 
 
@@ -86,6 +86,8 @@ class LatencyModel:
         compiled = predictor.predict_many(X[test])
         if not np.allclose(compiled, fitted[best].predict(X[test]), rtol=1e-6):
             raise ProfileError(f"compiling the {best} latency model changed its predictions; this is a bug in capsim")
+        predictor = predictor.monotone()  # positive, and never less for more work, also where it extrapolates
+        compiled = predictor.predict_many(X[test])
         accuracy["compiled"] = errors(y[test], compiled, kinds[test])
         holdout = {"features": X[test], "measured": y[test], "predicted": compiled, "kinds": kinds[test]}
         return cls(predictor, best, accuracy, dict(profile.metadata), holdout, profile.content_hash())

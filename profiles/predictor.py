@@ -23,13 +23,14 @@ import numpy as np
 from capsim.profiles.batch import FEATURES
 
 TOKEN_TABLE_MIN = 16384
+MIN_STEP_S = 1e-5  # no step of any engine takes less: the floor under every prediction
 
 
 class LatencyPredictor:
     """predictor(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> seconds."""
 
     def __init__(self, base: float, token_table: np.ndarray, linear: dict[int, float], bent: dict[int, tuple],
-                 steps: dict[int, tuple], link: str, coverage: np.ndarray, grid: tuple | None = None):
+                 steps: dict[int, tuple], link: str, coverage: np.ndarray, grid: tuple | None = None, floor: float = 0.0):
         self.base = float(base)
         self.token_table = [float(v) for v in token_table]
         self.token_slope = float(token_table[-1] - token_table[-2])
@@ -40,9 +41,28 @@ class LatencyPredictor:
         self.grid = None if grid is None else (list(map(float, grid[0])), list(map(float, grid[1])),
                                                [list(map(float, row)) for row in grid[2]])
         self.link = link
+        self.floor = float(floor)  # every prediction is at least this (MIN_STEP_S once made monotone)
         self.coverage = np.asarray(coverage, dtype=np.float64)  # largest value of each feature in the profile
         self._call = self._specialize()
         self._decodes = self._specialize_decodes()
+
+    def monotone(self) -> LatencyPredictor:
+        """This model made to keep the latency contract over the whole feature space,
+        extrapolation included: each part non-decreasing in its feature (a running maximum over
+        the token table, the knots and the steps; negative slopes and attention rates made 0), and
+        every step at least MIN_STEP_S. A model that already keeps it is unchanged. Tables are made
+        monotone by isotonic regression (the nearest non-decreasing sequence), so that a dip
+        (a kernel's tile boundary in the data) moves the values around it by half its depth."""
+        from sklearn.isotonic import isotonic_regression  # at fit time only
+
+        table = isotonic_regression(np.asarray(self.token_table, dtype=np.float64))
+        slope = max(self.token_slope, 0.0)
+        table = np.append(table, table[-1] + slope)  # the slope past the end is the last difference
+        bent = {k: (x, isotonic_regression(np.asarray(y, dtype=np.float64))) for k, (x, y) in self.bent.items()}
+        steps = {k: (t, isotonic_regression(np.asarray(v, dtype=np.float64))) for k, (t, v) in self.steps.items()}
+        grid = None if self.grid is None else (self.grid[0], self.grid[1], np.maximum(np.asarray(self.grid[2]), 0.0))
+        return LatencyPredictor(self.base, table, {k: max(v, 0.0) for k, v in self.linear.items()}, bent, steps, self.link,
+                                self.coverage, grid, floor=MIN_STEP_S)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("_call", "_decodes")}  # closures do not pickle
@@ -81,6 +101,7 @@ class LatencyPredictor:
             c_inv = [1.0 / (b - a) for a, b in zip(ck, ck[1:])]
         identity = self.link == "identity"
         exp = math.exp
+        floor = self.floor
 
         def call(t, ps, pa, pc, ds, dk):
             total = base + (table[t] if t < n else table[-1] + slope * (t - n + 1))
@@ -101,7 +122,8 @@ class LatencyPredictor:
                 low, high = rates[i], rates[i + 1]
                 at_low = low[j] + v * (low[j + 1] - low[j])
                 total += pa * (at_low + u * (high[j] + v * (high[j + 1] - high[j]) - at_low))
-            return total if identity else exp(total)
+            total = total if identity else exp(total)
+            return total if total > floor else floor
 
         return call
 
@@ -133,6 +155,7 @@ class LatencyPredictor:
         per_run, after = terms[:split], terms[split:]
         identity = self.link == "identity"
         exp = math.exp
+        floor = self.floor
 
         def decodes(tokens, seqs, dk, counts):
             def spread(values):  # one number a run -> one a batch (one run: the number, which numpy broadcasts alike)
@@ -166,7 +189,8 @@ class LatencyPredictor:
                     total = total + spread([term(kind, parts, ds) for ds in seqs])
             if not isinstance(total, np.ndarray):
                 total = np.full(len(dk), total)
-            return total if identity else np.array([exp(v) for v in total.tolist()])  # math.exp: np.exp may round apart
+            total = total if identity else np.array([exp(v) for v in total.tolist()])  # math.exp: np.exp may round apart
+            return np.maximum(total, floor)
 
         return decodes
 
@@ -186,7 +210,7 @@ class LatencyPredictor:
             total = total + np.asarray(values)[np.searchsorted(thresholds, X[:, k], side="left")]
         if self.grid is not None:
             total = total + self._grid_part(X)
-        return total if self.link == "identity" else np.exp(total)
+        return np.maximum(total if self.link == "identity" else np.exp(total), self.floor)
 
     def _grid_part(self, X: np.ndarray) -> np.ndarray:
         qk, ck, rates = (np.asarray(a) for a in self.grid)

@@ -92,11 +92,11 @@ def test_search_killed_with_sigkill_resumes_from_its_cache(tmp_path):
     cache = tmp_path / "cache"
     victim = subprocess.Popen([*SEARCH, "--cache-dir", cache, "-o", tmp_path / "a"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while time.time() < deadline and len([p for p in cache.glob("*") if not p.name.startswith(".")]) < 2:
+    while time.time() < deadline and len([p for p in cache.glob("*.trial.parquet") if not p.name.startswith(".")]) < 2:
         time.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    kept = [p for p in cache.glob("*") if not p.name.startswith(".")]
+    kept = [p for p in cache.glob("*.trial.parquet") if not p.name.startswith(".")]
     assert len(kept) >= 2
     assert all(read_compact(p).requests.num_rows == 300 for p in kept)  # whole entries only
     subprocess.run([*SEARCH, "--cache-dir", cache, "-o", tmp_path / "b"], check=True, capture_output=True)

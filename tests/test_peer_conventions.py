@@ -63,13 +63,21 @@ def test_sarathi_flags_as_they_are(tmp_path):
     assert trials[1] / trials[0] == pytest.approx(1.05, rel=1e-3)  # one grid step of 5%
 
 
-def test_the_flags_decide_whose_defaults_fill_the_rest(tmp_path):
-    etalon = run([*ONE_SYSTEM, "--tbt-slo", "0.1"], tmp_path, "etalon")  # Etalon's flag: its default slo type, deadline
+def test_the_clauses_decide_the_slo_type_and_the_output_names_each_default(tmp_path):
+    plain = run([*ONE_SYSTEM, "--tbt-slo", "0.1"], tmp_path, "plain")  # a TBT clause: tbt_ttft, capsim's defaults
     sarathi = run([*ONE_SYSTEM, "--tbt-slo-value", "0.1"], tmp_path, "sarathi")
-    assert etalon.exit_code == 0 and sarathi.exit_code == 0
-    assert rows(tmp_path, "etalon")[0]["slo"] == "P99 miss<=0.1 (TBT 0.1s, slack 0.3s)"
+    etalon = run([*ONE_SYSTEM, "--slo-type", "tbt_ttft", "--tbt-slo", "0.1", "--tbt-percentile", "99", "--slo-defaults", "etalon"],
+                 tmp_path, "etalon")  # Etalon's defaults fill only the fields of the type asked, and are named
+    slack = run([*ONE_SYSTEM, "--tbt-slo", "0.1", "--ttft-slack-slo", "0.5"], tmp_path, "slack")  # a slack clause: deadline
+    assert all(r.exit_code == 0 for r in (plain, sarathi, etalon, slack)), plain.output + etalon.output + slack.output
+    assert rows(tmp_path, "plain")[0]["slo"] == "P99 TBT<=0.1s, P50 sched<=2s"
+    assert "from capsim's defaults: TTFT limit (s) 2, TTFT percentile 50" in rows(tmp_path, "plain")[0]["conventions"]
     assert rows(tmp_path, "sarathi")[0]["slo"] == "P99 TBT<=0.1s, P50 sched<=2s"
-    assert "fields not given from Etalon's defaults" in rows(tmp_path, "etalon")[0]["conventions"]
+    assert rows(tmp_path, "etalon")[0]["slo"] == "P99 TBT<=0.1s, P90 TTFT<=0.1s"
+    assert "from Etalon's defaults: TTFT limit (s) 0.1, TTFT percentile 90" in rows(tmp_path, "etalon")[0]["conventions"]
+    assert rows(tmp_path, "slack")[0]["slo"].startswith("P99 miss<=0.1 (TBT 0.1s, slack 0.5s)")
+    mixed = run([*ONE_SYSTEM, "--tpot-slo", "0.1", "--ttft-slack-slo", "0.5"], tmp_path, "mixed")
+    assert mixed.exit_code == 2 and "clauses of different SLO types" in mixed.output
     both = run([*ONE_SYSTEM, "--tbt-slo", "0.1", "--tbt-slo-value", "0.2"], tmp_path, "both")
     assert both.exit_code == 2 and "set the same field" in both.output
 
@@ -77,10 +85,12 @@ def test_the_flags_decide_whose_defaults_fill_the_rest(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--slo-type", "ttft_tpot", "--deadline-miss-rate-slo", "0.2"], "does not use --deadline-miss-rate-slo"),
     (["--slo-type", "tbt_ttft", "--tpot-slo", "0.1"], "does not use --tpot-slo"),
-    (["--tbt-slo-value", "0.1", "--ttft-slack-slo", "0.3"], "does not use --ttft-slack-slo"),
+    (["--slo-type", "tbt_ttft", "--ttft-slack-slo", "0.3"], "does not use --ttft-slack-slo"),
+    (["--tbt-percentile", "25"], "P25 read as a percentage"),
+    (["--tbt-percentile", "0.3"], "P30 read as a fraction, P0.3 as a percentage"),
     (["--pipeline-scheduling", "virtual_engines"], "--pipeline-scheduling applies with --pp > 1"),
-    (["--slo-type", "tbt_ttft", "--tbt-percentile", "0"], "fraction in (0, 1) or a percentage"),
-    (["--tbt-slo-quantile", "150"], "fraction in (0, 1) or a percentage"),
+    (["--slo-type", "tbt_ttft", "--tbt-percentile", "0"], "fraction in (0, 1] or a percentage"),
+    (["--tbt-slo-quantile", "150"], "fraction in (0, 1] or a percentage"),
     (["--profile", "nope.parquet"], "does not exist"),
     (["--granularity", "0"], "--granularity must be a fraction"),
 ])

@@ -11,7 +11,7 @@ from capsim.capsearch.cli import main
 from capsim.capsearch.plan_report import pareto_front
 
 SPACE = ["--model", "Llama-3.1-8B", "--hardware", "H100,A100", "--tp", "1", "--scheduler", "sarathi", "--chunk-size", "512,2048",
-         "--max-batch-size", "128", "-n", "256", "--ttft-metric", "ttft"]
+         "--max-batch-size", "128", "-n", "256", "--ttft-metric", "ttft", "--ttft-slo", "0.4"]  # 256 requests judge ~25 QPS at 0.4 s
 
 
 def invoke(*args):
@@ -56,7 +56,8 @@ def test_plain_search_finds_the_recommended_capacity(planned):
     best = next(r for r in rows if r["status"] == "recommended")
     done = invoke("search", "--model", "Llama-3.1-8B", "--hardware", best["hardware"], "--tp", best["tp"], "--scheduler", "sarathi",
                   "--chunk-size", best["chunk_size"], "--max-batch-size", best["max_batch_size"], "--replicas", best["replicas"],
-                  "--trace", "chat", "-n", 256, "--ttft-metric", "ttft", "--cache-dir", folder / "cache", "-o", folder / "search")
+                  "--trace", "chat", "-n", 256, "--ttft-metric", "ttft", "--ttft-slo", "0.4", "--cache-dir", folder / "cache",
+                  "-o", folder / "search")
     assert done.exit_code == 0, done.output
     capacity = json.loads((folder / "search" / "capacity.json").read_text())[0]["capacity_qps"]
     assert capacity == pytest.approx(float(best["capacity_qps"]))

@@ -127,3 +127,13 @@ def test_percentiles_as_fractions_and_percentages_agree():
 def test_impossible_slos_are_refused(data, message):
     with pytest.raises(SLOError, match=message):
         slo_from_dict(data)
+
+
+def test_a_fraction_of_exactly_one_is_a_hundred_percent_and_below_the_median_is_refused():
+    from capsim.capsearch.slo import SLOError, as_percentile
+
+    assert as_percentile(1) == 100 and as_percentile(1.0) == 100 and as_percentile(0.99) == 99 and as_percentile(99) == 99
+    assert as_percentile(50) == 50 and as_percentile(0.5) == 50
+    for value in (0.3, 25, 1.5):
+        with pytest.raises(SLOError, match="below the median"):
+            as_percentile(value)
