@@ -6,6 +6,8 @@ the same figures and files, so `capsim compare` can lay a measured sweep over a 
 
 from __future__ import annotations
 
+import dataclasses
+
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -58,6 +60,7 @@ def bench(endpoint: str, model: str | None, vocab_size: int | None, api_key: str
     """
     spec = make_spec(trace)
     target = connect(endpoint, api_key, model, timeout)
+    spec = fit_to_engine(spec, target)
     vocab = vocab_size or catalog_vocab(target.model)
     check_completions(target, prompt_ids(spec.seed, 0, 8, vocab))
     folder = results_dir(output_dir, "bench", overwrite)
@@ -75,19 +78,19 @@ def bench(endpoint: str, model: str | None, vocab_size: int | None, api_key: str
             reason, times, failed = failure
             raise EndpointError(f"every request at {load.label} failed ({failed} failed, the rest not sent); the commonest error "
                                 f"({times} of them): {reason}")
-        console.print(f"  {load.label}: {int(result.finished().sum())} of {len(result.finished())} finished")
+        console.print(f"  {load.label}: {outcome_words(result)}")
         return result
 
     with SweepPlotter() if load_run.is_sweep else nullcontext() as plotter:
         runs, rows, cdfs = run_loads(load_run, run_one)
-        title = headline(runs[0][1].info, spec)
+        title = headline(runs[0][1].info, spec, runs)
         write_loads(load_run, runs, rows, cdfs, folder, title, "measured", plotter=plotter)
     saved = save_results(load_run, rows, runs, folder, spec, date) if load_run.save_result else []
     console.print(f"[bold]{title}[/]")
     for load, result in runs:
         failure = dominant_failure(result)
         if failure:
-            console.print(f"[yellow]{load.label}: {failure[2]} requests failed; the commonest error ({failure[1]}): {failure[0]}[/]")
+            console.print(f"[yellow]{load.label}: {failure[2]} requests failed with an error; the commonest ({failure[1]}): {failure[0]}[/]")
         if result.info.get("in_flight_cap_hits"):
             console.print(f"[yellow]{load.label}: {result.info['in_flight_cap_hits']} requests waited for the in-flight cap "
                           "(their wait counts in TTFT)[/]")
@@ -95,6 +98,31 @@ def bench(endpoint: str, model: str | None, vocab_size: int | None, api_key: str
     console.print(f"wrote {folder}/: {files_written(load_run, False)}")
     for path in saved:
         console.print(f"wrote {path}")
+
+
+def outcome_words(result) -> str:
+    """Finished, failed with an error, and the rest (unfinished at the time limit, or never sent):
+    counts that add up to the requests, as the table's `failed` (every request not completed) does."""
+    status = result.column("status").astype(str)
+    total, finished, errors = len(status), int((status == "finished").sum()), int((status == "failed").sum())
+    rest = total - finished - errors
+    return (f"{finished} of {total} finished; {errors} failed with an error" + (f", {rest} unfinished" if rest else "")
+            + f" ({total - finished} not completed)")
+
+
+def fit_to_engine(spec, target):
+    """The workload within the engine's advertised max_model_len (its /v1/models card): longer
+    requests are shortened as --max-total-tokens does, and the count said; never sent to be refused."""
+    limit = target.max_model_len
+    if limit is None or (spec.max_total_tokens is not None and spec.max_total_tokens <= limit):
+        return spec
+    requests = spec.requests()
+    over = int((requests.prompt_tokens + requests.output_tokens > limit).sum())
+    if not over:
+        return spec
+    console.print(f"[yellow]{target.url} serves at most {limit} tokens a request (its max_model_len): {over} of {len(requests)} "
+                  f"requests shortened to fit, as --max-total-tokens {limit} does[/]")
+    return dataclasses.replace(spec, max_total_tokens=limit)
 
 
 def catalog_vocab(served: str) -> int:

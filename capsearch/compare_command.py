@@ -9,6 +9,7 @@ loads match by their kind, rate and concurrency cap. Errors are (value - referen
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from rich.table import Table
 from capsim.capsearch.config import ConfigError
 from capsim.capsearch.results_dir import ResultSet, output_options, results_dir, write_csv, write_json
 from capsim.capsearch.serving_metrics import METRICS, WORDS
+from capsim.profiles.errors import ProfileError
+from capsim.profiles.models import get_model
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 THROUGHPUTS = ("request_throughput", "output_throughput")
@@ -74,7 +77,7 @@ def errors(reference: list[dict], other: list[dict], keys: list[str]) -> list[di
         entry = {"load": row["load"]}
         for key in keys:
             base, value = row[key], match[key]
-            entry[key] = (value - base) / base if base else None
+            entry[key] = (value - base) / base if base and math.isfinite(base) and math.isfinite(value) else None  # NaN: no figure
         table.append(entry)
     return table
 
@@ -98,16 +101,40 @@ def compare(folders: tuple[Path, ...], output_dir: Path | None, overwrite: bool)
     reference = next((i for i, (_, info, _) in enumerate(sweeps) if info.get("kind") == "real"), 0)
     keys = compared_keys([row for _, _, rows in sweeps for row in rows])
     comparisons = {names[i]: errors(sweeps[reference][2], rows, keys) for i, (_, _, rows) in enumerate(sweeps) if i != reference}
+    deployments = {name: deployment(info) for name, (_, info, _) in zip(names, sweeps)}
+    differ = len({catalog_name(info) for _, info, _ in sweeps}) > 1
     folder = results_dir(output_dir, "compare", overwrite)
     with ResultSet(folder) as staging:
         plot_comparison({name: rows for name, (_, _, rows) in zip(names, sweeps)}, staging, keys)
-        write_json(staging / "compare.json", {"reference": names[reference], "folders": [str(f) for f in folders], "errors": comparisons})
+        write_json(staging / "compare.json", {"reference": names[reference], "folders": [str(f) for f in folders],
+                                              "deployments": deployments, "same_deployment": not differ,
+                                              "error": "simulated against measured: other / reference - 1", "errors": comparisons})
         write_csv(staging / "compare.csv", ({"series": name, **row} for name, rows in comparisons.items() for row in rows),
                   ["series", "load", *keys])
-    console.print(f"reference: {names[reference]}")
+    console.print(f"reference: {names[reference]}; errors: other / reference - 1 (simulated against measured)")
+    if differ:
+        console.print("[yellow]these runs are of different deployments (" + "; ".join(f"{n}: {d}" for n, d in deployments.items())
+                      + "): the errors compare different systems, not a model with its measurement[/]")
     for name, rows in comparisons.items():
         console.print(error_table(name, rows, keys) if rows else f"[yellow]{name}: no load in common with the reference[/]")
     console.print(f"wrote {folder}/: compare.csv, compare.json, compare_*.png")
+
+
+def deployment(info: dict) -> str:
+    """The model (and GPU, where known) a result is of: the served name of a measured run."""
+    system = info.get("system") if isinstance(info.get("system"), dict) else {}
+    model = system.get("model") or info.get("model") or "?"
+    return f"{model} on {system['hardware']}" if system.get("hardware") else str(model)
+
+
+def catalog_name(info: dict) -> str:
+    """The model's catalog name, so that a served Hugging Face id and capsim's name compare equal."""
+    system = info.get("system") if isinstance(info.get("system"), dict) else {}
+    model = str(system.get("model") or info.get("model") or "?")
+    try:
+        return get_model(model).name
+    except ProfileError:
+        return model
 
 
 def error_table(name: str, rows: list[dict], keys: list[str]) -> Table:

@@ -75,17 +75,42 @@ class Experiment:
     slo_source: str  # where the SLOs came from, in words
 
 
-def read_yaml(path: Path) -> dict:
+MAX_YAML_BYTES = 1 << 20  # a config, a space or a price list: a few KB
+MAX_YAML_DEPTH = 32
+
+
+def load_yaml_file(path: Path):
+    """A small YAML file's data, checked before it is built: UTF-8 text of at most 1 MiB, nesting
+    at most 32 deep, and no anchors or aliases (a few lines of aliases can stand for gigabytes)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = Path(path).read_bytes()
+        if len(raw) > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {len(raw):,} bytes; a config is at most 1 MiB")
+        text = raw.decode("utf-8-sig")
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ConfigError(f"{path}, line {event.start_mark.line + 1}: YAML anchors and aliases (&, *) are not accepted; "
+                                  "write the values out")
+            depth += isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent))
+            depth -= isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent))
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{path}, line {event.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} deep")
+        return yaml.safe_load(text)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder: give a config file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read it: {error}") from None
+        raise ConfigError(f"{path} is a folder: give a file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read it: {error.strerror or error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from None
+
+
+def read_yaml(path: Path) -> dict:
+    data = load_yaml_file(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config is a mapping (Sarathi-Serve's schedulers, traces, parallel_spec, models; "
                           "or Etalon's servers, models, parallel_specs, request_generator_configs, request_configs)")
@@ -236,6 +261,10 @@ def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJo
         kv_capacity(model_spec, hardware, system.tp, system.pp, system.block_size, system.memory_utilization)  # fits?
         if parallel.get("disagg") is not None:
             system = disaggregated(system, parallel, data)
+        elif any(parallel.get(key) is not None for key in (*POOL_OPTIONS, "kv_link", "prefill_router", "decode_router")):
+            pools = sorted(key for key in (*POOL_OPTIONS, "kv_link", "prefill_router", "decode_router") if parallel.get(key) is not None)
+            raise ValueError(f"{', '.join(pools)} set the pools of a disaggregated deployment: add disagg (xPyD) to this "
+                             "parallel_spec, or drop them")
         source = trace_source(text(trace.get("trace_file") or trace["name"], "trace_file"), path, notes)
         arrival = text(trace.get("arrival", "poisson"), "arrival")
         workload = WorkloadSpec(

@@ -60,8 +60,9 @@ class Confirmation:
 
     @property
     def capacity_error(self) -> float | None:
-        """(measured - predicted) / predicted; None when nothing passed."""
-        return (self.measured_qps - self.predicted_qps) / self.predicted_qps if self.measured_qps and self.predicted_qps else None
+        """(predicted - measured) / measured, simulated against measured as every error capsim prints;
+        None when nothing passed."""
+        return (self.predicted_qps - self.measured_qps) / self.measured_qps if self.measured_qps and self.predicted_qps else None
 
 
 def predict_capacity(system: SystemSpec, workload: WorkloadSpec, slo, start_qps: float = 1.0, granularity: float = 0.025,

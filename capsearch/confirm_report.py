@@ -14,7 +14,8 @@ from capsim.traces import strict_dumps, write_atomically
 
 
 def confirmation_tables(c: Confirmation) -> list[Table]:
-    capacity = Table(title=f"capacity, {c.slo_name}", box=box.SIMPLE_HEAD)
+    capacity = Table(title=f"capacity, {c.slo_name}; errors: simulated against measured, predicted / measured - 1",
+                     box=box.SIMPLE_HEAD)
     for column in ("predicted QPS", "measured QPS", "error", "real bracket", "real trials"):
         capacity.add_column(column, justify="right")
     error = error_words(c.capacity_error, c.failing_qps)
@@ -34,10 +35,11 @@ def confirmation_tables(c: Confirmation) -> list[Table]:
 
 
 def error_words(capacity_error: float | None, failing_qps: float | None) -> str:
-    """The capacity error; a bound where no real trial failed (the measured capacity is one)."""
+    """The capacity error; a bound where no real trial failed: the real capacity is then at least
+    the measured one, so the error is at most the one shown."""
     if capacity_error is None:
         return "n/a"
-    return (">= " if failing_qps is None else "") + f"{capacity_error:+.1%}"
+    return ("<= " if failing_qps is None else "") + f"{capacity_error:+.1%}"
 
 
 def write_confirmation(c: Confirmation, folder: Path) -> Path:

@@ -46,4 +46,6 @@ WORDS = {
 # Bounds on what a config or flag may ask: beyond them is a typo, not an experiment (and
 # traces.spec.MAX_REQUESTS, the requests of a trial).
 MAX_REPLICAS = 4096
+MAX_TARGET_QPS = 1e6  # requests a second a plan may target
+MAX_BUDGET = 1e6  # dollars an hour a plan may spend
 MAX_TRIALS = 1000  # trials a search

@@ -62,7 +62,7 @@ SECTION_KEYS = {
         "fixed_request_generator_prefill_tokens", "fixed_request_generator_decode_tokens",
         "synthetic_request_generator_min_tokens", "synthetic_request_generator_prefill_to_decode_ratio",
         "zipf_request_length_generator_theta", "zipf_request_length_generator_scramble", "seed", "trace_file_name"},
-    "request_configs": {"num_ray_clients", "num_concurrent_requests_per_client", "timeout", "max_num_completed_requests",
+    "request_configs": {"num_ray_clients", "num_clients", "num_concurrent_requests_per_client", "timeout", "max_num_completed_requests",
                         "additional_sampling_params", "llm_api", "request_generator_max_tokens"},
 }
 
@@ -115,7 +115,8 @@ def _etalon_skips(generator: dict, request: dict) -> bool:
 
 
 def _concurrency(request: dict) -> int | None:
-    clients, each = request.get("num_ray_clients"), request.get("num_concurrent_requests_per_client")
+    clients = request.get("num_ray_clients", request.get("num_clients"))  # Etalon's two spellings, by version
+    each = request.get("num_concurrent_requests_per_client")
     return clients * each if isinstance(clients, int) and isinstance(each, int) else None
 
 

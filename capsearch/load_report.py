@@ -25,6 +25,9 @@ def run_loads(load_run: LoadRun, run_one) -> tuple[list[tuple[Load, object]], li
 
     def run(load: Load):
         result = run_one(load)
+        workload = result.info.get("workload")
+        if isinstance(workload, dict) and "arrival" in workload:  # what happened, not the workload's process
+            result.info["workload"] = workload | {"arrival": load.arrivals(workload["arrival"])}
         runs.append((load, result))
         return result
 
@@ -90,10 +93,13 @@ def sort_key(load: Load) -> tuple:
     return order, (load.max_concurrency if load.kind == "concurrency" else load.qps)
 
 
-def headline(info: dict, spec) -> str:
-    """What was run: the deployment (simulated) or the endpoint (measured), and the workload."""
-    workload = (f"trace {info['workload'].get('trace', spec.trace)} ({spec.num_requests} requests, {spec.arrival} arrivals"
-                + (f", cv {spec.cv:g}" if spec.cv else "") + ")")
+def headline(info: dict, spec, runs=()) -> str:
+    """What was run: the deployment (simulated) or the endpoint (measured), and the workload,
+    with its arrivals as the loads sent them (a closed loop is no Poisson process)."""
+    kinds = list(dict.fromkeys(load.arrivals(spec.arrival) for load, _ in runs)) or [spec.arrival]
+    arrivals = " / ".join(f"{k} arrivals" if k == spec.arrival else k for k in kinds)
+    workload = (f"trace {info['workload'].get('trace', spec.trace)} ({spec.num_requests} requests, {arrivals}"
+                + (f", cv {spec.cv:g}" if spec.cv and spec.arrival in kinds else "") + ")")
     if info.get("kind") == "real":
         return f"{info['model']} at {info['endpoint']}, measured; {workload}"
     system = info["system"]
@@ -181,7 +187,7 @@ def save_results(load_run: LoadRun, rows, runs, folder: Path, spec, date: str) -
     """vLLM-style result JSONs, one a load."""
     where = Path(load_run.result_dir) if load_run.result_dir else folder
     label = load_run.label or ("capsim-real" if runs[0][1].info.get("kind") == "real" else "capsim-sim")
-    burstiness = 1.0 if spec.arrival == "poisson" else (1 / spec.cv ** 2 if spec.cv else None)
+    burstiness = 1.0 if spec.arrival == "poisson" else (round(1 / spec.cv ** 2, 12) if spec.cv else None)  # vLLM's gamma shape
     paths = []
     for row, (load, result) in zip(rows, runs):
         info = result.info

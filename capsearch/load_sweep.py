@@ -38,6 +38,16 @@ class Load:
         rate = "inf" if self.qps == math.inf else f"{self.qps:.4g}"
         return f"{rate} QPS" + (f", <= {self.max_concurrency} in flight" if self.max_concurrency else "")
 
+    def arrivals(self, process: str) -> str:
+        """How this load's requests arrive, given the workload's arrival process (poisson, ...)."""
+        if self.kind == "synchronous":
+            return "one at a time"
+        if self.kind == "concurrency" or (self.qps == math.inf and self.max_concurrency):
+            return "closed loop"
+        if self.qps == math.inf:
+            return "all at t = 0"
+        return process
+
     @property
     def folder(self) -> str:
         """A subfolder name for the load's own files."""

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from capsim.capsearch.conventions import MAX_REPLICAS
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiment import SearchJob, check_reachable, run_job
 from capsim.capsearch.workers import kill_pool, worker_pool
@@ -58,12 +59,9 @@ def read_prices(path: str | None) -> dict[str, float]:
     prices = {name: entry["usd_per_gpu_hour"] for name, entry in builtin_prices().items()}
     if path is None:
         return prices
-    import yaml
+    from capsim.capsearch.config import load_yaml_file
 
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not YAML ({str(error).splitlines()[0]})") from None
+    data = load_yaml_file(Path(path))
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{path}: write one `hardware: dollars per GPU-hour` pair a line")
     for name, price in data.items():
@@ -227,7 +225,7 @@ def deployment_bound(candidate: Candidate, replicas: int) -> float:
 
 def replicas_for(goal: Goal, candidate: Candidate, per_replica_qps: float | None) -> int | None:
     if goal.kind == "target_qps":
-        return math.ceil(goal.value / per_replica_qps - 1e-9) if per_replica_qps else None
+        return max(1, math.ceil(goal.value / per_replica_qps - 1e-9)) if per_replica_qps else None
     if goal.kind == "gpus":
         count = int(goal.value // candidate.gpus_per_replica)
     else:
@@ -242,6 +240,8 @@ def best_possible(goal: Goal, candidate: Candidate) -> float:
         replicas = 1
         while deployment_bound(candidate, replicas) < goal.value:
             replicas += 1
+            if replicas > MAX_REPLICAS:
+                return math.inf  # no deployment of this candidate reaches the target
         return replicas * candidate.gpus_per_replica * candidate.price
     replicas = replicas_for(goal, candidate, None)
     return -deployment_bound(candidate, replicas) if replicas else math.inf
@@ -283,7 +283,8 @@ def plan(goal: Goal, pool_candidates: list[Candidate], workload: WorkloadSpec, s
         if candidate.status != "candidate":
             continue
         if best_possible(goal, candidate) == math.inf:
-            _cut(candidate, "not one replica fits the GPU count or the budget")
+            _cut(candidate, "not one replica fits the GPU count or the budget" if goal.kind != "target_qps"
+                 else f"cannot reach the target with {MAX_REPLICAS} replicas")
         else:
             live.append(candidate)
     live.sort(key=lambda c: best_possible(goal, c))

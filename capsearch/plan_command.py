@@ -4,6 +4,7 @@ many replicas, for a model, a trace and an SLO (plan.py has the method)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from capsim.capsearch.config import ConfigError
+from capsim.capsearch.conventions import MAX_BUDGET, MAX_REPLICAS, MAX_TARGET_QPS
 from capsim.capsearch.experiment import EXECUTORS
 from capsim.capsearch.plan import (DEFAULT_BATCHES, DEFAULT_BUDGETS, DEFAULT_TPS, Candidate, Goal, candidates, found_score, plan,
                                    read_prices)
@@ -47,12 +49,9 @@ def read_space(path: str | None) -> dict:
     max_batch_size, each a list (or one value)."""
     if path is None:
         return {}
-    import yaml
+    from capsim.capsearch.config import load_yaml_file
 
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not YAML ({str(error).splitlines()[0]})") from None
+    data = load_yaml_file(Path(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: write keys among {', '.join(SPACE_KEYS)}, each a list")
     unknown = set(data) - set(SPACE_KEYS)
@@ -64,10 +63,10 @@ def read_space(path: str | None) -> dict:
 @click.command()
 @click.option("--model", default="Llama-3.1-8B", show_default=True, help="Catalog model, Hugging Face id, or YAML / config.json path.")
 @click.option("--trace", default="chat", show_default=True, help="Built-in trace name or trace file.")
-@click.option("--target-qps", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--target-qps", type=click.FloatRange(min=0, min_open=True, max=MAX_TARGET_QPS), default=None,
               help="Find the cheapest deployment that meets the SLO at this load.")
-@click.option("--gpus", type=click.IntRange(1, 100_000), default=None, help="Find the most capacity on at most this many GPUs.")
-@click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--gpus", type=click.IntRange(1, MAX_REPLICAS), default=None, help="Find the most capacity on at most this many GPUs.")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True, max=MAX_BUDGET), default=None,
               help="Find the most capacity for at most this many dollars an hour.")
 @click.option("--hardware", default=None, help="GPU kinds to consider, comma-separated [default: every one with a price].")
 @click.option("--tp", default=None, help=f"Tensor-parallel sizes [default: {','.join(map(str, DEFAULT_TPS))}, those that divide the heads].")
@@ -105,6 +104,9 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
     whole deployments with their replicas. Writes plan.csv and plan.json (every candidate and
     why), pareto.png and capacity.png, and prints the recommended deployment's `vllm serve`.
     """
+    for name, value in (("--target-qps", target_qps), ("--budget", budget)):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite positive number, got {value}")
     goals = [Goal(kind, value) for kind, value in (("target_qps", target_qps), ("gpus", gpus), ("budget", budget)) if value is not None]
     if len(goals) != 1:
         raise ConfigError("say what to plan for: one of --target-qps, --gpus, --budget")
@@ -126,6 +128,10 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
     if both:
         raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in both)} given twice, as a flag and in {space_path}: keep one")
     given = {key: flags[key] if flags[key] is not None else space.get(key) for key in SPACE_KEYS}
+    empty = [key for key, value in given.items() if value is not None and not _names(value)]
+    if empty:
+        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in empty)} names nothing: give values, or leave it out for "
+                          "the default space")
     if disagg and not given["hardware"]:
         raise ConfigError("--disagg compares layouts of a GPU count on a GPU kind: give --hardware (or hardware: in --space)")
     prices = read_prices(prices_path)

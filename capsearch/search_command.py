@@ -96,6 +96,7 @@ def search_options(command):
 class Plan:
     jobs: list[SearchJob]
     notes: list[str]
+    etalon: bool = False  # an Etalon config: -o gets a subfolder a SLO type, as Etalon's commands share one --output-dir
 
 
 def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> Plan:
@@ -127,16 +128,17 @@ def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> Plan:
         if refused:
             raise ConfigError(f"{', '.join(refused)} cannot apply to a config, whose {', '.join(sorted({JOB_FLAGS[n] for n in JOB_FLAGS if given(n)}))} "
                               "define its searches: edit the config, or leave out the config (and --config-path) for a one-system search")
-        jobs = []
+        jobs, etalon = [], False
         cli_slos = (lambda c: slos_from_flags(options, explicit or flags_convention or c)) if slos_given else None
         for path in paths:
             experiment = load_config(path, slos=cli_slos, slo_defaults=explicit)
+            etalon |= experiment.convention == "etalon"
             notes += experiment.notes
             convention = explicit or flags_convention or experiment.convention
             source = experiment.slo_source + (filled_words(options, convention) if experiment.slo_source == "the command line" else "")
             jobs += [dataclasses.replace(j, conventions=(("SLOs", source), *j.conventions)) for j in experiment.jobs]
         jobs, override_notes = _apply_overrides(jobs, system, make_spec, options, given, granularity, limits)
-        return Plan(jobs, notes + override_notes)
+        return Plan(jobs, notes + override_notes, etalon=etalon)
     convention = explicit or flags_convention or "capsim"
     slos = slos_from_flags(options, convention)
     labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", options["trace"]), ("parallel", system.parallel_label))
@@ -227,6 +229,9 @@ def check_feasible(jobs: list[SearchJob]) -> None:
                 f"{job.system.model_len} of {job.system.model}, so they could never finish: cap them with "
                 f"--max-total-tokens {job.system.model_len}, or raise --max-model-len"
             )
+        unschedulable = job.system.unschedulable(requests.prompt_tokens) if isinstance(job.system, SystemSpec) else None
+        if unschedulable:
+            raise ConfigError(f"{job.system.model} {job.system.scheduler} on {job.workload.trace}: {unschedulable}")
         predictor = job.system.latency_model().predictor
         one_step = predictor(1, 0, 0, 0, 1, 1)
         for slo in job.slos:
@@ -300,6 +305,9 @@ def search(ctx: click.Context, system, make_spec, output_dir: Path | None, overw
     """
     plan = plan_jobs(ctx, system, make_spec, options)
     check_feasible(plan.jobs)
+    if output_dir is not None and plan.etalon:
+        output_dir = output_dir / "_".join(sorted({slo.kind for job in plan.jobs for slo in job.slos}))
+        plan.notes.append(f"an Etalon config: results in {output_dir}, a subfolder a SLO type, as Etalon's runs share one --output-dir")
     folder = results_dir(output_dir, "search", overwrite)
     print_plan(plan)
     capacities = run_searches(plan.jobs, options)

@@ -42,6 +42,11 @@ def serve(ctx: click.Context, system, device: str, dtype: str | None, host: str,
         from dataclasses import replace
 
         system = replace(system, hardware="cpu")
+    key = api_key if api_key is not None else os.environ.get("CAPSIM_API_KEY")
+    if key is not None and not key.strip():
+        raise click.UsageError("--api-key (or $CAPSIM_API_KEY) is empty: give a key, or leave it out to serve without one")
+    if key is not None and not key.isascii():
+        raise click.UsageError("--api-key must be ASCII text: HTTP headers carry no other")
     system = engine_system(system, device, dtype)
     config = system.scheduler_config()
 
@@ -49,6 +54,6 @@ def serve(ctx: click.Context, system, device: str, dtype: str | None, host: str,
         budget = f", token budget {config.token_budget}" if config.token_budget else ""
         click.echo(f"capsim serve: {system.model} on {device}, {system.scheduler} (batch {config.max_batch_size}{budget}), "
                    f"{config.num_blocks} KV blocks of {config.block_size}, max model length {config.max_model_len}", err=True)
-        click.echo(f"listening on {server.url}", err=True)
+        click.echo(f"listening on {server.url}" + ("" if key else "; no API key: every client is served"), err=True)
 
-    serve_engine(system, device, dtype, host, port, api_key or os.environ.get("CAPSIM_API_KEY"), seed, on_ready=ready, batch_log=batch_log)
+    serve_engine(system, device, dtype, host, port, key, seed, on_ready=ready, batch_log=batch_log)

@@ -50,7 +50,7 @@ def simulate(system, trace: str, load_run: LoadRun, make_spec, time_limit: float
     with SweepPlotter() if load_run.is_sweep else nullcontext() as plotter:
         runs, rows, cdfs = run_loads(load_run, run_one)
         first = runs[0][1]
-        title = headline(first.info, spec)
+        title = headline(first.info, spec, runs)
         write_loads(load_run, runs, rows, cdfs, folder, title, "simulated", chrome_trace, plotter=plotter)
     saved = save_results(load_run, rows, runs, folder, spec, date) if load_run.save_result else []
 

@@ -36,7 +36,7 @@ class SLOError(ValueError):
     """An SLO that cannot be scored as given; the message says what to fix."""
 
 
-def as_percentile(value: float, name: str = "percentile") -> float:
+def as_percentile(value: float, name: str = "percentile", low_ok: bool = False) -> float:
     """A percentile as a percentage: fractions in (0, 1] are scaled by 100 (1 is 100%), (1, 100]
     kept. One below 50 is refused with both readings: a limit on the fastest requests is a slip."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -44,7 +44,7 @@ def as_percentile(value: float, name: str = "percentile") -> float:
     if not 0 < value <= 100:
         raise SLOError(f"{name} must be a fraction in (0, 1] or a percentage in (1, 100], got {value}")
     percent = round(value * 100, 10) if value <= 1 else float(value)
-    if percent < 50:
+    if percent < 50 and not low_ok:  # a share of requests (goodput's attainment) may be low; a percentile not
         readings = (f"P{percent:g} read as a fraction, P{value:g} as a percentage" if value <= 1
                     else f"P{percent:g} read as a percentage (above 1, so no fraction)")
         raise SLOError(f"{name} {value:g} is {readings}: below the median, a limit that holds only the fastest requests; "
@@ -59,7 +59,8 @@ def _check(slo, seconds: tuple[str, ...] = (), percentiles: tuple[str, ...] = ()
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
             raise SLOError(f"{field_name} must be a positive number of seconds, got {value!r}")
     for field_name in percentiles:
-        object.__setattr__(slo, field_name, as_percentile(getattr(slo, field_name), field_name.replace("_", " ")))
+        share = field_name == "attainment"  # a share of requests, not a percentile of a latency
+        object.__setattr__(slo, field_name, as_percentile(getattr(slo, field_name), field_name.replace("_", " "), low_ok=share))
 
 
 def _percentile(values: np.ndarray, p: float) -> float:

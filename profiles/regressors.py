@@ -5,16 +5,17 @@ kernels for prefill and decode, then per-sequence work, one after the other. Add
 compile exactly into per-feature lookup tables (predictor.py), which is what makes a prediction
 cost about a microsecond.
 
-- PhysicsLinearRegressor: non-negative piecewise-linear responses in `tokens` (flat while the
-  weights' memory traffic dominates, then rising once compute-bound), `prefill_attention` and
-  `decode_kv` (each with a fixed cost once there is any such work), non-negative linear terms in
+- PhysicsLinearRegressor: non-negative, non-decreasing piecewise-linear responses in `tokens`
+  (flat while the weights' memory traffic dominates, then rising once compute-bound),
+  `prefill_attention` and `decode_kv` (each with a fixed cost once there is any such work), non-negative linear terms in
   the counts, and one non-additive part: prefill_attention x a rate that is bilinear over a grid
   of (mean chunk length, mean context) of the batch's prefills. On CPUs the cost of attention
   bends with both at once (score matrices and KV outgrowing caches and the allocator's
   thresholds). Fitted to least absolute relative error (the MAPE it is judged by, and robust to
   the odd badly timed batch).
 - AdditiveTreesRegressor: gradient-boosted trees on log latency, each tree splitting on a single
-  feature (scikit-learn's interaction_cst="no_interactions"): a flexible additive model.
+  feature (scikit-learn's interaction_cst="no_interactions"), non-decreasing in every feature
+  (monotonic_cst): a flexible additive model.
 
 Both follow scikit-learn's estimator contract and take X with the columns of batch.FEATURES.
 """
@@ -50,7 +51,7 @@ class PhysicsLinearRegressor(RegressorMixin, BaseEstimator):
         X, y = check_X_y(X, y, dtype=np.float64)
         self.n_features_in_ = X.shape[1]
         self.knots_ = {k: self._knots(X[:, k], from_zero=k == 0) for k in self.splined}
-        self.splines_ = {k: _hats(knots, "linear") for k, knots in self.knots_.items()}
+        self.splines_ = {k: _Ramps(knots) for k, knots in self.knots_.items()}
         self.grid_ = self._grid_knots(X) if self.grid_knots else None
         if self.grid_ is not None:
             self.grid_splines_ = tuple(_hats(knots, "constant") for knots in self.grid_)
@@ -162,6 +163,24 @@ class PhysicsLinearRegressor(RegressorMixin, BaseEstimator):
         return self.predict(X)
 
 
+class _Ramps:
+    """A constant and one ramp a segment between knots (0 before it, 1 after it; the last rises on
+    past the end): with non-negative coefficients, exactly the non-decreasing piecewise-linear
+    functions through the knots, extended linearly beyond the last. A batch with more work is
+    then never predicted faster, by construction."""
+
+    def __init__(self, knots: np.ndarray):
+        self.knots = np.asarray(knots, dtype=np.float64)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, 1)
+        low, width = self.knots[:-1], np.diff(self.knots)
+        ramps = (x - low) / width
+        ramps[:, :-1] = np.clip(ramps[:, :-1], 0.0, 1.0)
+        ramps[:, -1] = np.maximum(ramps[:, -1], 0.0)
+        return np.hstack([np.ones((len(x), 1)), ramps])
+
+
 def _hats(knots: np.ndarray, extrapolation: str) -> SplineTransformer:
     """Degree-1 B-splines: hat functions peaking at the knots, so coefficients are node values."""
     return SplineTransformer(degree=1, knots=knots.reshape(-1, 1), extrapolation=extrapolation).fit(knots.reshape(-1, 1))
@@ -198,6 +217,7 @@ class AdditiveTreesRegressor(RegressorMixin, BaseEstimator):
                 max_leaf_nodes=self.max_leaf_nodes,
                 min_samples_leaf=2,
                 interaction_cst="no_interactions",
+                monotonic_cst=[1] * X.shape[1],  # more of any feature is more work: never faster
                 early_stopping=False,
                 random_state=self.random_state,
             ).fit(X, np.log(y))

@@ -28,6 +28,7 @@ class Endpoint:
     model: str  # the served model name
     api_key: str | None = field(default=None, repr=False)  # never printed, never written
     timeout_s: float = 60.0  # the longest wait for any byte of a response
+    max_model_len: int | None = None  # prompt + output tokens the engine serves at most, where /v1/models says
 
     @property
     def parts(self) -> urllib.parse.SplitResult:
@@ -86,8 +87,9 @@ def connect(url: str, api_key: str | None = None, model: str | None = None, time
     if response.status != 200:
         raise EndpointError(f"{url}/v1/models answered HTTP {response.status}; is this an OpenAI-compatible server?")
     try:
-        served = [str(m["id"]) for m in json.loads(body)["data"]]
-    except (ValueError, KeyError, TypeError):
+        cards = json.loads(body)["data"]
+        served = [str(m["id"]) for m in cards]
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise EndpointError(f"{url}/v1/models did not list models as the OpenAI API does") from None
     if serves is not None and not model:
         model = next((name for name in served if serves(name)), None)
@@ -98,7 +100,11 @@ def connect(url: str, api_key: str | None = None, model: str | None = None, time
         raise EndpointError(f"{url} does not serve {model!r}; it serves {', '.join(served) or 'nothing'}")
     if not model and not served:
         raise EndpointError(f"{url} serves no model yet")
-    return Endpoint(probe.url, model or served[0], api_key, timeout_s)
+    model = model or served[0]
+    card = next(m for m in cards if str(m["id"]) == model)
+    limit = card.get("max_model_len") if isinstance(card, dict) else None  # vLLM's and capsim serve's field
+    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and 1 < limit < 2**31 else None
+    return Endpoint(probe.url, model, api_key, timeout_s, limit)
 
 
 def check_completions(endpoint: Endpoint, prompt: list[int]) -> None:

@@ -128,7 +128,8 @@ class ReferenceServer:
     async def authenticate(self, request: web.Request, handler):
         if self.api_key and request.path.startswith("/v1"):
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+            given = token.strip().encode("utf-8", "replace")  # a key of other characters is a wrong key, never a crash
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given, self.api_key.encode("utf-8", "replace")):
                 return error_response("missing or wrong API key: send Authorization: Bearer <key>", HTTPStatus.UNAUTHORIZED)
         return await handler(request)
 
@@ -153,6 +154,9 @@ class ReferenceServer:
             body = await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
         except asyncio.TimeoutError:
             return error_response(f"the body did not arrive within {BODY_TIMEOUT_S:g} s", HTTPStatus.REQUEST_TIMEOUT)
+        except (ConnectionError, OSError, ValueError) as error:  # the client hung up mid-body: one line, no traceback
+            request.app.logger.info("a client left before its request body arrived (%s)", type(error).__name__)
+            return error_response("the request body was cut off", HTTPStatus.BAD_REQUEST)
         try:
             fields = parse_completion(body, self.model_name, self.vocab)
             stream = self.engine.submit(fields["prompt"], fields["max_tokens"], tokens=AsyncTokens(asyncio.get_running_loop()))
@@ -164,14 +168,17 @@ class ReferenceServer:
             if fields["stream"]:
                 return await self.stream(request, stream, fields)
             return await self.complete(stream)
-        except (asyncio.CancelledError, ConnectionError):  # the client went away: free the engine of it
+        except BaseException:  # the client went away, or the answer failed: free the engine of the request
             self.engine.abort(stream)
             raise
 
     async def stream(self, request: web.Request, stream: Stream, fields: dict) -> web.StreamResponse:
         request_id, created, name = f"cmpl-{stream.request_id}", int(time.time()), self.model_name
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        response.enable_chunked_encoding()
+        if request.version >= (1, 1):  # HTTP/1.0 has no chunks: its stream ends when the connection closes
+            response.enable_chunked_encoding()
+        else:
+            response.force_close()
         await response.prepare(request)
         generated = 0
         while (item := await stream.tokens.get()) is not None:

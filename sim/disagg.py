@@ -22,15 +22,16 @@ from capsim.sim.system import SystemSpec
 
 PREFILL_ROUTERS = ("least_tokens", "round_robin")  # fewest prompt tokens still to compute, or in turn
 DECODE_ROUTERS = ("least_kv", "least_outstanding", "round_robin")  # most free KV (queued counted), fewest requests, or in turn
+MAX_INSTANCES = 4096  # instances of a pool: beyond is a typo, not a deployment
 SHAPE = re.compile(r"^\s*(\d+)\s*P\s*(\d+)\s*D\s*$", re.IGNORECASE)
 
 
 def parse_shape(text: str) -> tuple[int, int]:
     """'2P4D' -> (2, 4)."""
     match = SHAPE.match(text)
-    if not match or int(match[1]) < 1 or int(match[2]) < 1:
-        raise SimulationError(f"a disaggregated deployment is written xPyD: x prefill and y decode instances, at least 1 of each "
-                              f"(e.g. 2P4D); got {text!r}")
+    if not match or not 1 <= int(match[1]) <= MAX_INSTANCES or not 1 <= int(match[2]) <= MAX_INSTANCES:
+        raise SimulationError(f"a disaggregated deployment is written xPyD: x prefill and y decode instances, 1 to {MAX_INSTANCES} "
+                              f"of each (e.g. 2P4D); got {text!r}")
     return int(match[1]), int(match[2])
 
 

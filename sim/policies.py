@@ -22,6 +22,10 @@ from capsim.sim.scheduler import Batch, KVPool, Scheduler, SchedulerConfig
 class VllmV0(Scheduler):
     name = "vllm_v0"
 
+    @classmethod
+    def largest_prompt(cls, config: SchedulerConfig) -> int:
+        return config.token_budget or config.max_model_len  # a prompt is prefilled whole, within the budget
+
     def schedule(self, now: float) -> Batch | None:
         batch = Batch()
         budget = self.config.token_budget or self.config.max_model_len

@@ -88,6 +88,12 @@ class Scheduler:
     decodes_go_on_after_completions = True
     default_watermark = 0.01  # fraction of KV blocks kept free at admission (vLLM's and Sarathi-Serve's)
 
+    @classmethod
+    def largest_prompt(cls, config: SchedulerConfig) -> int:
+        """The longest prompt this policy can ever start: a policy that prefills a prompt whole in
+        one batch under its token budget holds prompts to that budget."""
+        return config.max_model_len
+
     def __init__(self, config: SchedulerConfig, pool: KVPool | None = None):
         self.config = config
         self.pool = pool or KVPool(config.num_blocks)

@@ -190,6 +190,9 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
         from capsim.sim.disagg_sim import simulate_disagg
 
         return simulate_disagg(system, workload, time_limit_s, batch_seconds, early_stop, max_concurrency)
+    unschedulable = system.unschedulable(workload.prompt_tokens)
+    if unschedulable:
+        raise SimulationError(unschedulable)
     latency_model = system.latency_model()
     if batch_seconds is None:
         batch_seconds = stage_seconds(latency_model, system)

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
 from capsim.profiles.latency_model import LatencyModel
@@ -106,6 +108,16 @@ class SystemSpec:
             num_blocks=max(1, blocks // engines), watermark=watermark, max_model_len=self.model_len,
             prefix_caching=self.prefix_caching,
         )
+
+    def unschedulable(self, prompt_tokens) -> str | None:
+        """Why some of these prompts could never start on this system's policy, or None."""
+        limit = POLICIES[self.scheduler].largest_prompt(self.scheduler_config())
+        over = int((np.asarray(prompt_tokens) > limit).sum())
+        if not over:
+            return None
+        return (f"{over} of {len(prompt_tokens)} prompts are longer than {limit} tokens, the longest {self.scheduler} can start "
+                f"(it prefills a prompt whole within its token budget): they would wait forever; raise --chunk-size to at least "
+                f"{int(np.max(prompt_tokens))}, cap the prompts (--max-total-tokens), or use a chunked-prefill scheduler (sarathi, vllm_v1)")
 
     def latency_model(self) -> LatencyModel:
         return _latency_model(self.model, self.hardware, self.tp, self.pp, self.profile, self.engine)

@@ -193,7 +193,8 @@ models:
 
 def test_plan_sets_the_best_split_beside_the_best_aggregated_deployment(tmp_path):
     run = capsim("plan", "--model", "Llama-3.1-8B", "--gpus", "2", "--hardware", "H100", "--disagg", "--tp", "1", "--scheduler", "sarathi",
-                 "--chunk-size", "512", "--max-batch-size", "128", "--num-requests", "64", "--cache-dir", str(tmp_path / "cache"),
+                 "--chunk-size", "512", "--max-batch-size", "128", "--num-requests", "128", "--ttft-slo", "0.1",  # trials long enough
+                 "--cache-dir", str(tmp_path / "cache"),
                  "-o", str(tmp_path / "plan"))
     assert run.returncode == 0, run.stderr
     assert "best aggregated: 2 x H100-SXM TP1" in run.stdout and "best disaggregated: 1P1D H100-SXM TP1/TP1" in run.stdout

@@ -117,12 +117,21 @@ def _load_csv(path: Path, fmt: CsvFormat) -> Workload:
     with_arrivals = fmt.arrival is not None and fmt.arrival in header
     if with_arrivals:
         types[fmt.arrival] = pa.string() if fmt.name == "azure" else pa.float64()
+    twice = [column for column in types if header.count(column) > 1]
+    if twice:
+        raise TraceError(f"{path}: the header names {', '.join(map(repr, twice))} more than once: keep one column of each name")
+
+    def read(block_size: int):
+        return pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=True, block_size=block_size),
+                              convert_options=pacsv.ConvertOptions(include_columns=list(types), column_types=types))
+
     try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
-            convert_options=pacsv.ConvertOptions(include_columns=list(types), column_types=types),
-        )
+        try:
+            table = read(1 << 24)
+        except pa.ArrowInvalid as error:
+            if "straddl" not in str(error):
+                raise
+            table = read(min(path.stat().st_size + 1, 2**31 - 1))  # a field larger than a block: the file as one block
     except pa.ArrowInvalid as error:
         raise _locate_csv_problem(path, header, types, error) from None
     if table.num_rows == 0:
