@@ -147,6 +147,53 @@ FLAGS = {
     "--config with --model": ["search", "--config-path", "mistral7b_strict", "--model", "Yi-34B"],
 }
 
+# The trust issue's cases: files lost, absurd answers, crashes and hangs (run after FLAGS).
+TRUST = {
+    "traces convert onto its input": ["traces", "convert", "{trace}", "-o", "{trace}", "--overwrite"],
+    "traces convert onto a CSV": ["traces", "convert", "{trace}", "-o", "{other_csv}"],
+    "cache prune of a home folder": ["cache", "prune", "--cache-dir", "{home}", "--max-size", "0"],
+    "search --cache-dir a home folder": ["search", "--cache-dir", "{home}", "-n", "16", "--max-iterations", "1"],
+    "-o a source tree --overwrite": ["simulate", "--qps", "1", "-n", "8", "-o", "{tree}", "--overwrite"],
+    "vllm_v0 chunk below the prompts (search)": ["search", "--model", "Mistral-7B", "--scheduler", "vllm_v0", "--chunk-size", "512",
+                                                 "-n", "32"],
+    "vllm_v0 chunk below the prompts (simulate)": ["simulate", "--model", "Mistral-7B", "--scheduler", "vllm_v0", "--chunk-size",
+                                                   "512", "-n", "32", "--qps", "1"],
+    "--tbt-percentile 0.3": ["search", "--tbt-percentile", "0.3"], "--tbt-percentile 25": ["search", "--tbt-percentile", "25"],
+    "TPOT and slack clauses": ["search", "--tpot-slo", "0.1", "--ttft-slack-slo", "0.5"],
+    "plan --target-qps nan": ["plan", "--target-qps", "nan"], "plan --target-qps inf": ["plan", "--target-qps", "inf"],
+    "plan --target-qps 1e9": ["plan", "--target-qps", "1e9"], "plan --budget nan": ["plan", "--budget", "nan"],
+    "plan --budget 1e12": ["plan", "--budget", "1e12"], "plan --gpus 100000": ["plan", "--gpus", "100000"],
+    "plan --hardware ''": ["plan", "--target-qps", "5", "--hardware", ""],
+    "plan --space in UTF-16": ["plan", "--target-qps", "5", "--space", "{utf16}"],
+    "plan --space alias bomb": ["plan", "--target-qps", "5", "--space", "{bomb}"],
+    "config alias bomb": ["search", "--config-path", "{bomb}"], "config nested 10,000 deep": ["search", "--config-path", "{deep}"],
+    "cache prune --max-size 400 digits": ["cache", "prune", "--max-size", "9" * 400],
+    "--disagg 99999999P1D": ["simulate", "--qps", "1", "--disagg", "99999999P1D"],
+    "duplicated CSV column": ["traces", "show", "{dup_csv}"],
+    "serve --api-key ''": ["serve", "--model", "tiny", "--device", "cpu", "--api-key", ""],
+}
+
+
+def trust_files(folder: Path) -> dict[str, Path]:
+    """The files the trust cases name: a trace, a home folder and a source tree of someone's own, bad YAML."""
+    places = {name: folder / "trust" / name for name in ("home", "tree")}
+    for place in places.values():
+        place.mkdir(parents=True)
+    (places["home"] / ".bashrc").write_text("mine")
+    (places["home"] / ".ssh").mkdir()
+    (places["tree"] / "notes.md").write_text("mine")
+    files = {"trace": "num_prefill_tokens,num_decode_tokens\n10,5\n", "other_csv": "keep,me\n1,2\n",
+             "dup_csv": "num_prefill_tokens,num_decode_tokens,num_prefill_tokens\n10,5,7\n",
+             "bomb": "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n",
+             "deep": "a: " + "[" * 10000 + "]" * 10000 + "\n"}
+    for name, text in files.items():
+        places[name] = folder / "trust" / f"{name}.{'yml' if name in ('bomb', 'deep') else 'csv'}"
+        places[name].write_text(text)
+    places["utf16"] = folder / "trust" / "space16.yml"
+    places["utf16"].write_bytes("hardware: [H100]\n".encode("utf-16"))
+    return places
+
 
 def classify(argv: list[str], cwd: Path) -> str:
     try:
@@ -173,6 +220,8 @@ def main() -> None:
                   for name, p in configs(folder / "configs")]
         cases += [("options and paths", name, [a.format(file=folder / "file", full=folder / "full") for a in argv])
                   for name, argv in FLAGS.items()]
+        places = trust_files(folder)
+        cases += [("issue 27 (trust)", name, [a.format(**places) for a in argv]) for name, argv in TRUST.items()]
         cache = ["--cache-dir", str(folder / "cache")]
         argvs = [argv + (cache if argv[0] in ("search", "sweep", "cache") and argv[:2] != ["cache", "prune"] else [])
                  for _, _, argv in cases]

@@ -23,8 +23,8 @@ class VllmV0(Scheduler):
     name = "vllm_v0"
 
     @classmethod
-    def largest_prompt(cls, config: SchedulerConfig) -> int:
-        return config.token_budget or config.max_model_len  # a prompt is prefilled whole, within the budget
+    def largest_prompt(cls, config: SchedulerConfig) -> int | None:
+        return config.token_budget  # a prompt is prefilled whole, within the budget
 
     def schedule(self, now: float) -> Batch | None:
         batch = Batch()

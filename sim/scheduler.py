@@ -89,10 +89,10 @@ class Scheduler:
     default_watermark = 0.01  # fraction of KV blocks kept free at admission (vLLM's and Sarathi-Serve's)
 
     @classmethod
-    def largest_prompt(cls, config: SchedulerConfig) -> int:
-        """The longest prompt this policy can ever start: a policy that prefills a prompt whole in
-        one batch under its token budget holds prompts to that budget."""
-        return config.max_model_len
+    def largest_prompt(cls, config: SchedulerConfig) -> int | None:
+        """The longest prompt this policy can ever start, where its batching sets one (None: any;
+        a request over the max model length is rejected on arrival, and counted, instead)."""
+        return None
 
     def __init__(self, config: SchedulerConfig, pool: KVPool | None = None):
         self.config = config

@@ -112,7 +112,7 @@ class SystemSpec:
     def unschedulable(self, prompt_tokens) -> str | None:
         """Why some of these prompts could never start on this system's policy, or None."""
         limit = POLICIES[self.scheduler].largest_prompt(self.scheduler_config())
-        over = int((np.asarray(prompt_tokens) > limit).sum())
+        over = int((np.asarray(prompt_tokens) > limit).sum()) if limit is not None else 0
         if not over:
             return None
         return (f"{over} of {len(prompt_tokens)} prompts are longer than {limit} tokens, the longest {self.scheduler} can start "

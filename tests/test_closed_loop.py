@@ -41,7 +41,9 @@ def test_predicted_capacity_holds_on_the_reference_engine(tmp_path, profile):
     print(run.stdout)  # the table, for the log
     assert result["latency_source"].startswith("measured: capsim's reference engine")
     assert result["slo"]["ttft_metric"] == "ttft"  # what a client can see
-    assert result["predicted_outcome"] == "simulated search: converged" and "(simulated search: converged)" in run.stdout
+    # 96 requests at ~29 QPS, P50 TTFT <= 1 s: too few to tell the capacity from one 10% lower, and said so
+    outcome = "simulated search: not converged: trials too short to judge this load"
+    assert result["predicted_outcome"] == outcome and f"({outcome})" in " ".join(run.stdout.split())
     assert 1 <= len(result["trials"]) <= 4
     assert result["measured_qps"] > 0, result["trials"]
     assert abs(result["capacity_error"]) <= TOLERANCE, result
