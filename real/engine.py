@@ -43,7 +43,8 @@ class ReferenceEngine:
         self.ids = itertools.count()
         self.lock = threading.Lock()
         self.failure: str | None = None
-        self.latest_stats: dict = {}
+        self.latest_stats: dict = {"waiting": 0, "running": 0, "kv_blocks_used": 0, "kv_blocks": self.config.num_blocks,
+                                   "batches": 0, "preemptions": 0, "busy_s": 0.0}  # the core's figures, idle until it reports
         from capsim.real.engine_core import run_core  # torch loads here, not in every capsim command
 
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copied threads or CUDA state

@@ -13,18 +13,29 @@ def reference_traces() -> Path:
     return REFERENCE_TRACES
 
 
+_TINY_PROFILE_FAILURE: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def tiny_cpu_profile(tmp_path_factory) -> Path:
     """`tiny` measured on this CPU with the reference engine's runner (quick grid, fp32): made once
-    a session, for the profiler's tests and the closed loops that simulate the reference engine."""
+    a session, for the profiler's tests and the closed loops that simulate the reference engine.
+    A failure is remembered: the tests that need it fail at once with its reason, not each after
+    making it again (on a loaded machine that took 300 s a test)."""
     pytest.importorskip("torch", reason="profiling needs torch: pip install 'capsim[torch]'")
     import subprocess
     import sys
 
+    if _TINY_PROFILE_FAILURE:
+        pytest.fail(_TINY_PROFILE_FAILURE[0])
     path = tmp_path_factory.mktemp("tiny-profile") / "tiny_cpu.parquet"
-    subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", "profile", "--model", "tiny", "--device", "cpu", "--grid", "quick",
-                    "--dtype", "float32", "--warmup", "1", "--repeats", "3", "-o", str(path)], check=True, capture_output=True,
-                   timeout=300)
+    try:
+        subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", "profile", "--model", "tiny", "--device", "cpu", "--grid", "quick",
+                        "--dtype", "float32", "--warmup", "1", "--repeats", "3", "-o", str(path)], check=True, capture_output=True,
+                       timeout=1200)  # about 30 s alone; a machine with both cores busy takes several times that
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+        _TINY_PROFILE_FAILURE.append(f"profiling tiny on this CPU failed once this session: {error}")
+        pytest.fail(_TINY_PROFILE_FAILURE[0])
     return path
 
 

@@ -84,7 +84,8 @@ def test_more_work_is_never_predicted_faster(which, chunks, decodes, grow, where
         return predictor(*shape.features())
 
     base, bigger = seconds(chunks, decodes), seconds(bigger_chunks, bigger_decodes)
-    assert base >= MIN_STEP_S and bigger >= base * (1 - 1e-6)  # a rounding's worth in the rate grid's interpolation
+    # A token more moves the mean chunk along the rate grid's interpolation: at most a 0.01% dip
+    assert base >= MIN_STEP_S and bigger >= base * (1 - 1e-4)
 
 
 def test_the_reported_negative_step_time_is_gone():
