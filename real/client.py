@@ -13,9 +13,14 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+
+
+PROBE_DEADLINE_S = 30.0  # the longest a probe before a run may take in all, however the bytes trickle
+MAX_MODELS_BYTES = 1 << 20  # a /v1/models answer is a few KB
 
 
 class EndpointError(RuntimeError):
@@ -74,11 +79,16 @@ def connect(url: str, api_key: str | None = None, model: str | None = None, time
         raise EndpointError(f"endpoint {url!r} is not an http(s) URL such as http://127.0.0.1:8000")
     probe = Endpoint(url, model or "", api_key, timeout_s)
     connection = probe.connection(timeout_s=min(timeout_s, 10.0))
-    try:
+
+    def ask():
         connection.request("GET", probe.path("/v1/models"), headers=probe.headers())
         response = connection.getresponse()
-        body = response.read()
-    except (OSError, http.client.HTTPException) as error:
+        return response, response.read(MAX_MODELS_BYTES)
+
+    try:
+        response, body = within(PROBE_DEADLINE_S, ask, connection.close,
+                                f"{url}/v1/models did not answer in full within {PROBE_DEADLINE_S:g} s")
+    except (OSError, http.client.HTTPException, OverflowError, ValueError) as error:
         raise EndpointError(f"no engine answers at {url} ({error}); start one (capsim serve, vllm serve) or fix the URL") from None
     finally:
         connection.close()
@@ -110,7 +120,10 @@ def connect(url: str, api_key: str | None = None, model: str | None = None, time
 def check_completions(endpoint: Endpoint, prompt: list[int]) -> None:
     """One tiny real request before any trial: the key, the model and the prompt's token ids are
     then known to be accepted (a server may leave /v1/models open), or the server's own words say why not."""
-    completion = stream_completion(endpoint, prompt, 2, Completion())
+    connection = endpoint.connection()
+    deadline = 2 * endpoint.timeout_s + PROBE_DEADLINE_S
+    completion = within(deadline, lambda: stream_completion(endpoint, prompt, 2, Completion(), connection), connection.close,
+                        f"{endpoint.url} did not finish a first 2-token request within {deadline:g} s")
     if completion.status != "finished":
         hint = "; pass --api-key or set OPENAI_API_KEY" if completion.reason.startswith(("HTTP 401", "HTTP 403")) else ""
         raise EndpointError(f"{endpoint.url} refused a first 2-token request: {completion.reason}{hint}")
@@ -189,9 +202,10 @@ class StreamReader:
         return completion
 
 
-def stream_completion(endpoint: Endpoint, prompt: list[int], max_tokens: int, completion: Completion) -> Completion:
+def stream_completion(endpoint: Endpoint, prompt: list[int], max_tokens: int, completion: Completion,
+                      connection: http.client.HTTPConnection | None = None) -> Completion:
     """Run one request, blocking (the probe before a run; the load generator uses aiohttp)."""
-    connection = endpoint.connection()
+    connection = connection or endpoint.connection()
     reader = StreamReader(completion, max_tokens)
     try:
         completion.sent_s = time.perf_counter()
@@ -208,10 +222,33 @@ def stream_completion(endpoint: Endpoint, prompt: list[int], max_tokens: int, co
         return _fail(completion, str(failure))
     except socket.timeout:
         return _fail(completion, f"no data for {endpoint.timeout_s:g} s")
-    except (OSError, http.client.HTTPException, ValueError, RecursionError) as error:
+    except (OSError, http.client.HTTPException, ValueError, OverflowError, RecursionError) as error:
         return _fail(completion, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
     finally:
         connection.close()
+
+
+def within(seconds: float, call, stop, message: str):
+    """call()'s result, or EndpointError(message) once `seconds` have passed: a server that drips
+    bytes passes every per-read timeout, so a probe also has an overall deadline. On time-out,
+    `stop()` (closing the connection) ends the call's blocking read."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        stop()
+        raise EndpointError(message)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _fail(completion: Completion, reason: str) -> Completion:

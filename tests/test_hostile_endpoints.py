@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,6 +30,22 @@ class Hostile(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        kind = type(self).behaviour
+        if kind == "drips models":  # a byte every 0.2 s: every read is in time, the answer never is
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            for _ in range(100):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.2)
+            return
+        if kind == "huge chunk size":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"ffffffffffffffffffffffff\r\n{}")
+            return
         self._reply(200, b'{"data": [{"id": "meta-llama/Meta-Llama-3-8B"}]}')
 
     def do_POST(self):
@@ -41,6 +58,12 @@ class Hostile(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
+        if kind == "drips tokens":
+            for _ in range(100):
+                self.wfile.write(b":\n")
+                self.wfile.flush()
+                time.sleep(0.2)
+            return
         chunks = {
             "huge usage": [{"choices": [{"text": "a"}], "usage": {"completion_tokens": 10**9}}],
             "not an object": [5],
@@ -185,3 +208,16 @@ def test_a_path_prefix_appears_once_in_request_urls():
 
     assert Endpoint("http://gpu-box:8000/api", "m").absolute("/v1/completions") == "http://gpu-box:8000/api/v1/completions"
     assert Endpoint("https://gpu-box", "m").absolute("/v1/models") == "https://gpu-box/v1/models"
+
+
+def test_a_probe_that_trickles_in_ends_at_its_deadline(hostile, monkeypatch):
+    import capsim.real.client as client
+
+    monkeypatch.setattr(client, "PROBE_DEADLINE_S", 1.0)
+    with pytest.raises(EndpointError, match="did not answer in full within 1 s"):
+        connect(hostile("drips models"))
+    endpoint = client.Endpoint(hostile("drips tokens"), "m", None, timeout_s=1.0)
+    with pytest.raises(EndpointError, match="did not finish a first 2-token request within 3 s"):
+        check_completions(endpoint, [11, 12])
+    with pytest.raises(EndpointError, match="no engine answers"):
+        connect(hostile("huge chunk size"))  # a chunk size beyond any int the reader takes: an error, no traceback
