@@ -25,6 +25,35 @@ _METADATA_KEY = b"capsim.profile"
 _LIST = pa.list_(pa.int32())
 
 
+def _checked_metadata(metadata) -> dict:
+    """The metadata every reader relies on, of the types it relies on."""
+    if not isinstance(metadata, dict):
+        raise ProfileError("its profile metadata is not a mapping")
+    for key in ("model", "hardware", "dtype", "engine", "source"):
+        if key in metadata and not isinstance(metadata[key], str):
+            raise ProfileError(f"its metadata's {key} must be text, got {metadata[key]!r}")
+    for key in ("tp", "pp"):
+        value = metadata.get(key)
+        if key in metadata and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31):
+            raise ProfileError(f"its metadata's {key} must be a whole number of GPUs, got {value!r}")
+    return metadata
+
+
+def _check_columns(table: pa.Table) -> None:
+    """Numeric features without gaps, and batch kinds capsim knows."""
+    for name in (*FEATURES, "latency_s"):
+        column = table.column(name)
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or column.null_count:
+            raise ProfileError(f"its column {name} must be numbers without gaps, got {column.type}"
+                               + (f" with {column.null_count} missing" if column.null_count else ""))
+        values = column.to_numpy().astype(np.float64)
+        if name != "latency_s" and not (np.isfinite(values) & (values >= 0)).all():
+            raise ProfileError(f"its column {name} holds a negative or non-finite value")
+    kinds = set(table.column("kind").to_pylist()) if pa.types.is_string(table.column("kind").type) else None
+    if kinds is None or not kinds <= {"prefill", "decode", "mixed"}:
+        raise ProfileError("its column kind must hold prefill, decode or mixed")
+
+
 @dataclass
 class ProfileTable:
     table: pa.Table
@@ -113,7 +142,12 @@ class ProfileTable:
         if missing:
             raise ProfileError(f"{path}: the profile lacks the column(s) {', '.join(missing)}")
         try:
-            profile = cls(table.replace_schema_metadata(None), json.loads(raw))
+            metadata = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ProfileError(f"{path}: its profile metadata is not JSON") from None
+        try:
+            _check_columns(table)
+            profile = cls(table.replace_schema_metadata(None), _checked_metadata(metadata))
         except ProfileError as error:
             raise ProfileError(f"{path}: {error}") from None
         latency = profile.latency_s

@@ -67,3 +67,29 @@ def test_the_command_writes_its_table_and_refuses_what_it_cannot_compare(tmp_pat
         refused = runner.invoke(main, ["profiles", "compare", *args])
         assert refused.exit_code == 2, refused.output
         assert words in refused.output and "Traceback" not in refused.output
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("metadata not JSON", "metadata is not JSON"), ("metadata a list", "not a mapping"), ("tp as text", "tp must be a whole number"),
+    ("model a number", "model must be text"), ("tokens as text", "tokens must be numbers"),
+    ("a latency missing", "latency_s must be numbers without gaps"), ("an unknown kind", "column kind must hold"),
+])
+def test_a_damaged_profile_is_refused_in_one_line(tmp_path, damage, message):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from capsim.profiles.store import shipped_profiles
+    from capsim.profiles.table import _METADATA_KEY
+
+    table = pq.read_table(shipped_profiles()[0])
+    metadata = json.loads(table.schema.metadata[_METADATA_KEY])
+    raw = {"metadata not JSON": b"{nope", "metadata a list": b"[1]", "tp as text": json.dumps(metadata | {"tp": "2"}).encode(),
+           "model a number": json.dumps(metadata | {"model": 5}).encode()}.get(damage, json.dumps(metadata).encode())
+    column = {"tokens as text": ("tokens", pa.array([str(v) for v in table.column("tokens").to_pylist()])),
+              "a latency missing": ("latency_s", pa.array([None, *table.column("latency_s").to_pylist()[1:]], pa.float64())),
+              "an unknown kind": ("kind", pa.array(["weird"] * table.num_rows))}.get(damage)
+    if column:
+        table = table.set_column(table.column_names.index(column[0]), column[0], column[1])
+    pq.write_table(table.replace_schema_metadata({_METADATA_KEY: raw}), tmp_path / "bad.parquet")
+    refused = CliRunner().invoke(main, ["profiles", "compare", str(tmp_path / "bad.parquet"), "-o", str(tmp_path / "out")])
+    assert refused.exit_code == 2 and message in refused.output
