@@ -19,6 +19,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 
+MIN_STREAMED = 4  # a completion this long whose tokens all came in one chunk was not streamed
 PROBE_DEADLINE_S = 30.0  # the longest a probe before a run may take in all, however the bytes trickle
 MAX_MODELS_BYTES = 1 << 20  # a /v1/models answer is a few KB
 
@@ -181,6 +182,8 @@ class StreamReader:
         if reported is not None and reported > self.max_tokens:  # refused before it can cost memory
             raise StreamFailed(f"the engine reports {reported} completion tokens, more than the {self.max_tokens} asked")
         times = self.completion.token_times
+        if len(times) >= self.max_tokens and any(isinstance(c, dict) and c.get("text") for c in chunk["choices"]):
+            raise StreamFailed(f"the engine sent more than the {self.max_tokens} tokens asked")
         count = min(reported - len(times) if reported is not None else 1, self.max_tokens - len(times))
         if count > 1:
             self.completion.multi_token_chunks += 1
@@ -196,6 +199,9 @@ class StreamReader:
         completion, times = self.completion, self.completion.token_times
         if len(times) < self.max_tokens:
             raise StreamFailed(f"the stream ended after {len(times)} of {self.max_tokens} tokens")
+        if self.max_tokens >= MIN_STREAMED and times[0] == times[-1]:  # no gap measured: a TBT of 0 would pass any SLO
+            raise StreamFailed(f"all {self.max_tokens} tokens came in one chunk: the engine does not stream, so their gaps "
+                               "cannot be measured")
         if self.usage_seen and self.usage_seen != len(times):
             completion.reason = f"usage says {self.usage_seen} tokens, the stream carried {len(times)}"
         completion.status = "finished"

@@ -68,6 +68,8 @@ class Hostile(BaseHTTPRequestHandler):
             "huge usage": [{"choices": [{"text": "a"}], "usage": {"completion_tokens": 10**9}}],
             "not an object": [5],
             "string usage": [{"choices": [{"text": "a"}], "usage": {"completion_tokens": "many"}}],
+            "one chunk": [{"choices": [{"text": "a" * body["max_tokens"]}], "usage": {"completion_tokens": body["max_tokens"]}}],
+            "twice the tokens": [{"choices": [{"text": "a"}]}] * (2 * body["max_tokens"]),
         }.get(kind, [{"choices": [{"text": "a"}], "usage": {"completion_tokens": i + 1}} for i in range(body["max_tokens"])])
         for chunk in chunks:
             self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
@@ -100,6 +102,8 @@ def hostile():
     ("huge usage", "more than the 5 asked"),
     ("not an object", "malformed chunk"),
     ("string usage", "completion_tokens is 'many'"),
+    ("one chunk", "all 5 tokens came in one chunk"),
+    ("twice the tokens", "more than the 5 tokens asked"),
     ("bad ids", "token ids must lie in 0..1023"),
 ])
 def test_a_lying_or_broken_stream_fails_the_request_with_its_reason(hostile, behaviour, reason):
