@@ -60,3 +60,24 @@ def test_an_unreachable_ray_cluster_fails_fast(tmp_path):
                            "-o", tmp_path / "o"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "nothing answers" in done.stderr and "Traceback" not in done.stderr
     # how soon (the probe's 10 s timeout at most): bench/bench_interrupt.py
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_no_process_outlives_a_search_on_a_busy_machine(tmp_path, how):
+    """Both cores busy with other work: every descendant of the search (workers, the resource
+    tracker) ends after the search is killed or interrupted."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        search, _ = started_search(tmp_path)
+        descendants = psutil.Process(search.pid).children(recursive=True)
+        if how == "SIGKILL":
+            search.kill()
+        else:
+            os.killpg(search.pid, signal.SIGINT)
+        search.wait(timeout=60)
+        assert gone(descendants, within_s=30), [" ".join(p.cmdline()) for p in descendants if p.is_running()]
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
