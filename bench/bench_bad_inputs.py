@@ -223,8 +223,8 @@ def main() -> None:
         places = trust_files(folder)
         cases += [("issue 27 (trust)", name, [a.format(**places) for a in argv]) for name, argv in TRUST.items()]
         cache = ["--cache-dir", str(folder / "cache")]
-        argvs = [argv + (cache if argv[0] in ("search", "sweep", "cache") and argv[:2] != ["cache", "prune"] else [])
-                 for _, _, argv in cases]
+        argvs = [argv + (cache if argv[0] in ("search", "sweep", "cache") and argv[:2] != ["cache", "prune"]
+                         and "--cache-dir" not in argv else []) for _, _, argv in cases]
         with ThreadPoolExecutor(4) as pool:
             outcomes = list(pool.map(lambda a: classify(a, folder), argvs))
     table = Counter((category, outcome) for (category, _, _), outcome in zip(cases, outcomes))
