@@ -225,3 +225,17 @@ def test_a_probe_that_trickles_in_ends_at_its_deadline(hostile, monkeypatch):
         check_completions(endpoint, [11, 12])
     with pytest.raises(EndpointError, match="no engine answers"):
         connect(hostile("huge chunk size"))  # a chunk size beyond any int the reader takes: an error, no traceback
+
+
+def test_http_1_0_streams_and_odd_keys_get_answers_not_500(server):
+    host, port = server.removeprefix("http://").split(":")
+    body = json.dumps({"prompt": [11, 12, 13], "max_tokens": 4, "stream": True}).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:  # HTTP/1.0: no chunks, the stream ends at close
+        sock.sendall(b"POST /v1/completions HTTP/1.0\r\nAuthorization: Bearer " + KEY.encode() + b"\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 200") and answer.count(b'"text_completion"') == 4 and b"data: [DONE]" in answer
+    status, kind, data = request(server, "GET", "/v1/models", headers={"Authorization": "Bearer ключ".encode().decode("latin-1")})
+    assert status == 401 and kind.startswith("application/json")  # a key of other characters is a wrong key
