@@ -281,3 +281,13 @@ def test_orca_keeps_no_watermark():
     assert SystemSpec(scheduler="orca", model="Mistral-7B", hardware="A100-80GB-SXM").scheduler_config().watermark == 0.0
     assert SystemSpec(scheduler="vllm_v0", model="Mistral-7B", hardware="A100-80GB-SXM").scheduler_config().watermark == 0.01
     assert Orca.default_watermark == 0.0
+
+
+def test_etalons_default_config_with_a_tbt_ttft_command_runs_to_the_end(tmp_path):
+    """Llama-3-8B TP1, Mixtral-8x7B TP4 and Llama-3-70B TP8 at up to 16k tokens: once a latency model
+    priced a batch below zero there and SimPy died on a negative delay."""
+    config = reference("etalon-configs") / "default.yml"
+    result = run(["--config-path", config, "--slo-type", "tbt_ttft", "--tbt-slo", "0.03", "--tbt-percentile", "0.9", "--ttft-slo", "0.3",
+                  "--ttft-percentile", "0.9", "--max-iterations", "3", "-n", "64"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert len(rows(tmp_path, "out/tbt_ttft")) == 12 and (tmp_path / "out" / "tbt_ttft" / "capacity.png").is_file()
