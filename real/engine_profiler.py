@@ -55,15 +55,19 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
         latencies.append(float(np.median(times)))
         progress and progress(len(shapes), total)
     for batch, context in decodes:
-        seed += 1
-        done = _run_together(endpoint, [prompt_ids(seed, i, context, model.vocab) for i in range(batch)], DECODE_TOKENS)
-        start = max(c.token_times[0] for c in done)
-        stop = min(c.token_times[-1] for c in done)
-        gaps = [g for c in done for a, b in zip(c.token_times, c.token_times[1:]) if a >= start and b <= stop for g in (b - a,)]
+        tokens, gaps = DECODE_TOKENS, []
+        while not gaps and tokens <= DECODE_TOKENS * 4 and context + tokens <= limit:
+            # A busy engine (or CPU) starts the requests staggered: longer outputs until they overlap
+            seed += 1
+            done = _run_together(endpoint, [prompt_ids(seed, i, context, model.vocab) for i in range(batch)], tokens)
+            start = max(c.token_times[0] for c in done)
+            stop = min(c.token_times[-1] for c in done)
+            gaps = [b - a for c in done for a, b in zip(c.token_times, c.token_times[1:]) if a >= start and b <= stop]
+            tokens *= 2
         if not gaps:
-            raise ProfileError(f"{batch} requests of {context} tokens never decoded all together: is the engine's batch "
-                               f"size below {batch}? Pass smaller --decode-batches")
-        shapes.append(BatchShape((), (), (context + DECODE_TOKENS // 2,) * batch))
+            raise ProfileError(f"{batch} requests of {context} tokens never decoded all together, with outputs of up to "
+                               f"{tokens // 2} tokens: is the engine's batch size below {batch}? Pass smaller --decode-batches")
+        shapes.append(BatchShape((), (), (context + tokens // 4,) * batch))  # the mean KV length over the window
         latencies.append(float(np.median(gaps)))
         progress and progress(len(shapes), total)
     metadata = profile_metadata(model, hardware, 1, 1, f"endpoint {endpoint.url}", "measured", device="endpoint",
