@@ -21,7 +21,8 @@ from capsim.traces import write_atomically
 
 ENTRY_SUFFIX = ".trial.parquet"
 ENTRY = re.compile(r"[0-9a-f]{24}\.trial\.parquet")
-LEFTOVER = re.compile(r"\.[0-9a-f]{24}\.trial\.parquet\.[0-9]+\..+\.tmp")  # write_atomically's temporary name
+# write_atomically's temporary names: of an entry, or of the tag (another process claiming the folder)
+LEFTOVER = re.compile(r"\.([0-9a-f]{24}\.trial\.parquet|CACHEDIR\.TAG)\.[0-9]+\..+\.tmp")
 OLD_FORMAT = re.compile(r"[0-9a-f]{16,64}")  # a trial folder of capsim before TRIAL_SCHEMA 3
 TAG = "CACHEDIR.TAG"
 TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
