@@ -203,3 +203,26 @@ def test_compare_refuses_folders_that_hold_no_sweep(content, tmp_path):
     (tmp_path / "b").mkdir()
     done = CliRunner().invoke(main, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "c")])
     assert done.exit_code == 2 and "not a readable capsim result" in done.output, done.output
+
+
+def test_arrivals_are_described_as_the_loads_sent_them_and_burstiness_is_written_plainly(tmp_path):
+    users = run("--concurrency", "1,4", "-n", 16, "--random-input-len", 64, "--random-output-len", 8, "-o", tmp_path / "u")
+    assert users.exit_code == 0, users.output
+    assert "closed loop" in users.output.splitlines()[0] and "poisson" not in users.output.splitlines()[0]
+    info = json.loads((tmp_path / "u" / "users-4" / "summary.json").read_text())["info"]
+    assert info["workload"]["arrival"] == "closed loop"
+    bursty = run("--request-rate", 3, "--num-prompts", 20, "--random-input-len", 64, "--random-output-len", 8, "--burstiness", 0.5,
+                 "--save-result", "--result-filename", "r.json", "-o", tmp_path / "b")
+    assert bursty.exit_code == 0, bursty.output
+    assert json.loads((tmp_path / "b" / "r.json").read_text())["burstiness"] == 0.5  # not 0.4999999999999999
+
+
+def test_compare_says_when_the_runs_are_of_different_deployments(tmp_path):
+    small = ["--qps", 2, "-n", 16, "--random-input-len", 64, "--random-output-len", 8]
+    assert run(*small, "-o", tmp_path / "a").exit_code == 0
+    other = CliRunner().invoke(main, ["simulate", "--model", "Mistral-7B", *map(str, small), "-o", str(tmp_path / "b")])
+    assert other.exit_code == 0, other.output
+    compared = CliRunner().invoke(main, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "c")])
+    assert compared.exit_code == 0, compared.output
+    assert "different deployments" in compared.output and "nan" not in compared.output.lower()
+    assert json.loads((tmp_path / "c" / "compare.json").read_text())["same_deployment"] is False

@@ -291,3 +291,26 @@ def test_etalons_default_config_with_a_tbt_ttft_command_runs_to_the_end(tmp_path
                   "--ttft-percentile", "0.9", "--max-iterations", "3", "-n", "64"], tmp_path)
     assert result.exit_code == 0, result.output
     assert len(rows(tmp_path, "out/tbt_ttft")) == 12 and (tmp_path / "out" / "tbt_ttft" / "capacity.png").is_file()
+
+
+def test_etalons_num_clients_and_its_commands_sharing_one_output_dir(tmp_path):
+    config = tmp_path / "llama_8b.yml"
+    config.write_text((reference("etalon-configs") / "llama_8b.yml").read_text().replace("num_ray_clients", "num_clients"))
+    base = ["--config-path", config, "-n", "32", "--max-iterations", "1"]
+    deadline = run([*base, "--slo-type", "deadline", "--tbt-slo", "0.03"], tmp_path)
+    ttft_tpot = run([*base, "--slo-type", "ttft_tpot", "--ttft-slo", "0.3", "--tpot-slo", "0.03"], tmp_path)
+    assert deadline.exit_code == 0 and ttft_tpot.exit_code == 0, deadline.output + ttft_tpot.output
+    assert (tmp_path / "out" / "deadline" / "capacity.csv").is_file() and (tmp_path / "out" / "ttft_tpot" / "capacity.csv").is_file()
+
+
+def test_pool_keys_without_disagg_are_refused(tmp_path):
+    import yaml
+
+    from capsim.capsearch.search_command import builtin_config
+
+    data = yaml.safe_load(builtin_config("mistral7b_strict").read_text())
+    data["parallel_spec"][0]["prefill_tp"] = 2
+    config = tmp_path / "c.yml"
+    config.write_text(yaml.safe_dump(data))
+    refused = run(["--config-path", config, "-n", "16"], tmp_path)
+    assert refused.exit_code == 2 and "add disagg" in refused.output
