@@ -75,8 +75,12 @@ def plot_splits(pool, candidates, path: Path, title: str, top: int = 30) -> Path
     plt = _pyplot()
     searched = sorted((s for s in pool if s.capacity), key=lambda s: -s.capacity_per_gpu)[:top]
     fig, ax = plt.subplots(figsize=(8, 0.25 * max(len(searched), 4) + 1.4))
-    ax.barh(range(len(searched)), [s.capacity_per_gpu for s in searched], color="tab:orange", label="disaggregated")
-    ax.set_yticks(range(len(searched)), [s.words for s in searched], fontsize=6)
+    bars = ax.barh(range(len(searched)), [s.capacity_per_gpu for s in searched], color="tab:orange", label="disaggregated")
+    for bar, split in zip(bars, searched):
+        if not split.converged:  # hatched: a bound (a trial too short, a search cut), not a capacity
+            bar.set_hatch("//")
+            bar.set_alpha(0.5)
+    ax.set_yticks(range(len(searched)), [s.words + ("" if s.converged else " (not converged)") for s in searched], fontsize=6)
     ax.invert_yaxis()
     aggregated = best_aggregated(candidates)
     if aggregated is not None:
