@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.errors import ConfigError, few
 from capsim.traces import write_atomically
 
 ENTRY_SUFFIX = ".trial.parquet"
@@ -63,8 +63,7 @@ def claim(folder: Path, flag: str = "--cache-dir") -> Path:
             raise ConfigError(f"{flag} {folder} is a file: give a folder for the trial cache")
         foreign = sorted(p.name for p in folder.iterdir() if not is_ours(p)) if folder.is_dir() else []
         if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise ConfigError(f"{flag} {folder} holds files capsim did not write ({shown}): give capsim a folder of its own "
+            raise ConfigError(f"{flag} {folder} holds files capsim did not write ({few(foreign)}): give capsim a folder of its own "
                               "for its trial cache")
         folder.mkdir(parents=True, exist_ok=True)
         write_atomically(folder / TAG, lambda tmp: Path(tmp).write_text(TAG_TEXT))

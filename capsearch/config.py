@@ -55,13 +55,14 @@ KNOWN_TRACE_FILES = {
 }
 PAPER_GPUS = {"Mistral-7B": "A100-80GB-PCIe", "Yi-34B": "A100-80GB-PCIe", "Falcon-180B": "A100-80GB-PCIe", "Llama-2-70B": "A40"}
 PAPER_DEFAULT_GPU = "A100-80GB-PCIe"
+DISAGG_KEYS = ("kv_link", "prefill_router", "decode_router", *POOL_OPTIONS)  # a disagg parallel_spec's keys besides disagg
 TOP_KEYS = {"schedulers", "traces", "parallel_spec", "models", "hardware", "engine", "profile", "slos", "seed", "shuffle",
             "cap_gaps", "granularity", "max_trials", "replicas", "block_size", "memory_utilization", "num_kv_blocks",
             "pipeline_scheduling"}
 SECTION_KEYS = {
     "schedulers": {"name", "scheduler", "batch_size", "chunk_size"},
     "traces": {"name", "trace_file", "max_seq_len", "num_requests", "start_qps", "arrival", "cv"},
-    "parallel_spec": {"name", "tp_dimension", "pp_dimension", "disagg", "kv_link", "prefill_router", "decode_router", *POOL_OPTIONS},
+    "parallel_spec": {"name", "tp_dimension", "pp_dimension", "disagg", *DISAGG_KEYS},
     "models": {"name", "identifier", "parallel_specs", "scheduler_specs", "traces", "hardware", "engine", "profile"},
 }
 
@@ -261,8 +262,7 @@ def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJo
         kv_capacity(model_spec, hardware, system.tp, system.pp, system.block_size, system.memory_utilization)  # fits?
         if parallel.get("disagg") is not None:
             system = disaggregated(system, parallel, data)
-        elif any(parallel.get(key) is not None for key in (*POOL_OPTIONS, "kv_link", "prefill_router", "decode_router")):
-            pools = sorted(key for key in (*POOL_OPTIONS, "kv_link", "prefill_router", "decode_router") if parallel.get(key) is not None)
+        elif pools := sorted(key for key in DISAGG_KEYS if parallel.get(key) is not None):
             raise ValueError(f"{', '.join(pools)} set the pools of a disaggregated deployment: add disagg (xPyD) to this "
                              "parallel_spec, or drop them")
         source = trace_source(text(trace.get("trace_file") or trace["name"], "trace_file"), path, notes)

@@ -22,11 +22,15 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def plot_pareto(pool, goal, path: Path, title: str) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.2))
-    done = [c for c in pool if c.capacity and c.cost_per_hour]
+    done = [c for c in pool if c.capacity and c.cost_per_hour and c.status != "trial too short"]
+    unjudged = [c for c in pool if c.capacity and c.cost_per_hour and c.status == "trial too short"]
     kinds = sorted({c.system.hardware for c in done})
     for kind, marker in zip(kinds, "osD^v<>p"):
         mine = [c for c in done if c.system.hardware == kind]
         ax.scatter([c.cost_per_hour for c in mine], [c.capacity for c in mine], marker=marker, alpha=0.6, label=kind)
+    if unjudged:  # a bound from trials too short to load them: shown, never on the front
+        ax.scatter([c.cost_per_hour for c in unjudged], [c.capacity for c in unjudged], marker="o", facecolors="none",
+                   edgecolors="grey", label="trial too short (a bound)")
     points = [(c.cost_per_hour, c.capacity) for c in done]
     front = [done[i] for i in pareto_front(points)]
     ax.plot([c.cost_per_hour for c in front], [c.capacity for c in front], color="black", linewidth=1, label="Pareto front")
@@ -52,8 +56,13 @@ def plot_capacity(pool, path: Path, title: str, top: int = 30) -> Path:
     searched = sorted((c for c in pool if c.capacity_per_replica), key=lambda c: -(c.capacity_per_replica / c.gpus_per_replica))[:top]
     fig, ax = plt.subplots(figsize=(8, 0.25 * max(len(searched), 4) + 1.2))
     labels = [c.label() for c in searched]
-    ax.barh(range(len(searched)), [c.capacity_per_replica / c.gpus_per_replica for c in searched], color="tab:blue")
-    ax.set_yticks(range(len(searched)), labels, fontsize=6)
+    bars = ax.barh(range(len(searched)), [c.capacity_per_replica / c.gpus_per_replica for c in searched], color="tab:blue")
+    for bar, candidate in zip(bars, searched):
+        if not candidate.converged:  # hatched: a bound (a trial too short, a search cut), not a capacity
+            bar.set_hatch("//")
+            bar.set_alpha(0.5)
+    ax.set_yticks(range(len(searched)), [label + ("" if c.converged else " (not converged)") for label, c in zip(labels, searched)],
+                  fontsize=6)
     ax.invert_yaxis()
     ax.set_xlabel("QPS a GPU (one replica's capacity / its GPUs)")
     ax.set_title(title + f" (best {len(searched)})", fontsize=9)

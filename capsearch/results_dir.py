@@ -24,11 +24,11 @@ from pathlib import Path
 
 import click
 
-from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.errors import ConfigError, few
 from capsim.traces import strict_dumps, write_atomically
 
 RESULTS_ROOT = Path("capsim-results")
-MARKER = ".capsim-results.json"  # {"command": ..., "files": [...]}: what capsim wrote in this folder
+MARKER = ".capsim-results.json"  # {"files": [...]}: what capsim wrote in this folder
 
 
 def output_options(command: str):
@@ -105,8 +105,7 @@ def results_dir(requested: Path | None, command: str, overwrite: bool) -> Path:
         raise ConfigError(f"-o {requested} is the current folder or holds it: give a folder of its own")
     foreign = foreign_files(requested)
     if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise ConfigError(f"-o {requested} holds files capsim did not write ({shown}): give a new or empty folder")
+        raise ConfigError(f"-o {requested} holds files capsim did not write ({few(foreign)}): give a new or empty folder")
     if not overwrite:
         raise ConfigError(f"-o {requested} already holds a capsim result: give a new folder, or --overwrite to replace it")
     return requested
@@ -190,7 +189,7 @@ class ResultSet:
             if self.folder.exists():
                 foreign = foreign_files(self.folder)  # files put there while this run worked are never removed
                 if foreign:
-                    raise ConfigError(f"{self.folder} now holds files capsim did not write ({', '.join(foreign[:3])}); "
+                    raise ConfigError(f"{self.folder} now holds files capsim did not write ({few(foreign)}); "
                                       f"the results were not written")
                 os.replace(self.folder, old)
             try:

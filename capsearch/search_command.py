@@ -23,7 +23,7 @@ from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
 from capsim.capsearch.report import (capacity_rows, parallel_words, plot_capacity_bars, plot_sensitivity, scheduler_words,
                                      write_capacity_table)
 from capsim.capsearch.slo import Deadline, TbtTtft
-from capsim.capsearch.slo_options import SLO_FLAGS, filled_words, flag_convention, slo_options, slos_from_flags
+from capsim.capsearch.slo_options import SLO_FLAGS, defaults_words, flag_convention, slo_options, slos_and_defaults
 from capsim.capsearch.trials import TrialLimits
 from capsim.sim import SimulationError, SystemSpec
 from capsim.traces import TraceError
@@ -129,22 +129,28 @@ def plan_jobs(ctx: click.Context, system, make_spec, options: dict) -> Plan:
             raise ConfigError(f"{', '.join(refused)} cannot apply to a config, whose {', '.join(sorted({JOB_FLAGS[n] for n in JOB_FLAGS if given(n)}))} "
                               "define its searches: edit the config, or leave out the config (and --config-path) for a one-system search")
         jobs, etalon = [], False
-        cli_slos = (lambda c: slos_from_flags(options, explicit or flags_convention or c)) if slos_given else None
+        filled = {}  # convention -> the SLO fields its defaults filled
+
+        def cli_slos(convention):
+            slos, filled[convention] = slos_and_defaults(options, convention)
+            return slos
         for path in paths:
-            experiment = load_config(path, slos=cli_slos, slo_defaults=explicit)
+            experiment = load_config(path, slos=(lambda c: cli_slos(explicit or flags_convention or c)) if slos_given else None,
+                                     slo_defaults=explicit)
             etalon |= experiment.convention == "etalon"
             notes += experiment.notes
             convention = explicit or flags_convention or experiment.convention
-            source = experiment.slo_source + (filled_words(options, convention) if experiment.slo_source == "the command line" else "")
+            source = experiment.slo_source + (defaults_words(filled.get(convention, []), convention)
+                                              if experiment.slo_source == "the command line" else "")
             jobs += [dataclasses.replace(j, conventions=(("SLOs", source), *j.conventions)) for j in experiment.jobs]
         jobs, override_notes = _apply_overrides(jobs, system, make_spec, options, given, granularity, limits)
         return Plan(jobs, notes + override_notes, etalon=etalon)
     convention = explicit or flags_convention or "capsim"
-    slos = slos_from_flags(options, convention)
+    slos, filled = slos_and_defaults(options, convention)
     labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", options["trace"]), ("parallel", system.parallel_label))
     workload = make_spec(options["trace"])
     workload.requests()  # fail now on a bad trace, not in a worker
-    source = "the command line" + filled_words(options, convention) if slos_given else f"{WORDS[convention]} defaults"
+    source = "the command line" + defaults_words(filled, convention) if slos_given else f"{WORDS[convention]} defaults"
     conventions = (("SLOs", source), ("workload", workload_words(workload)))
     return Plan([SearchJob(system, workload, tuple(slos), options["start_qps"], labels, granularity, options["max_trials"],
                            options["early_stop"], limits, conventions)], notes)

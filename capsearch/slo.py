@@ -52,15 +52,16 @@ def as_percentile(value: float, name: str = "percentile", low_ok: bool = False) 
     return percent
 
 
-def _check(slo, seconds: tuple[str, ...] = (), percentiles: tuple[str, ...] = ()) -> None:
-    """Limits in seconds must be positive; percentiles become percentages; errors name the field."""
+def _check(slo, seconds: tuple[str, ...] = (), percentiles: tuple[str, ...] = (), shares: tuple[str, ...] = ()) -> None:
+    """Limits in seconds must be positive; percentiles become percentages, and so do shares of
+    requests (which, unlike a latency's percentile, may lie below 50%); errors name the field."""
     for field_name in seconds:
         value = getattr(slo, field_name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
             raise SLOError(f"{field_name} must be a positive number of seconds, got {value!r}")
-    for field_name in percentiles:
-        share = field_name == "attainment"  # a share of requests, not a percentile of a latency
-        object.__setattr__(slo, field_name, as_percentile(getattr(slo, field_name), field_name.replace("_", " "), low_ok=share))
+    for field_name in (*percentiles, *shares):
+        value = as_percentile(getattr(slo, field_name), field_name.replace("_", " "), low_ok=field_name in shares)
+        object.__setattr__(slo, field_name, value)
 
 
 def _percentile(values: np.ndarray, p: float) -> float:
@@ -194,7 +195,7 @@ class Goodput:
         limits = tuple(name for name in ("ttft", "tpot", "e2el") if getattr(self, name) is not None)
         if not limits:
             raise SLOError("a goodput SLO needs at least one limit: --goodput ttft:MS tpot:MS e2el:MS")
-        _check(self, seconds=limits, percentiles=("attainment",))
+        _check(self, seconds=limits, shares=("attainment",))
 
     @property
     def limits(self) -> list[tuple[str, float]]:

@@ -136,12 +136,12 @@ def slos_and_defaults(options: dict, convention: str) -> tuple[list, list[str]]:
     d = SLO_DEFAULTS[convention]
     filled = []
 
-    def pick(*names, default, field=None):
+    def pick(*names, default, field=None, unit=""):
         for name in names:
             if name in given:
                 return options[name]
         if field:
-            filled.append(f"{field} {default if isinstance(default, str) else f'{default:g}'}")
+            filled.append(f"{field} {default if isinstance(default, str) else f'{default:g}'}{unit}")
         return default
 
     kind = slo_kind(given, options, convention)
@@ -152,14 +152,14 @@ def slos_and_defaults(options: dict, convention: str) -> tuple[list, list[str]]:
     if kind == "goodput":
         limits = parse_goodput(options.get("goodput") or ())
         return [Goodput(**{name: ms / 1000 for name, ms in limits.items()},
-                        attainment=pick("goodput_attainment", default=90, field="attainment %"))], filled
+                        attainment=pick("goodput_attainment", default=90, field="attainment", unit="%"))], filled
     tbt_values = pick("tbt_slo", "tbt_slo_value", default=(d["tbt"],)) if kind in ("tbt_ttft", "deadline") else ()
     if kind in ("tbt_ttft", "deadline") and not given & {"tbt_slo", "tbt_slo_value"}:
-        filled.append(f"TBT {d['tbt']:g} s")
+        filled.append(f"TBT limit {d['tbt']:g} s")
     if kind in ("tbt_ttft", "ttft_tpot"):
-        ttft = pick("ttft_slo", "scheduling_delay_slo_value", default=d["ttft"], field="TTFT limit (s)")
+        ttft = pick("ttft_slo", "scheduling_delay_slo_value", default=d["ttft"], field="first-token limit", unit=" s")
         ttft_percentile = pick("ttft_percentile", "scheduling_delay_slo_quantile",
-                               default=d["ttft_percentile"] or capsim_ttft_percentile(kind), field="TTFT percentile")
+                               default=d["ttft_percentile"] or capsim_ttft_percentile(kind), field="first-token percentile")
     if kind == "tbt_ttft":
         # Sarathi-Serve's scheduling-delay flags say what is limited, whatever the convention's default
         metric = pick("ttft_metric", default="scheduling_delay" if "scheduling_delay_slo_value" in given else d["ttft_metric"],
@@ -168,9 +168,9 @@ def slos_and_defaults(options: dict, convention: str) -> tuple[list, list[str]]:
         return [TbtTtft(tbt=v, tbt_percentile=tbt_percentile, ttft=ttft, ttft_percentile=ttft_percentile, ttft_metric=metric)
                 for v in tbt_values], filled
     if kind == "ttft_tpot":
-        return [TtftTpot(ttft=ttft, ttft_percentile=ttft_percentile, tpot=pick("tpot_slo", default=d["tpot"], field="TPOT limit (s)"),
+        return [TtftTpot(ttft=ttft, ttft_percentile=ttft_percentile, tpot=pick("tpot_slo", default=d["tpot"], field="TPOT limit", unit=" s"),
                          tpot_percentile=pick("tpot_percentile", default=d["tpot_percentile"], field="TPOT percentile"))], filled
-    slack = pick("ttft_slack_slo", default=d["ttft_slack"], field="first-token slack (s)")
+    slack = pick("ttft_slack_slo", default=d["ttft_slack"], field="first-token slack", unit=" s")
     miss_rate = pick("deadline_miss_rate_slo", default=d["miss_rate"], field="miss rate")
     miss_percentile = pick("deadline_miss_rate_percentile", default=d["miss_rate_percentile"], field="miss-rate percentile")
     denominator = pick("deadline_denominator", default=d["denominator"], field="miss-rate denominator")
@@ -178,9 +178,8 @@ def slos_and_defaults(options: dict, convention: str) -> tuple[list, list[str]]:
             for v in tbt_values], filled
 
 
-def filled_words(options: dict, convention: str) -> str:
+def defaults_words(filled: list[str], convention: str) -> str:
     """', fields not given from <peer>'s defaults: <field value>, ...', or '' where none was."""
-    filled = slos_and_defaults(options, convention)[1]
     return f", fields not given from {WORDS[convention]} defaults: {', '.join(filled)}" if filled else ""
 
 

@@ -6,7 +6,8 @@ that includes the rule, and a search with another SLO runs the trial again in fu
 is one file in its compact form (sim.compact, ~60-140 KB for 2048 requests, every SLO still
 scored exactly), written to a temporary name and renamed into place, so a search killed at any
 moment loses at most the trial that was running. An entry that fails its checksums on read, or
-holds another key than its name's, is simulated again and replaced. `capsim cache info` and `capsim cache prune` look after the folder.
+holds another key than its name's, is simulated again and replaced. `capsim cache info` and
+`capsim cache prune` look after the folder, which cache_folder.claim checks is capsim's own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from capsim.capsearch.cache_folder import ENTRY_SUFFIX, claim
-
 from capsim.sim import RunResult, SystemSpec, simulate
 from capsim.sim.compact import CompactError, read_compact, write_compact
 from capsim.sim.early_stop import EarlyStop

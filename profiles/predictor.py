@@ -47,12 +47,11 @@ class LatencyPredictor:
         self._decodes = self._specialize_decodes()
 
     def monotone(self) -> LatencyPredictor:
-        """This model made to keep the latency contract over the whole feature space,
-        extrapolation included: each part non-decreasing in its feature (a running maximum over
-        the token table, the knots and the steps; negative slopes and attention rates made 0), and
-        every step at least MIN_STEP_S. A model that already keeps it is unchanged. Tables are made
-        monotone by isotonic regression (the nearest non-decreasing sequence), so that a dip
-        (a kernel's tile boundary in the data) moves the values around it by half its depth."""
+        """This model held to the latency contract over the whole feature space, extrapolation
+        included: each part non-decreasing in its feature and every step at least MIN_STEP_S. The
+        regressors are fitted monotone, so this changes nothing but the floor; it is the check that
+        keeps a future regressor honest. Tables go through isotonic regression (the nearest
+        non-decreasing sequence), negative slopes and attention rates become 0."""
         from sklearn.isotonic import isotonic_regression  # at fit time only
 
         table = isotonic_regression(np.asarray(self.token_table, dtype=np.float64))

@@ -7,8 +7,8 @@ cost about a microsecond.
 
 - PhysicsLinearRegressor: non-negative, non-decreasing piecewise-linear responses in `tokens`
   (flat while the weights' memory traffic dominates, then rising once compute-bound),
-  `prefill_attention` and `decode_kv` (each with a fixed cost once there is any such work), non-negative linear terms in
-  the counts, and one non-additive part: prefill_attention x a rate that is bilinear over a grid
+  `prefill_attention` and `decode_kv` (each with a fixed cost once there is any such work),
+  non-negative linear terms in the counts, and one non-additive part: prefill_attention x a rate that is bilinear over a grid
   of (mean chunk length, mean context) of the batch's prefills. On CPUs the cost of attention
   bends with both at once (score matrices and KV outgrowing caches and the allocator's
   thresholds). Fitted to least absolute relative error (the MAPE it is judged by, and robust to

@@ -71,10 +71,10 @@ def test_the_clauses_decide_the_slo_type_and_the_output_names_each_default(tmp_p
     slack = run([*ONE_SYSTEM, "--tbt-slo", "0.1", "--ttft-slack-slo", "0.5"], tmp_path, "slack")  # a slack clause: deadline
     assert all(r.exit_code == 0 for r in (plain, sarathi, etalon, slack)), plain.output + etalon.output + slack.output
     assert rows(tmp_path, "plain")[0]["slo"] == "P99 TBT<=0.1s, P50 sched<=2s"
-    assert "from capsim's defaults: TTFT limit (s) 2, TTFT percentile 50" in rows(tmp_path, "plain")[0]["conventions"]
+    assert "from capsim's defaults: first-token limit 2 s, first-token percentile 50" in rows(tmp_path, "plain")[0]["conventions"]
     assert rows(tmp_path, "sarathi")[0]["slo"] == "P99 TBT<=0.1s, P50 sched<=2s"
     assert rows(tmp_path, "etalon")[0]["slo"] == "P99 TBT<=0.1s, P90 TTFT<=0.1s"
-    assert "from Etalon's defaults: TTFT limit (s) 0.1, TTFT percentile 90" in rows(tmp_path, "etalon")[0]["conventions"]
+    assert "from Etalon's defaults: first-token limit 0.1 s, first-token percentile 90" in rows(tmp_path, "etalon")[0]["conventions"]
     assert rows(tmp_path, "slack")[0]["slo"].startswith("P99 miss<=0.1 (TBT 0.1s, slack 0.5s)")
     mixed = run([*ONE_SYSTEM, "--tpot-slo", "0.1", "--ttft-slack-slo", "0.5"], tmp_path, "mixed")
     assert mixed.exit_code == 2 and "clauses of different SLO types" in mixed.output
