@@ -121,10 +121,10 @@ def compare(folders: tuple[Path, ...], output_dir: Path | None, overwrite: bool)
 
 
 def deployment(info: dict) -> str:
-    """The model (and GPU, where known) a result is of: the served name of a measured run."""
-    system = info.get("system") if isinstance(info.get("system"), dict) else {}
-    model = system.get("model") or info.get("model") or "?"
-    return f"{model} on {system['hardware']}" if system.get("hardware") else str(model)
+    """The model (and GPU, where known) a result is of: a simulated system's, or a measured run's served model."""
+    system = info.get("system")
+    hardware = system.get("hardware") if isinstance(system, dict) else None
+    return f"{catalog_name(info)} on {hardware}" if hardware else catalog_name(info)
 
 
 def catalog_name(info: dict) -> str:

@@ -81,7 +81,7 @@ def profile(ctx: click.Context, model: str, source: str, engine: str, engine_ver
             raise click.UsageError(f"--source kernel-db prices kernels from the database: {_flags(ignored)} do not apply; drop them")
         if hardware is None:
             raise click.UsageError("--source kernel-db needs --hardware (see `capsim profiles list`)")
-        return _profile_kernel_db(spec, get_hardware(hardware).name, engine, engine_version, tp, pp, output)
+        return _profile_kernel_db(spec, get_hardware(hardware).name, engine, engine_version, tp, pp, output, overwrite)
     not_measured = sorted(given & {"engine", "engine_version", "tp", "pp"})
     if not_measured:
         raise click.UsageError(f"{_flags(not_measured)}: for --source kernel-db only; a measured profile is of this machine at TP 1")
@@ -89,10 +89,10 @@ def profile(ctx: click.Context, model: str, source: str, engine: str, engine_ver
         raise click.UsageError("--hardware names the GPU of --endpoint or of --source kernel-db; a local profile is labelled with "
                                "its device (--device)")
     if endpoint:
-        return _profile_endpoint(spec, endpoint, api_key, hardware or "unknown", output, repeats, prompt_lengths, decode_batches,
+        return _profile_endpoint(spec, endpoint, api_key, hardware or "unknown", output, overwrite, repeats, prompt_lengths, decode_batches,
                                  decode_contexts)
     output = output or new_file(Path(f"{spec.name}_{device_name(device) if device == 'cpu' else device.replace(':', '')}_tp1.parquet"),
-                                overwrite)
+                                overwrite, flag="the default profile")
     with Progress(TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(spec.name, total=None)
         table = measure_profile(spec, output, device=device, grid=grid, dtype=dtype, warmup=warmup, repeats=repeats,
@@ -104,11 +104,13 @@ def _flags(names) -> str:
     return ", ".join("--" + n.replace("_", "-") for n in names)
 
 
-def _profile_kernel_db(spec, hardware: str, engine: str, version: str | None, tp: int, pp: int, output: Path | None) -> None:
+def _profile_kernel_db(spec, hardware: str, engine: str, version: str | None, tp: int, pp: int, output: Path | None,
+                       overwrite: bool) -> None:
     from capsim.profiles.kernel_db import KernelDatabase, kernel_db_profile
 
     database = KernelDatabase(spec, hardware, engine, version, tp, pp)  # checks coverage before any output
-    output = output or new_file(Path(f"{spec.name}_{hardware}_tp{tp}{f'_pp{pp}' if pp > 1 else ''}_{engine}.parquet"), False)
+    output = output or new_file(Path(f"{spec.name}_{hardware}_tp{tp}{f'_pp{pp}' if pp > 1 else ''}_{engine}.parquet"), overwrite,
+                                flag="the default profile")
     with Progress(TextColumn("pricing {task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
         task = bar.add_task(f"{spec.name} on {hardware}", total=None)
         table = kernel_db_profile(database, progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -116,7 +118,8 @@ def _profile_kernel_db(spec, hardware: str, engine: str, version: str | None, tp
     console.print(f"wrote {output}: {len(table)} batches; latencies: {describe_source(table.metadata)}")
 
 
-def _profile_endpoint(spec, url, api_key, hardware, output, repeats, prompt_lengths, decode_batches, decode_contexts) -> None:
+def _profile_endpoint(spec, url, api_key, hardware, output, overwrite, repeats, prompt_lengths, decode_batches,
+                      decode_contexts) -> None:
     from capsim.real.client import connect
 
     def numbers(text: str, flag: str) -> tuple[int, ...]:
@@ -131,7 +134,7 @@ def _profile_endpoint(spec, url, api_key, hardware, output, repeats, prompt_leng
     points = (numbers(prompt_lengths, "--prompt-lengths"), numbers(decode_batches, "--decode-batches"),
               numbers(decode_contexts, "--decode-contexts"))
     endpoint = connect(url, api_key)
-    output = output or new_file(Path(f"{spec.name}_endpoint_tp1.parquet"), False)
+    output = output or new_file(Path(f"{spec.name}_endpoint_tp1.parquet"), overwrite, flag="the default profile")
     with Progress(TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(f"{spec.name} at {endpoint.url}", total=None)
         table = profile_endpoint(endpoint, spec, output, hardware, None, *points, repeats=repeats,

@@ -68,7 +68,8 @@ def new_file(path: Path, overwrite: bool, inputs=(), flag: str = "-o") -> Path:
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; give a file")
     if path.exists() and not overwrite:
-        raise ConfigError(f"{flag} {path} already exists: give a new file, or --overwrite to replace it")
+        raise ConfigError(f"{flag} {path} already exists: give a new file{'' if flag == '-o' else ' with -o'}, "
+                          "or --overwrite to replace it")
     return path
 
 
