@@ -39,6 +39,7 @@ COMMANDS = {
     "compare": ("compare_command", "compare"),
     "vllm-command": ("confirm_command", "vllm_command_cli"),
     "cache": ("cache_command", "cache"),
+    "validate": ("validate_command", "validate"),
 }
 
 USER_ERRORS: tuple[type[Exception], ...] = (TraceError, ProfileError, SimulationError, ConfigError, SLOError, EndpointError,

@@ -40,7 +40,8 @@ SYSTEM_FLAGS = ("model", "hardware", "tp", "pp", "replicas", "scheduler", "max_b
 SYSTEM_OVERRIDES = {"hardware": "hardware", "replicas": "replicas", "max_batch_size": "max_batch_size", "block_size": "block_size",
                     "max_model_len": "max_model_len", "memory_utilization": "memory_utilization", "num_kv_blocks": "num_kv_blocks",
                     "router": "router", "prefix_caching": "prefix_caching", "pipeline_scheduling": "pipeline_scheduling",
-                    "engine": "engine", "profile_path": "profile"}
+                    "engine": "engine", "profile_path": "profile", "host_time": "host_time", "async_scheduling": "async_scheduling",
+                    "quant": "quant", "kv_cache_dtype": "kv_cache_dtype"}
 WORKLOAD_OVERRIDES = {"format_": "format", "num_requests": "num_requests", "seed": "seed", "max_total_tokens": "max_total_tokens",
                       "prompt_scale": "prompt_scale", "output_scale": "output_scale", "shuffle": "shuffle", "arrival": "arrival",
                       "cv": "cv", "cap_gaps": "cap_gaps"}
@@ -194,7 +195,8 @@ def _apply_overrides(jobs, system, make_spec, options, given, granularity, limit
         ("max_trials", options["max_trials"], ("max_trials",))) if any(map(given, flags))}
     values = {**{f: getattr(system, field) for f, field in SYSTEM_OVERRIDES.items()},
               **{f: getattr(spec, field) for f, field in WORKLOAD_OVERRIDES.items()}, **{f: options[f] for f in JOB_OVERRIDES}}
-    notes = [f"{_flag(f)} {f'{v:g}' if isinstance(v, float) else v}: applied to every search of the config"
+    notes = [f"{_flag(f)} {('on' if v else 'off') if isinstance(v, bool) else f'{v:g}' if isinstance(v, float) else v}: "
+             "applied to every search of the config"
              for f, v in values.items() if given(f)]
     if given("burstiness"):
         notes.append(f"--burstiness: {spec.arrival} arrivals" + (f" (cv {spec.cv:.3g})" if spec.cv else "") +

@@ -25,10 +25,16 @@ class HardwareSpec:
     host_link_bandwidth: float = 50 * GB  # PCIe to the host and its peers (Gen5 x16; Gen4: 25 GB/s)
     nvlink_domain: int = 8  # GPUs one NVLink fabric joins (an HGX board; 72 in an NVL72 rack; 0: PCIe card)
 
+    @property
+    def has_fp8(self) -> bool:
+        """FP8 tensor cores: Hopper, Ada and Blackwell; not Ampere, not a CPU."""
+        return self.name in FP8_GPUS
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+FP8_GPUS = ("H100-SXM", "H100-PCIe", "H200", "L40S", "B200", "GB200", "B300", "GB300", "RTX-PRO-6000")
 _NVLINK3 = dict(tp_link_bandwidth=300 * GB, tp_link_latency=8e-6, pp_link_bandwidth=300 * GB, interconnect="NVLink 3 (600 GB/s)")
 _NVLINK4 = dict(tp_link_bandwidth=450 * GB, tp_link_latency=6e-6, pp_link_bandwidth=450 * GB, interconnect="NVLink 4 (900 GB/s)")
 _NVLINK5 = dict(tp_link_bandwidth=900 * GB, tp_link_latency=5e-6, pp_link_bandwidth=900 * GB, interconnect="NVLink 5 (1.8 TB/s)")

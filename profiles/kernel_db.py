@@ -34,6 +34,7 @@ import numpy as np
 
 from capsim.profiles.batch import BatchShape
 from capsim.profiles.errors import ProfileError
+from capsim.profiles.hardware import get_hardware
 from capsim.profiles.models import ModelSpec
 
 INSTALL = "pip install 'capsim[kernel-db]'"
@@ -120,7 +121,7 @@ def hf_config(model: ModelSpec) -> dict:
         "vocab_size": model.vocab,
         "max_position_embeddings": model.max_context,
         "hidden_act": "silu" if model.ffn_kind == "swiglu" else "gelu",
-        "torch_dtype": model.dtype,
+        "torch_dtype": "bfloat16" if model.dtype == "fp8" else model.dtype,  # FP8 weights: quant modes say so
         "tie_word_embeddings": False,
     }
 
@@ -131,8 +132,10 @@ class KernelDatabase:
     def __init__(self, model: ModelSpec, hardware: str, engine: str = "vllm", version: str | None = None,
                  tp: int = 1, pp: int = 1):
         _require_package()
-        if model.dtype not in ("bfloat16", "float16"):
-            raise ProfileError(f"the kernel database prices 16-bit models; {model.name} is {model.dtype}")
+        if model.dtype not in ("bfloat16", "float16", "fp8") or model.kv_dtype_bytes not in (1, 2):
+            raise ProfileError(f"the kernel database prices 16-bit and FP8 models; {model.name} is {model.dtype}")
+        if (model.dtype == "fp8" or model.kv_dtype_bytes == 1) and not get_hardware(hardware).has_fp8:
+            raise ProfileError(f"{hardware} has no FP8 tensor cores: the kernel database has no FP8 kernels for it")
         if model.is_moe:
             raise ProfileError(f"capsim prices dense models from the kernel database; {model.name} is a mixture of experts")
         if model.heads % tp or (model.kv_heads % tp and tp % model.kv_heads):
@@ -160,10 +163,11 @@ class KernelDatabase:
         with tempfile.TemporaryDirectory(prefix="capsim-hf-") as folder:
             Path(folder, "config.json").write_text(json.dumps(hf_config(self.model)))
             try:
+                quant = self.quant_modes()
                 handle = EngineHandle.compile(folder, SYSTEMS[self.hardware], self.engine, backend_version=self.version,
-                                              tp_size=self.tp, pp_size=self.pp)
+                                              tp_size=self.tp, pp_size=self.pp, **quant)
                 # The same model again, for its op names and quant modes (the handle keeps only bytes); < 1 ms.
-                config = build_model_config(tp_size=self.tp, pp_size=self.pp, attention_dp_size=1, moe_tp_size=1, moe_ep_size=1)
+                config = build_model_config(tp_size=self.tp, pp_size=self.pp, attention_dp_size=1, moe_tp_size=1, moe_ep_size=1, **quant)
                 self._model = get_model(folder, config, self.engine)
             except (ValueError, NotImplementedError, RuntimeError) as error:
                 raise ProfileError(f"the kernel database cannot price {self.model.name} on {self.hardware} "
@@ -171,9 +175,15 @@ class KernelDatabase:
         self.quant = {k: str(getattr(self._model.config, k, None)) for k in ("gemm_quant_mode", "kvcache_quant_mode", "fmha_quant_mode")}
         return handle
 
+    def quant_modes(self) -> dict:
+        """The package's quant modes for this model's weights and KV cache (None: the package's default, 16-bit)."""
+        fp8_weights, fp8_kv = self.model.dtype == "fp8", self.model.kv_dtype_bytes == 1
+        return {"gemm_quant_mode": "fp8" if fp8_weights else None, "kvcache_quant_mode": "fp8" if fp8_kv else None}
+
     @property
     def source(self) -> str:
-        return source_words(self.engine, self.version, self.hardware)
+        quant = [w for w, on in (("FP8 weights", self.model.dtype == "fp8"), ("FP8 KV cache", self.model.kv_dtype_bytes == 1)) if on]
+        return source_words(self.engine, self.version, self.hardware) + (f", {' and '.join(quant)}" if quant else "")
 
     def parts_ms(self, shape: BatchShape) -> dict[str, float]:
         """Milliseconds of one batch on the whole model, by part (p2p: one stage-to-stage send)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from capsim.profiles.predictor import LatencyPredictor, compile_additive
 from capsim.profiles.table import ProfileTable
 from capsim.traces import write_atomically
 
-FIT_VERSION = 7  # bump when fitting changes, so that cached models are refitted
+FIT_VERSION = 8  # bump when fitting changes, so that cached models are refitted
 HOLDOUT_FRACTION = 0.2
 
 
@@ -47,6 +47,21 @@ class LatencyModel:
         from capsim.profiles.source import describe_source
 
         return describe_source(self.profile)
+
+    @property
+    def frontend_s(self) -> float:
+        """Seconds each request spends before the engine sees it (host time), 0 without."""
+        return float(self.profile.get("host_time", {}).get("frontend_s", 0.0))
+
+    def with_host_time(self, host) -> LatencyModel:
+        """This model plus an engine's host time (profiles/host_time.py) where its source lacks it;
+        itself where the source holds it already (measured) or `host` is None."""
+        from capsim.profiles.host_time import SOURCES_WITHOUT_HOST_TIME
+
+        if host is None or self.source not in SOURCES_WITHOUT_HOST_TIME or "host_time" in self.profile:
+            return self
+        return replace(self, predictor=self.predictor.with_host_time(host.step_s, host.per_sequence_s),
+                       profile=self.profile | {"host_time": host.to_dict(), "host_time_words": host.words})
 
     def __call__(self, tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> float:
         return self.predictor(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv)

@@ -35,13 +35,13 @@ class KVCapacity:
 def kv_bytes_per_token_per_gpu(model: ModelSpec, tp: int, pp: int) -> float:
     layers = math.ceil(model.layers / pp)
     heads = math.ceil(model.kv_heads / tp)
-    return 2 * layers * heads * model.head_dim * model.dtype_bytes
+    return 2 * layers * heads * model.head_dim * model.kv_dtype_bytes
 
 
 def activation_bytes(model: ModelSpec, tp: int, max_batch_tokens: int) -> float:
     """Peak activations of one forward pass: the widest intermediate (MLP, or logits of the
     sampled rows) a few times over, per GPU."""
-    mlp = max_batch_tokens * (2 * model.ffn // tp + 4 * model.hidden) * model.dtype_bytes
+    mlp = max_batch_tokens * (2 * model.ffn // tp + 4 * model.hidden) * model.activation_dtype_bytes
     logits = min(max_batch_tokens, 1024) * model.vocab * 4
     return 2 * mlp + logits
 

@@ -32,6 +32,7 @@ class ModelSpec:
     head_dim: int = 0  # 0: hidden // heads
     experts: int = 1  # mixture of experts: MLPs a layer (each of size ffn) ...
     active_experts: int = 1  # ... and how many of them each token runs through
+    kv_dtype: str = ""  # the KV cache's; "" = the weights' when 16-bit, else bfloat16 (vLLM's kv_cache_dtype auto)
 
     def __post_init__(self):
         for f in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "max_context"):
@@ -45,6 +46,8 @@ class ModelSpec:
             raise ProfileError(f"model {self.name!r}: heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
         if not self.head_dim:
             object.__setattr__(self, "head_dim", self.hidden // self.heads)
+        if self.kv_dtype and self.kv_dtype not in DTYPE_BYTES:
+            raise ProfileError(f"model {self.name!r}: kv_dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.kv_dtype!r}")
         if not 1 <= self.active_experts <= self.experts:
             raise ProfileError(f"model {self.name!r}: active_experts must be in 1..experts ({self.experts}), got {self.active_experts}")
 
@@ -55,6 +58,27 @@ class ModelSpec:
     @property
     def dtype_bytes(self) -> int:
         return DTYPE_BYTES[self.dtype]
+
+    @property
+    def activation_dtype_bytes(self) -> int:
+        """Bytes of an activation: an FP8 model computes in bfloat16 between its FP8 GEMMs."""
+        return 2 if self.dtype == "fp8" else self.dtype_bytes
+
+    @property
+    def kv_dtype_bytes(self) -> int:
+        return DTYPE_BYTES[self.kv_dtype] if self.kv_dtype else self.activation_dtype_bytes
+
+    def quantized(self, weights: str, kv_cache: str) -> ModelSpec:
+        """This model with FP8 (or 16-bit) weights and KV cache: "auto" keeps what it has. The name
+        says so (Llama-3.1-70B-FP8, ...-KV-FP8), so profiles of the 16-bit model are never taken for it."""
+        dtype = self.dtype if weights == "auto" else ("bfloat16" if weights == "bf16" else weights)
+        kv = self.kv_dtype if kv_cache == "auto" else ("bfloat16" if kv_cache == "bf16" else kv_cache)
+        if (dtype, kv) == (self.dtype, self.kv_dtype):
+            return self
+        name = self.name + ("-FP8" if dtype == "fp8" and self.dtype != "fp8" else "") + ("-KV-FP8" if kv == "fp8" else "")
+        from dataclasses import replace
+
+        return replace(self, name=name, dtype=dtype, kv_dtype=kv)
 
     @property
     def attention_params_per_layer(self) -> int:
@@ -76,7 +100,7 @@ class ModelSpec:
     @property
     def kv_bytes_per_token(self) -> int:
         """K and V of one token across all layers."""
-        return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
+        return 2 * self.layers * self.kv_heads * self.head_dim * self.kv_dtype_bytes
 
     def to_dict(self) -> dict:
         return asdict(self)

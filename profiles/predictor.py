@@ -30,7 +30,8 @@ class LatencyPredictor:
     """predictor(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> seconds."""
 
     def __init__(self, base: float, token_table: np.ndarray, linear: dict[int, float], bent: dict[int, tuple],
-                 steps: dict[int, tuple], link: str, coverage: np.ndarray, grid: tuple | None = None, floor: float = 0.0):
+                 steps: dict[int, tuple], link: str, coverage: np.ndarray, grid: tuple | None = None, floor: float = 0.0,
+                 host: tuple[float, float] = (0.0, 0.0)):
         self.base = float(base)
         self.token_table = [float(v) for v in token_table]
         self.token_slope = float(token_table[-1] - token_table[-2])
@@ -42,6 +43,8 @@ class LatencyPredictor:
                                                [list(map(float, row)) for row in grid[2]])
         self.link = link
         self.floor = float(floor)  # every prediction is at least this (MIN_STEP_S once made monotone)
+        # The engine's host time outside its kernels: seconds a step, and a sequence in it (profiles/host_time.py).
+        self.host = (float(host[0]), float(host[1]))
         self.coverage = np.asarray(coverage, dtype=np.float64)  # largest value of each feature in the profile
         self._call = self._specialize()
         self._decodes = self._specialize_decodes()
@@ -61,13 +64,23 @@ class LatencyPredictor:
         steps = {k: (t, isotonic_regression(np.asarray(v, dtype=np.float64))) for k, (t, v) in self.steps.items()}
         grid = None if self.grid is None else (self.grid[0], self.grid[1], np.maximum(np.asarray(self.grid[2]), 0.0))
         return LatencyPredictor(self.base, table, {k: max(v, 0.0) for k, v in self.linear.items()}, bent, steps, self.link,
-                                self.coverage, grid, floor=MIN_STEP_S)
+                                self.coverage, grid, floor=MIN_STEP_S, host=self.host)
+
+    def with_host_time(self, step_s: float, per_sequence_s: float) -> LatencyPredictor:
+        """This model plus an engine's host time: step_s a batch and per_sequence_s each sequence in
+        it, added after the link (the kernels' time and the host's add, whatever the regressor)."""
+        if step_s < 0 or per_sequence_s < 0:
+            raise ValueError(f"host time is never negative, got {step_s} s a step and {per_sequence_s} s a sequence")
+        state = self.__getstate__() | {"host": (float(step_s), float(per_sequence_s))}
+        copy = LatencyPredictor.__new__(LatencyPredictor)
+        copy.__setstate__(state)
+        return copy
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("_call", "_decodes")}  # closures do not pickle
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"host": (0.0, 0.0)} | state)  # models pickled before host time had none
         self._call = self._specialize()
         self._decodes = self._specialize_decodes()
 
@@ -101,6 +114,7 @@ class LatencyPredictor:
         identity = self.link == "identity"
         exp = math.exp
         floor = self.floor
+        host_step, host_seq = self.host
 
         def call(t, ps, pa, pc, ds, dk):
             total = base + (table[t] if t < n else table[-1] + slope * (t - n + 1))
@@ -122,6 +136,8 @@ class LatencyPredictor:
                 at_low = low[j] + v * (low[j + 1] - low[j])
                 total += pa * (at_low + u * (high[j] + v * (high[j + 1] - high[j]) - at_low))
             total = total if identity else exp(total)
+            if host_seq or host_step:
+                total += host_step + host_seq * (ps + ds)
             return total if total > floor else floor
 
         return call
@@ -155,6 +171,7 @@ class LatencyPredictor:
         identity = self.link == "identity"
         exp = math.exp
         floor = self.floor
+        host_step, host_seq = self.host
 
         def decodes(tokens, seqs, dk, counts):
             def spread(values):  # one number a run -> one a batch (one run: the number, which numpy broadcasts alike)
@@ -189,6 +206,8 @@ class LatencyPredictor:
             if not isinstance(total, np.ndarray):
                 total = np.full(len(dk), total)
             total = total if identity else np.array([exp(v) for v in total.tolist()])  # math.exp: np.exp may round apart
+            if host_seq or host_step:  # as the scalar path adds it, batch by batch
+                total = total + spread([host_step + host_seq * (0 + ds) for ds in seqs])
             return np.maximum(total, floor)
 
         return decodes
@@ -209,7 +228,10 @@ class LatencyPredictor:
             total = total + np.asarray(values)[np.searchsorted(thresholds, X[:, k], side="left")]
         if self.grid is not None:
             total = total + self._grid_part(X)
-        return np.maximum(total if self.link == "identity" else np.exp(total), self.floor)
+        total = total if self.link == "identity" else np.exp(total)
+        if any(self.host):
+            total = total + (self.host[0] + self.host[1] * (X[:, 1] + X[:, 4]))
+        return np.maximum(total, self.floor)
 
     def _grid_part(self, X: np.ndarray) -> np.ndarray:
         qk, ck, rates = (np.asarray(a) for a in self.grid)
@@ -261,6 +283,14 @@ def compile_additive(regressor, X_train: np.ndarray, max_tokens: int) -> Latency
             probe = np.zeros((len(knots), len(FEATURES)))
             probe[:, k] = knots
             bent[k] = (knots, regressor.raw_predict(probe) - base)
+            continue
+        if hasattr(regressor, "thresholds"):  # a step function with known steps: one probe a step, exact anywhere
+            thresholds = regressor.thresholds(k)
+            if len(thresholds):
+                values = np.append(thresholds, thresholds[-1] + 1.0)
+                probe = np.zeros((len(values), len(FEATURES)))
+                probe[:, k] = values
+                steps[k] = (thresholds, regressor.raw_predict(probe) - base)
             continue
         values = np.unique(np.concatenate(([0.0], X_train[:, k])))
         probe = np.zeros((len(values), len(FEATURES)))

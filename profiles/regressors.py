@@ -223,6 +223,14 @@ class AdditiveTreesRegressor(RegressorMixin, BaseEstimator):
             ).fit(X, np.log(y))
         return self
 
+    def thresholds(self, k: int) -> np.ndarray:
+        """Every split threshold on feature k (a tree sends x <= threshold left): between two of
+        them the feature's part is constant, wherever the training values lay."""
+        check_is_fitted(self, "trees_")
+        found = [node["num_threshold"] for trees in self.trees_._predictors for tree in trees
+                 for node in tree.nodes if not node["is_leaf"] and node["feature_idx"] == k]
+        return np.unique(np.asarray(found, dtype=np.float64))
+
     def raw_predict(self, X):
         """Log latency: additive in the features."""
         check_is_fitted(self, "trees_")

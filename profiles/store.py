@@ -50,13 +50,13 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def resolve_profile(model: str, hardware: str, tp: int = 1, pp: int = 1, path: str | Path | None = None,
+def resolve_profile(model: str | ModelSpec, hardware: str, tp: int = 1, pp: int = 1, path: str | Path | None = None,
                     engine: str = "vllm") -> ProfileTable:
     """The profile of one replica's pipeline stage group: PP=1 tables serve any PP (sim/ splits them)."""
     if path is not None:
         return ProfileTable.read(path)
     check_engine(engine)
-    model_spec, hardware_spec = get_model(model), get_hardware(hardware)
+    model_spec, hardware_spec = (model if isinstance(model, ModelSpec) else get_model(model)), get_hardware(hardware)
     shipped = {p.name: p for p in shipped_profiles()}
     for measured in (True, False):
         name = shipped_profile_name(model_spec.name, hardware_spec.name, tp, engine, measured)

@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 
 from capsim.profiles.hardware import get_hardware
-from capsim.profiles.models import get_model
 from capsim.sim.errors import SimulationError
 from capsim.sim.kv_link import KVLink, default_link, kv_link, shards
 from capsim.sim.policies import POLICIES
@@ -136,7 +135,7 @@ class DisaggSpec:
         return dataclasses.replace(self, prefill=prefill, decode=decode, kv_link=None if defaulted else self.kv_link)
 
     def link(self) -> KVLink:
-        model = get_model(self.model)
+        model = self.prefill.model_spec
         return kv_link(self.kv_link, model, get_hardware(self.prefill.hardware), get_hardware(self.decode.hardware),
                        shards(model, self.prefill.tp, 1), shards(model, self.decode.tp, 1), self.gpus)
 

@@ -134,6 +134,9 @@ class Deployment:
     def engines(self) -> list[Engine]:
         return self.prefill + self.decode
 
+    def receive(self, request: Request) -> None:  # no frontend modelled for a disaggregated deployment
+        self.submit(request)
+
     def submit(self, request: Request) -> None:
         decode = self.decode[0].scheduler
         if request.output_tokens > 1 and decode.blocks_for(request.total_tokens) > self.decode_limit:

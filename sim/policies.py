@@ -11,6 +11,12 @@ kept by Scheduler (scheduler.py).
   prefill (a larger default budget than sarathi's chunk); optional prefix caching.
 - faster_transformer: request-level static batching; a batch runs until its longest request
   ends, finished requests padding it, and only then do new requests start.
+- sglang: SGLang's default scheduler: prefill first (a batch is all prompt chunks, the running
+  decodes wait), chunked at --chunked-prefill-size, one part-prefilled request at a time;
+  optional prefix caching (its radix cache).
+- trtllm: TensorRT-LLM's in-flight batching (trtllm-serve defaults): the running decodes, then
+  whole prompts up to max_num_tokens; KV for prompt + max tokens reserved at admission
+  (GUARANTEED_NO_EVICT), so it never preempts; optional prefix caching (KV block reuse).
 """
 
 from __future__ import annotations
@@ -94,6 +100,14 @@ class VllmV1(Sarathi):
 
     name = "vllm_v1"
     default_budget = 2048
+
+    @classmethod
+    def serve_defaults(cls, memory_bytes: int, hardware: str) -> dict:
+        """`vllm serve`'s limits on this GPU (EngineArgs.get_batch_defaults): larger on 70 GiB+ GPUs but A100;
+        prefix caching on, as V1 has it by default."""
+        if memory_bytes >= 70 * 2**30 and not hardware.startswith("A100"):
+            return {"token_budget": 8192, "max_batch_size": 1024, "prefix_caching": True}
+        return {"token_budget": 2048, "max_batch_size": 256, "prefix_caching": True}
 
     def __init__(self, config: SchedulerConfig, pool: KVPool | None = None):
         super().__init__(config, pool)
@@ -189,4 +203,79 @@ class FasterTransformer(Scheduler):
         return batch
 
 
-POLICIES: dict[str, type[Scheduler]] = {p.name: p for p in (VllmV0, Orca, Sarathi, VllmV1, FasterTransformer)}
+class SGLang(VllmV1):
+    """SGLang without --enable-mixed-chunk: a prefill batch whenever a prompt waits or is part-done.
+    Prefix caching is its radix cache (on by default in SGLang), kept as vllm_v1 keeps it."""
+
+    name = "sglang"
+    default_budget = 8192  # --chunked-prefill-size on 80 GB-class GPUs
+
+    @classmethod
+    def serve_defaults(cls, memory_bytes: int, hardware: str) -> dict:
+        """SGLang's server defaults by GPU memory (ServerArgs: chunked prefill 16384 above 90 GB;
+        --max-running-requests follows memory, capped here at its CUDA-graph batch sizes' top); the
+        radix cache on."""
+        return {"token_budget": 16384 if memory_bytes > 90 * 10**9 else 8192, "max_batch_size": 1024, "prefix_caching": True}
+
+    def schedule(self, now: float) -> Batch | None:
+        batch = Batch()
+        budget = self.config.token_budget or self.default_budget
+        for request in self.prefilling.values():  # the part-prefilled request goes on first
+            if budget <= 0:
+                break
+            budget -= self.chunk(batch, request, budget, now)
+        waiting = self.waiting
+        while waiting and budget > 0 and self.running < self.config.max_batch_size:
+            request = waiting[0]
+            if not self.can_admit(request):
+                break
+            self.admit(request)
+            budget -= self.chunk(batch, request, budget, now)
+        if batch.prefills:
+            return batch
+        self.decode_part(batch)
+        return batch if batch.num_decodes else None
+
+
+class TrtllmInflight(VllmV1):
+    """TensorRT-LLM's PyTorch backend, trtllm-serve defaults: chunked context off, the capacity
+    scheduler GUARANTEED_NO_EVICT (KV for the prompt and every output token reserved at admission).
+    Prefix caching is its KV-cache block reuse, kept as vllm_v1 keeps it."""
+
+    name = "trtllm"
+    default_budget = 8192  # max_num_tokens
+    reserves_full_length = True  # nothing grows after admission: no appends, no preemption
+    default_watermark = 0.0
+
+    @classmethod
+    def serve_defaults(cls, memory_bytes: int, hardware: str) -> dict:
+        """trtllm-serve's --max_num_tokens and --max_batch_size, KV block reuse on."""
+        return {"token_budget": 8192, "max_batch_size": 2048, "prefix_caching": True}
+
+    @classmethod
+    def largest_prompt(cls, config: SchedulerConfig) -> int | None:
+        return config.token_budget or cls.default_budget
+
+    def admission_blocks(self, request: Request) -> int:
+        return self.blocks_for(request.prompt_tokens + request.output_tokens) - self.cached_prefix_blocks(request)
+
+    def schedule(self, now: float) -> Batch | None:
+        batch = Batch()
+        self.decode_part(batch)
+        budget = (self.config.token_budget or self.default_budget) - batch.num_decodes
+        waiting = self.waiting
+        while waiting and self.running < self.config.max_batch_size:
+            request = waiting[0]
+            to_compute = request.prefill_target - self.cached_prefix_blocks(request) * self.config.block_size
+            if to_compute > budget or not self.can_admit(request):
+                break
+            self.admit(request)
+            budget -= request.remaining_prefill
+            self.add_prefill(batch, request, request.remaining_prefill, now)
+        return batch if batch.prefills or batch.num_decodes else None
+
+
+POLICIES: dict[str, type[Scheduler]] = {p.name: p for p in (VllmV0, Orca, Sarathi, VllmV1, FasterTransformer, SGLang, TrtllmInflight)}
+# The batching each engine brings when no --scheduler is given (vLLM's own is vllm_v1; capsim's
+# default stays sarathi for it, the policy of the papers it reproduces).
+ENGINE_SCHEDULERS = {"sglang": "sglang", "trtllm": "trtllm"}

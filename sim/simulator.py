@@ -12,6 +12,7 @@ batch passes through the PP stages in turn. How they are scheduled (SystemSpec.p
 from __future__ import annotations
 
 import math
+from collections import deque
 from array import array
 from heapq import heappush
 
@@ -117,7 +118,9 @@ class Run:
         self.end = env.event()
         self.remaining = num_requests
         self.monitor: EarlyStopMonitor | None = None
-        self.next_arrival = 0.0  # when the next request arrives (inf once all have): decode stretches end before it
+        self.next_send = 0.0  # when the client sends its next request (inf once all are sent)
+        self.frontends: list[Frontend] = []
+        self.frontend_next = math.inf  # when a frontend next hands a request to its engine
         self.time_limit = math.inf
         self.max_concurrency = max_concurrency  # requests in flight at most (a closed loop); None: open loop
         self.in_flight = 0
@@ -128,17 +131,61 @@ class Run:
         self.in_flight -= count
         if self.slot is not None and not self.slot.triggered:
             self.slot.succeed()
-            self.next_arrival = self.env.now  # the request waiting for the slot is sent now
+            self.next_send = self.env.now  # the request waiting for the slot is sent now
         if self.remaining == 0:
             self.finish()
+
+    @property
+    def next_arrival(self) -> float:
+        """When the next request is sent or reaches an engine: decode stretches end before it."""
+        return self.next_send if self.next_send < self.frontend_next else self.frontend_next
+
+    def frontend_changed(self) -> None:
+        self.frontend_next = min(f.next_done for f in self.frontends)
 
     def finish(self) -> None:
         if not self.end.triggered:
             self.end.succeed()
 
 
+class Frontend:
+    """A replica's API server: HTTP and tokenization, one request at a time, `seconds` each, before
+    its engine sees the request. Requests sent together queue here, so a closed loop's waves
+    reach the engine spread out, as they do a real one."""
+
+    def __init__(self, env: Clock, seconds: float, replica: Replica, run: Run):
+        self.env, self.seconds, self.replica, self.run = env, seconds, replica, run
+        self.queue: deque[Request] = deque()
+        self.next_done = math.inf  # when the request it works on goes to the engine
+        self.idle: simpy.Event | None = None
+        run.frontends.append(self)
+        env.process(self.loop())
+
+    def receive(self, request: Request) -> None:
+        self.queue.append(request)
+        if self.next_done == math.inf:  # idle: it starts on this one now (booked here, so that a stretch planned now sees it)
+            self.next_done = self.env.now + self.seconds
+            self.run.frontend_changed()
+            if self.idle is not None and not self.idle.triggered:
+                self.idle.succeed()
+
+    def loop(self):
+        env, queue = self.env, self.queue
+        while True:
+            if not queue:
+                self.idle = env.event()
+                yield self.idle
+                self.idle = None
+                continue
+            request = queue.popleft()
+            yield env.timeout_at(self.next_done)
+            self.next_done = env.now + self.seconds if queue else math.inf
+            self.run.frontend_changed()
+            self.replica.submit(request)
+
+
 class Replica:
-    def __init__(self, env: simpy.Environment, index: int, system: SystemSpec, batch_seconds, run: Run):
+    def __init__(self, env: simpy.Environment, index: int, system: SystemSpec, batch_seconds, run: Run, frontend_s: float = 0.0):
         config = system.scheduler_config()
         stages = [simpy.Resource(env, capacity=1) for _ in range(system.pp)] if system.pp > 1 else None
         policy = POLICIES[system.scheduler]
@@ -148,6 +195,14 @@ class Replica:
         if self.shared:
             for engine in self.engines:
                 engine.siblings = self.engines
+        self.frontend = Frontend(env, frontend_s, self, run) if frontend_s > 0 else None
+
+    def receive(self, request: Request) -> None:
+        """A request the client sent: through the frontend, if it has one, to an engine."""
+        if self.frontend is None:
+            self.submit(request)
+        else:
+            self.frontend.receive(request)
 
     def submit(self, request: Request) -> None:
         if self.shared:  # one waiting queue: whichever slot schedules next admits it
@@ -167,7 +222,8 @@ class Replica:
 
 
 def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None = None, batch_seconds=None,
-             early_stop: EarlyStop | None = None, decode_stretches: bool = True, max_concurrency: int | None = None) -> RunResult:
+             early_stop: EarlyStop | None = None, decode_stretches: bool = True, max_concurrency: int | None = None,
+             frontend_s: float | None = None) -> RunResult:
     """Replay the workload (with arrival times) on the system; stop at the time limit if given,
     or once `early_stop` says the SLO can no longer be met.
 
@@ -179,6 +235,8 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
     decode_kv)` replaces the system's latency model, for what-if studies and hand-checked tests.
     `decode_stretches=False` runs every iteration as its own SimPy event: the reference that
     decode stretches and the clock's advance (Clock.advance) are tested against.
+    `frontend_s` is each replica's API-server time a request (one at a time, see Frontend);
+    default: the engine's host time (profiles/host_time.py), 0 without.
     """
     if not workload.has_arrivals:
         raise SimulationError("the workload has no arrival times: sample it at a QPS first")
@@ -201,7 +259,10 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
     env = Clock(advancing=decode_stretches)
     requests = make_requests(workload)
     run = Run(env, len(requests), max_concurrency)
-    replicas = [Replica(env, i, system, batch_seconds, run) for i in range(system.replicas)]
+    frontend_s = latency_model.frontend_s if frontend_s is None else frontend_s
+    if not frontend_s >= 0:
+        raise SimulationError(f"frontend time must be seconds >= 0, got {frontend_s}")
+    replicas = [Replica(env, i, system, batch_seconds, run, frontend_s) for i in range(system.replicas)]
     engines = [e for r in replicas for e in r.engines]
     if early_stop is not None:
         run.monitor = EarlyStopMonitor(early_stop, [e.scheduler for e in engines], run.finish)
@@ -222,6 +283,7 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
     result = build_result(system, workload, requests, engines, rows, latency_model, env.now, time_limit_s, stopped, run.stretch_log)
     if max_concurrency is not None:
         result.info["max_concurrency"] = max_concurrency
+    result.info["frontend_s"] = frontend_s
     return result
 
 
@@ -271,6 +333,7 @@ class CustomLatency:
     def __init__(self, fitted, function):
         self.profile = fitted.profile | {"source": "custom", "engine": getattr(function, "__name__", "custom")}
         self.predictor = function
+        self.frontend_s = 0.0  # a caller's steps only: no host time (simulate's frontend_s gives one)
 
     def extrapolation(self, features, weights=None):
         return None
@@ -285,10 +348,9 @@ def stage_seconds(latency_model, system: SystemSpec):
     if profiled_pp != 1:
         raise SimulationError(f"the profile was made at PP={profiled_pp}; the system has PP={system.pp}: use a PP=1 profile")
     from capsim.profiles.hardware import get_hardware
-    from capsim.profiles.models import get_model
 
-    model, link = get_model(system.model), get_hardware(system.hardware).pp_link_bandwidth
-    share, per_token = 1.0 / system.pp, model.hidden * model.dtype_bytes / link
+    model, link = system.model_spec, get_hardware(system.hardware).pp_link_bandwidth
+    share, per_token = 1.0 / system.pp, model.hidden * model.activation_dtype_bytes / link
 
     def per_stage(tokens, *rest):
         return predictor(tokens, *rest) * share + tokens * per_token
@@ -314,18 +376,18 @@ def arrivals(env: simpy.Environment, requests: list[Request], replicas: list[Rep
     for i, request in enumerate(requests):
         if request.arrival_s > env.now:
             delay = request.arrival_s - env.now
-            run.next_arrival = env.now + delay  # the time the clock will show (SimPy adds the same way)
+            run.next_send = env.now + delay  # the time the clock will show (SimPy adds the same way)
             yield env.timeout(delay)
         if run.max_concurrency is not None:
             if run.in_flight >= run.max_concurrency:
                 # Only a completion frees a slot. One engine's decode stretches end at its completions;
                 # with several, another engine's completion may send the request mid-stretch: none then.
-                run.next_arrival = math.inf if engines == 1 else env.now
+                run.next_send = math.inf if engines == 1 else env.now
                 run.slot = env.event()
                 yield run.slot
                 run.slot = None
             request.arrival_s = max(request.arrival_s, env.now)  # late behind earlier requests' waits, or its own
-        run.next_arrival = env.now
+        run.next_send = env.now
         run.in_flight += 1
         if router == "round_robin":
             target = replicas[i % len(replicas)]
@@ -333,6 +395,6 @@ def arrivals(env: simpy.Environment, requests: list[Request], replicas: list[Rep
             target = min(replicas, key=lambda r: r.outstanding)
         else:
             target = min(replicas, key=lambda r: r.kv_load)
-        target.submit(request)
-    run.next_arrival = math.inf
+        target.receive(request)
+    run.next_send = math.inf
 

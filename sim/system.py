@@ -14,14 +14,17 @@ import numpy as np
 
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
+from capsim.profiles.host_time import host_time as host_time_of
 from capsim.profiles.latency_model import LatencyModel
 from capsim.profiles.memory import kv_capacity
-from capsim.profiles.models import get_model
+from capsim.profiles.models import ModelSpec, get_model
 from capsim.profiles.store import ENGINES, resolve_profile
 from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
 from capsim.sim.scheduler import SchedulerConfig
 
+QUANTS = ("auto", "bf16", "fp8")
+CACHING_POLICIES = ("vllm_v1", "sglang", "trtllm")
 ROUTERS = ("round_robin", "least_outstanding", "least_kv")
 PIPELINE_SCHEDULING = ("one_scheduler", "virtual_engines")
 
@@ -47,6 +50,11 @@ class SystemSpec:
     pipeline_scheduling: str = "one_scheduler"  # with PP > 1: Sarathi-Serve/Vidur's, or vLLM's "virtual_engines"
     engine: str = "vllm"  # whose latencies: vllm, sglang, trtllm (kernel database) or capsim's `reference` engine
     profile: str | None = None  # a profile file; default: see profiles/store.py
+    host_time: bool = True  # add the engine's host time to kernel-only latencies (profiles/host_time.py)
+    async_scheduling: bool = False  # vLLM's --async-scheduling: the next step is scheduled while this one runs,
+    # so the host's per-step and per-sequence time hides behind the kernels (its per-request time stays)
+    quant: str = "auto"  # weights: auto (the model's own), bf16 or fp8
+    kv_cache_dtype: str = "auto"  # auto (16-bit, as vLLM's auto), bf16 or fp8
 
     def __post_init__(self):
         if isinstance(self.hardware, str):  # one name a GPU, so labels and cache keys agree (H100 -> H100-SXM)
@@ -69,10 +77,16 @@ class SystemSpec:
                 raise SimulationError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
         if not 1 <= self.rope_scaling <= 64:
             raise SimulationError(f"RoPE scaling must be a factor in [1, 64], got {self.rope_scaling}")
+        for name, value in (("quant", self.quant), ("kv_cache_dtype", self.kv_cache_dtype)):
+            if value not in QUANTS:
+                raise SimulationError(f"unknown {name.replace('_', ' ')} {value!r}; choose one of {', '.join(QUANTS)}")
         try:
-            model = get_model(self.model)
+            model = self.model_spec
         except ProfileError as error:
             raise SimulationError(str(error)) from None
+        if "fp8" in (self.quant, self.kv_cache_dtype) and not get_hardware(self.hardware).has_fp8:
+            raise SimulationError(f"{self.hardware} has no FP8 tensor cores, so FP8 weights and KV cache are not served there; "
+                                  "use --quant bf16 --kv-cache-dtype bf16, or a Hopper or Blackwell GPU (H100, H200, B200, ...)")
         if model.heads % self.tp or (model.kv_heads % self.tp and self.tp % model.kv_heads):
             raise SimulationError(f"TP={self.tp} does not divide {model.name}'s {model.heads} attention heads "
                                   f"({model.kv_heads} KV heads): choose a TP that does, as vLLM requires")
@@ -83,8 +97,15 @@ class SystemSpec:
             raise SimulationError(f"max model length {self.max_model_len} is outside what {model.name} holds (2 to {context} tokens"
                                   + (f", its context x RoPE scaling {self.rope_scaling:g}" if self.rope_scaling != 1 else "")
                                   + "), as vLLM refuses it too: lower it")
-        if self.prefix_caching and self.scheduler != "vllm_v1":
-            raise SimulationError("prefix caching is modelled for the vllm_v1 scheduler only")
+        if self.async_scheduling and self.engine != "vllm":
+            raise SimulationError("async scheduling is vLLM's (--async-scheduling): use it with --engine vllm")
+        if self.prefix_caching and self.scheduler not in CACHING_POLICIES:
+            raise SimulationError(f"prefix caching is modelled for the {', '.join(CACHING_POLICIES)} schedulers only")
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        """The catalog model with this system's weight and KV-cache precision."""
+        return get_model(self.model).quantized(self.quant, self.kv_cache_dtype)
 
     @property
     def model_len(self) -> int:
@@ -99,7 +120,7 @@ class SystemSpec:
         vLLM's pipeline mode)."""
         budget = self.token_budget or (self.model_len if self.scheduler in ("vllm_v0", "orca", "faster_transformer") else 2048)
         blocks = self.num_kv_blocks or kv_capacity(
-            get_model(self.model), get_hardware(self.hardware), self.tp, self.pp, self.block_size,
+            self.model_spec, get_hardware(self.hardware), self.tp, self.pp, self.block_size,
             self.memory_utilization, max_batch_tokens=max(budget, 2048)).num_blocks
         engines = self.pp if self.pipeline_scheduling == "virtual_engines" else 1
         watermark = self.watermark if self.watermark is not None else POLICIES[self.scheduler].default_watermark
@@ -120,7 +141,8 @@ class SystemSpec:
                 f"{int(np.max(prompt_tokens))}, cap the prompts (--max-total-tokens), or use a chunked-prefill scheduler (sarathi, vllm_v1)")
 
     def latency_model(self) -> LatencyModel:
-        return _latency_model(self.model, self.hardware, self.tp, self.pp, self.profile, self.engine)
+        return _latency_model(self.model_spec, self.hardware, self.tp, self.pp, self.profile, self.engine, self.host_time,
+                              self.async_scheduling)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -130,8 +152,13 @@ class SystemSpec:
 
 
 @lru_cache(maxsize=32)
-def _latency_model(model: str, hardware: str, tp: int, pp: int, profile: str | None, engine: str) -> LatencyModel:
+def _latency_model(model: ModelSpec, hardware: str, tp: int, pp: int, profile: str | None, engine: str, host_time: bool,
+                   async_scheduling: bool) -> LatencyModel:
     table = resolve_profile(model, hardware, tp, pp, path=profile, engine=engine)
     if table.metadata["tp"] != tp:
         raise ProfileError(f"the profile {profile} is for TP={table.metadata['tp']}, the system has TP={tp}")
-    return LatencyModel.for_profile(table)
+    fitted = LatencyModel.for_profile(table)
+    if not host_time:
+        return fitted
+    host = host_time_of(fitted.profile.get("engine", engine))
+    return fitted.with_host_time(host.overlapped() if host and async_scheduling else host)

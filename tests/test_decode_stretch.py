@@ -34,7 +34,7 @@ def both(system, workload, **options):
 
 
 @pytest.mark.parametrize("scheduler, budget", [("vllm_v0", None), ("orca", None), ("sarathi", 512), ("vllm_v1", None),
-                                               ("faster_transformer", None)])
+                                               ("faster_transformer", None), ("sglang", 2048), ("trtllm", 8192)])
 @pytest.mark.parametrize("qps", [0.5, 4.0, 40.0])
 def test_every_policy_light_to_overloaded(scheduler, budget, qps):
     system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler=scheduler, token_budget=budget)
@@ -154,7 +154,8 @@ def test_stretches_are_checked_against_the_profile_as_their_rows_would_be():
 
 @pytest.mark.parametrize("link", ["identity", "exp"])
 @pytest.mark.parametrize("shape", ["bent decode_kv", "linear and steps"])
-def test_runs_of_decode_batches_are_predicted_as_one_by_one(link, shape):
+@pytest.mark.parametrize("host", [False, True])
+def test_runs_of_decode_batches_are_predicted_as_one_by_one(link, shape, host):
     """LatencyPredictor.decode_iterations against the per-batch predictor, bit for bit: runs of
     decode batches, token counts past the table's end included."""
     from capsim.profiles.predictor import LatencyPredictor
@@ -170,6 +171,7 @@ def test_runs_of_decode_batches_are_predicted_as_one_by_one(link, shape):
     else:
         linear, bent, steps = {1: 1e-4, 2: 1e-9, 3: 0.0, 5: 3e-9}, {}, {4: (np.array([8.5, 64.5, 200.5]), rng.random(4) * 1e-3)}
     predictor = LatencyPredictor(1e-3, rng.random(16386) * 1e-2, linear, bent, steps, link, np.ones(6))
+    predictor = predictor.with_host_time(1.7e-3, 5e-5) if host else predictor
     for tokens, counts in [([40], [50]), ([40, 39, 31], [20, 30, 5]), ([300, 17000], [9, 12])]:
         kv0 = [int(v) for v in rng.integers(1000, 300000, len(tokens))]
         kv = np.concatenate([k + t * np.arange(c, dtype=np.int64) for k, t, c in zip(kv0, tokens, counts)])
@@ -178,7 +180,7 @@ def test_runs_of_decode_batches_are_predicted_as_one_by_one(link, shape):
 
 
 @settings(max_examples=40, deadline=None, derandomize=True, database=None)
-@given(scheduler=st.sampled_from(["vllm_v0", "orca", "sarathi", "vllm_v1", "faster_transformer"]),
+@given(scheduler=st.sampled_from(["vllm_v0", "orca", "sarathi", "vllm_v1", "faster_transformer", "sglang", "trtllm"]),
        seed=st.integers(0, 2**16), requests=st.integers(5, 60), qps=st.sampled_from([0.3, 2.0, 8.0, 50.0]),
        blocks=st.sampled_from([300, 800, 5000]), early_stop=st.booleans(), cap=st.sampled_from([None, 3]),
        replicas=st.sampled_from([1, 1, 2]), router=st.sampled_from(["round_robin", "least_outstanding", "least_kv"]),
@@ -193,7 +195,7 @@ def test_random_trials_are_the_per_iteration_ones(scheduler, seed, requests, qps
     shared = {"prefix_group": rng.integers(0, 4, requests), "prefix_tokens": np.minimum(prompt, 300)} if prefix else {}
     workload = Workload.from_arrays(prompt, rng.integers(1, 1500, requests), np.cumsum(rng.exponential(1 / qps, requests)), **shared)
     system = SystemSpec(model="Llama-3-8B", hardware="H100-SXM", scheduler=scheduler, num_kv_blocks=blocks, max_batch_size=16,
-                        token_budget=256 if scheduler in ("sarathi", "vllm_v1") else None, max_model_len=4096,
+                        token_budget=256 if scheduler in ("sarathi", "vllm_v1", "sglang") else None, max_model_len=4096,
                         replicas=replicas, router=router, prefix_caching=prefix)
     rule = EarlyStop(max_tbt=0.03, max_tbt_violations=200, max_wait=3.0, max_wait_violations=3) if early_stop else None
     both(system, workload, early_stop=rule, max_concurrency=cap, time_limit_s=time_limit)

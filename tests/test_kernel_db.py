@@ -195,7 +195,9 @@ def test_search_takes_the_engine_from_the_config_or_the_command_line(tmp_path, f
     with open(tmp_path / "out" / "capacity.csv") as f:
         (row,) = list(csv.DictReader(f))
     assert row["engine"] == engine and row["hardware"] == "H100-SXM"
-    assert row["latency_source"] == f"{words} kernels measured on H100 SXM (NVIDIA kernel database)"
+    kernels, host = row["latency_source"].split(" + ", 1)
+    assert kernels == f"{words} kernels measured on H100 SXM (NVIDIA kernel database)"
+    assert host.startswith(f"{words.split()[0]} host time ")  # the engine's own, added to its kernels
 
 
 def test_without_the_extra_an_unshipped_system_gets_the_calibrated_roofline(tmp_path):

@@ -137,13 +137,14 @@ def test_routers_spread_requests_over_replicas(router):
     check_every_token_once(result)
 
 
-def test_prefix_caching_skips_shared_prefixes():
+@pytest.mark.parametrize("scheduler", ["vllm_v1", "sglang", "trtllm"])
+def test_prefix_caching_skips_shared_prefixes(scheduler):
     n = 200
     groups = np.arange(n) % 10
     workload = Workload.from_arrays(np.full(n, 2000), np.full(n, 20), np.arange(n) * 0.05,
                                     prefix_group=groups, prefix_tokens=np.full(n, 1536))
-    plain = simulate(SystemSpec(scheduler="vllm_v1"), workload)
-    cached = simulate(SystemSpec(scheduler="vllm_v1", prefix_caching=True), workload)
+    plain = simulate(SystemSpec(scheduler=scheduler), workload)
+    cached = simulate(SystemSpec(scheduler=scheduler, prefix_caching=True), workload)
     prefill = lambda r: (r.batches.column("tokens").to_numpy() - r.batches.column("decode_seqs").to_numpy()).sum()  # noqa: E731
     assert prefill(plain) == n * 2000
     assert prefill(cached) < 0.4 * prefill(plain)
@@ -154,7 +155,7 @@ def test_prefix_caching_skips_shared_prefixes():
 def test_bad_system_and_workload():
     with pytest.raises(SimulationError, match="unknown scheduler 'fcfs'"):
         SystemSpec(scheduler="fcfs")
-    with pytest.raises(SimulationError, match="prefix caching is modelled for the vllm_v1"):
+    with pytest.raises(SimulationError, match="prefix caching is modelled for the vllm_v1, sglang, trtllm"):
         SystemSpec(scheduler="sarathi", prefix_caching=True)
     with pytest.raises(SimulationError, match="no arrival times"):
         simulate(SystemSpec(), WorkloadSpec("chat", num_requests=5).requests())
