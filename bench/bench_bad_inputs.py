@@ -172,6 +172,20 @@ TRUST = {
     "duplicated CSV column": ["traces", "show", "{dup_csv}"],
     "serve --api-key ''": ["serve", "--model", "tiny", "--device", "cpu", "--api-key", ""],
 }
+# Issue 28: measurements capsim cannot read, quantizations a GPU cannot run, options of another engine.
+FIDELITY = {
+    "validate a CSV that is no silicon sample": ["validate", "--measurements", "{other_csv}"],
+    "validate a measurements file that is absent": ["validate", "--measurements", "{home}/none.csv"],
+    "validate --engine tgi": ["validate", "--engine", "tgi"],
+    "validate --quant fp4": ["validate", "--quant", "fp4"],
+    "validate --dataset-entries on InferenceMAX runs only": ["validate", "--model", "Llama-3.1-70B", "--engine", "vllm",
+                                                              "--dataset-entries", "100"],
+    "simulate --quant fp8 on an A100": ["simulate", "--hardware", "A100-SXM", "--quant", "fp8", "--qps", "1", "-n", "8"],
+    "simulate --kv-cache-dtype fp8 on an A100 PCIe": ["simulate", "--hardware", "A100-PCIe", "--kv-cache-dtype", "fp8", "--qps", "1"],
+    "simulate --quant int4": ["simulate", "--quant", "int4", "--qps", "1"],
+    "simulate --async-scheduling with SGLang": ["simulate", "--engine", "sglang", "--async-scheduling", "--qps", "1", "-n", "8"],
+    "simulate --prefix-caching with sarathi": ["simulate", "--prefix-caching", "--qps", "1", "-n", "8"],
+}
 
 
 def trust_files(folder: Path) -> dict[str, Path]:
@@ -222,6 +236,7 @@ def main() -> None:
                   for name, argv in FLAGS.items()]
         places = trust_files(folder)
         cases += [("issue 27 (trust)", name, [a.format(**places) for a in argv]) for name, argv in TRUST.items()]
+        cases += [("issue 28 (fidelity)", name, [a.format(**places) for a in argv]) for name, argv in FIDELITY.items()]
         cache = ["--cache-dir", str(folder / "cache")]
         argvs = [argv + (cache if argv[0] in ("search", "sweep", "cache") and argv[:2] != ["cache", "prune"]
                          and "--cache-dir" not in argv else []) for _, _, argv in cases]

@@ -69,15 +69,15 @@ def validate(measurements_path: Path | None, engine: str | None, model: str | No
         measurements = [m for m in measurements if getattr(m, key) in values]
     measurements = measurements[:limit] if limit else measurements
     fitted = training_rows()
+    aiperf = sum(m.client == "aiperf" for m in measurements)
+    if dataset_entries is not None and not aiperf:
+        raise ProfileError("--dataset-entries shapes aiperf's prompts, and none of these runs was measured with aiperf: drop it")
     console.print(f"[dim]{len(measurements)} runs to replay from {measurements_path or 'silicon_sample.csv (aiconfigurator-core)'}; "
                   f"{sum(skipped.values())} left out: " + "; ".join(f"{n} {reason}" for reason, n in skipped.most_common()) + "[/]")
     for name in sorted({m.engine for m in measurements}):
         shipped = shipped_host_time(name)
         console.print(f"[dim]{shipped.words if shipped and host_time == 'on' else f'{name}: no host time added'}[/]")
     if dataset_entries is not None:
-        aiperf = sum(m.client == "aiperf" for m in measurements)
-        if not aiperf:
-            raise ProfileError("--dataset-entries shapes aiperf's prompts, and none of these runs was measured with aiperf: drop it")
         console.print(f"[yellow]aiperf runs ({aiperf}): prompts repeat, {dataset_entries} distinct ones, served from the engines' "
                       "prefix caches[/]")
     with Progress(console=console, transient=True) as progress:

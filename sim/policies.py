@@ -70,7 +70,11 @@ class Sarathi(Scheduler):
     def schedule(self, now: float) -> Batch | None:
         batch = Batch()
         self.decode_part(batch)
-        budget = (self.config.token_budget or self.default_budget) - batch.num_decodes
+        self.prefill_part(batch, (self.config.token_budget or self.default_budget) - batch.num_decodes, now)
+        return batch if batch.prefills or batch.num_decodes else None
+
+    def prefill_part(self, batch: Batch, budget: int, now: float) -> None:
+        """Prompt chunks within the budget: the prompts already started, then new ones."""
         for request in self.prefilling.values():  # adding chunks leaves the dict as it is
             if budget <= 0:
                 break
@@ -82,7 +86,6 @@ class Sarathi(Scheduler):
                 break
             self.admit(request)
             budget -= self.chunk(batch, request, budget, now)
-        return batch if batch.prefills or batch.num_decodes else None
 
     def chunk(self, batch: Batch, request: Request, budget: int, now: float) -> int:
         size = min(request.remaining_prefill, budget)
@@ -219,18 +222,7 @@ class SGLang(VllmV1):
 
     def schedule(self, now: float) -> Batch | None:
         batch = Batch()
-        budget = self.config.token_budget or self.default_budget
-        for request in self.prefilling.values():  # the part-prefilled request goes on first
-            if budget <= 0:
-                break
-            budget -= self.chunk(batch, request, budget, now)
-        waiting = self.waiting
-        while waiting and budget > 0 and self.running < self.config.max_batch_size:
-            request = waiting[0]
-            if not self.can_admit(request):
-                break
-            self.admit(request)
-            budget -= self.chunk(batch, request, budget, now)
+        self.prefill_part(batch, self.config.token_budget or self.default_budget, now)
         if batch.prefills:
             return batch
         self.decode_part(batch)

@@ -160,5 +160,5 @@ def _latency_model(model: ModelSpec, hardware: str, tp: int, pp: int, profile: s
     fitted = LatencyModel.for_profile(table)
     if not host_time:
         return fitted
-    host = host_time_of(fitted.profile.get("engine", engine))
+    host = host_time_of(engine)  # the system's engine: a roofline profile calls itself "roofline", calibrated to it
     return fitted.with_host_time(host.overlapped() if host and async_scheduling else host)

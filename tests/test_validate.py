@@ -81,6 +81,8 @@ def test_host_time_is_added_to_kernel_times_and_named():
     for features in [(1, 0, 0, 0, 1, 100), (2048, 1, 2048**2, 0, 0, 0), (600, 1, 512**2, 0, 88, 90000)]:
         sequences = features[1] + features[4]
         assert a(*features) == pytest.approx(b(*features) + vllm.step_s + vllm.per_sequence_s * sequences, rel=1e-12)
+    roofline = SystemSpec(model="Mistral-7B", hardware="A100-PCIe")  # no kernel data: the roofline calibrated to vLLM's
+    assert roofline.latency_model().source == "analytic" and "vLLM host time" in roofline.latency_model().source_words
     # measured profiles hold their host time already: none is added
     measured = SystemSpec(model="tiny", hardware="cpu", engine="reference")
     assert "host time" not in measured.latency_model().source_words
