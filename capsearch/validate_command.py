@@ -88,6 +88,7 @@ def validate(measurements_path: Path | None, engine: str | None, model: str | No
     groups = {"engine": summary(replays), "engine_fitted": _fitted_summary(replays, fitted),
               "engine_concurrency": summary(replays, ("engine", "concurrency_bucket")), "detailed": summary(replays, GROUP_KEYS)}
     _print(groups, host_time == "on")
+    _print_systems(replays, rows)
     if failed:
         console.print(f"[yellow]{len(failed)} runs could not be simulated, e.g. {failed[0]['id']}: {failed[0]['why_not']}[/]")
     with ResultSet(folder) as staging:
@@ -120,6 +121,25 @@ def _print(groups: dict, host_on: bool) -> None:
     console.print(table)
 
 
+def _print_systems(replays, rows: list[dict]) -> None:
+    """Per system: what was simulated (kernels, scheduler, client) and how close it came."""
+    table = Table(title="per system: simulated / measured - 1, median signed, median |error| (%)")
+    for column in ("engine, model, GPU, weights", "runs", "client", "scheduler", "kernels", "TTFT", "TPOT"):
+        table.add_column(column, justify="right" if column == "runs" else "left")
+    keys = ("engine", "model", "hardware", "quant")
+    for group in summary(replays, keys):
+        members = [r for r in rows if tuple(r[k] for k in keys) == tuple(group[k] for k in keys) and not r["why_not"]]
+        kernels = sorted({r["latency_source"].split(" + ")[0] for r in members})
+        table.add_row(", ".join(str(group[k]) for k in keys), str(group["rows"]), ", ".join(sorted({r["client"] for r in members})),
+                      ", ".join(sorted({r["scheduler"] for r in members})), "; ".join(kernels),
+                      f"{group['ttft_median_error_pct']:+.1f} / {group['ttft_median_abs_error_pct']:.1f}",
+                      f"{group['tpot_median_error_pct']:+.1f} / {group['tpot_median_abs_error_pct']:.1f}")
+    console.print(table)
+    for name, client in (("aiperf", ClosedLoop.aiperf(8)), ("inferencemax", ClosedLoop.inferencemax(8))):
+        if any(r["client"] == name for r in rows):
+            console.print(f"[dim]client {name}, as it runs 8 users: {client.words}[/]")
+
+
 def _plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -128,20 +148,26 @@ def _plot(rows: list[dict], path: Path) -> None:
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 5))
     for axis, metric in zip(axes, ("ttft", "tpot")):
-        top = 1.0
-        for engine in sorted({r["engine"] for r in rows}):
-            points = [(r[f"measured_{metric}_ms"], r[f"simulated_{metric}_ms"]) for r in rows
-                      if r["engine"] == engine and r[f"simulated_{metric}_ms"] is not None]
-            if points:
-                x, y = zip(*points)
-                axis.scatter(x, y, s=10, alpha=0.7, label=engine)
-                top = max(top, max(x), max(y))
-        axis.plot([0.1, top], [0.1, top], color="black", linewidth=0.8, label="y = x")
+        values = [v for r in rows for v in (r[f"measured_{metric}_ms"], r[f"simulated_{metric}_ms"]) if v]
+        low, high = (min(values) / 1.5, max(values) * 1.5) if values else (0.1, 1.0)
+        for index, engine in enumerate(sorted({r["engine"] for r in rows})):
+            for fitted in (True, False):  # filled: runs the host time was fitted on; hollow: the others
+                points = [(r[f"measured_{metric}_ms"], r[f"simulated_{metric}_ms"]) for r in rows
+                          if r["engine"] == engine and r["fitted_on"] == fitted and r[f"simulated_{metric}_ms"] is not None]
+                if points:
+                    x, y = zip(*points)
+                    colour = f"C{index}"
+                    axis.scatter(x, y, s=12, alpha=0.7, label=f"{engine}, {'fitted on' if fitted else 'not fitted on'}",
+                                 facecolors=colour if fitted else "none", edgecolors=colour)
+        axis.plot([low, high], [low, high], color="black", linewidth=0.8, label="y = x")
+        axis.fill_between([low, high], [low * 0.8, high * 0.8], [low * 1.2, high * 1.2], color="grey", alpha=0.15, label="within 20%")
         axis.set_xscale("log")
         axis.set_yscale("log")
+        axis.set_xlim(low, high)
+        axis.set_ylim(low, high)
         axis.set_xlabel(f"measured mean {metric.upper()} (ms)")
         axis.set_ylabel(f"simulated mean {metric.upper()} (ms)")
-        axis.legend()
+        axis.legend(fontsize=7)
     figure.suptitle("capsim against real closed-loop runs (silicon sample)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
