@@ -59,6 +59,7 @@ def bench(endpoint: str, model: str | None, vocab_size: int | None, api_key: str
     request's length; outputs are fixed (ignore_eos, min_tokens = max_tokens).
     """
     spec = make_spec(trace)
+    load_run.check_window(spec.num_requests)
     target = connect(endpoint, api_key, model, timeout)
     spec = fit_to_engine(spec, target)
     vocab = vocab_size or catalog_vocab(target.model)

@@ -1,5 +1,6 @@
 """Command-line options of a load run, in the vocabulary of `vllm bench serve` and GuideLLM:
-the loads (--qps/--request-rate, --max-concurrency, --concurrency), the figures
+the loads (--qps/--request-rate, --max-concurrency, --concurrency), the requests left out of the
+figures (--warmup-requests, --cooldown-requests), the figures
 (--goodput, --percentile-metrics, --metric-percentiles) and the result files (--save-result,
 --result-dir, --result-filename, --label, --metadata). Shared by `simulate` and `bench`."""
 
@@ -9,6 +10,7 @@ import functools
 from dataclasses import dataclass
 
 import click
+import numpy as np
 
 from capsim.capsearch.bench_results import check_result_options, parse_metadata
 from capsim.capsearch.workload_options import option_given
@@ -29,6 +31,25 @@ class LoadRun:
     result_filename: str | None
     label: str | None
     metadata: dict
+    warmup: int = 0  # the first requests sent, left out of the figures
+    cooldown: int = 0  # the last requests sent, left out of the figures
+
+    def check_window(self, num_requests: int) -> None:
+        """Refuse a warm-up and cool-down that leave no request to measure (before any load runs)."""
+        if self.warmup + self.cooldown >= num_requests:
+            raise MetricsError(f"--warmup-requests {self.warmup} and --cooldown-requests {self.cooldown} leave none of the "
+                               f"{num_requests} requests to measure: send more (-n) or leave out fewer")
+
+    def measured(self, result):
+        """The run's requests that count: in send order, all but the warm-up and the cool-down."""
+        if not (self.warmup or self.cooldown):
+            return result
+        order = np.argsort(result.column("id"), kind="stable")
+        keep = np.zeros(len(order), dtype=bool)
+        keep[order[self.warmup:len(order) - self.cooldown]] = True
+        measured = result.only(keep)
+        measured.info = result.info | {"left_out": f"the first {self.warmup} and last {self.cooldown} requests sent"}
+        return measured
 
     @property
     def is_sweep(self) -> bool:
@@ -46,6 +67,11 @@ def load_options(command):
                      help="Requests in flight at most; one due while it is reached waits for one to end (vLLM's)."),
         click.option("--concurrency", default=None,
                      help="N users, each sending its next request when the last ends (a closed loop); a comma list sweeps them."),
+        click.option("--warmup-requests", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+                     help="The first N requests sent warm the engine up: sent, and left out of every figure (GuideLLM's "
+                          "warm-up, aiperf's --warmup-request-count run straight on)."),
+        click.option("--cooldown-requests", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+                     help="The last N requests sent, left out of every figure (the tail where the load thins out)."),
         click.option("--sweep-points", type=click.IntRange(2, 100), default=6, show_default=True,
                      help="--qps auto: the Poisson rates between the synchronous and throughput runs."),
         click.option("--goodput", multiple=True,
@@ -62,7 +88,7 @@ def load_options(command):
     ]
 
     @functools.wraps(command)
-    def wrapper(*args, qps, max_concurrency, concurrency, sweep_points, goodput, percentile_metrics, metric_percentiles,
+    def wrapper(*args, qps, max_concurrency, concurrency, warmup_requests, cooldown_requests, sweep_points, goodput, percentile_metrics, metric_percentiles,
                 save_result, result_dir, result_filename, label, metadata, **kwargs):
         loads = planned_loads(parse_qps(qps) if qps is not None else None, max_concurrency,
                               parse_counts(concurrency, "--concurrency") if concurrency is not None else None)
@@ -70,7 +96,8 @@ def load_options(command):
             raise MetricsError("--sweep-points shapes --qps auto: leave it out, or sweep with --qps auto")
         check_result_options(save_result, result_dir, result_filename, metadata, 2 if loads == "auto" else len(loads))
         run = LoadRun(loads, sweep_points, parse_metrics(percentile_metrics), parse_percentiles(metric_percentiles),
-                      parse_goodput(goodput), save_result, result_dir, result_filename, label, parse_metadata(metadata))
+                      parse_goodput(goodput), save_result, result_dir, result_filename, label, parse_metadata(metadata),
+                      warmup_requests, cooldown_requests)
         return command(*args, load_run=run, **kwargs)
 
     for option in reversed(options):

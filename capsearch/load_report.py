@@ -24,7 +24,7 @@ def run_loads(load_run: LoadRun, run_one) -> tuple[list[tuple[Load, object]], li
     runs = []
 
     def run(load: Load):
-        result = run_one(load)
+        result = load_run.measured(run_one(load))
         workload = result.info.get("workload")
         if isinstance(workload, dict) and "arrival" in workload:  # what happened, not the workload's process
             result.info["workload"] = workload | {"arrival": load.arrivals(workload["arrival"])}
@@ -83,6 +83,9 @@ def files_written(load_run: LoadRun, batches: bool, chrome_trace: bool = False) 
 
 
 def print_rows(console, load_run: LoadRun, rows: list[dict]) -> None:
+    if load_run.warmup or load_run.cooldown:
+        console.print(f"left out of every figure: the first {load_run.warmup} and the last {load_run.cooldown} requests sent "
+                      "(--warmup-requests, --cooldown-requests)")
     if load_run.goodput_ms:
         console.print("goodput: requests/s meeting " + ", ".join(f"{WORDS[k]} <= {v:g} ms" for k, v in load_run.goodput_ms.items()))
     console.print(sweep_table(rows, load_run) if load_run.is_sweep else load_table(rows[0], load_run))

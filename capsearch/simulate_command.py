@@ -41,6 +41,7 @@ def simulate(system, trace: str, load_run: LoadRun, make_spec, time_limit: float
     (one row a load: throughputs, goodput, latency percentiles), load_curves.png and cdf.png.
     """
     spec = make_spec(trace)
+    load_run.check_window(spec.num_requests)
     folder = results_dir(output_dir, "simulate", overwrite)
     date = now_stamp()
 

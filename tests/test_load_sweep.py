@@ -178,7 +178,21 @@ def test_familiar_flags_apply(tmp_path):
     assert set(requests.column("prompt_tokens").to_pylist()) == {300} and requests.num_rows == 40
 
 
+def test_warm_up_and_cool_down_requests_are_left_out_of_the_figures(tmp_path):
+    args = ("--concurrency", 4, "--random-input-len", 512, "--random-output-len", 32, "-n", 40)
+    whole = run(*args, "-o", tmp_path / "whole")
+    window = run(*args, "--warmup-requests", 8, "--cooldown-requests", 4, "-o", tmp_path / "window")
+    assert whole.exit_code == 0 and window.exit_code == 0, window.output
+    assert "the first 8 and the last 4 requests sent" in window.output
+    figures = {name: json.loads((tmp_path / name / "serving.json").read_text()) for name in ("whole", "window")}
+    assert figures["whole"]["completed"] == 40 and figures["window"]["completed"] == 28
+    import pyarrow.parquet as pq
+    ids = pq.read_table(tmp_path / "window" / "requests.parquet").column("id").to_pylist()
+    assert sorted(ids) == list(range(8, 36))  # the same trial; only what is measured differs
+
+
 @pytest.mark.parametrize("args, words", [
+    (["--qps", "1", "-n", "10", "--warmup-requests", "6", "--cooldown-requests", "4"], "leave none of the 10 requests"),
     (["--qps", "2", "--concurrency", "4"], "drop --qps"),
     (["--qps", "2", "--sweep-points", "4"], "--sweep-points"),
     (["--qps", "1,2", "--save-result", "--result-filename", "x.json"], "several loads"),
