@@ -59,6 +59,12 @@ def vllm_command(system: SystemSpec, port: int = 8000, host: str = "127.0.0.1", 
     argv.append("--enable-prefix-caching" if system.prefix_caching else "--no-enable-prefix-caching")
     if system.num_kv_blocks:
         argv += ["--num-gpu-blocks-override", str(system.num_kv_blocks)]
+    if system.quant == "fp8":
+        argv += ["--quantization", "fp8"]  # FP8 weights quantized at load time (an FP8 checkpoint needs none)
+    if system.kv_cache_dtype == "fp8":
+        argv += ["--kv-cache-dtype", "fp8"]
+    if system.async_scheduling:
+        argv.append("--async-scheduling")
     if dummy_weights:
         argv += ["--load-format", "dummy"]
     argv += ["--disable-log-requests", *extra]

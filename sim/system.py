@@ -97,6 +97,9 @@ class SystemSpec:
             raise SimulationError(f"max model length {self.max_model_len} is outside what {model.name} holds (2 to {context} tokens"
                                   + (f", its context x RoPE scaling {self.rope_scaling:g}" if self.rope_scaling != 1 else "")
                                   + "), as vLLM refuses it too: lower it")
+        if self.engine == "reference" and (self.quant, self.kv_cache_dtype) != ("auto", "auto"):
+            raise SimulationError("capsim's reference engine runs the model's own precision: drop --quant and --kv-cache-dtype, "
+                                  "or simulate --engine vllm, sglang or trtllm")
         if self.async_scheduling and self.engine != "vllm":
             raise SimulationError("async scheduling is vLLM's (--async-scheduling): use it with --engine vllm")
         if self.prefix_caching and self.scheduler not in CACHING_POLICIES:

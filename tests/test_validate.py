@@ -144,6 +144,12 @@ def test_fp8_halves_the_weights_and_the_kv_cache_where_asked():
         SystemSpec(model="Llama-3.1-8B", hardware="A100-80GB-SXM", quant="fp8")
     with pytest.raises(SimulationError, match="unknown quant"):
         SystemSpec(model="Llama-3.1-8B", quant="int3")
+    from capsim.real.vllm import vllm_command
+
+    argv, _ = vllm_command(fp8_kv)
+    assert "--quantization fp8" in " ".join(argv) and "--kv-cache-dtype fp8" in " ".join(argv)
+    with pytest.raises(SimulationError, match="reference engine runs the model's own precision"):
+        SystemSpec(model="tiny", hardware="H100-SXM", engine="reference", quant="fp8")
 
 
 def run(*args, cwd):
