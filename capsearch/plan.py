@@ -43,6 +43,7 @@ from capsim.traces import WorkloadSpec
 RUNNERS_UP = 5  # deployments kept, the recommended one included
 BOUND_SLACK = 1.05  # the bound is raised this much: the latency model's own error, so no candidate is cut by noise
 MAX_REPLICA_CHECKS = 4  # rounds of whole-deployment searches that settle the replica counts
+VLLM_SCHEDULERS = ("sarathi", "vllm_v1", "vllm_v0")  # vLLM's batching, as the papers and today's vLLM run it
 DEFAULT_BUDGETS = {"sarathi": (512, 1024, 2048), "vllm_v1": (2048, 8192), "vllm_v0": (None,)}
 DEFAULT_BATCHES = (64, 128, 256)
 DEFAULT_TPS = (1, 2, 4, 8)
@@ -130,15 +131,16 @@ class Candidate:
         return f"{s.hardware} TP{s.tp} PP{s.pp} {s.engine} {s.scheduler}{budget} batch {s.max_batch_size}"
 
 
-def candidates(model: str, hardware: list[str], prices: dict[str, float], tps, pps, engines, schedulers, budgets: dict,
+def candidates(model: str, hardware: list[str], prices: dict[str, float], tps, pps, schedulers: dict[str, list[str]], budgets: dict,
                batches, base: SystemSpec) -> list[Candidate]:
-    """Every combination asked for, as one-replica systems (the base system gives the rest)."""
+    """Every combination asked for (`schedulers`: engine -> its schedulers), as one-replica systems
+    (the base system gives the rest)."""
     found = []
     for name in hardware:
         for tp in tps:
             for pp in pps:
-                for engine in engines:
-                    for scheduler in schedulers:
+                for engine, names in schedulers.items():
+                    for scheduler in names:
                         for budget in budgets.get(scheduler, (None,)):
                             for batch in batches:
                                 try:

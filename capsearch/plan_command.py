@@ -16,8 +16,8 @@ from rich.table import Table
 from capsim.capsearch.config import ConfigError
 from capsim.capsearch.conventions import MAX_BUDGET, MAX_REPLICAS, MAX_TARGET_QPS
 from capsim.capsearch.experiment import EXECUTORS
-from capsim.capsearch.plan import (DEFAULT_BATCHES, DEFAULT_BUDGETS, DEFAULT_TPS, Candidate, Goal, candidates, found_score, plan,
-                                   read_prices)
+from capsim.capsearch.plan import (DEFAULT_BATCHES, DEFAULT_BUDGETS, DEFAULT_TPS, VLLM_SCHEDULERS, Candidate, Goal, candidates,
+                                   found_score, plan, read_prices)
 from capsim.capsearch.results_dir import ResultSet, output_options, results_dir, write_csv, write_json
 from capsim.capsearch.slo_options import flag_convention, slo_options, slos_from_flags
 from capsim.capsearch.workload_options import option_given, workload_options
@@ -25,6 +25,7 @@ from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
 from capsim.profiles.store import ENGINES
 from capsim.sim import POLICIES, ROUTERS, SystemSpec
+from capsim.sim.policies import ENGINE_SCHEDULERS
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 SPACE_KEYS = ("hardware", "tp", "pp", "engine", "scheduler", "chunk_size", "max_batch_size")
@@ -72,7 +73,8 @@ def read_space(path: str | None) -> dict:
 @click.option("--tp", default=None, help=f"Tensor-parallel sizes [default: {','.join(map(str, DEFAULT_TPS))}, those that divide the heads].")
 @click.option("--pp", default=None, help="Pipeline stages [default: 1].")
 @click.option("--engine", default=None, help=f"Engines whose step times to use, among {', '.join(ENGINES)} [default: vllm].")
-@click.option("--scheduler", default=None, help="Schedulers [default: sarathi, vllm_v1, vllm_v0].")
+@click.option("--scheduler", default=None, help="Schedulers [default: each engine's own: sarathi, vllm_v1, vllm_v0 for vllm; "
+                                                 "sglang; trtllm].")
 @click.option("--chunk-size", "--max-num-batched-tokens", "chunk_size", default=None,
               help="Token budgets of the chunked schedulers [default: sarathi 512,1024,2048; vllm_v1 2048,8192].")
 @click.option("--max-batch-size", "--max-num-seqs", "max_batch_size", default=None,
@@ -140,7 +142,10 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
     if unpriced:
         raise ConfigError(f"no price for {', '.join(unpriced)}: give one with --prices (a YAML of `hardware: dollars per GPU-hour`)")
     engines = _names(given["engine"]) if given["engine"] else ["vllm"]
-    schedulers = _names(given["scheduler"]) if given["scheduler"] else ["sarathi", "vllm_v1", "vllm_v0"]
+    # Without --scheduler each engine brings its own batching: SGLang's and TRT-LLM's, or vLLM's three.
+    by_engine = ({e: _names(given["scheduler"]) for e in engines} if given["scheduler"]
+                 else {e: [ENGINE_SCHEDULERS[e]] if e in ENGINE_SCHEDULERS else list(VLLM_SCHEDULERS) for e in engines})
+    schedulers = list(dict.fromkeys(s for names in by_engine.values() for s in names))
     for name, allowed, what in ((engines, ENGINES, "engine"), (schedulers, list(POLICIES), "scheduler")):
         bad = [n for n in name if n not in allowed]
         if bad:
@@ -150,7 +155,7 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
     base = SystemSpec(model=model, router=router)
     spec = make_spec(trace)
     pool = candidates(model, kinds, prices, _counts(given["tp"], "tp") if given["tp"] else DEFAULT_TPS,
-                      _counts(given["pp"], "pp") if given["pp"] else (1,), engines, schedulers, budgets,
+                      _counts(given["pp"], "pp") if given["pp"] else (1,), by_engine, budgets,
                       _counts(given["max_batch_size"], "max-batch-size") if given["max_batch_size"] else DEFAULT_BATCHES, base)
     folder = results_dir(output_dir, "plan", overwrite)
     console.print(f"[bold]plan: {goal.words()}[/]; {base.model}, trace {spec.trace} ({spec.num_requests} requests, "
