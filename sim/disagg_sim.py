@@ -28,7 +28,7 @@ from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
 from capsim.sim.request import REJECTED, Request
 from capsim.sim.result import BATCH_COLUMNS, _describe, build_result
-from capsim.sim.simulator import Clock, CustomLatency, Engine, Run, alarm, arrivals, make_requests
+from capsim.sim.simulator import Clock, CustomLatency, Engine, Frontend, Run, alarm, arrivals, make_requests
 from capsim.traces import Workload
 
 
@@ -129,13 +129,18 @@ class Deployment:
         self.receiving = [simpy.Resource(env, capacity=1) for _ in self.decode]  # a decode instance's lanes in
         self.handed_off: dict[int, tuple] = {}  # request id -> (when its prefill ended, prefill instance, KV blocks held there)
         self.moves: list[tuple[float, float, float, float]] = []  # (handoff, admitted, transfer start, transfer end)
+        self.frontend: Frontend | None = None
 
     @property
     def engines(self) -> list[Engine]:
         return self.prefill + self.decode
 
-    def receive(self, request: Request) -> None:  # no frontend modelled for a disaggregated deployment
-        self.submit(request)
+    def receive(self, request: Request) -> None:
+        """A request the client sent: through the frontend (one API server in front of the prefill pool)."""
+        if self.frontend is None:
+            self.submit(request)
+        else:
+            self.frontend.receive(request)
 
     def submit(self, request: Request) -> None:
         decode = self.decode[0].scheduler
@@ -226,6 +231,9 @@ def simulate_disagg(system: DisaggSpec, workload: Workload, time_limit_s: float 
     requests = make_requests(workload)
     run = Run(env, len(requests), max_concurrency)
     deployment = Deployment(env, system, run, prefill_seconds, decode_seconds)
+    frontend_s = getattr(latency.prefill, "frontend_s", 0.0)  # the prefill engine's API server takes the requests
+    if frontend_s > 0:
+        deployment.frontend = Frontend(env, frontend_s, deployment, run)
     engines = deployment.engines
     if early_stop is not None:
         run.monitor = EarlyStopMonitor(early_stop, [e.scheduler for e in engines], run.finish)
@@ -244,4 +252,5 @@ def simulate_disagg(system: DisaggSpec, workload: Workload, time_limit_s: float 
     result.info["kv_blocks_per_engine"] = None  # the pools differ: see disagg.kv_blocks
     if max_concurrency is not None:
         result.info["max_concurrency"] = max_concurrency
+    result.info["frontend_s"] = frontend_s
     return result

@@ -62,6 +62,19 @@ def test_two_requests_by_hand():
     assert "1P1D" in disagg["words"] and "NVLink" in disagg["kv_link"]
 
 
+def test_the_frontend_hands_requests_to_the_prefill_pool_one_at_a_time():
+    """The engine's host time brings its API server: requests sent together reach the prefill pool
+    one frontend time apart (a caller's step function has none)."""
+    from capsim.profiles.host_time import host_time
+
+    workload = Workload.from_arrays([200] * 4, [4] * 4, [0.0] * 4)
+    result = simulate(deployment(), workload)
+    frontend = host_time("vllm").frontend_s
+    assert result.info["frontend_s"] == frontend > 0
+    assert (np.sort(result.column("first_token_s")) >= frontend * np.arange(1, 5) - 1e-6).all()
+    assert simulate(deployment(), workload, batch_seconds=two_speeds).info["frontend_s"] == 0.0
+
+
 def test_transfers_from_one_prefill_instance_take_turns():
     """Two prompts prefilled in one batch leave for two decode instances: the prefill instance's
     lanes move one KV cache at a time, so the second waits for the first."""
