@@ -84,6 +84,8 @@ def read_space(path: str | None) -> dict:
 @click.option("--prices", "prices_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A YAML of `hardware: dollars per GPU-hour`, over the shipped table.")
 @click.option("--router", type=click.Choice(ROUTERS), default="round_robin", show_default=True)
+@click.option("--host-time", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Add each engine's fitted host time to kernel-database and roofline step times (off: kernel time only).")
 @click.option("--disagg/--no-disagg", default=False, show_default=True,
               help="Also search disaggregated deployments (xPyD: the P:D split, each pool's TP, the decode batch limit) on the "
                    "same GPUs (--gpus, --hardware), and set the best beside the best aggregated one.")
@@ -95,7 +97,7 @@ def read_space(path: str | None) -> dict:
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Trial cache [default: ~/.cache/capsim/trials].")
 @output_options("plan")
 def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp, pp, engine, scheduler, chunk_size, max_batch_size,
-                 space_path, prices_path, router, disagg: bool, make_spec, executor, workers, ray_address, cache_dir, output_dir: Path | None,
+                 space_path, prices_path, router, host_time: str, disagg: bool, make_spec, executor, workers, ray_address, cache_dir, output_dir: Path | None,
                  overwrite: bool, **slo_flags) -> None:
     """The cheapest deployment that meets an SLO at a target load, and the Pareto front.
 
@@ -152,7 +154,7 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
             raise ConfigError(f"unknown {what} {', '.join(bad)}; choose among {', '.join(allowed)}")
     budgets = ({s: tuple(_counts(given["chunk_size"], "chunk-size")) if s not in ("vllm_v0", "orca", "faster_transformer") else (None,)
                 for s in schedulers} if given["chunk_size"] else {s: DEFAULT_BUDGETS.get(s, (None,)) for s in schedulers})
-    base = SystemSpec(model=model, router=router)
+    base = SystemSpec(model=model, router=router, host_time=host_time == "on")
     spec = make_spec(trace)
     pool = candidates(model, kinds, prices, _counts(given["tp"], "tp") if given["tp"] else DEFAULT_TPS,
                       _counts(given["pp"], "pp") if given["pp"] else (1,), by_engine, budgets,
