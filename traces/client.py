@@ -90,7 +90,9 @@ class ClosedLoop:
 
     def workload(self, prompt_tokens: int, output_tokens: int) -> Workload:
         """Fixed-length requests in send order: the first `users` at their start, the rest due at
-        once (the concurrency cap sends each when a slot frees)."""
+        once (the concurrency cap sends each when a slot frees). Requests go out in this order, so
+        a user's second request waits for the last user's first: a staggered or ramped start is
+        exact only while it spreads over less than one request's life."""
         count = self.simulated_requests
         arrival = np.zeros(count)
         first = self.first_sends()[:count]
