@@ -43,8 +43,12 @@ TERMS = ("gemm_flops", "gemm_bytes", "attention_flops", "attention_bytes", "elem
 
 
 def roofline_terms(shape: BatchShape, model: ModelSpec, tp: int = 1, pp: int = 1) -> dict:
-    """The work of one batch on one pipeline stage; GEMM terms are per GEMM (4 a layer)."""
-    b = model.dtype_bytes
+    """The work of one batch on one pipeline stage; GEMM terms are per GEMM (4 a layer). Weights,
+    activations and the KV cache each in their own precision: an FP8 model reads one byte a
+    weight and runs its GEMMs on FP8 tensor cores at twice the bf16 rate (Hopper, Blackwell), but
+    its activations, all-reduces and LM head (left unquantized) stay 16-bit."""
+    w, b, kv = model.dtype_bytes, model.activation_dtype_bytes, model.kv_dtype_bytes
+    fp8_rate = 0.5 if model.dtype == "fp8" else 1  # bf16-equivalent FLOPs of an FP8 GEMM
     tokens = sum(shape.prefill_chunks) + len(shape.decode_contexts)
     heads, kv_heads, hd = model.heads / tp, max(1, model.kv_heads / tp), model.head_dim
     mlp_out = (2 if model.ffn_kind == "swiglu" else 1) * model.ffn / tp
@@ -59,10 +63,10 @@ def roofline_terms(shape: BatchShape, model: ModelSpec, tp: int = 1, pp: int = 1
     routed = (1, 1, model.active_experts, model.active_experts)
     weights = (1, 1, min(model.experts, tokens * model.active_experts), min(model.experts, tokens * model.active_experts))
     return {
-        "gemm_flops": [2 * tokens * r * n_in * n_out for r, (n_in, n_out) in zip(routed, gemms)],
-        "gemm_bytes": [(w * n_in * n_out + r * tokens * (n_in + n_out)) * b for r, w, (n_in, n_out) in zip(routed, weights, gemms)],
+        "gemm_flops": [2 * tokens * r * n_in * n_out * fp8_rate for r, (n_in, n_out) in zip(routed, gemms)],
+        "gemm_bytes": [(e * n_in * n_out * (w / b) + r * tokens * (n_in + n_out)) * b for r, e, (n_in, n_out) in zip(routed, weights, gemms)],
         "attention_flops": 4 * heads * hd * pairs,
-        "attention_bytes": 2 * kv_heads * hd * b * kv_read + 2 * tokens * (heads + kv_heads) * hd * b,
+        "attention_bytes": 2 * kv_heads * hd * kv * kv_read + 2 * tokens * (heads + kv_heads) * hd * b,
         "elementwise_bytes": 6 * tokens * model.hidden * b,  # norms, residual adds, activations
         "allreduce_bytes": 2 * (tp - 1) / tp * tokens * model.hidden * b if tp > 1 else 0.0,  # ring: reduce-scatter + all-gather
         "allreduce_steps": 2 * (tp - 1),
@@ -70,7 +74,7 @@ def roofline_terms(shape: BatchShape, model: ModelSpec, tp: int = 1, pp: int = 1
         "layers": math.ceil(model.layers / pp),
         "sequences": sequences,
         "head_flops": 2 * sequences * model.hidden * model.vocab / tp / pp,  # LM head rows, amortized over stages
-        "head_bytes": (model.hidden * model.vocab / tp + sequences * (model.hidden + model.vocab / tp)) * b / pp,
+        "head_bytes": (model.hidden * model.vocab / tp + sequences * (model.hidden + model.vocab / tp)) * b / pp,  # LM head: 16-bit
         "pp_bytes": tokens * model.hidden * b if pp > 1 else 0.0,
     }
 

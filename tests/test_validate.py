@@ -140,6 +140,11 @@ def test_fp8_halves_the_weights_and_the_kv_cache_where_asked():
     assert "FP8 weights" in fp8.latency_model().source_words
     decode = (64, 0, 0, 0, 64, 64 * 2000)
     assert fp8.latency_model()(*decode) < base.latency_model()(*decode)  # half the weight bytes to read a step
+    # The roofline (GPUs without kernel data): one byte a weight and FP8 GEMM rates, 16-bit activations
+    pcie = [SystemSpec(model="Llama-3.1-8B", hardware="H100-PCIe", quant=q).latency_model() for q in ("auto", "fp8")]
+    assert pcie[0].source == pcie[1].source == "analytic"
+    assert 0.5 < pcie[1](*decode) / pcie[0](*decode) < 0.95
+    assert 0.5 < pcie[1](2048, 1, 2048**2, 0, 0, 0) / pcie[0](2048, 1, 2048**2, 0, 0, 0) < 0.95
     with pytest.raises(SimulationError, match="no FP8 tensor cores"):
         SystemSpec(model="Llama-3.1-8B", hardware="A100-80GB-SXM", quant="fp8")
     with pytest.raises(SimulationError, match="unknown quant"):
