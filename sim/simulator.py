@@ -157,12 +157,14 @@ class Frontend:
         self.env, self.seconds, self.replica, self.run = env, seconds, replica, run
         self.queue: deque[Request] = deque()
         self.next_done = math.inf  # when the request it works on goes to the engine
+        self.holding = 0  # requests received and not yet handed on: a router counts them as the replica's
         self.idle: simpy.Event | None = None
         run.frontends.append(self)
         env.process(self.loop())
 
     def receive(self, request: Request) -> None:
         self.queue.append(request)
+        self.holding += 1
         if self.next_done == math.inf:  # idle: it starts on this one now (booked here, so that a stretch planned now sees it)
             self.next_done = self.env.now + self.seconds
             self.run.frontend_changed()
@@ -181,6 +183,7 @@ class Frontend:
             yield env.timeout_at(self.next_done)
             self.next_done = env.now + self.seconds if queue else math.inf
             self.run.frontend_changed()
+            self.holding -= 1
             self.replica.submit(request)
 
 
@@ -213,7 +216,8 @@ class Replica:
     @property
     def outstanding(self) -> int:
         waiting = len(self.engines[0].scheduler.waiting) if self.shared else sum(len(e.scheduler.waiting) for e in self.engines)
-        return waiting + sum(len(e.scheduler.prefilling) + len(e.scheduler.decoding) for e in self.engines)
+        held = self.frontend.holding if self.frontend is not None else 0  # sent to this replica, still in its frontend
+        return held + waiting + sum(len(e.scheduler.prefilling) + len(e.scheduler.decoding) for e in self.engines)
 
     @property
     def kv_load(self) -> float:

@@ -159,3 +159,13 @@ def test_bad_system_and_workload():
         SystemSpec(scheduler="sarathi", prefix_caching=True)
     with pytest.raises(SimulationError, match="no arrival times"):
         simulate(SystemSpec(), WorkloadSpec("chat", num_requests=5).requests())
+
+
+def test_least_outstanding_counts_the_requests_still_in_a_frontend():
+    """A burst sent at once waits in the replicas' API servers: the router must count those too,
+    or every request of the burst would go to the first replica."""
+    burst = Workload.from_arrays(np.full(40, 300), np.full(40, 20), np.zeros(40))
+    system = SystemSpec(model="Llama-3.1-8B", hardware="H100", replicas=4, router="least_outstanding")
+    result = simulate(system, burst)
+    assert result.info["frontend_s"] > 0
+    assert np.bincount(result.column("replica"), minlength=4).tolist() == [10, 10, 10, 10]
