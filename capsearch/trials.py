@@ -80,9 +80,9 @@ def _file_digest(path: str, size: int, mtime: float) -> str:
 
 def trial_key(system: SystemSpec, workload: WorkloadSpec, qps: float, early_stop: EarlyStop | None = None,
               limits: TrialLimits | None = None) -> str:
+    latency = system.latency_model()
     data = {"schema": TRIAL_SCHEMA, "system": system.to_dict(), "workload": workload.to_dict(), "qps": repr(float(qps)),
-            "latency_profile": system.latency_model().profile_hash,
-            "host_time": system.latency_model().profile.get("host_time")}  # the shipped fit may change
+            "latency_profile": latency.profile_hash, "host_time": latency.profile.get("host_time")}  # the shipped fit may change
     if limits is not None and limits.key() is not None:
         data["limits"] = limits.key()
     if not workload.is_builtin:

@@ -148,7 +148,7 @@ def fit_host_time(engine: str, measurements: list[Measurement], rounds: int = 2)
         raise ProfileError(f"fitting {engine}'s host time needs at least 3 of its runs, got {len(rows)}")
     step = per_sequence = frontend = 0.0
     for _ in range(rounds):
-        replays = [r for r in replay_all(rows, HostTime(engine, step, per_sequence, frontend, 0.0, "")) if r.ttft_ms is not None]
+        replays = [r for r in replay_all(rows, HostTime(engine, step, per_sequence, frontend, "")) if r.ttft_ms is not None]
         real = np.array([r.measurement.tpot_ms for r in replays]) / 1e3
         missing = real - np.array([r.tpot_ms for r in replays]) / 1e3
         users = np.array([r.measurement.concurrency for r in replays], dtype=np.float64)
@@ -159,11 +159,11 @@ def fit_host_time(engine: str, measurements: list[Measurement], rounds: int = 2)
         (step, per_sequence), _ = nnls(design, target)
         scores = {}
         for candidate in FRONTEND_GRID:
-            trial = [r for r in replay_all(rows, HostTime(engine, step, per_sequence, candidate, 0.0, "")) if r.ttft_ms is not None]
+            trial = [r for r in replay_all(rows, HostTime(engine, step, per_sequence, candidate, "")) if r.ttft_ms is not None]
             scores[candidate] = float(np.median(np.abs(np.log([r.ttft_ms / r.measurement.ttft_ms for r in trial]))))
         frontend = min(scores, key=scores.get)
     versions = sorted({m.engine_version or "unstated" for m in rows})
     models = sorted({f"{m.model} on {m.hardware}" for m in rows})
     provenance = f"fitted on {len(rows)} real runs of {engine} {', '.join(versions)} ({', '.join(models)})"
-    final = HostTime(engine, float(step), float(per_sequence), float(frontend), 0.0, provenance)
+    final = HostTime(engine, float(step), float(per_sequence), float(frontend), provenance)
     return final, replay_all(rows, final)

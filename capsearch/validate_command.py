@@ -58,6 +58,10 @@ def validate(measurements_path: Path | None, engine: str | None, model: str | No
     """
     folder = results_dir(output_dir, "validate", overwrite)
     measurements, skipped = read_silicon_sample(measurements_path)
+    if not measurements:
+        raise ProfileError(f"{measurements_path or 'the silicon sample'}: no run capsim can replay ("
+                           + "; ".join(f"{n} {reason}" for reason, n in skipped.most_common(3)) + "): give runs of dense models "
+                           "on aggregated deployments, 16-bit or FP8")
     wanted = {"engine": _choices(engine), "model": _choices(model), "hardware": _choices(hardware), "quant": _choices(quant)}
     for key, values in wanted.items():
         if values is None:

@@ -7,8 +7,8 @@ terms, fitted on real closed-loop runs (scripts/fit_host_time.py, data in host_t
 - per_sequence_s: each sequence in a batch (sampling, output processing);
 - frontend_s: each request in the replica's API server (HTTP, tokenization), which takes one
   at a time (sim/simulator.py, Frontend): requests sent together reach the engine spread out.
-after_last_token_s (detokenizing and closing the stream) is kept at 0: TTFT and TPOT alone cannot
-tell it apart from the step terms. The terms apply to latency sources without host time (the
+Time after the last token (detokenizing, closing the stream) is not modelled: TTFT and TPOT alone
+cannot tell it apart from the step terms. The terms apply to latency sources without host time (the
 kernel database, and the roofline calibrated to it); a measured profile already holds it.
 """
 
@@ -32,7 +32,6 @@ class HostTime:
     step_s: float
     per_sequence_s: float
     frontend_s: float
-    after_last_token_s: float
     provenance: str  # what it was fitted on, in words
 
     @property
@@ -44,13 +43,11 @@ class HostTime:
     def overlapped(self) -> HostTime:
         """Under asynchronous scheduling (vLLM's --async-scheduling) the CPU prepares the next step
         while the GPU runs this one: the step and sequence terms hide behind the kernels."""
-        return HostTime(self.engine, 0.0, 0.0, self.frontend_s, self.after_last_token_s,
-                        self.provenance + "; per-step terms hidden by async scheduling")
+        return HostTime(self.engine, 0.0, 0.0, self.frontend_s, self.provenance + "; per-step terms hidden by async scheduling")
 
     def to_dict(self) -> dict:
         return {"engine": self.engine, "step_s": self.step_s, "per_sequence_s": self.per_sequence_s,
-                "frontend_s": self.frontend_s, "after_last_token_s": self.after_last_token_s,
-                "provenance": self.provenance}
+                "frontend_s": self.frontend_s, "provenance": self.provenance}
 
 
 @lru_cache(maxsize=1)
@@ -68,7 +65,7 @@ def host_time(engine: str) -> HostTime | None:
         return None
     try:
         return HostTime(engine, float(entry["step_s"]), float(entry["per_sequence_s"]), float(entry["frontend_s"]),
-                        float(entry.get("after_last_token_s", 0.0)), str(entry["provenance"]))
+                        str(entry["provenance"]))
     except (KeyError, TypeError, ValueError) as error:
         raise ProfileError(f"profiles/data/{HOST_TIME_FILE}: the {engine} entry is damaged ({error}); reinstall capsim") from None
 

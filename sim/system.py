@@ -121,7 +121,8 @@ class SystemSpec:
     def scheduler_config(self) -> SchedulerConfig:
         """The policy's limits, with the KV blocks of the replica (of one virtual engine in
         vLLM's pipeline mode)."""
-        budget = self.token_budget or (self.model_len if self.scheduler in ("vllm_v0", "orca", "faster_transformer") else 2048)
+        whole_prompts = self.scheduler in ("vllm_v0", "orca", "faster_transformer")
+        budget = self.token_budget or (self.model_len if whole_prompts else getattr(POLICIES[self.scheduler], "default_budget", 2048))
         blocks = self.num_kv_blocks or kv_capacity(
             self.model_spec, get_hardware(self.hardware), self.tp, self.pp, self.block_size,
             self.memory_utilization, max_batch_tokens=max(budget, 2048)).num_blocks

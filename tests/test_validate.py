@@ -170,6 +170,10 @@ def test_validate_writes_rows_groups_and_the_plot(tmp_path):
     assert all(row["simulated_tpot_ms"] > 0 and row["fitted_on"] for row in document["rows"])
     assert (tmp_path / "out" / "validation.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "validation.csv").read_text().startswith("id,engine,")
+    lines = open(silicon_sample_path(), encoding="utf-8").readlines()
+    (tmp_path / "disagg.csv").write_text(lines[0] + "".join(line for line in lines if ",disagg," in line))
+    none = run("validate", "--measurements", str(tmp_path / "disagg.csv"), "-o", str(tmp_path / "none"), cwd=tmp_path)
+    assert none.returncode == 2 and "no run capsim can replay" in none.stderr and "disaggregated" in none.stderr
     bad = run("validate", "--engine", "tgi", "-o", str(tmp_path / "bad"), cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--engine tgi" in bad.stderr
     assert not (tmp_path / "bad").exists()
