@@ -16,6 +16,7 @@ from capsim.capsearch.results_dir import ResultSet, record, write_csv, write_jso
 from capsim.capsearch.serving_metrics import WORDS, percentile_word
 from capsim.sim import POLICIES
 from capsim.sim.disagg import describe
+from capsim.sim.system import precision_words
 
 
 def run_loads(load_run: LoadRun, run_one) -> tuple[list[tuple[Load, object]], list[dict], dict]:
@@ -107,10 +108,14 @@ def headline(info: dict, spec, runs=()) -> str:
         return f"{info['model']} at {info['endpoint']}, measured; {workload}"
     system = info["system"]
     if system.get("disagg"):
-        return f"{system['model']}, disaggregated {describe(system)}, {system['engine']} step times, simulated; {workload}"
+        precision = precision_words(system)
+        return (f"{system['model']}{f' ({precision})' if precision else ''}, disaggregated {describe(system)}, {system['engine']} "
+                f"step times, simulated; {workload}")
     chunk = system.get("token_budget") or getattr(POLICIES[system["scheduler"]], "default_budget", None)
     budget = f" chunk {chunk}" if chunk else ""
-    return (f"{system['model']} on {system['hardware']} TP{system['tp']} PP{system['pp']} x{system['replicas']}, "
+    precision = precision_words(system)
+    return (f"{system['model']}{f' ({precision})' if precision else ''} on {system['hardware']} TP{system['tp']} PP{system['pp']} "
+            f"x{system['replicas']}, "
             f"{system['engine']} step times, {system['scheduler']}{budget} batch {system['max_batch_size']}, simulated; {workload}")
 
 

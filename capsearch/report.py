@@ -9,11 +9,12 @@ from capsim.capsearch.results_dir import write_csv, write_json
 from capsim.capsearch.search import Capacity
 from capsim.capsearch.slo import slo_from_dict
 from capsim.sim.disagg import describe
+from capsim.sim.system import precision_words
 from capsim.traces import write_atomically
 
 CSV_COLUMNS = ("model", "scheduler", "trace", "parallel", "slo", "capacity_qps", "failing_qps", "bracket", "outcome", "converged",
                "failed_first", "slo_clauses", "hardware", "tp", "pp", "scheduler_policy", "chunk_size", "batch_size", "engine",
-               "tbt_p99_s", "tbt_p99.9_s", "tbt_max_s", "ttft_p99_s", "trials", "cached_trials", "source", "latency_source",
+               "precision", "tbt_p99_s", "tbt_p99.9_s", "tbt_max_s", "ttft_p99_s", "trials", "cached_trials", "source", "latency_source",
                "conventions", "gpus", "capacity_qps_per_gpu", "deployment")
 
 
@@ -33,6 +34,7 @@ def capacity_rows(capacities: list[Capacity]) -> list[dict]:
             "slo_clauses": "; ".join(slo.clauses), "hardware": system.get("hardware"), "tp": system.get("tp"), "pp": system.get("pp"),
             "tp_pp": parallel_words(system), "scheduler_policy": system.get("scheduler"),
             "chunk_size": system.get("token_budget"), "batch_size": system.get("max_batch_size"), "engine": system.get("engine"),
+            "precision": precision_words(system) or "the model's own",
             "tbt_p99_s": c.at_capacity.get("tbt_p99_s"), "tbt_p99.9_s": c.at_capacity.get("tbt_p99.9_s"),
             "tbt_max_s": c.at_capacity.get("tbt_max_s"), "ttft_p99_s": c.at_capacity.get("ttft_p99_s"),
             "trials": len(c.trials), "cached_trials": sum(1 for t in c.trials if t.get("cached")), "source": c.source,

@@ -155,6 +155,15 @@ class SystemSpec:
         return data
 
 
+def precision_words(system: dict) -> str:
+    """The precision a system (as to_dict gives it) runs in, where it is not the model's own: "FP8
+    weights, FP8 KV cache"; "" for the model's own. A disaggregated system's pools share it."""
+    system = system.get("prefill", system)
+    words = [f"{system[key].upper()} {what}" for key, what in (("quant", "weights"), ("kv_cache_dtype", "KV cache"))
+             if system.get(key, "auto") != "auto"]
+    return ", ".join(words)
+
+
 @lru_cache(maxsize=32)
 def _latency_model(model: ModelSpec, hardware: str, tp: int, pp: int, profile: str | None, engine: str, host_time: bool,
                    async_scheduling: bool) -> LatencyModel:

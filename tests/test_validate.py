@@ -149,6 +149,9 @@ def test_fp8_halves_the_weights_and_the_kv_cache_where_asked():
         SystemSpec(model="Llama-3.1-8B", hardware="A100-80GB-SXM", quant="fp8")
     with pytest.raises(SimulationError, match="unknown quant"):
         SystemSpec(model="Llama-3.1-8B", quant="int3")
+    from capsim.sim.system import precision_words
+
+    assert precision_words(fp8_kv.to_dict()) == "FP8 weights, FP8 KV cache" and precision_words(base.to_dict()) == ""
     from capsim.real.vllm import vllm_command
 
     argv, _ = vllm_command(fp8_kv)
