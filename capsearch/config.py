@@ -9,7 +9,8 @@ at 3/QPS, the trace shuffled with seed 42 before the first num_requests are take
 on the paper's GPU (Mistral-7B, Yi-34B, Falcon-180B: A100 80GB PCIe; Llama-2-70B: A40).
 
 capsim's keys, all optional: hardware (per model too); engine (whose latencies: vllm, sglang,
-trtllm or reference; per model too); profile (a profile file); slos (a list of SLOs: kind
+trtllm or reference; per model too); quant and kv_cache_dtype (auto, bf16, fp8; per model too);
+host_time and async_scheduling (true or false); profile (a profile file); slos (a list of SLOs: kind
 tbt_ttft | ttft_tpot | deadline and its fields); seed; shuffle; cap_gaps; arrival and cv (per
 trace); granularity; max_trials; replicas; block_size; memory_utilization; num_kv_blocks;
 pipeline_scheduling; in a parallel_spec entry, disagg (xPyD: a disaggregated deployment, its pools
@@ -58,12 +59,13 @@ PAPER_DEFAULT_GPU = "A100-80GB-PCIe"
 DISAGG_KEYS = ("kv_link", "prefill_router", "decode_router", *POOL_OPTIONS)  # a disagg parallel_spec's keys besides disagg
 TOP_KEYS = {"schedulers", "traces", "parallel_spec", "models", "hardware", "engine", "profile", "slos", "seed", "shuffle",
             "cap_gaps", "granularity", "max_trials", "replicas", "block_size", "memory_utilization", "num_kv_blocks",
-            "pipeline_scheduling"}
+            "pipeline_scheduling", "quant", "kv_cache_dtype", "host_time", "async_scheduling"}
 SECTION_KEYS = {
     "schedulers": {"name", "scheduler", "batch_size", "chunk_size"},
     "traces": {"name", "trace_file", "max_seq_len", "num_requests", "start_qps", "arrival", "cv"},
     "parallel_spec": {"name", "tp_dimension", "pp_dimension", "disagg", *DISAGG_KEYS},
-    "models": {"name", "identifier", "parallel_specs", "scheduler_specs", "traces", "hardware", "engine", "profile"},
+    "models": {"name", "identifier", "parallel_specs", "scheduler_specs", "traces", "hardware", "engine", "profile", "quant",
+               "kv_cache_dtype"},
 }
 
 
@@ -258,8 +260,12 @@ def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJo
             profile=text(model.get("profile") or data.get("profile"), "profile") if (model.get("profile") or data.get("profile")) else None,
             engine=text(model.get("engine") or data.get("engine") or "vllm", "engine"),
             pipeline_scheduling=text(data.get("pipeline_scheduling", "one_scheduler"), "pipeline_scheduling"),
+            quant=text(model.get("quant") or data.get("quant") or "auto", "quant"),
+            kv_cache_dtype=text(model.get("kv_cache_dtype") or data.get("kv_cache_dtype") or "auto", "kv_cache_dtype"),
+            host_time=flag(data.get("host_time", True), "host_time"),
+            async_scheduling=flag(data.get("async_scheduling", False), "async_scheduling"),
         )
-        kv_capacity(model_spec, hardware, system.tp, system.pp, system.block_size, system.memory_utilization)  # fits?
+        kv_capacity(system.model_spec, hardware, system.tp, system.pp, system.block_size, system.memory_utilization)  # fits?
         if parallel.get("disagg") is not None:
             system = disaggregated(system, parallel, data)
         elif pools := sorted(key for key in DISAGG_KEYS if parallel.get(key) is not None):

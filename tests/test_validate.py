@@ -188,3 +188,26 @@ def test_repeated_prompts_are_served_from_the_prefix_cache(sample):
     m = next(m for m in measurements if m.engine == "vllm" and m.model == "Qwen3-32B" and m.concurrency >= 64 and m.isl == 1024 and m.tp == 4)
     fresh, reused = replay(m), replay(m, client=client_of(m, dataset_entries=100))
     assert reused.ttft_ms < 0.7 * fresh.ttft_ms
+
+
+def test_a_config_sets_precision_and_host_time(tmp_path):
+    from capsim.capsearch.config import ConfigError, load_config
+
+    text = """schedulers: [{name: s, scheduler: sarathi, batch_size: 128, chunk_size: 512}]
+traces: [{name: chat, trace_file: chat, num_requests: 64}]
+parallel_spec: [{name: tp_1, tp_dimension: 1, pp_dimension: 1}]
+models: [{name: llama, identifier: Llama-3.1-8B, quant: fp8}]
+hardware: H100
+kv_cache_dtype: fp8
+host_time: false
+"""
+    path = tmp_path / "c.yml"
+    path.write_text(text)
+    (job,) = load_config(path).jobs
+    assert (job.system.quant, job.system.kv_cache_dtype, job.system.host_time) == ("fp8", "fp8", False)
+    path.write_text(text.replace("host_time: false", "host_time: sometimes"))
+    with pytest.raises(ConfigError, match="host_time must be true or false"):
+        load_config(path)
+    path.write_text(text.replace("H100", "A100-SXM"))
+    with pytest.raises(ConfigError, match="no FP8 tensor cores"):
+        load_config(path)
