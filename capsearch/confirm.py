@@ -20,12 +20,16 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from pathlib import Path
+
 import numpy as np
+import pyarrow.parquet as pq
 
 from capsim.capsearch.experiment import SearchJob, run_job, score
 from capsim.capsearch.search import Capacity, early_stop_rule, find_capacity
 from capsim.capsearch.slo import TbtTtft, slo_to_dict
 from capsim.capsearch.trials import time_limit
+from capsim.profiles.batch import FEATURES
 from capsim.real.client import Endpoint, EndpointError
 from capsim.real.loadgen import LoadOptions, dominant_failure, run_load
 from capsim.sim import RunResult, SystemSpec, simulate
@@ -57,12 +61,20 @@ class Confirmation:
     latency_source: str = ""
     notes: list[str] = field(default_factory=list)
     predicted_outcome: str = "given (--predicted-qps)"  # or the simulated search's outcome: converged, or what it could not establish
+    engine_speed: dict | None = None  # the prediction again at the engine's measured step times (at_engine_speed)
 
     @property
     def capacity_error(self) -> float | None:
         """(predicted - measured) / measured, simulated against measured as every error capsim prints;
         None when nothing passed."""
         return (self.predicted_qps - self.measured_qps) / self.measured_qps if self.measured_qps and self.predicted_qps else None
+
+    @property
+    def capacity_error_at_engine_speed(self) -> float | None:
+        """The capacity error once the engine's own step times are known: what the simulator (its
+        scheduler and queueing) gets wrong, without the latency profile's drift on this machine."""
+        predicted = (self.engine_speed or {}).get("predicted_qps")
+        return (predicted - self.measured_qps) / self.measured_qps if self.measured_qps and predicted else None
 
 
 def predict_capacity(system: SystemSpec, workload: WorkloadSpec, slo, start_qps: float = 1.0, granularity: float = 0.025,
@@ -128,6 +140,36 @@ def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint,
         predicted_outcome=predicted_outcome,
     )
     return confirmation, results
+
+
+def at_engine_speed(system: SystemSpec, workload: WorkloadSpec, slo, batch_log: Path, folder: Path, start_qps: float = 1.0,
+                    cache_dir: str | None = None) -> dict:
+    """The simulated search again, with the profile scaled to the step times the engine ran at.
+
+    The engine's batch log holds every batch it ran and how long it took; the profile predicts
+    the same batches. Their ratio (time-weighted) is the drift of the profile on this machine
+    now: a busy host (the load generator and the HTTP frontend share its cores) or another CPU.
+    Predicting again at that speed splits a capacity error into that drift and what the
+    simulator itself gets wrong. The scaled profile is kept in `folder` for reruns."""
+    from capsim.profiles.store import resolve_profile
+
+    log = pq.read_table(batch_log)
+    features = np.column_stack([log.column(name).to_numpy() for name in FEATURES]).astype(np.float64)
+    measured = log.column("end_s").to_numpy() - log.column("start_s").to_numpy()
+    predicted = system.latency_model().predictor.predict_many(features)
+    decode_only = features[:, FEATURES.index("prefill_seqs")] == 0
+    ratios = {kind: float(measured[rows].sum() / predicted[rows].sum())
+              for kind, rows in (("all", np.ones(len(measured), bool)), ("decode only", decode_only), ("with prefill", ~decode_only))
+              if rows.any()}
+    if "all" not in ratios:
+        raise ValueError(f"{batch_log} holds no batch: the engine ran nothing")
+    ratio = ratios["all"]
+    profile = resolve_profile(system.model_spec, system.hardware, system.tp, system.pp, system.profile, system.engine)
+    path = profile.scaled(ratio, f"the step times {system.engine} ran at during a confirmation ({len(measured)} batches)").to_parquet(
+        folder / "profile_at_engine_speed.parquet")
+    capacity = predict_capacity(dataclasses.replace(system, profile=str(path)), workload, slo, start_qps, cache_dir=cache_dir)
+    return {"batches": len(measured), "step_time_ratio": ratio, "step_time_ratio_by_kind": ratios,
+            "predicted_qps": capacity.capacity_qps, "outcome": capacity.outcome, "profile": path.name}
 
 
 def compare_percentiles(simulated: RunResult, real: RunResult) -> list[dict]:

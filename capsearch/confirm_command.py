@@ -11,7 +11,7 @@ from click.core import ParameterSource
 from rich.console import Console
 
 from capsim.capsearch.config import ConfigError
-from capsim.capsearch.confirm import confirm as run_confirmation, observable_slo, predict_capacity
+from capsim.capsearch.confirm import at_engine_speed, confirm as run_confirmation, observable_slo, predict_capacity
 from capsim.capsearch.confirm_report import confirmation_tables, plot_confirmation, write_confirmation
 from capsim.capsearch.results_dir import ResultSet, output_options, results_dir
 from capsim.capsearch.slo_options import flag_convention, slo_options, slos_from_flags
@@ -27,6 +27,7 @@ from capsim.real.vllm import VLLM_VERSIONS, vllm_command, vllm_server
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 CONFIRM_REQUESTS = 512  # a confirmation trial's requests unless -n says otherwise: fewer than a search's
+BATCH_LOG = "batches.parquet"  # every batch the reference engine ran, written when it stops
 
 
 @click.command()
@@ -98,6 +99,9 @@ def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | N
     with ResultSet(folder, keep_on_failure=("engine.log",)) as staging:
         confirmation, results = confirm_on_engine(system, workload, slo, endpoint, api_key, device, dtype, predicted_qps, step,
                                                   max_trials, trial_time_limit, early_stop, max_in_flight, staging, outcome)
+        if (staging / BATCH_LOG).is_file():  # the reference engine started here logged its batches
+            with console.status("predicting again at the engine's measured step times"):
+                confirmation.engine_speed = at_engine_speed(system, workload, slo, staging / BATCH_LOG, staging, start_qps)
         for qps, result in results.items():
             result.write(staging / "trials" / f"qps_{qps:.4g}")
         write_confirmation(confirmation, staging)
@@ -107,7 +111,10 @@ def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | N
     for note in confirmation.notes:
         console.print(f"[dim]{note}[/]")
     console.print(f"[dim]the prediction's latencies: {confirmation.latency_source}[/]")
-    console.print(f"wrote {folder}/: confirm.json, confirm.png, trials/" + (", engine.log" if endpoint is None else ""))
+    written = ["confirm.json", "confirm.png", "trials/"] + (["engine.log"] if endpoint is None else [])
+    if confirmation.engine_speed:
+        written += [BATCH_LOG, confirmation.engine_speed["profile"]]
+    console.print(f"wrote {folder}/: {', '.join(written)}")
 
 
 def confirm_on_engine(system, workload, slo, endpoint, api_key, device, dtype, predicted_qps, step, max_trials, trial_time_limit,
@@ -117,7 +124,7 @@ def confirm_on_engine(system, workload, slo, endpoint, api_key, device, dtype, p
     if endpoint is None:
         port = free_port()
         log = folder / "engine.log"
-        launcher = (reference_server(system, port, str(log), device, dtype) if system.engine == "reference"
+        launcher = (reference_server(system, port, str(log), device, dtype, batch_log=str(folder / BATCH_LOG)) if system.engine == "reference"
                     else vllm_server(system, port, str(log)))
         with console.status(f"starting the {system.engine} engine"):
             launcher.start()

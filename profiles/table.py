@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,14 @@ class ProfileTable:
         digest.update(self.features.tobytes())
         digest.update(self.latency_s.tobytes())
         return digest.hexdigest()[:16]
+
+    def scaled(self, factor: float, why: str) -> ProfileTable:
+        """The same batches, every latency times `factor` (the metadata says by how much and why)."""
+        if not (math.isfinite(factor) and factor > 0):
+            raise ProfileError(f"a profile can only be scaled by a positive factor, got {factor}")
+        latency = pa.array(self.latency_s * factor)
+        table = self.table.set_column(self.table.column_names.index("latency_s"), "latency_s", latency)
+        return ProfileTable(table, self.metadata | {"scaled": {"factor": factor, "why": why}})
 
     def concat(self, other: ProfileTable) -> ProfileTable:
         return ProfileTable(pa.concat_tables([self.table, other.table]), self.metadata)
