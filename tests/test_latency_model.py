@@ -157,6 +157,18 @@ def test_profile_file_round_trip_and_bad_files(profile, tmp_path):
         LatencyModel.fit(too_small)
 
 
+def test_a_scaled_profile_keeps_its_batches_and_says_why(profile, tmp_path):
+    slower = profile.scaled(1.25, "a busy machine")
+    assert np.array_equal(slower.features, profile.features)
+    assert np.allclose(slower.latency_s, profile.latency_s * 1.25)
+    back = ProfileTable.read(slower.to_parquet(tmp_path / "slower.parquet"))
+    assert back.metadata["scaled"] == {"factor": 1.25, "why": "a busy machine"}
+    assert back.content_hash() != profile.content_hash()  # fitted and cached apart from the original
+    for factor in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ProfileError, match="positive factor"):
+            profile.scaled(factor, "")
+
+
 def test_a_gpu_without_kernel_data_gets_the_calibrated_roofline():
     table = resolve_profile("Mistral-7B", "A40", tp=1)
     assert table.metadata["source"] == "analytic" and table.metadata["engine"] == "roofline"
