@@ -6,6 +6,11 @@ chunk carries the running completion-token count, so a chunk that carries severa
 known as such; without it, a chunk with a choice counts as one token. The k tokens of one chunk
 are spread evenly over the time since the previous chunk (never zero gaps, never a lost token);
 only the extra tokens of a request's first chunk share its time, having no earlier token.
+
+Time is taken per network read, not per line: a busy server's events pile up and arrive in one
+read, and stamping each line as it is parsed would give their tokens gaps of microseconds. All
+the tokens of one read are spread, like those of one chunk, over the time since the token
+before that read.
 """
 
 from __future__ import annotations
@@ -159,6 +164,20 @@ class StreamReader:
     def __init__(self, completion: Completion, max_tokens: int, on_gap=None):
         self.completion, self.max_tokens, self.on_gap = completion, max_tokens, on_gap
         self.usage_seen = 0
+        self.read_at: float | None = None  # the time of the read that brought the latest tokens ...
+        self.read_first = 0  # ... and the index of its first token
+        self.pending = b""  # the start of a line whose end has not arrived
+
+    def data(self, data: bytes, now: float) -> bool:
+        """Take the bytes of one network read, received at `now`; True at the end of the stream."""
+        lines = (self.pending + data).split(b"\n")
+        self.pending = lines.pop()
+        return any(self.line(line, now) for line in lines)
+
+    def end_of_data(self, now: float) -> bool:
+        """The connection closed: a last line without its newline still counts."""
+        line, self.pending = self.pending, b""
+        return bool(line) and self.line(line, now)
 
     def line(self, line: bytes, now: float) -> bool:
         """Take one line received at `now`; True at the end of the stream. Raises StreamFailed."""
@@ -187,11 +206,17 @@ class StreamReader:
         count = min(reported - len(times) if reported is not None else 1, self.max_tokens - len(times))
         if count > 1:
             self.completion.multi_token_chunks += 1
-        previous = times[-1] if times else None
-        for i in range(1, count + 1):
-            times.append(now if previous is None else previous + (now - previous) * i / count)
-            if self.on_gap is not None and previous is not None:
-                self.on_gap((now - previous) / count)
+        if count <= 0:
+            return False
+        if now != self.read_at:  # the first tokens of a new read
+            self.read_at, self.read_first = now, len(times)
+        first = self.read_first
+        previous = times[first - 1] if first else None
+        spread = len(times) + count - first  # every token of this read shares the time since the one before it
+        times[first:] = [now if previous is None else previous + (now - previous) * i / spread for i in range(1, spread + 1)]
+        if self.on_gap is not None and previous is not None:  # the new tokens' gaps (earlier ones of the read were told theirs)
+            for _ in range(count):
+                self.on_gap((now - previous) / spread)
         return False
 
     def finish(self) -> Completion:
@@ -220,9 +245,11 @@ def stream_completion(endpoint: Endpoint, prompt: list[int], max_tokens: int, co
         response = connection.getresponse()
         if response.status != 200:
             return _fail(completion, f"HTTP {response.status}: {error_message(response.read())}")
-        for line in response:
-            if reader.line(line, time.perf_counter()):
+        while data := response.read1(1 << 16):  # one network read at a time, whatever it holds
+            if reader.data(data, time.perf_counter()):
                 break
+        else:
+            reader.end_of_data(time.perf_counter())
         return reader.finish()
     except StreamFailed as failure:
         return _fail(completion, str(failure))

@@ -4,7 +4,12 @@
   batch (plus the serving stack's overhead, which is part of the engine being profiled).
 - Decode: B requests of prompt length L sent together; once every one has its first token and
   before any ends, every batch is the same B decodes, so the median gap between their tokens in
-  that window is the time of a decode batch of B sequences at KV length about L + half the output.
+  that window is the time of a decode batch of B sequences at their mean KV length in it. An
+  engine with a token budget below B x L prefills them over several steps while the first ones
+  already decode: the outputs are lengthened until the window opens, up to the max model length.
+
+Every prompt is new to the engine (salted per profile run): a prefix cache, on by default in
+vLLM, would otherwise serve a second profile's prompts and make its prefills look fast.
 
 The table then fits a latency model like any other, so `capsim simulate --profile FILE` replays
 the exact engine a user runs. Requests run one measurement at a time, so nothing else shares the
@@ -25,12 +30,13 @@ from capsim.profiles.models import ModelSpec
 from capsim.profiles.table import ProfileTable
 from capsim.profiles.versions import profile_metadata
 from capsim.real.client import Completion, Endpoint, stream_completion
-from capsim.real.loadgen import prompt_ids
+from capsim.real.loadgen import new_salt, prompt_ids
 
 PROMPT_LENGTHS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 DECODE_CONTEXTS = (128, 512, 2048)
 DECODE_TOKENS = 32  # output tokens of each decode-measuring request: the window is about this long
+MIN_WINDOW_GAPS = 8  # token gaps inside the all-decoding window that a decode point needs
 
 
 def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, hardware: str = "unknown",
@@ -43,32 +49,36 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
     if not prompts and not decodes:
         raise ProfileError(f"no measurement fits a max model length of {limit}")
     total, shapes, latencies = len(prompts) + len(decodes), [], []
-    _run_together(endpoint, [prompt_ids(0, 0, min(16, limit - 2), model.vocab)], 2)  # warm up: the first request pays for setup
+    salt = new_salt()
+    _run_together(endpoint, [prompt_ids(0, 0, min(16, limit - 2), model.vocab, salt)], 2)  # warm up: the first request pays for setup
     seed = 0
     for length in prompts:
         times = []
         for _ in range(repeats):
             seed += 1
-            done = _run_together(endpoint, [prompt_ids(seed, 0, length, model.vocab)], 1)[0]
+            done = _run_together(endpoint, [prompt_ids(seed, 0, length, model.vocab, salt)], 1)[0]
             times.append(done.token_times[0] - done.sent_s)
         shapes.append(BatchShape((length,), (0,), ()))
         latencies.append(float(np.median(times)))
         progress and progress(len(shapes), total)
     for batch, context in decodes:
-        tokens, gaps = DECODE_TOKENS, []
-        while not gaps and tokens <= DECODE_TOKENS * 4 and context + tokens <= limit:
-            # A busy engine (or CPU) starts the requests staggered: longer outputs until they overlap
+        tokens, gaps, tried = DECODE_TOKENS, [], 0
+        while len(gaps) < MIN_WINDOW_GAPS and context + tokens <= limit:
+            # Staggered starts (a token budget below batch x context, a busy CPU): longer outputs until they overlap
             seed += 1
-            done = _run_together(endpoint, [prompt_ids(seed, i, context, model.vocab) for i in range(batch)], tokens)
+            done = _run_together(endpoint, [prompt_ids(seed, i, context, model.vocab, salt) for i in range(batch)], tokens)
             start = max(c.token_times[0] for c in done)
             stop = min(c.token_times[-1] for c in done)
-            gaps = [b - a for c in done for a, b in zip(c.token_times, c.token_times[1:]) if a >= start and b <= stop]
-            tokens *= 2
-        if not gaps:
+            # (gap, KV length while it ran): token i of a request was decoded with context + i tokens cached
+            gaps = [(b - a, context + i) for c in done for i, (a, b) in enumerate(zip(c.token_times, c.token_times[1:]), 1)
+                    if a >= start and b <= stop]
+            tried, tokens = tokens, tokens * 2
+        if len(gaps) < MIN_WINDOW_GAPS:
             raise ProfileError(f"{batch} requests of {context} tokens never decoded all together, with outputs of up to "
-                               f"{tokens // 2} tokens: is the engine's batch size below {batch}? Pass smaller --decode-batches")
-        shapes.append(BatchShape((), (), (context + tokens // 4,) * batch))  # the mean KV length over the window
-        latencies.append(float(np.median(gaps)))
+                               f"{tried} tokens (the max model length is {limit}): is the engine's batch size below {batch}? "
+                               "Pass smaller --decode-batches or --decode-contexts")
+        shapes.append(BatchShape((), (), (round(float(np.mean([kv for _, kv in gaps]))),) * batch))
+        latencies.append(float(np.median([gap for gap, _ in gaps])))
         progress and progress(len(shapes), total)
     metadata = profile_metadata(model, hardware, 1, 1, f"endpoint {endpoint.url}", "measured", device="endpoint",
                                 grid="endpoint", model_name=endpoint.model)

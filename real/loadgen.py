@@ -11,8 +11,9 @@ socket and a coroutine, not a thread, so one process drives thousands of concurr
   flight waits for one to end, and its clock starts when it is sent. With every arrival at 0 (an
   infinite rate) that is N users sending back to back.
 
-Prompts are random token ids of the exact length (seeded per request, the same at every QPS);
-outputs are fixed with ignore_eos + max_tokens. Every wait has a timeout: a stalled stream
+Prompts are random token ids of the exact length, seeded per request and per run: a run's
+prompts share no prefix with another run's (or another trial's), so an engine's prefix cache,
+on by default in vLLM, serves none of them from an earlier run; outputs are fixed with ignore_eos + max_tokens. Every wait has a timeout: a stalled stream
 fails after the endpoint's timeout, the whole run ends at its time limit, and an early-stop rule
 (as in simulation, from lower bounds on violations) ends a run that can no longer pass.
 """
@@ -23,6 +24,7 @@ import asyncio
 import gc
 import math
 import resource
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -48,11 +50,18 @@ class LoadOptions:
     max_in_flight: int = 8192  # the open loop's safety cap
     max_concurrency: int | None = None  # a closed loop: requests in flight at most, each timed from its send
     seed: int = 0
+    salt: int | None = None  # of the prompts: None draws a new one for each run
 
 
-def prompt_ids(seed: int, index: int, length: int, vocab: int) -> list[int]:
-    rng = np.random.default_rng([seed, index])
+def prompt_ids(seed: int, index: int, length: int, vocab: int, salt: int = 0) -> list[int]:
+    """The prompt of request `index`: random ids, the same for the same seed, index and salt."""
+    rng = np.random.default_rng([seed, index, salt])
     return rng.integers(FIRST_ID if vocab > 2 * FIRST_ID else 0, vocab, length).tolist()
+
+
+def new_salt() -> int:
+    """A salt for one run's prompts, never the same twice."""
+    return secrets.randbits(63)
 
 
 def run_load(endpoint: Endpoint, workload: Workload, options: LoadOptions, progress=None) -> RunResult:
@@ -95,6 +104,7 @@ class _Load:
         self.rule = options.early_stop
         self.tbt_violations = self.cap_waits = self.failed = self.done = self.dispatched = 0
         self.start = 0.0
+        self.salt = new_salt() if options.salt is None else options.salt
 
     async def run(self) -> RunResult:
         import aiohttp  # loaded by the commands that run real load only
@@ -138,16 +148,18 @@ class _Load:
         max_tokens = int(self.workload.output_tokens[index])
         reader = StreamReader(completion, max_tokens, on_gap=self.on_gap)
         body = request_body(self.endpoint, prompt_ids(self.options.seed, index, int(self.workload.prompt_tokens[index]),
-                                                      self.options.vocab), max_tokens)
+                                                      self.options.vocab, self.salt), max_tokens)
         try:
             completion.sent_s = time.perf_counter()
             async with self.session.post(self.url, data=body) as response:
                 if response.status != 200:
                     _fail(completion, f"HTTP {response.status}: {error_message(await response.read())}")
                     return
-                async for line in response.content:
-                    if reader.line(line, time.perf_counter()):
+                async for data in response.content.iter_any():  # one network read at a time
+                    if reader.data(data, time.perf_counter()):
                         break
+                else:
+                    reader.end_of_data(time.perf_counter())
                 reader.finish()
         except StreamFailed as failure:
             _fail(completion, str(failure))
