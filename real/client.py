@@ -10,7 +10,8 @@ only the extra tokens of a request's first chunk share its time, having no earli
 Time is taken per network read, not per line: a busy server's events pile up and arrive in one
 read, and stamping each line as it is parsed would give their tokens gaps of microseconds. All
 the tokens of one read are spread, like those of one chunk, over the time since the token
-before that read.
+before that read. A request whose events all came in one read (the client fell that far behind)
+has no gap to spread over: it is counted (`one_read_requests`), as a sign of a starved client.
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ class Completion:
     status: str = "unfinished"  # finished | failed | unfinished (cut off by the load generator)
     reason: str = ""
     multi_token_chunks: int = 0
+    chunks: int = 0  # events that carried tokens
 
 
 def request_body(endpoint: Endpoint, prompt: list[int], max_tokens: int) -> bytes:
@@ -208,6 +210,7 @@ class StreamReader:
             self.completion.multi_token_chunks += 1
         if count <= 0:
             return False
+        self.completion.chunks += 1
         if now != self.read_at:  # the first tokens of a new read
             self.read_at, self.read_first = now, len(times)
         first = self.read_first
@@ -224,7 +227,7 @@ class StreamReader:
         completion, times = self.completion, self.completion.token_times
         if len(times) < self.max_tokens:
             raise StreamFailed(f"the stream ended after {len(times)} of {self.max_tokens} tokens")
-        if self.max_tokens >= MIN_STREAMED and times[0] == times[-1]:  # no gap measured: a TBT of 0 would pass any SLO
+        if self.max_tokens >= MIN_STREAMED and completion.chunks == 1:  # no gap measured: a TBT of 0 would pass any SLO
             raise StreamFailed(f"all {self.max_tokens} tokens came in one chunk: the engine does not stream, so their gaps "
                                "cannot be measured")
         if self.usage_seen and self.usage_seen != len(times):

