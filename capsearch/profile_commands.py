@@ -139,6 +139,10 @@ def _profile_endpoint(spec, url, api_key, hardware, output, overwrite, repeats, 
         task = bar.add_task(f"{spec.name} at {endpoint.url}", total=None)
         table = profile_endpoint(endpoint, spec, output, hardware, None, *points, repeats=repeats,
                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+    skipped = table.metadata.get("skipped_decode_points")
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} decode points whose requests never all decoded together (more than the "
+                      f"engine's batch size or KV cache holds): " + ", ".join(f"{b} x {c} tokens" for b, c in skipped) + "[/]")
     console.print(f"wrote {output}: {len(table)} batches of {table.label}")
 
 

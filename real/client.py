@@ -248,11 +248,10 @@ def stream_completion(endpoint: Endpoint, prompt: list[int], max_tokens: int, co
         response = connection.getresponse()
         if response.status != 200:
             return _fail(completion, f"HTTP {response.status}: {error_message(response.read())}")
-        while data := response.read1(1 << 16):  # one network read at a time, whatever it holds
-            if reader.data(data, time.perf_counter()):
+        read_at = _stamp_reads(response)
+        for line in response:
+            if reader.line(line, read_at[0]):  # the time of the network read that brought the line
                 break
-        else:
-            reader.end_of_data(time.perf_counter())
         return reader.finish()
     except StreamFailed as failure:
         return _fail(completion, str(failure))
@@ -262,6 +261,22 @@ def stream_completion(endpoint: Endpoint, prompt: list[int], max_tokens: int, co
         return _fail(completion, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
     finally:
         connection.close()
+
+
+def _stamp_reads(response: http.client.HTTPResponse) -> list[float]:
+    """[time of the latest network read of the response]: its buffer reads the socket only when
+    empty, so a line's bytes came with that read, however long after it the line is parsed."""
+    raw = response.fp.raw
+    read_at = [time.perf_counter()]
+    readinto = raw.readinto
+
+    def stamped(buffer):
+        count = readinto(buffer)
+        read_at[0] = time.perf_counter()
+        return count
+
+    raw.readinto = stamped
+    return read_at
 
 
 def within(seconds: float, call, stop, message: str):

@@ -3,10 +3,14 @@
 - Prefill: one request alone with max_tokens=1; its TTFT is the time of a one-prompt prefill
   batch (plus the serving stack's overhead, which is part of the engine being profiled).
 - Decode: B requests of prompt length L sent together; once every one has its first token and
-  before any ends, every batch is the same B decodes, so the median gap between their tokens in
-  that window is the time of a decode batch of B sequences at their mean KV length in it. An
+  before any ends, every batch is the same B decodes, so the mean gap between their tokens in
+  that window (its length over its steps) is the time of a decode batch of B sequences at their
+  mean KV length in it. A median would not do: a busy server flushes piled-up events in bursts,
+  whose gaps of microseconds can be most of them, while the window's length stays true. An
   engine with a token budget below B x L prefills them over several steps while the first ones
   already decode: the outputs are lengthened until the window opens, up to the max model length.
+  A point whose requests never all decode together (more than the engine's max-num-seqs, or
+  than its KV cache holds) is skipped with every larger one, and listed in the metadata.
 
 Every prompt is new to the engine (salted per profile run): a prefix cache, on by default in
 vLLM, would otherwise serve a second profile's prompts and make its prefills look fast.
@@ -26,6 +30,7 @@ import numpy as np
 
 from capsim.profiles.batch import BatchShape
 from capsim.profiles.errors import ProfileError
+from capsim.profiles.host_time import HostTime
 from capsim.profiles.models import ModelSpec
 from capsim.profiles.table import ProfileTable
 from capsim.profiles.versions import profile_metadata
@@ -43,7 +48,7 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
                      max_model_len: int | None = None, prompt_lengths=PROMPT_LENGTHS, decode_batches=DECODE_BATCHES,
                      decode_contexts=DECODE_CONTEXTS, repeats: int = 3, progress=None) -> ProfileTable:
     """Measure the engine and write the ProfileTable; `progress(done, total)` after each point."""
-    limit = max_model_len or model.max_context
+    limit = max_model_len or endpoint.max_model_len or model.max_context
     prompts = [p for p in prompt_lengths if p + 1 <= limit]
     decodes = [(b, c) for b in decode_batches for c in decode_contexts if c + DECODE_TOKENS <= limit]
     if not prompts and not decodes:
@@ -61,7 +66,12 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
         shapes.append(BatchShape((length,), (0,), ()))
         latencies.append(float(np.median(times)))
         progress and progress(len(shapes), total)
+    skipped: list[tuple[int, int]] = []  # decode points that never all decoded together
     for batch, context in decodes:
+        if any(batch >= b and context >= c for b, c in skipped):  # more of what the engine could not hold at once
+            skipped.append((batch, context))
+            total -= 1
+            continue
         tokens, gaps, tried = DECODE_TOKENS, [], 0
         while len(gaps) < MIN_WINDOW_GAPS and context + tokens <= limit:
             # Staggered starts (a token budget below batch x context, a busy CPU): longer outputs until they overlap
@@ -74,17 +84,49 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
                     if a >= start and b <= stop]
             tried, tokens = tokens, tokens * 2
         if len(gaps) < MIN_WINDOW_GAPS:
-            raise ProfileError(f"{batch} requests of {context} tokens never decoded all together, with outputs of up to "
-                               f"{tried} tokens (the max model length is {limit}): is the engine's batch size below {batch}? "
-                               "Pass smaller --decode-batches or --decode-contexts")
+            skipped.append((batch, context))
+            total -= 1
+            continue
         shapes.append(BatchShape((), (), (round(float(np.mean([kv for _, kv in gaps]))),) * batch))
-        latencies.append(float(np.median([gap for gap, _ in gaps])))
+        latencies.append(float(np.mean([gap for gap, _ in gaps])))  # the window's time per step: bursts cancel out
         progress and progress(len(shapes), total)
+    if decodes and len(skipped) == len(decodes):
+        batch, context = decodes[0]
+        raise ProfileError(f"{batch} requests of {context} tokens never decoded all together, with outputs of up to the max "
+                           f"model length ({limit}): is the engine's batch size below {batch}? Pass smaller --decode-batches "
+                           "or --decode-contexts")
     metadata = profile_metadata(model, hardware, 1, 1, f"endpoint {endpoint.url}", "measured", device="endpoint",
                                 grid="endpoint", model_name=endpoint.model)
+    if skipped:  # the engine's max-num-seqs or KV cache is smaller than these: said, never silently dropped
+        metadata["skipped_decode_points"] = [list(point) for point in skipped]
+    latencies, frontend = _split_frontend(shapes, latencies)
+    if frontend is not None:
+        host = HostTime("endpoint", 0.0, 0.0, frontend, "measured by the endpoint profiler: the shortest prompt's TTFT beyond "
+                        "a one-sequence decode step")
+        metadata |= {"host_time": host.to_dict(), "host_time_words": f"{frontend * 1e3:.2f} ms a request in the engine's frontend "
+                     f"({host.provenance})"}
     table = ProfileTable.from_batches(shapes, latencies, metadata)
     table.to_parquet(Path(output))
     return table
+
+
+def _split_frontend(shapes: list[BatchShape], latencies: list[float]) -> tuple[list[float], float | None]:
+    """A lone request's TTFT is the API server's time for it (HTTP, tokenizing, streaming) plus
+    its prefill step: left in the prefill points, it would be charged to every batch that holds a
+    prompt chunk, and the simulation's mixed batches would come out slow. A prompt of a few tokens
+    costs a step about as long as a one-sequence decode, so the shortest prompt's TTFT beyond that
+    step is the frontend's part; it leaves every prefill point and becomes the profile's frontend
+    time (a serial per-request term in the simulator). None where the profile lacks either point."""
+    prefills = [i for i, s in enumerate(shapes) if s.kind == "prefill"]
+    singles = [latencies[i] for i, s in enumerate(shapes) if s.kind == "decode" and len(s.decode_contexts) == 1]
+    if not prefills or not singles:
+        return latencies, None
+    shortest = min(prefills, key=lambda i: shapes[i].prefill_chunks[0])
+    frontend = max(0.0, latencies[shortest] - min(singles))
+    if not frontend:
+        return latencies, None
+    step = min(singles)  # no prefill step is cheaper than a one-sequence decode
+    return [max(value - frontend, step) if i in prefills else value for i, value in enumerate(latencies)], frontend
 
 
 def _run_together(endpoint: Endpoint, prompts: list[list[int]], max_tokens: int) -> list[Completion]:

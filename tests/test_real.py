@@ -239,10 +239,12 @@ def test_a_chunk_with_several_tokens_counts_them_all_without_zero_gaps():
 
 def test_the_engine_profiler_measures_prefill_and_decode_points_that_fit(server, tmp_path):
     endpoint = connect(server.url, KEY)
+    # 16 requests never decode together on an engine of 8 sequences: that point and the larger one are skipped, and said
     table = profile_endpoint(endpoint, get_model("tiny"), tmp_path / "engine.parquet", "cpu", max_model_len=1024,
-                             prompt_lengths=(16, 64, 128, 256), decode_batches=(1, 4, 8), decode_contexts=(64, 256), repeats=2)
+                             prompt_lengths=(16, 64, 128, 256), decode_batches=(1, 4, 8, 16), decode_contexts=(64, 256), repeats=2)
     kinds = table.table.column("kind").to_pylist()
     assert kinds.count("prefill") == 4 and kinds.count("decode") == 6
+    assert table.metadata["skipped_decode_points"] == [[16, 64], [16, 256]]
     latency = table.table.column("latency_s").to_numpy()
     assert (latency > 0).all() and (latency < 1).all()
     assert table.metadata["engine"] == f"endpoint {server.url}" and table.metadata["source"] == "measured"
@@ -250,6 +252,17 @@ def test_the_engine_profiler_measures_prefill_and_decode_points_that_fit(server,
     with pytest.raises(ProfileError, match="never decoded all together|did not finish"):
         profile_endpoint(endpoint, get_model("tiny"), tmp_path / "bad.parquet", max_model_len=1024, prompt_lengths=(),
                          decode_batches=(12,), decode_contexts=(700,), repeats=1)  # 12 x 700 tokens overflow its KV
+
+
+def test_the_frontend_leaves_the_prefill_points_and_becomes_the_profiles_frontend_time():
+    from capsim.profiles.batch import BatchShape
+    from capsim.real.engine_profiler import _split_frontend
+
+    shapes = [BatchShape((16,), (0,)), BatchShape((512,), (0,)), BatchShape((), (), (144,)), BatchShape((), (), (144,) * 4)]
+    latencies, frontend = _split_frontend(shapes, [0.007, 0.036, 0.003, 0.004])
+    assert frontend == pytest.approx(0.004)  # 7 ms for 16 tokens alone, of which a step like a one-sequence decode: 3 ms
+    assert latencies == pytest.approx([0.003, 0.032, 0.003, 0.004])
+    assert _split_frontend(shapes[2:], [0.003, 0.004]) == ([0.003, 0.004], None)  # no prefill point: nothing to split
 
 
 def test_sigterm_ends_open_streams_and_the_server_exits_cleanly(tmp_path):

@@ -74,7 +74,7 @@ def test_a_black_box_profile_of_vllm_predicts_its_latencies_under_load(vllm, pro
     path, table = profile
     assert len(table) == 5 + 5 * 2
     model = LatencyModel.fit(table)
-    print("held-out MAPE", model.accuracy["compiled"])
+    print("held-out MAPE", model.accuracy["compiled"], "frontend", table.metadata.get("host_time"))
     decode = table.latency_s[table.kinds == "decode"]
     assert decode.min() > 0.0005  # no gap read as ~0 ms
     workload = WorkloadSpec(trace="chat", num_requests=160, seed=1, max_total_tokens=512, output_scale=0.5)
