@@ -2,6 +2,9 @@
 
 - Prefill: one request alone with max_tokens=1; its TTFT is the time of a one-prompt prefill
   batch (plus the serving stack's overhead, which is part of the engine being profiled).
+- Mixed: a short prompt sent while B requests decode; the decoders' gap at the step that gave
+  the prompt its first token is the time of a batch of that prompt and B decodes. Without these,
+  a mixed batch would be priced as a prefill plus a decode, each with its own per-step cost.
 - Decode: B requests of prompt length L sent together; once every one has its first token and
   before any ends, every batch is the same B decodes, so the mean gap between their tokens in
   that window (its length over its steps) is the time of a decode batch of B sequences at their
@@ -42,6 +45,10 @@ DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 DECODE_CONTEXTS = (128, 512, 2048)
 DECODE_TOKENS = 32  # output tokens of each decode-measuring request: the window is about this long
 MIN_WINDOW_GAPS = 8  # token gaps inside the all-decoding window that a decode point needs
+MIXED_BATCHES = (1, 4, 16)  # decodes that a prompt joins, for the mixed points (where those decode points were measured) ...
+MIXED_PROMPTS = (32, 128)  # ... and the prompts that join them: short enough for one step of any token budget
+MIXED_DECODE_TOKENS = 96  # the decoders' outputs: they must still run when the prompt's step ends
+MIXED_AFTER_TOKENS = 4  # the prompt is sent once every decoder has this many tokens
 
 
 def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, hardware: str = "unknown",
@@ -90,6 +97,20 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
         shapes.append(BatchShape((), (), (round(float(np.mean([kv for _, kv in gaps]))),) * batch))
         latencies.append(float(np.mean([gap for gap, _ in gaps])))  # the window's time per step: bursts cancel out
         progress and progress(len(shapes), total)
+    measured = [(b, c) for b, c in decodes if (b, c) not in skipped]
+    shortest = min((c for _, c in measured), default=0)
+    mixes = [(b, length) for b in MIXED_BATCHES if (b, shortest) in measured for length in MIXED_PROMPTS
+             if shortest + MIXED_DECODE_TOKENS <= limit]
+    total += len(mixes)
+    for batch, length in mixes:
+        seed += 1
+        point = _mixed_point(endpoint, batch, shortest, length, model.vocab, salt, seed, limit)
+        if point is None:
+            total -= 1
+            continue
+        shapes.append(point[0])
+        latencies.append(point[1])
+        progress and progress(len(shapes), total)
     if decodes and len(skipped) == len(decodes):
         batch, context = decodes[0]
         raise ProfileError(f"{batch} requests of {context} tokens never decoded all together, with outputs of up to the max "
@@ -127,6 +148,41 @@ def _split_frontend(shapes: list[BatchShape], latencies: list[float]) -> tuple[l
         return latencies, None
     step = min(singles)  # no prefill step is cheaper than a one-sequence decode
     return [max(value - frontend, step) if i in prefills else value for i, value in enumerate(latencies)], frontend
+
+
+def _mixed_point(endpoint: Endpoint, batch: int, context: int, length: int, vocab: int, salt: int, seed: int,
+                 limit: int) -> tuple[BatchShape, float] | None:
+    """A prompt of `length` tokens sent while `batch` requests decode: the step that prefills it
+    also decodes them, and ends when it yields the prompt's first token; the decoders' gap that
+    ends nearest that token is that mixed step's time (the median over the decoders). None
+    where the decoders finished before the prompt came (a very fast engine)."""
+    tokens = min(MIXED_DECODE_TOKENS, limit - context)
+    decoders = [Completion() for _ in range(batch)]
+    threads = [threading.Thread(target=stream_completion, args=(endpoint, prompt_ids(seed, i, context, vocab, salt), tokens, c),
+                                daemon=True) for i, c in enumerate(decoders)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + endpoint.timeout_s
+    while min(len(c.token_times) for c in decoders) < MIXED_AFTER_TOKENS and time.monotonic() < deadline:
+        if any(c.status != "unfinished" for c in decoders):
+            break
+        time.sleep(0.001)
+    prompt = _run_together(endpoint, [prompt_ids(seed, batch, length, vocab, salt)], 1)[0]
+    for thread in threads:
+        thread.join(max(0.0, deadline + endpoint.timeout_s - time.monotonic()))
+    if any(c.status != "finished" for c in decoders):
+        raise ProfileError(f"a profiling request did not finish: {next(c.reason for c in decoders if c.status != 'finished') or 'timed out'}")
+    first = prompt.token_times[0]
+    gaps, kv = [], []
+    for c in decoders:
+        times = np.asarray(c.token_times)
+        j = int(np.argmin(np.abs(times - first)))
+        if 1 <= j and times[j] - first < 0.5 * (times[j] - times[j - 1]) and j < len(times) - 1:
+            gaps.append(times[j] - times[j - 1])
+            kv.append(context + j)
+    if len(gaps) < max(1, batch // 2):
+        return None
+    return BatchShape((length,), (0,), (round(float(np.mean(kv))),) * batch), float(np.median(gaps))
 
 
 def _run_together(endpoint: Endpoint, prompts: list[list[int]], max_tokens: int) -> list[Completion]:
