@@ -48,8 +48,8 @@ def main() -> None:
             endpoint = connect(launcher.url)
             profile = Path(folder) / "vllm_tiny_cpu.parquet"
             table = profile_endpoint(endpoint, get_model("tiny"), profile, "cpu", max_model_len=SYSTEM.model_len,
-                                     prompt_lengths=(16, 64, 128, 256, 512), decode_batches=(1, 2, 4, 8, 16),
-                                     decode_contexts=(128, 512))
+                                     prompt_lengths=(16, 64, 128, 256, 512, 768), decode_batches=(1, 2, 4, 8, 16),
+                                     decode_contexts=(128, 512), token_budget=SYSTEM.token_budget)
             frontend = table.metadata.get("host_time", {}).get("frontend_s", 0.0)
             print(f"black-box profile: {len(table)} points, frontend {frontend * 1e3:.2f} ms a request")
             measured: dict[float, list] = {qps: [] for qps in LOADS}

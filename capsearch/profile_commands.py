@@ -29,6 +29,9 @@ from capsim.real.engine_profiler import DECODE_BATCHES, DECODE_CONTEXTS, PROMPT_
 console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes get wide tables
 
 
+ENDPOINT_ONLY = {"prompt_lengths", "decode_batches", "decode_contexts", "token_budget"}
+
+
 @click.command()
 @click.option("--model", required=True, help="A catalog model (see `capsim profiles list`), or a YAML / config.json path.")
 @click.option("--source", type=click.Choice(["measured", "kernel-db"]), default="measured", show_default=True,
@@ -55,10 +58,14 @@ console = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes
 @click.option("--prompt-lengths", default=",".join(map(str, PROMPT_LENGTHS)), show_default=True, help="--endpoint: prefill points.")
 @click.option("--decode-batches", default=",".join(map(str, DECODE_BATCHES)), show_default=True, help="--endpoint: decode batch sizes.")
 @click.option("--decode-contexts", default=",".join(map(str, DECODE_CONTEXTS)), show_default=True, help="--endpoint: decode prompt lengths.")
+@click.option("--token-budget", "--max-num-batched-tokens", "token_budget", type=click.IntRange(1, 2**31 - 1), default=None,
+              help="--endpoint: the engine's tokens a step; longer prompts are then measured as the chunks it prefills them "
+                   "in [default: unknown: every prompt counts as one batch].")
 @click.pass_context
 def profile(ctx: click.Context, model: str, source: str, engine: str, engine_version: str | None, tp: int, pp: int, device: str,
             grid: str, dtype: str | None, warmup: int, repeats: int, output: Path | None, overwrite: bool, endpoint: str | None,
-            api_key: str | None, hardware: str | None, prompt_lengths: str, decode_batches: str, decode_contexts: str) -> None:
+            api_key: str | None, hardware: str | None, prompt_lengths: str, decode_batches: str, decode_contexts: str,
+            token_budget: int | None) -> None:
     """Measure per-batch prefill, decode and mixed latencies of MODEL on this machine.
 
     Builds the architecture in torch with random weights (nothing is downloaded) and times real
@@ -75,8 +82,7 @@ def profile(ctx: click.Context, model: str, source: str, engine: str, engine_ver
         new_file(output, overwrite, inputs=[model])
     given = {name for name in ctx.params if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
     if source == "kernel-db":
-        ignored = sorted(given & {"device", "grid", "dtype", "warmup", "repeats", "endpoint", "api_key", "prompt_lengths",
-                                  "decode_batches", "decode_contexts"})
+        ignored = sorted(given & {"device", "grid", "dtype", "warmup", "repeats", "endpoint", "api_key", *ENDPOINT_ONLY})
         if ignored:
             raise click.UsageError(f"--source kernel-db prices kernels from the database: {_flags(ignored)} do not apply; drop them")
         if hardware is None:
@@ -90,7 +96,10 @@ def profile(ctx: click.Context, model: str, source: str, engine: str, engine_ver
                                "its device (--device)")
     if endpoint:
         return _profile_endpoint(spec, endpoint, api_key, hardware or "unknown", output, overwrite, repeats, prompt_lengths, decode_batches,
-                                 decode_contexts)
+                                 decode_contexts, token_budget)
+    endpoint_only = sorted(given & ENDPOINT_ONLY)
+    if endpoint_only:
+        raise click.UsageError(f"{_flags(endpoint_only)}: for --endpoint only; a local profile measures --grid")
     output = output or new_file(Path(f"{spec.name}_{device_name(device) if device == 'cpu' else device.replace(':', '')}_tp1.parquet"),
                                 overwrite, flag="the default profile")
     with Progress(TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
@@ -119,7 +128,7 @@ def _profile_kernel_db(spec, hardware: str, engine: str, version: str | None, tp
 
 
 def _profile_endpoint(spec, url, api_key, hardware, output, overwrite, repeats, prompt_lengths, decode_batches,
-                      decode_contexts) -> None:
+                      decode_contexts, token_budget) -> None:
     from capsim.real.client import connect
 
     def numbers(text: str, flag: str) -> tuple[int, ...]:
@@ -137,7 +146,7 @@ def _profile_endpoint(spec, url, api_key, hardware, output, overwrite, repeats, 
     output = output or new_file(Path(f"{spec.name}_endpoint_tp1.parquet"), overwrite, flag="the default profile")
     with Progress(TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(f"{spec.name} at {endpoint.url}", total=None)
-        table = profile_endpoint(endpoint, spec, output, hardware, None, *points, repeats=repeats,
+        table = profile_endpoint(endpoint, spec, output, hardware, None, *points, repeats=repeats, token_budget=token_budget,
                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
     skipped = table.metadata.get("skipped_decode_points")
     if skipped:

@@ -53,10 +53,11 @@ MIXED_AFTER_TOKENS = 4  # the prompt is sent once every decoder has this many to
 
 def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, hardware: str = "unknown",
                      max_model_len: int | None = None, prompt_lengths=PROMPT_LENGTHS, decode_batches=DECODE_BATCHES,
-                     decode_contexts=DECODE_CONTEXTS, repeats: int = 3, progress=None) -> ProfileTable:
-    """Measure the engine and write the ProfileTable; `progress(done, total)` after each point."""
+                     decode_contexts=DECODE_CONTEXTS, repeats: int = 3, progress=None, token_budget: int | None = None) -> ProfileTable:
+    """Measure the engine and write the ProfileTable; `progress(done, total)` after each point.
+    `token_budget`: the engine's tokens a step (vLLM's --max-num-batched-tokens), where known."""
     limit = max_model_len or endpoint.max_model_len or model.max_context
-    prompts = [p for p in prompt_lengths if p + 1 <= limit]
+    prompts = [p for p in prompt_lengths if p + 1 <= limit and (not token_budget or p <= token_budget or p % token_budget == 0)]
     decodes = [(b, c) for b in decode_batches for c in decode_contexts if c + DECODE_TOKENS <= limit]
     if not prompts and not decodes:
         raise ProfileError(f"no measurement fits a max model length of {limit}")
@@ -64,15 +65,19 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
     salt = new_salt()
     _run_together(endpoint, [prompt_ids(0, 0, min(16, limit - 2), model.vocab, salt)], 2)  # warm up: the first request pays for setup
     seed = 0
+    ttft, points_done = {}, 0
     for length in prompts:
         times = []
         for _ in range(repeats):
             seed += 1
             done = _run_together(endpoint, [prompt_ids(seed, 0, length, model.vocab, salt)], 1)[0]
             times.append(done.token_times[0] - done.sent_s)
-        shapes.append(BatchShape((length,), (0,), ()))
-        latencies.append(float(np.median(times)))
-        progress and progress(len(shapes), total)
+        ttft[length] = float(np.median(times))
+        if not token_budget or length <= token_budget:  # one step; a longer prompt's steps are chunks (_chunk_points)
+            shapes.append(BatchShape((length,), (0,), ()))
+            latencies.append(ttft[length])
+        points_done += 1
+        progress and progress(points_done, total)
     skipped: list[tuple[int, int]] = []  # decode points that never all decoded together
     for batch, context in decodes:
         if any(batch >= b and context >= c for b, c in skipped):  # more of what the engine could not hold at once
@@ -96,7 +101,8 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
             continue
         shapes.append(BatchShape((), (), (round(float(np.mean([kv for _, kv in gaps]))),) * batch))
         latencies.append(float(np.mean([gap for gap, _ in gaps])))  # the window's time per step: bursts cancel out
-        progress and progress(len(shapes), total)
+        points_done += 1
+        progress and progress(points_done, total)
     measured = [(b, c) for b, c in decodes if (b, c) not in skipped]
     shortest = min((c for _, c in measured), default=0)
     mixes = [(b, length) for b in MIXED_BATCHES if (b, shortest) in measured for length in MIXED_PROMPTS
@@ -110,7 +116,8 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
             continue
         shapes.append(point[0])
         latencies.append(point[1])
-        progress and progress(len(shapes), total)
+        points_done += 1
+        progress and progress(points_done, total)
     if decodes and len(skipped) == len(decodes):
         batch, context = decodes[0]
         raise ProfileError(f"{batch} requests of {context} tokens never decoded all together, with outputs of up to the max "
@@ -121,6 +128,9 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
     if skipped:  # the engine's max-num-seqs or KV cache is smaller than these: said, never silently dropped
         metadata["skipped_decode_points"] = [list(point) for point in skipped]
     latencies, frontend = _split_frontend(shapes, latencies)
+    for shape, latency in _chunk_points(ttft, token_budget):  # differences of TTFTs: no frontend in them
+        shapes.append(shape)
+        latencies.append(latency)
     if frontend is not None:
         host = HostTime("endpoint", 0.0, 0.0, frontend, "measured by the endpoint profiler: the shortest prompt's TTFT beyond "
                         "a one-sequence decode step")
@@ -148,6 +158,23 @@ def _split_frontend(shapes: list[BatchShape], latencies: list[float]) -> tuple[l
         return latencies, None
     step = min(singles)  # no prefill step is cheaper than a one-sequence decode
     return [max(value - frontend, step) if i in prefills else value for i, value in enumerate(latencies)], frontend
+
+
+def _chunk_points(ttft: dict[int, float], budget: int | None) -> list[tuple[BatchShape, float]]:
+    """Prompts longer than the token budget are prefilled in chunks of it, one a step: the TTFTs
+    of two prompts of whole chunks differ by the steps of the chunks between them, so each pair
+    of successive lengths gives a point, a chunk at the mean context of those steps. Without a
+    budget, every prompt counts as one batch (right while prompts fit the engine's budget)."""
+    if not budget:
+        return []
+    whole = sorted(length for length in ttft if length >= budget and length % budget == 0)
+    points = []
+    for shorter, longer in zip(whole, whole[1:]):
+        chunks = (longer - shorter) // budget
+        latency = (ttft[longer] - ttft[shorter]) / chunks
+        if latency > 0:  # noise can invert two close TTFTs: no point rather than a negative one
+            points.append((BatchShape((budget,), (shorter + (chunks - 1) * budget // 2,), ()), latency))
+    return points
 
 
 def _mixed_point(endpoint: Endpoint, batch: int, context: int, length: int, vocab: int, salt: int, seed: int,

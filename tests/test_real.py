@@ -267,6 +267,26 @@ def test_the_frontend_leaves_the_prefill_points_and_becomes_the_profiles_fronten
     assert _split_frontend(shapes[2:], [0.003, 0.004]) == ([0.003, 0.004], None)  # no prefill point: nothing to split
 
 
+def test_prompts_beyond_the_token_budget_become_the_chunks_the_engine_prefills_them_in():
+    from capsim.real.engine_profiler import _chunk_points
+
+    ttft = {16: 0.004, 256: 0.013, 512: 0.029, 1024: 0.065, 700: 0.05}  # 700: not whole chunks of 256, left out
+    points = _chunk_points(ttft, 256)
+    assert [(p.prefill_chunks, p.prefill_contexts) for p, _ in points] == [((256,), (256,)), ((256,), (640,))]
+    assert [latency for _, latency in points] == pytest.approx([0.016, 0.018])  # 512 - 256; (1024 - 512) / 2 chunks
+    assert _chunk_points(ttft, None) == []  # budget unknown: every prompt counts as one batch
+    assert _chunk_points({256: 0.02, 512: 0.019}, 256) == []  # noise inverted them: no negative point
+
+
+def test_endpoint_profile_flags_without_an_endpoint_are_refused():
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", "profile", "--model", "tiny", "--device", "cpu",
+                          "--token-budget", "256"], capture_output=True, text=True)
+    assert run.returncode == 2 and "for --endpoint only" in run.stderr and "Traceback" not in run.stderr
+
+
 def test_sigterm_ends_open_streams_and_the_server_exits_cleanly(tmp_path):
     launcher = reference_server(SYSTEM, free_port(), str(tmp_path / "engine.log"), dtype="float32",
                                 batch_log=str(tmp_path / "batches.parquet")).start()
