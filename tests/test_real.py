@@ -205,8 +205,9 @@ class EventsInOneWrite(MultiTokenChunks):
         self.wfile.write(b"data: [DONE]\n\n")
 
 
-def test_events_that_arrive_in_one_read_share_its_gap_instead_of_reading_as_zero():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), EventsInOneWrite)
+@pytest.mark.parametrize("server", [MultiTokenChunks, EventsInOneWrite], ids=["two tokens an event", "two events a read"])
+def test_tokens_that_arrive_together_share_their_gap_instead_of_reading_as_zero(server):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), server)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         endpoint = connect(f"http://127.0.0.1:{httpd.server_address[1]}")
@@ -216,25 +217,9 @@ def test_events_that_arrive_in_one_read_share_its_gap_instead_of_reading_as_zero
         httpd.shutdown()
     assert result.finished().all()
     assert (result.column("generated_tokens") == workload.output_tokens).all()
+    assert (result.info["multi_token_chunks"] > 0) == (server is MultiTokenChunks)
     gaps = result.tbt()
-    # Each pair is spread over its 20 ms (about 10 ms a gap); only a first read's second token has no earlier one.
-    assert (gaps > 0.005).sum() == len(gaps) - len(workload.output_tokens)
-
-
-def test_a_chunk_with_several_tokens_counts_them_all_without_zero_gaps():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), MultiTokenChunks)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        endpoint = connect(f"http://127.0.0.1:{httpd.server_address[1]}")
-        workload = WorkloadSpec(trace="chat", num_requests=2, seed=0, max_total_tokens=60).at_qps(100)
-        result = run_load(endpoint, workload, LoadOptions(vocab=VOCAB, time_limit_s=30))
-    finally:
-        httpd.shutdown()
-    assert result.finished().all()
-    assert (result.column("generated_tokens") == workload.output_tokens).all()
-    assert result.info["multi_token_chunks"] > 0
-    gaps = result.tbt()
-    # Each later pair is spread over its 20 ms; only a first chunk's second token has no earlier one to spread from.
+    # Each pair is spread over its 20 ms (about 10 ms a gap); only a first pair's second token has no earlier one to spread from.
     assert (gaps > 0.005).sum() == len(gaps) - len(workload.output_tokens)
 
 
