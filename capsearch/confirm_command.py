@@ -181,6 +181,8 @@ def vllm_command_cli(system, port: int, host: str, real_weights: bool, device: s
     if system.pipeline_scheduling != "virtual_engines" and system.pp > 1 and option_given("pipeline_scheduling"):
         raise click.UsageError("vLLM schedules pipeline stages as virtual engines: --pipeline-scheduling one_scheduler has no vLLM flag")
     folder = None
+    if device != "cpu" and option_given("model_dir"):
+        raise click.UsageError("--model-dir is where --device cpu makes its model folder; vLLM on a GPU loads the model by its id")
     if device == "cpu":
         from capsim.real.model_folder import model_folder
         from capsim.real.vllm import check_cpu_system

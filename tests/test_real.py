@@ -263,13 +263,16 @@ def test_prompts_beyond_the_token_budget_become_the_chunks_the_engine_prefills_t
     assert _chunk_points({256: 0.02, 512: 0.019}, 256) == []  # noise inverted them: no negative point
 
 
-def test_endpoint_profile_flags_without_an_endpoint_are_refused():
+def test_flags_for_another_mode_are_refused():
     import subprocess
     import sys
 
     run = subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", "profile", "--model", "tiny", "--device", "cpu",
                           "--token-budget", "256"], capture_output=True, text=True)
     assert run.returncode == 2 and "for --endpoint only" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", "vllm-command", "--model", "tiny", "--model-dir", "x"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "--model-dir is where --device cpu" in run.stderr
 
 
 def test_sigterm_ends_open_streams_and_the_server_exits_cleanly(tmp_path):
