@@ -263,6 +263,29 @@ def test_prompts_beyond_the_token_budget_become_the_chunks_the_engine_prefills_t
     assert _chunk_points({256: 0.02, 512: 0.019}, 256) == []  # noise inverted them: no negative point
 
 
+def test_vllms_iteration_log_reads_as_its_batches(tmp_path):
+    import numpy as np
+
+    from capsim.real.vllm_iterations import batch_mix, read_iterations
+
+    log = tmp_path / "vllm.log"
+    log.write_text(  # vLLM 0.32's lines, with --enable-logging-iteration-details
+        "(EngineCore pid=1) INFO 12-04 01:52:45 [core.py:133] Initializing a V1 LLM engine\n"
+        "(APIServer pid=2) INFO 12-04 02:00:01 [loggers.py:199] Engine 000: Iteration(7): 1 context requests, 256 context tokens, "
+        "3 generation requests, 3 generation tokens, iteration elapsed time: 12.50 ms, cpu KV cache usage: 3.1%\n"
+        "(APIServer pid=2) INFO 12-04 02:00:01 [loggers.py:199] Engine 000: Iteration(8): 0 context requests, 0 context tokens, "
+        "4 generation requests, 4 generation tokens, iteration elapsed time: 3.00 ms, cpu KV cache usage: 3.2%\n"
+        "(APIServer pid=2) INFO 12-04 02:00:01 [loggers.py:199] Engine 000: Iteration(9): 0 context requests, 0 context tokens, "
+        "0 generation requests, 0 generation tokens, iteration elapsed time: 0.00 ms (dummy), cpu KV cache usage: 3.2%\n")
+    steps = read_iterations(log)
+    assert steps.tolist() == [[1, 256, 3, 3, 0.0125], [0, 0, 4, 4, 0.003]]  # the dummy step is none of the engine's batches
+    mix = batch_mix(steps[:, 1], steps[:, 0], steps[:, 2])
+    assert mix["steps"] == 2 and mix["with_prefill"] == 0.5 and mix["prefill_tokens"] == 256 and mix["decode_seqs"] == 3.5
+    empty = tmp_path / "empty.log"
+    empty.write_text("no iterations logged\n")
+    assert np.array_equal(read_iterations(empty), np.zeros((0, 5)))
+
+
 def test_flags_for_another_mode_are_refused():
     import subprocess
     import sys
