@@ -351,7 +351,9 @@ def test_vllm_on_this_cpu_is_launched_as_the_cpu_build_refuses_and_serves_a_fold
     tokenizer = json.loads((folder / "tokenizer.json").read_text())
     assert len(tokenizer["model"]["vocab"]) == VOCAB and tokenizer["model"]["vocab"]["t5"] == 5
     argv, env = vllm_command(system, device="cpu", model_dir=str(folder))
-    assert argv[:2] == [sys.executable, str(Path(__file__).parents[1] / "real" / "vllm_cpu_main.py")] and env == {}
+    import capsim.real.vllm
+
+    assert argv[:2] == [sys.executable, str(Path(capsim.real.vllm.__file__).with_name("vllm_cpu_main.py"))] and env == {}
     joined = " ".join(argv)
     for flag in (f"serve {folder} --served-model-name tiny", "--dtype float32", "--enforce-eager", "--block-size 32",
                  "--num-gpu-blocks-override 512", "--max-num-batched-tokens 256", "--no-enable-prefix-caching"):

@@ -28,7 +28,9 @@ def _vllm_cpu_missing() -> str | None:
     python = os.environ.get(VLLM_PYTHON)
     if not python or not Path(python).is_file():
         return f"real vLLM on CPU is not installed: run scripts/install_vllm_cpu.sh and set {VLLM_PYTHON}"
-    main = Path(__file__).parents[1] / "real" / "vllm_cpu_main.py"
+    import capsim.real.vllm
+
+    main = Path(capsim.real.vllm.__file__).with_name("vllm_cpu_main.py")  # the launcher capsim runs, installed or not
     try:
         check = subprocess.run([python, str(main), "--version"], capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
