@@ -13,9 +13,10 @@ socket and a coroutine, not a thread, so one process drives thousands of concurr
 
 Prompts are random token ids of the exact length, seeded per request and per run: a run's
 prompts share no prefix with another run's (or another trial's), so an engine's prefix cache,
-on by default in vLLM, serves none of them from an earlier run; outputs are fixed with ignore_eos + max_tokens. Every wait has a timeout: a stalled stream
-fails after the endpoint's timeout, the whole run ends at its time limit, and an early-stop rule
-(as in simulation, from lower bounds on violations) ends a run that can no longer pass.
+on by default in vLLM, serves none of them from an earlier run. Outputs are fixed with ignore_eos
++ max_tokens. Every wait has a timeout: a stalled stream fails after the endpoint's timeout, the
+whole run ends at its time limit, and an early-stop rule (as in simulation, from lower bounds on
+violations) ends a run that can no longer pass.
 """
 
 from __future__ import annotations

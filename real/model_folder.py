@@ -4,7 +4,8 @@ weights (`--load-format dummy`), so that nothing is downloaded.
 It holds the architecture (config.json, Llama or Mixtral, from the catalog's dimensions) and a
 tokenizer (tokenizer.json: one word a token id, read by the `tokenizers` library that every
 engine uses). capsim sends prompts as token ids, so the tokenizer only turns generated ids back
-into text. The files are written once and reused while they match.
+into text. The files are written once and reused while they match; a folder of the same name
+that capsim did not make (no marker file) is never written to.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from capsim.profiles.errors import ProfileError
 from capsim.profiles.models import ModelSpec
 from capsim.traces import write_atomically
 
+MARKER = ".capsim-model-folder"  # a folder capsim made and may rewrite; any other is left alone
 TORCH_DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 
 
@@ -60,7 +62,12 @@ def model_folder(model: ModelSpec, parent: Path) -> Path:
         "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "<unk>", "bos_token": "<s>",
                                   "eos_token": "</s>", "model_max_length": model.max_context, "clean_up_tokenization_spaces": False},
     }
+    marker = folder / MARKER
+    if folder.is_dir() and any(folder.iterdir()) and not marker.is_file():
+        raise ProfileError(f"{folder} holds files capsim did not write; capsim only writes model folders of its own there: "
+                           "choose another folder (--model-dir)")
     folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by capsim from its catalog; capsim may rewrite the files here\n")
     for name, document in files.items():
         text = json.dumps(document, indent=1, sort_keys=True)
         path = folder / name

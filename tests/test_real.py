@@ -364,6 +364,13 @@ def test_vllm_on_this_cpu_is_launched_as_the_cpu_build_refuses_and_serves_a_fold
                      (dict(tp=2), "--tp 1 --pp 1")):
         with pytest.raises(ProfileError, match=fix):
             check_cpu_system(SystemSpec(**{**system.to_dict(), **bad}))
+    theirs = tmp_path / "theirs" / "tiny"
+    theirs.mkdir(parents=True)
+    (theirs / "config.json").write_text("{}")
+    with pytest.raises(ProfileError, match="did not write"):
+        model_folder(get_model("tiny"), tmp_path / "theirs")  # someone else's folder of that name: left alone
+    assert (theirs / "config.json").read_text() == "{}"
+    assert model_folder(get_model("tiny"), tmp_path) == folder  # its own folder: reused
     config_file = folder / "config.json"
     assert hf_model_id(str(config_file)) == str(folder)  # vLLM loads the folder, not its config file
     gpu, env = vllm_command(system, device="cuda:1")
