@@ -131,6 +131,10 @@ def confirm(system: SystemSpec, workload: WorkloadSpec, slo, endpoint: Endpoint,
     if failures:
         reason, times, failed = max(failures, key=lambda f: f[1])
         notes.append(f"some real requests failed, counted as violations; the commonest error ({times} of {failed} in one trial): {reason}")
+    starved = sum(r.info.get("one_read_requests", 0) for r in results.values())
+    if starved:
+        notes.append(f"{starved} real requests had all their tokens in one read (the load generator fell behind the engine: their "
+                     "gaps read as 0, their TTFT late); give the load generator a core of its own")
     if any(t.get("in_flight_cap_hits") for t in trials):
         notes.append("the in-flight cap delayed some requests: raise it if the engine can take more")
     confirmation = Confirmation(
