@@ -80,7 +80,7 @@ def trace_files(folder: Path) -> list[tuple[str, Path]]:
 
 
 def configs(folder: Path) -> list[tuple[str, Path]]:
-    base = yaml.safe_load((ROOT / "capsearch/configs/mistral7b_strict.yml").read_text())
+    base = yaml.safe_load((ROOT / "capsearch/experiments/configs/mistral7b_strict.yml").read_text())
     edits = {
         "chunk_size a string": ("schedulers", 2, "chunk_size", "512"), "granularity 0": (None, None, "granularity", 0),
         "granularity 5": (None, None, "granularity", 5), "start_qps inf": ("traces", 0, "start_qps", float("inf")),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from capsim.capsearch.validate import replay_all, summary
+from capsim.capsearch.load.validate import replay_all, summary
 from capsim.profiles.host_time import training_rows
 from capsim.profiles.measurements import read_silicon_sample
 

@@ -17,7 +17,7 @@ import json
 from datetime import date
 from pathlib import Path
 
-from capsim.capsearch.validate import fit_host_time
+from capsim.capsearch.load.validate import fit_host_time
 from capsim.profiles.host_time import HOST_TIME_FILE
 from capsim.profiles.kernel_db import package_version
 from capsim.profiles.measurements import read_silicon_sample

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from capsim.capsearch.confirm_report import error_words
+from capsim.capsearch.report.confirm import error_words
 from capsim.profiles.compare import split_words
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from capsim.capsearch.config import ConfigError, load_config
-from capsim.capsearch.experiment import SearchJob, run_job
-from capsim.capsearch.search import Capacity, early_stop_rule, find_capacity
-from capsim.capsearch.slo import TbtTtft
-from capsim.capsearch.trials import TrialCache, run_trial
+from capsim.capsearch.experiments.config import ConfigError, load_config
+from capsim.capsearch.capacity.jobs import SearchJob, run_job
+from capsim.capsearch.capacity.search import Capacity, early_stop_rule, find_capacity
+from capsim.capsearch.capacity.slo import TbtTtft
+from capsim.capsearch.capacity.trials import TrialCache, run_trial
 from capsim.sim import SystemSpec
 from capsim.sim.compact import read_compact
 from capsim.traces import WorkloadSpec
@@ -155,7 +155,7 @@ def test_bad_configs_name_the_file_and_the_key(tmp_path, text, message):
 
 
 def test_unknown_key_inside_a_section(tmp_path):
-    good = (Path(__file__).resolve().parents[1] / "capsearch" / "configs" / "mistral7b_strict.yml").read_text()
+    good = (Path(__file__).resolve().parents[1] / "capsearch" / "experiments" / "configs" / "mistral7b_strict.yml").read_text()
     path = tmp_path / "exp.yml"
     path.write_text(good.replace("chunk_size: 512", "chunk_size: 512\n    chunk_sise: 9"))
     with pytest.raises(ConfigError, match=r"unknown key\(s\) chunk_sise in schedulers entry 'sarathi_512'"):

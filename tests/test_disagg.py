@@ -180,7 +180,7 @@ def test_bad_disaggregation_flags_get_one_line_and_exit_2(args, words, tmp_path)
 
 
 def test_a_config_splits_a_parallel_spec_into_pools(tmp_path):
-    from capsim.capsearch.config import load_config
+    from capsim.capsearch.experiments.config import load_config
 
     config = tmp_path / "disagg.yml"
     config.write_text("""

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from capsim.capsearch.cli import main
-from capsim.capsearch.config import load_config
+from capsim.capsearch.experiments.config import load_config
 from capsim.capsearch.errors import ConfigError
 from capsim.traces import TraceError, load_trace
 

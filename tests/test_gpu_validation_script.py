@@ -29,8 +29,8 @@ def test_the_table_is_made_from_the_runs_files(tmp_path):
     """The `table` stage's rows, from files as the stages write them."""
     import json
 
-    from capsim.capsearch.confirm import Confirmation
-    from capsim.capsearch.confirm_report import write_confirmation
+    from capsim.capsearch.capacity.confirm import Confirmation
+    from capsim.capsearch.report.confirm import write_confirmation
     from capsim.profiles.compare import compare_profiles
     from test_profile_compare import BASE, profile
 

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from capsim.capsearch.cli import main
-from capsim.capsearch.serving_metrics import MetricsError, parse_goodput, parse_percentiles, serving_metrics
-from capsim.capsearch.load_sweep import parse_qps
-from capsim.capsearch.slo import Goodput, SLOError
+from capsim.capsearch.load.metrics import MetricsError, parse_goodput, parse_percentiles, serving_metrics
+from capsim.capsearch.load.sweep import parse_qps
+from capsim.capsearch.capacity.slo import Goodput, SLOError
 from capsim.sim import SystemSpec, simulate
 from capsim.sim.result import RunResult, requests_table, to_microseconds
 from capsim.traces import WorkloadSpec

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from capsim.capsearch.cli import main
-from capsim.capsearch.config import load_config
-from capsim.capsearch.slo import Deadline, TbtTtft
+from capsim.capsearch.experiments.config import load_config
+from capsim.capsearch.capacity.slo import Deadline, TbtTtft
 from capsim.sim import SystemSpec, simulate
 from capsim.sim.policies import Orca, VllmV0
 from capsim.sim.request import Request
@@ -205,7 +205,7 @@ def test_the_osdi_configs_run_on_the_papers_gpus_with_the_papers_workload():
         assert experiment.jobs[0].slos == (TbtTtft(tbt=0.2, tbt_percentile=99, ttft=2.0, ttft_percentile=50),)
         assert all(j.workload.cap_gaps and j.workload.seed == 42 for j in experiment.jobs)
         assert any("Sarathi-Serve paper's GPU" in note for note in experiment.notes)
-    shipped = Path(__file__).resolve().parents[1] / "capsearch" / "configs"
+    shipped = Path(__file__).resolve().parents[1] / "capsearch" / "experiments" / "configs"
     for path in sorted(shipped.glob("*.yml")):  # the shipped copies are the OSDI experiments, SLOs added
         mine, theirs = load_config(path), load_config(folder / path.name)
         assert [(j.labels, j.system, j.start_qps) for j in mine.jobs] == [(j.labels, j.system, j.start_qps) for j in theirs.jobs]
@@ -213,7 +213,7 @@ def test_the_osdi_configs_run_on_the_papers_gpus_with_the_papers_workload():
 
 def test_a_missing_trace_file_is_a_clear_error(tmp_path):
     config = tmp_path / "exp.yml"
-    config.write_text((Path(__file__).resolve().parents[1] / "capsearch" / "configs" / "mistral7b_strict.yml").read_text()
+    config.write_text((Path(__file__).resolve().parents[1] / "capsearch" / "experiments" / "configs" / "mistral7b_strict.yml").read_text()
                       .replace("trace_file: chat", "trace_file: ./mine/requests.csv"))
     result = run(["--config-path", config], tmp_path)
     assert result.exit_code == 2 and "trace file ./mine/requests.csv not found" in result.output
@@ -306,7 +306,7 @@ def test_etalons_num_clients_and_its_commands_sharing_one_output_dir(tmp_path):
 def test_pool_keys_without_disagg_are_refused(tmp_path):
     import yaml
 
-    from capsim.capsearch.search_command import builtin_config
+    from capsim.capsearch.cli.search import builtin_config
 
     data = yaml.safe_load(builtin_config("mistral7b_strict").read_text())
     data["parallel_spec"][0]["prefill_tp"] = 2

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from capsim.capsearch.cli import main
-from capsim.capsearch.plan_report import pareto_front
+from capsim.capsearch.report.plan import pareto_front
 
 SPACE = ["--model", "Llama-3.1-8B", "--hardware", "H100,A100", "--tp", "1", "--scheduler", "sarathi", "--chunk-size", "512,2048",
          "--max-batch-size", "128", "-n", "256", "--ttft-metric", "ttft", "--ttft-slo", "0.4"]  # 256 requests judge ~25 QPS at 0.4 s

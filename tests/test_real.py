@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from capsim.capsearch.slo import TbtTtft  # noqa: E402
+from capsim.capsearch.capacity.slo import TbtTtft  # noqa: E402
 from capsim.profiles.errors import ProfileError  # noqa: E402
 from capsim.profiles.latency_model import LatencyModel  # noqa: E402
 from capsim.real.client import EndpointError, connect  # noqa: E402

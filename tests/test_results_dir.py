@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from capsim.capsearch.cli import main
 from capsim.capsearch.errors import ConfigError
-from capsim.capsearch.results_dir import ResultSet, results_dir
+from capsim.capsearch.report.results_dir import ResultSet, results_dir
 from capsim.traces import strict_dumps
 
 SIMULATE = ["simulate", "--model", "Mistral-7B", "--hardware", "A100", "--qps", "2", "-n", "50"]
@@ -66,8 +66,8 @@ def test_json_is_strict_with_a_reason_for_each_null():
 
 
 def test_a_confirmation_where_nothing_passed_or_was_measured_still_writes_its_report(tmp_path):
-    from capsim.capsearch.confirm import Confirmation
-    from capsim.capsearch.confirm_report import plot_confirmation, write_confirmation
+    from capsim.capsearch.capacity.confirm import Confirmation
+    from capsim.capsearch.report.confirm import plot_confirmation, write_confirmation
 
     nothing = [{"metric": m, "percentile": p, "predicted_s": 0.05, "measured_s": math.nan, "error": math.nan}
                for m in ("ttft", "tbt") for p in (50, 99)]
@@ -83,8 +83,8 @@ def test_a_confirmation_where_nothing_passed_or_was_measured_still_writes_its_re
 def test_a_confirmation_that_never_failed_gives_its_error_as_a_bound():
     from rich.console import Console
 
-    from capsim.capsearch.confirm import Confirmation
-    from capsim.capsearch.confirm_report import confirmation_tables
+    from capsim.capsearch.capacity.confirm import Confirmation
+    from capsim.capsearch.report.confirm import confirmation_tables
 
     def capacity_row(failing):
         confirmation = Confirmation(slo={}, slo_name="P99 TBT<=0.1s", predicted_qps=10.0, measured_qps=12.0, failing_qps=failing,
@@ -99,7 +99,7 @@ def test_a_confirmation_that_never_failed_gives_its_error_as_a_bound():
 
 
 def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
-    from capsim.capsearch.results_dir import MARKER, release
+    from capsim.capsearch.report.results_dir import MARKER, release
 
     monkeypatch.chdir(tmp_path)
     folders = [results_dir(None, "simulate", overwrite=False) for _ in range(3)]

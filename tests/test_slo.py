@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from capsim.capsearch.slo import (Deadline, SLOError, TbtTtft, TtftTpot, deadline_miss_rates, fluidity_figures, min_tbt_deadlines,
+from capsim.capsearch.capacity.slo import (Deadline, SLOError, TbtTtft, TtftTpot, deadline_miss_rates, fluidity_figures, min_tbt_deadlines,
                                   slo_from_dict)
 from capsim.sim.result import RunResult, requests_table
 
@@ -130,7 +130,7 @@ def test_impossible_slos_are_refused(data, message):
 
 
 def test_a_fraction_of_exactly_one_is_a_hundred_percent_and_below_the_median_is_refused():
-    from capsim.capsearch.slo import SLOError, as_percentile
+    from capsim.capsearch.capacity.slo import SLOError, as_percentile
 
     assert as_percentile(1) == 100 and as_percentile(1.0) == 100 and as_percentile(0.99) == 99 and as_percentile(99) == 99
     assert as_percentile(50) == 50 and as_percentile(0.5) == 50

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from capsim.capsearch.cache_folder import parse_age, parse_size, prune, scan
+from capsim.capsearch.capacity.cache_folder import parse_age, parse_size, prune, scan
 from capsim.capsearch.errors import ConfigError
-from capsim.capsearch.slo import Deadline, TbtTtft, TtftTpot
-from capsim.capsearch.trials import TrialCache, run_trial, trial_key
+from capsim.capsearch.capacity.slo import Deadline, TbtTtft, TtftTpot
+from capsim.capsearch.capacity.trials import TrialCache, run_trial, trial_key
 from capsim.sim import SystemSpec, simulate
 from capsim.sim.compact import CompactError, read_compact, write_compact
 from capsim.traces import WorkloadSpec

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("aiconfigurator_core")
 
-from capsim.capsearch.validate import client_of, engine_system, replay  # noqa: E402
+from capsim.capsearch.load.validate import client_of, engine_system, replay  # noqa: E402
 from capsim.profiles.errors import ProfileError  # noqa: E402
 from capsim.profiles.host_time import host_time, training_rows  # noqa: E402
 from capsim.profiles.measurements import read_silicon_sample, silicon_sample_path  # noqa: E402
@@ -191,7 +191,7 @@ def test_repeated_prompts_are_served_from_the_prefix_cache(sample):
 
 
 def test_a_config_sets_precision_and_host_time(tmp_path):
-    from capsim.capsearch.config import ConfigError, load_config
+    from capsim.capsearch.experiments.config import ConfigError, load_config
 
     text = """schedulers: [{name: s, scheduler: sarathi, batch_size: 128, chunk_size: 512}]
 traces: [{name: chat, trace_file: chat, num_requests: 64}]

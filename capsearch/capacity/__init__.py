@@ -1,0 +1,1 @@
+"""Capacity: SLOs, the binary search, trials and their cache, the job runner, real confirmation."""

@@ -1,0 +1,175 @@
+"""Run many capacity searches: one job per (system, workload), each searching every SLO given.
+
+Jobs are independent, so they run in parallel: a local process pool by default, Ray for a
+cluster (`executor="ray"`, with `ray_address` to join one), or in this process (`serial`).
+All share one trial cache on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from concurrent.futures import as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from capsim.capsearch.capacity.cache_folder import claim, remove_leftovers
+from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.capacity.search import Capacity, early_stop_rule, find_capacity, is_converged, too_short
+from capsim.capsearch.capacity.slo import Deadline, fluidity_figures, slo_to_dict
+from capsim.capsearch.capacity.trials import TrialCache, TrialLimits, default_cache_dir, run_trial
+from capsim.capsearch.capacity.workers import kill_pool, worker_pool
+from capsim.sim import SystemSpec
+from capsim.traces import WorkloadSpec
+
+EXECUTORS = ("process", "ray", "serial")
+RAY_CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    system: SystemSpec
+    workload: WorkloadSpec
+    slos: tuple
+    start_qps: float
+    labels: tuple[tuple[str, str], ...]  # (("model", ...), ("scheduler", ...), ...)
+    granularity: float = 0.025
+    max_trials: int = 20
+    early_stop: bool = True
+    trial: TrialLimits = TrialLimits()
+    conventions: tuple[tuple[str, str], ...] = ()  # (("SLO defaults", "Etalon's"), ...): said in every report
+
+
+def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
+    cache = TrialCache(cache_dir)
+    requests = job.workload.requests()
+    total_tokens = int(requests.output_tokens.sum())
+    latency = job.system.latency_model()
+    # Scoring finished requests only would make a cut-short trial look better: no early stop then.
+    early_stop = job.early_stop and not job.trial.completed_only
+    capacities = []
+    for slo in job.slos:
+        rule = early_stop_rule(slo, len(requests), total_tokens) if early_stop else None
+        best = {}  # the highest passing trial's scored requests: the capacity's figures come from it
+
+        def trial(qps: float):
+            result, cached = run_trial(job.system, job.workload, qps, cache, rule, job.trial)
+            scored = scored_part(result, job.trial)
+            details = score(slo, scored, latency)
+            if details["passed"] and qps > best.get("qps", 0):
+                best.update(qps=qps, result=scored)
+            return details.pop("passed"), details | {"cached": cached, "stopped_early": result.info.get("stopped_early")}
+
+        capacity, failing, trials = find_capacity(trial, slo, job.start_qps, job.granularity, job.max_trials)
+        failed = next((t.get("failed_clauses", []) for t in trials if t["qps"] == failing), [])
+        at_capacity = figures_at(slo, best["result"], latency) | {"qps": capacity} if capacity is not None else {}
+        short = too_short(slo, best["result"].requests.num_rows, capacity) if capacity is not None else None
+        capacities.append(Capacity(
+            labels=dict(job.labels), slo=slo_to_dict(slo), slo_name=slo.name, capacity_qps=capacity, failing_qps=failing,
+            trials=trials, latency_source=latency.source_words, system=job.system.to_dict(), workload=job.workload.to_dict(),
+            converged=is_converged(capacity, failing, job.granularity) and not short, failed_clauses=failed,
+            at_capacity=at_capacity, conventions=dict(job.conventions) | job.trial.describe(), too_short=short,
+        ))
+    return capacities
+
+
+def scored_part(result, limits: TrialLimits):
+    """The requests an SLO is scored on: all (unfinished ones are violations), or, as the peers
+    score a trial cut by a time limit, the finished ones only."""
+    return result.only(result.finished()) if limits.completed_only else result
+
+
+def score(slo, result, latency_model) -> dict:
+    if isinstance(slo, Deadline):
+        return slo.score(result, prefill_seconds=lambda prompt: prefill_seconds(latency_model, prompt))
+    return slo.score(result)
+
+
+def figures_at(slo, result, latency_model) -> dict:
+    """Latency figures of the capacity's trial, the tail included: a stall a P99 hides shows in
+    P99.9 and max TBT. For a deadline SLO, Etalon's other fluidity figures too."""
+    tbt, ttft, delay = result.tbt(), result.ttft(), result.scheduling_delay()
+    figures = {"requests": result.requests.num_rows, "finished": int(result.finished().sum())}
+    for name, values, percentiles in (("tbt", tbt, (50, 99, 99.9)), ("ttft", ttft, (50, 99)), ("sched_delay", delay, (50, 99))):
+        values = values[np.isfinite(values)]
+        for p in percentiles:
+            figures[f"{name}_p{p:g}_s"] = float(np.percentile(values, p, method="higher")) if len(values) else None
+        figures[f"{name}_max_s"] = float(values.max()) if len(values) else None
+    if isinstance(slo, Deadline):
+        figures |= fluidity_figures(result, slo.tbt, slo.ttft_slack, lambda prompt: prefill_seconds(latency_model, prompt))
+    return figures
+
+
+def prefill_seconds(latency_model, prompt_tokens: np.ndarray) -> np.ndarray:
+    """The predicted time to prefill each prompt alone in one batch: the deadline SLO's start."""
+    p = np.asarray(prompt_tokens, dtype=np.float64)
+    features = np.column_stack([p, np.ones_like(p), p * p, np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)])
+    return latency_model.predictor.predict_many(features)
+
+
+def run_jobs(jobs: list[SearchJob], executor: str = "process", workers: int | None = None, ray_address: str | None = None,
+             cache_dir: str | None = None, on_done=None) -> list[Capacity]:
+    """Every job's capacities, in job order; `on_done(job)` is called as each job finishes."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    results: dict[int, list[Capacity]] = {}
+    remove_leftovers(claim(Path(cache_dir) if cache_dir else default_cache_dir()), old_format=False)
+    if executor == "serial" or (executor == "process" and len(jobs) <= 1):
+        for i, job in enumerate(jobs):
+            results[i] = run_job(job, cache_dir)
+            on_done and on_done(job)
+    elif executor == "process":
+        pool = worker_pool(min(workers or os.cpu_count() or 1, len(jobs)))
+        try:
+            futures = {pool.submit(run_job, job, cache_dir): i for i, job in enumerate(jobs)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                on_done and on_done(jobs[futures[future]])
+        except BaseException:  # Ctrl-C, SIGTERM, a failed job: stop the others now, not after their trials
+            TrialCache(cache_dir).forget_writes_of(kill_pool(pool))
+            raise
+        pool.shutdown()
+    else:
+        results = _run_on_ray(jobs, ray_address, cache_dir, on_done)
+    return [c for i in range(len(jobs)) for c in results[i]]
+
+
+def check_reachable(address: str | None, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Fail in seconds, not never, when a Ray address names nothing that answers."""
+    if not address or address in ("auto", "local"):
+        return
+    host_port = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r}: give host:port (or ray://host:port, auto)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConfigError(f"--ray-address {address}: nothing answers there within {timeout_s:g} s ({error.strerror or error}); "
+                         "is the Ray head running?") from None
+
+
+def _run_on_ray(jobs, address, cache_dir, on_done) -> dict[int, list[Capacity]]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the ray executor needs Ray: pip install 'capsim[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        check_reachable(address)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        remote_job = ray.remote(run_job)
+        pending = {remote_job.remote(job, cache_dir): i for i, job in enumerate(jobs)}
+        results = {}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(done[0])
+            results[index] = ray.get(done[0])
+            on_done and on_done(jobs[index])
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()

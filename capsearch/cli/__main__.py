@@ -1,0 +1,3 @@
+from capsim.capsearch.cli.main import main
+
+main()

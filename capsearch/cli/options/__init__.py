@@ -1,0 +1,1 @@
+"""Every flag of the `capsim` commands, declared once, with its unit in its help."""

@@ -1,0 +1,70 @@
+"""`capsim simulate`: a workload replayed on a deployment at one load, or at several (a load sweep)."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from capsim.capsearch.load.vllm_results import now_stamp
+from capsim.capsearch.cli.options.load import LoadRun, load_options
+from capsim.capsearch.report.load_plots import SweepPlotter
+from capsim.capsearch.report.load import disagg_line, engine_line, files_written, headline, print_rows, run_loads, save_results, write_loads
+from capsim.capsearch.load.sweep import Load
+from capsim.capsearch.report.results_dir import output_options, results_dir
+from capsim.capsearch.cli.options.system import system_options
+from capsim.capsearch.cli.options.workload import workload_options
+from capsim.sim import simulate as run_simulation
+
+console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes get wide tables
+
+
+@click.command()
+@system_options(disaggregated=True)
+@click.option("--trace", default="chat", show_default=True, help="Built-in trace name, trace file, or `random` (--random-input-len).")
+@load_options
+@workload_options
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop at this simulated second; the rest is unfinished.")
+@output_options("simulate")
+@click.option("--chrome-trace/--no-chrome-trace", default=False, help="Also write the batches as a Perfetto/Chrome trace.")
+def simulate(system, trace: str, load_run: LoadRun, make_spec, time_limit: float | None, output_dir: Path | None, overwrite: bool,
+             chrome_trace: bool) -> None:
+    """Replay a workload on a deployment in simulation, at one load or a sweep of loads.
+
+    One load (--qps 4, --qps inf, --concurrency 8): requests.parquet (every token's time),
+    batches.parquet (every batch), summary.json, and serving.json (`vllm bench serve`'s figures:
+    throughputs, goodput, latency percentiles in ms). Several (--qps 1,2,4,8, --qps auto,
+    --concurrency 1,4,16): each load's files in its own subfolder, plus load_sweep.csv and .json
+    (one row a load: throughputs, goodput, latency percentiles), load_curves.png and cdf.png.
+    """
+    spec = make_spec(trace)
+    load_run.check_window(spec.num_requests)
+    folder = results_dir(output_dir, "simulate", overwrite)
+    date = now_stamp()
+
+    def run_one(load: Load):
+        return run_simulation(system, spec.at_qps(load.qps), time_limit_s=time_limit, max_concurrency=load.max_concurrency)
+
+    with SweepPlotter() if load_run.is_sweep else nullcontext() as plotter:
+        runs, rows, cdfs = run_loads(load_run, run_one)
+        first = runs[0][1]
+        title = headline(first.info, spec, runs)
+        write_loads(load_run, runs, rows, cdfs, folder, title, "simulated", chrome_trace, plotter=plotter)
+    saved = save_results(load_run, rows, runs, folder, spec, date) if load_run.save_result else []
+
+    console.print(f"[bold]{title}[/]")
+    colour = "yellow" if first.info["latency_source"] in ("analytic", "custom") else "dim"
+    console.print(f"[{colour}]latencies: {first.info['latency_source_words']}[/]")
+    if "disagg" in first.info:
+        console.print(disagg_line(first.info["disagg"]))
+    for extrapolation in dict.fromkeys(r.info.get("extrapolation") for _, r in runs if r.info.get("extrapolation")):
+        console.print(f"[yellow]{extrapolation}[/]")
+    print_rows(console, load_run, rows)
+    if not load_run.is_sweep:
+        console.print(engine_line(first.summary()))
+    console.print(f"wrote {folder}/: {files_written(load_run, True, chrome_trace)}")
+    for path in saved:
+        console.print(f"wrote {path}")

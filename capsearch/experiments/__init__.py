@@ -1,0 +1,1 @@
+"""Experiments as the peers write them: Sarathi-Serve's and Etalon's YAML schemas, their conventions, capsim's keys."""

@@ -1,0 +1,1 @@
+"""Load: latency against load (sweeps), serving metrics, vLLM-format result files, validation against real runs."""

@@ -1,0 +1,114 @@
+"""Latency against load: the loads of a sweep, one trial each, and a row of figures per load.
+
+A load is an open loop at a QPS (Poisson or the workload's process), optionally under a cap on
+requests in flight (`vllm bench serve --max-concurrency`), or a closed loop of N users
+(`--concurrency N`: every request due at once, N in flight: GuideLLM's concurrent mode).
+
+`--qps auto` is GuideLLM's sweep: a synchronous run (one user) gives the lightest load's request
+rate, a throughput run (every request at once) the most the deployment completes per second;
+then Poisson loads evenly spaced from the first to 20% past the second (past saturation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from capsim.capsearch.load.metrics import MetricsError, serving_metrics
+
+PAST_SATURATION = 1.2  # the last rate of an automatic sweep, over the throughput run's
+
+
+@dataclass(frozen=True)
+class Load:
+    qps: float  # inf: every request due at t = 0
+    max_concurrency: int | None = None
+    kind: str = "rate"  # rate | concurrency | synchronous | throughput
+
+    @property
+    def label(self) -> str:
+        if self.kind == "synchronous":
+            return "synchronous"
+        if self.kind == "throughput":
+            return "throughput"
+        if self.kind == "concurrency":
+            return f"{self.max_concurrency} users"
+        rate = "inf" if self.qps == math.inf else f"{self.qps:.4g}"
+        return f"{rate} QPS" + (f", <= {self.max_concurrency} in flight" if self.max_concurrency else "")
+
+    def arrivals(self, process: str) -> str:
+        """How this load's requests arrive, given the workload's arrival process (poisson, ...)."""
+        if self.kind == "synchronous":
+            return "one at a time"
+        if self.kind == "concurrency" or (self.qps == math.inf and self.max_concurrency):
+            return "closed loop"
+        if self.qps == math.inf:
+            return "all at t = 0"
+        return process
+
+    @property
+    def folder(self) -> str:
+        """A subfolder name for the load's own files."""
+        if self.kind in ("synchronous", "throughput"):
+            return self.kind
+        if self.kind == "concurrency":
+            return f"users-{self.max_concurrency}"
+        return f"qps-{'inf' if self.qps == math.inf else format(self.qps, 'g')}" + (f"-max{self.max_concurrency}" if self.max_concurrency else "")
+
+
+def parse_qps(value: str) -> list[float] | str:
+    """`--qps 1,2,4`, `--qps inf`, or `auto`."""
+    text = value.strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        rates = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise MetricsError(f"--qps {value!r}: write requests per second, comma-separated (1,2,4), inf, or auto") from None
+    if not rates or any(not r > 0 or math.isnan(r) for r in rates):
+        raise MetricsError(f"--qps {value!r}: every rate must be positive (or inf)")
+    if len(set(rates)) != len(rates):
+        raise MetricsError(f"--qps {value!r}: a rate is given twice")
+    return rates
+
+
+def parse_counts(value: str, name: str) -> list[int]:
+    try:
+        counts = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise MetricsError(f"{name} {value!r}: write whole numbers of requests, comma-separated") from None
+    if not counts or any(c < 1 or c >= 2**31 for c in counts) or len(set(counts)) != len(counts):
+        raise MetricsError(f"{name} {value!r}: write distinct whole numbers from 1, comma-separated")
+    return counts
+
+
+def planned_loads(qps: list[float] | str | None, max_concurrency: int | None, concurrency: list[int] | None) -> list[Load] | str:
+    """The loads the options ask for; "auto" where they depend on the first two runs."""
+    if concurrency is not None:
+        if qps is not None or max_concurrency is not None:
+            raise MetricsError("--concurrency N runs N users with every request due at once: drop --qps and --max-concurrency")
+        return [Load(math.inf, c, "concurrency") for c in concurrency]
+    if qps is None:
+        raise MetricsError("say the load: --qps (or --request-rate) 1,2,4 | inf | auto, or --concurrency N")
+    if qps == "auto":
+        if max_concurrency is not None:
+            raise MetricsError("--qps auto sweeps from one user to past saturation: drop --max-concurrency")
+        return "auto"
+    return [Load(r, max_concurrency) for r in qps]
+
+
+def auto_loads(synchronous_rate: float, throughput_rate: float, points: int) -> list[Load]:
+    """Poisson loads evenly spaced from the synchronous run's rate to past the throughput run's."""
+    if not synchronous_rate > 0 or not throughput_rate > 0:
+        raise MetricsError("the synchronous or throughput run completed no request: no rates to sweep")
+    top = max(throughput_rate * PAST_SATURATION, synchronous_rate * 1.01)
+    rates = np.linspace(synchronous_rate, top, points)
+    return [Load(float(f"{r:.4g}")) for r in rates]
+
+
+def load_row(load: Load, result, percentiles, metrics, goodput_ms, cdf: dict | None = None) -> dict:
+    """One row of the sweep: the load, then vLLM's figures (and the CDFs into `cdf`, if given)."""
+    return {"load": load.label, "request_rate": load.qps, "max_concurrency": load.max_concurrency, "kind": load.kind,
+            **serving_metrics(result, percentiles, metrics, goodput_ms, cdf)}

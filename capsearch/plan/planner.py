@@ -1,0 +1,478 @@
+"""The deployment planner: the cheapest deployment that meets an SLO at a target load (or the
+most capacity for a GPU count or an hourly budget), from trace-driven capacity searches.
+
+1. Candidates: every GPU kind with a price x TP x PP x engine x scheduler x token budget x batch
+   limit asked for. A candidate is one replica; the deployment is R replicas of it.
+2. Pruning before any trial: TP must divide the attention heads and the model must fit with room
+   for a full-length sequence (else "does not fit"); an upper bound on the QPS at which one
+   replica could pass a trial: the prompt and output tokens a second it could at best sustain
+   (the latency model at the best batch shapes), widened by what a finite trial lets a queue
+   grow before the SLO's waiting clause notices (`trial_bound`; no bound without such a clause).
+3. Branch and bound: candidates in order of their best possible cost (target: the fewest
+   replicas whose bound reaches Q, x GPUs x price) get a capacity search of one replica each, in
+   a process pool (or on Ray) with the shared trial cache, until no candidate left could beat the
+   RUNNERS_UP-th best found.
+   Those searches start at half the bound, skipping the light loads whose trials cost the most.
+4. The best few are checked as whole deployments: a capacity search of R replicas behind the
+   router, exactly as `capsim search --replicas R` runs it (from 1 QPS); R moves to the fewest
+   replicas that meet the target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from capsim.capsearch.experiments.conventions import MAX_REPLICAS
+from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.capacity.jobs import SearchJob, check_reachable, run_job
+from capsim.capsearch.capacity.workers import kill_pool, worker_pool
+from capsim.profiles.errors import ProfileError
+from capsim.profiles.hardware import get_hardware
+from capsim.sim import SimulationError, SystemSpec
+from capsim.traces import WorkloadSpec
+
+RUNNERS_UP = 5  # deployments kept, the recommended one included
+BOUND_SLACK = 1.05  # the bound is raised this much: the latency model's own error, so no candidate is cut by noise
+MAX_REPLICA_CHECKS = 4  # rounds of whole-deployment searches that settle the replica counts
+VLLM_SCHEDULERS = ("sarathi", "vllm_v1", "vllm_v0")  # vLLM's batching, as the papers and today's vLLM run it
+DEFAULT_BUDGETS = {"sarathi": (512, 1024, 2048), "vllm_v1": (2048, 8192), "vllm_v0": (None,)}
+DEFAULT_BATCHES = (64, 128, 256)
+DEFAULT_TPS = (1, 2, 4, 8)
+
+
+def builtin_prices() -> dict[str, dict]:
+    text = resources.files("capsim.profiles").joinpath("data/gpu_prices.json").read_text()
+    return json.loads(text)["prices"]
+
+
+def read_prices(path: str | None) -> dict[str, float]:
+    """Dollars per GPU-hour by hardware name: the shipped table, replaced entry by entry by a YAML
+    file's `hardware: price` pairs."""
+    prices = {name: entry["usd_per_gpu_hour"] for name, entry in builtin_prices().items()}
+    if path is None:
+        return prices
+    from capsim.capsearch.experiments.config import load_yaml_file
+
+    data = load_yaml_file(Path(path))
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{path}: write one `hardware: dollars per GPU-hour` pair a line")
+    for name, price in data.items():
+        try:
+            hardware = get_hardware(str(name)).name
+        except ProfileError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 < price < math.inf:
+            raise ConfigError(f"{path}: the price of {name} must be a positive number of dollars per GPU-hour, got {price!r}")
+        prices[hardware] = float(price)
+    return prices
+
+
+@dataclass(frozen=True)
+class Goal:
+    kind: str  # "target_qps" | "gpus" | "budget"
+    value: float
+
+    def words(self) -> str:
+        return {"target_qps": f"the cheapest deployment that meets the SLO at {self.value:g} QPS",
+                "gpus": f"the most capacity on at most {self.value:g} GPUs",
+                "budget": f"the most capacity for at most ${self.value:g} an hour"}[self.kind]
+
+
+@dataclass(eq=False)  # one object a candidate: kept in dicts by identity
+class Candidate:
+    system: SystemSpec  # one replica
+    price: float  # dollars per GPU-hour
+    status: str = "candidate"  # does not fit | no latency model | cut by the bound | searched | recommended | runner-up
+    why: str = ""
+    upper_bound_qps: float | None = None  # the most QPS one replica could pass a trial at (trial_bound)
+    sustained_qps: float | None = None  # the most it could sustain (upper_bound_qps before the trial's allowance)
+    slo: object = None
+    num_requests: int = 0
+    latency_source: str = ""
+    capacity_per_replica: float | None = None
+    converged: bool = False
+    binding_clause: str = ""
+    replicas: int | None = None
+    capacity: float | None = None  # of the whole deployment: searched with its replicas where checked, else R x one replica's
+    capacity_checked: bool = False
+    output_tokens_per_request: float = 0.0
+    searches: list = field(default_factory=list)
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.system.tp * self.system.pp
+
+    @property
+    def gpus(self) -> int | None:
+        return self.replicas * self.gpus_per_replica if self.replicas else None
+
+    @property
+    def cost_per_hour(self) -> float | None:
+        return self.gpus * self.price if self.replicas else None
+
+    def usd_per_million_output_tokens(self, qps: float | None) -> float | None:
+        """At the load served: the target, or the capacity when maximizing."""
+        if not self.replicas or not qps:
+            return None
+        return self.cost_per_hour / (qps * self.output_tokens_per_request * 3600) * 1e6
+
+    def label(self) -> str:
+        s = self.system
+        budget = f" chunk {s.token_budget}" if s.token_budget else ""
+        return f"{s.hardware} TP{s.tp} PP{s.pp} {s.engine} {s.scheduler}{budget} batch {s.max_batch_size}"
+
+
+def candidates(model: str, hardware: list[str], prices: dict[str, float], tps, pps, schedulers: dict[str, list[str]], budgets: dict,
+               batches, base: SystemSpec) -> list[Candidate]:
+    """Every combination asked for (`schedulers`: engine -> its schedulers), as one-replica systems
+    (the base system gives the rest)."""
+    found = []
+    for name in hardware:
+        for tp in tps:
+            for pp in pps:
+                for engine, names in schedulers.items():
+                    for scheduler in names:
+                        for budget in budgets.get(scheduler, (None,)):
+                            for batch in batches:
+                                try:
+                                    system = dataclasses.replace(base, model=model, hardware=name, tp=tp, pp=pp, replicas=1,
+                                                                 engine=engine, scheduler=scheduler, token_budget=budget,
+                                                                 max_batch_size=batch, num_kv_blocks=None)
+                                except SimulationError as error:
+                                    found.append(Candidate(dataclasses.replace(base, model=model, hardware=name, replicas=1),
+                                                           prices[name], "does not fit", str(error)))
+                                    continue
+                                found.append(Candidate(system, prices[name]))
+    return found
+
+
+def upper_bound_qps(system: SystemSpec, prompt: np.ndarray, output: np.ndarray) -> float:
+    """The most requests a second one replica could ever serve: it prefills and decodes, so it
+    cannot beat the slower of the two (token_rates)."""
+    return min(token_rates(system, prompt, output)) * BOUND_SLACK
+
+
+def token_rates(system: SystemSpec, prompt: np.ndarray, output: np.ndarray) -> tuple[float, float]:
+    """(requests a second one replica could prefill, and decode) at best. Prefilling takes at
+    least the prompt tokens over the best rate of a full token-budget batch, decoding at least
+    the output tokens over the best rate of a full decode batch (each at its shortest context)."""
+    predictor = system.latency_model().predictor
+    config = system.scheduler_config()
+    chunk = int(min(config.token_budget or system.model_len, system.model_len, max(prompt.max(), 1)))
+    prefill_rate = chunk / predictor(chunk, 1, chunk * chunk, 0, 0, 0)  # prompt tokens a second
+    batch = min(config.max_batch_size, max(1, config.num_blocks * config.block_size // max(int(prompt.mean()), 1)))
+    shortest = int(prompt.min())
+    decode_rate = batch / predictor(batch, 0, 0, 0, batch, batch * shortest)  # output tokens a second
+    return prefill_rate / float(prompt.mean()), decode_rate / float(max(output.mean(), 1))
+
+
+def trial_bound(sustained_qps: float, slo, num_requests: float) -> float:
+    """The highest QPS a trial of num_requests could pass when one replica sustains at most
+    `sustained_qps`. A finite trial can run over it: the queue grows for the trial's length and
+    only its latency clause notices. Request i of n waits about i (1/mu - 1/lambda) beyond its
+    service, so a clause that holds the waits of a share p of requests to L allows 1/lambda >=
+    1/mu - L / (p n). Without such a clause (TBT, TPOT or deadline alone) no rate is ruled out.
+    The realized rate of n Poisson arrivals is itself off the nominal one by ~1/sqrt(n)."""
+    limit, share = wait_clause(slo)
+    if limit is None:
+        return math.inf
+    gap = 1 / sustained_qps - limit / (share * num_requests)
+    if gap <= 0:
+        return math.inf
+    return (1 / gap) * (1 + 3 / math.sqrt(num_requests))
+
+
+def wait_clause(slo) -> tuple[float | None, float]:
+    """(seconds, share of requests) of the SLO's limit on waiting, (None, 1) where it has none."""
+    return slo.waiting_limit() or (None, 1.0)
+
+
+def prepare(candidate: Candidate, workload: WorkloadSpec, slo) -> None:
+    """Fit and bound one candidate, or mark why it cannot run."""
+    requests = workload.requests()
+    try:
+        candidate.system.scheduler_config()
+        latency = candidate.system.latency_model()
+        too_long = int((requests.prompt_tokens + requests.output_tokens > candidate.system.model_len).sum())
+        if too_long:
+            candidate.status, candidate.why = "does not fit", f"{too_long} requests longer than the max model length"
+            return
+    except ProfileError as error:
+        words = str(error)
+        candidate.status = "does not fit" if "does not fit" in words or "divide" in words else "no latency model"
+        candidate.why = words.split(". ")[0]
+        return
+    candidate.latency_source = latency.source_words
+    candidate.output_tokens_per_request = float(requests.output_tokens.mean())
+    candidate.sustained_qps = upper_bound_qps(candidate.system, requests.prompt_tokens, requests.output_tokens)
+    candidate.slo, candidate.num_requests = slo, len(requests)
+    candidate.upper_bound_qps = trial_bound(candidate.sustained_qps, slo, len(requests))
+
+
+def deployment_bound(candidate: Candidate, replicas: int) -> float:
+    """The most QPS R replicas could pass a trial at: each sees n / R of the requests, so each
+    may let its queue grow for fewer requests' worth of the waiting clause."""
+    share = max(candidate.num_requests / replicas, 1.0)
+    return replicas * trial_bound(candidate.sustained_qps, candidate.slo, share)
+
+
+def replicas_for(goal: Goal, candidate: Candidate, per_replica_qps: float | None) -> int | None:
+    if goal.kind == "target_qps":
+        return max(1, math.ceil(goal.value / per_replica_qps - 1e-9)) if per_replica_qps else None
+    if goal.kind == "gpus":
+        count = int(goal.value // candidate.gpus_per_replica)
+    else:
+        count = int(goal.value // (candidate.gpus_per_replica * candidate.price))
+    return count if count >= 1 else None
+
+
+def best_possible(goal: Goal, candidate: Candidate) -> float:
+    """Target: the least cost this candidate could reach (the fewest replicas whose bound reaches
+    the target; lower is better). Otherwise minus the most capacity its replicas could reach."""
+    if goal.kind == "target_qps":
+        replicas = 1
+        while deployment_bound(candidate, replicas) < goal.value:
+            replicas += 1
+            if replicas > MAX_REPLICAS:
+                return math.inf  # no deployment of this candidate reaches the target
+        return replicas * candidate.gpus_per_replica * candidate.price
+    replicas = replicas_for(goal, candidate, None)
+    return -deployment_bound(candidate, replicas) if replicas else math.inf
+
+
+def found_score(goal: Goal, candidate: Candidate) -> tuple[float, float]:
+    """Lower is better: (cost, -capacity) for a target (equal costs: the more headroom the
+    better), (-capacity, cost) otherwise."""
+    if candidate.replicas is None or not candidate.capacity:
+        return (math.inf, math.inf)
+    if goal.kind == "target_qps":
+        return (candidate.cost_per_hour, -candidate.capacity)
+    return (-candidate.capacity, candidate.cost_per_hour)
+
+
+def start_near(candidate: Candidate) -> float:
+    """Where a candidate's one-replica search starts: half its bound (a doubling below it), so
+    the light loads, whose trials cost the most events, are skipped; 1 QPS without a bound."""
+    bound = candidate.upper_bound_qps
+    return max(1.0, bound / 2) if bound and bound < math.inf else 1.0
+
+
+def search_job(system: SystemSpec, workload: WorkloadSpec, slo, options: dict) -> SearchJob:
+    """The search `capsim search` runs for this system with the same options."""
+    labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", workload.trace), ("parallel", system.parallel_label))
+    return SearchJob(system, workload, (slo,), options.get("start_qps", 1.0), labels, options.get("granularity", 0.025),
+                     options.get("max_trials", 20), options.get("early_stop", True))
+
+
+def plan(goal: Goal, pool_candidates: list[Candidate], workload: WorkloadSpec, slo, options: dict, workers: int | None = None,
+         cache_dir: str | None = None, progress=None, executor: str = "process", ray_address: str | None = None) -> list[Candidate]:
+    """Search the candidates (branch and bound), then check the best as whole deployments.
+    Returns every candidate, each with its status."""
+    for candidate in pool_candidates:
+        if candidate.status == "candidate":
+            prepare(candidate, workload, slo)
+    live = []
+    for candidate in pool_candidates:
+        if candidate.status != "candidate":
+            continue
+        if best_possible(goal, candidate) == math.inf:
+            _cut(candidate, "not one replica fits the GPU count or the budget" if goal.kind != "target_qps"
+                 else f"cannot reach the target with {MAX_REPLICAS} replicas")
+        else:
+            live.append(candidate)
+    live.sort(key=lambda c: best_possible(goal, c))
+    found: list[Candidate] = []
+
+    def threshold() -> float:
+        scores = sorted(found_score(goal, c)[0] for c in found)
+        return scores[RUNNERS_UP - 1] if len(scores) >= RUNNERS_UP else math.inf
+
+    def finished(candidate: Candidate, capacities) -> None:
+        capacity = capacities[0]
+        candidate.searches.append(capacity)
+        candidate.capacity_per_replica = capacity.capacity_qps
+        candidate.converged = capacity.converged
+        candidate.binding_clause = "; ".join(capacity.failed_clauses)
+        candidate.replicas = replicas_for(goal, candidate, capacity.capacity_qps)
+        candidate.capacity = candidate.replicas * capacity.capacity_qps if candidate.replicas and capacity.capacity_qps else None
+        candidate.status = "searched" if candidate.capacity else "misses the SLO"
+        if capacity.too_short:  # never ranked on a trial too short to load it
+            candidate.status, candidate.why = "trial too short", capacity.too_short
+        elif candidate.capacity:
+            found.append(candidate)
+        if progress:
+            progress(candidate)
+
+    jobs = {candidate: search_job(candidate.system, workload, slo, options | {"start_qps": start_near(candidate)}) for candidate in live}
+    runner = Runner(executor, workers, cache_dir, ray_address)
+    try:
+        runner.run(live, jobs, finished, lambda c: best_possible(goal, c) >= threshold())
+        for candidate in live:
+            if candidate.status == "candidate":
+                _cut(candidate, "its bound cannot beat the deployments found")
+        best = sorted(found, key=lambda c: found_score(goal, c))[:RUNNERS_UP]
+        check_deployments(goal, best, workload, slo, options, runner, progress)
+    finally:
+        runner.close()
+    ranked = sorted((c for c in found if c.capacity_checked), key=lambda c: found_score(goal, c))
+    for rank, candidate in enumerate(ranked):
+        candidate.status = "recommended" if rank == 0 else "runner-up"
+    return pool_candidates
+
+
+def _cut(candidate: Candidate, why: str) -> Candidate:
+    candidate.status, candidate.why = "cut by the bound", why
+    return candidate
+
+
+class Runner:
+    """Runs capacity searches in order, a window of them in flight (a local process pool, Ray,
+    or this process); a candidate whose bound cannot beat what is found by the time its turn
+    comes is never searched. The pool or Ray connection lives until close()."""
+
+    def __init__(self, executor: str, workers: int | None, cache_dir: str | None, ray_address: str | None = None):
+        self.executor, self.cache_dir, self.ray_address = executor, cache_dir, ray_address
+        self.requested = workers
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.pool = None
+        self.ray = None
+
+    def run(self, ordered: list[Candidate], jobs: dict, on_done, hopeless) -> None:
+        if self.executor == "serial" or (self.executor == "process" and self.workers == 1):
+            for candidate in ordered:
+                if hopeless(candidate):
+                    break
+                on_done(candidate, run_job(jobs[candidate], self.cache_dir))
+            return
+        submit, wait_one = self._ray() if self.executor == "ray" else self._pool()
+        queue, running = list(ordered), {}
+        try:
+            while queue or running:
+                while queue and len(running) < self.workers:
+                    candidate = queue.pop(0)
+                    if hopeless(candidate):
+                        queue.clear()
+                        break
+                    running[submit(jobs[candidate])] = candidate
+                if not running:
+                    break
+                handle, capacities = wait_one(running)
+                on_done(running.pop(handle), capacities)
+        except BaseException:
+            self.close(failed=True)
+            raise
+
+    def _pool(self):
+        if self.pool is None:
+            self.pool = worker_pool(self.workers)
+
+        def wait_one(running):
+            future = next(iter(wait(running, return_when=FIRST_COMPLETED)[0]))
+            return future, future.result()
+
+        return (lambda job: self.pool.submit(run_job, job, self.cache_dir)), wait_one
+
+    def _ray(self):
+        if self.ray is None:
+            try:
+                import ray
+            except ImportError:
+                raise ConfigError("the ray executor needs Ray: pip install 'capsim[ray]'") from None
+            self.started_ray = not ray.is_initialized()
+            if self.started_ray:
+                check_reachable(self.ray_address)
+                ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            self.ray, self.remote_job = ray, ray.remote(run_job)
+            self.workers = self.requested or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+        def wait_one(running):
+            done, _ = self.ray.wait(list(running), num_returns=1)
+            return done[0], self.ray.get(done[0])
+
+        return (lambda job: self.remote_job.remote(job, self.cache_dir)), wait_one
+
+    def close(self, failed: bool = False) -> None:
+        if self.pool is not None:
+            if failed:  # Ctrl-C, SIGTERM, a failed search: stop the others now
+                from capsim.capsearch.capacity.trials import TrialCache
+
+                TrialCache(self.cache_dir).forget_writes_of(kill_pool(self.pool))
+            else:
+                self.pool.shutdown()
+            self.pool = None
+        if self.ray is not None and self.started_ray:
+            self.ray.shutdown()
+        self.ray = None
+
+
+def check_deployments(goal: Goal, best: list[Candidate], workload: WorkloadSpec, slo, options: dict, runner: Runner,
+                      progress) -> None:
+    """The capacity of each of the best as a whole deployment (R replicas behind the router), as
+    `capsim search --replicas R` finds it. For a target, R moves to the fewest replicas that meet
+    it: up while the capacity misses the target, down while one fewer still meets it (replicas
+    behind a router serve more than R times one replica: their queues smooth each other's bursts)."""
+    checks = {candidate: {} for candidate in best}  # replicas -> capacity, per candidate
+    pending = list(best)
+    for _ in range(MAX_REPLICA_CHECKS):
+        jobs = {}
+        for candidate in pending:
+            system = dataclasses.replace(candidate.system, replicas=candidate.replicas)
+            jobs[candidate] = search_job(system, workload, slo, options)
+
+        def checked(candidate: Candidate, capacities) -> None:
+            candidate.searches.append(capacities[0])
+            checks[candidate][candidate.replicas] = capacities[0]
+            if progress:
+                progress(candidate)
+
+        runner.run(list(jobs), jobs, checked, lambda c: False)
+        pending = []
+        for candidate in checks:
+            if candidate.capacity_checked:
+                continue
+            if not _settle(goal, candidate, checks[candidate]):
+                pending.append(candidate)
+        if not pending:
+            return
+    for candidate in pending:  # unsettled after the checks: kept as searched, not recommended
+        candidate.why = f"replicas not settled within {MAX_REPLICA_CHECKS} whole-deployment searches"
+
+
+def _settle(goal: Goal, candidate: Candidate, checks: dict) -> bool:
+    """Take what the checks show; True once the replica count is settled, else set the next to try."""
+    def capacity_at(replicas):
+        found = checks.get(replicas)
+        return found.capacity_qps if found is not None else None
+
+    def adopt(replicas):
+        found = checks[replicas]
+        candidate.replicas, candidate.capacity = replicas, found.capacity_qps
+        candidate.converged, candidate.binding_clause = found.converged, "; ".join(found.failed_clauses)
+        if found.too_short:  # never ranked on a trial too short to load the deployment
+            candidate.status, candidate.why = "trial too short", found.too_short
+            return True
+        candidate.capacity_checked = True
+        return True
+
+    r = candidate.replicas
+    if goal.kind != "target_qps":
+        return adopt(r)
+    meets = (capacity_at(r) or 0) >= goal.value
+    if meets:
+        if r == 1 or (r - 1 in checks and (capacity_at(r - 1) or 0) < goal.value):
+            return adopt(r)
+        candidate.replicas = r - 1  # one fewer may still meet it
+        return False
+    if r + 1 in checks and (capacity_at(r + 1) or 0) >= goal.value:
+        return adopt(r + 1)
+    candidate.replicas = r + 1
+    return False
