@@ -19,7 +19,7 @@ from capsim.profiles.batch import FEATURES, BatchShape
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.predictor import LatencyPredictor, compile_additive
 from capsim.profiles.table import ProfileTable
-from capsim.traces import write_atomically
+from capsim.common.files import write_atomically
 
 FIT_VERSION = 8  # bump when fitting changes, so that cached models are refitted
 HOLDOUT_FRACTION = 0.2

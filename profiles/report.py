@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from capsim.profiles.latency_model import LatencyModel
-from capsim.traces import write_atomically
+from capsim.common.files import write_atomically
 
 KIND_COLORS = {"prefill": "tab:blue", "decode": "tab:orange", "mixed": "tab:green"}
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from capsim.profiles.batch import FEATURES, BatchShape
 from capsim.profiles.errors import ProfileError
-from capsim.traces import write_atomically
+from capsim.common.files import write_atomically
 
 SOURCES = ("measured", "kernel-db", "analytic")
 REQUIRED_METADATA = ("model", "hardware", "tp", "pp", "dtype", "engine", "source")

@@ -182,7 +182,7 @@ def _write_batch_log(core: EngineCore, path: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from capsim.traces import write_atomically
+    from capsim.common.files import write_atomically
 
     rows = np.frombuffer(core.log).reshape(-1, len(BATCH_COLUMNS))
     table = pa.table({name: pa.array(rows[:, i] if name.endswith("_s") else rows[:, i].astype(np.int64))

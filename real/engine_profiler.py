@@ -84,7 +84,7 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
             skipped.append((batch, context))
             total -= 1
             continue
-        tokens, gaps, tried = DECODE_TOKENS, [], 0
+        tokens, gaps = DECODE_TOKENS, []
         while len(gaps) < MIN_WINDOW_GAPS and context + tokens <= limit:
             # Staggered starts (a token budget below batch x context, a busy CPU): longer outputs until they overlap
             seed += 1
@@ -94,7 +94,7 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
             # (gap, KV length while it ran): token i of a request was decoded with context + i tokens cached
             gaps = [(b - a, context + i) for c in done for i, (a, b) in enumerate(zip(c.token_times, c.token_times[1:]), 1)
                     if a >= start and b <= stop]
-            tried, tokens = tokens, tokens * 2
+            tokens *= 2
         if len(gaps) < MIN_WINDOW_GAPS:
             skipped.append((batch, context))
             total -= 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.models import ModelSpec
-from capsim.traces import write_atomically
+from capsim.common.files import write_atomically
 
 MARKER = ".capsim-model-folder"  # a folder capsim made and may rewrite; any other is left alone
 TORCH_DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from capsim.traces.loaders import load_trace
-from capsim.traces.workload import write_atomically
+from capsim.common.files import write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "traces" / "data" / "builtin_traces.json"

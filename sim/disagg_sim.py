@@ -27,8 +27,9 @@ from capsim.sim.early_stop import EarlyStop, EarlyStopMonitor
 from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
 from capsim.sim.request import REJECTED, Request
-from capsim.sim.result import BATCH_COLUMNS, _describe, build_result
-from capsim.sim.simulator import Clock, CustomLatency, Engine, Frontend, Run, alarm, arrivals, make_requests
+from capsim.sim.result import BATCH_COLUMNS, describe_values, build_result
+from capsim.sim.clock import Clock
+from capsim.sim.engine import CustomLatency, Engine, Frontend, Run, alarm, arrivals, make_requests
 from capsim.traces import Workload
 
 
@@ -212,9 +213,9 @@ class Deployment:
             "kv_blocks_in_use_at_end": {"prefill": sum(e.scheduler.used_blocks() for e in self.prefill),
                                         "decode": sum(e.scheduler.used_blocks() for e in self.decode)},
             "transfers": len(moves),
-            "decode_queue_s": _describe(moves[:, 1] - moves[:, 0]),
-            "link_wait_s": _describe(moves[:, 2] - moves[:, 1]),
-            "transfer_s": _describe(moves[:, 3] - moves[:, 2]),
+            "decode_queue_s": describe_values(moves[:, 1] - moves[:, 0]),
+            "link_wait_s": describe_values(moves[:, 2] - moves[:, 1]),
+            "transfer_s": describe_values(moves[:, 3] - moves[:, 2]),
         }, ("; ".join(extrapolation) or None)
 
 

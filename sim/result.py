@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from capsim.profiles.batch import FEATURES
 from capsim.sim.decode_stretch import stretch_features, stretch_rows
 from capsim.sim.request import UNFINISHED
-from capsim.traces import strict_dumps, write_atomically
+from capsim.common.files import strict_dumps, write_atomically
 
 BATCH_COLUMNS = ("replica", "engine", "start_s", "end_s", *FEATURES, "preempted", "kv_blocks_used")
 PERCENTILES = (50, 90, 99)
@@ -113,7 +113,7 @@ class RunResult:
         summary = {"info": self.info, "requests": {s: int((status == s).sum()) for s in ("finished", "unfinished", "rejected", "failed")}}
         for name, values in (("ttft_s", self.ttft()), ("tbt_s", self.tbt()), ("tpot_s", self.tpot()),
                              ("e2e_s", self.e2e()), ("scheduling_delay_s", self.scheduling_delay())):
-            summary[name] = _describe(values)
+            summary[name] = describe_values(values)
         values, _ = self.token_times
         arrival = self.column("arrival_s")
         if len(values):
@@ -124,8 +124,8 @@ class RunResult:
         if self.batches is not None and self.batches.num_rows:
             sizes = self.batches.column("prefill_seqs").to_numpy() + self.batches.column("decode_seqs").to_numpy()
             used = self.batches.column("kv_blocks_used").to_numpy()
-            summary["batches"] = {"count": self.batches.num_rows, "size": _describe(sizes),
-                                  "tokens": _describe(self.batches.column("tokens").to_numpy())}
+            summary["batches"] = {"count": self.batches.num_rows, "size": describe_values(sizes),
+                                  "tokens": describe_values(self.batches.column("tokens").to_numpy())}
             total = self.info.get("kv_blocks_per_engine")
             if total:
                 summary["kv_use"] = {"mean": float(used.mean() / total), "max": float(used.max() / total)}
@@ -165,7 +165,7 @@ class RunResult:
         return path
 
 
-def _describe(values: np.ndarray) -> dict:
+def describe_values(values: np.ndarray) -> dict:
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if not len(values):

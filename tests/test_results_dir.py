@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from capsim.capsearch.cli import main
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.report.results_dir import ResultSet, results_dir
-from capsim.traces import strict_dumps
+from capsim.common.files import strict_dumps
 
 SIMULATE = ["simulate", "--model", "Mistral-7B", "--hardware", "A100", "--qps", "2", "-n", "50"]
 

@@ -5,7 +5,6 @@ from capsim.traces.builtin import builtin_traces, get_builtin
 from capsim.traces.errors import TraceError
 from capsim.traces.loaders import FORMATS, load_trace
 from capsim.traces.spec import WorkloadSpec
-from capsim.traces.files import strict_dumps, write_atomically
 from capsim.traces.workload import Workload
 
 __all__ = [
@@ -18,6 +17,4 @@ __all__ = [
     "builtin_traces",
     "get_builtin",
     "load_trace",
-    "strict_dumps",
-    "write_atomically",
 ]

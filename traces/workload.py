@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from capsim.traces.errors import TraceError
-from capsim.traces.files import write_atomically
+from capsim.common.files import write_atomically
 from capsim.traces.seeding import rng_for
 
 LENGTH_COLUMNS = ("prompt_tokens", "output_tokens")

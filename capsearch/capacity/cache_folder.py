@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capsim.capsearch.errors import ConfigError, few
-from capsim.traces import write_atomically
+from capsim.common.files import write_atomically
 
 ENTRY_SUFFIX = ".trial.parquet"
 ENTRY = re.compile(r"[0-9a-f]{24}\.trial\.parquet")

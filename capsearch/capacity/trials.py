@@ -25,8 +25,9 @@ from capsim.capsearch.capacity.cache_folder import ENTRY_SUFFIX, claim
 from capsim.sim import RunResult, SystemSpec, simulate
 from capsim.sim.compact import CompactError, read_compact, write_compact
 from capsim.sim.early_stop import EarlyStop
-from capsim.traces import WorkloadSpec, write_atomically
-from capsim.traces.files import temp_files_of
+from capsim.traces import WorkloadSpec
+from capsim.common.files import write_atomically
+from capsim.common.files import temp_files_of
 
 TRIAL_SCHEMA = 4  # 3: compact files, whole-microsecond times; 4: each file holds its key
 

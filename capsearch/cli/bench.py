@@ -16,12 +16,14 @@ import click
 from rich.console import Console
 
 from capsim.capsearch.load.vllm_results import now_stamp
-from capsim.capsearch.experiments.config import ConfigError
-from capsim.capsearch.cli.options.load import LoadRun, load_options
+from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.cli.options.load import load_options
+from capsim.capsearch.load.sweep import LoadRun
 from capsim.capsearch.report.load_plots import SweepPlotter
 from capsim.capsearch.report.load import files_written, headline, print_rows, run_loads, save_results, write_loads
 from capsim.capsearch.load.sweep import Load
-from capsim.capsearch.report.results_dir import output_options, results_dir
+from capsim.capsearch.cli.options.run import API_KEY, output_options, time_limit
+from capsim.capsearch.report.results_dir import results_dir
 from capsim.capsearch.cli.options.workload import workload_options
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.models import get_model
@@ -39,15 +41,14 @@ MIN_TIME_LIMIT_S = 120.0
 @click.option("--vocab-size", type=click.IntRange(100, 2**31 - 1), default=None,
               help="Prompt token ids are drawn below this [default: the catalog model's vocabulary, when the served "
                    "model is in the catalog].")
-@click.option("--api-key", envvar="OPENAI_API_KEY", default=None, show_envvar=True, help="Bearer token; never written.")
+@API_KEY
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               help="Seconds a stream may stay silent before the request fails.")
 @click.option("--trace", default="chat", show_default=True, help="Built-in trace name, trace file, or `random` (--random-input-len).")
 @load_options
 @workload_options
-@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
-              help=f"Seconds a load may run; the rest is unfinished [default: its arrivals plus as long again, at least "
-                   f"{MIN_TIME_LIMIT_S:g} s].")
+@time_limit("s", f"How long a load may run; the rest is unfinished [default: its arrivals plus as long again, at least "
+                 f"{MIN_TIME_LIMIT_S:g} s]")
 @output_options("bench")
 def bench(endpoint: str, model: str | None, vocab_size: int | None, api_key: str | None, timeout: float, trace: str,
           load_run: LoadRun, make_spec, time_limit: float | None, output_dir: Path | None, overwrite: bool) -> None:

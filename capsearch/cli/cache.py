@@ -10,9 +10,8 @@ import click
 
 from capsim.capsearch.capacity.cache_folder import human_bytes, parse_age, parse_size, prune, scan
 from capsim.capsearch.capacity.trials import default_cache_dir
+from capsim.capsearch.cli.options.run import CACHE_DIR
 
-CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                         help="Trial cache [default: $CAPSIM_CACHE/trials or ~/.cache/capsim/trials].")
 
 
 @click.group()

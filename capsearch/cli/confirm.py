@@ -10,11 +10,13 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
-from capsim.capsearch.experiments.config import ConfigError
+from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.capacity.confirm import at_engine_speed, confirm as run_confirmation, observable_slo, predict_capacity
 from capsim.capsearch.report.confirm import confirmation_tables, plot_confirmation, write_confirmation
-from capsim.capsearch.report.results_dir import ResultSet, output_options, results_dir
-from capsim.capsearch.cli.options.slo import flag_convention, slo_options, slos_from_flags
+from capsim.capsearch.cli.options.run import API_KEY, output_options
+from capsim.capsearch.report.results_dir import ResultSet, results_dir
+from capsim.capsearch.cli.options.slo import slo_options
+from capsim.capsearch.experiments.slo_flags import flag_convention, slos_from_flags
 from capsim.capsearch.cli.options.system import option_given, system_options
 from capsim.capsearch.cli.options.workload import workload_options
 from capsim.profiles.errors import ProfileError
@@ -53,7 +55,7 @@ BATCH_LOG = "batches.parquet"  # every batch the reference engine ran, written w
 @click.option("--early-stop/--no-early-stop", default=True, show_default=True, help="End real trials that can no longer pass.")
 @click.option("--max-in-flight", type=click.IntRange(1, 2**31 - 1), default=1024, show_default=True,
               help="Safety cap on open requests; a request it delays is counted and reported.")
-@click.option("--api-key", envvar="OPENAI_API_KEY", default=None, show_envvar=True, help="Bearer token for the endpoint; never written.")
+@API_KEY
 @output_options("confirm")
 @click.pass_context
 def confirm(ctx: click.Context, system, trace: str, make_spec, endpoint: str | None, device: str,

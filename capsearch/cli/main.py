@@ -13,7 +13,7 @@ import threading
 
 import click
 
-from capsim.capsearch.experiments.config import ConfigError
+from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.load.metrics import MetricsError
 from capsim.capsearch.capacity.slo import SLOError
 from capsim.profiles.errors import ProfileError

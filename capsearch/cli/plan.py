@@ -1,5 +1,5 @@
 """`capsim plan`: which GPU, parallelism, engine, scheduler, chunk and batch limit to run, and how
-many replicas, for a model, a trace and an SLO (plan.py has the method)."""
+many replicas, for a model, a trace and an SLO (plan/planner.py has the method)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,20 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from capsim.capsearch.experiments.config import ConfigError
+from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiments.conventions import MAX_BUDGET, MAX_REPLICAS, MAX_TARGET_QPS
-from capsim.capsearch.capacity.jobs import EXECUTORS
 from capsim.capsearch.plan.planner import (DEFAULT_BATCHES, DEFAULT_BUDGETS, DEFAULT_TPS, VLLM_SCHEDULERS, Candidate, Goal, candidates,
                                    found_score, plan, read_prices)
-from capsim.capsearch.report.results_dir import ResultSet, output_options, results_dir, write_csv, write_json
-from capsim.capsearch.cli.options.slo import flag_convention, slo_options, slos_from_flags
+from capsim.capsearch.cli.options.system import HOST_TIME, ROUTER
+from capsim.capsearch.cli.options.run import output_options, parallel_options
+from capsim.capsearch.report.results_dir import ResultSet, results_dir, write_csv, write_json
+from capsim.capsearch.cli.options.slo import slo_options
+from capsim.capsearch.experiments.slo_flags import flag_convention, slos_from_flags
 from capsim.capsearch.cli.options.workload import option_given, workload_options
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
 from capsim.profiles.store import ENGINES
-from capsim.sim import POLICIES, ROUTERS, SystemSpec
+from capsim.sim import POLICIES, SystemSpec
 from capsim.sim.policies import ENGINE_SCHEDULERS
 
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -50,7 +52,7 @@ def read_space(path: str | None) -> dict:
     max_batch_size, each a list (or one value)."""
     if path is None:
         return {}
-    from capsim.capsearch.experiments.config import load_yaml_file
+    from capsim.capsearch.experiments.schema import load_yaml_file
 
     data = load_yaml_file(Path(path))
     if not isinstance(data, dict):
@@ -83,18 +85,14 @@ def read_space(path: str | None) -> dict:
               help=f"A YAML of limits on the space ({', '.join(SPACE_KEYS)}: lists); a flag for the same key is refused.")
 @click.option("--prices", "prices_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A YAML of `hardware: dollars per GPU-hour`, over the shipped table.")
-@click.option("--router", type=click.Choice(ROUTERS), default="round_robin", show_default=True)
-@click.option("--host-time", type=click.Choice(["on", "off"]), default="on", show_default=True,
-              help="Add each engine's fitted host time to kernel-database and roofline step times (off: kernel time only).")
+@ROUTER
+@HOST_TIME
 @click.option("--disagg/--no-disagg", default=False, show_default=True,
               help="Also search disaggregated deployments (xPyD: the P:D split, each pool's TP, the decode batch limit) on the "
                    "same GPUs (--gpus, --hardware), and set the best beside the best aggregated one.")
 @workload_options
 @slo_options
-@click.option("--executor", type=click.Choice(EXECUTORS), default="process", show_default=True)
-@click.option("--workers", type=click.IntRange(1, 1024), default=None, help="Searches at once [default: the CPU count; Ray: its CPUs].")
-@click.option("--ray-address", default=None, help="Join this Ray cluster (--executor ray); the trial cache must be on shared storage.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Trial cache [default: ~/.cache/capsim/trials].")
+@parallel_options
 @output_options("plan")
 def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp, pp, engine, scheduler, chunk_size, max_batch_size,
                  space_path, prices_path, router, host_time: str, disagg: bool, make_spec, executor, workers, ray_address, cache_dir, output_dir: Path | None,
@@ -197,7 +195,7 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
 
 
 def disagg_splits(base, kinds, engines, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address, status):
-    """The xPyD splits of `gpus` GPUs of each kind and engine, searched (disagg_plan.py)."""
+    """The xPyD splits of `gpus` GPUs of each kind and engine, searched (plan/disagg.py)."""
     from capsim.capsearch.plan.disagg import search_splits, splits
     from capsim.capsearch.plan.planner import Runner
 

@@ -14,7 +14,8 @@ from rich.table import Table
 
 from capsim.profiles.grid import GRIDS
 from capsim.profiles.hardware import HARDWARE
-from capsim.capsearch.report.results_dir import ResultSet, new_file, output_options, results_dir, write_json
+from capsim.capsearch.cli.options.run import API_KEY, output_options
+from capsim.capsearch.report.results_dir import ResultSet, new_file, results_dir, write_json
 from capsim.profiles.compare import compare_profiles, split_words
 from capsim.profiles.latency_model import LatencyModel
 from capsim.profiles.models import MODELS, get_model
@@ -53,7 +54,7 @@ ENDPOINT_ONLY = {"prompt_lengths", "decode_batches", "decode_contexts", "token_b
               help="Profile file to write [default: MODEL_DEVICE_tp1.parquet]; an existing one is refused without --overwrite.")
 @click.option("--overwrite", is_flag=True, help="Replace the -o profile if it exists.")
 @click.option("--endpoint", default=None, help="Profile this running engine (OpenAI API) as a black box instead.")
-@click.option("--api-key", envvar="OPENAI_API_KEY", default=None, show_envvar=True, help="--endpoint: bearer token; never written.")
+@API_KEY
 @click.option("--hardware", default=None, help="--source kernel-db: the GPU (required); --endpoint: the GPU the engine runs on, for the label.")
 @click.option("--prompt-lengths", default=",".join(map(str, PROMPT_LENGTHS)), show_default=True, help="--endpoint: prefill points.")
 @click.option("--decode-batches", default=",".join(map(str, DECODE_BATCHES)), show_default=True, help="--endpoint: decode batch sizes.")

@@ -15,15 +15,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from capsim.capsearch.experiments.config import load_config, workload_words
+from capsim.capsearch.experiments.config import load_config
+from capsim.capsearch.experiments.schema import workload_words
 from capsim.capsearch.experiments.conventions import MAX_TRIALS, WORDS
 from capsim.capsearch.errors import ConfigError
-from capsim.capsearch.capacity.jobs import EXECUTORS, SearchJob, run_jobs
-from capsim.capsearch.report.results_dir import ResultSet, output_options, results_dir
+from capsim.capsearch.capacity.jobs import SearchJob, run_jobs
+from capsim.capsearch.cli.options.run import output_options, parallel_options, time_limit
+from capsim.capsearch.report.results_dir import ResultSet, results_dir
 from capsim.capsearch.report.capacity import (capacity_rows, parallel_words, plot_capacity_bars, plot_sensitivity, scheduler_words,
                                      write_capacity_table)
 from capsim.capsearch.capacity.slo import Deadline, TbtTtft
-from capsim.capsearch.cli.options.slo import SLO_FLAGS, defaults_words, flag_convention, slo_options, slos_and_defaults
+from capsim.capsearch.cli.options.slo import slo_options
+from capsim.capsearch.experiments.slo_flags import SLO_FLAGS, defaults_words, flag_convention, slos_and_defaults
 from capsim.capsearch.capacity.trials import TrialLimits
 from capsim.sim import SimulationError, SystemSpec
 from capsim.traces import TraceError
@@ -74,18 +77,14 @@ def search_options(command):
         click.option("--min-search-granularity", type=float, default=None,
                      help="The peers' spelling of --granularity, in percent (2.5 = 0.025)."),
         click.option("--max-iterations", "--max-trials", "max_trials", type=click.IntRange(1, MAX_TRIALS), default=20, show_default=True),
-        click.option("--time-limit", type=float, default=None,
-                     help="Minutes of simulated time a trial may run, then requests still running are left out of its "
-                          "score, as Sarathi-Serve scores a trial cut by its time limit [default: arrivals plus as long "
-                          "again, at least 2 minutes, unfinished requests counting as violations]."),
+        time_limit("m", "Simulated time a trial may run, then requests still running are left out of its score, as "
+                        "Sarathi-Serve scores a trial cut by its time limit [default: arrivals plus as long again, at least "
+                        "2 minutes, unfinished requests counting as violations]"),
         click.option("--profile-dir", default=None,
                      help="Etalon's prefill-profile folder: in simulation the first-token deadline starts after the simulated "
                           "system's own predicted prefill time instead, and the output says so."),
         click.option("--early-stop/--no-early-stop", default=True, show_default=True, help="Cut trials that can no longer pass."),
-        click.option("--executor", type=click.Choice(EXECUTORS), default="process", show_default=True),
-        click.option("--workers", type=click.IntRange(1, 2**31 - 1), default=None, help="Processes [default: the CPU count]."),
-        click.option("--ray-address", default=None, help="Join this Ray cluster (--executor ray); the trial cache must be on shared storage."),
-        click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Trial cache [default: ~/.cache/capsim/trials]."),
+        parallel_options,
     ]
 
     for option in reversed(options):

@@ -10,11 +10,13 @@ import click
 from rich.console import Console
 
 from capsim.capsearch.load.vllm_results import now_stamp
-from capsim.capsearch.cli.options.load import LoadRun, load_options
+from capsim.capsearch.cli.options.load import load_options
+from capsim.capsearch.load.sweep import LoadRun
 from capsim.capsearch.report.load_plots import SweepPlotter
 from capsim.capsearch.report.load import disagg_line, engine_line, files_written, headline, print_rows, run_loads, save_results, write_loads
 from capsim.capsearch.load.sweep import Load
-from capsim.capsearch.report.results_dir import output_options, results_dir
+from capsim.capsearch.cli.options.run import output_options, time_limit
+from capsim.capsearch.report.results_dir import results_dir
 from capsim.capsearch.cli.options.system import system_options
 from capsim.capsearch.cli.options.workload import workload_options
 from capsim.sim import simulate as run_simulation
@@ -27,7 +29,7 @@ console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes
 @click.option("--trace", default="chat", show_default=True, help="Built-in trace name, trace file, or `random` (--random-input-len).")
 @load_options
 @workload_options
-@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop at this simulated second; the rest is unfinished.")
+@time_limit("s", "Simulated time the run may take; requests still running then are unfinished")
 @output_options("simulate")
 @click.option("--chrome-trace/--no-chrome-trace", default=False, help="Also write the batches as a Perfetto/Chrome trace.")
 def simulate(system, trace: str, load_run: LoadRun, make_spec, time_limit: float | None, output_dir: Path | None, overwrite: bool,

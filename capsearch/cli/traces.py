@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.cli.options.workload import TRACE_FORMAT
 from capsim.capsearch.report.results_dir import new_file
 from capsim.capsearch.cli.options.workload import workload_options
-from capsim.traces import FORMATS, WorkloadSpec, builtin_traces, get_builtin, load_trace, strict_dumps, write_atomically
+from capsim.traces import FORMATS, WorkloadSpec, builtin_traces, get_builtin, load_trace
+from capsim.common.files import strict_dumps, write_atomically
 from capsim.traces.spec import MAX_REQUESTS, open_trace
 from capsim.traces.summary import summarize
 
@@ -55,8 +57,7 @@ def list_traces() -> None:
 
 @traces.command()
 @click.argument("trace")
-@click.option("--format", "format_", type=click.Choice(list(FORMATS)), default=None,
-              help="File format; detected from the file's columns when left out.")
+@TRACE_FORMAT
 @click.option("-n", "--num-requests", type=click.IntRange(1, MAX_REQUESTS), default=10_000, show_default=True,
               help="Sample size for a built-in trace (a file is shown whole).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of a built-in trace's sample.")
@@ -95,8 +96,7 @@ def show(trace: str, format_: str | None, num_requests: int, seed: int, json_pat
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The Parquet file to write.")
-@click.option("--format", "format_", type=click.Choice(list(FORMATS)), default=None,
-              help="File format; detected from the file's columns when left out.")
+@TRACE_FORMAT
 @click.option("--overwrite", is_flag=True, help="Replace the -o file if it exists (never the input).")
 def convert(path: Path, output: Path, format_: str | None, overwrite: bool) -> None:
     """Convert a trace file into a capsim Parquet workload, every row checked."""

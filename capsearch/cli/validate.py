@@ -16,7 +16,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from capsim.capsearch.report.results_dir import ResultSet, output_options, results_dir, write_csv, write_json
+from capsim.capsearch.cli.options.system import HOST_TIME
+from capsim.capsearch.cli.options.run import output_options
+from capsim.capsearch.report.results_dir import ResultSet, results_dir, write_csv, write_json
 from capsim.capsearch.load.validate import GROUP_KEYS, replay_all, summary
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.host_time import host_time as shipped_host_time, training_rows
@@ -40,8 +42,7 @@ def _choices(value: str | None) -> set[str] | None:
 @click.option("--model", default=None, help="Only these catalog models (comma-separated).")
 @click.option("--hardware", default=None, help="Only these GPUs (comma-separated).")
 @click.option("--quant", default=None, help="Only these weight precisions (bf16, fp8).")
-@click.option("--host-time", type=click.Choice(["on", "off"]), default="on", show_default=True,
-              help="Add each engine's fitted host time (off: kernel time only, to see what it adds).")
+@HOST_TIME
 @click.option("--dataset-entries", type=click.IntRange(1, 10**6), default=None,
               help="aiperf runs: the client cycles through this many distinct prompts, which the engines' prefix caches "
                    "then serve (aiperf's default is 100) [default: every prompt new].")

@@ -1,5 +1,5 @@
 """Experiment configs, read as the peers wrote them: Sarathi-Serve's OSDI schema (here) and
-Etalon's capacity-search schema (etalon_config.py), plus capsim's own optional keys.
+Etalon's capacity-search schema (etalon.py), plus capsim's own optional keys.
 
 Sarathi-Serve's keys: schedulers (name, scheduler: vllm | orca | sarathi, batch_size,
 chunk_size), traces (name, trace_file, max_seq_len, num_requests, start_qps), parallel_spec
@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import math
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
+from capsim.capsearch.experiments.schema import (Experiment, check_keys, config_slos, flag, integer, number, read_yaml, text,
+                                                  trace_source, workload_words)
 from capsim.capsearch.experiments.conventions import MAX_REPLICAS, MAX_TRIALS, PEER_SEED
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.capacity.jobs import SearchJob
-from capsim.capsearch.capacity.slo import SLOError, slo_from_dict
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
 from capsim.profiles.memory import kv_capacity
@@ -46,14 +45,6 @@ from capsim.traces.spec import MAX_REQUESTS
 
 SCHEDULER_NAMES = {"vllm": "vllm_v0", "vllm_v0": "vllm_v0", "orca": "orca", "sarathi": "sarathi", "vllm_v1": "vllm_v1",
                    "faster_transformer": "faster_transformer"}
-KNOWN_TRACE_FILES = {
-    "sharegpt_8k_filtered_stats_llama2_tokenizer.csv": "chat",
-    "arxiv_summarization_filtered_stats_llama2_tokenizer.csv": "arxiv",
-    "arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv": "arxiv4k",
-    "bwb_stats_llama2_tokenizer_filtered_v2.csv": "bwb",
-    "splitwise_code.csv": "azure-code",
-    "splitwise_conv.csv": "azure-conv",
-}
 PAPER_GPUS = {"Mistral-7B": "A100-80GB-PCIe", "Yi-34B": "A100-80GB-PCIe", "Falcon-180B": "A100-80GB-PCIe", "Llama-2-70B": "A40"}
 PAPER_DEFAULT_GPU = "A100-80GB-PCIe"
 DISAGG_KEYS = ("kv_link", "prefill_router", "decode_router", *POOL_OPTIONS)  # a disagg parallel_spec's keys besides disagg
@@ -68,56 +59,6 @@ SECTION_KEYS = {
                "kv_cache_dtype"},
 }
 
-
-@dataclass
-class Experiment:
-    path: Path
-    jobs: list[SearchJob]
-    notes: list[str]
-    convention: str  # whose SLO defaults and workload generation: sarathi or etalon
-    slo_source: str  # where the SLOs came from, in words
-
-
-MAX_YAML_BYTES = 1 << 20  # a config, a space or a price list: a few KB
-MAX_YAML_DEPTH = 32
-
-
-def load_yaml_file(path: Path):
-    """A small YAML file's data, checked before it is built: UTF-8 text of at most 1 MiB, nesting
-    at most 32 deep, and no anchors or aliases (a few lines of aliases can stand for gigabytes)."""
-    try:
-        raw = Path(path).read_bytes()
-        if len(raw) > MAX_YAML_BYTES:
-            raise ConfigError(f"{path}: {len(raw):,} bytes; a config is at most 1 MiB")
-        text = raw.decode("utf-8-sig")
-        depth = 0
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise ConfigError(f"{path}, line {event.start_mark.line + 1}: YAML anchors and aliases (&, *) are not accepted; "
-                                  "write the values out")
-            depth += isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent))
-            depth -= isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent))
-            if depth > MAX_YAML_DEPTH:
-                raise ConfigError(f"{path}, line {event.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} deep")
-        return yaml.safe_load(text)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder: give a file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read it: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from None
-
-
-def read_yaml(path: Path) -> dict:
-    data = load_yaml_file(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config is a mapping (Sarathi-Serve's schedulers, traces, parallel_spec, models; "
-                          "or Etalon's servers, models, parallel_specs, request_generator_configs, request_configs)")
-    return data
 
 
 def is_etalon(data: dict) -> bool:
@@ -161,31 +102,6 @@ def load_config(path: str | Path, slos=None, slo_defaults: str | None = None) ->
     return Experiment(path, jobs, list(dict.fromkeys(notes)), "sarathi", slo_source)
 
 
-def config_slos(data: dict, path: Path, slos, convention: str) -> tuple[list, str]:
-    """(SLOs, where they came from): the command line's, else the config's, else `convention`'s defaults."""
-    from capsim.capsearch.experiments.conventions import WORDS
-    from capsim.capsearch.cli.options.slo import default_slos
-
-    given = slos(convention) if slos else None
-    if given:
-        return given, "the command line"
-    entries = data.get("slos")
-    if entries is not None and not isinstance(entries, list):
-        raise ConfigError(f"{path}: slos must be a list of SLOs, each with a kind (tbt_ttft, ttft_tpot, deadline) and its fields")
-    try:
-        listed = [slo_from_dict(s) if isinstance(s, dict) else slo_from_dict({"kind": s}) for s in entries or []]
-    except SLOError as error:
-        raise ConfigError(f"{path}: slos: {error}") from None
-    if listed:
-        return listed, "the config"
-    return default_slos(convention), f"{WORDS[convention]} defaults"
-
-
-def check_keys(entry: dict, known: set, path: Path, where: str) -> None:
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(map(str, unknown))} in {where}; known keys: {', '.join(sorted(known))}")
-
 
 def pick(entries: list[dict], names, path: Path, key: str, model: str) -> list[dict]:
     if names is None:
@@ -201,31 +117,6 @@ def pick(entries: list[dict], names, path: Path, key: str, model: str) -> list[d
         raise ConfigError(f"{path}: model {model!r} names {key} {', '.join(map(str, missing))}, which the config does not define")
     return [by_name[n] for n in names]
 
-
-def integer(value, name: str, minimum: int = 1, maximum: int = 2**31 - 1) -> int:
-    """A YAML integer, refused (not truncated) when it is a float, a bool or a string."""
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
-    return value
-
-
-def text(value, name: str) -> str:
-    """A YAML string (a name, a path); numbers pass as their text, anything else is refused."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"{name} must be a string, got {value!r}")
-    return str(value)
-
-
-def flag(value, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def paper_gpu(model_name: str, notes: list[str]) -> str:
@@ -321,21 +212,4 @@ def rope_scaling(model, max_len: int | None, notes: list[str]) -> float:
     return factor
 
 
-def workload_words(workload: WorkloadSpec) -> str:
-    arrival = workload.arrival + (", gaps capped at 3/QPS" if workload.cap_gaps else "")
-    order = "a random sample (built-in trace)" if workload.is_builtin else ("shuffled" if workload.shuffle else "in file order")
-    return f"{workload.num_requests} requests, {order}, seed {workload.seed}; {arrival} arrivals"
 
-
-def trace_source(source: str, path: Path, notes: list[str]) -> str:
-    source = str(source)
-    if source in builtin_traces():
-        return source
-    file = Path(source) if Path(source).is_absolute() else path.parent / source
-    if file.is_file():
-        return str(file)
-    builtin = KNOWN_TRACE_FILES.get(Path(source).name)
-    if builtin is None:
-        raise TraceError(f"trace file {source} not found (relative paths are read from the config's folder)")
-    notes.append(f"{Path(source).name} is not here: using capsim's built-in '{builtin}' trace (its shipped length distribution)")
-    return builtin

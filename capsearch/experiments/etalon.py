@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from capsim.capsearch.experiments.config import (Experiment, check_keys, config_slos, integer, number, trace_source,
-                                     workload_words)
+from capsim.capsearch.experiments.schema import (Experiment, check_keys, config_slos, integer, number, trace_source,
+                                                  workload_words)
 from capsim.capsearch.experiments.conventions import PEER_SEED
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.capacity.jobs import SearchJob

@@ -112,3 +112,41 @@ def load_row(load: Load, result, percentiles, metrics, goodput_ms, cdf: dict | N
     """One row of the sweep: the load, then vLLM's figures (and the CDFs into `cdf`, if given)."""
     return {"load": load.label, "request_rate": load.qps, "max_concurrency": load.max_concurrency, "kind": load.kind,
             **serving_metrics(result, percentiles, metrics, goodput_ms, cdf)}
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """What the options ask for."""
+    loads: list[Load] | str  # "auto": GuideLLM's sweep, planned after two runs
+    sweep_points: int
+    metrics: tuple[str, ...]
+    percentiles: tuple[float, ...]
+    goodput_ms: dict
+    save_result: bool
+    result_dir: str | None
+    result_filename: str | None
+    label: str | None
+    metadata: dict
+    warmup: int = 0  # the first requests sent, left out of the figures
+    cooldown: int = 0  # the last requests sent, left out of the figures
+
+    def check_window(self, num_requests: int) -> None:
+        """Refuse a warm-up and cool-down that leave no request to measure (before any load runs)."""
+        if self.warmup + self.cooldown >= num_requests:
+            raise MetricsError(f"--warmup-requests {self.warmup} and --cooldown-requests {self.cooldown} leave none of the "
+                               f"{num_requests} requests to measure: send more (-n) or leave out fewer")
+
+    def measured(self, result):
+        """The run's requests that count: in send order, all but the warm-up and the cool-down."""
+        if not (self.warmup or self.cooldown):
+            return result
+        order = np.argsort(result.column("id"), kind="stable")
+        keep = np.zeros(len(order), dtype=bool)
+        keep[order[self.warmup:len(order) - self.cooldown]] = True
+        measured = result.only(keep)
+        measured.info = result.info | {"left_out": f"the first {self.warmup} and last {self.cooldown} requests sent"}
+        return measured
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.loads == "auto" or len(self.loads) > 1

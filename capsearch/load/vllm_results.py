@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from capsim.capsearch.load.metrics import MetricsError
-from capsim.traces import strict_dumps, write_atomically
+from capsim.common.files import strict_dumps, write_atomically
 
 
 def parse_metadata(pairs) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """The P:D split search: the disaggregated deployment (xPyD, TP of each pool, decode batch limit)
-with the most capacity on N GPUs of one kind, to set beside the best aggregated one (plan.py).
+with the most capacity on N GPUs of one kind, to set beside the best aggregated one (planner.py).
 
 1. Splits: P prefill instances of TP p and D decode instances of TP d that take N GPUs, or as
    near as whole instances allow (fewer than the smaller TP left over), x the decode batch limits.
@@ -9,7 +9,7 @@ with the most capacity on N GPUs of one kind, to set beside the best aggregated 
    (TTFT or scheduling delay) the deployment passes no trial above P prefill instances' best
    prompt rate, widened as plan.trial_bound allows for a finite trial's queue. The decode pool
    gets no bound: its queue shows in TPOT and TBT, which a finite trial's percentiles can hide.
-3. Branch and bound, as plan.py: splits by bound, a capacity search each (from half its bound),
+3. Branch and bound, as planner.py: splits by bound, a capacity search each (from half its bound),
    until no split left could beat the RUNNERS_UP-th best found.
 """
 

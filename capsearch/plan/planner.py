@@ -60,7 +60,7 @@ def read_prices(path: str | None) -> dict[str, float]:
     prices = {name: entry["usd_per_gpu_hour"] for name, entry in builtin_prices().items()}
     if path is None:
         return prices
-    from capsim.capsearch.experiments.config import load_yaml_file
+    from capsim.capsearch.experiments.schema import load_yaml_file
 
     data = load_yaml_file(Path(path))
     if not isinstance(data, dict) or not data:

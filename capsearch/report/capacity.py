@@ -10,7 +10,7 @@ from capsim.capsearch.capacity.search import Capacity
 from capsim.capsearch.capacity.slo import slo_from_dict
 from capsim.sim.disagg import describe
 from capsim.sim.system import precision_words
-from capsim.traces import write_atomically
+from capsim.capsearch.report.figures import pyplot, save_figure
 
 CSV_COLUMNS = ("model", "scheduler", "trace", "parallel", "slo", "capacity_qps", "failing_qps", "bracket", "outcome", "converged",
                "failed_first", "slo_clauses", "hardware", "tp", "pp", "scheduler_policy", "chunk_size", "batch_size", "engine",
@@ -78,7 +78,7 @@ def write_capacity_table(capacities: list[Capacity], folder: Path, stem: str = "
 
 def plot_capacity_bars(capacities: list[Capacity], path: Path) -> Path:
     """One panel a (model, trace); bars a scheduler, grouped by SLO."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = capacity_rows(capacities)
     panels = sorted({(r["model"], r["trace"]) for r in rows})
     slos = list(dict.fromkeys(r["slo"] for r in rows))
@@ -106,12 +106,12 @@ def plot_capacity_bars(capacities: list[Capacity], path: Path) -> Path:
     fig.suptitle("simulated capacity; latencies: " + "; ".join(sorted(sources))
                  + (f"; hatched: {unsettled} searches did not converge (see the table)" if unsettled else ""), fontsize=8)
     fig.tight_layout()
-    return _save(fig, path, plt)
+    return save_figure(fig, path, plt)
 
 
 def plot_sensitivity(capacities: list[Capacity], parameter: str, path: Path) -> Path:
     """Capacity against one SLO parameter, a line a (model, scheduler, trace)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     lines: dict[tuple, list[tuple[float, float]]] = {}
     for c in capacities:
@@ -123,23 +123,8 @@ def plot_sensitivity(capacities: list[Capacity], parameter: str, path: Path) -> 
     ax.set(xscale="log", xlabel=f"SLO {parameter} (s)", ylabel="capacity (QPS)", title="capacity against the SLO")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path, plt)
+    return save_figure(fig, path, plt)
 
 
 def _short(slo: str) -> str:
     return slo.replace(", ", "\n")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path, plt, dpi: int = 120) -> Path:
-    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
-    plt.close(fig)
-    return path

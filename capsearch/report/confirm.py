@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from capsim.capsearch.capacity.confirm import Confirmation
-from capsim.traces import strict_dumps, write_atomically
+from capsim.common.files import strict_dumps, write_atomically
 
 
 def confirmation_tables(c: Confirmation) -> list[Table]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from capsim.capsearch.report.capacity import _pyplot, _save
+from capsim.capsearch.report.figures import pyplot, save_figure
 from capsim.capsearch.report.results_dir import write_csv, write_json
 
 COLUMNS = ("status", "split", "hardware", "engine", "prefill_instances", "prefill_tp", "prefill_chunk", "decode_instances", "decode_tp",
@@ -72,7 +72,7 @@ def found_words(found) -> str:
 
 
 def plot_splits(pool, candidates, path: Path, title: str, top: int = 30) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     searched = sorted((s for s in pool if s.capacity), key=lambda s: -s.capacity_per_gpu)[:top]
     fig, ax = plt.subplots(figsize=(8, 0.25 * max(len(searched), 4) + 1.4))
     bars = ax.barh(range(len(searched)), [s.capacity_per_gpu for s in searched], color="tab:orange", label="disaggregated")
@@ -91,4 +91,4 @@ def plot_splits(pool, candidates, path: Path, title: str, top: int = 30) -> Path
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize=6, loc="lower right")
     fig.subplots_adjust(left=0.4, right=0.97, bottom=0.1, top=0.93)
-    return _save(fig, path, plt)
+    return save_figure(fig, path, plt)

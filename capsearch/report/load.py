@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.table import Table
 
 from capsim.capsearch.load.vllm_results import result_filename, vllm_result, write_result
-from capsim.capsearch.cli.options.load import LoadRun
+from capsim.capsearch.load.sweep import LoadRun
 from capsim.capsearch.load.sweep import Load, auto_loads, load_row
 from capsim.capsearch.report.results_dir import ResultSet, record, write_csv, write_json
 from capsim.capsearch.load.metrics import WORDS, percentile_word

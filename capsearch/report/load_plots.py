@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from capsim.capsearch.report.capacity import _pyplot, _save
+from capsim.capsearch.report.figures import pyplot, save_figure
 from capsim.capsearch.load.metrics import WORDS, percentile_word
 from capsim.capsearch.capacity.workers import kill_pool, worker_pool
 
@@ -22,7 +22,7 @@ CDF_METRICS = (("ttft", "TTFT"), ("itl", "TBT (ITL)"), ("tpot", "TPOT"), ("e2el"
 def plot_load_curves(series: dict[str, list[dict]], path: Path, metrics, percentiles, goodput_ms: dict | None, title: str) -> Path:
     """One panel a figure: throughputs, then each metric at each chosen percentile, against the
     request throughput; goodput limits drawn as horizontal lines on their metric's panel."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = ["throughput", *metrics]
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
@@ -57,13 +57,13 @@ def plot_load_curves(series: dict[str, list[dict]], path: Path, metrics, percent
         ax.set_visible(False)
     fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.9, wspace=0.35, hspace=0.35)  # tight_layout: a second draw
-    return _save(fig, path, plt, dpi=DPI)
+    return save_figure(fig, path, plt, dpi=DPI)
 
 
 def plot_cdfs(cdfs: dict[str, dict], path: Path, goodput_ms: dict | None, title: str) -> Path:
     """The CDF of TTFT, TBT, TPOT and E2E latency (completed requests), one curve a load:
     `cdfs[load][metric]` are the latency's quantiles in ms at evenly spaced fractions."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(CDF_METRICS), figsize=(4.2 * len(CDF_METRICS), 3.4), squeeze=False)
     for label, points in cdfs.items():
         for ax, (metric, _) in zip(axes.flat, CDF_METRICS):
@@ -80,11 +80,11 @@ def plot_cdfs(cdfs: dict[str, dict], path: Path, goodput_ms: dict | None, title:
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.15, top=0.82, wspace=0.3)
-    return _save(fig, path, plt, dpi=DPI)
+    return save_figure(fig, path, plt, dpi=DPI)
 
 
 def load_matplotlib() -> None:
-    _pyplot()  # matplotlib imported, while the trials run
+    pyplot()  # matplotlib imported, while the trials run
 
 
 def draw_sweep(series, rows, cdfs, folder: Path, metrics, percentiles, goodput_ms, title) -> None:

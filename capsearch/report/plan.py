@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from capsim.capsearch.report.capacity import _pyplot, _save
+from capsim.capsearch.report.figures import pyplot, save_figure
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -20,7 +20,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def plot_pareto(pool, goal, path: Path, title: str) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.2))
     done = [c for c in pool if c.capacity and c.cost_per_hour and c.status != "trial too short"]
     unjudged = [c for c in pool if c.capacity and c.cost_per_hour and c.status == "trial too short"]
@@ -48,11 +48,11 @@ def plot_pareto(pool, goal, path: Path, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.92)
-    return _save(fig, path, plt)
+    return save_figure(fig, path, plt)
 
 
 def plot_capacity(pool, path: Path, title: str, top: int = 30) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     searched = sorted((c for c in pool if c.capacity_per_replica), key=lambda c: -(c.capacity_per_replica / c.gpus_per_replica))[:top]
     fig, ax = plt.subplots(figsize=(8, 0.25 * max(len(searched), 4) + 1.2))
     labels = [c.label() for c in searched]
@@ -68,4 +68,4 @@ def plot_capacity(pool, path: Path, title: str, top: int = 30) -> Path:
     ax.set_title(title + f" (best {len(searched)})", fontsize=9)
     ax.grid(alpha=0.3, axis="x")
     fig.subplots_adjust(left=0.42, right=0.97, bottom=0.1, top=0.94)
-    return _save(fig, path, plt)
+    return save_figure(fig, path, plt)

@@ -19,27 +19,15 @@ import io
 import json
 import os
 import shutil
+import sys
 from datetime import datetime
 from pathlib import Path
 
-import click
-
 from capsim.capsearch.errors import ConfigError, few
-from capsim.traces import strict_dumps, write_atomically
+from capsim.common.files import strict_dumps, write_atomically
 
 RESULTS_ROOT = Path("capsim-results")
 MARKER = ".capsim-results.json"  # {"files": [...]}: what capsim wrote in this folder
-
-
-def output_options(command: str):
-    """-o/--output-dir and --overwrite, for a command whose results go to capsim-results/<command>/."""
-    def wrap(function):
-        function = click.option("--overwrite", is_flag=True,
-                                help="Replace an earlier capsim result in the -o folder (a folder holding other files is refused).")(function)
-        return click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=None,
-                            help=f"Folder for the results [default: a new one, {RESULTS_ROOT}/{command}/<date-time>]; "
-                                 "one that holds something is refused without --overwrite.")(function)
-    return wrap
 
 
 def write_csv(path: Path, rows, columns) -> Path:
@@ -180,7 +168,7 @@ class ResultSet:
                 if (self.staging / name).is_file():
                     kept = self.folder.parent / f"{self.folder.name}.failed.{name}"
                     os.replace(self.staging / name, kept)
-                    click.echo(f"kept for reading: {kept}", err=True)
+                    print(f"kept for reading: {kept}", file=sys.stderr)
             shutil.rmtree(self.staging, ignore_errors=True)
             release(self.folder)
             return

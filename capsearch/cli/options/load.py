@@ -7,53 +7,14 @@ figures (--warmup-requests, --cooldown-requests), the figures
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import click
-import numpy as np
 
 from capsim.capsearch.load.vllm_results import check_result_options, parse_metadata
+from capsim.capsearch.cli.options.slo import GOODPUT
 from capsim.capsearch.cli.options.workload import option_given
-from capsim.capsearch.load.sweep import Load, parse_counts, parse_qps, planned_loads
+from capsim.capsearch.load.sweep import LoadRun, parse_counts, parse_qps, planned_loads
 from capsim.capsearch.load.metrics import METRICS, MetricsError, parse_goodput, parse_metrics, parse_percentiles
-
-
-@dataclass(frozen=True)
-class LoadRun:
-    """What the options ask for."""
-    loads: list[Load] | str  # "auto": GuideLLM's sweep, planned after two runs
-    sweep_points: int
-    metrics: tuple[str, ...]
-    percentiles: tuple[float, ...]
-    goodput_ms: dict
-    save_result: bool
-    result_dir: str | None
-    result_filename: str | None
-    label: str | None
-    metadata: dict
-    warmup: int = 0  # the first requests sent, left out of the figures
-    cooldown: int = 0  # the last requests sent, left out of the figures
-
-    def check_window(self, num_requests: int) -> None:
-        """Refuse a warm-up and cool-down that leave no request to measure (before any load runs)."""
-        if self.warmup + self.cooldown >= num_requests:
-            raise MetricsError(f"--warmup-requests {self.warmup} and --cooldown-requests {self.cooldown} leave none of the "
-                               f"{num_requests} requests to measure: send more (-n) or leave out fewer")
-
-    def measured(self, result):
-        """The run's requests that count: in send order, all but the warm-up and the cool-down."""
-        if not (self.warmup or self.cooldown):
-            return result
-        order = np.argsort(result.column("id"), kind="stable")
-        keep = np.zeros(len(order), dtype=bool)
-        keep[order[self.warmup:len(order) - self.cooldown]] = True
-        measured = result.only(keep)
-        measured.info = result.info | {"left_out": f"the first {self.warmup} and last {self.cooldown} requests sent"}
-        return measured
-
-    @property
-    def is_sweep(self) -> bool:
-        return self.loads == "auto" or len(self.loads) > 1
 
 
 def load_options(command):
@@ -74,8 +35,7 @@ def load_options(command):
                      help="The last N requests sent, left out of every figure (the tail where the load thins out)."),
         click.option("--sweep-points", type=click.IntRange(2, 100), default=6, show_default=True,
                      help="--qps auto: the Poisson rates between the synchronous and throughput runs."),
-        click.option("--goodput", multiple=True,
-                     help="vLLM's goodput limits in ms, e.g. 'ttft:200 tpot:50 e2el:5000': requests/s meeting all of them."),
+        GOODPUT,
         click.option("--percentile-metrics", default=",".join(METRICS), show_default=True,
                      help="Which latencies to report: ttft, tpot, itl, e2el."),
         click.option("--metric-percentiles", default="50,90,99", show_default=True, help="Percentiles to report, e.g. 50,90,99,99.9."),

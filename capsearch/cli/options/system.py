@@ -56,6 +56,12 @@ def disagg_system(system: SystemSpec, disagg: str, options: dict, config_paths) 
     except SimulationError as error:
         raise click.UsageError(str(error)) from None
 
+HOST_TIME = click.option("--host-time", type=click.Choice(["on", "off"]), default="on", show_default=True,
+                         help="Add each engine's fitted host time (per step, per sequence, per request) to kernel-database "
+                              "and roofline step times (off: kernel time only); measured profiles hold it already.")
+ROUTER = click.option("--router", type=click.Choice(ROUTERS), default="round_robin", show_default=True,
+                      help="How requests are spread over the replicas.")
+
 
 def system_options(command=None, *, default_engine: str = "vllm", disaggregated: bool = False):
     """Add the deployment options; the command receives `system` (a SystemSpec, or with
@@ -81,16 +87,14 @@ def system_options(command=None, *, default_engine: str = "vllm", disaggregated:
         click.option("--memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True),
         click.option("--num-kv-blocks", type=click.IntRange(1, 2**31 - 1), default=None,
                      help="Fix the KV blocks of a replica instead of deriving them from memory (vLLM's --num-gpu-blocks-override)."),
-        click.option("--router", type=click.Choice(ROUTERS), default="round_robin", show_default=True),
+        ROUTER,
         click.option("--prefix-caching/--no-prefix-caching", default=False, show_default=True,
                      help="vllm_v1, sglang (its radix cache) and trtllm (KV block reuse) only."),
         click.option("--engine", type=click.Choice(ENGINES), default=default_engine, show_default=True,
                      help="Whose step latencies: vllm, sglang, trtllm (NVIDIA's kernel database) or capsim's own `reference` engine."),
         click.option("--pipeline-scheduling", type=click.Choice(PIPELINE_SCHEDULING), default="one_scheduler", show_default=True,
                      help="With --pp > 1: one scheduler over all micro-batches (Sarathi-Serve, Vidur) or vLLM's virtual engines."),
-        click.option("--host-time", type=click.Choice(["on", "off"]), default="on", show_default=True,
-                     help="Add the engine's fitted host time (per step, per sequence, per request) to kernel-database "
-                          "and roofline step times; measured profiles hold it already."),
+        HOST_TIME,
         click.option("--async-scheduling/--no-async-scheduling", default=False, show_default=True,
                      help="vLLM's asynchronous scheduling: host time per step overlaps the kernels (--engine vllm)."),
         click.option("--quant", "--quantization", "quant", type=click.Choice(QUANTS), default="auto", show_default=True,

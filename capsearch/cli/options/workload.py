@@ -10,12 +10,14 @@ from click.core import ParameterSource
 from capsim.traces import FORMATS, PROCESSES, WorkloadSpec
 from capsim.traces.spec import MAX_REQUESTS, RANDOM
 
+TRACE_FORMAT = click.option("--format", "format_", type=click.Choice(list(FORMATS)), default=None,
+                            help="Trace file format; detected from the file's columns when left out.")
+
 
 def workload_options(command):
     """Add the length and arrival options; the command receives `spec_options` to build a spec."""
     options = [
-        click.option("--format", "format_", type=click.Choice(list(FORMATS)), default=None,
-                     help="File format; detected from the file's columns when left out."),
+        TRACE_FORMAT,
         click.option("-n", "--num-requests", "--num-prompts", "num_requests", type=click.IntRange(1, MAX_REQUESTS), default=2048, show_default=True,
                      help="Requests to draw (built-in trace) or to take from the start of the file."),
         click.option("--seed", type=int, default=0, show_default=True,

@@ -1,0 +1,1 @@
+"""What every layer shares, and depends on nothing of capsim: files written atomically, strict JSON."""
