@@ -37,16 +37,31 @@ def main() -> None:
         before, after = roofline_errors(profile, FACTORS), roofline_errors(profile, factors)
         for kind in ("prefill", "decode", "mixed"):
             mask = kinds == kind
-            for key in ((hardware, "by kind", kind), (hardware, "by TP", f"TP{tp}"), ("all GPUs", "by kind", kind), ("all GPUs", "by TP", f"TP{tp}")):
+            for key in (
+                (hardware, "by kind", kind),
+                (hardware, "by TP", f"TP{tp}"),
+                ("all GPUs", "by kind", kind),
+                ("all GPUs", "by TP", f"TP{tp}"),
+            ):
                 groups[key][0].append(before[mask])
                 groups[key][1].append(after[mask])
-    table = Table(title=f"roofline vs the {args.engine} kernel database: signed error median / mean |error|, before -> after calibration")
+    table = Table(
+        title=f"roofline vs the {args.engine} kernel database: signed error median / mean |error|, before -> after "
+        f"calibration"
+    )
     for column in ("GPU", "group", "batches", "before: median", "before: mean |e|", "after: median", "after: mean |e|"):
         table.add_column(column, justify="left" if column in ("GPU", "group") else "right")
     for (hardware, _, group), (before, after) in sorted(groups.items(), key=lambda kv: (kv[0][0] == "all GPUs", kv[0])):
         b, a = np.concatenate(before), np.concatenate(after)
-        table.add_row(hardware, group, str(len(b)), f"{100 * np.median(b):+.1f}%", f"{100 * np.abs(b).mean():.1f}%",
-                      f"{100 * np.median(a):+.1f}%", f"{100 * np.abs(a).mean():.1f}%")
+        table.add_row(
+            hardware,
+            group,
+            str(len(b)),
+            f"{100 * np.median(b):+.1f}%",
+            f"{100 * np.abs(b).mean():.1f}%",
+            f"{100 * np.median(a):+.1f}%",
+            f"{100 * np.abs(a).mean():.1f}%",
+        )
     Console(width=140).print(table)
 
 

@@ -21,16 +21,27 @@ def table(title: str, rows: list[dict], keys: tuple[str, ...]) -> None:
     print(f"\n{title}")
     print(" | ".join([*keys, "runs", "TTFT median", "TTFT median |err|", "TPOT median", "TPOT median |err|"]))
     for row in rows:
-        print(" | ".join([*(str(row[k]) for k in keys), str(row["rows"]), f"{row['ttft_median_error_pct']:+.1f}%",
-                          f"{row['ttft_median_abs_error_pct']:.1f}%", f"{row['tpot_median_error_pct']:+.1f}%",
-                          f"{row['tpot_median_abs_error_pct']:.1f}%"]))
+        print(
+            " | ".join(
+                [
+                    *(str(row[k]) for k in keys),
+                    str(row["rows"]),
+                    f"{row['ttft_median_error_pct']:+.1f}%",
+                    f"{row['ttft_median_abs_error_pct']:.1f}%",
+                    f"{row['tpot_median_error_pct']:+.1f}%",
+                    f"{row['tpot_median_abs_error_pct']:.1f}%",
+                ]
+            )
+        )
 
 
 def main() -> None:
     measurements, skipped = read_silicon_sample()
     fitted = training_rows()
-    print(f"{len(measurements)} runs replayed, {sum(skipped.values())} left out: "
-          + "; ".join(f"{n} {reason}" for reason, n in skipped.most_common()))
+    print(
+        f"{len(measurements)} runs replayed, {sum(skipped.values())} left out: "
+        + "; ".join(f"{n} {reason}" for reason, n in skipped.most_common())
+    )
     for host in (False, True):
         start = time.perf_counter()
         replays = replay_all(measurements, host)
@@ -41,10 +52,16 @@ def main() -> None:
         for name, keep in (("fitted on", True), ("not fitted on", False)):
             chosen = [r for r in replays if (r.measurement.id in fitted) == keep]
             table(f"{label}, runs {name}: per engine", summary(chosen), ("engine",))
-            table(f"{label}, runs {name}: per engine, model, GPU, weights", summary(chosen, ("engine", "model", "hardware", "quant")),
-                  ("engine", "model", "hardware", "quant"))
-            table(f"{label}, runs {name}: per engine and concurrency", summary(chosen, ("engine", "concurrency_bucket")),
-                  ("engine", "concurrency_bucket"))
+            table(
+                f"{label}, runs {name}: per engine, model, GPU, weights",
+                summary(chosen, ("engine", "model", "hardware", "quant")),
+                ("engine", "model", "hardware", "quant"),
+            )
+            table(
+                f"{label}, runs {name}: per engine and concurrency",
+                summary(chosen, ("engine", "concurrency_bucket")),
+                ("engine", "concurrency_bucket"),
+            )
 
 
 if __name__ == "__main__":

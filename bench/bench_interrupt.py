@@ -29,8 +29,12 @@ CAPSIM = str(Path(sys.executable).parent / "capsim")
 
 def trial(sig: signal.Signals, to_group: bool) -> tuple[float, int, int, int]:
     with tempfile.TemporaryDirectory() as tmp:
-        search = subprocess.Popen([CAPSIM, "search", "--config-path", "mistral7b_strict", "--cache-dir", f"{tmp}/c", "-o", f"{tmp}/o"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        search = subprocess.Popen(
+            [CAPSIM, "search", "--config-path", "mistral7b_strict", "--cache-dir", f"{tmp}/c", "-o", f"{tmp}/o"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         while not list(Path(tmp, "c").glob("*.trial.parquet")):
             time.sleep(0.05)
         children = psutil.Process(search.pid).children(recursive=True)
@@ -44,8 +48,11 @@ def trial(sig: signal.Signals, to_group: bool) -> tuple[float, int, int, int]:
 
 def main() -> None:
     print(f"{'signal':<34}{'exit s':>8}{'code':>6}{'children':>10}{'alive 5 s later':>17}")
-    for name, sig, group in (("Ctrl-C (SIGINT to the group)", signal.SIGINT, True), ("SIGTERM to the search", signal.SIGTERM, False),
-                             ("kill -9 of the search", signal.SIGKILL, False)):
+    for name, sig, group in (
+        ("Ctrl-C (SIGINT to the group)", signal.SIGINT, True),
+        ("SIGTERM to the search", signal.SIGTERM, False),
+        ("kill -9 of the search", signal.SIGKILL, False),
+    ):
         seconds, code, children, alive = trial(sig, group)
         print(f"{name:<34}{seconds:>8.2f}{code:>6}{children:>10}{alive:>17}")
     print()
@@ -53,10 +60,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        for name, argv in (("search --executor ray --ray-address 127.0.0.1:9",
-                            ["search", "--executor", "ray", "--ray-address", "127.0.0.1:9", "--cache-dir", f"{tmp}/c", "-o", f"{tmp}/o"]),
-                           ("serve --model tiny on a busy port", ["serve", "--model", "tiny", "--dtype", "float32", "--port",
-                                                                  str(busy.getsockname()[1])])):
+        for name, argv in (
+            (
+                "search --executor ray --ray-address 127.0.0.1:9",
+                [
+                    "search",
+                    "--executor",
+                    "ray",
+                    "--ray-address",
+                    "127.0.0.1:9",
+                    "--cache-dir",
+                    f"{tmp}/c",
+                    "-o",
+                    f"{tmp}/o",
+                ],
+            ),
+            (
+                "serve --model tiny on a busy port",
+                ["serve", "--model", "tiny", "--dtype", "float32", "--port", str(busy.getsockname()[1])],
+            ),
+        ):
             start = time.perf_counter()
             done = subprocess.run([CAPSIM, *argv], capture_output=True, timeout=300)
             print(f"{name:<46}{time.perf_counter() - start:>8.2f}{done.returncode:>6}")

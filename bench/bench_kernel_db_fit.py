@@ -20,8 +20,7 @@ from rich.table import Table
 from capsim.profiles.batch import BatchShape
 from capsim.profiles.kernel_db import KernelDatabase
 from capsim.profiles.models import get_model
-from capsim.sim import SystemSpec, simulate
-from capsim.sim import policies
+from capsim.sim import SystemSpec, policies, simulate
 from capsim.traces import WorkloadSpec
 
 
@@ -36,7 +35,9 @@ def recorded_batches(system: SystemSpec, qps: float, requests: int) -> list[Batc
             if batch is not None and batch.num_decodes == len(self.decoding) and not batch.padding_seqs:
                 k = self.decode_iterations
                 decodes = tuple(r.entry_length + (k - r.entry_iteration) for r in self.decoding.values())
-                shapes.append(BatchShape(tuple(c for _, _, c in batch.prefills), tuple(b for _, b, _ in batch.prefills), decodes))
+                shapes.append(
+                    BatchShape(tuple(c for _, _, c in batch.prefills), tuple(b for _, b, _ in batch.prefills), decodes)
+                )
             return batch
 
     policies.POLICIES[system.scheduler] = Recording
@@ -56,13 +57,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1024)
     parser.add_argument("--per-kind", type=int, default=300, help="batches sampled per kind")
     args = parser.parse_args()
-    system = SystemSpec(model=args.model, hardware=args.hardware, scheduler="sarathi", token_budget=512, engine=args.engine)
+    system = SystemSpec(
+        model=args.model, hardware=args.hardware, scheduler="sarathi", token_budget=512, engine=args.engine
+    )
     latency_model = system.latency_model()
     shapes = recorded_batches(system, args.qps, args.requests)
     database = KernelDatabase(get_model(args.model), system.hardware, args.engine, tp=system.tp)
     rng = np.random.default_rng(0)
-    table = Table(title=f"{latency_model.source_words}: fitted model vs the database on simulated sarathi-512 chat batches "
-                        f"({len(shapes)} batches at {args.qps:g} QPS)")
+    table = Table(
+        title=f"{latency_model.source_words}: fitted model vs the database on simulated sarathi-512 chat batches "
+        f"({len(shapes)} batches at {args.qps:g} QPS)"
+    )
     for column in ("kind", "batches", "MAPE %", "P95 APE %", "max APE %", "median signed %"):
         table.add_column(column, justify="left" if column == "kind" else "right")
     for kind in ("prefill", "decode", "mixed"):
@@ -73,8 +78,14 @@ def main() -> None:
         truth = np.array([database.latency(s) for s in sample])
         predicted = np.array([latency_model.predict(s) for s in sample])
         error = 100 * (predicted / truth - 1)
-        table.add_row(kind, str(len(sample)), f"{np.abs(error).mean():.2f}", f"{np.percentile(np.abs(error), 95):.2f}",
-                      f"{np.abs(error).max():.2f}", f"{np.median(error):+.2f}")
+        table.add_row(
+            kind,
+            str(len(sample)),
+            f"{np.abs(error).mean():.2f}",
+            f"{np.percentile(np.abs(error), 95):.2f}",
+            f"{np.abs(error).max():.2f}",
+            f"{np.median(error):+.2f}",
+        )
     Console(width=140).print(table)
 
 

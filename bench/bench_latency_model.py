@@ -22,7 +22,12 @@ from capsim.profiles.latency_model import LatencyModel
 from capsim.profiles.models import get_model
 from capsim.profiles.table import ProfileTable
 
-SYSTEMS = [("Llama-3-8B", "H100-SXM", 1), ("Mistral-7B", "A100-80GB-SXM", 1), ("Yi-34B", "A100-80GB-SXM", 2), ("Llama-2-70B", "A100-80GB-SXM", 4)]
+SYSTEMS = [
+    ("Llama-3-8B", "H100-SXM", 1),
+    ("Mistral-7B", "A100-80GB-SXM", 1),
+    ("Yi-34B", "A100-80GB-SXM", 2),
+    ("Llama-2-70B", "A100-80GB-SXM", 4),
+]
 
 
 def per_call_microseconds(model: LatencyModel, X: np.ndarray, calls: int = 200_000) -> float:
@@ -41,16 +46,24 @@ def main() -> None:
     profiles = [analytic_profile(get_model(m), get_hardware(h), tp) for m, h, tp in SYSTEMS]
     profiles += [ProfileTable.read(p) for p in args.profile]
     kinds = ("prefill", "decode", "mixed")
-    print(f"{'profile':<58}{'rows':>6}{'fit s':>8}{'kept':>16}{'MAPE %':>8}{'P95 %':>8}"
-          + "".join(f"{k + ' %':>11}" for k in kinds) + f"{'us/call':>9}")
+    print(
+        f"{'profile':<58}{'rows':>6}{'fit s':>8}{'kept':>16}{'MAPE %':>8}{'P95 %':>8}"
+        + "".join(f"{k + ' %':>11}" for k in kinds)
+        + f"{'us/call':>9}"
+    )
     for profile in profiles:
         start = time.perf_counter()
         model = LatencyModel.fit(profile)
         fit_seconds = time.perf_counter() - start
         errors = model.accuracy["compiled"]
-        by_kind = "".join(f"{errors[k]['mape']:>11.2f}" if k in errors else f"{'-':>11}" for k in kinds)  # held-out MAPE
-        print(f"{profile.label:<58}{len(profile):>6}{fit_seconds:>8.2f}{model.regressor:>16}"
-              f"{errors['all']['mape']:>8.2f}{errors['all']['p95_ape']:>8.2f}{by_kind}{per_call_microseconds(model, profile.features):>9.2f}")
+        by_kind = "".join(
+            f"{errors[k]['mape']:>11.2f}" if k in errors else f"{'-':>11}" for k in kinds
+        )  # held-out MAPE
+        print(
+            f"{profile.label:<58}{len(profile):>6}{fit_seconds:>8.2f}{model.regressor:>16}"
+            f"{errors['all']['mape']:>8.2f}{errors['all']['p95_ape']:>8.2f}{by_kind}"
+            f"{per_call_microseconds(model, profile.features):>9.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,23 @@ import sys
 import tempfile
 import time
 
-BASE = ["simulate", "--model", "Llama-3.1-8B", "--hardware", "H100", "--scheduler", "sarathi", "--chunk-size", "512",
-        "--trace", "chat", "-n", "2048", "--goodput", "ttft:2000 tpot:100"]
+BASE = [
+    "simulate",
+    "--model",
+    "Llama-3.1-8B",
+    "--hardware",
+    "H100",
+    "--scheduler",
+    "sarathi",
+    "--chunk-size",
+    "512",
+    "--trace",
+    "chat",
+    "-n",
+    "2048",
+    "--goodput",
+    "ttft:2000 tpot:100",
+]
 SWEEPS = {
     "6 rates: --qps 1,2,4,6,8,10": ["--qps", "1,2,4,6,8,10"],
     "automatic: --qps auto (8 trials)": ["--qps", "auto"],
@@ -37,8 +52,11 @@ def main() -> None:
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as folder:
                 start = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", *BASE, *flags, "-o", f"{folder}/out"],
-                               check=True, capture_output=True)
+                subprocess.run(
+                    [sys.executable, "-m", "capsim.capsearch.cli", *BASE, *flags, "-o", f"{folder}/out"],
+                    check=True,
+                    capture_output=True,
+                )
                 times.append(time.perf_counter() - start)
         times.sort()
         print(f"{name:<36}{times[0]:>18.2f}{times[len(times) // 2]:>9.2f}")

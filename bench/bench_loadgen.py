@@ -68,12 +68,16 @@ def main() -> None:
     time.sleep(1.0)
     endpoint = connect(f"http://127.0.0.1:{port}")
     print(f"{args.requests} requests x {args.tokens} tokens, true TBT {args.tbt * 1e3:.0f} ms")
-    print(f"{'QPS':>6} {'in flight':>9} {'late P50 ms':>11} {'late P99 ms':>11} {'TBT P50 ms':>10} {'TBT P99 ms':>10} "
-          f"{'finished':>8} {'CPU s':>6} {'RSS MB':>6}")
+    print(
+        f"{'QPS':>6} {'in flight':>9} {'late P50 ms':>11} {'late P99 ms':>11} {'TBT P50 ms':>10} {'TBT P99 ms':>10} "
+        f"{'finished':>8} {'CPU s':>6} {'RSS MB':>6}"
+    )
     rng = np.random.default_rng(0)
     for qps in (float(q) for q in args.qps.split(",")):
         gaps = rng.exponential(1 / qps, args.requests)
-        workload = Workload.from_arrays(np.full(args.requests, 64), np.full(args.requests, args.tokens), np.cumsum(gaps) - gaps[0])
+        workload = Workload.from_arrays(
+            np.full(args.requests, 64), np.full(args.requests, args.tokens), np.cumsum(gaps) - gaps[0]
+        )
         cpu = time.process_time()
         result = run_load(endpoint, workload, LoadOptions(vocab=32000, time_limit_s=600, max_in_flight=4096))
         cpu = time.process_time() - cpu
@@ -81,8 +85,11 @@ def main() -> None:
         tbt = result.tbt()
         in_flight = min(args.requests, qps * args.tokens * args.tbt)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{qps:6g} {in_flight:9.0f} {late['p50'] * 1e3:11.2f} {late['p99'] * 1e3:11.2f} {np.percentile(tbt, 50) * 1e3:10.2f} "
-              f"{np.percentile(tbt, 99) * 1e3:10.2f} {int(result.finished().sum()):8d} {cpu:6.1f} {rss:6.0f}")
+        print(
+            f"{qps:6g} {in_flight:9.0f} {late['p50'] * 1e3:11.2f} {late['p99'] * 1e3:11.2f} "
+            f"{np.percentile(tbt, 50) * 1e3:10.2f} "
+            f"{np.percentile(tbt, 99) * 1e3:10.2f} {int(result.finished().sum()):8d} {cpu:6.1f} {rss:6.0f}"
+        )
     server.kill()
     many_streams(args)
 
@@ -103,13 +110,19 @@ def many_streams(args) -> None:
     result = run_load(connect(f"http://127.0.0.1:{port}"), workload, LoadOptions(vocab=32000, time_limit_s=600))
     cpu = time.process_time() - cpu
     sent, ended = result.column("arrival_s"), result.column("finish_s")
-    peak = int(np.max(np.cumsum(np.array([1] * count + [-1] * count)[np.argsort(np.concatenate((sent, ended)), kind="stable")])))
+    peak = int(
+        np.max(
+            np.cumsum(np.array([1] * count + [-1] * count)[np.argsort(np.concatenate((sent, ended)), kind="stable")])
+        )
+    )
     late, tbt = result.info["send_lateness_s"], result.tbt()
-    print(f"\n{count} requests x {tokens} tokens at {qps:g} QPS, true TBT {args.stream_tbt * 1e3:.0f} ms: "
-          f"{peak} streams open at the peak, sends late P50 {late['p50'] * 1e3:.2f} ms P99 {late['p99'] * 1e3:.2f} ms, "
-          f"TBT P50 {np.percentile(tbt, 50) * 1e3:.2f} ms P99 {np.percentile(tbt, 99) * 1e3:.2f} ms, "
-          f"{int(result.finished().sum())} finished, client CPU {cpu:.1f} s, peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(
+        f"\n{count} requests x {tokens} tokens at {qps:g} QPS, true TBT {args.stream_tbt * 1e3:.0f} ms: "
+        f"{peak} streams open at the peak, sends late P50 {late['p50'] * 1e3:.2f} ms P99 {late['p99'] * 1e3:.2f} ms, "
+        f"TBT P50 {np.percentile(tbt, 50) * 1e3:.2f} ms P99 {np.percentile(tbt, 99) * 1e3:.2f} ms, "
+        f"{int(result.finished().sum())} finished, client CPU {cpu:.1f} s, peak RSS "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
     server.kill()
 
 

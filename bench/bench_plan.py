@@ -30,18 +30,43 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for run in ("cold", "warm"):
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", "plan", "--model", args.model, "--target-qps",
-                            str(args.target_qps), "--ttft-metric", "ttft", "--cache-dir", f"{folder}/cache", "-o",
-                            f"{folder}/{run}"], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "capsim.capsearch.cli",
+                    "plan",
+                    "--model",
+                    args.model,
+                    "--target-qps",
+                    str(args.target_qps),
+                    "--ttft-metric",
+                    "ttft",
+                    "--cache-dir",
+                    f"{folder}/cache",
+                    "-o",
+                    f"{folder}/{run}",
+                ],
+                check=True,
+                capture_output=True,
+            )
             seconds = time.perf_counter() - start
             rows = list(csv.DictReader(open(f"{folder}/{run}/plan.csv")))
             status = Counter(r["status"] for r in rows)
             best = next((r for r in rows if r["status"] == "recommended"), None)
-            words = (f"{best['replicas']} x {best['hardware']} TP{best['tp']} {best['scheduler']} chunk {best['chunk_size'] or '-'} "
-                     f"batch {best['max_batch_size']}: ${float(best['usd_per_hour']):.2f}/h, {float(best['capacity_qps']):.1f} QPS"
-                     if best else "none")
+            words = (
+                f"{best['replicas']} x {best['hardware']} TP{best['tp']} {best['scheduler']} chunk "
+                f"{best['chunk_size'] or '-'} "
+                f"batch {best['max_batch_size']}: ${float(best['usd_per_hour']):.2f}/h, "
+                f"{float(best['capacity_qps']):.1f} QPS"
+                if best
+                else "none"
+            )
             searched = status["searched"] + status["recommended"] + status["runner-up"] + status["misses the SLO"]
-            print(f"{run:<6}{len(rows):>11}{searched:>10}{status['cut by the bound']:>14}{status['does not fit']:>8}{seconds:>8.1f}  {words}")
+            print(
+                f"{run:<6}{len(rows):>11}{searched:>10}{status['cut by the bound']:>14}"
+                f"{status['does not fit']:>8}{seconds:>8.1f}  {words}"
+            )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,22 @@ def main() -> None:
         rows = json.loads(Path(f"{tmp}/strict/capacity.json").read_text())
         trials = sum(len(r["trials"]) for r in rows)
         warm = timed(["search", "--config-path", "mistral7b_strict", *cache, "-o", f"{tmp}/strict2"])
-        sweep = ["sweep", "--model", "Mistral-7B", "--hardware", "A100-80GB-SXM", "--scheduler", "sarathi", "--chunk-size", "512",
-                 "--trace", "chat", "--start-qps", "2", *cache]
+        sweep = [
+            "sweep",
+            "--model",
+            "Mistral-7B",
+            "--hardware",
+            "A100-80GB-SXM",
+            "--scheduler",
+            "sarathi",
+            "--chunk-size",
+            "512",
+            "--trace",
+            "chat",
+            "--start-qps",
+            "2",
+            *cache,
+        ]
         first = timed([*sweep, "--values", "0.05,0.07,0.1,0.14,0.2,0.3,0.5,0.7,1,2", "-o", f"{tmp}/sweep1"])
         rescore = timed([*sweep, "--values", "0.06,0.08,0.12,0.16,0.25,0.4,0.6,0.85,1.5,3", "-o", f"{tmp}/sweep2"])
         rescored = json.loads(Path(f"{tmp}/sweep2/sweep.json").read_text())

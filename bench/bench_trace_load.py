@@ -56,10 +56,15 @@ def main() -> None:
         for name, path in paths.items():
             runs = []
             for _ in range(3):
-                out = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True
+                )
                 runs.append([float(x) for x in out.stdout.split()])
             rows, seconds, rss = min(runs, key=lambda r: r[1])
-            print(f"{name:<24}{int(rows):>10}{path.stat().st_size / 1e6:>12.1f}{seconds:>10.2f}{max(r[2] for r in runs):>14.0f}")
+            print(
+                f"{name:<24}{int(rows):>10}{path.stat().st_size / 1e6:>12.1f}"
+                f"{seconds:>10.2f}{max(r[2] for r in runs):>14.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         start = time.perf_counter()
-        subprocess.run([CAPSIM, "search", "--config-path", "mistral7b_strict", "--cache-dir", cache, "-o", f"{tmp}/out"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [CAPSIM, "search", "--config-path", "mistral7b_strict", "--cache-dir", cache, "-o", f"{tmp}/out"],
+            check=True,
+            capture_output=True,
+        )
         wall = time.perf_counter() - start
         compact, full, reads = [], [], []
         for entry in sorted(cache.glob("*.trial.parquet")):
@@ -44,8 +47,13 @@ def main() -> None:
     print(f"mistral7b_strict search, cold: {wall:.1f} s, {len(compact)} trials of 2048 requests")
     print(f"{'per trial':<34}{'mean':>9}{'P50':>9}{'max':>9}")
     print(f"{'compact entry (KB)':<34}{compact_kb.mean():>9.0f}{np.median(compact_kb):>9.0f}{compact_kb.max():>9.0f}")
-    print(f"{'full form, every token time (KB)':<34}{full_kb.mean():>9.0f}{np.median(full_kb):>9.0f}{full_kb.max():>9.0f}")
-    print(f"{'read back, bit for bit (ms)':<34}{1e3 * np.mean(reads):>9.0f}{1e3 * np.median(reads):>9.0f}{1e3 * np.max(reads):>9.0f}")
+    print(
+        f"{'full form, every token time (KB)':<34}{full_kb.mean():>9.0f}{np.median(full_kb):>9.0f}{full_kb.max():>9.0f}"
+    )
+    print(
+        f"{'read back, bit for bit (ms)':<34}{1e3 * np.mean(reads):>9.0f}"
+        f"{1e3 * np.median(reads):>9.0f}{1e3 * np.max(reads):>9.0f}"
+    )
     print(f"cache for the whole search: {sum(compact) / 1e6:.1f} MB compact, {sum(full) / 1e6:.1f} MB in full")
 
 

@@ -28,8 +28,17 @@ from capsim.real.vllm import vllm_server
 from capsim.sim import SystemSpec, simulate
 from capsim.traces import WorkloadSpec
 
-SYSTEM = SystemSpec(model="tiny", hardware="cpu", engine="vllm", scheduler="vllm_v1", token_budget=256, max_batch_size=16,
-                    block_size=32, num_kv_blocks=512, max_model_len=1024)
+SYSTEM = SystemSpec(
+    model="tiny",
+    hardware="cpu",
+    engine="vllm",
+    scheduler="vllm_v1",
+    token_budget=256,
+    max_batch_size=16,
+    block_size=32,
+    num_kv_blocks=512,
+    max_model_len=1024,
+)
 LOADS = (2.0, 6.0, 12.0)
 METRICS = {"TTFT": lambda r: r.ttft(), "TPOT": lambda r: r.tpot()}
 
@@ -47,9 +56,17 @@ def main() -> None:
             print(f"vLLM ready in {time.perf_counter() - started:.0f} s")
             endpoint = connect(launcher.url)
             profile = Path(folder) / "vllm_tiny_cpu.parquet"
-            table = profile_endpoint(endpoint, get_model("tiny"), profile, "cpu", max_model_len=SYSTEM.model_len,
-                                     prompt_lengths=(16, 64, 128, 256, 512, 768), decode_batches=(1, 2, 4, 8, 16),
-                                     decode_contexts=(128, 512), token_budget=SYSTEM.token_budget)
+            table = profile_endpoint(
+                endpoint,
+                get_model("tiny"),
+                profile,
+                "cpu",
+                max_model_len=SYSTEM.model_len,
+                prompt_lengths=(16, 64, 128, 256, 512, 768),
+                decode_batches=(1, 2, 4, 8, 16),
+                decode_contexts=(128, 512),
+                token_budget=SYSTEM.token_budget,
+            )
             frontend = table.metadata.get("host_time", {}).get("frontend_s", 0.0)
             print(f"black-box profile: {len(table)} points, frontend {frontend * 1e3:.2f} ms a request")
             measured: dict[float, list] = {qps: [] for qps in LOADS}
@@ -58,17 +75,24 @@ def main() -> None:
                     result = run_load(endpoint, workload.at_qps(qps), LoadOptions(vocab=vocab, time_limit_s=300))
                     finished = int(result.finished().sum())
                     measured[qps].append(result)
-                    print(f"run {run + 1}, {qps:g} QPS: {finished} of {len(workload.at_qps(qps))} finished, "
-                          f"{result.info.get('one_read_requests', 0)} with all tokens in one read")
+                    print(
+                        f"run {run + 1}, {qps:g} QPS: {finished} of {len(workload.at_qps(qps))} finished, "
+                        f"{result.info.get('one_read_requests', 0)} with all tokens in one read"
+                    )
         system = SystemSpec(**{**SYSTEM.to_dict(), "profile": str(profile)})
-        print("\nload | metric | simulated P50 / P90 (ms) | measured P50 / P90 (ms), median run [min-max] | error P50 / P90")
+        print(
+            "\nload | metric | simulated P50 / P90 (ms) | measured P50 / P90 (ms), median run [min-max] | error P50 / "
+            "P90"
+        )
         for qps in LOADS:
             simulated = simulate(system, workload.at_qps(qps))
             for name, values in METRICS.items():
                 sim = [np.nanpercentile(values(simulated), p) * 1e3 for p in (50, 90)]
                 runs = np.array([[np.nanpercentile(values(r), p) * 1e3 for p in (50, 90)] for r in measured[qps]])
                 real = np.median(runs, axis=0)
-                spread = " / ".join(f"{m:.1f} [{lo:.1f}-{hi:.1f}]" for m, lo, hi in zip(real, runs.min(axis=0), runs.max(axis=0)))
+                spread = " / ".join(
+                    f"{m:.1f} [{lo:.1f}-{hi:.1f}]" for m, lo, hi in zip(real, runs.min(axis=0), runs.max(axis=0))
+                )
                 errors = " / ".join(f"{s / m - 1:+.0%}" for s, m in zip(sim, real))
                 print(f"{qps:g} QPS | {name} | {sim[0]:.1f} / {sim[1]:.1f} | {spread} | {errors}")
 

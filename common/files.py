@@ -12,7 +12,9 @@ from pathlib import Path
 def write_atomically(path: Path, write) -> None:
     """Call write(temp_path) next to path, then rename over it; on any failure leave path as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)  # the writer's pid: see temp_files_of
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )  # the writer's pid: see temp_files_of
     os.close(fd)
     try:
         write(tmp)
@@ -27,7 +29,11 @@ def temp_files_of(folder: Path, pids) -> list[Path]:
     """The temporary files that the processes `pids` left in folder, writing with write_atomically."""
     marks = tuple(f".{pid}." for pid in pids)
     try:
-        return [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp") and any(m in p.name for m in marks)]
+        return [
+            p
+            for p in folder.iterdir()
+            if p.name.startswith(".") and p.name.endswith(".tmp") and any(m in p.name for m in marks)
+        ]
     except OSError:
         return []
 

@@ -38,8 +38,21 @@ class RooflineFactors:
 
 
 FACTORS = RooflineFactors()
-TERMS = ("gemm_flops", "gemm_bytes", "attention_flops", "attention_bytes", "elementwise_bytes", "allreduce_bytes",
-         "allreduce_steps", "allreduces", "layers", "sequences", "head_flops", "head_bytes", "pp_bytes")
+TERMS = (
+    "gemm_flops",
+    "gemm_bytes",
+    "attention_flops",
+    "attention_bytes",
+    "elementwise_bytes",
+    "allreduce_bytes",
+    "allreduce_steps",
+    "allreduces",
+    "layers",
+    "sequences",
+    "head_flops",
+    "head_bytes",
+    "pp_bytes",
+)
 
 
 def roofline_terms(shape: BatchShape, model: ModelSpec, tp: int = 1, pp: int = 1) -> dict:
@@ -52,7 +65,12 @@ def roofline_terms(shape: BatchShape, model: ModelSpec, tp: int = 1, pp: int = 1
     tokens = sum(shape.prefill_chunks) + len(shape.decode_contexts)
     heads, kv_heads, hd = model.heads / tp, max(1, model.kv_heads / tp), model.head_dim
     mlp_out = (2 if model.ffn_kind == "swiglu" else 1) * model.ffn / tp
-    gemms = ((model.hidden, (heads + 2 * kv_heads) * hd), (heads * hd, model.hidden), (model.hidden, mlp_out), (model.ffn / tp, model.hidden))
+    gemms = (
+        (model.hidden, (heads + 2 * kv_heads) * hd),
+        (heads * hd, model.hidden),
+        (model.hidden, mlp_out),
+        (model.ffn / tp, model.hidden),
+    )
     # Attention: causal chunk of q after c cached tokens does q*c + q(q+1)/2 query-key pairs.
     pairs = sum(q * c + q * (q + 1) / 2 for q, c in zip(shape.prefill_chunks, shape.prefill_contexts))
     pairs += sum(kv + 1 for kv in shape.decode_contexts)
@@ -61,20 +79,32 @@ def roofline_terms(shape: BatchShape, model: ModelSpec, tp: int = 1, pp: int = 1
     # A mixture of experts: each token runs through active_experts MLPs; a batch reads the weights
     # of every expert some token chose (all of them once tokens x active >= experts).
     routed = (1, 1, model.active_experts, model.active_experts)
-    weights = (1, 1, min(model.experts, tokens * model.active_experts), min(model.experts, tokens * model.active_experts))
+    weights = (
+        1,
+        1,
+        min(model.experts, tokens * model.active_experts),
+        min(model.experts, tokens * model.active_experts),
+    )
     return {
         "gemm_flops": [2 * tokens * r * n_in * n_out * fp8_rate for r, (n_in, n_out) in zip(routed, gemms)],
-        "gemm_bytes": [(e * n_in * n_out * (w / b) + r * tokens * (n_in + n_out)) * b for r, e, (n_in, n_out) in zip(routed, weights, gemms)],
+        "gemm_bytes": [
+            (e * n_in * n_out * (w / b) + r * tokens * (n_in + n_out)) * b
+            for r, e, (n_in, n_out) in zip(routed, weights, gemms)
+        ],
         "attention_flops": 4 * heads * hd * pairs,
         "attention_bytes": 2 * kv_heads * hd * kv * kv_read + 2 * tokens * (heads + kv_heads) * hd * b,
         "elementwise_bytes": 6 * tokens * model.hidden * b,  # norms, residual adds, activations
-        "allreduce_bytes": 2 * (tp - 1) / tp * tokens * model.hidden * b if tp > 1 else 0.0,  # ring: reduce-scatter + all-gather
+        "allreduce_bytes": 2 * (tp - 1) / tp * tokens * model.hidden * b
+        if tp > 1
+        else 0.0,  # ring: reduce-scatter + all-gather
         "allreduce_steps": 2 * (tp - 1),
         "allreduces": 2 if tp > 1 else 0,  # a layer
         "layers": math.ceil(model.layers / pp),
         "sequences": sequences,
         "head_flops": 2 * sequences * model.hidden * model.vocab / tp / pp,  # LM head rows, amortized over stages
-        "head_bytes": (model.hidden * model.vocab / tp + sequences * (model.hidden + model.vocab / tp)) * b / pp,  # LM head: 16-bit
+        "head_bytes": (model.hidden * model.vocab / tp + sequences * (model.hidden + model.vocab / tp))
+        * b
+        / pp,  # LM head: 16-bit
         "pp_bytes": tokens * model.hidden * b if pp > 1 else 0.0,
     }
 
@@ -84,19 +114,28 @@ def combine(terms: dict, hardware: HardwareSpec, factors: RooflineFactors = FACT
     flops_rate = hardware.bf16_flops * factors.gemm_compute
     bytes_rate = hardware.memory_bandwidth * factors.memory
     layer = sum(np.maximum(f / flops_rate, m / bytes_rate) for f, m in zip(terms["gemm_flops"], terms["gemm_bytes"]))
-    layer = layer + np.maximum(terms["attention_flops"] / (hardware.bf16_flops * factors.attention_compute),
-                               terms["attention_bytes"] / bytes_rate)
+    layer = layer + np.maximum(
+        terms["attention_flops"] / (hardware.bf16_flops * factors.attention_compute),
+        terms["attention_bytes"] / bytes_rate,
+    )
     layer = layer + terms["elementwise_bytes"] / bytes_rate + factors.layer_overhead_s
-    layer = layer + terms["allreduces"] * (terms["allreduce_bytes"] / (hardware.tp_link_bandwidth * factors.link)
-                                           + terms["allreduce_steps"] * hardware.tp_link_latency * factors.link_latency
-                                           + factors.collective_s)
+    layer = layer + terms["allreduces"] * (
+        terms["allreduce_bytes"] / (hardware.tp_link_bandwidth * factors.link)
+        + terms["allreduce_steps"] * hardware.tp_link_latency * factors.link_latency
+        + factors.collective_s
+    )
     seconds = terms["layers"] * layer + factors.iteration_overhead_s + factors.per_sequence_s * terms["sequences"]
     seconds = seconds + np.maximum(terms["head_flops"] / flops_rate, terms["head_bytes"] / bytes_rate)
     return seconds + terms["pp_bytes"] / hardware.pp_link_bandwidth
 
 
 def analytic_latency(
-    shape: BatchShape, model: ModelSpec, hardware: HardwareSpec, tp: int = 1, pp: int = 1, factors: RooflineFactors = FACTORS
+    shape: BatchShape,
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    tp: int = 1,
+    pp: int = 1,
+    factors: RooflineFactors = FACTORS,
 ) -> float:
     """Seconds for one pipeline stage (the whole model when pp = 1) to run the batch."""
     return float(combine(roofline_terms(shape, model, tp, pp), hardware, factors))
@@ -106,8 +145,15 @@ def factors_metadata(factors: RooflineFactors = FACTORS) -> dict:
     return asdict(factors)
 
 
-def analytic_profile(model: ModelSpec, hardware: HardwareSpec, tp: int = 1, pp: int = 1, grid: str = "default",
-                     factors: RooflineFactors = FACTORS, calibration: str | None = None):
+def analytic_profile(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    tp: int = 1,
+    pp: int = 1,
+    grid: str = "default",
+    factors: RooflineFactors = FACTORS,
+    calibration: str | None = None,
+):
     """A ProfileTable of roofline estimates over the grid batches that fit the hardware's KV memory;
     `calibration` says what the factors were fitted to, if anything."""
     from capsim.profiles.grid import GRIDS

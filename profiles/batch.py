@@ -39,7 +39,14 @@ class BatchShape:
     def features(self) -> tuple[int, int, int, int, int, int]:
         q = np.asarray(self.prefill_chunks, dtype=np.int64)
         c = np.asarray(self.prefill_contexts, dtype=np.int64)
-        return batch_features(int(q.sum()), len(q), int((q * (c + q)).sum()), int(c.sum()), len(self.decode_contexts), int(sum(self.decode_contexts)))
+        return batch_features(
+            int(q.sum()),
+            len(q),
+            int((q * (c + q)).sum()),
+            int(c.sum()),
+            len(self.decode_contexts),
+            int(sum(self.decode_contexts)),
+        )
 
 
 def batch_features(tokens_prefill, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv):

@@ -23,9 +23,17 @@ from capsim.profiles.models import get_model
 from capsim.profiles.table import ProfileTable
 
 CALIBRATION_FILE = "roofline_calibration.json"
-BOUNDS = {"gemm_compute": (0.05, 1.0), "attention_compute": (0.02, 1.0), "memory": (0.05, 1.0),
-          "iteration_overhead_s": (0.0, 0.05), "per_sequence_s": (0.0, 1e-3), "layer_overhead_s": (0.0, 1e-3),
-          "link": (0.02, 4.0), "link_latency": (0.0, 2.0), "collective_s": (0.0, 1e-3)}
+BOUNDS = {
+    "gemm_compute": (0.05, 1.0),
+    "attention_compute": (0.02, 1.0),
+    "memory": (0.05, 1.0),
+    "iteration_overhead_s": (0.0, 0.05),
+    "per_sequence_s": (0.0, 1e-3),
+    "layer_overhead_s": (0.0, 1e-3),
+    "link": (0.02, 4.0),
+    "link_latency": (0.0, 2.0),
+    "collective_s": (0.0, 1e-3),
+}
 SCALE = {"iteration_overhead_s": 1e-3, "per_sequence_s": 1e-6, "layer_overhead_s": 1e-5, "collective_s": 1e-5}
 
 
@@ -44,8 +52,12 @@ def stacked_terms(profile: ProfileTable) -> dict:
 
 
 def _concat(parts: list[dict]) -> dict:
-    return {name: [np.concatenate([p[name][i] for p in parts]) for i in range(4)] if name.startswith("gemm")
-            else np.concatenate([p[name] for p in parts]) for name in TERMS}
+    return {
+        name: [np.concatenate([p[name][i] for p in parts]) for i in range(4)]
+        if name.startswith("gemm")
+        else np.concatenate([p[name] for p in parts])
+        for name in TERMS
+    }
 
 
 def fit_factors(profiles: list[ProfileTable], hardware: HardwareSpec) -> RooflineFactors:
@@ -62,7 +74,9 @@ def fit_factors(profiles: list[ProfileTable], hardware: HardwareSpec) -> Rooflin
         return np.log(combine(terms, hardware, factors)) - target
 
     lower, upper = (np.array([BOUNDS[n][side] for n in names]) / scale for side in (0, 1))
-    start = np.clip(np.array([getattr(FACTORS, n) for n in names]) / scale, lower, upper)  # from the uncalibrated factors
+    start = np.clip(
+        np.array([getattr(FACTORS, n) for n in names]) / scale, lower, upper
+    )  # from the uncalibrated factors
     fit = least_squares(residuals, start, bounds=(lower, upper), x_scale="jac")
     return RooflineFactors(**dict(zip(names, (fit.x * scale).tolist())))
 
@@ -91,7 +105,9 @@ def calibrated_factors(hardware: str, engine: str) -> tuple[RooflineFactors, str
     if hardware in calibration["gpus"]:
         return RooflineFactors(**calibration["gpus"][hardware]), f"{words} on {hardware}"
     fitted = ", ".join(calibration["gpus"])
-    return RooflineFactors(**calibration["transfer"]), f"{words}, median of the fits on {fitted}; {hardware} has no data"
+    return RooflineFactors(
+        **calibration["transfer"]
+    ), f"{words}, median of the fits on {fitted}; {hardware} has no data"
 
 
 def transfer_factors(per_gpu: dict[str, RooflineFactors]) -> RooflineFactors:

@@ -23,7 +23,9 @@ from capsim.profiles.errors import ProfileError
 from capsim.profiles.latency_model import LatencyModel
 from capsim.profiles.table import ProfileTable
 
-TOKENS, PREFILL_ATTENTION, DECODE_SEQS, DECODE_KV = (FEATURES.index(n) for n in ("tokens", "prefill_attention", "decode_seqs", "decode_kv"))
+TOKENS, PREFILL_ATTENTION, DECODE_SEQS, DECODE_KV = (
+    FEATURES.index(n) for n in ("tokens", "prefill_attention", "decode_seqs", "decode_kv")
+)
 SMALL_PREFILL = 512  # tokens
 SMALL_DECODE = 16  # sequences
 SHORT_CONTEXT = 2048  # mean KV length of a decode batch
@@ -38,10 +40,22 @@ def regimes(table: ProfileTable) -> list[tuple[str, np.ndarray]]:
     groups = [
         (f"prefill <={SMALL_PREFILL} tokens", prefill & (X[:, TOKENS] <= SMALL_PREFILL)),
         (f"prefill >{SMALL_PREFILL} tokens", prefill & (X[:, TOKENS] > SMALL_PREFILL)),
-        (f"decode <={SMALL_DECODE} seqs, context <={SHORT_CONTEXT}", decode & (seqs <= SMALL_DECODE) & (context <= SHORT_CONTEXT)),
-        (f"decode <={SMALL_DECODE} seqs, context >{SHORT_CONTEXT}", decode & (seqs <= SMALL_DECODE) & (context > SHORT_CONTEXT)),
-        (f"decode >{SMALL_DECODE} seqs, context <={SHORT_CONTEXT}", decode & (seqs > SMALL_DECODE) & (context <= SHORT_CONTEXT)),
-        (f"decode >{SMALL_DECODE} seqs, context >{SHORT_CONTEXT}", decode & (seqs > SMALL_DECODE) & (context > SHORT_CONTEXT)),
+        (
+            f"decode <={SMALL_DECODE} seqs, context <={SHORT_CONTEXT}",
+            decode & (seqs <= SMALL_DECODE) & (context <= SHORT_CONTEXT),
+        ),
+        (
+            f"decode <={SMALL_DECODE} seqs, context >{SHORT_CONTEXT}",
+            decode & (seqs <= SMALL_DECODE) & (context > SHORT_CONTEXT),
+        ),
+        (
+            f"decode >{SMALL_DECODE} seqs, context <={SHORT_CONTEXT}",
+            decode & (seqs > SMALL_DECODE) & (context <= SHORT_CONTEXT),
+        ),
+        (
+            f"decode >{SMALL_DECODE} seqs, context >{SHORT_CONTEXT}",
+            decode & (seqs > SMALL_DECODE) & (context > SHORT_CONTEXT),
+        ),
         ("mixed", kinds == "mixed"),
         ("all", np.ones(len(kinds), dtype=bool)),
     ]
@@ -51,7 +65,9 @@ def regimes(table: ProfileTable) -> list[tuple[str, np.ndarray]]:
 def compare_profiles(first: ProfileTable, second: ProfileTable, second_model: LatencyModel | None = None) -> dict:
     """The comparison as a dict (rows by regime, the three-way split of the difference)."""
     if first.metadata["model"] != second.metadata["model"]:
-        raise ProfileError(f"the profiles are of different models: {first.metadata['model']} and {second.metadata['model']}")
+        raise ProfileError(
+            f"the profiles are of different models: {first.metadata['model']} and {second.metadata['model']}"
+        )
     if not len(first):
         raise ProfileError(f"{first.label} has no batches")
     model = second_model or LatencyModel.for_profile(second)
@@ -67,18 +83,33 @@ def compare_profiles(first: ProfileTable, second: ProfileTable, second_model: La
         entry = {"regime": name, "batches": int(kept.sum()), "beyond_coverage": int((group & outside).sum())}
         if kept.any():
             p10, p50, p90 = np.percentile(ratio[kept], (10, 50, 90))
-            entry |= {"first_ms_median": float(np.median(measured[kept]) * 1e3), "ratio_median": float(p50),
-                      "ratio_p10": float(p10), "ratio_p90": float(p90)}
+            entry |= {
+                "first_ms_median": float(np.median(measured[kept]) * 1e3),
+                "ratio_median": float(p50),
+                "ratio_p10": float(p10),
+                "ratio_p90": float(p90),
+            }
         rows.append(entry)
     kept = ~outside
-    return {"first": _describe(first), "second": _describe(second), "rows": rows,
-            "difference": _split(X[kept], measured[kept], predicted[kept])}
+    return {
+        "first": _describe(first),
+        "second": _describe(second),
+        "rows": rows,
+        "difference": _split(X[kept], measured[kept], predicted[kept]),
+    }
 
 
 def _describe(table: ProfileTable) -> dict:
     m = table.metadata
-    return {"label": table.label, "model": m["model"], "hardware": m["hardware"], "tp": m["tp"], "engine": m["engine"],
-            "source": m["source"], "batches": len(table)}
+    return {
+        "label": table.label,
+        "model": m["model"],
+        "hardware": m["hardware"],
+        "tp": m["tp"],
+        "engine": m["engine"],
+        "source": m["source"],
+        "batches": len(table),
+    }
 
 
 def _split(X: np.ndarray, measured: np.ndarray, predicted: np.ndarray) -> dict:
@@ -93,15 +124,24 @@ def _split(X: np.ndarray, measured: np.ndarray, predicted: np.ndarray) -> dict:
     fitted = terms @ coefficients
     residual = np.sqrt(np.mean(((difference - fitted) * weights) ** 2))  # relative to each batch's first seconds
     shares = sizes / sizes.sum() if sizes.sum() > 0 else np.zeros(3)
-    return {"batches": len(X), "per_step_ms": float(coefficients[0] * 1e3), "per_token_us": float(coefficients[1] * 1e6),
-            "per_million_attention_ms": float(coefficients[2] * 1e9),
-            "share": {"per_step": float(shares[0]), "linear": float(shares[1]), "attention": float(shares[2])},
-            "mean_abs_difference_ms": float(np.mean(np.abs(difference)) * 1e3), "rms_relative_residual": float(residual)}
+    return {
+        "batches": len(X),
+        "per_step_ms": float(coefficients[0] * 1e3),
+        "per_token_us": float(coefficients[1] * 1e6),
+        "per_million_attention_ms": float(coefficients[2] * 1e9),
+        "share": {"per_step": float(shares[0]), "linear": float(shares[1]), "attention": float(shares[2])},
+        "mean_abs_difference_ms": float(np.mean(np.abs(difference)) * 1e3),
+        "rms_relative_residual": float(residual),
+    }
 
 
 def split_words(difference: dict) -> str:
     """The three-way split of the difference, in one sentence."""
     share = difference["share"]
-    return (f"{difference['per_step_ms']:+.3f} ms a step ({share['per_step']:.0%}), {difference['per_token_us']:+.3f} us a token "
-            f"({share['linear']:.0%}, linear layers), {difference['per_million_attention_ms']:+.4f} ms per million attention "
-            f"elements ({share['attention']:.0%}); residual {difference['rms_relative_residual']:.1%} of a batch (RMS)")
+    return (
+        f"{difference['per_step_ms']:+.3f} ms a step ({share['per_step']:.0%}), {difference['per_token_us']:+.3f} us "
+        f"a token "
+        f"({share['linear']:.0%}, linear layers), {difference['per_million_attention_ms']:+.4f} ms per million "
+        f"attention "
+        f"elements ({share['attention']:.0%}); residual {difference['rms_relative_residual']:.1%} of a batch (RMS)"
+    )

@@ -10,6 +10,7 @@ cannot hold are left out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import product
 
 import numpy as np
 
@@ -37,24 +38,27 @@ class ProfileGrid:
             if fits(shape, kv_token_budget, max_batch_tokens):
                 shapes.append(shape)
 
-        for chunk in self.prefill_chunks:
-            for context in self.prefill_contexts:
-                if chunk + context <= max_context:
-                    add(BatchShape((chunk,), (context,)))
-        for batch in self.decode_batch_sizes:
-            for context in self.decode_contexts:
-                if context < max_context:
-                    add(BatchShape(decode_contexts=(context,) * batch))
-        for chunk in self.mixed_chunks:
-            for chunk_context in self.mixed_chunk_contexts:
-                for batch in self.mixed_decode_batch_sizes:
-                    for context in self.mixed_decode_contexts:
-                        if chunk + chunk_context <= max_context and context < max_context:
-                            add(BatchShape((chunk,), (chunk_context,), (context,) * batch))
-        for count in self.multi_prefill_counts:
-            for chunk in self.multi_prefill_chunks:
-                add(BatchShape((chunk,) * count, (0,) * count))
-                add(BatchShape((chunk,) * count, (0,) * count, (self.mixed_decode_contexts[-1],) * self.mixed_decode_batch_sizes[1]))
+        for chunk, context in product(self.prefill_chunks, self.prefill_contexts):
+            if chunk + context <= max_context:
+                add(BatchShape((chunk,), (context,)))
+        for batch, context in product(self.decode_batch_sizes, self.decode_contexts):
+            if context < max_context:
+                add(BatchShape(decode_contexts=(context,) * batch))
+        mixed = product(
+            self.mixed_chunks, self.mixed_chunk_contexts, self.mixed_decode_batch_sizes, self.mixed_decode_contexts
+        )
+        for chunk, chunk_context, batch, context in mixed:
+            if chunk + chunk_context <= max_context and context < max_context:
+                add(BatchShape((chunk,), (chunk_context,), (context,) * batch))
+        for count, chunk in product(self.multi_prefill_counts, self.multi_prefill_chunks):
+            add(BatchShape((chunk,) * count, (0,) * count))
+            add(
+                BatchShape(
+                    (chunk,) * count,
+                    (0,) * count,
+                    (self.mixed_decode_contexts[-1],) * self.mixed_decode_batch_sizes[1],
+                )
+            )
         return shapes
 
 
@@ -101,7 +105,9 @@ GRIDS = {
 }
 
 
-def sampled_shapes(rng, max_context: int, kv_token_budget: int, count: int, max_batch_tokens: int = 16384) -> list[BatchShape]:
+def sampled_shapes(
+    rng, max_context: int, kv_token_budget: int, count: int, max_batch_tokens: int = 16384
+) -> list[BatchShape]:
     """Batches as schedulers form them, with every sequence at its own length: chunks after varied
     contexts among decodes of mixed KV lengths (sarathi, vllm_v1), several whole prompts (vllm_v0,
     orca), and decode sets of mixed lengths. Cheap sources (the kernel database, the roofline)
@@ -129,13 +135,21 @@ def sampled_shapes(rng, max_context: int, kv_token_budget: int, count: int, max_
         else:
             chunks, contexts = (), ()
         shape = BatchShape(chunks, contexts, decode_contexts)
-        if (chunks or decode_contexts) and fits(shape, kv_token_budget, max_batch_tokens) and \
-                all(c + q <= max_context for c, q in zip(contexts, chunks)):
+        if (
+            (chunks or decode_contexts)
+            and fits(shape, kv_token_budget, max_batch_tokens)
+            and all(c + q <= max_context for c, q in zip(contexts, chunks))
+        ):
             shapes.append(shape)
     return shapes
 
 
 def fits(shape: BatchShape, kv_token_budget: int, max_batch_tokens: int) -> bool:
     """Whether the batch's KV (context, new tokens and one a decode) and new tokens fit."""
-    cached = sum(shape.prefill_contexts) + sum(shape.prefill_chunks) + sum(shape.decode_contexts) + len(shape.decode_contexts)
+    cached = (
+        sum(shape.prefill_contexts)
+        + sum(shape.prefill_chunks)
+        + sum(shape.decode_contexts)
+        + len(shape.decode_contexts)
+    )
     return cached <= kv_token_budget and sum(shape.prefill_chunks) + len(shape.decode_contexts) <= max_batch_tokens

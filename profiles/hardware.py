@@ -21,7 +21,9 @@ class HardwareSpec:
     pp_link_bandwidth: float  # bytes/s one way, between pipeline stages
     interconnect: str  # what the links are, in words
     # Links that move a request's KV cache between instances (disaggregated serving), one way per GPU:
-    nic_bandwidth: float = 50 * GB  # its own RDMA NIC (InfiniBand/RoCE): 400 Gb/s ConnectX-7 in DGX/HGX H100, H200, B200
+    nic_bandwidth: float = (
+        50 * GB
+    )  # its own RDMA NIC (InfiniBand/RoCE): 400 Gb/s ConnectX-7 in DGX/HGX H100, H200, B200
     host_link_bandwidth: float = 50 * GB  # PCIe to the host and its peers (Gen5 x16; Gen4: 25 GB/s)
     nvlink_domain: int = 8  # GPUs one NVLink fabric joins (an HGX board; 72 in an NVL72 rack; 0: PCIe card)
 
@@ -35,13 +37,31 @@ class HardwareSpec:
 
 
 FP8_GPUS = ("H100-SXM", "H100-PCIe", "H200", "L40S", "B200", "GB200", "B300", "GB300", "RTX-PRO-6000")
-_NVLINK3 = dict(tp_link_bandwidth=300 * GB, tp_link_latency=8e-6, pp_link_bandwidth=300 * GB, interconnect="NVLink 3 (600 GB/s)")
-_NVLINK4 = dict(tp_link_bandwidth=450 * GB, tp_link_latency=6e-6, pp_link_bandwidth=450 * GB, interconnect="NVLink 4 (900 GB/s)")
-_NVLINK5 = dict(tp_link_bandwidth=900 * GB, tp_link_latency=5e-6, pp_link_bandwidth=900 * GB, interconnect="NVLink 5 (1.8 TB/s)")
-_PCIE4 = dict(tp_link_bandwidth=25 * GB, tp_link_latency=15e-6, pp_link_bandwidth=25 * GB, interconnect="PCIe Gen4 x16",
-              nic_bandwidth=25 * GB, host_link_bandwidth=25 * GB, nvlink_domain=0)
-_PCIE5 = dict(tp_link_bandwidth=50 * GB, tp_link_latency=12e-6, pp_link_bandwidth=50 * GB, interconnect="PCIe Gen5 x16",
-              nvlink_domain=0)
+_NVLINK3 = dict(
+    tp_link_bandwidth=300 * GB, tp_link_latency=8e-6, pp_link_bandwidth=300 * GB, interconnect="NVLink 3 (600 GB/s)"
+)
+_NVLINK4 = dict(
+    tp_link_bandwidth=450 * GB, tp_link_latency=6e-6, pp_link_bandwidth=450 * GB, interconnect="NVLink 4 (900 GB/s)"
+)
+_NVLINK5 = dict(
+    tp_link_bandwidth=900 * GB, tp_link_latency=5e-6, pp_link_bandwidth=900 * GB, interconnect="NVLink 5 (1.8 TB/s)"
+)
+_PCIE4 = dict(
+    tp_link_bandwidth=25 * GB,
+    tp_link_latency=15e-6,
+    pp_link_bandwidth=25 * GB,
+    interconnect="PCIe Gen4 x16",
+    nic_bandwidth=25 * GB,
+    host_link_bandwidth=25 * GB,
+    nvlink_domain=0,
+)
+_PCIE5 = dict(
+    tp_link_bandwidth=50 * GB,
+    tp_link_latency=12e-6,
+    pp_link_bandwidth=50 * GB,
+    interconnect="PCIe Gen5 x16",
+    nvlink_domain=0,
+)
 _HDR = dict(nic_bandwidth=25 * GB, host_link_bandwidth=25 * GB)  # DGX A100: 200 Gb/s HDR a GPU, PCIe Gen4
 _XDR = dict(nic_bandwidth=100 * GB)  # 800 Gb/s ConnectX-8 a GPU (B300, GB300)
 
@@ -65,13 +85,24 @@ HARDWARE: dict[str, HardwareSpec] = {
         HardwareSpec("cpu", 0.2e12, 20 * GB, 16 * GIB, 10 * GB, 5e-6, 10 * GB, "shared memory", 10 * GB, 10 * GB, 0),
     )
 }
-ALIASES = {"A100": "A100-80GB-SXM", "A100-80GB": "A100-80GB-SXM", "A100-SXM": "A100-80GB-SXM", "A100-PCIe": "A100-80GB-PCIe",
-           "H100": "H100-SXM", "H100-80GB": "H100-SXM", "H200-SXM": "H200", "B200-SXM": "B200", "B300-SXM": "B300",
-           "RTX-PRO-6000-Server": "RTX-PRO-6000"}
+ALIASES = {
+    "A100": "A100-80GB-SXM",
+    "A100-80GB": "A100-80GB-SXM",
+    "A100-SXM": "A100-80GB-SXM",
+    "A100-PCIe": "A100-80GB-PCIe",
+    "H100": "H100-SXM",
+    "H100-80GB": "H100-SXM",
+    "H200-SXM": "H200",
+    "B200-SXM": "B200",
+    "B300-SXM": "B300",
+    "RTX-PRO-6000-Server": "RTX-PRO-6000",
+}
 
 
 def get_hardware(name: str) -> HardwareSpec:
     by_lower = {k.lower(): k for k in HARDWARE} | {k.lower(): v for k, v in ALIASES.items()}
     if name.lower() not in by_lower:
-        raise ProfileError(f"unknown hardware {name!r}; known hardware: {', '.join(HARDWARE)} (aliases: {', '.join(ALIASES)})")
+        raise ProfileError(
+            f"unknown hardware {name!r}; known hardware: {', '.join(HARDWARE)} (aliases: {', '.join(ALIASES)})"
+        )
     return HARDWARE[by_lower[name.lower()]]

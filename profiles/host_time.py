@@ -36,18 +36,27 @@ class HostTime:
 
     @property
     def words(self) -> str:
-        return (f"{ENGINE_WORDS.get(self.engine, self.engine)} host time {self.step_s * 1e3:.2f} ms a step + "
-                f"{self.per_sequence_s * 1e6:.0f} us a sequence + {self.frontend_s * 1e3:.2f} ms a request in the frontend "
-                f"({self.provenance})")
+        return (
+            f"{ENGINE_WORDS.get(self.engine, self.engine)} host time {self.step_s * 1e3:.2f} ms a step + "
+            f"{self.per_sequence_s * 1e6:.0f} us a sequence + {self.frontend_s * 1e3:.2f} ms a request in the frontend "
+            f"({self.provenance})"
+        )
 
     def overlapped(self) -> HostTime:
         """Under asynchronous scheduling (vLLM's --async-scheduling) the CPU prepares the next step
         while the GPU runs this one: the step and sequence terms hide behind the kernels."""
-        return HostTime(self.engine, 0.0, 0.0, self.frontend_s, self.provenance + "; per-step terms hidden by async scheduling")
+        return HostTime(
+            self.engine, 0.0, 0.0, self.frontend_s, self.provenance + "; per-step terms hidden by async scheduling"
+        )
 
     def to_dict(self) -> dict:
-        return {"engine": self.engine, "step_s": self.step_s, "per_sequence_s": self.per_sequence_s,
-                "frontend_s": self.frontend_s, "provenance": self.provenance}
+        return {
+            "engine": self.engine,
+            "step_s": self.step_s,
+            "per_sequence_s": self.per_sequence_s,
+            "frontend_s": self.frontend_s,
+            "provenance": self.provenance,
+        }
 
 
 @lru_cache(maxsize=1)
@@ -64,10 +73,17 @@ def host_time(engine: str) -> HostTime | None:
     if entry is None:
         return None
     try:
-        return HostTime(engine, float(entry["step_s"]), float(entry["per_sequence_s"]), float(entry["frontend_s"]),
-                        str(entry["provenance"]))
+        return HostTime(
+            engine,
+            float(entry["step_s"]),
+            float(entry["per_sequence_s"]),
+            float(entry["frontend_s"]),
+            str(entry["provenance"]),
+        )
     except (KeyError, TypeError, ValueError) as error:
-        raise ProfileError(f"profiles/data/{HOST_TIME_FILE}: the {engine} entry is damaged ({error}); reinstall capsim") from None
+        raise ProfileError(
+            f"profiles/data/{HOST_TIME_FILE}: the {engine} entry is damaged ({error}); reinstall capsim"
+        ) from None
 
 
 def training_rows() -> set[str]:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 import tempfile
+from collections import Counter
 from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -51,9 +51,17 @@ SYSTEMS = {
     "L40S": "l40s",
     "RTX-PRO-6000": "rtx_pro_6000_server",
 }
-SYSTEM_WORDS = {"a100_sxm": "A100 SXM", "h100_sxm": "H100 SXM", "h200_sxm": "H200 SXM", "b200_sxm": "B200 SXM",
-                "gb200": "GB200", "b300_sxm": "B300 SXM", "gb300": "GB300", "l40s": "L40S",
-                "rtx_pro_6000_server": "RTX PRO 6000 Server"}
+SYSTEM_WORDS = {
+    "a100_sxm": "A100 SXM",
+    "h100_sxm": "H100 SXM",
+    "h200_sxm": "H200 SXM",
+    "b200_sxm": "B200 SXM",
+    "gb200": "GB200",
+    "b300_sxm": "B300 SXM",
+    "gb300": "GB300",
+    "l40s": "L40S",
+    "rtx_pro_6000_server": "RTX PRO 6000 Server",
+}
 
 
 def _require_package():
@@ -75,8 +83,11 @@ def coverage() -> dict[str, dict[str, list[str]]]:
     from aiconfigurator_core.sdk.perf_database import get_supported_databases
 
     supported = get_supported_databases()
-    return {hw: {engine: list(supported[system][engine]) for engine in ENGINES if supported.get(system, {}).get(engine)}
-            for hw, system in SYSTEMS.items() if system in supported}
+    return {
+        hw: {engine: list(supported[system][engine]) for engine in ENGINES if supported.get(system, {}).get(engine)}
+        for hw, system in SYSTEMS.items()
+        if system in supported
+    }
 
 
 def default_version(hardware: str, engine: str) -> str:
@@ -94,11 +105,15 @@ def check_coverage(hardware: str, engine: str, version: str | None) -> str:
         raise ProfileError(f"the kernel database has no engine {engine!r}; it has {', '.join(ENGINES)}")
     if hardware not in have or engine not in have[hardware]:
         gpus = [hw for hw, engines in have.items() if engine in engines]
-        raise ProfileError(f"the kernel database has no {ENGINES[engine]} data for {hardware}; it has {', '.join(gpus)}")
+        raise ProfileError(
+            f"the kernel database has no {ENGINES[engine]} data for {hardware}; it has {', '.join(gpus)}"
+        )
     version = version or default_version(hardware, engine)
     if version not in have[hardware][engine]:
-        raise ProfileError(f"the kernel database has no {ENGINES[engine]} {version} on {hardware}; "
-                           f"it has {', '.join(have[hardware][engine])}")
+        raise ProfileError(
+            f"the kernel database has no {ENGINES[engine]} {version} on {hardware}; "
+            f"it has {', '.join(have[hardware][engine])}"
+        )
     return version
 
 
@@ -129,17 +144,28 @@ def hf_config(model: ModelSpec) -> dict:
 class KernelDatabase:
     """One model x GPU x engine x version x TP x PP, compiled by the package: latency(shape) -> seconds."""
 
-    def __init__(self, model: ModelSpec, hardware: str, engine: str = "vllm", version: str | None = None,
-                 tp: int = 1, pp: int = 1):
+    def __init__(
+        self,
+        model: ModelSpec,
+        hardware: str,
+        engine: str = "vllm",
+        version: str | None = None,
+        tp: int = 1,
+        pp: int = 1,
+    ):
         _require_package()
         if model.dtype not in ("bfloat16", "float16", "fp8") or model.kv_dtype_bytes not in (1, 2):
             raise ProfileError(f"the kernel database prices 16-bit and FP8 models; {model.name} is {model.dtype}")
         if (model.dtype == "fp8" or model.kv_dtype_bytes == 1) and not get_hardware(hardware).has_fp8:
             raise ProfileError(f"{hardware} has no FP8 tensor cores: the kernel database has no FP8 kernels for it")
         if model.is_moe:
-            raise ProfileError(f"capsim prices dense models from the kernel database; {model.name} is a mixture of experts")
+            raise ProfileError(
+                f"capsim prices dense models from the kernel database; {model.name} is a mixture of experts"
+            )
         if model.heads % tp or (model.kv_heads % tp and tp % model.kv_heads):
-            raise ProfileError(f"{model.name} has {model.heads} heads and {model.kv_heads} KV heads: TP {tp} does not divide them")
+            raise ProfileError(
+                f"{model.name} has {model.heads} heads and {model.kv_heads} KV heads: TP {tp} does not divide them"
+            )
         self.model, self.hardware, self.engine, self.tp, self.pp = model, hardware, engine, tp, pp
         self.version = check_coverage(hardware, engine, version)
         self._handle = self._compile()
@@ -148,7 +174,9 @@ class KernelDatabase:
         generation = [op._name for op in self._model.generation_ops]
         self._attention = names.index("context_attention")
         self._p2p = names.index("context_p2p") if "context_p2p" in names else None
-        self._linear = [i for i, name in enumerate(names) if name not in ("context_attention", "context_logits_gemm", "context_p2p")]
+        self._linear = [
+            i for i, name in enumerate(names) if name not in ("context_attention", "context_logits_gemm", "context_p2p")
+        ]
         self._logits = generation.index("generation_logits_gemm")  # m = one row a sequence
         self._generation_attention = generation.index("generation_attention")
 
@@ -164,15 +192,29 @@ class KernelDatabase:
             Path(folder, "config.json").write_text(json.dumps(hf_config(self.model)))
             try:
                 quant = self.quant_modes()
-                handle = EngineHandle.compile(folder, SYSTEMS[self.hardware], self.engine, backend_version=self.version,
-                                              tp_size=self.tp, pp_size=self.pp, **quant)
+                handle = EngineHandle.compile(
+                    folder,
+                    SYSTEMS[self.hardware],
+                    self.engine,
+                    backend_version=self.version,
+                    tp_size=self.tp,
+                    pp_size=self.pp,
+                    **quant,
+                )
                 # The same model again, for its op names and quant modes (the handle keeps only bytes); < 1 ms.
-                config = build_model_config(tp_size=self.tp, pp_size=self.pp, attention_dp_size=1, moe_tp_size=1, moe_ep_size=1, **quant)
+                config = build_model_config(
+                    tp_size=self.tp, pp_size=self.pp, attention_dp_size=1, moe_tp_size=1, moe_ep_size=1, **quant
+                )
                 self._model = get_model(folder, config, self.engine)
             except (ValueError, NotImplementedError, RuntimeError) as error:
-                raise ProfileError(f"the kernel database cannot price {self.model.name} on {self.hardware} "
-                                   f"with {ENGINES[self.engine]} {self.version} TP{self.tp}: {error}") from None
-        self.quant = {k: str(getattr(self._model.config, k, None)) for k in ("gemm_quant_mode", "kvcache_quant_mode", "fmha_quant_mode")}
+                raise ProfileError(
+                    f"the kernel database cannot price {self.model.name} on {self.hardware} "
+                    f"with {ENGINES[self.engine]} {self.version} TP{self.tp}: {error}"
+                ) from None
+        self.quant = {
+            k: str(getattr(self._model.config, k, None))
+            for k in ("gemm_quant_mode", "kvcache_quant_mode", "fmha_quant_mode")
+        }
         return handle
 
     def quant_modes(self) -> dict:
@@ -182,7 +224,11 @@ class KernelDatabase:
 
     @property
     def source(self) -> str:
-        quant = [w for w, on in (("FP8 weights", self.model.dtype == "fp8"), ("FP8 KV cache", self.model.kv_dtype_bytes == 1)) if on]
+        quant = [
+            w
+            for w, on in (("FP8 weights", self.model.dtype == "fp8"), ("FP8 KV cache", self.model.kv_dtype_bytes == 1))
+            if on
+        ]
         return source_words(self.engine, self.version, self.hardware) + (f", {' and '.join(quant)}" if quant else "")
 
     def parts_ms(self, shape: BatchShape) -> dict[str, float]:
@@ -191,9 +237,13 @@ class KernelDatabase:
         chunks, contexts, decodes = shape.prefill_chunks, shape.prefill_contexts, shape.decode_contexts
         tokens = sum(chunks) + len(decodes)
         sequences = len(chunks) + len(decodes)
-        parts = {"linear": sum(r[1] for r in e.evaluate_context_ops(self._linear, 1, tokens)),
-                 "logits": e.evaluate_generation_ops([self._logits], sequences, 2)[0][1],
-                 "context_attention": 0.0, "generation_attention": 0.0, "p2p": 0.0}
+        parts = {
+            "linear": sum(r[1] for r in e.evaluate_context_ops(self._linear, 1, tokens)),
+            "logits": e.evaluate_generation_ops([self._logits], sequences, 2)[0][1],
+            "context_attention": 0.0,
+            "generation_attention": 0.0,
+            "p2p": 0.0,
+        }
         if chunks:
             launch = len(chunks)
             for (chunk, context), count in Counter(zip(chunks, contexts)).items():
@@ -227,11 +277,19 @@ class KernelDatabase:
         return self._handle._engine.mixed_step_latency(prompt, decodes, prompt, 2 * (kv_length - prompt)) / 1e3
 
     def metadata(self) -> dict:
-        return {"kernel_db": {"package": "aiconfigurator-core", "package_version": package_version(),
-                              "engine": self.engine, "engine_version": self.version, "system": SYSTEMS[self.hardware],
-                              "database_mode": "SILICON", **self.quant,
-                              "step_overhead": "none modelled (kernel time only)"},
-                "source_words": self.source}
+        return {
+            "kernel_db": {
+                "package": "aiconfigurator-core",
+                "package_version": package_version(),
+                "engine": self.engine,
+                "engine_version": self.version,
+                "system": SYSTEMS[self.hardware],
+                "database_mode": "SILICON",
+                **self.quant,
+                "step_overhead": "none modelled (kernel time only)",
+            },
+            "source_words": self.source,
+        }
 
 
 def kernel_db_profile(database: KernelDatabase, grid: str = "kernel-db", seed: int = 0, progress=None):
@@ -255,6 +313,14 @@ def kernel_db_profile(database: KernelDatabase, grid: str = "kernel-db", seed: i
         latencies.append(database.latency(shape))
         if progress and (i % 50 == 0 or i == len(shapes)):
             progress(i, len(shapes))
-    metadata = profile_metadata(model, hardware, tp, pp, engine=database.engine, source="kernel-db", engine_version=database.version,
-                                **database.metadata())
+    metadata = profile_metadata(
+        model,
+        hardware,
+        tp,
+        pp,
+        engine=database.engine,
+        source="kernel-db",
+        engine_version=database.version,
+        **database.metadata(),
+    )
     return ProfileTable.from_batches(shapes, latencies, metadata)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from capsim.common.files import write_atomically
 from capsim.profiles.batch import FEATURES, BatchShape
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.predictor import LatencyPredictor, compile_additive
 from capsim.profiles.table import ProfileTable
-from capsim.common.files import write_atomically
 
 FIT_VERSION = 8  # bump when fitting changes, so that cached models are refitted
 HOLDOUT_FRACTION = 0.2
@@ -60,8 +60,11 @@ class LatencyModel:
 
         if host is None or self.source not in SOURCES_WITHOUT_HOST_TIME or "host_time" in self.profile:
             return self
-        return replace(self, predictor=self.predictor.with_host_time(host.step_s, host.per_sequence_s),
-                       profile=self.profile | {"host_time": host.to_dict(), "host_time_words": host.words})
+        return replace(
+            self,
+            predictor=self.predictor.with_host_time(host.step_s, host.per_sequence_s),
+            profile=self.profile | {"host_time": host.to_dict(), "host_time_words": host.words},
+        )
 
     def __call__(self, tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> float:
         return self.predictor(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv)
@@ -79,9 +82,16 @@ class LatencyModel:
         if not outside.any():
             return None
         peak = features[weights > 0].max(axis=0)
-        over = [f"{n} up to {v:g} (profiled up to {c:g})" for n, v, c in zip(FEATURES, peak, self.predictor.coverage) if v > c]
-        return (f"{int(weights[outside].sum())} of {int(weights.sum())} batches extrapolated beyond the profile along the physics "
-                "features: " + ", ".join(over))
+        over = [
+            f"{n} up to {v:g} (profiled up to {c:g})"
+            for n, v, c in zip(FEATURES, peak, self.predictor.coverage)
+            if v > c
+        ]
+        return (
+            f"{int(weights[outside].sum())} of {int(weights.sum())} batches extrapolated beyond the profile along the "
+            f"physics "
+            "features: " + ", ".join(over)
+        )
 
     @classmethod
     def fit(cls, profile: ProfileTable, seed: int = 0) -> LatencyModel:

@@ -28,8 +28,23 @@ from capsim.profiles.models import get_model
 HARDWARE = {system: hardware for hardware, system in SYSTEMS.items()}  # the package's system name -> capsim's
 QUANTS = {"": "bf16", "bf16": "bf16", "fp8": "fp8", "fp8_block": "fp8", "nvfp4": "fp4", "int4_wo": "int4"}
 PRICED_QUANTS = ("bf16", "fp8")  # weights capsim has kernels for
-COLUMNS = ("id", "backend", "backend_version", "model_path", "system", "mode", "isl", "osl", "gemm_quant_mode",
-           "batch_size", "tp_size", "pp_size", "attention_dp_size", "silicon_ttft_ms", "silicon_tpot_ms")
+COLUMNS = (
+    "id",
+    "backend",
+    "backend_version",
+    "model_path",
+    "system",
+    "mode",
+    "isl",
+    "osl",
+    "gemm_quant_mode",
+    "batch_size",
+    "tp_size",
+    "pp_size",
+    "attention_dp_size",
+    "silicon_ttft_ms",
+    "silicon_tpot_ms",
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,9 @@ def silicon_sample_path() -> Path:
     try:
         import aiconfigurator_core
     except ImportError:
-        raise ProfileError("the silicon sample ships with NVIDIA's aiconfigurator-core package: pip install 'capsim[kernel-db]'") from None
+        raise ProfileError(
+            "the silicon sample ships with NVIDIA's aiconfigurator-core package: pip install 'capsim[kernel-db]'"
+        ) from None
     return Path(aiconfigurator_core.__file__).parent / "systems" / "silicon_sample.csv"
 
 
@@ -146,7 +163,19 @@ def _measurement(row: dict) -> tuple[Measurement | None, str]:
     if not (ttft > 0 and tpot > 0):
         return None, "no measured TTFT or TPOT"
     return Measurement(
-        id=row["id"], engine=row["backend"], engine_version=row["backend_version"], model=model, hardware=hardware,
-        quant=quant, kv_quant=_kv_quant(row, quant), tp=int(row["tp_size"]), isl=int(row["isl"]), osl=int(row["osl"]), concurrency=int(row["batch_size"]),
-        ttft_ms=ttft, tpot_ms=tpot, source="silicon_sample.csv (aiconfigurator-core)", client=_client(row),
+        id=row["id"],
+        engine=row["backend"],
+        engine_version=row["backend_version"],
+        model=model,
+        hardware=hardware,
+        quant=quant,
+        kv_quant=_kv_quant(row, quant),
+        tp=int(row["tp_size"]),
+        isl=int(row["isl"]),
+        osl=int(row["osl"]),
+        concurrency=int(row["batch_size"]),
+        ttft_ms=ttft,
+        tpot_ms=tpot,
+        source="silicon_sample.csv (aiconfigurator-core)",
+        client=_client(row),
     ), ""

@@ -67,10 +67,15 @@ def kv_capacity(
         usable = hardware.memory_bytes * memory_utilization
         needed = _blocks_for_one_sequence(model, block_size) * layout.kv_bytes_per_block_per_gpu
         missing = layout.weight_bytes_per_gpu + layout.activation_bytes_per_gpu + needed - usable
-        fits = [t for t in (1, 2, 4, 8, 16) if t > tp and _fits(model, hardware, t, pp, block_size, memory_utilization, max_batch_tokens)]
+        fits = [
+            t
+            for t in (1, 2, 4, 8, 16)
+            if t > tp and _fits(model, hardware, t, pp, block_size, memory_utilization, max_batch_tokens)
+        ]
         raise ProfileError(
             f"{model.name} does not fit on {hardware.name} with TP={tp} PP={pp}: "
-            f"{layout.weight_bytes_per_gpu / GIB:.1f} GiB of weights and {layout.activation_bytes_per_gpu / GIB:.1f} GiB "
+            f"{layout.weight_bytes_per_gpu / GIB:.1f} GiB of weights and {layout.activation_bytes_per_gpu / GIB:.1f} "
+            f"GiB "
             f"of activations per GPU leave room for {layout.num_blocks} KV blocks; about {missing / GIB:.1f} GiB more "
             "per GPU is needed for one full-length sequence. "
             + (f"Try TP={fits[0]}." if fits else "Try pipeline parallelism (PP) as well.")

@@ -58,8 +58,15 @@ class _DecodeGroup:
 
 
 class ModelRunner:
-    def __init__(self, model: ModelSpec, device: str = "cpu", dtype: torch.dtype | None = None,
-                 kv_cache_tokens: int = 65536, block_size: int = 16, seed: int = 0):
+    def __init__(
+        self,
+        model: ModelSpec,
+        device: str = "cpu",
+        dtype: torch.dtype | None = None,
+        kv_cache_tokens: int = 65536,
+        block_size: int = 16,
+        seed: int = 0,
+    ):
         self.spec = model
         self.device = torch.device(device)
         self.dtype = dtype or torch_dtype(model)
@@ -114,7 +121,9 @@ class ModelRunner:
         if not batch:
             raise ValueError("run() needs at least one SequenceWork")
         if len({w.seq_id for w in batch}) < len(batch):
-            raise ValueError("a batch holds each seq_id at most once; merge the sequence's tokens into one SequenceWork")
+            raise ValueError(
+                "a batch holds each seq_id at most once; merge the sequence's tokens into one SequenceWork"
+            )
         for w in batch:
             if not w.token_ids:
                 raise ValueError(f"sequence {w.seq_id}: token_ids is empty; give at least one new token")
@@ -178,8 +187,15 @@ class ModelRunner:
                 tables = np.zeros((stop - first, -(-lengths[first] // bs)), dtype=np.int64)
                 for i, w in enumerate(decodes[first:stop]):
                     tables[i, : self._blocks_for(w)] = self._tables[w.seq_id][: self._blocks_for(w)]
-                mask = torch.arange(tables.shape[1] * bs, device=device) < torch.tensor(lengths[first:stop], device=device)[:, None]
-                groups.append(_DecodeGroup(start + first, start + stop, torch.from_numpy(tables).to(device), mask[:, None, None, :]))
+                mask = (
+                    torch.arange(tables.shape[1] * bs, device=device)
+                    < torch.tensor(lengths[first:stop], device=device)[:, None]
+                )
+                groups.append(
+                    _DecodeGroup(
+                        start + first, start + stop, torch.from_numpy(tables).to(device), mask[:, None, None, :]
+                    )
+                )
             for i, w in enumerate(decodes):
                 row[w.seq_id] = start + i
             positions.append(np.array([w.context_len for w in decodes]))
@@ -198,7 +214,7 @@ class ModelRunner:
         k_cache.view(-1, kv_heads, head_dim).index_copy_(0, plan.slots, k)
         v_cache.view(-1, kv_heads, head_dim).index_copy_(0, plan.slots, v)
         out = [self._prefill_attention(c, q, k, v, k_cache, v_cache) for c in plan.chunks]
-        out += [self._decode_attention(g, q[g.start:g.end], k_cache, v_cache) for g in plan.decode_groups]
+        out += [self._decode_attention(g, q[g.start : g.end], k_cache, v_cache) for g in plan.decode_groups]
         return torch.cat(out) if len(out) > 1 else out[0]
 
     def _prefill_attention(self, chunk: _Chunk, q, k, v, k_cache, v_cache) -> torch.Tensor:
@@ -214,7 +230,12 @@ class ModelRunner:
         # GQA without copying K/V: the query heads that share a KV head become that head's rows.
         # Explicit matmuls rather than SDPA: on CPUs the SDPA kernels' cost jumps irregularly with
         # the chunk length (masked or causal), which would make the profile hard to learn.
-        rows = q[chunk.start : chunk.end].view(n, kv_heads, group, head_dim).permute(1, 2, 0, 3).reshape(kv_heads, group * n, head_dim)
+        rows = (
+            q[chunk.start : chunk.end]
+            .view(n, kv_heads, group, head_dim)
+            .permute(1, 2, 0, 3)
+            .reshape(kv_heads, group * n, head_dim)
+        )
         scores = torch.matmul(rows, keys.permute(1, 2, 0)) * head_dim**-0.5  # [kv_heads, group * n, L]
         scores.masked_fill_(~mask.repeat(group, 1), float("-inf"))
         out = torch.matmul(torch.softmax(scores, dim=-1), values.transpose(0, 1))  # [kv_heads, group * n, hd]

@@ -41,15 +41,23 @@ class ModelSpec:
         if self.ffn_kind not in ("swiglu", "gelu"):
             raise ProfileError(f"model {self.name!r}: ffn_kind must be swiglu or gelu, got {self.ffn_kind!r}")
         if self.dtype not in DTYPE_BYTES:
-            raise ProfileError(f"model {self.name!r}: dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.dtype!r}")
+            raise ProfileError(
+                f"model {self.name!r}: dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.dtype!r}"
+            )
         if self.heads % self.kv_heads:
-            raise ProfileError(f"model {self.name!r}: heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+            raise ProfileError(
+                f"model {self.name!r}: heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})"
+            )
         if not self.head_dim:
             object.__setattr__(self, "head_dim", self.hidden // self.heads)
         if self.kv_dtype and self.kv_dtype not in DTYPE_BYTES:
-            raise ProfileError(f"model {self.name!r}: kv_dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.kv_dtype!r}")
+            raise ProfileError(
+                f"model {self.name!r}: kv_dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.kv_dtype!r}"
+            )
         if not 1 <= self.active_experts <= self.experts:
-            raise ProfileError(f"model {self.name!r}: active_experts must be in 1..experts ({self.experts}), got {self.active_experts}")
+            raise ProfileError(
+                f"model {self.name!r}: active_experts must be in 1..experts ({self.experts}), got {self.active_experts}"
+            )
 
     @property
     def is_moe(self) -> bool:
@@ -75,7 +83,9 @@ class ModelSpec:
         kv = self.kv_dtype if kv_cache == "auto" else ("bfloat16" if kv_cache == "bf16" else kv_cache)
         if (dtype, kv) == (self.dtype, self.kv_dtype):
             return self
-        name = self.name + ("-FP8" if dtype == "fp8" and self.dtype != "fp8" else "") + ("-KV-FP8" if kv == "fp8" else "")
+        name = (
+            self.name + ("-FP8" if dtype == "fp8" and self.dtype != "fp8" else "") + ("-KV-FP8" if kv == "fp8" else "")
+        )
         from dataclasses import replace
 
         return replace(self, name=name, dtype=dtype, kv_dtype=kv)

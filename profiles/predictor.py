@@ -29,18 +29,33 @@ MIN_STEP_S = 1e-5  # no step of any engine takes less: the floor under every pre
 class LatencyPredictor:
     """predictor(tokens, prefill_seqs, prefill_attention, prefill_context, decode_seqs, decode_kv) -> seconds."""
 
-    def __init__(self, base: float, token_table: np.ndarray, linear: dict[int, float], bent: dict[int, tuple],
-                 steps: dict[int, tuple], link: str, coverage: np.ndarray, grid: tuple | None = None, floor: float = 0.0,
-                 host: tuple[float, float] = (0.0, 0.0)):
+    def __init__(
+        self,
+        base: float,
+        token_table: np.ndarray,
+        linear: dict[int, float],
+        bent: dict[int, tuple],
+        steps: dict[int, tuple],
+        link: str,
+        coverage: np.ndarray,
+        grid: tuple | None = None,
+        floor: float = 0.0,
+        host: tuple[float, float] = (0.0, 0.0),
+    ):
         self.base = float(base)
         self.token_table = [float(v) for v in token_table]
         self.token_slope = float(token_table[-1] - token_table[-2])
         self.linear = {int(k): float(v) for k, v in linear.items()}
-        self.bent = {int(k): (list(map(float, x)), list(map(float, y))) for k, (x, y) in bent.items()}  # piecewise linear
+        self.bent = {
+            int(k): (list(map(float, x)), list(map(float, y))) for k, (x, y) in bent.items()
+        }  # piecewise linear
         self.steps = {int(k): (list(map(float, t)), list(map(float, v))) for k, (t, v) in steps.items()}
         # (chunk knots, context knots, rates [chunk, context]): the rate of prefill_attention
-        self.grid = None if grid is None else (list(map(float, grid[0])), list(map(float, grid[1])),
-                                               [list(map(float, row)) for row in grid[2]])
+        self.grid = (
+            None
+            if grid is None
+            else (list(map(float, grid[0])), list(map(float, grid[1])), [list(map(float, row)) for row in grid[2]])
+        )
         self.link = link
         self.floor = float(floor)  # every prediction is at least this (MIN_STEP_S once made monotone)
         # The engine's host time outside its kernels: seconds a step, and a sequence in it (profiles/host_time.py).
@@ -63,8 +78,18 @@ class LatencyPredictor:
         bent = {k: (x, isotonic_regression(np.asarray(y, dtype=np.float64))) for k, (x, y) in self.bent.items()}
         steps = {k: (t, isotonic_regression(np.asarray(v, dtype=np.float64))) for k, (t, v) in self.steps.items()}
         grid = None if self.grid is None else (self.grid[0], self.grid[1], np.maximum(np.asarray(self.grid[2]), 0.0))
-        return LatencyPredictor(self.base, table, {k: max(v, 0.0) for k, v in self.linear.items()}, bent, steps, self.link,
-                                self.coverage, grid, floor=MIN_STEP_S, host=self.host)
+        return LatencyPredictor(
+            self.base,
+            table,
+            {k: max(v, 0.0) for k, v in self.linear.items()},
+            bent,
+            steps,
+            self.link,
+            self.coverage,
+            grid,
+            floor=MIN_STEP_S,
+            host=self.host,
+        )
 
     def with_host_time(self, step_s: float, per_sequence_s: float) -> LatencyPredictor:
         """This model plus an engine's host time: step_s a batch and per_sequence_s each sequence in
@@ -84,7 +109,9 @@ class LatencyPredictor:
         self._call = self._specialize()
         self._decodes = self._specialize_decodes()
 
-    def decode_iterations(self, tokens: list[int], decode_seqs: list[int], decode_kv: np.ndarray, counts: list[int]) -> np.ndarray:
+    def decode_iterations(
+        self, tokens: list[int], decode_seqs: list[int], decode_kv: np.ndarray, counts: list[int]
+    ) -> np.ndarray:
         """Seconds of decode-only batches (no prefills) that differ only in their KV length, in
         runs: counts[s] batches of tokens[s] and decode_seqs[s]. The same numbers as calling the
         predictor on each, bit for bit (the same operations in the same order, elementwise), for
@@ -149,7 +176,10 @@ class LatencyPredictor:
         table, n, slope, base = self.token_table, len(self.token_table), self.token_slope, self.base
         a1, a2, a3, a4, a5 = (self.linear.get(k, 0.0) for k in range(1, len(FEATURES)))
         prefill_part = a1 * 0 + a2 * 0 + a3 * 0  # the prefill features are 0
-        SEQS, KV = len(FEATURES) - 3, len(FEATURES) - 2  # decode_seqs' and decode_kv's places among the features after tokens
+        SEQS, KV = (
+            len(FEATURES) - 3,
+            len(FEATURES) - 2,
+        )  # decode_seqs' and decode_kv's places among the features after tokens
 
         def term(kind, parts, x):
             if kind == "bent":
@@ -183,7 +213,7 @@ class LatencyPredictor:
                 linear = prefill_part + a4 * ds
                 if not a5:
                     total = total + linear
-                    for i, kind, parts, constant in per_run:
+                    for _, kind, parts, constant in per_run:
                         total = total + (constant if constant is not None else term(kind, parts, ds))
                 totals.append(total)
                 linears.append(linear)
@@ -205,7 +235,9 @@ class LatencyPredictor:
                     total = total + spread([term(kind, parts, ds) for ds in seqs])
             if not isinstance(total, np.ndarray):
                 total = np.full(len(dk), total)
-            total = total if identity else np.array([exp(v) for v in total.tolist()])  # math.exp: np.exp may round apart
+            total = (
+                total if identity else np.array([exp(v) for v in total.tolist()])
+            )  # math.exp: np.exp may round apart
             if host_seq or host_step:  # as the scalar path adds it, batch by batch
                 total = total + spread([host_step + host_seq * (0 + ds) for ds in seqs])
             return np.maximum(total, floor)
@@ -218,7 +250,9 @@ class LatencyPredictor:
         tokens = X[:, 0].astype(np.int64)
         table = np.asarray(self.token_table)
         inside = tokens < len(table)
-        total = np.where(inside, table[np.minimum(tokens, len(table) - 1)], table[-1] + self.token_slope * (tokens - len(table) + 1))
+        total = np.where(
+            inside, table[np.minimum(tokens, len(table) - 1)], table[-1] + self.token_slope * (tokens - len(table) + 1)
+        )
         total = total + self.base
         for k, a in self.linear.items():
             total = total + a * X[:, k]
@@ -254,7 +288,9 @@ class LatencyPredictor:
 def _segments(knots: list[float], values: list[float]) -> tuple[list[float], list[float], list[float]]:
     """Start, value there and slope of the line to use for j = bisect_right(knots, x), 0 .. len(knots):
     the segment x lies on, or the first or last one extended beyond the ends (no clamping per call)."""
-    lines = [(knots[i], values[i], (values[i + 1] - values[i]) / (knots[i + 1] - knots[i])) for i in range(len(knots) - 1)]
+    lines = [
+        (knots[i], values[i], (values[i + 1] - values[i]) / (knots[i + 1] - knots[i])) for i in range(len(knots) - 1)
+    ]
     lines = [lines[0]] + lines + [lines[-1]]
     return [a for a, _, _ in lines], [v for _, v, _ in lines], [s for _, _, s in lines]
 

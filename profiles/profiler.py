@@ -41,7 +41,9 @@ def steady_cpu_allocator() -> None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(-4, 0)  # M_MMAP_MAX: no mmap-backed allocations
-        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD (a C int): keep up to 2 GiB of freed heap, never trim it per free
+        libc.mallopt(
+            -1, 2**31 - 1
+        )  # M_TRIM_THRESHOLD (a C int): keep up to 2 GiB of freed heap, never trim it per free
     except (OSError, AttributeError):
         pass  # not glibc: nothing to steady
 
@@ -89,15 +91,28 @@ def measure_profile(
     partial = output.with_name(output.name + ".partial.parquet")
     hardware = device_name(device)
     engine = "capsim-reference"
-    metadata = profile_metadata(model, hardware, 1, 1, engine, "measured", device=device, grid=grid,
-                                run_dtype=str(torch_dtype).removeprefix("torch."), warmup=warmup, repeats=repeats,
-                                threads=torch.get_num_threads())
+    metadata = profile_metadata(
+        model,
+        hardware,
+        1,
+        1,
+        engine,
+        "measured",
+        device=device,
+        grid=grid,
+        run_dtype=str(torch_dtype).removeprefix("torch."),
+        warmup=warmup,
+        repeats=repeats,
+        threads=torch.get_num_threads(),
+    )
     # Every batch once a pass, `repeats` passes, the median kept: a slow spell of a shared machine
     # (seconds long) then costs each batch at most one of its samples, instead of all of them.
     visits = shapes * repeats
     done_visits, samples = _resume(partial, visits, metadata)
 
-    runner = ModelRunner(model, device=device, dtype=torch_dtype, kv_cache_tokens=cache_tokens, block_size=BLOCK_SIZE, seed=seed)
+    runner = ModelRunner(
+        model, device=device, dtype=torch_dtype, kv_cache_tokens=cache_tokens, block_size=BLOCK_SIZE, seed=seed
+    )
     rng = np.random.default_rng(seed)
     samples = list(samples)
     for index in range(len(done_visits), len(visits)):
@@ -120,7 +135,10 @@ def _time_batch(runner, SequenceWork, shape: BatchShape, rng, vocab: int, warmup
         for i, (chunk, context) in enumerate(zip(shape.prefill_chunks, shape.prefill_contexts))
     ]
     first_decode = len(work)
-    work += [SequenceWork(first_decode + j, context, (int(rng.integers(0, vocab)),)) for j, context in enumerate(shape.decode_contexts)]
+    work += [
+        SequenceWork(first_decode + j, context, (int(rng.integers(0, vocab)),))
+        for j, context in enumerate(shape.decode_contexts)
+    ]
     times = []
     try:
         for attempt in range(warmup + 1):
@@ -138,7 +156,9 @@ def _time_batch(runner, SequenceWork, shape: BatchShape, rng, vocab: int, warmup
 
 def _cached_tokens(shape: BatchShape, block_size: int = BLOCK_SIZE) -> int:
     """KV slots the batch occupies, each sequence rounded up to whole blocks."""
-    lengths = [c + q for q, c in zip(shape.prefill_chunks, shape.prefill_contexts)] + [c + 1 for c in shape.decode_contexts]
+    lengths = [c + q for q, c in zip(shape.prefill_chunks, shape.prefill_contexts)] + [
+        c + 1 for c in shape.decode_contexts
+    ]
     return sum(-(-n // block_size) * block_size for n in lengths)
 
 
@@ -161,9 +181,13 @@ def _resume(partial: Path, shapes: list[BatchShape], metadata: dict) -> tuple[li
         previous = ProfileTable.read(partial)
     except ProfileError:
         return [], []
-    same = all(previous.metadata.get(k) == metadata.get(k) for k in ("model", "hardware", "grid", "run_dtype", "device"))
+    same = all(
+        previous.metadata.get(k) == metadata.get(k) for k in ("model", "hardware", "grid", "run_dtype", "device")
+    )
     rows = previous.table.to_pylist()
-    measured = [BatchShape(tuple(r["prefill_chunks"]), tuple(r["prefill_contexts"]), tuple(r["decode_contexts"])) for r in rows]
+    measured = [
+        BatchShape(tuple(r["prefill_chunks"]), tuple(r["prefill_contexts"]), tuple(r["decode_contexts"])) for r in rows
+    ]
     if not same or measured != shapes[: len(measured)]:
         return [], []
     return measured, [r["latency_s"] for r in rows]
@@ -176,8 +200,16 @@ def device_name(device: str) -> str:
     import torch
 
     name = torch.cuda.get_device_name(torch.device(device))
-    for key, catalog in (("H200", "H200"), ("H100 PCIe", "H100-PCIe"), ("H100", "H100-SXM"), ("A100-SXM", "A100-80GB-SXM"),
-                         ("A100-PCIE", "A100-80GB-PCIe"), ("A100", "A100-80GB-SXM"), ("A40", "A40"), ("L40S", "L40S")):
+    for key, catalog in (
+        ("H200", "H200"),
+        ("H100 PCIe", "H100-PCIe"),
+        ("H100", "H100-SXM"),
+        ("A100-SXM", "A100-80GB-SXM"),
+        ("A100-PCIE", "A100-80GB-PCIe"),
+        ("A100", "A100-80GB-SXM"),
+        ("A40", "A40"),
+        ("L40S", "L40S"),
+    ):
         if key.lower() in name.lower():
             return catalog
     return name

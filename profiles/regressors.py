@@ -8,7 +8,8 @@ cost about a microsecond.
 - PhysicsLinearRegressor: non-negative, non-decreasing piecewise-linear responses in `tokens`
   (flat while the weights' memory traffic dominates, then rising once compute-bound),
   `prefill_attention` and `decode_kv` (each with a fixed cost once there is any such work),
-  non-negative linear terms in the counts, and one non-additive part: prefill_attention x a rate that is bilinear over a grid
+  non-negative linear terms in the counts, and one non-additive part: prefill_attention x a rate that is bilinear over a
+  grid
   of (mean chunk length, mean context) of the batch's prefills. On CPUs the cost of attention
   bends with both at once (score matrices and KV outgrowing caches and the allocator's
   thresholds). Fitted to least absolute relative error (the MAPE it is judged by, and robust to
@@ -39,8 +40,14 @@ class PhysicsLinearRegressor(RegressorMixin, BaseEstimator):
     # attention and KV reads, which bend the curves on CPUs); linear in the rest.
     splined = (0, 2, 5)  # tokens, prefill_attention, decode_kv
 
-    def __init__(self, n_knots: int = 10, grid_knots: int = 16, smoothing: float = 0.1,
-                 irls_iterations: int = 10, irls_floor: float = 0.02):
+    def __init__(
+        self,
+        n_knots: int = 10,
+        grid_knots: int = 16,
+        smoothing: float = 0.1,
+        irls_iterations: int = 10,
+        irls_floor: float = 0.02,
+    ):
         self.n_knots = n_knots
         self.grid_knots = grid_knots
         self.smoothing = smoothing
@@ -66,7 +73,9 @@ class PhysicsLinearRegressor(RegressorMixin, BaseEstimator):
         for _ in range(self.irls_iterations + 1):
             weights = 1.0 / (y**2 * np.maximum(residual, self.irls_floor))
             weights = np.concatenate([weights, np.full(len(penalty), self.smoothing / self.irls_floor)])
-            self.linear_ = LinearRegression(fit_intercept=False, positive=True).fit(rows, targets, sample_weight=weights)
+            self.linear_ = LinearRegression(fit_intercept=False, positive=True).fit(
+                rows, targets, sample_weight=weights
+            )
             residual = np.abs(self.linear_.predict(design) / y - 1)
         return self
 
@@ -108,7 +117,7 @@ class PhysicsLinearRegressor(RegressorMixin, BaseEstimator):
             # Zero without this kind of work; with it, a fixed cost (flat below the first knot, so
             # that a tiny batch is not interpolated towards zero) plus a bent curve. The ramp from
             # 0 to 1 (no integer feature lies inside it) keeps the part exactly piecewise linear.
-            x, first = X[:, k:k + 1], self.knots_[k][0]
+            x, first = X[:, k : k + 1], self.knots_[k][0]
             columns.append(self.splines_[k].transform(np.maximum(x, first)) * np.minimum(x / min(first, 1.0), 1.0))
         columns.append(X[:, [k for k in range(X.shape[1]) if k not in self.splined]])
         if self.grid_ is not None:
@@ -183,7 +192,9 @@ class _Ramps:
 
 def _hats(knots: np.ndarray, extrapolation: str) -> SplineTransformer:
     """Degree-1 B-splines: hat functions peaking at the knots, so coefficients are node values."""
-    return SplineTransformer(degree=1, knots=knots.reshape(-1, 1), extrapolation=extrapolation).fit(knots.reshape(-1, 1))
+    return SplineTransformer(degree=1, knots=knots.reshape(-1, 1), extrapolation=extrapolation).fit(
+        knots.reshape(-1, 1)
+    )
 
 
 def _per_chunk(X):
@@ -199,7 +210,9 @@ def _per_chunk(X):
 class AdditiveTreesRegressor(RegressorMixin, BaseEstimator):
     link = "exp"
 
-    def __init__(self, max_iter: int = 400, learning_rate: float = 0.1, max_leaf_nodes: int = 15, random_state: int = 0):
+    def __init__(
+        self, max_iter: int = 400, learning_rate: float = 0.1, max_leaf_nodes: int = 15, random_state: int = 0
+    ):
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
@@ -227,8 +240,13 @@ class AdditiveTreesRegressor(RegressorMixin, BaseEstimator):
         """Every split threshold on feature k (a tree sends x <= threshold left): between two of
         them the feature's part is constant, wherever the training values lay."""
         check_is_fitted(self, "trees_")
-        found = [node["num_threshold"] for trees in self.trees_._predictors for tree in trees
-                 for node in tree.nodes if not node["is_leaf"] and node["feature_idx"] == k]
+        found = [
+            node["num_threshold"]
+            for trees in self.trees_._predictors
+            for tree in trees
+            for node in tree.nodes
+            if not node["is_leaf"] and node["feature_idx"] == k
+        ]
         return np.unique(np.asarray(found, dtype=np.float64))
 
     def raw_predict(self, X):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from capsim.profiles.latency_model import LatencyModel
 from capsim.common.files import write_atomically
+from capsim.profiles.latency_model import LatencyModel
 
 KIND_COLORS = {"prefill": "tab:blue", "decode": "tab:orange", "mixed": "tab:green"}
 
@@ -27,12 +27,21 @@ def plot_predicted_vs_measured(model: LatencyModel, path: str | Path) -> Path:
             ax.scatter(measured[rows], predicted[rows], s=18, color=color, label=kind, alpha=0.8)
     low, high = min(measured.min(), predicted.min()) * 0.8, max(measured.max(), predicted.max()) * 1.25
     ax.plot([low, high], [low, high], color="grey", lw=1, ls="--", label="exact")
-    ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high),
-           xlabel=f"{model.source} batch latency (ms)", ylabel="predicted batch latency (ms)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlim=(low, high),
+        ylim=(low, high),
+        xlabel=f"{model.source} batch latency (ms)",
+        ylabel="predicted batch latency (ms)",
+    )
     all_errors = model.accuracy["compiled"]["all"]
     profile = model.profile
-    ax.set_title(f"{profile['model']} on {profile['hardware']} TP{profile['tp']} ({profile['source']})\n"
-                 f"held-out MAPE {all_errors['mape']:.1f}%, P95 {all_errors['p95_ape']:.1f}% ({model.regressor})", fontsize=9)
+    ax.set_title(
+        f"{profile['model']} on {profile['hardware']} TP{profile['tp']} ({profile['source']})\n"
+        f"held-out MAPE {all_errors['mape']:.1f}%, P95 {all_errors['p95_ape']:.1f}% ({model.regressor})",
+        fontsize=9,
+    )
     ax.legend()
     fig.tight_layout()
     path = Path(path)

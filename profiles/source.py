@@ -23,5 +23,7 @@ def _kernel_words(metadata: dict) -> str:
         return f"measured: {engine} on {where}"
     if source == "analytic":
         calibration = metadata.get("calibration")
-        return "analytic estimate" + (f" (roofline calibrated to {calibration})" if calibration else " (uncalibrated roofline)")
+        return "analytic estimate" + (
+            f" (roofline calibrated to {calibration})" if calibration else " (uncalibrated roofline)"
+        )
     return str(source)

@@ -50,8 +50,14 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def resolve_profile(model: str | ModelSpec, hardware: str, tp: int = 1, pp: int = 1, path: str | Path | None = None,
-                    engine: str = "vllm") -> ProfileTable:
+def resolve_profile(
+    model: str | ModelSpec,
+    hardware: str,
+    tp: int = 1,
+    pp: int = 1,
+    path: str | Path | None = None,
+    engine: str = "vllm",
+) -> ProfileTable:
     """The profile of one replica's pipeline stage group: PP=1 tables serve any PP (sim/ splits them)."""
     if path is not None:
         return ProfileTable.read(path)
@@ -83,7 +89,8 @@ def _kernel_db_profile_if_installed(model: ModelSpec, hardware: str, tp: int, en
     except ProfileError:
         return None
     key = json.dumps([model.to_dict(), hardware, tp, engine, version, kernel_db.package_version()], sort_keys=True)
-    cache = _cache_dir() / f"{model.name.replace('/', '_')}_{hardware}_tp{tp}_{engine}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    cache = _cache_dir() / f"{model.name.replace('/', '_')}_{hardware}_tp{tp}_{engine}-{digest}.parquet"
     if cache.is_file():
         try:
             return ProfileTable.read(cache)

@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from capsim.common.files import write_atomically
 from capsim.profiles.batch import FEATURES, BatchShape
 from capsim.profiles.errors import ProfileError
-from capsim.common.files import write_atomically
 
 SOURCES = ("measured", "kernel-db", "analytic")
 REQUIRED_METADATA = ("model", "hardware", "tp", "pp", "dtype", "engine", "source")
@@ -45,8 +45,10 @@ def _check_columns(table: pa.Table) -> None:
     for name in (*FEATURES, "latency_s"):
         column = table.column(name)
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or column.null_count:
-            raise ProfileError(f"its column {name} must be numbers without gaps, got {column.type}"
-                               + (f" with {column.null_count} missing" if column.null_count else ""))
+            raise ProfileError(
+                f"its column {name} must be numbers without gaps, got {column.type}"
+                + (f" with {column.null_count} missing" if column.null_count else "")
+            )
         values = column.to_numpy().astype(np.float64)
         if name != "latency_s" and not (np.isfinite(values) & (values >= 0)).all():
             raise ProfileError(f"its column {name} holds a negative or non-finite value")
@@ -95,8 +97,14 @@ class ProfileTable:
     def shapes(self) -> list[BatchShape]:
         """The batch of each row."""
         t = self.table
-        return [BatchShape(tuple(q), tuple(c), tuple(d)) for q, c, d in zip(
-            t.column("prefill_chunks").to_pylist(), t.column("prefill_contexts").to_pylist(), t.column("decode_contexts").to_pylist())]
+        return [
+            BatchShape(tuple(q), tuple(c), tuple(d))
+            for q, c, d in zip(
+                t.column("prefill_chunks").to_pylist(),
+                t.column("prefill_contexts").to_pylist(),
+                t.column("decode_contexts").to_pylist(),
+            )
+        ]
 
     @property
     def latency_s(self) -> np.ndarray:

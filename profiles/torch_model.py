@@ -98,7 +98,9 @@ class DecoderModel(nn.Module):
         x = self.embed(token_ids)
         # The rotary angles depend only on the positions: computed once, shared by every layer.
         # They are computed in float32: bfloat16 cannot tell position 1000 from 1001.
-        inv_freq = ROPE_THETA ** -(torch.arange(0, self.head_dim, 2, device=x.device, dtype=torch.float32) / self.head_dim)
+        inv_freq = ROPE_THETA ** -(
+            torch.arange(0, self.head_dim, 2, device=x.device, dtype=torch.float32) / self.head_dim
+        )
         angles = (positions.float()[:, None] * inv_freq)[:, None, :]  # [T, 1, head_dim / 2]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         for index, layer in enumerate(self.layers):

@@ -24,7 +24,6 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
-
 MIN_STREAMED = 4  # a completion this long whose tokens all came in one chunk was not streamed
 PROBE_DEADLINE_S = 30.0  # the longest a probe before a run may take in all, however the bytes trickle
 MAX_MODELS_BYTES = 1 << 20  # a /v1/models answer is a few KB
@@ -72,14 +71,15 @@ def base_url(url: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-def connect(url: str, api_key: str | None = None, model: str | None = None, timeout_s: float = 60.0,
-            serves=None) -> Endpoint:
+def connect(
+    url: str, api_key: str | None = None, model: str | None = None, timeout_s: float = 60.0, serves=None
+) -> Endpoint:
     """Check that the endpoint answers /v1/models (fails fast if not) and name the model to use:
     `model` by its served name, or the served model for which `serves(name)` is true."""
     url = base_url(url)
     parts = urllib.parse.urlsplit(url)
     try:
-        parts.port
+        _ = parts.port  # reading it checks it
     except ValueError:
         raise EndpointError(f"endpoint {url!r} has a bad port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -93,10 +93,16 @@ def connect(url: str, api_key: str | None = None, model: str | None = None, time
         return response, response.read(MAX_MODELS_BYTES)
 
     try:
-        response, body = within(PROBE_DEADLINE_S, ask, connection.close,
-                                f"{url}/v1/models did not answer in full within {PROBE_DEADLINE_S:g} s")
+        response, body = within(
+            PROBE_DEADLINE_S,
+            ask,
+            connection.close,
+            f"{url}/v1/models did not answer in full within {PROBE_DEADLINE_S:g} s",
+        )
     except (OSError, http.client.HTTPException, OverflowError, ValueError) as error:
-        raise EndpointError(f"no engine answers at {url} ({error}); start one (capsim serve, vllm serve) or fix the URL") from None
+        raise EndpointError(
+            f"no engine answers at {url} ({error}); start one (capsim serve, vllm serve) or fix the URL"
+        ) from None
     finally:
         connection.close()
     if response.status in (401, 403):
@@ -111,8 +117,10 @@ def connect(url: str, api_key: str | None = None, model: str | None = None, time
     if serves is not None and not model:
         model = next((name for name in served if serves(name)), None)
         if model is None:
-            raise EndpointError(f"{url} serves {', '.join(served) or 'nothing'}, not the model being confirmed: "
-                                "point --endpoint at the engine that serves it, or give the --model it serves")
+            raise EndpointError(
+                f"{url} serves {', '.join(served) or 'nothing'}, not the model being confirmed: "
+                "point --endpoint at the engine that serves it, or give the --model it serves"
+            )
     if model and model not in served:
         raise EndpointError(f"{url} does not serve {model!r}; it serves {', '.join(served) or 'nothing'}")
     if not model and not served:
@@ -129,10 +137,16 @@ def check_completions(endpoint: Endpoint, prompt: list[int]) -> None:
     then known to be accepted (a server may leave /v1/models open), or the server's own words say why not."""
     connection = endpoint.connection()
     deadline = 2 * endpoint.timeout_s + PROBE_DEADLINE_S
-    completion = within(deadline, lambda: stream_completion(endpoint, prompt, 2, Completion(), connection), connection.close,
-                        f"{endpoint.url} did not finish a first 2-token request within {deadline:g} s")
+    completion = within(
+        deadline,
+        lambda: stream_completion(endpoint, prompt, 2, Completion(), connection),
+        connection.close,
+        f"{endpoint.url} did not finish a first 2-token request within {deadline:g} s",
+    )
     if completion.status != "finished":
-        hint = "; pass --api-key or set OPENAI_API_KEY" if completion.reason.startswith(("HTTP 401", "HTTP 403")) else ""
+        hint = (
+            "; pass --api-key or set OPENAI_API_KEY" if completion.reason.startswith(("HTTP 401", "HTTP 403")) else ""
+        )
         raise EndpointError(f"{endpoint.url} refused a first 2-token request: {completion.reason}{hint}")
 
 
@@ -150,9 +164,18 @@ class Completion:
 
 def request_body(endpoint: Endpoint, prompt: list[int], max_tokens: int) -> bytes:
     """A streaming completion of exactly max_tokens tokens, with running token counts."""
-    return json.dumps({"model": endpoint.model, "prompt": prompt, "max_tokens": max_tokens, "min_tokens": max_tokens,
-                       "ignore_eos": True, "temperature": 0.0, "stream": True,
-                       "stream_options": {"include_usage": True, "continuous_usage_stats": True}}).encode()
+    return json.dumps(
+        {
+            "model": endpoint.model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "min_tokens": max_tokens,
+            "ignore_eos": True,
+            "temperature": 0.0,
+            "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        }
+    ).encode()
 
 
 class StreamFailed(Exception):
@@ -201,7 +224,9 @@ class StreamReader:
             self.usage_seen = reported if reported is not None else self.usage_seen
             return False
         if reported is not None and reported > self.max_tokens:  # refused before it can cost memory
-            raise StreamFailed(f"the engine reports {reported} completion tokens, more than the {self.max_tokens} asked")
+            raise StreamFailed(
+                f"the engine reports {reported} completion tokens, more than the {self.max_tokens} asked"
+            )
         times = self.completion.token_times
         if len(times) >= self.max_tokens and any(isinstance(c, dict) and c.get("text") for c in chunk["choices"]):
             raise StreamFailed(f"the engine sent more than the {self.max_tokens} tokens asked")
@@ -216,8 +241,12 @@ class StreamReader:
         first = self.read_first
         previous = times[first - 1] if first else None
         spread = len(times) + count - first  # every token of this read shares the time since the one before it
-        times[first:] = [now if previous is None else previous + (now - previous) * i / spread for i in range(1, spread + 1)]
-        if self.on_gap is not None and previous is not None:  # the new tokens' gaps (earlier ones of the read were told theirs)
+        times[first:] = [
+            now if previous is None else previous + (now - previous) * i / spread for i in range(1, spread + 1)
+        ]
+        if (
+            self.on_gap is not None and previous is not None
+        ):  # the new tokens' gaps (earlier ones of the read were told theirs)
             for _ in range(count):
                 self.on_gap((now - previous) / spread)
         return False
@@ -228,23 +257,34 @@ class StreamReader:
         if len(times) < self.max_tokens:
             raise StreamFailed(f"the stream ended after {len(times)} of {self.max_tokens} tokens")
         if self.max_tokens >= MIN_STREAMED and completion.chunks == 1:  # no gap measured: a TBT of 0 would pass any SLO
-            raise StreamFailed(f"all {self.max_tokens} tokens came in one chunk: the engine does not stream, so their gaps "
-                               "cannot be measured")
+            raise StreamFailed(
+                f"all {self.max_tokens} tokens came in one chunk: the engine does not stream, so their gaps "
+                "cannot be measured"
+            )
         if self.usage_seen and self.usage_seen != len(times):
             completion.reason = f"usage says {self.usage_seen} tokens, the stream carried {len(times)}"
         completion.status = "finished"
         return completion
 
 
-def stream_completion(endpoint: Endpoint, prompt: list[int], max_tokens: int, completion: Completion,
-                      connection: http.client.HTTPConnection | None = None) -> Completion:
+def stream_completion(
+    endpoint: Endpoint,
+    prompt: list[int],
+    max_tokens: int,
+    completion: Completion,
+    connection: http.client.HTTPConnection | None = None,
+) -> Completion:
     """Run one request, blocking (the probe before a run; the load generator uses aiohttp)."""
     connection = connection or endpoint.connection()
     reader = StreamReader(completion, max_tokens)
     try:
         completion.sent_s = time.perf_counter()
-        connection.request("POST", endpoint.path("/v1/completions"), body=request_body(endpoint, prompt, max_tokens),
-                           headers=endpoint.headers())
+        connection.request(
+            "POST",
+            endpoint.path("/v1/completions"),
+            body=request_body(endpoint, prompt, max_tokens),
+            headers=endpoint.headers(),
+        )
         response = connection.getresponse()
         if response.status != 200:
             return _fail(completion, f"HTTP {response.status}: {error_message(response.read())}")

@@ -32,8 +32,14 @@ class Stream:
 
 
 class ReferenceEngine:
-    def __init__(self, system: SystemSpec, device: str = "cpu", dtype: str | None = None, seed: int = 0,
-                 batch_log: str | None = None):
+    def __init__(
+        self,
+        system: SystemSpec,
+        device: str = "cpu",
+        dtype: str | None = None,
+        seed: int = 0,
+        batch_log: str | None = None,
+    ):
         if system.prefix_caching:
             raise EngineError("the reference engine does not share KV across requests: turn prefix caching off")
         self.system = system
@@ -43,14 +49,25 @@ class ReferenceEngine:
         self.ids = itertools.count()
         self.lock = threading.Lock()
         self.failure: str | None = None
-        self.latest_stats: dict = {"waiting": 0, "running": 0, "kv_blocks_used": 0, "kv_blocks": self.config.num_blocks,
-                                   "batches": 0, "preemptions": 0, "busy_s": 0.0}  # the core's figures, idle until it reports
+        self.latest_stats: dict = {
+            "waiting": 0,
+            "running": 0,
+            "kv_blocks_used": 0,
+            "kv_blocks": self.config.num_blocks,
+            "batches": 0,
+            "preemptions": 0,
+            "busy_s": 0.0,
+        }  # the core's figures, idle until it reports
         from capsim.real.engine_core import run_core  # torch loads here, not in every capsim command
 
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copied threads or CUDA state
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=run_core, name="capsim-engine-core", daemon=True,
-                                       args=(child, system, device, dtype, seed, self.clock_start, batch_log))
+        self.process = context.Process(
+            target=run_core,
+            name="capsim-engine-core",
+            daemon=True,
+            args=(child, system, device, dtype, seed, self.clock_start, batch_log),
+        )
         self.process.start()
         child.close()
         if not self.conn.poll(START_TIMEOUT_S):
@@ -74,11 +91,15 @@ class ReferenceEngine:
             raise EngineError(f"the engine has stopped: {self.failure or 'its process exited'}")
         total, config = len(prompt) + max_tokens, self.config
         if total > config.max_model_len:
-            raise EngineError(f"prompt ({len(prompt)} tokens) + max_tokens ({max_tokens}) = {total} exceeds the "
-                              f"engine's max model length of {config.max_model_len}")
+            raise EngineError(
+                f"prompt ({len(prompt)} tokens) + max_tokens ({max_tokens}) = {total} exceeds the "
+                f"engine's max model length of {config.max_model_len}"
+            )
         if -(-total // config.block_size) > config.num_blocks - int(config.watermark * config.num_blocks):
-            raise EngineError(f"the request needs {total} tokens of KV cache, more than the engine's "
-                              f"{config.num_blocks * config.block_size}")
+            raise EngineError(
+                f"the request needs {total} tokens of KV cache, more than the engine's "
+                f"{config.num_blocks * config.block_size}"
+            )
         with self.lock:
             stream = Stream(next(self.ids), len(prompt), tokens if tokens is not None else queue.SimpleQueue())
             self.streams[stream.request_id] = stream

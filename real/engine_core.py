@@ -77,9 +77,15 @@ class EngineCore:
 
     def stats(self) -> dict:
         s = self.scheduler
-        return {"waiting": len(s.waiting), "running": s.running, "kv_blocks_used": s.used_blocks(),
-                "kv_blocks": self.config.num_blocks, "batches": len(self.log) // len(BATCH_COLUMNS), "preemptions": s.preemptions,
-                "busy_s": round(self.busy_s, 3)}
+        return {
+            "waiting": len(s.waiting),
+            "running": s.running,
+            "kv_blocks_used": s.used_blocks(),
+            "kv_blocks": self.config.num_blocks,
+            "batches": len(self.log) // len(BATCH_COLUMNS),
+            "preemptions": s.preemptions,
+            "busy_s": round(self.busy_s, 3),
+        }
 
     def _run(self, batch: Batch) -> None:
         for request in batch.preempted:
@@ -87,7 +93,7 @@ class EngineCore:
         work, prefills = [], []
         for request, before, chunk in batch.prefills:
             ids = self.token_ids[request.id]
-            work.append(SequenceWork(request.id, before, tuple(ids[before:before + chunk])))
+            work.append(SequenceWork(request.id, before, tuple(ids[before : before + chunk])))
             prefills.append(request)
         decoders = list(self.scheduler.decoding.values()) if batch.num_decodes else []
         for request in decoders:
@@ -100,7 +106,9 @@ class EngineCore:
         self.busy_s += end - start
         now = end - self.clock_start
         finished = self.scheduler.complete(batch, now)
-        self.log.extend((0, 0, start - self.clock_start, now, *batch.features(), len(batch.preempted), self.scheduler.used_blocks()))
+        self.log.extend(
+            (0, 0, start - self.clock_start, now, *batch.features(), len(batch.preempted), self.scheduler.used_blocks())
+        )
         sampled = dict(zip((w.seq_id for w in work), next_ids))
         for request in prefills:
             if request.prefilled >= request.prefill_target:  # a completed prefill samples a token
@@ -117,7 +125,9 @@ class EngineCore:
         self.tokens.append((request_id, token, now))
 
 
-def run_core(conn, system, device: str, dtype: str | None, seed: int, clock_start: float, batch_log: str | None) -> None:
+def run_core(
+    conn, system, device: str, dtype: str | None, seed: int, clock_start: float, batch_log: str | None
+) -> None:
     """The engine process: build the model, say ready, then serve the pipe until told to stop."""
     try:
         core = _build(system, device, dtype, seed, clock_start)
@@ -170,8 +180,14 @@ def _build(system, device: str, dtype: str | None, seed: int, clock_start: float
     model = get_model(system.model)
     run_dtype = getattr(torch, dtype) if dtype else torch_dtype(model)
     config = system.scheduler_config()
-    runner = ModelRunner(model, device=device, dtype=run_dtype, kv_cache_tokens=config.num_blocks * config.block_size,
-                         block_size=config.block_size, seed=seed)
+    runner = ModelRunner(
+        model,
+        device=device,
+        dtype=run_dtype,
+        kv_cache_tokens=config.num_blocks * config.block_size,
+        block_size=config.block_size,
+        seed=seed,
+    )
     return EngineCore(runner, system.scheduler, config, clock_start)
 
 
@@ -179,12 +195,10 @@ def _write_batch_log(core: EngineCore, path: str) -> None:
     from pathlib import Path
 
     import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from capsim.common.files import write_atomically
+    from capsim.sim.assemble import batch_table
 
-    rows = np.frombuffer(core.log).reshape(-1, len(BATCH_COLUMNS))
-    table = pa.table({name: pa.array(rows[:, i] if name.endswith("_s") else rows[:, i].astype(np.int64))
-                      for i, name in enumerate(BATCH_COLUMNS)})
+    table = batch_table(np.frombuffer(core.log).reshape(-1, len(BATCH_COLUMNS)))
     write_atomically(Path(path), lambda tmp: pq.write_table(table, tmp))

@@ -45,25 +45,43 @@ DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 DECODE_CONTEXTS = (128, 512, 2048)
 DECODE_TOKENS = 32  # output tokens of each decode-measuring request: the window is about this long
 MIN_WINDOW_GAPS = 8  # token gaps inside the all-decoding window that a decode point needs
-MIXED_BATCHES = (1, 4, 16)  # decodes that a prompt joins, for the mixed points (where those decode points were measured) ...
+MIXED_BATCHES = (
+    1,
+    4,
+    16,
+)  # decodes that a prompt joins, for the mixed points (where those decode points were measured) ...
 MIXED_PROMPTS = (32, 128)  # ... and the prompts that join them: short enough for one step of any token budget
 MIXED_DECODE_TOKENS = 96  # the decoders' outputs: they must still run when the prompt's step ends
 MIXED_AFTER_TOKENS = 4  # the prompt is sent once every decoder has this many tokens
 
 
-def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, hardware: str = "unknown",
-                     max_model_len: int | None = None, prompt_lengths=PROMPT_LENGTHS, decode_batches=DECODE_BATCHES,
-                     decode_contexts=DECODE_CONTEXTS, repeats: int = 3, progress=None, token_budget: int | None = None) -> ProfileTable:
+def profile_endpoint(
+    endpoint: Endpoint,
+    model: ModelSpec,
+    output: str | Path,
+    hardware: str = "unknown",
+    max_model_len: int | None = None,
+    prompt_lengths=PROMPT_LENGTHS,
+    decode_batches=DECODE_BATCHES,
+    decode_contexts=DECODE_CONTEXTS,
+    repeats: int = 3,
+    progress=None,
+    token_budget: int | None = None,
+) -> ProfileTable:
     """Measure the engine and write the ProfileTable; `progress(done, total)` after each point.
     `token_budget`: the engine's tokens a step (vLLM's --max-num-batched-tokens), where known."""
     limit = max_model_len or endpoint.max_model_len or model.max_context
-    prompts = [p for p in prompt_lengths if p + 1 <= limit and (not token_budget or p <= token_budget or p % token_budget == 0)]
+    prompts = [
+        p for p in prompt_lengths if p + 1 <= limit and (not token_budget or p <= token_budget or p % token_budget == 0)
+    ]
     decodes = [(b, c) for b in decode_batches for c in decode_contexts if c + DECODE_TOKENS <= limit]
     if not prompts and not decodes:
         raise ProfileError(f"no measurement fits a max model length of {limit}")
     total, shapes, latencies = len(prompts) + len(decodes), [], []
     salt = new_salt()
-    _run_together(endpoint, [prompt_ids(0, 0, min(16, limit - 2), model.vocab, salt)], 2)  # warm up: the first request pays for setup
+    _run_together(
+        endpoint, [prompt_ids(0, 0, min(16, limit - 2), model.vocab, salt)], 2
+    )  # warm up: the first request pays for setup
     seed = 0
     ttft, points_done = {}, 0
     for length in prompts:
@@ -88,12 +106,18 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
         while len(gaps) < MIN_WINDOW_GAPS and context + tokens <= limit:
             # Staggered starts (a token budget below batch x context, a busy CPU): longer outputs until they overlap
             seed += 1
-            done = _run_together(endpoint, [prompt_ids(seed, i, context, model.vocab, salt) for i in range(batch)], tokens)
+            done = _run_together(
+                endpoint, [prompt_ids(seed, i, context, model.vocab, salt) for i in range(batch)], tokens
+            )
             start = max(c.token_times[0] for c in done)
             stop = min(c.token_times[-1] for c in done)
             # (gap, KV length while it ran): token i of a request was decoded with context + i tokens cached
-            gaps = [(b - a, context + i) for c in done for i, (a, b) in enumerate(zip(c.token_times, c.token_times[1:]), 1)
-                    if a >= start and b <= stop]
+            gaps = [
+                (b - a, context + i)
+                for c in done
+                for i, (a, b) in enumerate(zip(c.token_times, c.token_times[1:]), 1)
+                if a >= start and b <= stop
+            ]
             tokens *= 2
         if len(gaps) < MIN_WINDOW_GAPS:
             skipped.append((batch, context))
@@ -105,8 +129,13 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
         progress and progress(points_done, total)
     measured = [(b, c) for b, c in decodes if (b, c) not in skipped]
     shortest = min((c for _, c in measured), default=0)
-    mixes = [(b, length) for b in MIXED_BATCHES if (b, shortest) in measured for length in MIXED_PROMPTS
-             if shortest + MIXED_DECODE_TOKENS <= limit]
+    mixes = [
+        (b, length)
+        for b in MIXED_BATCHES
+        if (b, shortest) in measured
+        for length in MIXED_PROMPTS
+        if shortest + MIXED_DECODE_TOKENS <= limit
+    ]
     total += len(mixes)
     for batch, length in mixes:
         seed += 1
@@ -120,11 +149,22 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
         progress and progress(points_done, total)
     if decodes and len(skipped) == len(decodes):
         batch, context = decodes[0]
-        raise ProfileError(f"{batch} requests of {context} tokens never decoded all together, with outputs of up to the max "
-                           f"model length ({limit}): is the engine's batch size below {batch}? Pass smaller --decode-batches "
-                           "or --decode-contexts")
-    metadata = profile_metadata(model, hardware, 1, 1, f"endpoint {endpoint.url}", "measured", device="endpoint",
-                                grid="endpoint", model_name=endpoint.model)
+        raise ProfileError(
+            f"{batch} requests of {context} tokens never decoded all together, with outputs of up to the max "
+            f"model length ({limit}): is the engine's batch size below {batch}? Pass smaller --decode-batches "
+            "or --decode-contexts"
+        )
+    metadata = profile_metadata(
+        model,
+        hardware,
+        1,
+        1,
+        f"endpoint {endpoint.url}",
+        "measured",
+        device="endpoint",
+        grid="endpoint",
+        model_name=endpoint.model,
+    )
     if skipped:  # the engine's max-num-seqs or KV cache is smaller than these: said, never silently dropped
         metadata["skipped_decode_points"] = [list(point) for point in skipped]
     latencies, frontend = _split_frontend(shapes, latencies)
@@ -132,10 +172,17 @@ def profile_endpoint(endpoint: Endpoint, model: ModelSpec, output: str | Path, h
         shapes.append(shape)
         latencies.append(latency)
     if frontend is not None:
-        host = HostTime("endpoint", 0.0, 0.0, frontend, "measured by the endpoint profiler: the shortest prompt's TTFT beyond "
-                        "a one-sequence decode step")
-        metadata |= {"host_time": host.to_dict(), "host_time_words": f"{frontend * 1e3:.2f} ms a request in the engine's frontend "
-                     f"({host.provenance})"}
+        host = HostTime(
+            "endpoint",
+            0.0,
+            0.0,
+            frontend,
+            "measured by the endpoint profiler: the shortest prompt's TTFT beyond a one-sequence decode step",
+        )
+        metadata |= {
+            "host_time": host.to_dict(),
+            "host_time_words": f"{frontend * 1e3:.2f} ms a request in the engine's frontend ({host.provenance})",
+        }
     table = ProfileTable.from_batches(shapes, latencies, metadata)
     table.to_parquet(Path(output))
     return table
@@ -177,16 +224,21 @@ def _chunk_points(ttft: dict[int, float], budget: int | None) -> list[tuple[Batc
     return points
 
 
-def _mixed_point(endpoint: Endpoint, batch: int, context: int, length: int, vocab: int, salt: int, seed: int,
-                 limit: int) -> tuple[BatchShape, float] | None:
+def _mixed_point(
+    endpoint: Endpoint, batch: int, context: int, length: int, vocab: int, salt: int, seed: int, limit: int
+) -> tuple[BatchShape, float] | None:
     """A prompt of `length` tokens sent while `batch` requests decode: the step that prefills it
     also decodes them, and ends when it yields the prompt's first token; the decoders' gap that
     ends nearest that token is that mixed step's time (the median over the decoders). None
     where the decoders finished before the prompt came (a very fast engine)."""
     tokens = min(MIXED_DECODE_TOKENS, limit - context)
     decoders = [Completion() for _ in range(batch)]
-    threads = [threading.Thread(target=stream_completion, args=(endpoint, prompt_ids(seed, i, context, vocab, salt), tokens, c),
-                                daemon=True) for i, c in enumerate(decoders)]
+    threads = [
+        threading.Thread(
+            target=stream_completion, args=(endpoint, prompt_ids(seed, i, context, vocab, salt), tokens, c), daemon=True
+        )
+        for i, c in enumerate(decoders)
+    ]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + endpoint.timeout_s
@@ -198,7 +250,10 @@ def _mixed_point(endpoint: Endpoint, batch: int, context: int, length: int, voca
     for thread in threads:
         thread.join(max(0.0, deadline + endpoint.timeout_s - time.monotonic()))
     if any(c.status != "finished" for c in decoders):
-        raise ProfileError(f"a profiling request did not finish: {next(c.reason for c in decoders if c.status != 'finished') or 'timed out'}")
+        raise ProfileError(
+            f"a profiling request did not finish: "
+            f"{next(c.reason for c in decoders if c.status != 'finished') or 'timed out'}"
+        )
     first = prompt.token_times[0]
     gaps, kv = [], []
     for c in decoders:
@@ -215,8 +270,10 @@ def _mixed_point(endpoint: Endpoint, batch: int, context: int, length: int, voca
 def _run_together(endpoint: Endpoint, prompts: list[list[int]], max_tokens: int) -> list[Completion]:
     """Send the prompts at once and wait for all; any failure is an error (a profile takes no gaps)."""
     completions = [Completion() for _ in prompts]
-    threads = [threading.Thread(target=stream_completion, args=(endpoint, p, max_tokens, c), daemon=True)
-               for p, c in zip(prompts, completions)]
+    threads = [
+        threading.Thread(target=stream_completion, args=(endpoint, p, max_tokens, c), daemon=True)
+        for p, c in zip(prompts, completions)
+    ]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + endpoint.timeout_s * 2

@@ -31,7 +31,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from capsim.real.client import MIN_STREAMED, Completion, Endpoint, StreamFailed, StreamReader, error_message, request_body
+from capsim.real.client import (
+    MIN_STREAMED,
+    Completion,
+    Endpoint,
+    StreamFailed,
+    StreamReader,
+    error_message,
+    request_body,
+)
 from capsim.sim.early_stop import EarlyStop
 from capsim.sim.result import RunResult, requests_table
 from capsim.traces import Workload
@@ -115,8 +123,12 @@ class _Load:
         limit = self.options.max_concurrency or self.options.max_in_flight
         self.slots = asyncio.Semaphore(limit)
         connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.endpoint.timeout_s, sock_read=self.endpoint.timeout_s)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.endpoint.headers()) as session:
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.endpoint.timeout_s, sock_read=self.endpoint.timeout_s
+        )
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=self.endpoint.headers()
+        ) as session:
             self.session = session
             self.url = self.endpoint.absolute("/v1/completions")
             self.start = time.perf_counter() + 0.05  # a moment to start the dispatcher before the first arrival
@@ -148,8 +160,13 @@ class _Load:
         completion = self.completions[index]
         max_tokens = int(self.workload.output_tokens[index])
         reader = StreamReader(completion, max_tokens, on_gap=self.on_gap)
-        body = request_body(self.endpoint, prompt_ids(self.options.seed, index, int(self.workload.prompt_tokens[index]),
-                                                      self.options.vocab, self.salt), max_tokens)
+        body = request_body(
+            self.endpoint,
+            prompt_ids(
+                self.options.seed, index, int(self.workload.prompt_tokens[index]), self.options.vocab, self.salt
+            ),
+            max_tokens,
+        )
         try:
             completion.sent_s = time.perf_counter()
             async with self.session.post(self.url, data=body) as response:
@@ -225,7 +242,9 @@ class _Load:
                 arrived = int(np.searchsorted(self.arrival[:due], now - self.start - rule.max_wait, side="right"))
                 late = sum(1 for c in self.completions[:arrived] if not c.token_times)
                 if late > rule.max_wait_violations:
-                    self.halt(f"stopped early: more than {rule.max_wait_violations} requests waited over {rule.max_wait:g} s")
+                    self.halt(
+                        f"stopped early: more than {rule.max_wait_violations} requests waited over {rule.max_wait:g} s"
+                    )
 
     def result(self) -> RunResult:
         completions, start = self.completions, self.start
@@ -235,14 +254,33 @@ class _Load:
         first = [c.token_times[0] - start if c.token_times else math.nan for c in completions]
         finish = [c.token_times[-1] - start if c.status == "finished" else math.nan for c in completions]
         status = [c.status for c in completions]
-        reason = [c.reason or ("" if c.status == "finished" else "not sent" if math.isnan(c.sent_s) else self.stop_reason or "no answer")
-                  for c in completions]
+        reason = [
+            c.reason
+            or (
+                ""
+                if c.status == "finished"
+                else "not sent"
+                if math.isnan(c.sent_s)
+                else self.stop_reason or "no answer"
+            )
+            for c in completions
+        ]
         n = len(completions)
         table = requests_table(
-            list(range(n)), [0] * n, self.arrival.tolist(),
+            list(range(n)),
+            [0] * n,
+            self.arrival.tolist(),
             [math.nan] * n,  # when the engine first scheduled it is not visible through the API
-            first, finish, status, reason, self.workload.prompt_tokens.tolist(), self.workload.output_tokens.tolist(),
-            counts.tolist(), [0] * n, values, offsets,
+            first,
+            finish,
+            status,
+            reason,
+            self.workload.prompt_tokens.tolist(),
+            self.workload.output_tokens.tolist(),
+            counts.tolist(),
+            [0] * n,
+            values,
+            offsets,
         )
         late = np.array([c.sent_s - start for c in completions]) - self.arrival
         options = self.options
@@ -259,8 +297,13 @@ class _Load:
             "in_flight_cap_hits": self.cap_waits,
             "send_lateness_s": {"p50": _nan_percentile(late, 50), "p99": _nan_percentile(late, 99)},
             "multi_token_chunks": int(sum(c.multi_token_chunks for c in completions)),
-            "one_read_requests": sum(1 for c in completions if c.status == "finished" and len(c.token_times) >= MIN_STREAMED
-                                     and c.token_times[0] == c.token_times[-1]),
+            "one_read_requests": sum(
+                1
+                for c in completions
+                if c.status == "finished"
+                and len(c.token_times) >= MIN_STREAMED
+                and c.token_times[0] == c.token_times[-1]
+            ),
         }
         if options.max_concurrency is not None:
             info["max_concurrency"] = options.max_concurrency

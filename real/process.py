@@ -53,19 +53,26 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             try:
-                self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                                start_new_session=True)  # a Ctrl-C at the terminal is ours to pass on
+                self.process = subprocess.Popen(
+                    self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+                )  # a Ctrl-C at the terminal is ours to pass on
             except FileNotFoundError:
-                raise EngineStartError(f"{self.argv[0]} is not installed here (for vLLM: pip install 'capsim[vllm]')") from None
+                raise EngineStartError(
+                    f"{self.argv[0]} is not installed here (for vLLM: pip install 'capsim[vllm]')"
+                ) from None
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise EngineStartError(f"{self.argv[0]} exited with code {self.process.returncode} before it served:\n{self.log_tail()}")
+                raise EngineStartError(
+                    f"{self.argv[0]} exited with code {self.process.returncode} before it served:\n{self.log_tail()}"
+                )
             if health(self.url, timeout=1.0) is not None:
                 return self
             time.sleep(0.2)
         self.stop()
-        raise EngineStartError(f"{self.argv[0]} did not answer {self.url}/health within {ready_timeout_s:g} s:\n{self.log_tail()}")
+        raise EngineStartError(
+            f"{self.argv[0]} did not answer {self.url}/health within {ready_timeout_s:g} s:\n{self.log_tail()}"
+        )
 
     def stop(self, grace_s: float = 20.0) -> int | None:
         if self.process is None or self.process.poll() is not None:

@@ -34,14 +34,28 @@ def engine_system(system: SystemSpec, device: str, dtype: str | None = None) -> 
     if system.num_kv_blocks or device.startswith("cuda"):
         return system
     model = get_model(system.model)
-    per_block = model.kv_bytes_per_token * system.block_size * DTYPE_BYTES.get(dtype or model.dtype, model.dtype_bytes) // model.dtype_bytes
+    per_block = (
+        model.kv_bytes_per_token
+        * system.block_size
+        * DTYPE_BYTES.get(dtype or model.dtype, model.dtype_bytes)
+        // model.dtype_bytes
+    )
     if system.scheduler_config().num_blocks * per_block <= CPU_KV_BYTES:
         return system
     return replace(system, num_kv_blocks=CPU_KV_BYTES // per_block)
 
 
-def serve(system: SystemSpec, device: str = "cpu", dtype: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          api_key: str | None = None, seed: int = 0, on_ready=None, batch_log: str | None = None) -> None:
+def serve(
+    system: SystemSpec,
+    device: str = "cpu",
+    dtype: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    seed: int = 0,
+    on_ready=None,
+    batch_log: str | None = None,
+) -> None:
     """Serve until SIGINT or SIGTERM; `on_ready(server)` is called once it listens. `batch_log`:
     a Parquet file that gets every batch the engine ran (composition, start, end) at shutdown."""
     from capsim.real.server import ReferenceServer, bind  # aiohttp loads here, not in every capsim command
@@ -63,15 +77,49 @@ def serve(system: SystemSpec, device: str = "cpu", dtype: str | None = None, hos
         raise RuntimeError(f"the engine failed: {engine.failure}")
 
 
-def reference_server(system: SystemSpec, port: int, log_path: str, device: str = "cpu", dtype: str | None = None,
-                     host: str = "127.0.0.1", batch_log: str | None = None, api_key: str | None = None) -> ServerProcess:
+def reference_server(
+    system: SystemSpec,
+    port: int,
+    log_path: str,
+    device: str = "cpu",
+    dtype: str | None = None,
+    host: str = "127.0.0.1",
+    batch_log: str | None = None,
+    api_key: str | None = None,
+) -> ServerProcess:
     """A launcher for `capsim serve` of the system in a child process (the API key goes in its
     environment, never on its command line, where any user could read it)."""
-    argv = [sys.executable, "-m", "capsim.capsearch.cli", "serve", "--model", system.model, "--hardware", system.hardware,
-            "--scheduler", system.scheduler, "--max-batch-size", str(system.max_batch_size), "--block-size", str(system.block_size),
-            "--memory-utilization", str(system.memory_utilization), "--device", device, "--host", host, "--port", str(port)]
-    for flag, value in (("--chunk-size", system.token_budget), ("--max-model-len", system.max_model_len),
-                        ("--num-kv-blocks", system.num_kv_blocks), ("--dtype", dtype), ("--batch-log", batch_log)):
+    argv = [
+        sys.executable,
+        "-m",
+        "capsim.capsearch.cli",
+        "serve",
+        "--model",
+        system.model,
+        "--hardware",
+        system.hardware,
+        "--scheduler",
+        system.scheduler,
+        "--max-batch-size",
+        str(system.max_batch_size),
+        "--block-size",
+        str(system.block_size),
+        "--memory-utilization",
+        str(system.memory_utilization),
+        "--device",
+        device,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    for flag, value in (
+        ("--chunk-size", system.token_budget),
+        ("--max-model-len", system.max_model_len),
+        ("--num-kv-blocks", system.num_kv_blocks),
+        ("--dtype", dtype),
+        ("--batch-log", batch_log),
+    ):
         if value:
             argv += [flag, str(value)]
     env = {**os.environ, "CAPSIM_API_KEY": api_key} if api_key else None

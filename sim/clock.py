@@ -2,9 +2,12 @@
 its event ids), so that a new SimPy release is checked here alone (pyproject pins simpy below 5)."""
 
 from __future__ import annotations
+
 from heapq import heappush
+
 import simpy
 from simpy.events import NORMAL
+
 from capsim.sim.errors import SimulationError
 
 

@@ -87,7 +87,13 @@ def write_compact(result: RunResult, path: str | Path, key: str | None = None) -
     last_token[counts > 0] = token_us[offsets[1:][counts > 0] - 1]
     status_words, status = np.unique(result.column("status").astype(str), return_inverse=True)
     reason_words, reason = np.unique(result.column("reason").astype(str), return_inverse=True)
-    header = {"format": FORMAT, "key": key, "info": result.info, "status": status_words.tolist(), "reason": reason_words.tolist()}
+    header = {
+        "format": FORMAT,
+        "key": key,
+        "info": result.info,
+        "status": status_words.tolist(),
+        "reason": reason_words.tolist(),
+    }
     arrays = {
         "timeline_d2": narrow(np.diff(np.diff(timeline, prepend=0), prepend=0)),
         "token_steps": narrow(steps),
@@ -95,19 +101,36 @@ def write_compact(result: RunResult, path: str | Path, key: str | None = None) -
         "first_index_steps": narrow(np.diff(first_index, prepend=0)),
         "id_steps": narrow(np.diff(result.column("id").astype(np.int64), prepend=0)),
         "arrival_steps": narrow(np.diff(arrival, prepend=0)),
-        "status": status.astype(np.int8), "reason": reason.astype(np.int16),
+        "status": status.astype(np.int8),
+        "reason": reason.astype(np.int16),
         "scheduled_s": relative(exact_microseconds(result.column("scheduled_s")), arrival),
         # the first token's and the finish time are, but for rare cases, a token time: kept as the difference
         "first_token_s": relative(exact_microseconds(result.column("first_token_s")), first_token),
         "finish_s": relative(exact_microseconds(result.column("finish_s")), last_token),
         **{name: narrow(result.column(name).astype(np.int64)) for name in COUNT_COLUMNS},
     }
-    arrays["output_tokens"] = narrow(result.column("output_tokens") - result.column("generated_tokens"))  # 0 once finished
-    table = pa.table({"header": pa.array([json.dumps(header, default=str).encode()], pa.binary()),
-                      **{name: pa.array([array]) for name, array in arrays.items()}})
-    levels = {f"{name}.list.element": 7 for name in arrays} | {"timeline_d2.list.element": 12}  # the bulk: worth the time
-    pq.write_table(table, path, compression="zstd", compression_level=levels, use_dictionary=["token_steps.list.element"],
-                   write_statistics=False, write_page_checksum=True, store_schema=False)
+    arrays["output_tokens"] = narrow(
+        result.column("output_tokens") - result.column("generated_tokens")
+    )  # 0 once finished
+    table = pa.table(
+        {
+            "header": pa.array([json.dumps(header, default=str).encode()], pa.binary()),
+            **{name: pa.array([array]) for name, array in arrays.items()},
+        }
+    )
+    levels = {f"{name}.list.element": 7 for name in arrays} | {
+        "timeline_d2.list.element": 12
+    }  # the bulk: worth the time
+    pq.write_table(
+        table,
+        path,
+        compression="zstd",
+        compression_level=levels,
+        use_dictionary=["token_steps.list.element"],
+        write_statistics=False,
+        write_page_checksum=True,
+        store_schema=False,
+    )
 
 
 def relative(us: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -133,8 +156,11 @@ def read_compact(path: str | Path, key: str | None = None) -> RunResult:
             raise CompactError(f"not a {FORMAT} file")
         if key is not None and header.get("key") != key:
             raise CompactError(f"written for another trial (key {header.get('key')}, not {key})")
-        arrays = {name: np.asarray(table.column(name)[0].values.to_numpy(zero_copy_only=False))
-                  for name in table.column_names if name != "header"}
+        arrays = {
+            name: np.asarray(table.column(name)[0].values.to_numpy(zero_copy_only=False))
+            for name in table.column_names
+            if name != "header"
+        }
         timeline = np.cumsum(np.cumsum(arrays["timeline_d2"].astype(np.int64)))
         arrays["output_tokens"] = arrays["output_tokens"].astype(np.int64) + arrays["generated_tokens"]
         counts = arrays["tokens_beyond_generated"].astype(np.int64) + arrays["generated_tokens"]
@@ -142,8 +168,18 @@ def read_compact(path: str | Path, key: str | None = None) -> RunResult:
         steps = arrays["token_steps"].astype(np.int64)
         first_index = np.cumsum(arrays["first_index_steps"].astype(np.int64))
         n = len(counts)
-        if steps.size != offsets[-1] or any(len(arrays[name]) != n for name in (*TIME_COLUMNS, *COUNT_COLUMNS, "status", "reason",
-                                                                              "id_steps", "arrival_steps", "first_index_steps")):
+        if steps.size != offsets[-1] or any(
+            len(arrays[name]) != n
+            for name in (
+                *TIME_COLUMNS,
+                *COUNT_COLUMNS,
+                "status",
+                "reason",
+                "id_steps",
+                "arrival_steps",
+                "first_index_steps",
+            )
+        ):
             raise CompactError("its arrays do not agree in length")
         has = counts > 0
         walked = np.cumsum(steps)  # along each request's tokens: its steps since its first token
@@ -159,9 +195,21 @@ def read_compact(path: str | Path, key: str | None = None) -> RunResult:
         status = np.asarray(header["status"], dtype=object)[arrays["status"]] if n else []
         reason = np.asarray(header["reason"], dtype=object)[arrays["reason"]] if n else []
         table = requests_table(
-            np.cumsum(arrays["id_steps"].astype(np.int64)), arrays["replica"], seconds(arrival), times["scheduled_s"],
-            times["first_token_s"], times["finish_s"], list(status), list(reason), arrays["prompt_tokens"],
-            arrays["output_tokens"], arrays["generated_tokens"], arrays["preemptions"], seconds(token_us), offsets)
+            np.cumsum(arrays["id_steps"].astype(np.int64)),
+            arrays["replica"],
+            seconds(arrival),
+            times["scheduled_s"],
+            times["first_token_s"],
+            times["finish_s"],
+            list(status),
+            list(reason),
+            arrays["prompt_tokens"],
+            arrays["output_tokens"],
+            arrays["generated_tokens"],
+            arrays["preemptions"],
+            seconds(token_us),
+            offsets,
+        )
     except (CompactError, FileNotFoundError):
         raise
     except (OSError, ValueError, KeyError, IndexError, TypeError, json.JSONDecodeError, pa.ArrowException) as error:

@@ -25,13 +25,16 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from capsim.profiles.batch import FEATURES
+from capsim.profiles.predictor import LatencyPredictor
 from capsim.sim.early_stop import CHECK_WAIT_EVERY
 from capsim.sim.errors import SimulationError
-from capsim.sim.scheduler import Batch
+from capsim.sim.policies import POLICIES
+from capsim.sim.result import BATCH_COLUMNS
 
 MAX_ITERATIONS = 8192  # a stretch's iterations at most (bounds its arrays; a longer one continues in the next)
 MIN_ITERATIONS = 8  # shorter stretches go the per-iteration way: an iteration costs ~4 us, a stretch ~45 us
@@ -57,7 +60,7 @@ class Segment:
         size = len(phases)
         cycle = phases[:1] + phases[:0:-1]  # cycle[i % size]: the phase count that takes blocks at decode iteration i
         start, rest = first % size, count % size
-        return sum(phases) * (count // size) + sum((cycle + cycle)[start:start + rest])
+        return sum(phases) * (count // size) + sum((cycle + cycle)[start : start + rest])
 
     def first_appends(self) -> int:
         """KV blocks its first iteration takes."""
@@ -71,6 +74,22 @@ class Segment:
         return np.asarray(self.phases, dtype=np.int64)[-iterations % len(self.phases)]
 
 
+class StretchRun(NamedTuple):
+    """One segment of a decode stretch as applied: what the batch log's rows of its iterations
+    need (stretch_rows builds them when the batch table is)."""
+
+    replica: int
+    engine: int
+    start: float  # when its first iteration started
+    ends: np.ndarray  # each iteration's end time
+    tokens: int  # tokens an iteration (decodes and padding)
+    first_kv: int  # decode_kv of its first iteration
+    requests: int  # decode requests an iteration (decode_kv grows by this much an iteration)
+    used_after_first: int  # KV blocks in use after its first iteration
+    segment: Segment
+    used_after_last: int  # KV blocks in use after a completing last iteration; -1 where none completes
+
+
 @dataclass
 class Stretch:
     start: float  # when the first iteration (the batch at hand) started
@@ -79,6 +98,15 @@ class Stretch:
     segments: list[Segment]  # in order: the decode set shrinks at each completion
     tbt_violations: int | None = None  # the early-stop monitor's count after the stretch
     stop: tuple[str, str] | None = None  # ("tbt" | "wait", reason): the monitor stops the run at the last iteration
+
+
+def stretches_possible(system, batch_seconds) -> bool:
+    """Whether an engine of `system` may run decode stretches at all: one pipeline stage, the
+    compiled latency model (its decode_iterations; a caller's function has none), and a policy that
+    declares its decode-only batches stretchable. DecodeStretches.plan decides batch by batch."""
+    return (
+        system.pp == 1 and isinstance(batch_seconds, LatencyPredictor) and POLICIES[system.scheduler].decode_stretches
+    )
 
 
 class DecodeStretches:
@@ -96,12 +124,19 @@ class DecodeStretches:
         there is before an event. A decode-only batch with requests waiting means the policy refused
         them, and nothing they wait for (blocks, batch slots, budget) comes back before a completion."""
         run = self.run
-        if batch.prefills or batch.preempted or len(scheduler.pool.members) > 1 or (run.monitor is not None and not self.alone):
+        if (
+            batch.prefills
+            or batch.preempted
+            or len(scheduler.pool.members) > 1
+            or (run.monitor is not None and not self.alone)
+        ):
             return None
         tokens = batch.num_decodes + batch.padding_seqs
         limit = min(run.next_arrival, run.time_limit)
         if limit != math.inf:
-            in_time = (limit - now) / self.predictor(tokens, 0, 0, 0, tokens, batch.decode_kv)  # iterations before the next arrival, give or take
+            in_time = (limit - now) / self.predictor(
+                tokens, 0, 0, 0, tokens, batch.decode_kv
+            )  # iterations before the next arrival, give or take
             if in_time < MIN_ITERATIONS - 1:
                 return None
             size = max(MIN_ITERATIONS, min(MAX_ITERATIONS, int(in_time * 1.02) + 8))
@@ -109,12 +144,18 @@ class DecodeStretches:
             size = MAX_ITERATIONS
         # Past a completion only where it can change nothing but the decode set: nothing waits or is
         # part-prefilled, and no client waits for a slot (a completion would send its request).
-        through = (scheduler.decodes_go_on_after_completions and not scheduler.waiting and not scheduler.prefilling
-                   and run.slot is None)
+        through = (
+            scheduler.decodes_go_on_after_completions
+            and not scheduler.waiting
+            and not scheduler.prefilling
+            and run.slot is None
+        )
         upcoming = _Completions(scheduler, through)
         if not through and upcoming.iteration(0) - scheduler.decode_iterations + 1 < MIN_ITERATIONS:
             return None
-        while True:  # iterations up to the next arrival: a guess from the first one's time, quadrupled while it falls short
+        while (
+            True
+        ):  # iterations up to the next arrival: a guess from the first one's time, quadrupled while it falls short
             segments, kv = _layout(scheduler, batch, size, upcoming, through)
             total = len(kv)
             affordable = _affordable(scheduler, segments, total)  # no preemption
@@ -125,9 +166,17 @@ class DecodeStretches:
             if ends[-1] > limit or total < size or size == MAX_ITERATIONS or affordable < total:
                 break
             size = min(MAX_ITERATIONS, 4 * size)
-        count = int(np.searchsorted(ends, limit, side="left"))  # those that end before the next arrival and the time limit
-        if (self.arrivals_blind and count < total and run.next_arrival < run.time_limit and ends[count] > run.next_arrival
-                and _arrival_not_late(run, ends[count]) and (run.max_concurrency is None or segments[0].count > count)):
+        count = int(
+            np.searchsorted(ends, limit, side="left")
+        )  # those that end before the next arrival and the time limit
+        if (
+            self.arrivals_blind
+            and count < total
+            and run.next_arrival < run.time_limit
+            and ends[count] > run.next_arrival
+            and _arrival_not_late(run, ends[count])
+            and (run.max_concurrency is None or segments[0].count > count)
+        ):
             # And the one in which the request arrives. Under a concurrency cap the arrival reads the
             # requests in flight, which a completion earlier in the stretch (booked at its end) must
             # have left by then: so only where the stretch has none before that iteration.
@@ -143,71 +192,93 @@ class DecodeStretches:
         the batch log, the early-stop monitor. A segment's iterations are booked by hand, and
         its completing last one by the scheduler's own complete()."""
         scheduler, run = engine.scheduler, self.run
-        scheduler.fresh_decodes = 0
         start, first, finished = stretch.start, 0, 0
         segments = stretch.segments
         for index, segment in enumerate(segments):
-            count, m = segment.count, segment.requests
-            last = first + count
+            m, last = segment.requests, first + segment.count
             ends = stretch.ends[first:last]
-            if index:  # the batch at hand took the first segment's first blocks; a later segment takes its own
-                scheduler.free_blocks -= segment.first_appends()
-            used_after_first = scheduler.used_blocks()
-            scheduler.free_blocks -= segment.appends(skip=1)
-            booked = count - segment.completes
-            scheduler.decode_iterations += booked
-            scheduler.decode_end_times.frombytes(ends[:booked].tobytes())
-            scheduler.kv_sum += booked * m
-            done = []
+            # the batch at hand took the first segment's first blocks; a later segment takes its own
+            used_after_first, done = scheduler.advance_decodes(
+                m,
+                ends,
+                segment.first_appends() if index else 0,
+                segment.appends(skip=1),
+                segment.completes,
+                int(stretch.kv[last - 1]),
+                batch.padding_seqs,
+            )
             if segment.completes:
-                done = scheduler.complete(Batch(num_decodes=m, decode_kv=int(stretch.kv[last - 1]), padding_seqs=batch.padding_seqs),
-                                          float(ends[-1]))
                 finished += len(done)
                 if index + 1 < len(segments) and len(scheduler.decoding) != segments[index + 1].requests:
                     raise SimulationError("a decode stretch went past a completion its plan did not foresee")
-            run.stretch_log.append((engine.replica, engine.index, start, ends, m + batch.padding_seqs, int(stretch.kv[first]), m,
-                                    used_after_first, segment, scheduler.used_blocks() if done else -1))
+            run.stretch_log.append(
+                StretchRun(
+                    engine.replica,
+                    engine.index,
+                    start,
+                    ends,
+                    m + batch.padding_seqs,
+                    int(stretch.kv[first]),
+                    m,
+                    used_after_first,
+                    segment,
+                    scheduler.used_blocks() if done else -1,
+                )
+            )
             start, first = float(ends[-1]), last
         monitor = run.monitor
         if monitor is not None:
             if stretch.tbt_violations is not None:
                 monitor.tbt_violations = stretch.tbt_violations
-            monitor.batches += len(stretch.ends) - (stretch.stop is not None and stretch.stop[0] == "tbt")  # a TBT stop is not counted
+            monitor.batches += len(stretch.ends) - (
+                stretch.stop is not None and stretch.stop[0] == "tbt"
+            )  # a TBT stop is not counted
             if stretch.stop is not None:
                 monitor.stop(stretch.stop[1])
         if finished:
             run.retired(finished)
 
 
-def stretch_rows(stretches: list) -> np.ndarray:
+def stretch_rows(stretches: list[StretchRun]) -> np.ndarray:
     """The batch log's rows (sim.result.BATCH_COLUMNS) of every stretch applied, built at once
     (column-major): each stretch keeps only its arrays while the simulation runs."""
-    width = 6 + len(FEATURES)
+    column = {name: index for index, name in enumerate(BATCH_COLUMNS)}
     if not stretches:
-        return np.empty((0, width))
-    replica, engine, start, ends, tokens, kv0, m, used0, segments, last_used = zip(*stretches)
-    counts = np.fromiter(map(len, ends), dtype=np.int64, count=len(ends))
+        return np.empty((0, len(BATCH_COLUMNS)))
+    counts = np.fromiter((len(s.ends) for s in stretches), dtype=np.int64, count=len(stretches))
     firsts = np.cumsum(counts) - counts
     which = np.repeat(np.arange(len(counts)), counts)
     within = np.arange(int(counts.sum())) - firsts[which]
-    rows = np.zeros((len(which), width), order="F")  # column-major: the table is built column by column
-    rows[:, 0], rows[:, 1] = np.asarray(replica)[which], np.asarray(engine)[which]
-    rows[:, 3] = np.concatenate(ends)
-    rows[1:, 2] = rows[:-1, 3]
-    rows[firsts, 2] = start
-    rows[:, 4] = rows[:, 8] = np.asarray(tokens)[which]  # tokens and decode_seqs
-    rows[:, 9] = np.asarray(kv0)[which] + np.asarray(m)[which] * within  # decode_kv
+
+    def each(field: str) -> np.ndarray:  # a field of every stretch, on each of its iterations' rows
+        return np.array([getattr(s, field) for s in stretches])[which]
+
+    rows = np.zeros((len(which), len(BATCH_COLUMNS)), order="F")  # column-major: the table is built column by column
+    rows[:, column["replica"]], rows[:, column["engine"]] = each("replica"), each("engine")
+    ends = rows[:, column["end_s"]] = np.concatenate([s.ends for s in stretches])
+    starts = rows[:, column["start_s"]]
+    starts[1:] = ends[:-1]
+    starts[firsts] = [s.start for s in stretches]
+    rows[:, column["tokens"]] = rows[:, column["decode_seqs"]] = each("tokens")
+    rows[:, column["decode_kv"]] = each("first_kv") + each("requests") * within
     # KV blocks each iteration took after its segment's first (Segment.each_appends, for all at once)
+    segments = [s.segment for s in stretches]
     block_size = max((len(segment.phases) for segment in segments if segment.phases is not None), default=1)
-    phases = np.array([[0] * block_size if segment.phases is None else segment.phases for segment in segments], dtype=np.int64)
-    iteration = np.fromiter((segment.first_iteration for segment in segments), dtype=np.int64, count=len(segments))[which] + within
+    phases = np.array(
+        [[0] * block_size if segment.phases is None else segment.phases for segment in segments], dtype=np.int64
+    )
+    iteration = (
+        np.fromiter((segment.first_iteration for segment in segments), dtype=np.int64, count=len(segments))[which]
+        + within
+    )
     taken = phases[which, -iteration % block_size]
     taken[firsts] = 0
     running = np.cumsum(taken)
-    rows[:, 11] = np.asarray(used0)[which] + running - running[firsts][which]
-    last_used = np.asarray(last_used)
+    used = rows[:, column["kv_blocks_used"]]
+    used[:] = each("used_after_first") + running - running[firsts][which]
+    last_used = np.array([s.used_after_last for s in stretches])
     finished = last_used >= 0  # a completing last iteration: blocks in use after its requests left
-    rows[(firsts + counts - 1)[finished], 11] = last_used[finished]
+    used[(firsts + counts - 1)[finished]] = last_used[finished]
     return rows
 
 
@@ -216,16 +287,19 @@ def stretch_features(stretches: list, coverage: np.ndarray) -> tuple[np.ndarray,
     a stretch's iterations differ only in decode_kv, which grows, so those within `coverage` (as
     LatencyPredictor.outside_coverage reads it) come first. Two rows a stretch: its first
     iteration for those within, its last for those beyond (count 0 where there are none)."""
-    _, _, _, ends, tokens, kv0, m, _, _, _ = zip(*stretches)
-    counts = np.fromiter(map(len, ends), dtype=np.int64, count=len(ends))
-    tokens, kv0, m = (np.asarray(v, dtype=np.int64) for v in (tokens, kv0, m))
+    counts = np.fromiter((len(s.ends) for s in stretches), dtype=np.int64, count=len(stretches))
+    tokens, kv0, m = (
+        np.array([getattr(s, f) for s in stretches], dtype=np.int64) for f in ("tokens", "first_kv", "requests")
+    )
     last_kv = kv0 + m * (counts - 1)
     limit = coverage * 1.0001
     width = len(FEATURES)
     first, last = np.zeros((len(counts), width)), np.zeros((len(counts), width))
     first[:, 0] = first[:, 4] = last[:, 0] = last[:, 4] = tokens  # tokens and decode_seqs
     first[:, 5], last[:, 5] = kv0, last_kv
-    within = np.floor((limit[5] - kv0) / m).astype(np.int64) + 1  # iterations whose decode_kv is within: kv0 + m i <= limit
+    within = (
+        np.floor((limit[5] - kv0) / m).astype(np.int64) + 1
+    )  # iterations whose decode_kv is within: kv0 + m i <= limit
     within += kv0 + m * within <= limit[5]  # the float division's rounding, either way
     within -= (within > 0) & (kv0 + m * (within - 1) > limit[5])
     within = np.clip(within, 0, counts)
@@ -287,7 +361,9 @@ def _layout(scheduler, batch, size: int, upcoming: _Completions, through: bool):
         finished = upcoming.group(len(segments) - 1)[1]
         done = first_iteration + count  # decode iterations after the completing one
         lengths = [r.entry_length + done - r.entry_iteration for r in finished]
-        freed = sum(r.blocks if reserves else -(-length // block_size) - r.shared_blocks for r, length in zip(finished, lengths))
+        freed = sum(
+            r.blocks if reserves else -(-length // block_size) - r.shared_blocks for r, length in zip(finished, lengths)
+        )
         kv += m * count - sum(lengths)
         m -= len(finished)
         if not m:
@@ -300,7 +376,9 @@ def _layout(scheduler, batch, size: int, upcoming: _Completions, through: bool):
     if len(segments) == 1:
         return segments, kv_firsts[0] + segments[0].requests * np.arange(segments[0].count, dtype=np.int64)
     # decode_kv grows by the requests of a segment each iteration, and starts each segment afresh
-    steps = np.repeat(np.array([segment.requests for segment in segments], dtype=np.int64), [segment.count for segment in segments])
+    steps = np.repeat(
+        np.array([segment.requests for segment in segments], dtype=np.int64), [segment.count for segment in segments]
+    )
     first, last_kv = 0, 0
     for segment, kv0 in zip(segments, kv_firsts):
         steps[first] = kv0 - last_kv
@@ -330,7 +408,9 @@ def _cut(segments: list[Segment], count: int) -> list[Segment]:
     for segment in segments:
         if seen + segment.count >= count:
             if seen + segment.count > count:
-                segment = Segment(count - seen, segment.requests, False, segment.phases, segment.first_iteration, segment.freed)
+                segment = Segment(
+                    count - seen, segment.requests, False, segment.phases, segment.first_iteration, segment.freed
+                )
             kept.append(segment)
             return kept
         kept.append(segment)
@@ -360,19 +440,30 @@ def _early_stop(monitor, scheduler, batch, stretch: Stretch) -> Stretch | None:
         if len(segments) == 1:
             continuing = np.full(k, batch.num_decodes, dtype=np.int64)
         else:  # after a completion, the requests left
-            continuing = np.repeat(np.array([s.requests for s in segments], dtype=np.int64), [s.count for s in segments])
+            continuing = np.repeat(
+                np.array([s.requests for s in segments], dtype=np.int64), [s.count for s in segments]
+            )
         continuing[0] = batch.num_decodes - scheduler.fresh_decodes
         over = monitor.tbt_violations + np.cumsum(np.where(gaps > rule.max_tbt, continuing, 0))
         crossing = np.flatnonzero(over > rule.max_tbt_violations)
         if len(crossing):
             stop_at = int(crossing[0])
-            stop = ("tbt", f"more than {rule.max_tbt_violations} token gaps over {rule.max_tbt:g} s")
+            stop = ("tbt", rule.tbt_lost())
     if rule.max_wait is not None:  # checked after every CHECK_WAIT_EVERY-th counted batch
         first = (-(monitor.batches + 1)) % CHECK_WAIT_EVERY
         for i in range(first, stop_at, CHECK_WAIT_EVERY):
             if monitor.late_requests(ends[i]) > rule.max_wait_violations:
-                stop_at, stop = i, ("wait", f"more than {rule.max_wait_violations} requests waited over {rule.max_wait:g} s")
+                stop_at, stop = (
+                    i,
+                    ("wait", rule.wait_lost()),
+                )
                 break
     last = min(stop_at, k - 1)
-    return Stretch(stretch.start, ends[:last + 1], stretch.kv[:last + 1], _cut(stretch.segments, last + 1),
-                   None if over is None else int(over[last]), stop)
+    return Stretch(
+        stretch.start,
+        ends[: last + 1],
+        stretch.kv[: last + 1],
+        _cut(stretch.segments, last + 1),
+        None if over is None else int(over[last]),
+        stop,
+    )

@@ -20,7 +20,11 @@ from capsim.sim.scheduler import SchedulerConfig
 from capsim.sim.system import SystemSpec
 
 PREFILL_ROUTERS = ("least_tokens", "round_robin")  # fewest prompt tokens still to compute, or in turn
-DECODE_ROUTERS = ("least_kv", "least_outstanding", "round_robin")  # most free KV (queued counted), fewest requests, or in turn
+DECODE_ROUTERS = (
+    "least_kv",
+    "least_outstanding",
+    "round_robin",
+)  # most free KV (queued counted), fewest requests, or in turn
 MAX_INSTANCES = 4096  # instances of a pool: beyond is a typo, not a deployment
 SHAPE = re.compile(r"^\s*(\d+)\s*P\s*(\d+)\s*D\s*$", re.IGNORECASE)
 
@@ -29,17 +33,33 @@ def parse_shape(text: str) -> tuple[int, int]:
     """'2P4D' -> (2, 4)."""
     match = SHAPE.match(text)
     if not match or not 1 <= int(match[1]) <= MAX_INSTANCES or not 1 <= int(match[2]) <= MAX_INSTANCES:
-        raise SimulationError(f"a disaggregated deployment is written xPyD: x prefill and y decode instances, 1 to {MAX_INSTANCES} "
-                              f"of each (e.g. 2P4D); got {text!r}")
+        raise SimulationError(
+            f"a disaggregated deployment is written xPyD: x prefill and y decode instances, 1 to {MAX_INSTANCES} "
+            f"of each (e.g. 2P4D); got {text!r}"
+        )
     return int(match[1]), int(match[2])
 
 
-POOL_OPTIONS = ("prefill_tp", "decode_tp", "prefill_hardware", "decode_hardware", "prefill_scheduler", "decode_scheduler",
-                "prefill_chunk_size", "decode_max_batch_size")
+POOL_OPTIONS = (
+    "prefill_tp",
+    "decode_tp",
+    "prefill_hardware",
+    "decode_hardware",
+    "prefill_scheduler",
+    "decode_scheduler",
+    "prefill_chunk_size",
+    "decode_max_batch_size",
+)
 
 
-def disaggregate(system: SystemSpec, shape: str, kv_link: str | None = None, prefill_router: str | None = None,
-                 decode_router: str | None = None, **pools) -> "DisaggSpec":
+def disaggregate(
+    system: SystemSpec,
+    shape: str,
+    kv_link: str | None = None,
+    prefill_router: str | None = None,
+    decode_router: str | None = None,
+    **pools,
+) -> "DisaggSpec":
     """`system` split into xPyD pools: its settings for both, but where POOL_OPTIONS say otherwise."""
     unknown = set(pools) - set(POOL_OPTIONS)
     if unknown:
@@ -47,13 +67,22 @@ def disaggregate(system: SystemSpec, shape: str, kv_link: str | None = None, pre
     prefills, decodes = parse_shape(shape)
 
     def pool(side: str, replicas: int, **more) -> SystemSpec:
-        return dataclasses.replace(system, replicas=replicas, tp=pools.get(f"{side}_tp") or system.tp,
-                                   hardware=pools.get(f"{side}_hardware") or system.hardware,
-                                   scheduler=pools.get(f"{side}_scheduler") or system.scheduler, **more)
+        return dataclasses.replace(
+            system,
+            replicas=replicas,
+            tp=pools.get(f"{side}_tp") or system.tp,
+            hardware=pools.get(f"{side}_hardware") or system.hardware,
+            scheduler=pools.get(f"{side}_scheduler") or system.scheduler,
+            **more,
+        )
 
-    return DisaggSpec(pool("prefill", prefills, token_budget=pools.get("prefill_chunk_size") or system.token_budget),
-                      pool("decode", decodes, max_batch_size=pools.get("decode_max_batch_size") or system.max_batch_size), kv_link,
-                      prefill_router or PREFILL_ROUTERS[0], decode_router or DECODE_ROUTERS[0])
+    return DisaggSpec(
+        pool("prefill", prefills, token_budget=pools.get("prefill_chunk_size") or system.token_budget),
+        pool("decode", decodes, max_batch_size=pools.get("decode_max_batch_size") or system.max_batch_size),
+        kv_link,
+        prefill_router or PREFILL_ROUTERS[0],
+        decode_router or DECODE_ROUTERS[0],
+    )
 
 
 @dataclass(frozen=True)
@@ -67,23 +96,35 @@ class DisaggSpec:
     def __post_init__(self):
         p, d = self.prefill, self.decode
         if p.model != d.model:
-            raise SimulationError(f"the prefill pool serves {p.model} and the decode pool {d.model}: both must serve one model")
+            raise SimulationError(
+                f"the prefill pool serves {p.model} and the decode pool {d.model}: both must serve one model"
+            )
         for pool, spec in (("prefill", p), ("decode", d)):
             if spec.pp != 1:
-                raise SimulationError(f"the {pool} pool has PP={spec.pp}: disaggregated pools are modelled with TP only")
+                raise SimulationError(
+                    f"the {pool} pool has PP={spec.pp}: disaggregated pools are modelled with TP only"
+                )
             if spec.prefix_caching:
                 raise SimulationError("prefix caching is not modelled in disaggregated pools: drop --prefix-caching")
             if spec.scheduler == "faster_transformer":
-                raise SimulationError("faster_transformer batches whole requests and cannot split prefill from decode: "
-                                      "choose another scheduler for the pools")
+                raise SimulationError(
+                    "faster_transformer batches whole requests and cannot split prefill from decode: "
+                    "choose another scheduler for the pools"
+                )
         if self.prefill_router not in PREFILL_ROUTERS:
-            raise SimulationError(f"unknown prefill router {self.prefill_router!r}; choose one of {', '.join(PREFILL_ROUTERS)}")
+            raise SimulationError(
+                f"unknown prefill router {self.prefill_router!r}; choose one of {', '.join(PREFILL_ROUTERS)}"
+            )
         if self.decode_router not in DECODE_ROUTERS:
-            raise SimulationError(f"unknown decode router {self.decode_router!r}; choose one of {', '.join(DECODE_ROUTERS)}")
+            raise SimulationError(
+                f"unknown decode router {self.decode_router!r}; choose one of {', '.join(DECODE_ROUTERS)}"
+            )
         if p.model_len != d.model_len:
             raise SimulationError(f"the pools differ in max model length ({p.model_len} and {d.model_len}): give one")
         if self.kv_link is None:
-            object.__setattr__(self, "kv_link", default_link(get_hardware(p.hardware), get_hardware(d.hardware), self.gpus))
+            object.__setattr__(
+                self, "kv_link", default_link(get_hardware(p.hardware), get_hardware(d.hardware), self.gpus)
+            )
         self.link()  # refuse a link the pools cannot have now, not in a worker
 
     # ---- what it is -----------------------------------------------------------------------------
@@ -127,17 +168,28 @@ class DisaggSpec:
         """The same deployment with `changes` made to both pools (what a config override does)."""
         for name in ("replicas", "router", "pipeline_scheduling"):
             if name in changes:
-                raise SimulationError(f"{name.replace('_', ' ')} does not apply to a disaggregated deployment, whose xPyD gives "
-                                      "the instances")
+                raise SimulationError(
+                    f"{name.replace('_', ' ')} does not apply to a disaggregated deployment, whose xPyD gives "
+                    "the instances"
+                )
         prefill, decode = dataclasses.replace(self.prefill, **changes), dataclasses.replace(self.decode, **changes)
         # a link that was the default follows the new pools (their GPU kind, their count)
-        defaulted = self.kv_link == default_link(get_hardware(self.prefill.hardware), get_hardware(self.decode.hardware), self.gpus)
+        defaulted = self.kv_link == default_link(
+            get_hardware(self.prefill.hardware), get_hardware(self.decode.hardware), self.gpus
+        )
         return dataclasses.replace(self, prefill=prefill, decode=decode, kv_link=None if defaulted else self.kv_link)
 
     def link(self) -> KVLink:
         model = self.prefill.model_spec
-        return kv_link(self.kv_link, model, get_hardware(self.prefill.hardware), get_hardware(self.decode.hardware),
-                       shards(model, self.prefill.tp, 1), shards(model, self.decode.tp, 1), self.gpus)
+        return kv_link(
+            self.kv_link,
+            model,
+            get_hardware(self.prefill.hardware),
+            get_hardware(self.decode.hardware),
+            shards(model, self.prefill.tp, 1),
+            shards(model, self.decode.tp, 1),
+            self.gpus,
+        )
 
     def scheduler_config(self) -> SchedulerConfig:
         """Both pools' limits must hold (the model fits each GPU); the decode pool's, which keeps requests longest."""
@@ -152,24 +204,44 @@ class DisaggSpec:
 
     def to_dict(self) -> dict:
         p, d = self.prefill, self.decode
-        return {"disagg": self.shape, "kv_link": self.kv_link, "prefill_router": self.prefill_router, "decode_router": self.decode_router,
-                "gpus": self.gpus, "prefill": p.to_dict(), "decode": d.to_dict(),
-                # what reports read of an aggregated system, for the whole deployment
-                "model": self.model, "hardware": self.hardware, "tp": self.tp, "pp": 1, "replicas": p.replicas + d.replicas,
-                "scheduler": self.scheduler, "engine": self.engine, "token_budget": p.token_budget, "max_batch_size": d.max_batch_size}
+        return {
+            "disagg": self.shape,
+            "kv_link": self.kv_link,
+            "prefill_router": self.prefill_router,
+            "decode_router": self.decode_router,
+            "gpus": self.gpus,
+            "prefill": p.to_dict(),
+            "decode": d.to_dict(),
+            # what reports read of an aggregated system, for the whole deployment
+            "model": self.model,
+            "hardware": self.hardware,
+            "tp": self.tp,
+            "pp": 1,
+            "replicas": p.replicas + d.replicas,
+            "scheduler": self.scheduler,
+            "engine": self.engine,
+            "token_budget": p.token_budget,
+            "max_batch_size": d.max_batch_size,
+        }
 
 
 def describe(system: dict) -> str:
     """'2P4D: prefill 2 x H100-SXM TP1 sarathi chunk 512, decode 4 x H100-SXM TP2 sarathi batch 128, KV over nvlink'."""
     p, d = system["prefill"], system["decode"]
-    chosen = [f"{side} router {system[f'{side}_router']}" for side, default in (("prefill", PREFILL_ROUTERS[0]), ("decode", DECODE_ROUTERS[0]))
-              if system.get(f"{side}_router", default) != default]
+    chosen = [
+        f"{side} router {system[f'{side}_router']}"
+        for side, default in (("prefill", PREFILL_ROUTERS[0]), ("decode", DECODE_ROUTERS[0]))
+        if system.get(f"{side}_router", default) != default
+    ]
     routers = f" ({', '.join(chosen)})" if chosen else ""
-    budget = p.get("token_budget") or getattr(POLICIES[p["scheduler"]], "default_budget", None)
+    budget = p.get("token_budget") or POLICIES[p["scheduler"]].default_budget
     chunk = f" chunk {budget}" if budget else ""
-    return (f"{system['disagg']}: prefill {p['replicas']} x {p['hardware']} TP{p['tp']} {p['scheduler']}{chunk} batch {p['max_batch_size']}, "
-            f"decode {d['replicas']} x {d['hardware']} TP{d['tp']} {d['scheduler']} batch {d['max_batch_size']}, KV over {system['kv_link']}"
-            + routers)
+    return (
+        f"{system['disagg']}: prefill {p['replicas']} x {p['hardware']} TP{p['tp']} {p['scheduler']}{chunk} batch "
+        f"{p['max_batch_size']}, "
+        f"decode {d['replicas']} x {d['hardware']} TP{d['tp']} {d['scheduler']} batch {d['max_batch_size']}, KV over "
+        f"{system['kv_link']}" + routers
+    )
 
 
 class PoolLatencies:
@@ -177,7 +249,11 @@ class PoolLatencies:
 
     def __init__(self, prefill, decode):
         self.prefill, self.decode = prefill, decode
-        self.source = prefill.source if prefill.source == decode.source else f"{prefill.source} (prefill), {decode.source} (decode)"
+        self.source = (
+            prefill.source
+            if prefill.source == decode.source
+            else f"{prefill.source} (prefill), {decode.source} (decode)"
+        )
         words = (prefill.source_words, decode.source_words)
         self.source_words = words[0] if words[0] == words[1] else f"prefill: {words[0]}; decode: {words[1]}"
         self.profile = prefill.profile | {"tp": f"{prefill.profile['tp']}/{decode.profile['tp']}"}

@@ -22,14 +22,15 @@ from collections import deque
 import numpy as np
 import simpy
 
+from capsim.sim.assemble import build_result
+from capsim.sim.clock import Clock
 from capsim.sim.disagg import DisaggSpec, PoolLatencies
 from capsim.sim.early_stop import EarlyStop, EarlyStopMonitor
+from capsim.sim.engine import CustomLatency, Engine, Frontend, Run, alarm, arrivals, make_requests
 from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
 from capsim.sim.request import REJECTED, Request
-from capsim.sim.result import BATCH_COLUMNS, describe_values, build_result
-from capsim.sim.clock import Clock
-from capsim.sim.engine import CustomLatency, Engine, Frontend, Run, alarm, arrivals, make_requests
+from capsim.sim.result import BATCH_COLUMNS, describe_values
 from capsim.traces import Workload
 
 
@@ -128,7 +129,9 @@ class Deployment:
         self.decode_limit = decode_config.num_blocks - int(decode_config.watermark * decode_config.num_blocks)
         self.sending = [simpy.Resource(env, capacity=1) for _ in self.prefill]  # a prefill instance's lanes out
         self.receiving = [simpy.Resource(env, capacity=1) for _ in self.decode]  # a decode instance's lanes in
-        self.handed_off: dict[int, tuple] = {}  # request id -> (when its prefill ended, prefill instance, KV blocks held there)
+        self.handed_off: dict[
+            int, tuple
+        ] = {}  # request id -> (when its prefill ended, prefill instance, KV blocks held there)
         self.moves: list[tuple[float, float, float, float]] = []  # (handoff, admitted, transfer start, transfer end)
         self.frontend: Frontend | None = None
 
@@ -203,15 +206,24 @@ class Deployment:
         prefill_rows = rows[rows[:, 0] < system.prefill.replicas]
         decode_rows = rows[rows[:, 0] >= system.prefill.replicas]
         features = slice(4, 4 + 6)
-        extrapolation = [words for model, part in ((latency.prefill, prefill_rows), (latency.decode, decode_rows))
-                         if len(part) and (words := model.extrapolation(part[:, features]))]
+        extrapolation = [
+            words
+            for model, part in ((latency.prefill, prefill_rows), (latency.decode, decode_rows))
+            if len(part) and (words := model.extrapolation(part[:, features]))
+        ]
         return {
             "words": system.words(),
             "kv_link": self.link.words(),
-            "instances": "replicas 0.." f"{system.prefill.replicas - 1} prefill, {system.prefill.replicas}..{len(self.engines) - 1} decode",
-            "kv_blocks": {"prefill": self.prefill[0].scheduler.config.num_blocks, "decode": self.decode[0].scheduler.config.num_blocks},
-            "kv_blocks_in_use_at_end": {"prefill": sum(e.scheduler.used_blocks() for e in self.prefill),
-                                        "decode": sum(e.scheduler.used_blocks() for e in self.decode)},
+            "instances": "replicas 0.."
+            f"{system.prefill.replicas - 1} prefill, {system.prefill.replicas}..{len(self.engines) - 1} decode",
+            "kv_blocks": {
+                "prefill": self.prefill[0].scheduler.config.num_blocks,
+                "decode": self.decode[0].scheduler.config.num_blocks,
+            },
+            "kv_blocks_in_use_at_end": {
+                "prefill": sum(e.scheduler.used_blocks() for e in self.prefill),
+                "decode": sum(e.scheduler.used_blocks() for e in self.decode),
+            },
             "transfers": len(moves),
             "decode_queue_s": describe_values(moves[:, 1] - moves[:, 0]),
             "link_wait_s": describe_values(moves[:, 2] - moves[:, 1]),
@@ -219,8 +231,14 @@ class Deployment:
         }, ("; ".join(extrapolation) or None)
 
 
-def simulate_disagg(system: DisaggSpec, workload: Workload, time_limit_s: float | None = None, batch_seconds=None,
-                    early_stop: EarlyStop | None = None, max_concurrency: int | None = None):
+def simulate_disagg(
+    system: DisaggSpec,
+    workload: Workload,
+    time_limit_s: float | None = None,
+    batch_seconds=None,
+    early_stop: EarlyStop | None = None,
+    max_concurrency: int | None = None,
+):
     """Replay the workload on the disaggregated deployment (see simulator.simulate for the options)."""
     latency = system.latency_model()
     prefill_seconds, decode_seconds = latency.prefill.predictor, latency.decode.predictor

@@ -23,6 +23,14 @@ class EarlyStop:
     max_wait: float | None = None
     max_wait_violations: int = 0
 
+    def tbt_lost(self) -> str:
+        """Why a run stops on its token gaps (the per-batch monitor and a decode stretch's replay)."""
+        return f"more than {self.max_tbt_violations} token gaps over {self.max_tbt:g} s"
+
+    def wait_lost(self) -> str:
+        """Why a run stops on its waiting requests."""
+        return f"more than {self.max_wait_violations} requests waited over {self.max_wait:g} s"
+
 
 class EarlyStopMonitor:
     def __init__(self, rule: EarlyStop, schedulers: list, on_stop):
@@ -40,11 +48,11 @@ class EarlyStopMonitor:
         if rule.max_tbt is not None and gap is not None and gap > rule.max_tbt:
             self.tbt_violations += continuing
             if self.tbt_violations > rule.max_tbt_violations:
-                return self.stop(f"more than {rule.max_tbt_violations} token gaps over {rule.max_tbt:g} s")
+                return self.stop(rule.tbt_lost())
         self.batches += 1
         if rule.max_wait is not None and self.batches % CHECK_WAIT_EVERY == 0:
             if self.late_requests(now) > rule.max_wait_violations:
-                return self.stop(f"more than {rule.max_wait_violations} requests waited over {rule.max_wait:g} s")
+                return self.stop(rule.wait_lost())
 
     def late_requests(self, now: float) -> int:
         """Requests waiting since more than max_wait ago, never scheduled."""

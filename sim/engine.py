@@ -10,10 +10,13 @@ batch passes through the PP stages in turn. How they are scheduled (SystemSpec.p
 """
 
 from __future__ import annotations
+
 import math
-from collections import deque
 from array import array
+from collections import deque
+
 import simpy
+
 from capsim.profiles.predictor import LatencyPredictor
 from capsim.sim.clock import Clock
 from capsim.sim.decode_stretch import DecodeStretches
@@ -59,7 +62,9 @@ class Engine:
     def loop(self):
         env, scheduler, run, stages, stretches = self.env, self.scheduler, self.run, self.stages, self.stretches
         schedule, complete, log = scheduler.schedule, scheduler.complete, run.log
-        batch_seconds = self.batch_seconds.per_batch if isinstance(self.batch_seconds, LatencyPredictor) else self.batch_seconds
+        batch_seconds = (
+            self.batch_seconds.per_batch if isinstance(self.batch_seconds, LatencyPredictor) else self.batch_seconds
+        )
         ends, pool, num_blocks = scheduler.decode_end_times, scheduler.pool, scheduler.config.num_blocks
         replica, index, shared = self.replica, self.index, len(self.siblings) > 1
         while True:
@@ -70,7 +75,7 @@ class Engine:
                 yield self.idle
                 self.idle = None
                 continue
-            if stretches is not None and not batch.prefills:
+            if stretches is not None:
                 stretch = stretches.plan(scheduler, batch, start)
                 if stretch is not None:  # many decode-only iterations before the next event: one wait
                     end = float(stretch.ends[-1])
@@ -159,7 +164,9 @@ class Frontend:
     def receive(self, request: Request) -> None:
         self.queue.append(request)
         self.holding += 1
-        if self.next_done == math.inf:  # idle: it starts on this one now (booked here, so that a stretch planned now sees it)
+        if (
+            self.next_done == math.inf
+        ):  # idle: it starts on this one now (booked here, so that a stretch planned now sees it)
             self.next_done = self.env.now + self.seconds
             self.run.frontend_changed()
             if self.idle is not None and not self.idle.triggered:
@@ -182,13 +189,17 @@ class Frontend:
 
 
 class Replica:
-    def __init__(self, env: simpy.Environment, index: int, system: SystemSpec, batch_seconds, run: Run, frontend_s: float = 0.0):
+    def __init__(
+        self, env: simpy.Environment, index: int, system: SystemSpec, batch_seconds, run: Run, frontend_s: float = 0.0
+    ):
         config = system.scheduler_config()
         stages = [simpy.Resource(env, capacity=1) for _ in range(system.pp)] if system.pp > 1 else None
         policy = POLICIES[system.scheduler]
         self.shared = system.pp > 1 and system.pipeline_scheduling == "one_scheduler"
         pool = KVPool(config.num_blocks) if self.shared else None
-        self.engines = [Engine(env, index, e, policy(config, pool), batch_seconds, stages, run) for e in range(system.pp)]
+        self.engines = [
+            Engine(env, index, e, policy(config, pool), batch_seconds, stages, run) for e in range(system.pp)
+        ]
         if self.shared:
             for engine in self.engines:
                 engine.siblings = self.engines
@@ -209,7 +220,11 @@ class Replica:
 
     @property
     def outstanding(self) -> int:
-        waiting = len(self.engines[0].scheduler.waiting) if self.shared else sum(len(e.scheduler.waiting) for e in self.engines)
+        waiting = (
+            len(self.engines[0].scheduler.waiting)
+            if self.shared
+            else sum(len(e.scheduler.waiting) for e in self.engines)
+        )
         held = self.frontend.holding if self.frontend is not None else 0  # sent to this replica, still in its frontend
         return held + waiting + sum(len(e.scheduler.prefilling) + len(e.scheduler.decoding) for e in self.engines)
 
@@ -246,7 +261,9 @@ def stage_seconds(latency_model, system: SystemSpec):
     if system.pp == 1 or profiled_pp == system.pp:
         return predictor
     if profiled_pp != 1:
-        raise SimulationError(f"the profile was made at PP={profiled_pp}; the system has PP={system.pp}: use a PP=1 profile")
+        raise SimulationError(
+            f"the profile was made at PP={profiled_pp}; the system has PP={system.pp}: use a PP=1 profile"
+        )
     from capsim.profiles.hardware import get_hardware
 
     model, link = system.model_spec, get_hardware(system.hardware).pp_link_bandwidth
@@ -270,7 +287,9 @@ def make_requests(workload: Workload) -> list[Request]:
     return [Request(i, arrival[i], prompt[i], output[i], group[i], shared[i]) for i in range(len(prompt))]
 
 
-def arrivals(env: simpy.Environment, requests: list[Request], replicas: list[Replica], router: str, run: Run, engines: int):
+def arrivals(
+    env: simpy.Environment, requests: list[Request], replicas: list[Replica], router: str, run: Run, engines: int
+):
     """Send each request at its arrival time, or, with a concurrency cap, when a request in flight
     ends, whichever is later (vLLM's --max-concurrency: the client's clock starts at the send)."""
     for i, request in enumerate(requests):

@@ -35,8 +35,10 @@ class KVLink:
         return self.latency + tokens * self.bytes_per_token / (self.lane_bandwidth * self.lanes)
 
     def words(self) -> str:
-        return (f"{WORDS[self.kind]}, {self.lanes} x {self.lane_bandwidth / 1e9:g} GB/s, "
-                f"{self.latency * 1e6:g} us a transfer, {self.bytes_per_token / 1024:g} KiB of KV a token")
+        return (
+            f"{WORDS[self.kind]}, {self.lanes} x {self.lane_bandwidth / 1e9:g} GB/s, "
+            f"{self.latency * 1e6:g} us a transfer, {self.bytes_per_token / 1024:g} KiB of KV a token"
+        )
 
 
 def shards(model: ModelSpec, tp: int, pp: int) -> int:
@@ -50,21 +52,40 @@ def default_link(prefill: HardwareSpec, decode: HardwareSpec, gpus: int) -> str:
     return "nvlink" if same and prefill.nvlink_domain and gpus <= prefill.nvlink_domain else "ib"
 
 
-def kv_link(kind: str, model: ModelSpec, prefill: HardwareSpec, decode: HardwareSpec, prefill_shards: int, decode_shards: int,
-            gpus: int) -> KVLink:
+def kv_link(
+    kind: str,
+    model: ModelSpec,
+    prefill: HardwareSpec,
+    decode: HardwareSpec,
+    prefill_shards: int,
+    decode_shards: int,
+    gpus: int,
+) -> KVLink:
     if kind not in LINKS:
         raise SimulationError(f"unknown KV link {kind!r}; choose one of {', '.join(LINKS)}")
     if kind in ("nvlink", "pcie") and prefill.name != decode.name:
-        raise SimulationError(f"{WORDS[kind]} joins GPUs of one server, and the pools are on {prefill.name} and {decode.name}: "
-                              "use --kv-link ib")
+        raise SimulationError(
+            f"{WORDS[kind]} joins GPUs of one server, and the pools are on {prefill.name} and {decode.name}: "
+            "use --kv-link ib"
+        )
     if kind == "nvlink" and not prefill.nvlink_domain:
         raise SimulationError(f"{prefill.name} has no NVLink ({prefill.interconnect}): use --kv-link pcie or ib")
     if kind == "nvlink" and gpus > prefill.nvlink_domain:
-        raise SimulationError(f"the pools take {gpus} GPUs and one NVLink domain of {prefill.name} joins {prefill.nvlink_domain}: "
-                              "use --kv-link ib, or fewer instances")
+        raise SimulationError(
+            f"the pools take {gpus} GPUs and one NVLink domain of {prefill.name} joins {prefill.nvlink_domain}: "
+            "use --kv-link ib, or fewer instances"
+        )
     if kind == "pcie" and gpus > 8:
         raise SimulationError(f"the pools take {gpus} GPUs, more than one PCIe server holds (8): use --kv-link ib")
-    bandwidth = {"nvlink": lambda h: h.tp_link_bandwidth, "ib": lambda h: h.nic_bandwidth,
-                 "pcie": lambda h: h.host_link_bandwidth}[kind]
-    return KVLink(kind, min(bandwidth(prefill), bandwidth(decode)), min(prefill_shards, decode_shards), SETUP_SECONDS[kind],
-                  model.kv_bytes_per_token)
+    bandwidth = {
+        "nvlink": lambda h: h.tp_link_bandwidth,
+        "ib": lambda h: h.nic_bandwidth,
+        "pcie": lambda h: h.host_link_bandwidth,
+    }[kind]
+    return KVLink(
+        kind,
+        min(bandwidth(prefill), bandwidth(decode)),
+        min(prefill_shards, decode_shards),
+        SETUP_SECONDS[kind],
+        model.kv_bytes_per_token,
+    )

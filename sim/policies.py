@@ -27,6 +27,7 @@ from capsim.sim.scheduler import Batch, KVPool, Scheduler, SchedulerConfig
 
 class VllmV0(Scheduler):
     name = "vllm_v0"
+    served_by_vllm = True
 
     @classmethod
     def largest_prompt(cls, config: SchedulerConfig) -> int | None:
@@ -37,7 +38,11 @@ class VllmV0(Scheduler):
         budget = self.config.token_budget or self.config.max_model_len
         while self.waiting:
             request = self.waiting[0]
-            if self.running >= self.config.max_batch_size or request.prefill_target > budget or not self.can_admit(request):
+            if (
+                self.running >= self.config.max_batch_size
+                or request.prefill_target > budget
+                or not self.can_admit(request)
+            ):
                 break
             self.admit(request)
             budget -= request.prefill_target
@@ -66,6 +71,7 @@ class Orca(Scheduler):
 class Sarathi(Scheduler):
     name = "sarathi"
     default_budget = 512
+    served_by_vllm = True  # vLLM's chunked prefill with decodes first
 
     def schedule(self, now: float) -> Batch | None:
         batch = Batch()
@@ -103,6 +109,7 @@ class VllmV1(Sarathi):
 
     name = "vllm_v1"
     default_budget = 2048
+    supports_prefix_caching = True
 
     @classmethod
     def serve_defaults(cls, memory_bytes: int, hardware: str) -> dict:
@@ -192,7 +199,9 @@ class FasterTransformer(Scheduler):
         batch = Batch()
         if not self.decoding and not self.prefilling:
             self.static_batch = []
-            while self.waiting and len(self.static_batch) < self.config.max_batch_size and self.can_admit(self.waiting[0]):
+            while (
+                self.waiting and len(self.static_batch) < self.config.max_batch_size and self.can_admit(self.waiting[0])
+            ):
                 request = self.waiting[0]
                 self.admit(request)
                 self.static_batch.append(request)
@@ -212,13 +221,18 @@ class SGLang(VllmV1):
 
     name = "sglang"
     default_budget = 8192  # --chunked-prefill-size on 80 GB-class GPUs
+    served_by_vllm = False
 
     @classmethod
     def serve_defaults(cls, memory_bytes: int, hardware: str) -> dict:
         """SGLang's server defaults by GPU memory (ServerArgs: chunked prefill 16384 above 90 GB;
         --max-running-requests follows memory, capped here at its CUDA-graph batch sizes' top); the
         radix cache on."""
-        return {"token_budget": 16384 if memory_bytes > 90 * 10**9 else 8192, "max_batch_size": 1024, "prefix_caching": True}
+        return {
+            "token_budget": 16384 if memory_bytes > 90 * 10**9 else 8192,
+            "max_batch_size": 1024,
+            "prefix_caching": True,
+        }
 
     def schedule(self, now: float) -> Batch | None:
         batch = Batch()
@@ -236,6 +250,7 @@ class TrtllmInflight(VllmV1):
 
     name = "trtllm"
     default_budget = 8192  # max_num_tokens
+    served_by_vllm = False
     reserves_full_length = True  # nothing grows after admission: no appends, no preemption
     default_watermark = 0.0
 
@@ -267,7 +282,9 @@ class TrtllmInflight(VllmV1):
         return batch if batch.prefills or batch.num_decodes else None
 
 
-POLICIES: dict[str, type[Scheduler]] = {p.name: p for p in (VllmV0, Orca, Sarathi, VllmV1, FasterTransformer, SGLang, TrtllmInflight)}
+POLICIES: dict[str, type[Scheduler]] = {
+    p.name: p for p in (VllmV0, Orca, Sarathi, VllmV1, FasterTransformer, SGLang, TrtllmInflight)
+}
 # The batching each engine brings when no --scheduler is given (vLLM's own is vllm_v1; capsim's
 # default stays sarathi for it, the policy of the papers it reproduces).
 ENGINE_SCHEDULERS = {"sglang": "sglang", "trtllm": "trtllm"}

@@ -15,14 +15,41 @@ FINISHED, UNFINISHED, REJECTED = "finished", "unfinished", "rejected"
 
 class Request:
     __slots__ = (
-        "id", "arrival_s", "prompt_tokens", "output_tokens", "prefix_group", "prefix_tokens",
-        "prefill_target", "prefilled", "generated", "blocks", "shared_blocks",
-        "entry_iteration", "entry_length", "entry_generated", "phase",
-        "scheduled_s", "first_token_s", "finish_s", "status", "preemptions",
-        "spans", "extra_tokens", "replica", "engine",
+        "id",
+        "arrival_s",
+        "prompt_tokens",
+        "output_tokens",
+        "prefix_group",
+        "prefix_tokens",
+        "prefill_target",
+        "prefilled",
+        "generated",
+        "blocks",
+        "shared_blocks",
+        "entry_iteration",
+        "entry_length",
+        "entry_generated",
+        "phase",
+        "scheduled_s",
+        "first_token_s",
+        "finish_s",
+        "status",
+        "preemptions",
+        "spans",
+        "extra_tokens",
+        "replica",
+        "engine",
     )
 
-    def __init__(self, id: int, arrival_s: float, prompt_tokens: int, output_tokens: int, prefix_group: int = -1, prefix_tokens: int = 0):
+    def __init__(
+        self,
+        id: int,
+        arrival_s: float,
+        prompt_tokens: int,
+        output_tokens: int,
+        prefix_group: int = -1,
+        prefix_tokens: int = 0,
+    ):
         self.id = id
         self.arrival_s = arrival_s
         self.prompt_tokens = prompt_tokens

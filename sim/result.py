@@ -18,10 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from capsim.profiles.batch import FEATURES
-from capsim.sim.decode_stretch import stretch_features, stretch_rows
-from capsim.sim.request import UNFINISHED
 from capsim.common.files import strict_dumps, write_atomically
+from capsim.profiles.batch import FEATURES
 
 BATCH_COLUMNS = ("replica", "engine", "start_s", "end_s", *FEATURES, "preempted", "kv_blocks_used")
 PERCENTILES = (50, 90, 99)
@@ -61,7 +59,7 @@ class RunResult:
             array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
             offsets = array.offsets.to_numpy(zero_copy_only=False)
             values = array.values.to_numpy(zero_copy_only=False)  # a slice's values are its parent's: cut to its own
-            self._token_times = values[offsets[0]:offsets[-1]], offsets - offsets[0]
+            self._token_times = values[offsets[0] : offsets[-1]], offsets - offsets[0]
         return self._token_times
 
     def ttft(self) -> np.ndarray:
@@ -110,22 +108,35 @@ class RunResult:
 
     def _summarize(self) -> dict:
         status = self.column("status")
-        summary = {"info": self.info, "requests": {s: int((status == s).sum()) for s in ("finished", "unfinished", "rejected", "failed")}}
-        for name, values in (("ttft_s", self.ttft()), ("tbt_s", self.tbt()), ("tpot_s", self.tpot()),
-                             ("e2e_s", self.e2e()), ("scheduling_delay_s", self.scheduling_delay())):
+        summary = {
+            "info": self.info,
+            "requests": {s: int((status == s).sum()) for s in ("finished", "unfinished", "rejected", "failed")},
+        }
+        for name, values in (
+            ("ttft_s", self.ttft()),
+            ("tbt_s", self.tbt()),
+            ("tpot_s", self.tpot()),
+            ("e2e_s", self.e2e()),
+            ("scheduling_delay_s", self.scheduling_delay()),
+        ):
             summary[name] = describe_values(values)
         values, _ = self.token_times
         arrival = self.column("arrival_s")
         if len(values):
             span = float(values.max() - arrival.min())
-            summary["throughput"] = {"output_tokens_per_s": len(values) / span if span > 0 else 0.0,
-                                     "finished_requests_per_s": float(self.finished().sum()) / span if span > 0 else 0.0}
+            summary["throughput"] = {
+                "output_tokens_per_s": len(values) / span if span > 0 else 0.0,
+                "finished_requests_per_s": float(self.finished().sum()) / span if span > 0 else 0.0,
+            }
         summary["preemptions"] = int(self.column("preemptions").sum())
         if self.batches is not None and self.batches.num_rows:
             sizes = self.batches.column("prefill_seqs").to_numpy() + self.batches.column("decode_seqs").to_numpy()
             used = self.batches.column("kv_blocks_used").to_numpy()
-            summary["batches"] = {"count": self.batches.num_rows, "size": describe_values(sizes),
-                                  "tokens": describe_values(self.batches.column("tokens").to_numpy())}
+            summary["batches"] = {
+                "count": self.batches.num_rows,
+                "size": describe_values(sizes),
+                "tokens": describe_values(self.batches.column("tokens").to_numpy()),
+            }
             total = self.info.get("kv_blocks_per_engine")
             if total:
                 summary["kv_use"] = {"mean": float(used.mean() / total), "max": float(used.max() / total)}
@@ -137,11 +148,15 @@ class RunResult:
         folder = Path(folder)
         # Dictionaries for the text columns only: building one for a million distinct token times costs
         # as much as the write, then is dropped.
-        write_atomically(folder / "requests.parquet", lambda tmp: pq.write_table(self.requests, tmp, compression="zstd",
-                                                                                 use_dictionary=["status", "reason"]))
+        write_atomically(
+            folder / "requests.parquet",
+            lambda tmp: pq.write_table(self.requests, tmp, compression="zstd", use_dictionary=["status", "reason"]),
+        )
         if self.batches is not None:
-            write_atomically(folder / "batches.parquet", lambda tmp: pq.write_table(self.batches, tmp, compression="zstd",
-                                                                                    use_dictionary=False))
+            write_atomically(
+                folder / "batches.parquet",
+                lambda tmp: pq.write_table(self.batches, tmp, compression="zstd", use_dictionary=False),
+            )
         text = strict_dumps(self.summary(), indent=2)
         write_atomically(folder / "summary.json", lambda tmp: Path(tmp).write_text(text))
         return folder
@@ -156,9 +171,18 @@ class RunResult:
     def write_chrome_trace(self, path: str | Path) -> Path:
         """The batches as a Chrome/Perfetto trace: one track a replica engine, one slice a batch."""
         rows = self.batches.to_pylist() if self.batches is not None else []
-        events = [{"name": f"{r['prefill_seqs']}P+{r['decode_seqs']}D {r['tokens']}tok", "ph": "X", "pid": r["replica"],
-                   "tid": r["engine"], "ts": r["start_s"] * 1e6, "dur": (r["end_s"] - r["start_s"]) * 1e6,
-                   "args": {k: r[k] for k in (*FEATURES, "preempted", "kv_blocks_used")}} for r in rows]
+        events = [
+            {
+                "name": f"{r['prefill_seqs']}P+{r['decode_seqs']}D {r['tokens']}tok",
+                "ph": "X",
+                "pid": r["replica"],
+                "tid": r["engine"],
+                "ts": r["start_s"] * 1e6,
+                "dur": (r["end_s"] - r["start_s"]) * 1e6,
+                "args": {k: r[k] for k in (*FEATURES, "preempted", "kv_blocks_used")},
+            }
+            for r in rows
+        ]
         text = json.dumps({"traceEvents": events, "displayTimeUnit": "ms"})
         path = Path(path)
         write_atomically(path, lambda tmp: Path(tmp).write_text(text))
@@ -170,96 +194,60 @@ def describe_values(values: np.ndarray) -> dict:
     values = values[np.isfinite(values)]
     if not len(values):
         return {"count": 0}
-    return {"count": int(len(values)), "mean": float(values.mean()),
-            **{f"p{p}": float(q) for p, q in zip(PERCENTILES, np.percentile(values, PERCENTILES))}, "max": float(values.max())}
+    return {
+        "count": int(len(values)),
+        "mean": float(values.mean()),
+        **{f"p{p}": float(q) for p, q in zip(PERCENTILES, np.percentile(values, PERCENTILES))},
+        "max": float(values.max()),
+    }
 
 
 def to_microseconds(seconds) -> np.ndarray:
     """Times rounded to whole microseconds: far finer than any SLO, and what lets the trial cache
     keep a trial in its compact form (sim.compact) and give back the same floats. A float64
     array is rounded in place (token times: no temporaries the size of the trial)."""
-    values = seconds if isinstance(seconds, np.ndarray) and seconds.dtype == np.float64 else np.asarray(seconds, dtype=np.float64)
+    values = (
+        seconds
+        if isinstance(seconds, np.ndarray) and seconds.dtype == np.float64
+        else np.asarray(seconds, dtype=np.float64)
+    )
     np.multiply(values, 1e6, out=values)
     np.round(values, out=values)
     return np.divide(values, 1e6, out=values)
 
 
-def requests_table(ids, replica, arrival, scheduled, first, finish, status, reason, prompt, output, generated, preemptions,
-                   token_values: np.ndarray, token_offsets: np.ndarray) -> pa.Table:
-    return pa.table({
-        "id": pa.array(ids, pa.int64()), "replica": pa.array(replica, pa.int32()),
-        "arrival_s": pa.array(arrival, pa.float64()), "scheduled_s": pa.array(scheduled, pa.float64()),
-        "first_token_s": pa.array(first, pa.float64()), "finish_s": pa.array(finish, pa.float64()),
-        "status": pa.array(status, pa.string()), "reason": pa.array(reason, pa.string()),
-        "prompt_tokens": pa.array(prompt, pa.int64()), "output_tokens": pa.array(output, pa.int64()),
-        "generated_tokens": pa.array(generated, pa.int64()), "preemptions": pa.array(preemptions, pa.int32()),
-        "token_times": pa.ListArray.from_arrays(pa.array(token_offsets, pa.int32()), pa.array(token_values, pa.float64())),
-    })
-
-
-def build_result(system, workload, requests, engines, log, latency_model, now, time_limit_s, stopped_early=None,
-                 stretches: list | None = None) -> RunResult:
-    """Turn the simulation's requests and batch log (rows of BATCH_COLUMNS, and the decode stretches
-    applied: decode_stretch.stretch_rows) into a RunResult. The batch table is built on first use."""
-    by_key = {(e.replica, e.index): e for e in engines}
-    end_times = {key: np.frombuffer(e.scheduler.decode_end_times) for key, e in by_key.items()}
-    for r in requests:  # close the decode spans of requests still decoding at the time limit
-        if r.entry_iteration >= 0:
-            by_key[(r.replica, r.engine)].scheduler.leave_decode(r)
-    counts = np.array([len(r.extra_tokens) + sum(b - a + 1 for a, b, _ in r.spans) for r in requests], dtype=np.int64)
-    offsets = np.concatenate(([0], np.cumsum(counts)))
-    values = np.empty(int(offsets[-1]))
-    for i, r in enumerate(requests):
-        if not counts[i]:
-            continue
-        start, stop = offsets[i], offsets[i + 1]
-        if not r.preemptions:  # the first token, then one decode span: already in order
-            values[start] = r.extra_tokens[0]
-            if r.spans:
-                a, b, engine = r.spans[0]
-                values[start + 1:stop] = end_times[(r.replica, engine)][a:b + 1]
-        else:  # spans may lie on several engines (a re-admitted request can change micro-batch slot)
-            spans = (end_times[(r.replica, engine)][a:b + 1] for a, b, engine in r.spans)
-            values[start:stop] = np.sort(np.concatenate([r.extra_tokens, *spans]))
-    generated = [r.generated for r in requests]
-    status = [r.status for r in requests]
-    whole = to_microseconds
-    cut = f"stopped early: {stopped_early}" if stopped_early else "time limit"
-    reason = [cut if s == UNFINISHED else ("longer than the model or KV cache can hold" if s == "rejected" else "") for s in status]
-    table = requests_table(
-        [r.id for r in requests], [r.replica for r in requests], whole([r.arrival_s for r in requests]),
-        whole([r.scheduled_s for r in requests]), whole([r.first_token_s for r in requests]), whole([r.finish_s for r in requests]),
-        status, reason, [r.prompt_tokens for r in requests], [r.output_tokens for r in requests], generated,
-        [r.preemptions for r in requests], whole(values), offsets,
+def requests_table(
+    ids,
+    replica,
+    arrival,
+    scheduled,
+    first,
+    finish,
+    status,
+    reason,
+    prompt,
+    output,
+    generated,
+    preemptions,
+    token_values: np.ndarray,
+    token_offsets: np.ndarray,
+) -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "replica": pa.array(replica, pa.int32()),
+            "arrival_s": pa.array(arrival, pa.float64()),
+            "scheduled_s": pa.array(scheduled, pa.float64()),
+            "first_token_s": pa.array(first, pa.float64()),
+            "finish_s": pa.array(finish, pa.float64()),
+            "status": pa.array(status, pa.string()),
+            "reason": pa.array(reason, pa.string()),
+            "prompt_tokens": pa.array(prompt, pa.int64()),
+            "output_tokens": pa.array(output, pa.int64()),
+            "generated_tokens": pa.array(generated, pa.int64()),
+            "preemptions": pa.array(preemptions, pa.int32()),
+            "token_times": pa.ListArray.from_arrays(
+                pa.array(token_offsets, pa.int32()), pa.array(token_values, pa.float64())
+            ),
+        }
     )
-    features, weights = log[:, 4:4 + len(FEATURES)], None
-    if stretches:  # each stretch stands for its iterations: two rows, those within the profile and those beyond
-        extra, extra_weights = stretch_features(stretches, latency_model.predictor.coverage)
-        features = np.concatenate((features, extra))
-        weights = np.concatenate((np.ones(len(log), dtype=np.int64), extra_weights))
-    info = {
-        "kind": "simulated",
-        "system": system.to_dict(),
-        "workload": workload.info,
-        "qps": workload.info.get("qps"),
-        "latency_source": latency_model.source,
-        "latency_source_words": latency_model.source_words,
-        "latency_profile": {k: latency_model.profile[k] for k in ("model", "hardware", "tp", "pp", "engine", "source")},
-        "kv_blocks_per_engine": engines[0].scheduler.config.num_blocks,
-        "simulated_until_s": now,
-        "time_limit_s": time_limit_s,
-        "stopped_early": stopped_early,
-        "extrapolation": latency_model.extrapolation(features, weights) if len(features) else None,
-    }
-    return RunResult(table, lambda: batch_table(log, stretches), info)
-
-
-def batch_table(log: np.ndarray, stretches: list | None = None) -> pa.Table:
-    """The batches, one row each, by start (then replica and engine), not in the order they were logged."""
-    # Column by column: the stretches' rows come column-major, and a column of a row-major table
-    # is read once, not once a gather.
-    extra = stretch_rows(stretches) if stretches else None
-    columns = [log[:, i] if extra is None else np.concatenate((log[:, i], extra[:, i])) for i in range(len(BATCH_COLUMNS))]
-    order = np.lexsort((columns[1], columns[0], columns[2]))
-    return pa.table({name: pa.array(column[order] if name.endswith("_s") else column[order].astype(np.int64))
-                     for name, column in zip(BATCH_COLUMNS, columns)})

@@ -84,9 +84,16 @@ class Scheduler:
 
     name = "base"
     reserves_full_length = False  # True: a request's KV for max_model_len is reserved at admission
-    # With nothing waiting or part-prefilled, a completion only shrinks the next decode batch (decode stretches go on past it)
+    # With nothing waiting or part-prefilled, a completion only shrinks the next decode batch (decode stretches go on
+    # past it)
     decodes_go_on_after_completions = True
     default_watermark = 0.01  # fraction of KV blocks kept free at admission (vLLM's and Sarathi-Serve's)
+    default_budget: int | None = None  # tokens a batch at most, unless set; None: the max model length (whole prompts)
+    supports_prefix_caching = False  # shared prompt prefixes are cached and reused
+    served_by_vllm = False  # vLLM runs this policy (capsim starts it with `vllm serve`, real.vllm)
+    # Decode-only iterations may run as one decode stretch (sim/decode_stretch.py): the policy's batch
+    # between two events is the running decodes, each one token, with nothing else admitted.
+    decode_stretches = True
 
     @classmethod
     def largest_prompt(cls, config: SchedulerConfig) -> int | None:
@@ -276,6 +283,28 @@ class Scheduler:
                 self.enter_decode(request)
         return finished
 
+    def advance_decodes(
+        self, requests: int, ends, first_blocks: int, later_blocks: int, completes: bool, last_kv: int, padding: int
+    ) -> tuple[int, list[Request]]:
+        """Decode-only iterations of the same `requests` run at once (a decode stretch,
+        sim/decode_stretch.py), left as that many complete() calls leave them: `ends`, each one's end
+        time; `first_blocks` and `later_blocks`, the KV blocks the first and the later ones take
+        (the first's are 0 where schedule() took them); where the last `completes` requests, it goes
+        through complete() itself (`last_kv`: its decode_kv). The blocks in use after the first
+        iteration, and the requests that finished."""
+        self.fresh_decodes = 0
+        self.free_blocks -= first_blocks
+        used_after_first = self.used_blocks()
+        self.free_blocks -= later_blocks
+        booked = len(ends) - completes
+        self.decode_iterations += booked
+        self.decode_end_times.frombytes(ends[:booked].tobytes())
+        self.kv_sum += booked * requests
+        if not completes:
+            return used_after_first, []
+        last = Batch(num_decodes=requests, decode_kv=last_kv, padding_seqs=padding)
+        return used_after_first, self.complete(last, float(ends[-1]))
+
     def retire(self, request: Request, now: float) -> Request:
         self.free_blocks += request.blocks
         request.blocks = 0
@@ -300,4 +329,3 @@ class Scheduler:
 
     def used_blocks(self) -> int:
         return self.config.num_blocks - self.free_blocks
-

@@ -3,24 +3,29 @@ replay itself in engine.py."""
 
 from __future__ import annotations
 
-
 import numpy as np
 
-from capsim.profiles.predictor import LatencyPredictor
-from capsim.sim.decode_stretch import DecodeStretches
+from capsim.sim.assemble import build_result
 from capsim.sim.clock import Clock
+from capsim.sim.decode_stretch import DecodeStretches, stretches_possible
 from capsim.sim.early_stop import EarlyStop, EarlyStopMonitor
 from capsim.sim.engine import CustomLatency, Replica, Run, alarm, arrivals, make_requests, stage_seconds
 from capsim.sim.errors import SimulationError
-from capsim.sim.result import BATCH_COLUMNS, RunResult, build_result
+from capsim.sim.result import BATCH_COLUMNS, RunResult
 from capsim.sim.system import SystemSpec
 from capsim.traces import Workload
 
 
-
-def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None = None, batch_seconds=None,
-             early_stop: EarlyStop | None = None, decode_stretches: bool = True, max_concurrency: int | None = None,
-             frontend_s: float | None = None) -> RunResult:
+def simulate(
+    system: SystemSpec,
+    workload: Workload,
+    time_limit_s: float | None = None,
+    batch_seconds=None,
+    early_stop: EarlyStop | None = None,
+    decode_stretches: bool = True,
+    max_concurrency: int | None = None,
+    frontend_s: float | None = None,
+) -> RunResult:
     """Replay the workload (with arrival times) on the system; stop at the time limit if given,
     or once `early_stop` says the SLO can no longer be met.
 
@@ -39,8 +44,12 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
         raise SimulationError("the workload has no arrival times: sample it at a QPS first")
     if time_limit_s is not None and not time_limit_s > 0:
         raise SimulationError(f"time limit must be positive seconds, got {time_limit_s}")
-    if max_concurrency is not None and (isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1):
-        raise SimulationError(f"max concurrency must be a whole number of requests, at least 1, got {max_concurrency!r}")
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
+    ):
+        raise SimulationError(
+            f"max concurrency must be a whole number of requests, at least 1, got {max_concurrency!r}"
+        )
     if not isinstance(system, SystemSpec):  # a disaggregated deployment (DisaggSpec)
         from capsim.sim.disagg_sim import simulate_disagg
 
@@ -67,22 +76,24 @@ def simulate(system: SystemSpec, workload: Workload, time_limit_s: float | None 
     if time_limit_s is not None:
         run.time_limit = 0.0 + time_limit_s  # the alarm's time on the clock
         env.process(alarm(env, time_limit_s, run))
-    if decode_stretches and isinstance(batch_seconds, LatencyPredictor) and system.pp == 1:
+    if decode_stretches and stretches_possible(system, batch_seconds):
         for engine in engines:
-            engine.stretches = DecodeStretches(batch_seconds, run, alone=len(engines) == 1,
-                                               arrivals_blind=len(replicas) == 1 or system.router == "round_robin")
+            engine.stretches = DecodeStretches(
+                batch_seconds,
+                run,
+                alone=len(engines) == 1,
+                arrivals_blind=len(replicas) == 1 or system.router == "round_robin",
+            )
     try:
         env.run(until=run.end)
     except RuntimeError as error:  # no events left before every request retired
         raise SimulationError(f"the simulation stalled with {run.remaining} requests left: {error}") from None
     stopped = run.monitor.stopped if run.monitor else None
     rows = np.frombuffer(run.log).reshape(-1, len(BATCH_COLUMNS))
-    result = build_result(system, workload, requests, engines, rows, latency_model, env.now, time_limit_s, stopped, run.stretch_log)
+    result = build_result(
+        system, workload, requests, engines, rows, latency_model, env.now, time_limit_s, stopped, run.stretch_log
+    )
     if max_concurrency is not None:
         result.info["max_concurrency"] = max_concurrency
     result.info["frontend_s"] = frontend_s
     return result
-
-
-
-

@@ -24,7 +24,6 @@ from capsim.sim.policies import POLICIES
 from capsim.sim.scheduler import SchedulerConfig
 
 QUANTS = ("auto", "bf16", "fp8")
-CACHING_POLICIES = ("vllm_v1", "sglang", "trtllm")
 ROUTERS = ("round_robin", "least_outstanding", "least_kv")
 PIPELINE_SCHEDULING = ("one_scheduler", "virtual_engines")
 
@@ -62,48 +61,73 @@ class SystemSpec:
                 object.__setattr__(self, "hardware", get_hardware(self.hardware).name)
             except ProfileError as error:
                 raise SimulationError(str(error)) from None
+        self._check_choices()
+        self._check_numbers()
+        self._check_model()
+        self._check_engine_options()
+
+    def _check_choices(self) -> None:
         if self.scheduler not in POLICIES:
             raise SimulationError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(POLICIES)}")
         if self.engine not in ENGINES:
             raise SimulationError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.pipeline_scheduling not in PIPELINE_SCHEDULING:
-            raise SimulationError(f"unknown pipeline scheduling {self.pipeline_scheduling!r}; choose one of {', '.join(PIPELINE_SCHEDULING)}")
-        if self.watermark is not None and not 0 <= self.watermark < 1:
-            raise SimulationError(f"watermark must be a fraction in [0, 1), got {self.watermark}")
+            raise SimulationError(
+                f"unknown pipeline scheduling {self.pipeline_scheduling!r}; choose one of "
+                f"{', '.join(PIPELINE_SCHEDULING)}"
+            )
         if self.router not in ROUTERS:
             raise SimulationError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
+        for name, value in (("quant", self.quant), ("kv_cache_dtype", self.kv_cache_dtype)):
+            if value not in QUANTS:
+                raise SimulationError(f"unknown {name.replace('_', ' ')} {value!r}; choose one of {', '.join(QUANTS)}")
+
+    def _check_numbers(self) -> None:
+        if self.watermark is not None and not 0 <= self.watermark < 1:
+            raise SimulationError(f"watermark must be a fraction in [0, 1), got {self.watermark}")
         for name in ("tp", "pp", "replicas", "max_batch_size", "block_size", "num_kv_blocks"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise SimulationError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
         if not 1 <= self.rope_scaling <= 64:
             raise SimulationError(f"RoPE scaling must be a factor in [1, 64], got {self.rope_scaling}")
-        for name, value in (("quant", self.quant), ("kv_cache_dtype", self.kv_cache_dtype)):
-            if value not in QUANTS:
-                raise SimulationError(f"unknown {name.replace('_', ' ')} {value!r}; choose one of {', '.join(QUANTS)}")
+
+    def _check_model(self) -> None:
+        """The model fits the parallelism and the context asked of it."""
         try:
             model = self.model_spec
         except ProfileError as error:
             raise SimulationError(str(error)) from None
         if "fp8" in (self.quant, self.kv_cache_dtype) and not get_hardware(self.hardware).has_fp8:
-            raise SimulationError(f"{self.hardware} has no FP8 tensor cores, so FP8 weights and KV cache are not served there; "
-                                  "use --quant bf16 --kv-cache-dtype bf16, or a Hopper or Blackwell GPU (H100, H200, B200, ...)")
+            raise SimulationError(
+                f"{self.hardware} has no FP8 tensor cores, so FP8 weights and KV cache are not served there; "
+                "use --quant bf16 --kv-cache-dtype bf16, or a Hopper or Blackwell GPU (H100, H200, B200, ...)"
+            )
         if model.heads % self.tp or (model.kv_heads % self.tp and self.tp % model.kv_heads):
-            raise SimulationError(f"TP={self.tp} does not divide {model.name}'s {model.heads} attention heads "
-                                  f"({model.kv_heads} KV heads): choose a TP that does, as vLLM requires")
+            raise SimulationError(
+                f"TP={self.tp} does not divide {model.name}'s {model.heads} attention heads "
+                f"({model.kv_heads} KV heads): choose a TP that does, as vLLM requires"
+            )
         if model.layers < self.pp:
             raise SimulationError(f"PP={self.pp} is more stages than {model.name}'s {model.layers} layers")
         context = int(model.max_context * self.rope_scaling)
         if self.max_model_len is not None and not 2 <= self.max_model_len <= context:
-            raise SimulationError(f"max model length {self.max_model_len} is outside what {model.name} holds (2 to {context} tokens"
-                                  + (f", its context x RoPE scaling {self.rope_scaling:g}" if self.rope_scaling != 1 else "")
-                                  + "), as vLLM refuses it too: lower it")
+            raise SimulationError(
+                f"max model length {self.max_model_len} is outside what {model.name} holds (2 to {context} tokens"
+                + (f", its context x RoPE scaling {self.rope_scaling:g}" if self.rope_scaling != 1 else "")
+                + "), as vLLM refuses it too: lower it"
+            )
+
+    def _check_engine_options(self) -> None:
         if self.engine == "reference" and (self.quant, self.kv_cache_dtype) != ("auto", "auto"):
-            raise SimulationError("capsim's reference engine runs the model's own precision: drop --quant and --kv-cache-dtype, "
-                                  "or simulate --engine vllm, sglang or trtllm")
+            raise SimulationError(
+                "capsim's reference engine runs the model's own precision: drop --quant and --kv-cache-dtype, "
+                "or simulate --engine vllm, sglang or trtllm"
+            )
         if self.async_scheduling and self.engine != "vllm":
             raise SimulationError("async scheduling is vLLM's (--async-scheduling): use it with --engine vllm")
-        if self.prefix_caching and self.scheduler not in CACHING_POLICIES:
-            raise SimulationError(f"prefix caching is modelled for the {', '.join(CACHING_POLICIES)} schedulers only")
+        if self.prefix_caching and not POLICIES[self.scheduler].supports_prefix_caching:
+            caching = ", ".join(name for name, policy in POLICIES.items() if policy.supports_prefix_caching)
+            raise SimulationError(f"prefix caching is modelled for the {caching} schedulers only")
 
     @property
     def model_spec(self) -> ModelSpec:
@@ -121,16 +145,28 @@ class SystemSpec:
     def scheduler_config(self) -> SchedulerConfig:
         """The policy's limits, with the KV blocks of the replica (of one virtual engine in
         vLLM's pipeline mode)."""
-        whole_prompts = self.scheduler in ("vllm_v0", "orca", "faster_transformer")
-        budget = self.token_budget or (self.model_len if whole_prompts else getattr(POLICIES[self.scheduler], "default_budget", 2048))
-        blocks = self.num_kv_blocks or kv_capacity(
-            self.model_spec, get_hardware(self.hardware), self.tp, self.pp, self.block_size,
-            self.memory_utilization, max_batch_tokens=max(budget, 2048)).num_blocks
+        budget = self.token_budget or POLICIES[self.scheduler].default_budget or self.model_len
+        blocks = (
+            self.num_kv_blocks
+            or kv_capacity(
+                self.model_spec,
+                get_hardware(self.hardware),
+                self.tp,
+                self.pp,
+                self.block_size,
+                self.memory_utilization,
+                max_batch_tokens=max(budget, 2048),
+            ).num_blocks
+        )
         engines = self.pp if self.pipeline_scheduling == "virtual_engines" else 1
         watermark = self.watermark if self.watermark is not None else POLICIES[self.scheduler].default_watermark
         return SchedulerConfig(
-            max_batch_size=self.max_batch_size, token_budget=self.token_budget, block_size=self.block_size,
-            num_blocks=max(1, blocks // engines), watermark=watermark, max_model_len=self.model_len,
+            max_batch_size=self.max_batch_size,
+            token_budget=self.token_budget,
+            block_size=self.block_size,
+            num_blocks=max(1, blocks // engines),
+            watermark=watermark,
+            max_model_len=self.model_len,
             prefix_caching=self.prefix_caching,
         )
 
@@ -140,13 +176,26 @@ class SystemSpec:
         over = int((np.asarray(prompt_tokens) > limit).sum()) if limit is not None else 0
         if not over:
             return None
-        return (f"{over} of {len(prompt_tokens)} prompts are longer than {limit} tokens, the longest {self.scheduler} can start "
-                f"(it prefills a prompt whole within its token budget): they would wait forever; raise --chunk-size to at least "
-                f"{int(np.max(prompt_tokens))}, cap the prompts (--max-total-tokens), or use a chunked-prefill scheduler (sarathi, vllm_v1)")
+        return (
+            f"{over} of {len(prompt_tokens)} prompts are longer than {limit} tokens, the longest {self.scheduler} can "
+            f"start "
+            f"(it prefills a prompt whole within its token budget): they would wait forever; raise --chunk-size to at "
+            f"least "
+            f"{int(np.max(prompt_tokens))}, cap the prompts (--max-total-tokens), or use a chunked-prefill scheduler "
+            f"(sarathi, vllm_v1)"
+        )
 
     def latency_model(self) -> LatencyModel:
-        return _latency_model(self.model_spec, self.hardware, self.tp, self.pp, self.profile, self.engine, self.host_time,
-                              self.async_scheduling)
+        return _latency_model(
+            self.model_spec,
+            self.hardware,
+            self.tp,
+            self.pp,
+            self.profile,
+            self.engine,
+            self.host_time,
+            self.async_scheduling,
+        )
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -159,14 +208,25 @@ def precision_words(system: dict) -> str:
     """The precision a system (as to_dict gives it) runs in, where it is not the model's own: "FP8
     weights, FP8 KV cache"; "" for the model's own. A disaggregated system's pools share it."""
     system = system.get("prefill", system)
-    words = [f"{system[key].upper()} {what}" for key, what in (("quant", "weights"), ("kv_cache_dtype", "KV cache"))
-             if system.get(key, "auto") != "auto"]
+    words = [
+        f"{system[key].upper()} {what}"
+        for key, what in (("quant", "weights"), ("kv_cache_dtype", "KV cache"))
+        if system.get(key, "auto") != "auto"
+    ]
     return ", ".join(words)
 
 
 @lru_cache(maxsize=32)
-def _latency_model(model: ModelSpec, hardware: str, tp: int, pp: int, profile: str | None, engine: str, host_time: bool,
-                   async_scheduling: bool) -> LatencyModel:
+def _latency_model(
+    model: ModelSpec,
+    hardware: str,
+    tp: int,
+    pp: int,
+    profile: str | None,
+    engine: str,
+    host_time: bool,
+    async_scheduling: bool,
+) -> LatencyModel:
     table = resolve_profile(model, hardware, tp, pp, path=profile, engine=engine)
     if table.metadata["tp"] != tp:
         raise ProfileError(f"the profile {profile} is for TP={table.metadata['tp']}, the system has TP={tp}")

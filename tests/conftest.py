@@ -30,9 +30,31 @@ def tiny_cpu_profile(tmp_path_factory) -> Path:
         pytest.fail(_TINY_PROFILE_FAILURE[0])
     path = tmp_path_factory.mktemp("tiny-profile") / "tiny_cpu.parquet"
     try:
-        subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", "profile", "--model", "tiny", "--device", "cpu", "--grid", "quick",
-                        "--dtype", "float32", "--warmup", "1", "--repeats", "3", "-o", str(path)], check=True, capture_output=True,
-                       timeout=1200)  # about 30 s alone; a machine with both cores busy takes several times that
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "capsim.capsearch.cli",
+                "profile",
+                "--model",
+                "tiny",
+                "--device",
+                "cpu",
+                "--grid",
+                "quick",
+                "--dtype",
+                "float32",
+                "--warmup",
+                "1",
+                "--repeats",
+                "3",
+                "-o",
+                str(path),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=1200,
+        )  # about 30 s alone; a machine with both cores busy takes several times that
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
         _TINY_PROFILE_FAILURE.append(f"profiling tiny on this CPU failed once this session: {error}")
         pytest.fail(_TINY_PROFILE_FAILURE[0])

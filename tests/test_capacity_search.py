@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from capsim.capsearch.experiments.config import ConfigError, load_config
 from capsim.capsearch.capacity.jobs import SearchJob, run_job
-from capsim.capsearch.capacity.search import Capacity, early_stop_rule, find_capacity
+from capsim.capsearch.capacity.search import Capacity, find_capacity
 from capsim.capsearch.capacity.slo import TbtTtft
 from capsim.capsearch.capacity.trials import TrialCache, run_trial
+from capsim.capsearch.experiments.config import ConfigError, load_config
 from capsim.sim import SystemSpec
 from capsim.sim.compact import read_compact
 from capsim.traces import WorkloadSpec
@@ -62,7 +62,7 @@ def test_bad_search_arguments():
 def test_failing_trials_stop_early_and_passing_ones_never_do(tmp_path):
     cache = TrialCache(tmp_path)
     requests = WORKLOAD.requests()
-    rule = early_stop_rule(SLO, len(requests), int(requests.output_tokens.sum()))
+    rule = SLO.early_stop(len(requests), int(requests.output_tokens.sum()))
     failing, _ = run_trial(SYSTEM, WORKLOAD, 40.0, cache, rule)
     assert failing.info["stopped_early"] and not SLO.score(failing)["passed"]
     assert "stopped early" in failing.column("reason")[failing.column("status") == "unfinished"][0]
@@ -74,7 +74,9 @@ def test_failing_trials_stop_early_and_passing_ones_never_do(tmp_path):
 
 
 def test_trials_are_cached_by_content_not_by_slo(tmp_path):
-    job = SearchJob(SYSTEM, WORKLOAD, (TbtTtft(tbt=0.1), TbtTtft(tbt=0.5)), 2.0, (("scheduler", "sarathi"),), early_stop=False)
+    job = SearchJob(
+        SYSTEM, WORKLOAD, (TbtTtft(tbt=0.1), TbtTtft(tbt=0.5)), 2.0, (("scheduler", "sarathi"),), early_stop=False
+    )
     first = run_job(job, str(tmp_path))
     second = run_job(job, str(tmp_path))
     assert [c.capacity_qps for c in first] == [c.capacity_qps for c in second]
@@ -84,13 +86,35 @@ def test_trials_are_cached_by_content_not_by_slo(tmp_path):
     assert all(t["cached"] for t in first[1].trials if t["qps"] in shared)
 
 
-SEARCH = [CAPSIM, "search", "--model", "Mistral-7B", "--hardware", "A100-80GB-SXM", "--scheduler", "sarathi", "--chunk-size", "512",
-          "--trace", "chat", "-n", "300", "--start-qps", "0.5", "--tbt-slo-value", "0.1", "--executor", "serial"]
+SEARCH = [
+    CAPSIM,
+    "search",
+    "--model",
+    "Mistral-7B",
+    "--hardware",
+    "A100-80GB-SXM",
+    "--scheduler",
+    "sarathi",
+    "--chunk-size",
+    "512",
+    "--trace",
+    "chat",
+    "-n",
+    "300",
+    "--start-qps",
+    "0.5",
+    "--tbt-slo-value",
+    "0.1",
+    "--executor",
+    "serial",
+]
 
 
 def test_search_killed_with_sigkill_resumes_from_its_cache(tmp_path):
     cache = tmp_path / "cache"
-    victim = subprocess.Popen([*SEARCH, "--cache-dir", cache, "-o", tmp_path / "a"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        [*SEARCH, "--cache-dir", cache, "-o", tmp_path / "a"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 60
     while time.time() < deadline and len([p for p in cache.glob("*.trial.parquet") if not p.name.startswith(".")]) < 2:
         time.sleep(0.05)
@@ -109,7 +133,11 @@ def test_search_killed_with_sigkill_resumes_from_its_cache(tmp_path):
 
 def test_the_cli_writes_the_capacity_table_and_plot(tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run([*SEARCH, "--tbt-slo-value", "0.5", "--cache-dir", tmp_path / "cache", "-o", out], capture_output=True, text=True)
+    result = subprocess.run(
+        [*SEARCH, "--tbt-slo-value", "0.5", "--cache-dir", tmp_path / "cache", "-o", out],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     rows = (out / "capacity.csv").read_text().splitlines()
     assert rows[0].startswith("model,scheduler,trace") and len(rows) == 3
@@ -117,15 +145,20 @@ def test_the_cli_writes_the_capacity_table_and_plot(tmp_path):
     assert "capacity" in result.stdout
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--start-qps", "0"], "--start-qps must be a positive number"),
-    (["--tbt-slo-value", "0.0001"], "below one decode step"),
-    (["--model", "Llama-2-70B"], "does not fit"),
-    (["--config-path", "nosuch.yml"], "no such config file"),
-    (["--max-model-len", "4096"], "longer than the max model length 4096"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--start-qps", "0"], "--start-qps must be a positive number"),
+        (["--tbt-slo-value", "0.0001"], "below one decode step"),
+        (["--model", "Llama-2-70B"], "does not fit"),
+        (["--config-path", "nosuch.yml"], "no such config file"),
+        (["--max-model-len", "4096"], "longer than the max model length 4096"),
+    ],
+)
 def test_bad_search_input_fails_before_any_trial(tmp_path, extra, message):
-    result = subprocess.run([*SEARCH, *extra, "--cache-dir", tmp_path / "cache", "-o", tmp_path / "out"], capture_output=True, text=True)
+    result = subprocess.run(
+        [*SEARCH, *extra, "--cache-dir", tmp_path / "cache", "-o", tmp_path / "out"], capture_output=True, text=True
+    )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
@@ -141,11 +174,14 @@ def test_the_sarathi_osdi_configs_load_as_they_are():
         assert {j.system.scheduler for j in experiment.jobs} == {"vllm_v0", "orca", "sarathi"}
 
 
-@pytest.mark.parametrize("text, message", [
-    ("schedulers: [", "invalid YAML"),
-    ("schedulers: []\n", "'schedulers' must be a non-empty list"),
-    ("bogus: 1\n", "unknown key(s) bogus in the top level"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("schedulers: [", "invalid YAML"),
+        ("schedulers: []\n", "'schedulers' must be a non-empty list"),
+        ("bogus: 1\n", "unknown key(s) bogus in the top level"),
+    ],
+)
 def test_bad_configs_name_the_file_and_the_key(tmp_path, text, message):
     path = tmp_path / "exp.yml"
     path.write_text(text)
@@ -155,7 +191,9 @@ def test_bad_configs_name_the_file_and_the_key(tmp_path, text, message):
 
 
 def test_unknown_key_inside_a_section(tmp_path):
-    good = (Path(__file__).resolve().parents[1] / "capsearch" / "experiments" / "configs" / "mistral7b_strict.yml").read_text()
+    good = (
+        Path(__file__).resolve().parents[1] / "capsearch" / "experiments" / "configs" / "mistral7b_strict.yml"
+    ).read_text()
     path = tmp_path / "exp.yml"
     path.write_text(good.replace("chunk_size: 512", "chunk_size: 512\n    chunk_sise: 9"))
     with pytest.raises(ConfigError, match=r"unknown key\(s\) chunk_sise in schedulers entry 'sarathi_512'"):
@@ -166,10 +204,38 @@ def test_sweep_on_a_local_ray(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'capsim[ray]')")
     out = tmp_path / "sweep"
     env = os.environ | {"RAY_DISABLE_USAGE_STATS": "1"}
-    result = subprocess.run([CAPSIM, "sweep", "--model", "Mistral-7B", "--hardware", "A100-80GB-SXM", "--scheduler", "sarathi",
-                             "--chunk-size", "512", "--trace", "chat", "-n", "200", "--start-qps", "1", "--values", "0.05,0.5",
-                             "--executor", "ray", "--cache-dir", tmp_path / "cache", "-o", out],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [
+            CAPSIM,
+            "sweep",
+            "--model",
+            "Mistral-7B",
+            "--hardware",
+            "A100-80GB-SXM",
+            "--scheduler",
+            "sarathi",
+            "--chunk-size",
+            "512",
+            "--trace",
+            "chat",
+            "-n",
+            "200",
+            "--start-qps",
+            "1",
+            "--values",
+            "0.05,0.5",
+            "--executor",
+            "ray",
+            "--cache-dir",
+            tmp_path / "cache",
+            "-o",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     with open(out / "sweep.csv") as f:
         capacities = {row["slo"]: float(row["capacity_qps"]) for row in csv.DictReader(f)}

@@ -26,8 +26,20 @@ pytest.importorskip("torch")
 
 TOLERANCE = 0.30
 CAPSIM = [sys.executable, "-m", "capsim.capsearch.cli"]
-SYSTEM = ["--model", "tiny", "--hardware", "cpu", "--scheduler", "sarathi", "--chunk-size", "256", "--max-batch-size", "16",
-          "--num-kv-blocks", "1024"]
+SYSTEM = [
+    "--model",
+    "tiny",
+    "--hardware",
+    "cpu",
+    "--scheduler",
+    "sarathi",
+    "--chunk-size",
+    "256",
+    "--max-batch-size",
+    "16",
+    "--num-kv-blocks",
+    "1024",
+]
 WORKLOAD = ["--trace", "chat", "-n", "512", "--max-total-tokens", "512", "--output-scale", "0.5"]
 SLO = ["--tbt-slo-value", "0.1", "--scheduling-delay-slo-value", "1"]  # P99 TBT, P50 delay (TTFT to a client)
 
@@ -40,8 +52,23 @@ def profile(tiny_cpu_profile):
 
 @pytest.mark.slow
 def test_predicted_capacity_holds_on_the_reference_engine(tmp_path, profile):
-    run = subprocess.run([*CAPSIM, "confirm", *SYSTEM, "--profile", str(profile), "--dtype", "float32", *WORKLOAD, *SLO,
-                          "-o", str(tmp_path / "confirm")], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            *CAPSIM,
+            "confirm",
+            *SYSTEM,
+            "--profile",
+            str(profile),
+            "--dtype",
+            "float32",
+            *WORKLOAD,
+            *SLO,
+            "-o",
+            str(tmp_path / "confirm"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads((tmp_path / "confirm" / "confirm.json").read_text())
     print(run.stdout)  # the table, for the log
@@ -63,8 +90,13 @@ def test_predicted_capacity_holds_on_the_reference_engine(tmp_path, profile):
     assert any((tmp_path / "confirm" / "trials").iterdir())
 
 
-CURVE_TOLERANCE = {"request_throughput": 0.20, "median_ttft_ms": 0.35, "median_tpot_ms": 0.35, "median_itl_ms": 0.35,
-                   "median_e2el_ms": 0.35}
+CURVE_TOLERANCE = {
+    "request_throughput": 0.20,
+    "median_ttft_ms": 0.35,
+    "median_tpot_ms": 0.35,
+    "median_itl_ms": 0.35,
+    "median_e2el_ms": 0.35,
+}
 
 
 @pytest.mark.slow
@@ -79,22 +111,47 @@ def test_simulated_and_measured_load_curves_agree(tmp_path, profile):
     from capsim.sim import SystemSpec
 
     loads = ["--qps", "3,8,16", "-n", "30", "--max-total-tokens", "512", "--output-scale", "0.5"]
-    system = engine_system(SystemSpec(model="tiny", hardware="cpu", scheduler="sarathi", token_budget=256, max_batch_size=16,
-                                      num_kv_blocks=1024), "cpu", "float32")
+    system = engine_system(
+        SystemSpec(
+            model="tiny", hardware="cpu", scheduler="sarathi", token_budget=256, max_batch_size=16, num_kv_blocks=1024
+        ),
+        "cpu",
+        "float32",
+    )
     port = free_port()
     server = reference_server(system, port, str(tmp_path / "engine.log"), "cpu", "float32")
     server.start()
     try:
-        measured = subprocess.run([*CAPSIM, "bench", "--endpoint", server.url, *loads, "--save-result", "-o", str(tmp_path / "real")],
-                                  capture_output=True, text=True)
+        measured = subprocess.run(
+            [*CAPSIM, "bench", "--endpoint", server.url, *loads, "--save-result", "-o", str(tmp_path / "real")],
+            capture_output=True,
+            text=True,
+        )
     finally:
         server.stop()
     assert measured.returncode == 0, measured.stdout + measured.stderr
-    simulated = subprocess.run([*CAPSIM, "simulate", *SYSTEM, "--engine", "reference", "--profile", str(profile), *loads,
-                                "-o", str(tmp_path / "sim")], capture_output=True, text=True)
+    simulated = subprocess.run(
+        [
+            *CAPSIM,
+            "simulate",
+            *SYSTEM,
+            "--engine",
+            "reference",
+            "--profile",
+            str(profile),
+            *loads,
+            "-o",
+            str(tmp_path / "sim"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert simulated.returncode == 0, simulated.stdout + simulated.stderr
-    compared = subprocess.run([*CAPSIM, "compare", str(tmp_path / "sim"), str(tmp_path / "real"), "-o", str(tmp_path / "cmp")],
-                              capture_output=True, text=True)
+    compared = subprocess.run(
+        [*CAPSIM, "compare", str(tmp_path / "sim"), str(tmp_path / "real"), "-o", str(tmp_path / "cmp")],
+        capture_output=True,
+        text=True,
+    )
     assert compared.returncode == 0, compared.stdout + compared.stderr
     print(compared.stdout)  # the error table, for the log
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())

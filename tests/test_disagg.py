@@ -32,7 +32,7 @@ def deployment(prefills=1, decodes=1, link=None, **pools):
 
 def token_times(result, i):
     values, offsets = result.token_times
-    return values[offsets[i]:offsets[i + 1]]
+    return values[offsets[i] : offsets[i + 1]]
 
 
 def test_kv_link_seconds_follow_the_catalog():
@@ -107,7 +107,10 @@ def test_kv_is_conserved_across_pools_under_pressure():
     assert disagg["decode_queue_s"]["max"] > 0  # the decode pool's KV was the limit
     assert result.column("preemptions").sum() > 0  # and decodes outgrew it: recomputed on the decode instance
     assert (result.column("generated_tokens") == result.column("output_tokens")).all()
-    assert (np.diff(result.requests.column("token_times").combine_chunks().offsets.to_numpy()) == result.column("output_tokens")).all()
+    assert (
+        np.diff(result.requests.column("token_times").combine_chunks().offsets.to_numpy())
+        == result.column("output_tokens")
+    ).all()
     used = result.batches.column("kv_blocks_used").to_numpy()
     assert used.max() <= blocks and used.min() >= 0
 
@@ -123,23 +126,34 @@ def test_same_inputs_same_result_and_the_cache_keeps_it(tmp_path):
 
 
 def test_pools_may_differ_in_gpu_and_tp():
-    system = DisaggSpec(SystemSpec(model="Llama-3.1-8B", hardware="H200", replicas=1),
-                        SystemSpec(model="Llama-3.1-8B", hardware="H100", tp=2, replicas=2))
+    system = DisaggSpec(
+        SystemSpec(model="Llama-3.1-8B", hardware="H200", replicas=1),
+        SystemSpec(model="Llama-3.1-8B", hardware="H100", tp=2, replicas=2),
+    )
     assert system.kv_link == "ib" and system.gpus == 5 and system.link().lanes == 1
     result = simulate(system, WorkloadSpec(trace="chat", num_requests=64).at_qps(2))
     assert result.finished().all()
     assert result.info["system"]["hardware"] == "H200 (prefill), H100-SXM (decode)"
 
 
-@pytest.mark.parametrize("make, words", [
-    (lambda: deployment(link="nvlink", tp=8), "NVLink domain"),
-    (lambda: DisaggSpec(SystemSpec(model="Llama-3.1-8B", hardware="H200"), SystemSpec(model="Llama-3.1-8B", hardware="H100"), "nvlink"),
-     "use --kv-link ib"),
-    (lambda: deployment(hardware="RTX-PRO-6000", link="nvlink"), "no NVLink"),
-    (lambda: deployment(pp=2), "TP only"),
-    (lambda: deployment(scheduler="faster_transformer"), "cannot split"),
-    (lambda: DisaggSpec(SystemSpec(model="Llama-3.1-8B"), SystemSpec(model="Mistral-7B")), "one model"),
-])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: deployment(link="nvlink", tp=8), "NVLink domain"),
+        (
+            lambda: DisaggSpec(
+                SystemSpec(model="Llama-3.1-8B", hardware="H200"),
+                SystemSpec(model="Llama-3.1-8B", hardware="H100"),
+                "nvlink",
+            ),
+            "use --kv-link ib",
+        ),
+        (lambda: deployment(hardware="RTX-PRO-6000", link="nvlink"), "no NVLink"),
+        (lambda: deployment(pp=2), "TP only"),
+        (lambda: deployment(scheduler="faster_transformer"), "cannot split"),
+        (lambda: DisaggSpec(SystemSpec(model="Llama-3.1-8B"), SystemSpec(model="Mistral-7B")), "one model"),
+    ],
+)
 def test_deployments_that_cannot_be_are_refused(make, words):
     with pytest.raises(SimulationError, match=words):
         make()
@@ -152,27 +166,60 @@ def test_too_long_for_the_decode_pool_is_rejected():
 
 
 def capsim(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "capsim.capsearch.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 def test_simulate_and_search_a_disaggregated_deployment(tmp_path):
-    run = capsim("simulate", "--model", "Llama-3.1-8B", "--disagg", "1P2D", "--decode-tp", "2", "--num-requests", "64", "--qps", "2",
-                 "-o", str(tmp_path / "sim"))
+    run = capsim(
+        "simulate",
+        "--model",
+        "Llama-3.1-8B",
+        "--disagg",
+        "1P2D",
+        "--decode-tp",
+        "2",
+        "--num-requests",
+        "64",
+        "--qps",
+        "2",
+        "-o",
+        str(tmp_path / "sim"),
+    )
     assert run.returncode == 0, run.stderr
-    assert "1P2D: prefill 1 x H100-SXM TP1" in run.stdout and "decode 2 x H100-SXM TP2" in run.stdout and "KV link: NVLink" in run.stdout
-    search = capsim("search", "--model", "Llama-3.1-8B", "--disagg", "1P1D", "--num-requests", "64", "--cache-dir", str(tmp_path / "cache"),
-                    "-o", str(tmp_path / "search"))
+    assert (
+        "1P2D: prefill 1 x H100-SXM TP1" in run.stdout
+        and "decode 2 x H100-SXM TP2" in run.stdout
+        and "KV link: NVLink" in run.stdout
+    )
+    search = capsim(
+        "search",
+        "--model",
+        "Llama-3.1-8B",
+        "--disagg",
+        "1P1D",
+        "--num-requests",
+        "64",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "-o",
+        str(tmp_path / "search"),
+    )
     assert search.returncode == 0, search.stderr
     csv = (tmp_path / "search" / "capacity.csv").read_text()
     assert "1P1D: prefill 1 x H100-SXM TP1" in csv and "KV over nvlink" in csv and ",2," in csv  # 2 GPUs
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--disagg", "2X4D"], "xPyD"),
-    (["--disagg", "1P1D", "--replicas", "2"], "--replicas does not apply"),
-    (["--prefill-tp", "2"], "add --disagg"),
-    (["--disagg", "8P8D", "--kv-link", "nvlink"], "NVLink domain"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--disagg", "2X4D"], "xPyD"),
+        (["--disagg", "1P1D", "--replicas", "2"], "--replicas does not apply"),
+        (["--prefill-tp", "2"], "add --disagg"),
+        (["--disagg", "8P8D", "--kv-link", "nvlink"], "NVLink domain"),
+    ],
+)
 def test_bad_disaggregation_flags_get_one_line_and_exit_2(args, words, tmp_path):
     run = capsim("simulate", "--model", "Llama-3.1-8B", "--num-requests", "8", *args, "-o", str(tmp_path / "out"))
     assert run.returncode == 2 and words in run.stderr and "Traceback" not in run.stderr
@@ -205,30 +252,73 @@ models:
 
 
 def test_plan_sets_the_best_split_beside_the_best_aggregated_deployment(tmp_path):
-    run = capsim("plan", "--model", "Llama-3.1-8B", "--gpus", "2", "--hardware", "H100", "--disagg", "--tp", "1", "--scheduler", "sarathi",
-                 "--chunk-size", "512", "--max-batch-size", "128", "--num-requests", "128", "--ttft-slo", "0.1",  # trials long enough
-                 "--cache-dir", str(tmp_path / "cache"),
-                 "-o", str(tmp_path / "plan"))
+    run = capsim(
+        "plan",
+        "--model",
+        "Llama-3.1-8B",
+        "--gpus",
+        "2",
+        "--hardware",
+        "H100",
+        "--disagg",
+        "--tp",
+        "1",
+        "--scheduler",
+        "sarathi",
+        "--chunk-size",
+        "512",
+        "--max-batch-size",
+        "128",
+        "--num-requests",
+        "128",
+        "--ttft-slo",
+        "0.1",  # trials long enough
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "-o",
+        str(tmp_path / "plan"),
+    )
     assert run.returncode == 0, run.stderr
-    assert "best aggregated: 2 x H100-SXM TP1" in run.stdout and "best disaggregated: 1P1D H100-SXM TP1/TP1" in run.stdout
+    assert (
+        "best aggregated: 2 x H100-SXM TP1" in run.stdout and "best disaggregated: 1P1D H100-SXM TP1/TP1" in run.stdout
+    )
     import csv
 
     rows = list(csv.DictReader((tmp_path / "plan" / "disagg.csv").open()))
-    assert [(r["status"], r["split"], r["kv_link"], r["gpus"]) for r in rows] == [("best", "1P1D H100-SXM TP1/TP1, decode batch 128", "nvlink", "2")]
+    assert [(r["status"], r["split"], r["kv_link"], r["gpus"]) for r in rows] == [
+        ("best", "1P1D H100-SXM TP1/TP1, decode batch 128", "nvlink", "2")
+    ]
     assert (tmp_path / "plan" / "disagg.png").stat().st_size > 0
-    refused = capsim("plan", "--model", "Llama-3.1-8B", "--target-qps", "5", "--hardware", "H100", "--disagg", "-o", str(tmp_path / "no"))
+    refused = capsim(
+        "plan",
+        "--model",
+        "Llama-3.1-8B",
+        "--target-qps",
+        "5",
+        "--hardware",
+        "H100",
+        "--disagg",
+        "-o",
+        str(tmp_path / "no"),
+    )
     assert refused.returncode == 2 and "--gpus N" in refused.stderr and not (tmp_path / "no").exists()
     no_gpu_kind = capsim("plan", "--model", "Llama-3.1-8B", "--gpus", "2", "--disagg", "-o", str(tmp_path / "no"))
     assert no_gpu_kind.returncode == 2 and "give --hardware" in no_gpu_kind.stderr and not (tmp_path / "no").exists()
 
 
-@pytest.mark.parametrize("prefill_router, decode_router", [("round_robin", "round_robin"), ("least_tokens", "least_outstanding")])
+@pytest.mark.parametrize(
+    "prefill_router, decode_router", [("round_robin", "round_robin"), ("least_tokens", "least_outstanding")]
+)
 def test_routers_spread_requests_over_the_instances(prefill_router, decode_router):
     pool = dict(model="Llama-3.1-8B", hardware="H100", scheduler="sarathi")
-    system = DisaggSpec(SystemSpec(replicas=2, **pool), SystemSpec(replicas=3, **pool), None, prefill_router, decode_router)
+    system = DisaggSpec(
+        SystemSpec(replicas=2, **pool), SystemSpec(replicas=3, **pool), None, prefill_router, decode_router
+    )
     result = simulate(system, WorkloadSpec(trace="chat", num_requests=60).at_qps(6))
     assert result.finished().all() and sorted(set(result.column("replica"))) == [2, 3, 4]
-    prefilled_on = result.batches.filter(result.batches.column("prefill_seqs").to_numpy() > 0).column("replica").to_numpy()
+    prefilled_on = (
+        result.batches.filter(result.batches.column("prefill_seqs").to_numpy() > 0).column("replica").to_numpy()
+    )
     assert set(prefilled_on) == {0, 1}
     assert decode_router in result.info["disagg"]["words"]
     if decode_router == "round_robin":  # request i to decode instance i mod 3, in the order their prompts finish

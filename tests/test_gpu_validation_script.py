@@ -29,28 +29,56 @@ def test_the_table_is_made_from_the_runs_files(tmp_path):
     """The `table` stage's rows, from files as the stages write them."""
     import json
 
+    from test_profile_compare import BASE, profile
+
     from capsim.capsearch.capacity.confirm import Confirmation
     from capsim.capsearch.report.confirm import write_confirmation
     from capsim.profiles.compare import compare_profiles
-    from test_profile_compare import BASE, profile
 
     folder = tmp_path / "gv"
     (folder / "confirm-sarathi").mkdir(parents=True)
     first = profile("capsim-reference", *BASE)
     accuracy = {"all": {"mape": 3.5, "p95_ape": 9.0, "rows": 40}}
-    (folder / "latency-model_tiny.json").write_text(json.dumps({"profile": first.metadata, "regressor": "physics-linear",
-                                                                "accuracy": {"compiled": accuracy}}))
-    (folder / "profile-compare_tiny.json").write_text(json.dumps(compare_profiles(first, profile("vllm", 3e-3, 3e-6, 3e-9))))
-    percentiles = [{"metric": m, "percentile": p, "predicted_s": 0.1, "measured_s": 0.11, "error": -0.09}
-                   for m in ("ttft", "tbt") for p in (50, 90, 99)]
-    system = {"model": "tiny", "hardware": "H100-SXM", "scheduler": "sarathi", "token_budget": 512, "max_batch_size": 128}
-    write_confirmation(Confirmation({}, "P99 TBT<=0.1s, P50 TTFT<=2s", 10.0, 9.0, 9.5, percentiles=percentiles, system=system,
-                                    workload={"trace": "chat", "num_requests": 256}, predicted_outcome="simulated search: converged"),
-                       folder / "confirm-sarathi")
+    (folder / "latency-model_tiny.json").write_text(
+        json.dumps({"profile": first.metadata, "regressor": "physics-linear", "accuracy": {"compiled": accuracy}})
+    )
+    (folder / "profile-compare_tiny.json").write_text(
+        json.dumps(compare_profiles(first, profile("vllm", 3e-3, 3e-6, 3e-9)))
+    )
+    percentiles = [
+        {"metric": m, "percentile": p, "predicted_s": 0.1, "measured_s": 0.11, "error": -0.09}
+        for m in ("ttft", "tbt")
+        for p in (50, 90, 99)
+    ]
+    system = {
+        "model": "tiny",
+        "hardware": "H100-SXM",
+        "scheduler": "sarathi",
+        "token_budget": 512,
+        "max_batch_size": 128,
+    }
+    write_confirmation(
+        Confirmation(
+            {},
+            "P99 TBT<=0.1s, P50 TTFT<=2s",
+            10.0,
+            9.0,
+            9.5,
+            percentiles=percentiles,
+            system=system,
+            workload={"trace": "chat", "num_requests": 256},
+            predicted_outcome="simulated search: converged",
+        ),
+        folder / "confirm-sarathi",
+    )
     result = run("table", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     table = (folder / "validation.md").read_text()
     assert "| tiny reference engine, all | 40 | 3.50% | 9.00% |" in table
     assert "| prefill <=512 tokens |" in table and "ms a step" in table
-    assert ("| H100-SXM, reference engine | tiny, sarathi chunk 512, batch 128; `chat`, 256 requests; P99 TBT<=0.1s, P50 TTFT<=2s "
-            "| 10 QPS (simulated search: converged) | 9 QPS ([9, 9.5)) | +11.1%; TTFT P50/P90/P99 -9/-9/-9%, TBT -9/-9/-9% |") in table
+    assert (
+        "| H100-SXM, reference engine | tiny, sarathi chunk 512, batch 128; `chat`, 256 requests; P99 TBT<=0.1s, P50 "
+        "TTFT<=2s "
+        "| 10 QPS (simulated search: converged) | 9 QPS ([9, 9.5)) | +11.1%; TTFT P50/P90/P99 -9/-9/-9%, TBT "
+        "-9/-9/-9% |"
+    ) in table

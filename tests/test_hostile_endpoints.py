@@ -68,9 +68,14 @@ class Hostile(BaseHTTPRequestHandler):
             "huge usage": [{"choices": [{"text": "a"}], "usage": {"completion_tokens": 10**9}}],
             "not an object": [5],
             "string usage": [{"choices": [{"text": "a"}], "usage": {"completion_tokens": "many"}}],
-            "one chunk": [{"choices": [{"text": "a" * body["max_tokens"]}], "usage": {"completion_tokens": body["max_tokens"]}}],
+            "one chunk": [
+                {"choices": [{"text": "a" * body["max_tokens"]}], "usage": {"completion_tokens": body["max_tokens"]}}
+            ],
             "twice the tokens": [{"choices": [{"text": "a"}]}] * (2 * body["max_tokens"]),
-        }.get(kind, [{"choices": [{"text": "a"}], "usage": {"completion_tokens": i + 1}} for i in range(body["max_tokens"])])
+        }.get(
+            kind,
+            [{"choices": [{"text": "a"}], "usage": {"completion_tokens": i + 1}} for i in range(body["max_tokens"])],
+        )
         for chunk in chunks:
             self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         self.wfile.write(b"data: [DONE]\n\n")
@@ -98,14 +103,17 @@ def hostile():
         httpd.shutdown()
 
 
-@pytest.mark.parametrize("behaviour, reason", [
-    ("huge usage", "more than the 5 asked"),
-    ("not an object", "malformed chunk"),
-    ("string usage", "completion_tokens is 'many'"),
-    ("one chunk", "all 5 tokens came in one chunk"),
-    ("twice the tokens", "more than the 5 tokens asked"),
-    ("bad ids", "token ids must lie in 0..1023"),
-])
+@pytest.mark.parametrize(
+    "behaviour, reason",
+    [
+        ("huge usage", "more than the 5 asked"),
+        ("not an object", "malformed chunk"),
+        ("string usage", "completion_tokens is 'many'"),
+        ("one chunk", "all 5 tokens came in one chunk"),
+        ("twice the tokens", "more than the 5 tokens asked"),
+        ("bad ids", "token ids must lie in 0..1023"),
+    ],
+)
 def test_a_lying_or_broken_stream_fails_the_request_with_its_reason(hostile, behaviour, reason):
     endpoint = connect(hostile(behaviour))
     done = stream_completion(endpoint, [11, 12], 5, Completion())
@@ -148,14 +156,22 @@ from capsim.real.reference import reference_server  # noqa: E402
 from capsim.sim import SystemSpec  # noqa: E402
 
 KEY = "k-123"
-SYSTEM = SystemSpec(model="tiny", hardware="cpu", scheduler="sarathi", token_budget=64, max_batch_size=4, num_kv_blocks=64,
-                    max_model_len=512)
+SYSTEM = SystemSpec(
+    model="tiny",
+    hardware="cpu",
+    scheduler="sarathi",
+    token_budget=64,
+    max_batch_size=4,
+    num_kv_blocks=64,
+    max_model_len=512,
+)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with reference_server(SYSTEM, free_port(), str(tmp_path_factory.mktemp("s") / "engine.log"), dtype="float32",
-                          api_key=KEY) as launcher:
+    with reference_server(
+        SYSTEM, free_port(), str(tmp_path_factory.mktemp("s") / "engine.log"), dtype="float32", api_key=KEY
+    ) as launcher:
         yield launcher.url
 
 
@@ -173,9 +189,16 @@ def test_the_server_answers_every_error_in_json_and_checks_the_key_everywhere(se
     status, kind, data = request(server, "GET", "/nowhere")
     assert status == 404 and kind.startswith("application/json") and "no route" in json.loads(data)["message"]
     assert request(server, "GET", "/v1/models")[0] == 401  # the model list wants the key too
-    assert request(server, "GET", "/v1/models", headers={"Authorization": f"bearer {KEY}"})[0] == 200  # any case of Bearer
-    status, _, data = request(server, "POST", "/v1/completions", {"prompt": [11], "max_tokens": 2, "stream": "no"},
-                              {"Authorization": f"Bearer {KEY}"})
+    assert (
+        request(server, "GET", "/v1/models", headers={"Authorization": f"bearer {KEY}"})[0] == 200
+    )  # any case of Bearer
+    status, _, data = request(
+        server,
+        "POST",
+        "/v1/completions",
+        {"prompt": [11], "max_tokens": 2, "stream": "no"},
+        {"Authorization": f"Bearer {KEY}"},
+    )
     assert status == 400 and "stream must be true or false" in json.loads(data)["message"]
     assert request(server, "PUT", "/v1/completions", headers={"Authorization": f"Bearer {KEY}"})[0] == 405
 
@@ -185,11 +208,12 @@ def test_half_sent_requests_cost_no_thread_and_block_nobody(server):
     stalled = []
     for _ in range(200):
         s = socket.create_connection((host, int(port)))
-        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"prompt\"")
+        s.sendall(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"prompt"')
         stalled.append(s)
     try:
-        status, _, data = request(server, "POST", "/v1/completions", {"prompt": [11, 12], "max_tokens": 3},
-                                  {"Authorization": f"Bearer {KEY}"})
+        status, _, data = request(
+            server, "POST", "/v1/completions", {"prompt": [11, 12], "max_tokens": 3}, {"Authorization": f"Bearer {KEY}"}
+        )
         assert status == 200 and json.loads(data)["usage"]["completion_tokens"] == 3
     finally:
         for s in stalled:
@@ -201,8 +225,12 @@ def test_serve_on_a_busy_port_fails_at_once(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = subprocess.run([CAPSIM, "serve", "--model", "tiny", "--dtype", "float32", "--port", str(port)], capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [CAPSIM, "serve", "--model", "tiny", "--dtype", "float32", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert done.returncode == 2 and "choose another --port" in done.stderr and "Traceback" not in done.stderr
     # how soon it fails (before the model loads): bench/bench_interrupt.py
 
@@ -210,7 +238,9 @@ def test_serve_on_a_busy_port_fails_at_once(tmp_path):
 def test_a_path_prefix_appears_once_in_request_urls():
     from capsim.real.client import Endpoint
 
-    assert Endpoint("http://gpu-box:8000/api", "m").absolute("/v1/completions") == "http://gpu-box:8000/api/v1/completions"
+    assert (
+        Endpoint("http://gpu-box:8000/api", "m").absolute("/v1/completions") == "http://gpu-box:8000/api/v1/completions"
+    )
     assert Endpoint("https://gpu-box", "m").absolute("/v1/models") == "https://gpu-box/v1/models"
 
 
@@ -230,12 +260,22 @@ def test_a_probe_that_trickles_in_ends_at_its_deadline(hostile, monkeypatch):
 def test_http_1_0_streams_and_odd_keys_get_answers_not_500(server):
     host, port = server.removeprefix("http://").split(":")
     body = json.dumps({"prompt": [11, 12, 13], "max_tokens": 4, "stream": True}).encode()
-    with socket.create_connection((host, int(port)), timeout=30) as sock:  # HTTP/1.0: no chunks, the stream ends at close
-        sock.sendall(b"POST /v1/completions HTTP/1.0\r\nAuthorization: Bearer " + KEY.encode() + b"\r\nContent-Length: "
-                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+    with socket.create_connection(
+        (host, int(port)), timeout=30
+    ) as sock:  # HTTP/1.0: no chunks, the stream ends at close
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.0\r\nAuthorization: Bearer "
+            + KEY.encode()
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.0 200") and answer.count(b'"text_completion"') == 4 and b"data: [DONE]" in answer
-    status, kind, data = request(server, "GET", "/v1/models", headers={"Authorization": "Bearer ключ".encode().decode("latin-1")})
+    status, kind, data = request(
+        server, "GET", "/v1/models", headers={"Authorization": "Bearer ключ".encode().decode("latin-1")}
+    )
     assert status == 401 and kind.startswith("application/json")  # a key of other characters is a wrong key

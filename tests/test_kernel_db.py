@@ -13,13 +13,13 @@ import pytest
 
 pytest.importorskip("aiconfigurator_core", reason="the kernel-db extra is not installed")
 
+from capsim.profiles import store  # noqa: E402
+from capsim.profiles.analytic import FACTORS  # noqa: E402
 from capsim.profiles.batch import BatchShape  # noqa: E402
 from capsim.profiles.calibration import calibrated_factors, roofline_errors  # noqa: E402
-from capsim.profiles.analytic import FACTORS  # noqa: E402
 from capsim.profiles.errors import ProfileError  # noqa: E402
 from capsim.profiles.kernel_db import KernelDatabase, kernel_db_profile  # noqa: E402
 from capsim.profiles.latency_model import LatencyModel  # noqa: E402
-from capsim.profiles import store  # noqa: E402
 from capsim.profiles.models import get_model  # noqa: E402
 from capsim.profiles.table import ProfileTable  # noqa: E402
 
@@ -32,14 +32,19 @@ def llama8b():
     return KernelDatabase(get_model("Llama-3.1-8B"), "H100-SXM", "vllm")
 
 
-@pytest.mark.parametrize("engine,hardware,tp", [("vllm", "H100-SXM", 1), ("sglang", "H200", 2), ("trtllm", "B200", 1), ("vllm", "A100-80GB-SXM", 4)])
+@pytest.mark.parametrize(
+    "engine,hardware,tp",
+    [("vllm", "H100-SXM", 1), ("sglang", "H200", 2), ("trtllm", "B200", 1), ("vllm", "A100-80GB-SXM", 4)],
+)
 def test_composition_agrees_with_the_package_where_it_prices_the_shape(engine, hardware, tp):
     db = KernelDatabase(get_model("Llama-3.1-70B" if tp == 4 else "Llama-3.1-8B"), hardware, engine, tp=tp)
     for batch, prompt, cached in [(1, 1024, 0), (4, 2048, 0), (2, 1536, 1024), (8, 128, 0)]:
         shape = BatchShape((prompt - cached,) * batch, (cached,) * batch)
         assert db.latency(shape) == pytest.approx(db.package_prefill_s(batch, prompt, cached), rel=0.01)
     for batch, kv in [(1, 100), (32, 1024), (256, 4000)]:
-        assert db.latency(BatchShape(decode_contexts=(kv,) * batch)) == pytest.approx(db.package_decode_s(batch, kv), rel=0.01)
+        assert db.latency(BatchShape(decode_contexts=(kv,) * batch)) == pytest.approx(
+            db.package_decode_s(batch, kv), rel=0.01
+        )
     for prompt, decodes, kv in [(512, 32, 1024), (2048, 64, 2560), (128, 8, 300)]:
         shape = BatchShape((prompt,), (0,), (kv,) * decodes)
         assert db.latency(shape) == pytest.approx(db.package_mixed_s(prompt, decodes, kv), rel=0.01)
@@ -51,7 +56,10 @@ def test_each_sequence_is_priced_at_its_own_length(llama8b):
     part = lambda s: llama8b.parts_ms(s)["generation_attention"]  # noqa: E731
     assert part(mixed) == pytest.approx((part(short) + part(long_)) / 2)
     # a chunk after a long context costs more attention than the same chunk alone
-    assert llama8b.parts_ms(BatchShape((512,), (8192,)))["context_attention"] > 2 * llama8b.parts_ms(BatchShape((512,), (0,)))["context_attention"]
+    assert (
+        llama8b.parts_ms(BatchShape((512,), (8192,)))["context_attention"]
+        > 2 * llama8b.parts_ms(BatchShape((512,), (0,)))["context_attention"]
+    )
 
 
 def test_pipeline_stage_is_its_share_plus_the_send():
@@ -83,36 +91,92 @@ def test_bad_coverage_is_one_line_naming_what_the_database_has():
 
 def test_profile_command_writes_a_labelled_table_that_fits(tmp_path):
     out = tmp_path / "p.parquet"
-    done = subprocess.run([*CAPSIM, "profile", "--source", "kernel-db", "--model", "Qwen3-8B", "--hardware", "H200",
-                           "--engine", "trtllm", "--tp", "2", "-o", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            *CAPSIM,
+            "profile",
+            "--source",
+            "kernel-db",
+            "--model",
+            "Qwen3-8B",
+            "--hardware",
+            "H200",
+            "--engine",
+            "trtllm",
+            "--tp",
+            "2",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
-    assert "TensorRT-LLM 1.3.0rc20 kernels measured on H200 SXM (NVIDIA kernel database)" in " ".join(done.stdout.split())
+    assert "TensorRT-LLM 1.3.0rc20 kernels measured on H200 SXM (NVIDIA kernel database)" in " ".join(
+        done.stdout.split()
+    )
     table = ProfileTable.read(out)
     kdb = table.metadata["kernel_db"]
-    assert (table.metadata["source"], kdb["engine"], kdb["engine_version"], kdb["system"], kdb["database_mode"]) == \
-        ("kernel-db", "trtllm", "1.3.0rc20", "h200_sxm", "SILICON")
+    assert (table.metadata["source"], kdb["engine"], kdb["engine_version"], kdb["system"], kdb["database_mode"]) == (
+        "kernel-db",
+        "trtllm",
+        "1.3.0rc20",
+        "h200_sxm",
+        "SILICON",
+    )
     assert kdb["package"] == "aiconfigurator-core" and kdb["package_version"]
     assert LatencyModel.fit(table).accuracy["compiled"]["all"]["mape"] < 3
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--hardware", "A40"], "no vLLM data for A40"),
-    (["--hardware", "H100", "--engine-version", "0.1"], "no vLLM 0.1 on H100-SXM"),
-    (["--hardware", "H100", "--device", "cpu"], "--device do not apply"),
-    ([], "needs --hardware"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--hardware", "A40"], "no vLLM data for A40"),
+        (["--hardware", "H100", "--engine-version", "0.1"], "no vLLM 0.1 on H100-SXM"),
+        (["--hardware", "H100", "--device", "cpu"], "--device do not apply"),
+        ([], "needs --hardware"),
+    ],
+)
 def test_profile_command_bad_input_exits_2_with_one_line(tmp_path, argv, message):
-    done = subprocess.run([*CAPSIM, "profile", "--source", "kernel-db", "--model", "Llama-3.1-8B", *argv, "-o", str(tmp_path / "x.parquet")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            *CAPSIM,
+            "profile",
+            "--source",
+            "kernel-db",
+            "--model",
+            "Llama-3.1-8B",
+            *argv,
+            "-o",
+            str(tmp_path / "x.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "x.parquet").exists()
 
 
 def test_without_the_extra_the_command_names_the_install(tmp_path):
-    code = ("import sys; sys.modules['aiconfigurator_core'] = None\n"
-            "from capsim.capsearch.cli import main; main()")
-    done = subprocess.run([sys.executable, "-c", code, "profile", "--source", "kernel-db", "--model", "Llama-3.1-8B",
-                           "--hardware", "H100", "-o", str(tmp_path / "x.parquet")], capture_output=True, text=True)
+    code = "import sys; sys.modules['aiconfigurator_core'] = None\nfrom capsim.capsearch.cli import main; main()"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "profile",
+            "--source",
+            "kernel-db",
+            "--model",
+            "Llama-3.1-8B",
+            "--hardware",
+            "H100",
+            "-o",
+            str(tmp_path / "x.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and "pip install 'capsim[kernel-db]'" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -127,7 +191,9 @@ def test_resolution_order_for_an_engine(tmp_path, monkeypatch, llama8b):
     assert reference.metadata["source"] == "analytic" and "calibration" not in reference.metadata
     # a measured profile of the engine comes before its kernel-database one; the user's file before both
     measured = ProfileTable(vllm.table, {**vllm.metadata, "source": "measured", "engine": "vllm 0.24.0 (black box)"})
-    path = measured.to_parquet(tmp_path / store.shipped_profile_name("Llama-3.1-8B", "H100-SXM", 1, "vllm", measured=True))
+    path = measured.to_parquet(
+        tmp_path / store.shipped_profile_name("Llama-3.1-8B", "H100-SXM", 1, "vllm", measured=True)
+    )
     monkeypatch.setattr(store, "shipped_profiles", lambda: [path, *sorted(DATA.glob("*.parquet"))])
     assert store.resolve_profile("Llama-3.1-8B", "H100-SXM").metadata["source"] == "measured"
     mine = kernel_db_profile(llama8b, grid="quick").to_parquet(tmp_path / "mine.parquet")
@@ -153,10 +219,30 @@ def test_shipped_data_stays_small_and_complete():
 
 
 def test_simulate_uses_and_names_the_engine_latencies(tmp_path):
-    done = subprocess.run([*CAPSIM, "simulate", "--model", "Llama-3.1-8B", "--hardware", "H100", "--engine", "sglang",
-                           "--qps", "2", "-n", "40", "-o", str(tmp_path)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            *CAPSIM,
+            "simulate",
+            "--model",
+            "Llama-3.1-8B",
+            "--hardware",
+            "H100",
+            "--engine",
+            "sglang",
+            "--qps",
+            "2",
+            "-n",
+            "40",
+            "-o",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
-    assert "latencies: SGLang 0.5.14 kernels measured on H100 SXM (NVIDIA kernel database)" in " ".join(done.stdout.split())
+    assert "latencies: SGLang 0.5.14 kernels measured on H100 SXM (NVIDIA kernel database)" in " ".join(
+        done.stdout.split()
+    )
     info = json.loads((tmp_path / "summary.json").read_text())["info"]
     assert info["latency_source"] == "kernel-db" and info["system"]["engine"] == "sglang"
     assert info["latency_profile"]["engine"] == "sglang"
@@ -183,12 +269,18 @@ models:
 """
 
 
-@pytest.mark.parametrize("flags,engine,words", [([], "sglang", "SGLang 0.5.14"), (["--engine", "trtllm"], "trtllm", "TensorRT-LLM 1.3.0rc20")])
+@pytest.mark.parametrize(
+    "flags,engine,words",
+    [([], "sglang", "SGLang 0.5.14"), (["--engine", "trtllm"], "trtllm", "TensorRT-LLM 1.3.0rc20")],
+)
 def test_search_takes_the_engine_from_the_config_or_the_command_line(tmp_path, flags, engine, words):
     config = tmp_path / "c.yml"
     config.write_text(CONFIG)
-    done = subprocess.run([*CAPSIM, "search", "--config-path", str(config), *flags, "-o", str(tmp_path / "out")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [*CAPSIM, "search", "--config-path", str(config), *flags, "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     import csv
 
@@ -201,11 +293,18 @@ def test_search_takes_the_engine_from_the_config_or_the_command_line(tmp_path, f
 
 
 def test_without_the_extra_an_unshipped_system_gets_the_calibrated_roofline(tmp_path):
-    code = ("import sys; sys.modules['aiconfigurator_core'] = None\n"
-            "from capsim.profiles.store import resolve_profile\n"
-            "t = resolve_profile('Qwen3-8B', 'H100-SXM'); print(t.metadata['source'], '|', t.metadata['calibration'])\n"
-            "print(resolve_profile('Llama-3.1-8B', 'H100-SXM').metadata['source'])")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "CAPSIM_CACHE": str(tmp_path)})
+    code = (
+        "import sys; sys.modules['aiconfigurator_core'] = None\n"
+        "from capsim.profiles.store import resolve_profile\n"
+        "t = resolve_profile('Qwen3-8B', 'H100-SXM'); print(t.metadata['source'], '|', t.metadata['calibration'])\n"
+        "print(resolve_profile('Llama-3.1-8B', 'H100-SXM').metadata['source'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "CAPSIM_CACHE": str(tmp_path)},
+    )
     assert done.returncode == 0, done.stderr
     first, second = done.stdout.splitlines()
     assert first.startswith("analytic | vLLM kernel database") and first.endswith("on H100-SXM")

@@ -55,11 +55,19 @@ decodes = st.lists(st.integers(1, 131072), max_size=64)
 more = st.sampled_from(["token", "decode", "kv", "scale"])  # see the module's known limit for a new chunk or context
 
 
-@pytest.mark.parametrize("which", [pytest.param(p, id=p.stem) for p in shipped_profiles()
-                                   if shipped_profile_key(p)[:3] in {("Llama-3.1-8B", "H100-SXM", 2), ("Llama-3.1-8B", "H100-SXM", 4),
-                                                                     ("Mistral-7B", "A100-80GB-SXM", 1)}]
-                         + [pytest.param(r, id=f"roofline-{r[0]}") for r in ROOFLINES[:2]])
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize(
+    "which",
+    [
+        pytest.param(p, id=p.stem)
+        for p in shipped_profiles()
+        if shipped_profile_key(p)[:3]
+        in {("Llama-3.1-8B", "H100-SXM", 2), ("Llama-3.1-8B", "H100-SXM", 4), ("Mistral-7B", "A100-80GB-SXM", 1)}
+    ]
+    + [pytest.param(r, id=f"roofline-{r[0]}") for r in ROOFLINES[:2]],
+)
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(chunks=chunks, decodes=decodes, grow=more, where=st.integers(0, 63), by=st.integers(1, 4096))
 def test_more_work_is_never_predicted_faster(which, chunks, decodes, grow, where, by):
     predictor = latency_model(which).predictor

@@ -9,8 +9,8 @@ from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
 from capsim.profiles.latency_model import LatencyModel
 from capsim.profiles.models import get_model
-from capsim.profiles.regressors import AdditiveTreesRegressor, PhysicsLinearRegressor
 from capsim.profiles.predictor import compile_additive
+from capsim.profiles.regressors import AdditiveTreesRegressor, PhysicsLinearRegressor
 from capsim.profiles.store import resolve_profile
 from capsim.profiles.table import ProfileTable
 
@@ -40,7 +40,9 @@ def test_roofline_follows_the_physics():
 def test_held_out_error_is_reported_and_compilation_keeps_it(fitted):
     assert fitted.regressor in ("physics-linear", "additive-trees")
     for kind in ("all", "prefill", "decode", "mixed"):
-        assert fitted.accuracy["compiled"][kind]["mape"] == pytest.approx(fitted.accuracy[fitted.regressor][kind]["mape"], rel=1e-6)
+        assert fitted.accuracy["compiled"][kind]["mape"] == pytest.approx(
+            fitted.accuracy[fitted.regressor][kind]["mape"], rel=1e-6
+        )
     assert fitted.accuracy["compiled"]["all"]["mape"] < 5
 
 
@@ -67,6 +69,7 @@ def cache_bent_profile(metadata: dict) -> ProfileTable:
     """A CPU-like profile: each prefill token's attention costs more the longer its chunk and its
     context (caches), a product no sum of per-feature curves follows; decodes cost a fixed 1.5 ms
     once there are any."""
+
     def seconds(shape: BatchShape) -> float:
         total = 1e-3 + 2e-6 * sum(shape.prefill_chunks) + 2e-5 * len(shape.prefill_chunks)
         for q, c in zip(shape.prefill_chunks, shape.prefill_contexts):
@@ -75,10 +78,20 @@ def cache_bent_profile(metadata: dict) -> ProfileTable:
             total += 1.5e-3 + 1e-5 * len(shape.decode_contexts) + 1e-8 * sum(shape.decode_contexts)
         return total
 
-    shapes = [BatchShape((q,), (c,)) for q in (8, 16, 32, 64, 128, 256, 384, 512, 768, 1024) for c in (0, 256, 512, 1024, 2048)]
+    shapes = [
+        BatchShape((q,), (c,))
+        for q in (8, 16, 32, 64, 128, 256, 384, 512, 768, 1024)
+        for c in (0, 256, 512, 1024, 2048)
+    ]
     shapes += [BatchShape((q,) * n, (0,) * n) for q in (64, 256) for n in (2, 4)]
     shapes += [BatchShape(decode_contexts=(kv,) * b) for b in (1, 4, 16, 64) for kv in (16, 128, 512, 1024, 2048)]
-    shapes += [BatchShape((q,), (c,), (kv,) * b) for q in (32, 256, 512) for c in (0, 1024) for b in (4, 48) for kv in (128, 1024)]
+    shapes += [
+        BatchShape((q,), (c,), (kv,) * b)
+        for q in (32, 256, 512)
+        for c in (0, 1024)
+        for b in (4, 48)
+        for kv in (128, 1024)
+    ]
     return ProfileTable.from_batches(shapes, [seconds(s) for s in shapes], metadata)
 
 
@@ -129,7 +142,9 @@ def test_extrapolation_is_flagged(fitted):
     beyond = np.asarray([BatchShape(decode_contexts=(8000,) * 1024).features()])
     message = fitted.extrapolation(beyond)
     assert "extrapolated" in message and "decode_seqs up to 1024" in message
-    assert fitted.predict(BatchShape(decode_contexts=(8000,) * 1024)) > fitted.predict(BatchShape(decode_contexts=(8000,) * 128))
+    assert fitted.predict(BatchShape(decode_contexts=(8000,) * 1024)) > fitted.predict(
+        BatchShape(decode_contexts=(8000,) * 128)
+    )
 
 
 def test_fitted_models_are_cached_by_profile_hash(profile, tmp_path):

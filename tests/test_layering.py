@@ -10,6 +10,8 @@ Every import counts, those inside functions too: a lazy import is still a depend
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,15 +74,18 @@ def test_imports_follow_the_layers():
 
 
 def test_every_capsearch_part_has_a_place_in_the_layering():
-    parts = {path.stem if path.is_file() else path.name for path in (ROOT / "capsearch").iterdir()
-             if (path.suffix == ".py" and path.stem != "__init__") or (path / "__init__.py").is_file()}
+    parts = {
+        path.stem if path.is_file() else path.name
+        for path in (ROOT / "capsearch").iterdir()
+        if (path.suffix == ".py" and path.stem != "__init__") or (path / "__init__.py").is_file()
+    }
     assert parts == set(CAPSEARCH)
 
 
 def test_no_private_name_crosses_a_module():
     known = modules()
     wrong = []
-    for module, path in known.items():
+    for path in known.values():
         tree = ast.parse(path.read_text())
         imported_modules = {}
         for line, target, names in imports(path):
@@ -90,13 +95,28 @@ def test_no_private_name_crosses_a_module():
                 if f"{target}.{name}" in known:
                     imported_modules[name] = target
         for node in ast.walk(tree):  # module.private_name, on a module imported by name
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in imported_modules
-                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in imported_modules
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: uses {node.value.id}.{node.attr}")
     assert not wrong, "private names used outside their module:\n" + "\n".join(wrong)
 
 
 def test_no_two_modules_import_each_other():
     graph = {module: {target for _, target, _ in imports(path)} for module, path in modules().items()}
-    cycles = sorted({tuple(sorted((a, b))) for a, targets in graph.items() for b in targets if a != b and a in graph.get(b, ())})
+    cycles = sorted(
+        {tuple(sorted((a, b))) for a, targets in graph.items() for b in targets if a != b and a in graph.get(b, ())}
+    )
     assert not cycles, f"modules that import each other: {cycles}"
+
+
+def test_ruff_finds_nothing():
+    """The linter and formatter, as pyproject configures them (pyflakes, pycodestyle, isort, bugbear,
+    complexity at most 15, lines of 120)."""
+    for command in (["check", "."], ["format", "--check", "."]):
+        done = subprocess.run([sys.executable, "-m", "ruff", *command], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, f"ruff {' '.join(command)}:\n{done.stdout}{done.stderr}"

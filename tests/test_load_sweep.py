@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from capsim.capsearch.capacity.slo import Goodput, SLOError
 from capsim.capsearch.cli import main
 from capsim.capsearch.load.metrics import MetricsError, parse_goodput, parse_percentiles, serving_metrics
 from capsim.capsearch.load.sweep import parse_qps
-from capsim.capsearch.capacity.slo import Goodput, SLOError
 from capsim.sim import SystemSpec, simulate
 from capsim.sim.result import RunResult, requests_table, to_microseconds
 from capsim.traces import WorkloadSpec
@@ -28,8 +28,11 @@ def in_flight_at_most(result: RunResult) -> int:
 
 
 def same_tokens(a: RunResult, b: RunResult) -> bool:
-    return (np.array_equal(a.token_times[0], b.token_times[0]) and np.array_equal(a.column("arrival_s"), b.column("arrival_s"))
-            and a.batches.num_rows == b.batches.num_rows)
+    return (
+        np.array_equal(a.token_times[0], b.token_times[0])
+        and np.array_equal(a.column("arrival_s"), b.column("arrival_s"))
+        and a.batches.num_rows == b.batches.num_rows
+    )
 
 
 @pytest.mark.parametrize("qps, cap", [(math.inf, 1), (math.inf, 8), (6.0, 4), (40.0, 16)])
@@ -74,9 +77,24 @@ def three_requests() -> RunResult:
     """Sent at 0, 1 and 1.5 s. A: tokens at 0.5, 0.6, 0.8 (TTFT 0.5, ITL 0.1 and 0.2, TPOT 0.15,
     E2E 0.8). B: one token at 1.3 (TTFT 0.3, TPOT 0 as vLLM counts it). C never finished."""
     tokens = np.array(TOKENS_S)
-    return RunResult(requests_table([0, 1, 2], [0, 0, 0], SENT_S, [0.1, 1.1, np.nan], [0.5, 1.3, np.nan],
-                                    [0.8, 1.3, np.nan], ["finished", "finished", "unfinished"], ["", "", "time limit"],
-                                    [100, 50, 70], [3, 1, 5], [3, 1, 0], [0, 0, 0], tokens, np.array([0, 3, 4, 4])))
+    return RunResult(
+        requests_table(
+            [0, 1, 2],
+            [0, 0, 0],
+            SENT_S,
+            [0.1, 1.1, np.nan],
+            [0.5, 1.3, np.nan],
+            [0.8, 1.3, np.nan],
+            ["finished", "finished", "unfinished"],
+            ["", "", "time limit"],
+            [100, 50, 70],
+            [3, 1, 5],
+            [3, 1, 0],
+            [0, 0, 0],
+            tokens,
+            np.array([0, 3, 4, 4]),
+        )
+    )
 
 
 def test_vllm_figures_by_hand():
@@ -93,7 +111,9 @@ def test_vllm_figures_by_hand():
     assert figures["mean_ttft_ms"] == pytest.approx(400) and figures["p100_ttft_ms"] == pytest.approx(500)
     assert figures["mean_tpot_ms"] == pytest.approx(75) and figures["median_itl_ms"] == pytest.approx(150)
     assert figures["p50_e2el_ms"] == pytest.approx(550)
-    assert figures["max_output_tokens_per_s"] == 3 and figures["max_concurrent_requests"] == 1  # seconds 0 and 1: one each
+    assert (
+        figures["max_output_tokens_per_s"] == 3 and figures["max_concurrent_requests"] == 1
+    )  # seconds 0 and 1: one each
 
 
 def test_the_goodput_slo_counts_requests_within_every_limit():
@@ -107,8 +127,26 @@ def test_the_goodput_slo_counts_requests_within_every_limit():
 
 
 def test_a_search_under_a_goodput_slo(tmp_path):
-    done = CliRunner().invoke(main, ["search", "--model", "Llama-3-8B", "--scheduler", "sarathi", "--trace", "chat", "-n", "150",
-                                     "--goodput", "ttft:500 tpot:30", "--goodput-attainment", "0.9", "-o", str(tmp_path / "s")])
+    done = CliRunner().invoke(
+        main,
+        [
+            "search",
+            "--model",
+            "Llama-3-8B",
+            "--scheduler",
+            "sarathi",
+            "--trace",
+            "chat",
+            "-n",
+            "150",
+            "--goodput",
+            "ttft:500 tpot:30",
+            "--goodput-attainment",
+            "0.9",
+            "-o",
+            str(tmp_path / "s"),
+        ],
+    )
     assert done.exit_code == 0, done.output
     row = json.loads((tmp_path / "s" / "capacity.json").read_text())[0]
     assert row["slo"]["kind"] == "goodput" and row["slo"]["ttft"] == 0.5 and row["slo"]["attainment"] == 90
@@ -134,8 +172,23 @@ def run(*args):
 
 def test_a_load_sweep_writes_a_row_a_load_plots_and_vllm_result_files(tmp_path):
     out = tmp_path / "sweep"
-    done = run("--qps", "2,8", "-n", 120, "--goodput", "ttft:500 tpot:50", "--metric-percentiles", "50,99.9",
-               "--save-result", "--label", "mine", "--metadata", "gpu=h100", "-o", out)
+    done = run(
+        "--qps",
+        "2,8",
+        "-n",
+        120,
+        "--goodput",
+        "ttft:500 tpot:50",
+        "--metric-percentiles",
+        "50,99.9",
+        "--save-result",
+        "--label",
+        "mine",
+        "--metadata",
+        "gpu=h100",
+        "-o",
+        out,
+    )
     assert done.exit_code == 0, done.output
     rows = json.loads((out / "load_sweep.json").read_text())["loads"]
     assert [r["load"] for r in rows] == ["2 QPS", "8 QPS"]
@@ -145,9 +198,25 @@ def test_a_load_sweep_writes_a_row_a_load_plots_and_vllm_result_files(tmp_path):
     saved = sorted(out.glob("mine-*qps-Llama-3-8B-*.json"))
     assert len(saved) == 2
     result = json.loads(saved[0].read_text())
-    for key in ("date", "label", "model_id", "num_prompts", "request_rate", "burstiness", "max_concurrency", "completed",
-                "request_throughput", "request_goodput", "output_throughput", "total_token_throughput", "mean_ttft_ms",
-                "median_tpot_ms", "std_itl_ms", "p99.9_e2el_ms", "duration"):
+    for key in (
+        "date",
+        "label",
+        "model_id",
+        "num_prompts",
+        "request_rate",
+        "burstiness",
+        "max_concurrency",
+        "completed",
+        "request_throughput",
+        "request_goodput",
+        "output_throughput",
+        "total_token_throughput",
+        "mean_ttft_ms",
+        "median_tpot_ms",
+        "std_itl_ms",
+        "p99.9_e2el_ms",
+        "duration",
+    ):
         assert key in result, key
     assert result["gpu"] == "h100" and result["num_prompts"] == 120 and result["capsim"]["kind"] == "simulated"
     assert "TTFT P99.9" in done.output and "good req/s" in done.output
@@ -157,7 +226,9 @@ def test_users_and_the_automatic_sweep(tmp_path):
     done = run("--concurrency", "1,4", "-n", 60, "-o", tmp_path / "users")
     assert done.exit_code == 0, done.output
     rows = json.loads((tmp_path / "users" / "load_sweep.json").read_text())["loads"]
-    assert [r["load"] for r in rows] == ["1 users", "4 users"] and rows[1]["request_throughput"] > rows[0]["request_throughput"]
+    assert [r["load"] for r in rows] == ["1 users", "4 users"] and rows[1]["request_throughput"] > rows[0][
+        "request_throughput"
+    ]
     done = run("--qps", "auto", "--sweep-points", 3, "-n", 60, "-o", tmp_path / "auto")
     assert done.exit_code == 0, done.output
     rows = json.loads((tmp_path / "auto" / "load_sweep.json").read_text())["loads"]
@@ -167,13 +238,30 @@ def test_users_and_the_automatic_sweep(tmp_path):
 
 
 def test_familiar_flags_apply(tmp_path):
-    done = run("--request-rate", 3, "--num-prompts", 40, "--random-input-len", 300, "--random-output-len", 20,
-               "--burstiness", 0.25, "--max-num-seqs", 7, "--max-num-batched-tokens", 256, "-o", tmp_path / "a")
+    done = run(
+        "--request-rate",
+        3,
+        "--num-prompts",
+        40,
+        "--random-input-len",
+        300,
+        "--random-output-len",
+        20,
+        "--burstiness",
+        0.25,
+        "--max-num-seqs",
+        7,
+        "--max-num-batched-tokens",
+        256,
+        "-o",
+        tmp_path / "a",
+    )
     assert done.exit_code == 0, done.output
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())["info"]
     assert summary["system"]["max_batch_size"] == 7 and summary["system"]["token_budget"] == 256
     assert summary["workload"]["trace"] == "random" and summary["workload"]["arrival"] == "gamma"
     import pyarrow.parquet as pq
+
     requests = pq.read_table(tmp_path / "a" / "requests.parquet")
     assert set(requests.column("prompt_tokens").to_pylist()) == {300} and requests.num_rows == 40
 
@@ -187,30 +275,39 @@ def test_warm_up_and_cool_down_requests_are_left_out_of_the_figures(tmp_path):
     figures = {name: json.loads((tmp_path / name / "serving.json").read_text()) for name in ("whole", "window")}
     assert figures["whole"]["completed"] == 40 and figures["window"]["completed"] == 28
     import pyarrow.parquet as pq
+
     ids = pq.read_table(tmp_path / "window" / "requests.parquet").column("id").to_pylist()
     assert sorted(ids) == list(range(8, 36))  # the same trial; only what is measured differs
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--qps", "1", "-n", "10", "--warmup-requests", "6", "--cooldown-requests", "4"], "leave none of the 10 requests"),
-    (["--qps", "2", "--concurrency", "4"], "drop --qps"),
-    (["--qps", "2", "--sweep-points", "4"], "--sweep-points"),
-    (["--qps", "1,2", "--save-result", "--result-filename", "x.json"], "several loads"),
-    (["--qps", "1", "--result-dir", "x"], "add --save-result"),
-    (["--qps", "1", "--goodput", "ttft=1"], "METRIC:MILLISECONDS"),
-    (["--qps", "1", "--goodput", "ttft:200", "tpot:50"], "one value"),
-    (["--qps", "1", "--random-input-len", "10", "--trace", "chat"], "drop --trace"),
-    (["--qps", "1", "--burstiness", "2", "--arrival", "constant"], "--burstiness"),
-    (["-n", "5"], "say the load"),
-    (["--qps", "0"], "positive"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (
+            ["--qps", "1", "-n", "10", "--warmup-requests", "6", "--cooldown-requests", "4"],
+            "leave none of the 10 requests",
+        ),
+        (["--qps", "2", "--concurrency", "4"], "drop --qps"),
+        (["--qps", "2", "--sweep-points", "4"], "--sweep-points"),
+        (["--qps", "1,2", "--save-result", "--result-filename", "x.json"], "several loads"),
+        (["--qps", "1", "--result-dir", "x"], "add --save-result"),
+        (["--qps", "1", "--goodput", "ttft=1"], "METRIC:MILLISECONDS"),
+        (["--qps", "1", "--goodput", "ttft:200", "tpot:50"], "one value"),
+        (["--qps", "1", "--random-input-len", "10", "--trace", "chat"], "drop --trace"),
+        (["--qps", "1", "--burstiness", "2", "--arrival", "constant"], "--burstiness"),
+        (["-n", "5"], "say the load"),
+        (["--qps", "0"], "positive"),
+    ],
+)
 def test_options_that_cannot_apply_are_refused(args, words, tmp_path):
     done = run(*args, "-o", tmp_path / "x")
     assert done.exit_code == 2 and words in done.output, done.output
     assert len(done.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("content", ['{"info": {}, "loads": [1]}', '{"info": {}, "loads": []}', '{"info": 3, "loads": [{}]}', "[1", '{}'])
+@pytest.mark.parametrize(
+    "content", ['{"info": {}, "loads": [1]}', '{"info": {}, "loads": []}', '{"info": 3, "loads": [{}]}', "[1", "{}"]
+)
 def test_compare_refuses_folders_that_hold_no_sweep(content, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "load_sweep.json").write_text(content)
@@ -220,13 +317,30 @@ def test_compare_refuses_folders_that_hold_no_sweep(content, tmp_path):
 
 
 def test_arrivals_are_described_as_the_loads_sent_them_and_burstiness_is_written_plainly(tmp_path):
-    users = run("--concurrency", "1,4", "-n", 16, "--random-input-len", 64, "--random-output-len", 8, "-o", tmp_path / "u")
+    users = run(
+        "--concurrency", "1,4", "-n", 16, "--random-input-len", 64, "--random-output-len", 8, "-o", tmp_path / "u"
+    )
     assert users.exit_code == 0, users.output
     assert "closed loop" in users.output.splitlines()[0] and "poisson" not in users.output.splitlines()[0]
     info = json.loads((tmp_path / "u" / "users-4" / "summary.json").read_text())["info"]
     assert info["workload"]["arrival"] == "closed loop"
-    bursty = run("--request-rate", 3, "--num-prompts", 20, "--random-input-len", 64, "--random-output-len", 8, "--burstiness", 0.5,
-                 "--save-result", "--result-filename", "r.json", "-o", tmp_path / "b")
+    bursty = run(
+        "--request-rate",
+        3,
+        "--num-prompts",
+        20,
+        "--random-input-len",
+        64,
+        "--random-output-len",
+        8,
+        "--burstiness",
+        0.5,
+        "--save-result",
+        "--result-filename",
+        "r.json",
+        "-o",
+        tmp_path / "b",
+    )
     assert bursty.exit_code == 0, bursty.output
     assert json.loads((tmp_path / "b" / "r.json").read_text())["burstiness"] == 0.5  # not 0.4999999999999999
 
@@ -236,7 +350,9 @@ def test_compare_says_when_the_runs_are_of_different_deployments(tmp_path):
     assert run(*small, "-o", tmp_path / "a").exit_code == 0
     other = CliRunner().invoke(main, ["simulate", "--model", "Mistral-7B", *map(str, small), "-o", str(tmp_path / "b")])
     assert other.exit_code == 0, other.output
-    compared = CliRunner().invoke(main, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "c")])
+    compared = CliRunner().invoke(
+        main, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "c")]
+    )
     assert compared.exit_code == 0, compared.output
     assert "different deployments" in compared.output and "nan" not in compared.output.lower()
     assert json.loads((tmp_path / "c" / "compare.json").read_text())["same_deployment"] is False

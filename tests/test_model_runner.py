@@ -131,7 +131,10 @@ def test_decodes_of_very_different_lengths_run_in_groups_and_match_running_alone
     assert _length_groups([601, 591, 13]) == [(0, 2), (2, 3)]
     assert _length_groups([500] * 8) == [(0, 8)]
     generator = torch.Generator().manual_seed(2)
-    prompts = {seq: tuple(torch.randint(0, TINY.vocab, (n,), generator=generator).tolist()) for seq, n in ((0, 600), (1, 590), (2, 12))}
+    prompts = {
+        seq: tuple(torch.randint(0, TINY.vocab, (n,), generator=generator).tolist())
+        for seq, n in ((0, 600), (1, 590), (2, 12))
+    }
 
     def prepared():
         r = runner(kv_cache_tokens=2048)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from capsim.capsearch.capacity.slo import Deadline, TbtTtft
 from capsim.capsearch.cli import main
 from capsim.capsearch.experiments.config import load_config
-from capsim.capsearch.capacity.slo import Deadline, TbtTtft
 from capsim.sim import SystemSpec, simulate
 from capsim.sim.policies import Orca, VllmV0
 from capsim.sim.request import Request
@@ -18,12 +18,28 @@ from capsim.sim.scheduler import KVPool, SchedulerConfig
 from capsim.traces import Workload
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-ONE_SYSTEM = ["--model", "Mistral-7B", "--hardware", "A100-80GB-SXM", "--scheduler", "sarathi", "--trace", "chat", "-n", "200",
-              "--start-qps", "2", "--executor", "serial"]
+ONE_SYSTEM = [
+    "--model",
+    "Mistral-7B",
+    "--hardware",
+    "A100-80GB-SXM",
+    "--scheduler",
+    "sarathi",
+    "--trace",
+    "chat",
+    "-n",
+    "200",
+    "--start-qps",
+    "2",
+    "--executor",
+    "serial",
+]
 
 
 def run(args, tmp_path, name="out"):
-    result = CliRunner().invoke(main, ["search", *map(str, args), "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / name)])
+    result = CliRunner().invoke(
+        main, ["search", *map(str, args), "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / name)]
+    )
     return result
 
 
@@ -53,8 +69,24 @@ def test_fractions_and_percentages_give_the_same_search(tmp_path):
 
 
 def test_sarathi_flags_as_they_are(tmp_path):
-    result = run([*ONE_SYSTEM, "--tbt-slo-value", "0.1", "--tbt-slo-quantile", "0.99", "--scheduling-delay-slo-value", "2",
-                  "--scheduling-delay-slo-quantile", "0.5", "--min-search-granularity", "5", "--time-limit", "30"], tmp_path)
+    result = run(
+        [
+            *ONE_SYSTEM,
+            "--tbt-slo-value",
+            "0.1",
+            "--tbt-slo-quantile",
+            "0.99",
+            "--scheduling-delay-slo-value",
+            "2",
+            "--scheduling-delay-slo-quantile",
+            "0.5",
+            "--min-search-granularity",
+            "5",
+            "--time-limit",
+            "30",
+        ],
+        tmp_path,
+    )
     assert result.exit_code == 0, result.output
     row = rows(tmp_path)[0]
     assert row["slo_clauses"] == "P99 TBT <= 0.1 s; P50 sched delay <= 2 s"
@@ -66,15 +98,36 @@ def test_sarathi_flags_as_they_are(tmp_path):
 def test_the_clauses_decide_the_slo_type_and_the_output_names_each_default(tmp_path):
     plain = run([*ONE_SYSTEM, "--tbt-slo", "0.1"], tmp_path, "plain")  # a TBT clause: tbt_ttft, capsim's defaults
     sarathi = run([*ONE_SYSTEM, "--tbt-slo-value", "0.1"], tmp_path, "sarathi")
-    etalon = run([*ONE_SYSTEM, "--slo-type", "tbt_ttft", "--tbt-slo", "0.1", "--tbt-percentile", "99", "--slo-defaults", "etalon"],
-                 tmp_path, "etalon")  # Etalon's defaults fill only the fields of the type asked, and are named
-    slack = run([*ONE_SYSTEM, "--tbt-slo", "0.1", "--ttft-slack-slo", "0.5"], tmp_path, "slack")  # a slack clause: deadline
+    etalon = run(
+        [
+            *ONE_SYSTEM,
+            "--slo-type",
+            "tbt_ttft",
+            "--tbt-slo",
+            "0.1",
+            "--tbt-percentile",
+            "99",
+            "--slo-defaults",
+            "etalon",
+        ],
+        tmp_path,
+        "etalon",
+    )  # Etalon's defaults fill only the fields of the type asked, and are named
+    slack = run(
+        [*ONE_SYSTEM, "--tbt-slo", "0.1", "--ttft-slack-slo", "0.5"], tmp_path, "slack"
+    )  # a slack clause: deadline
     assert all(r.exit_code == 0 for r in (plain, sarathi, etalon, slack)), plain.output + etalon.output + slack.output
     assert rows(tmp_path, "plain")[0]["slo"] == "P99 TBT<=0.1s, P50 sched<=2s"
-    assert "from capsim's defaults: first-token limit 2 s, first-token percentile 50" in rows(tmp_path, "plain")[0]["conventions"]
+    assert (
+        "from capsim's defaults: first-token limit 2 s, first-token percentile 50"
+        in rows(tmp_path, "plain")[0]["conventions"]
+    )
     assert rows(tmp_path, "sarathi")[0]["slo"] == "P99 TBT<=0.1s, P50 sched<=2s"
     assert rows(tmp_path, "etalon")[0]["slo"] == "P99 TBT<=0.1s, P90 TTFT<=0.1s"
-    assert "from Etalon's defaults: first-token limit 0.1 s, first-token percentile 90" in rows(tmp_path, "etalon")[0]["conventions"]
+    assert (
+        "from Etalon's defaults: first-token limit 0.1 s, first-token percentile 90"
+        in rows(tmp_path, "etalon")[0]["conventions"]
+    )
     assert rows(tmp_path, "slack")[0]["slo"].startswith("P99 miss<=0.1 (TBT 0.1s, slack 0.5s)")
     mixed = run([*ONE_SYSTEM, "--tpot-slo", "0.1", "--ttft-slack-slo", "0.5"], tmp_path, "mixed")
     assert mixed.exit_code == 2 and "clauses of different SLO types" in mixed.output
@@ -82,18 +135,21 @@ def test_the_clauses_decide_the_slo_type_and_the_output_names_each_default(tmp_p
     assert both.exit_code == 2 and "set the same field" in both.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--slo-type", "ttft_tpot", "--deadline-miss-rate-slo", "0.2"], "does not use --deadline-miss-rate-slo"),
-    (["--slo-type", "tbt_ttft", "--tpot-slo", "0.1"], "does not use --tpot-slo"),
-    (["--slo-type", "tbt_ttft", "--ttft-slack-slo", "0.3"], "does not use --ttft-slack-slo"),
-    (["--tbt-percentile", "25"], "P25 read as a percentage"),
-    (["--tbt-percentile", "0.3"], "P30 read as a fraction, P0.3 as a percentage"),
-    (["--pipeline-scheduling", "virtual_engines"], "--pipeline-scheduling applies with --pp > 1"),
-    (["--slo-type", "tbt_ttft", "--tbt-percentile", "0"], "fraction in (0, 1] or a percentage"),
-    (["--tbt-slo-quantile", "150"], "fraction in (0, 1] or a percentage"),
-    (["--profile", "nope.parquet"], "does not exist"),
-    (["--granularity", "0"], "--granularity must be a fraction"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--slo-type", "ttft_tpot", "--deadline-miss-rate-slo", "0.2"], "does not use --deadline-miss-rate-slo"),
+        (["--slo-type", "tbt_ttft", "--tpot-slo", "0.1"], "does not use --tpot-slo"),
+        (["--slo-type", "tbt_ttft", "--ttft-slack-slo", "0.3"], "does not use --ttft-slack-slo"),
+        (["--tbt-percentile", "25"], "P25 read as a percentage"),
+        (["--tbt-percentile", "0.3"], "P30 read as a fraction, P0.3 as a percentage"),
+        (["--pipeline-scheduling", "virtual_engines"], "--pipeline-scheduling applies with --pp > 1"),
+        (["--slo-type", "tbt_ttft", "--tbt-percentile", "0"], "fraction in (0, 1] or a percentage"),
+        (["--tbt-slo-quantile", "150"], "fraction in (0, 1] or a percentage"),
+        (["--profile", "nope.parquet"], "does not exist"),
+        (["--granularity", "0"], "--granularity must be a fraction"),
+    ],
+)
 def test_bad_slo_and_search_flags_are_refused(tmp_path, args, message):
     result = run([*ONE_SYSTEM, *args], tmp_path)
     assert result.exit_code == 2 and message in result.output, result.output
@@ -104,23 +160,58 @@ def test_bad_slo_and_search_flags_are_refused(tmp_path, args, message):
 
 
 def test_an_option_with_a_config_is_applied_and_said(tmp_path):
-    result = run(["--config-path", "mistral7b_strict", "--hardware", "H100", "-n", "150", "--seed", "3", "--start-qps", "2",
-                  "--executor", "serial"], tmp_path)
+    result = run(
+        [
+            "--config-path",
+            "mistral7b_strict",
+            "--hardware",
+            "H100",
+            "-n",
+            "150",
+            "--seed",
+            "3",
+            "--start-qps",
+            "2",
+            "--executor",
+            "serial",
+        ],
+        tmp_path,
+    )
     assert result.exit_code == 0, result.output
     table = rows(tmp_path)
     assert {r["hardware"] for r in table} == {"H100-SXM"}
     assert "150 requests" in table[0]["conventions"] and "seed 3" in table[0]["conventions"]
-    for flag in ("--hardware H100-SXM: applied", "--num-requests 150: applied", "--seed 3: applied", "--start-qps 2: applied"):
+    for flag in (
+        "--hardware H100-SXM: applied",
+        "--num-requests 150: applied",
+        "--seed 3: applied",
+        "--start-qps 2: applied",
+    ):
         assert flag in result.output
 
 
 def test_vllms_burstiness_with_a_config_is_applied_and_said(tmp_path):
-    result = run(["--config-path", "mistral7b_strict", "-n", "60", "--burstiness", "0.25", "--max-iterations", "1",
-                  "--executor", "serial"], tmp_path)
+    result = run(
+        [
+            "--config-path",
+            "mistral7b_strict",
+            "-n",
+            "60",
+            "--burstiness",
+            "0.25",
+            "--max-iterations",
+            "1",
+            "--executor",
+            "serial",
+        ],
+        tmp_path,
+    )
     assert result.exit_code == 0, result.output
     assert "--burstiness: gamma arrivals (cv 2) applied" in result.output
-    assert all(r["workload"]["arrival"] == "gamma" and r["workload"]["cv"] == 2.0 for r in
-               json.loads((tmp_path / "out" / "capacity.json").read_text()))
+    assert all(
+        r["workload"]["arrival"] == "gamma" and r["workload"]["cv"] == 2.0
+        for r in json.loads((tmp_path / "out" / "capacity.json").read_text())
+    )
 
 
 def test_random_lengths_with_a_config_are_refused(tmp_path):
@@ -128,16 +219,38 @@ def test_random_lengths_with_a_config_are_refused(tmp_path):
     assert result.exit_code == 2 and "--random-input-len" in result.output and "names its own traces" in result.output
 
 
-@pytest.mark.parametrize("flag", [["--scheduler", "orca"], ["--trace", "arxiv"], ["--tp", "2"], ["--chunk-size", "256"],
-                                  ["--model", "Yi-34B"]])
+@pytest.mark.parametrize(
+    "flag",
+    [["--scheduler", "orca"], ["--trace", "arxiv"], ["--tp", "2"], ["--chunk-size", "256"], ["--model", "Yi-34B"]],
+)
 def test_an_option_that_names_a_configs_jobs_is_refused(tmp_path, flag):
     result = run(["--config-path", "mistral7b_strict", *flag], tmp_path)
     assert result.exit_code == 2 and flag[0] in result.output and "cannot apply to a config" in result.output
 
 
 def test_the_bare_command_takes_workload_options(tmp_path):
-    result = CliRunner().invoke(main, ["search", "-n", "120", "--arrival", "gamma", "--cv", "2", "--start-qps", "3", "--max-iterations", "2",
-                                       "--executor", "serial", "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "search",
+            "-n",
+            "120",
+            "--arrival",
+            "gamma",
+            "--cv",
+            "2",
+            "--start-qps",
+            "3",
+            "--max-iterations",
+            "2",
+            "--executor",
+            "serial",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "-o",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     table = rows(tmp_path)
     assert len(table) == 12 and all("120 requests" in r["conventions"] and "gamma" in r["conventions"] for r in table)
@@ -152,10 +265,14 @@ def test_a_search_that_finds_nothing_says_so(tmp_path):
     short = run([*ONE_SYSTEM, "--start-qps", "0.5", "--max-iterations", "2"], tmp_path, "short")
     assert high.exit_code == 0 and short.exit_code == 0
     found = rows(tmp_path, "high")[0]
-    assert found["capacity_qps"] == "" and found["outcome"].startswith("not found below") and found["converged"] == "False"
+    assert (
+        found["capacity_qps"] == "" and found["outcome"].startswith("not found below") and found["converged"] == "False"
+    )
     assert found["failed_first"]  # which clause failed
     above = rows(tmp_path, "short")[0]
-    assert above["outcome"].startswith("above ") and above["bracket"].startswith(">= ") and above["converged"] == "False"
+    assert (
+        above["outcome"].startswith("above ") and above["bracket"].startswith(">= ") and above["converged"] == "False"
+    )
     assert "not found below" in high.output
 
 
@@ -208,13 +325,18 @@ def test_the_osdi_configs_run_on_the_papers_gpus_with_the_papers_workload():
     shipped = Path(__file__).resolve().parents[1] / "capsearch" / "experiments" / "configs"
     for path in sorted(shipped.glob("*.yml")):  # the shipped copies are the OSDI experiments, SLOs added
         mine, theirs = load_config(path), load_config(folder / path.name)
-        assert [(j.labels, j.system, j.start_qps) for j in mine.jobs] == [(j.labels, j.system, j.start_qps) for j in theirs.jobs]
+        assert [(j.labels, j.system, j.start_qps) for j in mine.jobs] == [
+            (j.labels, j.system, j.start_qps) for j in theirs.jobs
+        ]
 
 
 def test_a_missing_trace_file_is_a_clear_error(tmp_path):
     config = tmp_path / "exp.yml"
-    config.write_text((Path(__file__).resolve().parents[1] / "capsearch" / "experiments" / "configs" / "mistral7b_strict.yml").read_text()
-                      .replace("trace_file: chat", "trace_file: ./mine/requests.csv"))
+    config.write_text(
+        (Path(__file__).resolve().parents[1] / "capsearch" / "experiments" / "configs" / "mistral7b_strict.yml")
+        .read_text()
+        .replace("trace_file: chat", "trace_file: ./mine/requests.csv")
+    )
     result = run(["--config-path", config], tmp_path)
     assert result.exit_code == 2 and "trace file ./mine/requests.csv not found" in result.output
 
@@ -248,8 +370,16 @@ def test_pipeline_slots_share_one_batch_limit_and_kv_pool():
 def test_pipeline_modes_finish_every_request_within_the_batch_limit(mode):
     arrivals = np.arange(300) * 0.02
     workload = Workload.from_arrays([200] * 300, [50] * 300, arrivals)
-    system = SystemSpec(model="Llama-2-70B", hardware="A40", tp=4, pp=2, scheduler="orca", max_batch_size=8,
-                        max_model_len=4096, pipeline_scheduling=mode)
+    system = SystemSpec(
+        model="Llama-2-70B",
+        hardware="A40",
+        tp=4,
+        pp=2,
+        scheduler="orca",
+        max_batch_size=8,
+        max_model_len=4096,
+        pipeline_scheduling=mode,
+    )
     result = simulate(system, workload)
     assert result.finished().all()
     batches = result.batches
@@ -278,8 +408,13 @@ def test_the_victim_is_the_latest_arrival_not_the_last_to_start_decoding():
 
 
 def test_orca_keeps_no_watermark():
-    assert SystemSpec(scheduler="orca", model="Mistral-7B", hardware="A100-80GB-SXM").scheduler_config().watermark == 0.0
-    assert SystemSpec(scheduler="vllm_v0", model="Mistral-7B", hardware="A100-80GB-SXM").scheduler_config().watermark == 0.01
+    assert (
+        SystemSpec(scheduler="orca", model="Mistral-7B", hardware="A100-80GB-SXM").scheduler_config().watermark == 0.0
+    )
+    assert (
+        SystemSpec(scheduler="vllm_v0", model="Mistral-7B", hardware="A100-80GB-SXM").scheduler_config().watermark
+        == 0.01
+    )
     assert Orca.default_watermark == 0.0
 
 
@@ -287,20 +422,43 @@ def test_etalons_default_config_with_a_tbt_ttft_command_runs_to_the_end(tmp_path
     """Llama-3-8B TP1, Mixtral-8x7B TP4 and Llama-3-70B TP8 at up to 16k tokens: once a latency model
     priced a batch below zero there and SimPy died on a negative delay."""
     config = reference("etalon-configs") / "default.yml"
-    result = run(["--config-path", config, "--slo-type", "tbt_ttft", "--tbt-slo", "0.03", "--tbt-percentile", "0.9", "--ttft-slo", "0.3",
-                  "--ttft-percentile", "0.9", "--max-iterations", "3", "-n", "64"], tmp_path)
+    result = run(
+        [
+            "--config-path",
+            config,
+            "--slo-type",
+            "tbt_ttft",
+            "--tbt-slo",
+            "0.03",
+            "--tbt-percentile",
+            "0.9",
+            "--ttft-slo",
+            "0.3",
+            "--ttft-percentile",
+            "0.9",
+            "--max-iterations",
+            "3",
+            "-n",
+            "64",
+        ],
+        tmp_path,
+    )
     assert result.exit_code == 0, result.output
     assert len(rows(tmp_path, "out/tbt_ttft")) == 12 and (tmp_path / "out" / "tbt_ttft" / "capacity.png").is_file()
 
 
 def test_etalons_num_clients_and_its_commands_sharing_one_output_dir(tmp_path):
     config = tmp_path / "llama_8b.yml"
-    config.write_text((reference("etalon-configs") / "llama_8b.yml").read_text().replace("num_ray_clients", "num_clients"))
+    config.write_text(
+        (reference("etalon-configs") / "llama_8b.yml").read_text().replace("num_ray_clients", "num_clients")
+    )
     base = ["--config-path", config, "-n", "32", "--max-iterations", "1"]
     deadline = run([*base, "--slo-type", "deadline", "--tbt-slo", "0.03"], tmp_path)
     ttft_tpot = run([*base, "--slo-type", "ttft_tpot", "--ttft-slo", "0.3", "--tpot-slo", "0.03"], tmp_path)
     assert deadline.exit_code == 0 and ttft_tpot.exit_code == 0, deadline.output + ttft_tpot.output
-    assert (tmp_path / "out" / "deadline" / "capacity.csv").is_file() and (tmp_path / "out" / "ttft_tpot" / "capacity.csv").is_file()
+    assert (tmp_path / "out" / "deadline" / "capacity.csv").is_file() and (
+        tmp_path / "out" / "ttft_tpot" / "capacity.csv"
+    ).is_file()
 
 
 def test_pool_keys_without_disagg_are_refused(tmp_path):

@@ -8,8 +8,8 @@ import signal
 import socket
 import threading
 import time
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -18,20 +18,27 @@ pytest.importorskip("torch")
 from capsim.capsearch.capacity.slo import TbtTtft  # noqa: E402
 from capsim.profiles.errors import ProfileError  # noqa: E402
 from capsim.profiles.latency_model import LatencyModel  # noqa: E402
+from capsim.profiles.models import get_model  # noqa: E402
 from capsim.real.client import EndpointError, connect  # noqa: E402
 from capsim.real.engine_profiler import profile_endpoint  # noqa: E402
 from capsim.real.loadgen import LoadOptions, run_load  # noqa: E402
 from capsim.real.process import EngineStartError, ServerProcess, free_port, health  # noqa: E402
 from capsim.real.reference import reference_server  # noqa: E402
 from capsim.real.vllm import vllm_command, vllm_server  # noqa: E402
-from capsim.profiles.models import get_model  # noqa: E402
 from capsim.sim import SystemSpec, simulate  # noqa: E402
 from capsim.sim.early_stop import EarlyStop  # noqa: E402
 from capsim.traces import WorkloadSpec  # noqa: E402
 
 KEY = "test-key-do-not-leak"
-SYSTEM = SystemSpec(model="tiny", hardware="cpu", scheduler="sarathi", token_budget=128, max_batch_size=8, num_kv_blocks=256,
-                    max_model_len=1024)
+SYSTEM = SystemSpec(
+    model="tiny",
+    hardware="cpu",
+    scheduler="sarathi",
+    token_budget=128,
+    max_batch_size=8,
+    num_kv_blocks=256,
+    max_model_len=1024,
+)
 VOCAB = get_model("tiny").vocab
 
 
@@ -46,7 +53,11 @@ def server(tmp_path_factory):
 def post(url: str, body, key: str | None = KEY, raw: bytes | None = None, headers: dict | None = None):
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    sent = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
+    sent = {
+        "Content-Type": "application/json",
+        **({"Authorization": f"Bearer {key}"} if key else {}),
+        **(headers or {}),
+    }
     connection.request("POST", "/v1/completions", body=raw if raw is not None else json.dumps(body), headers=sent)
     response = connection.getresponse()
     data = response.read()
@@ -60,8 +71,16 @@ def events(data: bytes) -> list:
 
 
 def test_a_streamed_completion_has_exactly_max_tokens_and_usage(server):
-    status, data = post(server.url, {"prompt": list(range(20, 60)), "max_tokens": 7, "stream": True, "ignore_eos": True,
-                                     "stream_options": {"include_usage": True, "continuous_usage_stats": True}})
+    status, data = post(
+        server.url,
+        {
+            "prompt": list(range(20, 60)),
+            "max_tokens": 7,
+            "stream": True,
+            "ignore_eos": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        },
+    )
     assert status == 200
     chunks = events(data)
     assert chunks[-1] == b"[DONE]"
@@ -74,15 +93,18 @@ def test_a_streamed_completion_has_exactly_max_tokens_and_usage(server):
     assert status == 200 and json.loads(data)["usage"]["completion_tokens"] == 3
 
 
-@pytest.mark.parametrize("body, status, reason", [
-    (None, 400, "not valid JSON"),
-    ({"prompt": [1, 2, VOCAB]}, 400, "token ids must lie in"),
-    ({"prompt": [1, 2], "max_tokens": 2000}, 400, "exceeds the engine's max model length"),
-    ({"prompt": [1, 2], "max_tokens": 0}, 400, "max_tokens must be a positive integer"),
-    ({"prompt": [1, 2], "n": 2}, 400, "n and best_of must be 1"),
-    ({"prompt": []}, 400, "non-empty list of token ids"),
-    ({"prompt": [1, 2], "model": "Llama-3-8B"}, 404, "serves 'tiny'"),
-])
+@pytest.mark.parametrize(
+    "body, status, reason",
+    [
+        (None, 400, "not valid JSON"),
+        ({"prompt": [1, 2, VOCAB]}, 400, "token ids must lie in"),
+        ({"prompt": [1, 2], "max_tokens": 2000}, 400, "exceeds the engine's max model length"),
+        ({"prompt": [1, 2], "max_tokens": 0}, 400, "max_tokens must be a positive integer"),
+        ({"prompt": [1, 2], "n": 2}, 400, "n and best_of must be 1"),
+        ({"prompt": []}, 400, "non-empty list of token ids"),
+        ({"prompt": [1, 2], "model": "Llama-3-8B"}, 404, "serves 'tiny'"),
+    ],
+)
 def test_bad_requests_get_a_4xx_with_the_reason_and_the_server_stays_up(server, body, status, reason):
     got, data = post(server.url, body, raw=b"{nope" if body is None else None)
     assert got == status
@@ -102,8 +124,14 @@ def test_a_client_that_hangs_up_has_its_request_aborted(server):
     host, port = server.url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
     body = json.dumps({"prompt": list(range(10, 30)), "max_tokens": 900, "stream": True}).encode()
-    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
-                 b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    sock.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + KEY.encode()
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")
     sock.close()
     deadline = time.monotonic() + 10
@@ -205,7 +233,9 @@ class EventsInOneWrite(MultiTokenChunks):
         self.wfile.write(b"data: [DONE]\n\n")
 
 
-@pytest.mark.parametrize("server", [MultiTokenChunks, EventsInOneWrite], ids=["two tokens an event", "two events a read"])
+@pytest.mark.parametrize(
+    "server", [MultiTokenChunks, EventsInOneWrite], ids=["two tokens an event", "two events a read"]
+)
 def test_tokens_that_arrive_together_share_their_gap_instead_of_reading_as_zero(server):
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), server)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -219,35 +249,62 @@ def test_tokens_that_arrive_together_share_their_gap_instead_of_reading_as_zero(
     assert (result.column("generated_tokens") == workload.output_tokens).all()
     assert (result.info["multi_token_chunks"] > 0) == (server is MultiTokenChunks)
     gaps = result.tbt()
-    # Each pair is spread over its 20 ms (about 10 ms a gap); only a first pair's second token has no earlier one to spread from.
+    # Each pair is spread over its 20 ms (about 10 ms a gap); only a first pair's second token has no earlier one to
+    # spread from.
     assert (gaps > 0.005).sum() == len(gaps) - len(workload.output_tokens)
 
 
 def test_the_engine_profiler_measures_prefill_and_decode_points_that_fit(server, tmp_path):
     endpoint = connect(server.url, KEY)
     # 16 requests never decode together on an engine of 8 sequences: that point and the larger one are skipped, and said
-    table = profile_endpoint(endpoint, get_model("tiny"), tmp_path / "engine.parquet", "cpu", max_model_len=1024,
-                             prompt_lengths=(16, 64, 128, 256), decode_batches=(1, 4, 8, 16), decode_contexts=(64, 256), repeats=2)
+    table = profile_endpoint(
+        endpoint,
+        get_model("tiny"),
+        tmp_path / "engine.parquet",
+        "cpu",
+        max_model_len=1024,
+        prompt_lengths=(16, 64, 128, 256),
+        decode_batches=(1, 4, 8, 16),
+        decode_contexts=(64, 256),
+        repeats=2,
+    )
     kinds = table.table.column("kind").to_pylist()
     assert kinds.count("prefill") == 4 and kinds.count("decode") == 6
     assert table.metadata["skipped_decode_points"] == [[16, 64], [16, 256]]
-    assert kinds.count("mixed") >= 2  # prompts of 32 and 128 tokens joining 1 and 4 decodes (a point is dropped if it missed them)
+    assert (
+        kinds.count("mixed") >= 2
+    )  # prompts of 32 and 128 tokens joining 1 and 4 decodes (a point is dropped if it missed them)
     latency = table.table.column("latency_s").to_numpy()
     assert (latency > 0).all() and (latency < 1).all()
     assert table.metadata["engine"] == f"endpoint {server.url}" and table.metadata["source"] == "measured"
     LatencyModel.fit(table)  # it fits like any profile
     with pytest.raises(ProfileError, match="never decoded all together|did not finish"):
-        profile_endpoint(endpoint, get_model("tiny"), tmp_path / "bad.parquet", max_model_len=1024, prompt_lengths=(),
-                         decode_batches=(12,), decode_contexts=(700,), repeats=1)  # 12 x 700 tokens overflow its KV
+        profile_endpoint(
+            endpoint,
+            get_model("tiny"),
+            tmp_path / "bad.parquet",
+            max_model_len=1024,
+            prompt_lengths=(),
+            decode_batches=(12,),
+            decode_contexts=(700,),
+            repeats=1,
+        )  # 12 x 700 tokens overflow its KV
 
 
 def test_the_frontend_leaves_the_prefill_points_and_becomes_the_profiles_frontend_time():
     from capsim.profiles.batch import BatchShape
     from capsim.real.engine_profiler import _split_frontend
 
-    shapes = [BatchShape((16,), (0,)), BatchShape((512,), (0,)), BatchShape((), (), (144,)), BatchShape((), (), (144,) * 4)]
+    shapes = [
+        BatchShape((16,), (0,)),
+        BatchShape((512,), (0,)),
+        BatchShape((), (), (144,)),
+        BatchShape((), (), (144,) * 4),
+    ]
     latencies, frontend = _split_frontend(shapes, [0.007, 0.036, 0.003, 0.004])
-    assert frontend == pytest.approx(0.004)  # 7 ms for 16 tokens alone, of which a step like a one-sequence decode: 3 ms
+    assert frontend == pytest.approx(
+        0.004
+    )  # 7 ms for 16 tokens alone, of which a step like a one-sequence decode: 3 ms
     assert latencies == pytest.approx([0.003, 0.032, 0.003, 0.004])
     assert _split_frontend(shapes[2:], [0.003, 0.004]) == ([0.003, 0.004], None)  # no prefill point: nothing to split
 
@@ -271,16 +328,26 @@ def test_vllms_iteration_log_reads_as_its_batches(tmp_path):
     log = tmp_path / "vllm.log"
     log.write_text(  # vLLM 0.32's lines, with --enable-logging-iteration-details
         "(EngineCore pid=1) INFO 12-04 01:52:45 [core.py:133] Initializing a V1 LLM engine\n"
-        "(APIServer pid=2) INFO 12-04 02:00:01 [loggers.py:199] Engine 000: Iteration(7): 1 context requests, 256 context tokens, "
+        "(APIServer pid=2) INFO 12-04 02:00:01 [loggers.py:199] Engine 000: Iteration(7): 1 context requests, 256 "
+        "context tokens, "
         "3 generation requests, 3 generation tokens, iteration elapsed time: 12.50 ms, cpu KV cache usage: 3.1%\n"
-        "(APIServer pid=2) INFO 12-04 02:00:01 [loggers.py:199] Engine 000: Iteration(8): 0 context requests, 0 context tokens, "
+        "(APIServer pid=2) INFO 12-04 02:00:01 [loggers.py:199] Engine 000: Iteration(8): 0 context requests, 0 "
+        "context tokens, "
         "4 generation requests, 4 generation tokens, iteration elapsed time: 3.00 ms, cpu KV cache usage: 3.2%\n"
-        "(APIServer pid=2) INFO 12-04 02:00:01 [loggers.py:199] Engine 000: Iteration(9): 0 context requests, 0 context tokens, "
-        "0 generation requests, 0 generation tokens, iteration elapsed time: 0.00 ms (dummy), cpu KV cache usage: 3.2%\n")
+        "(APIServer pid=2) INFO 12-04 02:00:01 [loggers.py:199] Engine 000: Iteration(9): 0 context requests, 0 "
+        "context tokens, "
+        "0 generation requests, 0 generation tokens, iteration elapsed time: 0.00 ms (dummy), cpu KV cache usage: "
+        "3.2%\n"
+    )
     steps = read_iterations(log)
-    assert steps.tolist() == [[1, 256, 3, 3, 0.0125], [0, 0, 4, 4, 0.003]]  # the dummy step is none of the engine's batches
+    assert steps.tolist() == [
+        [1, 256, 3, 3, 0.0125],
+        [0, 0, 4, 4, 0.003],
+    ]  # the dummy step is none of the engine's batches
     mix = batch_mix(steps[:, 1], steps[:, 0], steps[:, 2])
-    assert mix["steps"] == 2 and mix["with_prefill"] == 0.5 and mix["prefill_tokens"] == 256 and mix["decode_seqs"] == 3.5
+    assert (
+        mix["steps"] == 2 and mix["with_prefill"] == 0.5 and mix["prefill_tokens"] == 256 and mix["decode_seqs"] == 3.5
+    )
     empty = tmp_path / "empty.log"
     empty.write_text("no iterations logged\n")
     assert np.array_equal(read_iterations(empty), np.zeros((0, 5)))
@@ -290,21 +357,41 @@ def test_flags_for_another_mode_are_refused():
     import subprocess
     import sys
 
-    run = subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", "profile", "--model", "tiny", "--device", "cpu",
-                          "--token-budget", "256"], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "capsim.capsearch.cli",
+            "profile",
+            "--model",
+            "tiny",
+            "--device",
+            "cpu",
+            "--token-budget",
+            "256",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2 and "for --endpoint only" in run.stderr and "Traceback" not in run.stderr
-    run = subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", "vllm-command", "--model", "tiny", "--model-dir", "x"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "capsim.capsearch.cli", "vllm-command", "--model", "tiny", "--model-dir", "x"],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2 and "--model-dir is where --device cpu" in run.stderr
 
 
 def test_sigterm_ends_open_streams_and_the_server_exits_cleanly(tmp_path):
-    launcher = reference_server(SYSTEM, free_port(), str(tmp_path / "engine.log"), dtype="float32",
-                                batch_log=str(tmp_path / "batches.parquet")).start()
+    launcher = reference_server(
+        SYSTEM, free_port(), str(tmp_path / "engine.log"), dtype="float32", batch_log=str(tmp_path / "batches.parquet")
+    ).start()
     results = {}
 
     def long_request():
-        results["status"], results["data"] = post(launcher.url, {"prompt": [11, 12], "max_tokens": 1000, "stream": True}, key=None)
+        results["status"], results["data"] = post(
+            launcher.url, {"prompt": [11, 12], "max_tokens": 1000, "stream": True}, key=None
+        )
 
     thread = threading.Thread(target=long_request)
     thread.start()
@@ -321,12 +408,21 @@ def test_vllm_command_lines_map_each_policy():
     sarathi, env = vllm_command(SystemSpec(model="Llama-3-8B", scheduler="sarathi", max_batch_size=128, tp=2))
     assert sarathi[:3] == ["vllm", "serve", "meta-llama/Meta-Llama-3-8B"] and env == {}
     joined = " ".join(sarathi)
-    for flag in ("--tensor-parallel-size 2", "--max-num-seqs 128", "--enable-chunked-prefill", "--max-num-batched-tokens 512",
-                 "--load-format dummy", "--max-model-len 8192", "--no-enable-prefix-caching"):
+    for flag in (
+        "--tensor-parallel-size 2",
+        "--max-num-seqs 128",
+        "--enable-chunked-prefill",
+        "--max-num-batched-tokens 512",
+        "--load-format dummy",
+        "--max-model-len 8192",
+        "--no-enable-prefix-caching",
+    ):
         assert flag in joined
     v0, env = vllm_command(SystemSpec(model="Mistral-7B", scheduler="vllm_v0", num_kv_blocks=1000), port=8001)
     assert env == {"VLLM_USE_V1": "0"}
-    assert "--no-enable-chunked-prefill" in v0 and v0[v0.index("--num-gpu-blocks-override") + 1] == "1000" and "8001" in v0
+    assert (
+        "--no-enable-chunked-prefill" in v0 and v0[v0.index("--num-gpu-blocks-override") + 1] == "1000" and "8001" in v0
+    )
     v1, _ = vllm_command(SystemSpec(scheduler="vllm_v1", prefix_caching=True, pp=2), dummy_weights=False)
     assert "--enable-prefix-caching" in v1 and "dummy" not in v1 and v1[v1.index("--pipeline-parallel-size") + 1] == "2"
     with pytest.raises(ProfileError, match="no orca scheduler"):
@@ -339,29 +435,55 @@ def test_vllm_on_this_cpu_is_launched_as_the_cpu_build_refuses_and_serves_a_fold
     from capsim.real.model_folder import model_folder
     from capsim.real.vllm import VLLM_PYTHON, check_cpu_system, hf_model_id
 
-    system = SystemSpec(model="tiny", hardware="cpu", engine="vllm", scheduler="vllm_v1", token_budget=256, max_batch_size=16,
-                        block_size=32, num_kv_blocks=512)
+    system = SystemSpec(
+        model="tiny",
+        hardware="cpu",
+        engine="vllm",
+        scheduler="vllm_v1",
+        token_budget=256,
+        max_batch_size=16,
+        block_size=32,
+        num_kv_blocks=512,
+    )
     monkeypatch.delenv(VLLM_PYTHON, raising=False)
     with pytest.raises(ProfileError, match="install_vllm_cpu.sh"):
         vllm_command(system, device="cpu")
     monkeypatch.setenv(VLLM_PYTHON, sys.executable)
     folder = model_folder(get_model("tiny"), tmp_path)
     config = json.loads((folder / "config.json").read_text())
-    assert config["architectures"] == ["LlamaForCausalLM"] and config["vocab_size"] == VOCAB and config["num_key_value_heads"] == 4
+    assert (
+        config["architectures"] == ["LlamaForCausalLM"]
+        and config["vocab_size"] == VOCAB
+        and config["num_key_value_heads"] == 4
+    )
     tokenizer = json.loads((folder / "tokenizer.json").read_text())
     assert len(tokenizer["model"]["vocab"]) == VOCAB and tokenizer["model"]["vocab"]["t5"] == 5
     argv, env = vllm_command(system, device="cpu", model_dir=str(folder))
     import capsim.real.vllm
 
-    assert argv[:2] == [sys.executable, str(Path(capsim.real.vllm.__file__).with_name("vllm_cpu_main.py"))] and env == {}
+    assert (
+        argv[:2] == [sys.executable, str(Path(capsim.real.vllm.__file__).with_name("vllm_cpu_main.py"))] and env == {}
+    )
     joined = " ".join(argv)
-    for flag in (f"serve {folder} --served-model-name tiny", "--dtype float32", "--enforce-eager", "--block-size 32",
-                 "--num-gpu-blocks-override 512", "--max-num-batched-tokens 256", "--no-enable-prefix-caching"):
+    for flag in (
+        f"serve {folder} --served-model-name tiny",
+        "--dtype float32",
+        "--enforce-eager",
+        "--block-size 32",
+        "--num-gpu-blocks-override 512",
+        "--max-num-batched-tokens 256",
+        "--no-enable-prefix-caching",
+    ):
         assert flag in joined
     assert "--disable-log-requests" not in joined  # gone from vLLM 0.11 on
-    assert 0 < float(argv[argv.index("--gpu-memory-utilization") + 1]) < 0.5  # weights + KV + slack, not 0.9 of the host
-    for bad, fix in ((dict(block_size=16), "multiple of 32"), (dict(num_kv_blocks=None), "--num-kv-blocks"),
-                     (dict(tp=2), "--tp 1 --pp 1")):
+    assert (
+        0 < float(argv[argv.index("--gpu-memory-utilization") + 1]) < 0.5
+    )  # weights + KV + slack, not 0.9 of the host
+    for bad, fix in (
+        (dict(block_size=16), "multiple of 32"),
+        (dict(num_kv_blocks=None), "--num-kv-blocks"),
+        (dict(tp=2), "--tp 1 --pp 1"),
+    ):
         with pytest.raises(ProfileError, match=fix):
             check_cpu_system(SystemSpec(**{**system.to_dict(), **bad}))
     theirs = tmp_path / "theirs" / "tiny"
@@ -384,8 +506,11 @@ def test_launching_vllm_where_it_is_not_installed_says_so(tmp_path, monkeypatch)
 
 
 def test_an_engine_that_dies_on_start_reports_its_log(tmp_path):
-    launcher = ServerProcess([os.environ.get("PYTHON", "python3"), "-c", "import sys; print('bad flag'); sys.exit(3)"],
-                             f"http://127.0.0.1:{free_port()}", tmp_path / "log")
+    launcher = ServerProcess(
+        [os.environ.get("PYTHON", "python3"), "-c", "import sys; print('bad flag'); sys.exit(3)"],
+        f"http://127.0.0.1:{free_port()}",
+        tmp_path / "log",
+    )
     with pytest.raises(EngineStartError, match="exited with code 3") as error:
         launcher.start(ready_timeout_s=10)
     assert "bad flag" in str(error.value)
@@ -408,7 +533,9 @@ def test_requests_preempted_for_kv_memory_recompute_and_finish_exactly(tmp_path)
 
     from capsim.traces import Workload
 
-    system = SystemSpec(model="tiny", hardware="cpu", scheduler="vllm_v0", max_batch_size=16, num_kv_blocks=48, max_model_len=512)
+    system = SystemSpec(
+        model="tiny", hardware="cpu", scheduler="vllm_v0", max_batch_size=16, num_kv_blocks=48, max_model_len=512
+    )
     with reference_server(system, free_port(), str(tmp_path / "engine.log"), dtype="float32") as launcher:
         workload = Workload.from_arrays(np.full(8, 64), np.full(8, 150), np.linspace(0, 0.1, 8))
         result = run_load(connect(launcher.url), workload, LoadOptions(vocab=VOCAB, time_limit_s=60))

@@ -69,10 +69,21 @@ def test_a_confirmation_where_nothing_passed_or_was_measured_still_writes_its_re
     from capsim.capsearch.capacity.confirm import Confirmation
     from capsim.capsearch.report.confirm import plot_confirmation, write_confirmation
 
-    nothing = [{"metric": m, "percentile": p, "predicted_s": 0.05, "measured_s": math.nan, "error": math.nan}
-               for m in ("ttft", "tbt") for p in (50, 99)]
-    confirmation = Confirmation(slo={}, slo_name="P99 TBT<=0.1s", predicted_qps=2.0, measured_qps=None, failing_qps=2.0,
-                                trials=[{"qps": 2.0, "passed": False}], percentiles=nothing, compared_at_qps=2.0)
+    nothing = [
+        {"metric": m, "percentile": p, "predicted_s": 0.05, "measured_s": math.nan, "error": math.nan}
+        for m in ("ttft", "tbt")
+        for p in (50, 99)
+    ]
+    confirmation = Confirmation(
+        slo={},
+        slo_name="P99 TBT<=0.1s",
+        predicted_qps=2.0,
+        measured_qps=None,
+        failing_qps=2.0,
+        trials=[{"qps": 2.0, "passed": False}],
+        percentiles=nothing,
+        compared_at_qps=2.0,
+    )
     plot_confirmation(confirmation, tmp_path / "confirm.png")
     data = json.loads(write_confirmation(confirmation, tmp_path).read_text())
     assert (tmp_path / "confirm.png").stat().st_size > 1000
@@ -87,15 +98,24 @@ def test_a_confirmation_that_never_failed_gives_its_error_as_a_bound():
     from capsim.capsearch.report.confirm import confirmation_tables
 
     def capacity_row(failing):
-        confirmation = Confirmation(slo={}, slo_name="P99 TBT<=0.1s", predicted_qps=10.0, measured_qps=12.0, failing_qps=failing,
-                                    trials=[{"qps": 12.0, "passed": True}], compared_at_qps=12.0,
-                                    predicted_outcome="simulated search: converged")
+        confirmation = Confirmation(
+            slo={},
+            slo_name="P99 TBT<=0.1s",
+            predicted_qps=10.0,
+            measured_qps=12.0,
+            failing_qps=failing,
+            trials=[{"qps": 12.0, "passed": True}],
+            compared_at_qps=12.0,
+            predicted_outcome="simulated search: converged",
+        )
         console = Console(width=200, record=True)
         console.print(confirmation_tables(confirmation)[0])
         return console.export_text()
 
     assert "<= -16.7%" in capacity_row(None) and "predicted: simulated search: converged" in capacity_row(None)
-    assert "-16.7%" in capacity_row(12.5) and "<= -16.7%" not in capacity_row(12.5)  # simulated against measured, as latencies
+    assert "-16.7%" in capacity_row(12.5) and "<= -16.7%" not in capacity_row(
+        12.5
+    )  # simulated against measured, as latencies
 
 
 def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):

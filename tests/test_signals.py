@@ -16,12 +16,21 @@ SEARCH = [CAPSIM, "search", "--config-path", "mistral7b_strict", "--workers", "2
 
 
 def started_search(tmp_path) -> tuple[subprocess.Popen, list[psutil.Process]]:
-    search = subprocess.Popen([*SEARCH, "--cache-dir", tmp_path / "cache", "-o", tmp_path / "out"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    search = subprocess.Popen(
+        [*SEARCH, "--cache-dir", tmp_path / "cache", "-o", tmp_path / "out"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not list((tmp_path / "cache").glob("*.trial.parquet")):
         time.sleep(0.1)  # a trial has finished: the workers are busy with the next ones
-    workers = [p for p in psutil.Process(search.pid).children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())]
+    workers = [
+        p
+        for p in psutil.Process(search.pid).children(recursive=True)
+        if "resource_tracker" not in " ".join(p.cmdline())
+    ]
     assert workers and search.poll() is None
     return search, workers
 
@@ -56,8 +65,22 @@ def test_workers_die_with_a_search_killed_with_sigkill(tmp_path):
 
 
 def test_an_unreachable_ray_cluster_fails_fast(tmp_path):
-    done = subprocess.run([*SEARCH, "--executor", "ray", "--ray-address", "127.0.0.1:9", "--cache-dir", tmp_path / "c",
-                           "-o", tmp_path / "o"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            *SEARCH,
+            "--executor",
+            "ray",
+            "--ray-address",
+            "127.0.0.1:9",
+            "--cache-dir",
+            tmp_path / "c",
+            "-o",
+            tmp_path / "o",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "nothing answers" in done.stderr and "Traceback" not in done.stderr
     # how soon (the probe's 10 s timeout at most): bench/bench_interrupt.py
 

@@ -18,7 +18,7 @@ def one_request(prompt, output, **system):
 
 def token_times(result, i=0):
     values, offsets = result.token_times
-    return values[offsets[i]:offsets[i + 1]]
+    return values[offsets[i] : offsets[i + 1]]
 
 
 @pytest.mark.parametrize("scheduler", ["sarathi", "vllm_v0", "orca", "vllm_v1", "faster_transformer"])
@@ -55,7 +55,7 @@ def check_every_token_once(result: RunResult):
     assert (counts == result.column("output_tokens")).all()
     assert (result.column("generated_tokens") == result.column("output_tokens")).all()
     for i in range(len(counts)):
-        assert (np.diff(values[offsets[i]:offsets[i + 1]]) > 0).all()
+        assert (np.diff(values[offsets[i] : offsets[i + 1]]) > 0).all()
 
 
 @pytest.mark.parametrize("scheduler", ["sarathi", "vllm_v0", "orca", "vllm_v1", "faster_transformer"])
@@ -83,7 +83,9 @@ def test_policy_rules_hold():
     assert mixed.any()
     workload = WorkloadSpec("chat", num_requests=200, seed=3).at_qps(6.0)
     orca = simulate(SystemSpec(scheduler="orca", max_batch_size=16), workload, batch_seconds=constant)
-    assert orca.column("first_token_s") - orca.column("scheduled_s") == pytest.approx(np.full(200, STEP))  # whole prompts
+    assert orca.column("first_token_s") - orca.column("scheduled_s") == pytest.approx(
+        np.full(200, STEP)
+    )  # whole prompts
     assert orca.batches.column("decode_seqs").to_numpy().max() <= 16
 
 
@@ -118,8 +120,12 @@ def test_too_long_requests_are_rejected():
 
 
 def test_pipeline_parallel_keeps_stages_busy():
-    one = run_chat(qps=4.0, model="Llama-2-70B", hardware="A100-80GB-SXM", tp=4, pp=1, max_model_len=8192, rope_scaling=2.0)
-    two = run_chat(qps=4.0, model="Llama-2-70B", hardware="A100-80GB-SXM", tp=4, pp=2, max_model_len=8192, rope_scaling=2.0)
+    one = run_chat(
+        qps=4.0, model="Llama-2-70B", hardware="A100-80GB-SXM", tp=4, pp=1, max_model_len=8192, rope_scaling=2.0
+    )
+    two = run_chat(
+        qps=4.0, model="Llama-2-70B", hardware="A100-80GB-SXM", tp=4, pp=2, max_model_len=8192, rope_scaling=2.0
+    )
     check_every_token_once(two)
     assert set(two.batches.column("engine").to_numpy()) == {0, 1}
     starts = two.batches.column("start_s").to_numpy()
@@ -141,8 +147,9 @@ def test_routers_spread_requests_over_replicas(router):
 def test_prefix_caching_skips_shared_prefixes(scheduler):
     n = 200
     groups = np.arange(n) % 10
-    workload = Workload.from_arrays(np.full(n, 2000), np.full(n, 20), np.arange(n) * 0.05,
-                                    prefix_group=groups, prefix_tokens=np.full(n, 1536))
+    workload = Workload.from_arrays(
+        np.full(n, 2000), np.full(n, 20), np.arange(n) * 0.05, prefix_group=groups, prefix_tokens=np.full(n, 1536)
+    )
     plain = simulate(SystemSpec(scheduler=scheduler), workload)
     cached = simulate(SystemSpec(scheduler=scheduler, prefix_caching=True), workload)
     prefill = lambda r: (r.batches.column("tokens").to_numpy() - r.batches.column("decode_seqs").to_numpy()).sum()  # noqa: E731

@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
 
-from capsim.capsearch.capacity.slo import (Deadline, SLOError, TbtTtft, TtftTpot, deadline_miss_rates, fluidity_figures, min_tbt_deadlines,
-                                  slo_from_dict)
+from capsim.capsearch.capacity.slo import (
+    Deadline,
+    SLOError,
+    TbtTtft,
+    TtftTpot,
+    deadline_miss_rates,
+    fluidity_figures,
+    min_tbt_deadlines,
+    slo_from_dict,
+)
 from capsim.sim.result import RunResult, requests_table
 
 
@@ -15,8 +23,24 @@ def result_of(token_lists, arrivals, output=None, status=None, scheduled=None):
     values = np.concatenate([np.asarray(t, dtype=float) for t in token_lists]) if sum(counts) else np.zeros(0)
     first = [t[0] if len(t) else np.nan for t in token_lists]
     finish = [t[-1] if len(t) and s == "finished" else np.nan for t, s in zip(token_lists, status)]
-    return RunResult(requests_table(range(n), [0] * n, arrivals, scheduled or arrivals, first, finish, status, [""] * n,
-                                    [100] * n, output, counts, [0] * n, values, offsets))
+    return RunResult(
+        requests_table(
+            range(n),
+            [0] * n,
+            arrivals,
+            scheduled or arrivals,
+            first,
+            finish,
+            status,
+            [""] * n,
+            [100] * n,
+            output,
+            counts,
+            [0] * n,
+            values,
+            offsets,
+        )
+    )
 
 
 def test_tbt_ttft_by_hand():
@@ -109,7 +133,9 @@ def test_etalon_fluidity_figures_by_hand():
 
 
 def test_percentiles_as_fractions_and_percentages_agree():
-    assert TbtTtft(tbt=0.1, tbt_percentile=0.99, ttft_percentile=0.5) == TbtTtft(tbt=0.1, tbt_percentile=99, ttft_percentile=50)
+    assert TbtTtft(tbt=0.1, tbt_percentile=0.99, ttft_percentile=0.5) == TbtTtft(
+        tbt=0.1, tbt_percentile=99, ttft_percentile=50
+    )
     assert Deadline(miss_rate_percentile=0.999).name.startswith("P99.9 ")
     assert TtftTpot(ttft_percentile=0.9, tpot_percentile=90).name == "P90 TTFT<=2s, P90 TPOT<=0.1s"
     for bad in (0, -1, 100.5, True, "99"):
@@ -117,13 +143,16 @@ def test_percentiles_as_fractions_and_percentages_agree():
             TbtTtft(tbt_percentile=bad)
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"kind": "tbt_ttft", "tbt": 0}, "tbt must be a positive"),
-    ({"kind": "tbt_ttft", "tbt_percentile": 120}, "or a percentage in"),
-    ({"kind": "deadline", "miss_rate": 1.5}, "miss rate must be in"),
-    ({"kind": "latency"}, "an SLO needs kind"),
-    ({"kind": "ttft_tpot", "tbt": 0.1}, "unexpected keyword"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"kind": "tbt_ttft", "tbt": 0}, "tbt must be a positive"),
+        ({"kind": "tbt_ttft", "tbt_percentile": 120}, "or a percentage in"),
+        ({"kind": "deadline", "miss_rate": 1.5}, "miss rate must be in"),
+        ({"kind": "latency"}, "an SLO needs kind"),
+        ({"kind": "ttft_tpot", "tbt": 0.1}, "unexpected keyword"),
+    ],
+)
 def test_impossible_slos_are_refused(data, message):
     with pytest.raises(SLOError, match=message):
         slo_from_dict(data)
@@ -132,7 +161,9 @@ def test_impossible_slos_are_refused(data, message):
 def test_a_fraction_of_exactly_one_is_a_hundred_percent_and_below_the_median_is_refused():
     from capsim.capsearch.capacity.slo import SLOError, as_percentile
 
-    assert as_percentile(1) == 100 and as_percentile(1.0) == 100 and as_percentile(0.99) == 99 and as_percentile(99) == 99
+    assert (
+        as_percentile(1) == 100 and as_percentile(1.0) == 100 and as_percentile(0.99) == 99 and as_percentile(99) == 99
+    )
     assert as_percentile(50) == 50 and as_percentile(0.5) == 50
     for value in (0.3, 25, 1.5):
         with pytest.raises(SLOError, match="below the median"):

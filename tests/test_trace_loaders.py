@@ -25,22 +25,31 @@ def test_sarathi_csv_from_the_reference_files(reference_traces):
 
 
 def test_azure_csv_parses_datetimes_with_and_without_zone(tmp_path):
-    a = write(tmp_path / "azure2023.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-              "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n")
+    a = write(
+        tmp_path / "azure2023.csv",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n",
+    )
     w = load_trace(a)
     assert detect_format(a) == "azure"
     assert w.arrival_s == pytest.approx([0.0, 4.314579])
     assert list(w.prompt_tokens) == [374, 396] and list(w.output_tokens) == [44, 109]
-    b = write(tmp_path / "azure2024.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-              "2024-05-10 00:00:00.009930+00:00,100,10\n2024-05-10 00:00:02.009930+00:00,200,20\n")
+    b = write(
+        tmp_path / "azure2024.csv",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2024-05-10 00:00:00.009930+00:00,100,10\n2024-05-10 00:00:02.009930+00:00,200,20\n",
+    )
     assert load_trace(b).arrival_s == pytest.approx([0.0, 2.0])
 
 
 def test_burstgpt_skips_and_counts_failed_requests(tmp_path):
-    path = write(tmp_path / "burst.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
-                 "5,ChatGPT,472,18,490,Conversation log\n"
-                 "45,ChatGPT,1087,0,1087,Conversation log\n"
-                 "118,GPT-4,417,276,693,API log\n")
+    path = write(
+        tmp_path / "burst.csv",
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "5,ChatGPT,472,18,490,Conversation log\n"
+        "45,ChatGPT,1087,0,1087,Conversation log\n"
+        "118,GPT-4,417,276,693,API log\n",
+    )
     w = load_trace(path)
     assert list(w.prompt_tokens) == [472, 417]
     assert w.arrival_s == pytest.approx([0, 113])
@@ -71,7 +80,9 @@ def test_unsorted_timestamps_are_replayed_in_arrival_order(tmp_path):
 
 
 def test_parquet_round_trip_keeps_every_column(tmp_path):
-    w = Workload.from_arrays([5, 6], [7, 8], [0.0, 0.25], prefix_group=[3, -1], prefix_tokens=[4, 0], info={"source": "x"})
+    w = Workload.from_arrays(
+        [5, 6], [7, 8], [0.0, 0.25], prefix_group=[3, -1], prefix_tokens=[4, 0], info={"source": "x"}
+    )
     out = w.to_parquet(tmp_path / "w.parquet")
     back = load_trace(out)
     assert back.table.equals(w.table)
@@ -81,7 +92,10 @@ def test_parquet_round_trip_keeps_every_column(tmp_path):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("num_prefill_tokens,num_decode_tokens\n10,1\n20,abc\n", ["line 3", "'num_decode_tokens'", "'abc' is not a number"]),
+        (
+            "num_prefill_tokens,num_decode_tokens\n10,1\n20,abc\n",
+            ["line 3", "'num_decode_tokens'", "'abc' is not a number"],
+        ),
         ("num_prefill_tokens,num_decode_tokens\n10,1\n0,4\n", ["line 3", "'num_prefill_tokens'", "positive"]),
         ("num_prefill_tokens,num_decode_tokens\n10,1\n-5,4\n", ["line 3", "positive"]),
         ("num_prefill_tokens,num_decode_tokens\n10,1\n2.5,4\n", ["line 3", "whole number"]),
@@ -112,7 +126,9 @@ def test_forced_format_names_the_missing_column(tmp_path):
 
 
 def test_bad_mooncake_and_parquet(tmp_path):
-    truncated = write(tmp_path / "m.jsonl", '{"timestamp": 0, "input_length": 5, "output_length": 1}\n{"timestamp": 3, "inp')
+    truncated = write(
+        tmp_path / "m.jsonl", '{"timestamp": 0, "input_length": 5, "output_length": 1}\n{"timestamp": 3, "inp'
+    )
     with pytest.raises(TraceError, match="line 2 is not valid JSON"):
         load_trace(truncated)
     missing = write(tmp_path / "m2.jsonl", '{"timestamp": 0, "input_length": 5}\n')

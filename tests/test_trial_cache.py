@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from capsim.capsearch.capacity.cache_folder import parse_age, parse_size, prune, scan
-from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.capacity.slo import Deadline, TbtTtft, TtftTpot
 from capsim.capsearch.capacity.trials import TrialCache, run_trial, trial_key
+from capsim.capsearch.errors import ConfigError
 from capsim.sim import SystemSpec, simulate
 from capsim.sim.compact import CompactError, read_compact, write_compact
 from capsim.traces import WorkloadSpec
@@ -27,15 +27,29 @@ def same_requests(a, b) -> bool:
     if a.requests.column_names != b.requests.column_names:
         return False
     columns = [n for n in a.requests.column_names if n != "token_times"]
-    return all(np.array_equal(a.column(n), b.column(n), equal_nan=a.column(n).dtype.kind == "f") for n in columns) \
-        and all(np.array_equal(x, y) for x, y in zip(a.token_times, b.token_times))
+    return all(
+        np.array_equal(a.column(n), b.column(n), equal_nan=a.column(n).dtype.kind == "f") for n in columns
+    ) and all(np.array_equal(x, y) for x, y in zip(a.token_times, b.token_times))
 
 
-@pytest.mark.parametrize("system, qps", [
-    (SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="sarathi", token_budget=512), 6.0),
-    (SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="vllm_v0", replicas=2, num_kv_blocks=600), 30.0),
-    (SystemSpec(model="Llama-2-70B", hardware="A100-80GB-SXM", tp=4, pp=2, scheduler="sarathi", token_budget=512), 3.0),
-])
+@pytest.mark.parametrize(
+    "system, qps",
+    [
+        (SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="sarathi", token_budget=512), 6.0),
+        (
+            SystemSpec(
+                model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="vllm_v0", replicas=2, num_kv_blocks=600
+            ),
+            30.0,
+        ),
+        (
+            SystemSpec(
+                model="Llama-2-70B", hardware="A100-80GB-SXM", tp=4, pp=2, scheduler="sarathi", token_budget=512
+            ),
+            3.0,
+        ),
+    ],
+)
 def test_the_compact_form_gives_back_the_same_trial_bit_for_bit(tmp_path, system, qps):
     result = simulate(system, WORKLOAD.at_qps(qps), time_limit_s=40.0)  # some requests unfinished, some preempted
     write_compact(result, tmp_path / "t")
@@ -100,14 +114,23 @@ def test_bad_sizes_are_refused(text):
 
 def test_cache_commands(tmp_path):
     cache = tmp_path / "cache"
-    run_trial(SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="sarathi", token_budget=512), WORKLOAD, 5.0,
-              TrialCache(cache))
-    info = subprocess.run([CAPSIM, "cache", "info", "--cache-dir", cache], capture_output=True, text=True, check=True).stdout
+    run_trial(
+        SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="sarathi", token_budget=512),
+        WORKLOAD,
+        5.0,
+        TrialCache(cache),
+    )
+    info = subprocess.run(
+        [CAPSIM, "cache", "info", "--cache-dir", cache], capture_output=True, text=True, check=True
+    ).stdout
     assert str(cache) in info and "trials: 1," in info and "a trial" in info
-    pruned = subprocess.run([CAPSIM, "cache", "prune", "--cache-dir", cache, "--max-size", "0"], capture_output=True, text=True,
-                            check=True).stdout
+    pruned = subprocess.run(
+        [CAPSIM, "cache", "prune", "--cache-dir", cache, "--max-size", "0"], capture_output=True, text=True, check=True
+    ).stdout
     assert "removed 1" in pruned and not list(cache.glob("*.trial.parquet"))
-    bad = subprocess.run([CAPSIM, "cache", "prune", "--cache-dir", cache, "--older-than", "soon"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [CAPSIM, "cache", "prune", "--cache-dir", cache, "--older-than", "soon"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "30d" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -119,11 +142,32 @@ def test_capsim_never_removes_or_uses_a_folder_of_files_it_did_not_write(tmp_pat
     old = time.time() - 86400
     for path in home.iterdir():
         os.utime(path, (old, old))
-    for args in (["cache", "prune", "--cache-dir", home, "--max-size", "0"],
-                 ["search", "--model", "Mistral-7B", "--scheduler", "sarathi", "--chunk-size", "512", "--trace", "chat", "-n", "64",
-                  "--tbt-slo-value", "0.1", "--cache-dir", home, "-o", tmp_path / "out"]):
+    for args in (
+        ["cache", "prune", "--cache-dir", home, "--max-size", "0"],
+        [
+            "search",
+            "--model",
+            "Mistral-7B",
+            "--scheduler",
+            "sarathi",
+            "--chunk-size",
+            "512",
+            "--trace",
+            "chat",
+            "-n",
+            "64",
+            "--tbt-slo-value",
+            "0.1",
+            "--cache-dir",
+            home,
+            "-o",
+            tmp_path / "out",
+        ],
+    ):
         refused = subprocess.run([CAPSIM, *map(str, args)], capture_output=True, text=True)
-        assert refused.returncode == 2 and "capsim did not write" in refused.stderr and "Traceback" not in refused.stderr
+        assert (
+            refused.returncode == 2 and "capsim did not write" in refused.stderr and "Traceback" not in refused.stderr
+        )
     assert sorted(p.name for p in home.iterdir()) == [".bashrc", ".ssh", "thesis.tex"]
     cache = tmp_path / "cache"
     TrialCache(cache)  # a new folder is capsim's: tagged

@@ -35,7 +35,10 @@ def test_every_row_is_replayed_or_counted_with_its_reason(sample):
     assert {m.quant for m in measurements} == {"bf16", "fp8"}
     assert {m.client for m in measurements} == {"aiperf", "inferencemax"}
     inferencemax = [m for m in measurements if m.client == "inferencemax"]
-    assert all((m.isl, m.osl) in {(1024, 1024), (1024, 8192), (8192, 1024)} and m.model == "Llama-3.1-70B" for m in inferencemax)
+    assert all(
+        (m.isl, m.osl) in {(1024, 1024), (1024, 8192), (8192, 1024)} and m.model == "Llama-3.1-70B"
+        for m in inferencemax
+    )
 
 
 def test_a_file_that_is_not_a_silicon_sample_is_refused(tmp_path, sample):
@@ -63,11 +66,19 @@ def test_the_clients_send_as_their_tools_do():
     inferencemax = ClosedLoop.inferencemax(16).workload(1024, 8192)
     assert int(0.8 * 1024) <= inferencemax.prompt_tokens.min() and inferencemax.prompt_tokens.max() <= 1024
     assert 0.88 < inferencemax.output_tokens.mean() / 8192 < 0.92  # lengths uniform in 0.8 L .. L: the mean is 0.9 L
-    reused = ClosedLoop.aiperf(4, dataset_entries=10)  # the warm-up fills the prefix cache: it runs, and is not measured
+    reused = ClosedLoop.aiperf(
+        4, dataset_entries=10
+    )  # the warm-up fills the prefix cache: it runs, and is not measured
     assert reused.simulated_requests == 88 and reused.measured() == slice(8, 88)
     groups = reused.workload(256, 8).table.column("prefix_group").to_numpy()
     assert groups[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
-    for bad in (dict(start="staggered"), dict(dataset_entries=0), dict(start="together", start_s=1.0), dict(length_ratio=0.0), dict(start="ramp!", start_s=1)):
+    for bad in (
+        dict(start="staggered"),
+        dict(dataset_entries=0),
+        dict(start="together", start_s=1.0),
+        dict(length_ratio=0.0),
+        dict(start="ramp!", start_s=1),
+    ):
         with pytest.raises(TraceError):
             ClosedLoop(4, 8, **bad)
 
@@ -94,16 +105,30 @@ def test_the_frontend_takes_one_request_at_a_time():
     system = SystemSpec(model="Llama-3.1-8B", hardware="H100-SXM", engine="sglang")
     assert system.scheduler == "sarathi"  # the class default; the CLI picks the engine's own policy
     workload = ClosedLoop.aiperf(4).workload(512, 16)
-    on = simulate(SystemSpec(model="Llama-3.1-8B", hardware="H100-SXM", engine="sglang", scheduler="sglang"), workload, max_concurrency=4)
-    off = simulate(SystemSpec(model="Llama-3.1-8B", hardware="H100-SXM", engine="sglang", scheduler="sglang", host_time=False),
-                   workload, max_concurrency=4)
+    on = simulate(
+        SystemSpec(model="Llama-3.1-8B", hardware="H100-SXM", engine="sglang", scheduler="sglang"),
+        workload,
+        max_concurrency=4,
+    )
+    off = simulate(
+        SystemSpec(model="Llama-3.1-8B", hardware="H100-SXM", engine="sglang", scheduler="sglang", host_time=False),
+        workload,
+        max_concurrency=4,
+    )
     frontend = host_time("sglang").frontend_s
     assert frontend > 0 and on.info["frontend_s"] == frontend and off.info["frontend_s"] == 0.0
     first_wave = np.sort(on.column("first_token_s")[:4])
     assert (first_wave >= frontend * np.arange(1, 5) - 1e-6).all()
     assert np.ptp(off.column("first_token_s")[:4]) < frontend  # without a frontend they share their prefill batches
-    assert simulate(SystemSpec(model="Llama-3.1-8B", hardware="H100-SXM", engine="sglang", scheduler="sglang"), workload,
-                    max_concurrency=4, frontend_s=0.0).info["frontend_s"] == 0.0
+    assert (
+        simulate(
+            SystemSpec(model="Llama-3.1-8B", hardware="H100-SXM", engine="sglang", scheduler="sglang"),
+            workload,
+            max_concurrency=4,
+            frontend_s=0.0,
+        ).info["frontend_s"]
+        == 0.0
+    )
 
 
 @pytest.mark.parametrize("engine, model", [("vllm", "Qwen3-32B"), ("sglang", "Qwen3-32B"), ("trtllm", "Llama-3.1-8B")])
@@ -111,8 +136,17 @@ def test_replays_of_the_training_runs_meet_their_tpot(sample, engine, model):
     """The runs the host time was fitted on, a few of each engine at low and high load: TPOT
     within 12% of the real engine's (the note and README give the whole set)."""
     measurements, _ = sample
-    chosen = [m for m in measurements if m.engine == engine and m.model == model and m.quant == "bf16" and m.hardware == "H100-SXM"
-              and m.isl == 1024 and m.osl == 512 and m.tp in (2, 4)]
+    chosen = [
+        m
+        for m in measurements
+        if m.engine == engine
+        and m.model == model
+        and m.quant == "bf16"
+        and m.hardware == "H100-SXM"
+        and m.isl == 1024
+        and m.osl == 512
+        and m.tp in (2, 4)
+    ]
     assert chosen and all(m.id in training_rows() for m in chosen)
     errors = [replay(m).tpot_error for m in chosen]
     assert all(e is not None for e in errors)
@@ -126,14 +160,24 @@ def test_each_engine_replays_with_its_own_batching(sample):
         system = engine_system(m)
         assert system.scheduler == policy and system.host_time
         assert client_of(m).tool == "aiperf"
-    vllm_h100 = engine_system(next(m for m in measurements if m.engine == "vllm" and m.hardware == "H100-SXM" and m.client == "aiperf"))
+    vllm_h100 = engine_system(
+        next(m for m in measurements if m.engine == "vllm" and m.hardware == "H100-SXM" and m.client == "aiperf")
+    )
     assert (vllm_h100.token_budget, vllm_h100.max_batch_size) == (8192, 1024)  # `vllm serve` on a 70 GiB+ GPU
 
 
 def test_fp8_halves_the_weights_and_the_kv_cache_where_asked():
     base = SystemSpec(model="Llama-3.1-70B", hardware="H200", tp=2, engine="vllm", scheduler="vllm_v1")
     fp8 = SystemSpec(model="Llama-3.1-70B", hardware="H200", tp=2, engine="vllm", scheduler="vllm_v1", quant="fp8")
-    fp8_kv = SystemSpec(model="Llama-3.1-70B", hardware="H200", tp=2, engine="vllm", scheduler="vllm_v1", quant="fp8", kv_cache_dtype="fp8")
+    fp8_kv = SystemSpec(
+        model="Llama-3.1-70B",
+        hardware="H200",
+        tp=2,
+        engine="vllm",
+        scheduler="vllm_v1",
+        quant="fp8",
+        kv_cache_dtype="fp8",
+    )
     blocks = [s.scheduler_config().num_blocks for s in (base, fp8, fp8_kv)]
     assert blocks[0] < blocks[1] < blocks[2] and blocks[2] > 1.9 * blocks[1]
     assert fp8.model_spec.name == "Llama-3.1-70B-FP8" and fp8_kv.model_spec.kv_dtype_bytes == 1
@@ -161,11 +205,24 @@ def test_fp8_halves_the_weights_and_the_kv_cache_where_asked():
 
 
 def run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "capsim.capsearch.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "capsim.capsearch.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 def test_validate_writes_rows_groups_and_the_plot(tmp_path):
-    done = run("validate", "--engine", "vllm", "--model", "Qwen3-32B", "--limit", "4", "-o", str(tmp_path / "out"), cwd=tmp_path)
+    done = run(
+        "validate",
+        "--engine",
+        "vllm",
+        "--model",
+        "Qwen3-32B",
+        "--limit",
+        "4",
+        "-o",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "left out" in done.stdout and "vLLM host time" in done.stdout
     document = json.loads((tmp_path / "out" / "validation.json").read_text())
@@ -185,7 +242,11 @@ def test_validate_writes_rows_groups_and_the_plot(tmp_path):
 def test_repeated_prompts_are_served_from_the_prefix_cache(sample):
     """aiperf's prompt reuse, asked for: the engine computes each prompt once, so the TTFT falls."""
     measurements, _ = sample
-    m = next(m for m in measurements if m.engine == "vllm" and m.model == "Qwen3-32B" and m.concurrency >= 64 and m.isl == 1024 and m.tp == 4)
+    m = next(
+        m
+        for m in measurements
+        if m.engine == "vllm" and m.model == "Qwen3-32B" and m.concurrency >= 64 and m.isl == 1024 and m.tp == 4
+    )
     fresh, reused = replay(m), replay(m, client=client_of(m, dataset_entries=100))
     assert reused.ttft_ms < 0.7 * fresh.ttft_ms
 

@@ -23,6 +23,7 @@ from capsim.real.vllm import VLLM_PYTHON, vllm_server
 from capsim.sim import SystemSpec, simulate
 from capsim.traces import WorkloadSpec
 
+
 def _vllm_cpu_missing() -> str | None:
     """Why real vLLM cannot run here, or None."""
     python = os.environ.get(VLLM_PYTHON)
@@ -41,8 +42,17 @@ def _vllm_cpu_missing() -> str | None:
 if (_missing := _vllm_cpu_missing()) is not None:
     pytest.skip(_missing, allow_module_level=True)
 
-SYSTEM = SystemSpec(model="tiny", hardware="cpu", engine="vllm", scheduler="vllm_v1", token_budget=256, max_batch_size=16,
-                    block_size=32, num_kv_blocks=512, max_model_len=1024)
+SYSTEM = SystemSpec(
+    model="tiny",
+    hardware="cpu",
+    engine="vllm",
+    scheduler="vllm_v1",
+    token_budget=256,
+    max_batch_size=16,
+    block_size=32,
+    num_kv_blocks=512,
+    max_model_len=1024,
+)
 VOCAB = get_model("tiny").vocab
 
 
@@ -57,9 +67,17 @@ def vllm(tmp_path_factory):
 def profile(vllm, tmp_path_factory):
     path = tmp_path_factory.mktemp("vllm-profile") / "vllm_tiny_cpu.parquet"
     # 16 x 512 prompt tokens take 32 steps of a 256-token budget to prefill: the decode window must still open
-    table = profile_endpoint(vllm, get_model("tiny"), path, hardware="cpu", max_model_len=SYSTEM.model_len,
-                             prompt_lengths=(16, 64, 128, 256, 512, 768), decode_batches=(1, 2, 4, 8, 16), decode_contexts=(128, 512),
-                             token_budget=SYSTEM.token_budget)
+    table = profile_endpoint(
+        vllm,
+        get_model("tiny"),
+        path,
+        hardware="cpu",
+        max_model_len=SYSTEM.model_len,
+        prompt_lengths=(16, 64, 128, 256, 512, 768),
+        decode_batches=(1, 2, 4, 8, 16),
+        decode_contexts=(128, 512),
+        token_budget=SYSTEM.token_budget,
+    )
     return path, table
 
 
@@ -76,7 +94,8 @@ def test_vllm_serves_the_catalog_model_under_its_name_with_every_token(vllm):
 def test_a_black_box_profile_of_vllm_predicts_its_latencies_under_load(vllm, profile):
     path, table = profile
     kinds = list(table.kinds)
-    # prefills up to the budget and 2 chunks beyond it (512 - 256, 768 - 512), 10 decodes, mixed (a point that missed its decoders is dropped)
+    # prefills up to the budget and 2 chunks beyond it (512 - 256, 768 - 512), 10 decodes, mixed (a point that missed
+    # its decoders is dropped)
     assert kinds.count("prefill") == 4 + 2 and kinds.count("decode") == 10 and 3 <= kinds.count("mixed") <= 6, kinds
     model = LatencyModel.fit(table)
     print("held-out MAPE", model.accuracy["compiled"], "frontend", table.metadata.get("host_time"))
@@ -94,5 +113,5 @@ def test_a_black_box_profile_of_vllm_predicts_its_latencies_under_load(vllm, pro
             rows.append((qps, metric, predicted, measured, predicted / measured - 1))
     for row in rows:
         print("%4.1f QPS %s P50: predicted %.4f s, measured %.4f s, error %+.0f%%" % (*row[:4], 100 * row[4]))
-    for qps, metric, predicted, measured, error in rows:
+    for *_, error in rows:
         assert abs(error) <= 0.5, rows

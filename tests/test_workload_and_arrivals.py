@@ -34,7 +34,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 
     bad = Workload.from_arrays([1], [1])
     bad.table = None  # writing fails half-way through
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         bad.to_parquet(target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["w.parquet"]
@@ -51,7 +51,9 @@ def test_same_seed_same_requests_at_every_qps():
     assert not np.array_equal(slow.prompt_tokens, other.prompt_tokens)
 
 
-@pytest.mark.parametrize("process, kwargs, cv", [("poisson", {}, 1.0), ("gamma", {"cv": 3.0}, 3.0), ("constant", {}, 0.0)])
+@pytest.mark.parametrize(
+    "process, kwargs, cv", [("poisson", {}, 1.0), ("gamma", {"cv": 3.0}, 3.0), ("constant", {}, 0.0)]
+)
 def test_arrival_processes_have_the_asked_rate_and_burstiness(process, kwargs, cv):
     times = arrival_times(process, 200_000, qps=5.0, seed=1, **kwargs)
     gaps = np.diff(times)

@@ -43,7 +43,9 @@ def arrival_times(
     if not qps > 0 or np.isnan(qps):
         raise TraceError(f"QPS must be a positive number, got {qps}")
     if qps == np.inf:
-        unit_rate_arrivals(process, num_requests, seed, cv=cv, cap_gaps=cap_gaps, timestamps=timestamps)  # the same checks
+        unit_rate_arrivals(
+            process, num_requests, seed, cv=cv, cap_gaps=cap_gaps, timestamps=timestamps
+        )  # the same checks
         return np.zeros(num_requests)
     return unit_rate_arrivals(process, num_requests, seed, cv=cv, cap_gaps=cap_gaps, timestamps=timestamps) / qps
 
@@ -86,7 +88,9 @@ def unit_rate_arrivals(
 
 def _replayed(timestamps: np.ndarray | None, num_requests: int) -> np.ndarray:
     if timestamps is None:
-        raise TraceError("replay needs a trace with its own timestamps (this one has none); use poisson, gamma or constant")
+        raise TraceError(
+            "replay needs a trace with its own timestamps (this one has none); use poisson, gamma or constant"
+        )
     if len(timestamps) < num_requests:
         raise TraceError(f"the trace has only {len(timestamps)} timestamps for {num_requests} requests")
     times = np.asarray(timestamps[:num_requests], dtype=np.float64)

@@ -42,8 +42,10 @@ class ClosedLoop:
 
     def __post_init__(self):
         if self.users < 1 or self.requests < 1 or self.warmup < 0 or self.cooldown < 0:
-            raise TraceError(f"a closed loop needs at least one user and one measured request, got {self.users} users, "
-                             f"{self.requests} requests, warm-up {self.warmup}, cool-down {self.cooldown}")
+            raise TraceError(
+                f"a closed loop needs at least one user and one measured request, got {self.users} users, "
+                f"{self.requests} requests, warm-up {self.warmup}, cool-down {self.cooldown}"
+            )
         if self.start not in STARTS:
             raise TraceError(f"unknown start {self.start!r}; choose one of {', '.join(STARTS)}")
         if self.dataset_entries is not None and self.dataset_entries < 1:
@@ -51,7 +53,9 @@ class ClosedLoop:
         if not 0 < self.length_ratio <= 1:
             raise TraceError(f"length ratio must be in (0, 1], got {self.length_ratio}")
         if self.start_s < 0 or (self.start == "together") != (self.start_s == 0):
-            raise TraceError(f"start {self.start}: give seconds > 0 for staggered or ramp, none for together (got {self.start_s})")
+            raise TraceError(
+                f"start {self.start}: give seconds > 0 for staggered or ramp, none for together (got {self.start_s})"
+            )
 
     @classmethod
     def aiperf(cls, users: int, dataset_entries: int | None = None) -> ClosedLoop:
@@ -59,8 +63,14 @@ class ClosedLoop:
         through --num-dataset-entries prompts (100 unless told), which an engine with prefix caching
         computes once each; the sample's 16-bit runs took every prompt's prefill (their TTFT says
         so), so by default every prompt is new here. `dataset_entries` gives the reuse."""
-        return cls(users, AIPERF_ROUNDS * users, warmup=AIPERF_WARMUP_ROUNDS * users, warmup_drains=True,
-                   dataset_entries=dataset_entries, tool="aiperf")
+        return cls(
+            users,
+            AIPERF_ROUNDS * users,
+            warmup=AIPERF_WARMUP_ROUNDS * users,
+            warmup_drains=True,
+            dataset_entries=dataset_entries,
+            tool="aiperf",
+        )
 
     @classmethod
     def inferencemax(cls, users: int) -> ClosedLoop:
@@ -106,8 +116,13 @@ class ClosedLoop:
         shared = {}
         if self.dataset_entries is not None:  # request i sends prompt i mod entries: the same tokens each time
             shared = {"prefix_group": np.arange(count) % self.dataset_entries, "prefix_tokens": prompts}
-        return Workload.from_arrays(prompts, outputs, arrival, **shared,
-                                    info={"trace": f"fixed {prompt_tokens} in / {output_tokens} out", "client": self.words})
+        return Workload.from_arrays(
+            prompts,
+            outputs,
+            arrival,
+            **shared,
+            info={"trace": f"fixed {prompt_tokens} in / {output_tokens} out", "client": self.words},
+        )
 
     def measured(self) -> slice:
         """The simulated requests (in send order) that count."""
@@ -116,10 +131,18 @@ class ClosedLoop:
 
     @property
     def words(self) -> str:
-        start = {"together": "all users at once", "staggered": f"users {self.start_s:g} s apart",
-                 "ramp": f"users ramped over {self.start_s:g} s"}[self.start]
-        warmup = (f", {self.warmup} warm-up requests {'finished first' if self.warmup_drains else 'dropped'}" if self.warmup else "")
+        start = {
+            "together": "all users at once",
+            "staggered": f"users {self.start_s:g} s apart",
+            "ramp": f"users ramped over {self.start_s:g} s",
+        }[self.start]
+        warmup = (
+            f", {self.warmup} warm-up requests {'finished first' if self.warmup_drains else 'dropped'}"
+            if self.warmup
+            else ""
+        )
         cooldown = f", last {self.cooldown} dropped" if self.cooldown else ""
         lengths = f", lengths uniform in {self.length_ratio:g} L .. L" if self.length_ratio < 1 else ", fixed lengths"
         lengths += f", {self.dataset_entries} distinct prompts sent in turn" if self.dataset_entries else ""
-        return f"{self.tool} closed loop: {self.users} users, {start}, {self.requests} requests measured{warmup}{cooldown}{lengths}"
+        measured = f"{self.requests} requests measured{warmup}{cooldown}{lengths}"
+        return f"{self.tool} closed loop: {self.users} users, {start}, {measured}"

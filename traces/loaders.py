@@ -23,7 +23,7 @@ from capsim.traces.workload import Workload
 
 MOONCAKE_BLOCK_TOKENS = 512
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, as spreadsheet programs write it
-csv.field_size_limit(1 << 30)  # traces may carry whole prompts as text; the default 128 KiB is too small  # each Mooncake hash_id stands for a block of 512 prompt tokens
+csv.field_size_limit(1 << 30)  # traces may carry whole prompts as text; the default 128 KiB is too small
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,25 @@ class CsvFormat:
 
 CSV_FORMATS = {
     "sarathi": CsvFormat(
-        "sarathi", "num_prefill_tokens", "num_decode_tokens", "arrived_at", arrival_optional=True,
+        "sarathi",
+        "num_prefill_tokens",
+        "num_decode_tokens",
+        "arrived_at",
+        arrival_optional=True,
         description="processed traces of Sarathi-Serve, Etalon and Vidur (arrived_at optional, seconds)",
     ),
     "azure": CsvFormat(
-        "azure", "ContextTokens", "GeneratedTokens", "TIMESTAMP",
+        "azure",
+        "ContextTokens",
+        "GeneratedTokens",
+        "TIMESTAMP",
         description="Azure LLM inference trace 2023/2024 (TIMESTAMP as a date-time)",
     ),
     "burstgpt": CsvFormat(
-        "burstgpt", "Request tokens", "Response tokens", "Timestamp",
+        "burstgpt",
+        "Request tokens",
+        "Response tokens",
+        "Timestamp",
         description="BurstGPT (Timestamp in seconds; failed rows with 0 response tokens are skipped)",
     ),
 }
@@ -112,18 +122,25 @@ def _load_csv(path: Path, fmt: CsvFormat) -> Workload:
     header = _csv_header(path)
     for column in (fmt.prompt, fmt.output) + ((fmt.arrival,) if fmt.arrival and not fmt.arrival_optional else ()):
         if column not in header:
-            raise TraceError(f"{path}: missing column {column!r} for the {fmt.name} format (header: {', '.join(header)})")
+            raise TraceError(
+                f"{path}: missing column {column!r} for the {fmt.name} format (header: {', '.join(header)})"
+            )
     types = {fmt.prompt: pa.float64(), fmt.output: pa.float64()}
     with_arrivals = fmt.arrival is not None and fmt.arrival in header
     if with_arrivals:
         types[fmt.arrival] = pa.string() if fmt.name == "azure" else pa.float64()
     twice = [column for column in types if header.count(column) > 1]
     if twice:
-        raise TraceError(f"{path}: the header names {', '.join(map(repr, twice))} more than once: keep one column of each name")
+        raise TraceError(
+            f"{path}: the header names {', '.join(map(repr, twice))} more than once: keep one column of each name"
+        )
 
     def read(block_size: int):
-        return pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=True, block_size=block_size),
-                              convert_options=pacsv.ConvertOptions(include_columns=list(types), column_types=types))
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(use_threads=True, block_size=block_size),
+            convert_options=pacsv.ConvertOptions(include_columns=list(types), column_types=types),
+        )
 
     try:
         try:
@@ -151,8 +168,21 @@ def _load_csv(path: Path, fmt: CsvFormat) -> Workload:
     arrivals = None
     if with_arrivals:
         column = table.column(fmt.arrival)
-        arrivals = _parse_datetimes(column, path, fmt.arrival) if fmt.name == "azure" else column.to_numpy(zero_copy_only=False)
-    return _build(path, prompt, output, arrivals, keep, info, {"prompt_tokens": fmt.prompt, "output_tokens": fmt.output}, line_offset=2)
+        arrivals = (
+            _parse_datetimes(column, path, fmt.arrival)
+            if fmt.name == "azure"
+            else column.to_numpy(zero_copy_only=False)
+        )
+    return _build(
+        path,
+        prompt,
+        output,
+        arrivals,
+        keep,
+        info,
+        {"prompt_tokens": fmt.prompt, "output_tokens": fmt.output},
+        line_offset=2,
+    )
 
 
 def _build(path, prompt, output, arrivals, keep, info, labels, line_offset, **extra) -> Workload:
@@ -174,8 +204,14 @@ def _build(path, prompt, output, arrivals, keep, info, labels, line_offset, **ex
             extra = {k: v[order] for k, v in extra.items()}
         arrivals = arrivals - arrivals[0]
     return Workload.from_arrays(
-        prompt, output, arrivals, info=info, where=str(path),
-        row_name=lambda i: f"line {lines[i]}", labels=labels, **extra,
+        prompt,
+        output,
+        arrivals,
+        info=info,
+        where=str(path),
+        row_name=lambda i: f"line {lines[i]}",
+        labels=labels,
+        **extra,
     )
 
 
@@ -275,7 +311,9 @@ def _load_mooncake(path: Path) -> Workload:
                 record = json.loads(line)
                 row = (record["timestamp"], record["input_length"], record["output_length"])
             except json.JSONDecodeError as error:
-                raise TraceError(f"{path}: line {line_number} is not valid JSON ({error.msg}); is the file truncated?") from None
+                raise TraceError(
+                    f"{path}: line {line_number} is not valid JSON ({error.msg}); is the file truncated?"
+                ) from None
             except RecursionError:
                 raise TraceError(f"{path}: line {line_number} nests too deeply to be a Mooncake request") from None
             except (KeyError, TypeError) as error:
@@ -288,7 +326,8 @@ def _load_mooncake(path: Path) -> Workload:
                     raise TraceError(f"{path}: line {line_number}, field {field!r}: {value!r} is not a number")
             hashes = record.get("hash_ids") or []
             if not isinstance(hashes, list) or not all(
-                    isinstance(h, int) and not isinstance(h, bool) and -(2**63) <= h < 2**63 for h in hashes):
+                isinstance(h, int) and not isinstance(h, bool) and -(2**63) <= h < 2**63 for h in hashes
+            ):
                 raise TraceError(f"{path}: line {line_number}, field 'hash_ids': must be a list of integers")
             timestamps.append(row[0])
             prompt.append(row[1])
@@ -299,9 +338,16 @@ def _load_mooncake(path: Path) -> Workload:
     prompt_array = np.asarray(prompt, dtype=np.float64)
     group, shared_tokens = _prefix_groups(hash_lists, prompt_array)
     return _build(
-        path, prompt_array, np.asarray(output, dtype=np.float64), np.asarray(timestamps, dtype=np.float64) / 1000.0,
-        None, {"source": str(path), "format": "mooncake"}, {"prompt_tokens": "input_length", "output_tokens": "output_length"},
-        line_offset=1, prefix_group=group, prefix_tokens=shared_tokens,
+        path,
+        prompt_array,
+        np.asarray(output, dtype=np.float64),
+        np.asarray(timestamps, dtype=np.float64) / 1000.0,
+        None,
+        {"source": str(path), "format": "mooncake"},
+        {"prompt_tokens": "input_length", "output_tokens": "output_length"},
+        line_offset=1,
+        prefix_group=group,
+        prefix_tokens=shared_tokens,
     )
 
 

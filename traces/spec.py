@@ -46,15 +46,26 @@ class WorkloadSpec:
         if self.trace == RANDOM:
             for name in ("random_input_len", "random_output_len"):
                 value = getattr(self, name)
-                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31):
+                if value is not None and (
+                    isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31
+                ):
                     raise TraceError(f"{name.replace('_', ' ')} must be a whole number of tokens from 1, got {value!r}")
             ratio = self.random_range_ratio
             if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
                 raise TraceError(f"random range ratio must be in [0, 1), got {ratio!r}")
         elif (self.random_input_len, self.random_output_len, self.random_range_ratio) != (None, None, 0.0):
-            raise TraceError(f"random lengths apply to the {RANDOM!r} trace, not to {self.trace!r}: drop --trace, or the --random-* options")
-        if isinstance(self.num_requests, bool) or not isinstance(self.num_requests, int) or not 0 < self.num_requests <= MAX_REQUESTS:
-            raise TraceError(f"number of requests must be a whole number from 1 to {MAX_REQUESTS:,}, got {self.num_requests}")
+            raise TraceError(
+                f"random lengths apply to the {RANDOM!r} trace, not to {self.trace!r}: drop --trace, or the "
+                f"--random-* options"
+            )
+        if (
+            isinstance(self.num_requests, bool)
+            or not isinstance(self.num_requests, int)
+            or not 0 < self.num_requests <= MAX_REQUESTS
+        ):
+            raise TraceError(
+                f"number of requests must be a whole number from 1 to {MAX_REQUESTS:,}, got {self.num_requests}"
+            )
         if self.arrival not in PROCESSES:
             raise TraceError(f"unknown arrival process {self.arrival!r}; choose one of {', '.join(PROCESSES)}")
         if self.cap_gaps and self.arrival != "poisson":
@@ -97,7 +108,9 @@ def open_trace(trace: str, format: str | None = None, sample_size: int = 10_000,
             raise TraceError(f"{trace!r} is a built-in trace; --format applies to files only")
         return get_builtin(trace).sample(sample_size, seed)
     if not Path(trace).exists():
-        raise TraceError(f"{trace!r} is neither a trace file nor a built-in trace; built-in traces: {', '.join(builtin_traces())}")
+        raise TraceError(
+            f"{trace!r} is neither a trace file nor a built-in trace; built-in traces: {', '.join(builtin_traces())}"
+        )
     return load_trace(trace, format)
 
 
@@ -109,16 +122,27 @@ def random_lengths(spec: WorkloadSpec) -> Workload:
     rng = rng_for(spec.seed, "lengths")
     drawn = []
     for length in (spec.random_input_len or RANDOM_DEFAULTS[0], spec.random_output_len or RANDOM_DEFAULTS[1]):
-        low, high = max(1, math.floor(length * (1 - spec.random_range_ratio))), math.ceil(length * (1 + spec.random_range_ratio))
+        low, high = (
+            max(1, math.floor(length * (1 - spec.random_range_ratio))),
+            math.ceil(length * (1 + spec.random_range_ratio)),
+        )
         drawn.append(rng.integers(low, high + 1, spec.num_requests))
-    info = {"trace": RANDOM, "random_input_len": spec.random_input_len or RANDOM_DEFAULTS[0],
-            "random_output_len": spec.random_output_len or RANDOM_DEFAULTS[1], "random_range_ratio": spec.random_range_ratio}
+    info = {
+        "trace": RANDOM,
+        "random_input_len": spec.random_input_len or RANDOM_DEFAULTS[0],
+        "random_output_len": spec.random_output_len or RANDOM_DEFAULTS[1],
+        "random_range_ratio": spec.random_range_ratio,
+    }
     return Workload.from_arrays(*drawn, info=info, where="random lengths")
 
 
 @lru_cache(maxsize=16)
 def _requests(spec: WorkloadSpec) -> Workload:
-    workload = random_lengths(spec) if spec.trace == RANDOM else open_trace(spec.trace, spec.format, spec.num_requests, spec.seed)
+    workload = (
+        random_lengths(spec)
+        if spec.trace == RANDOM
+        else open_trace(spec.trace, spec.format, spec.num_requests, spec.seed)
+    )
     if not spec.is_builtin:
         if spec.shuffle:
             workload = workload.shuffled(spec.seed)

@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from capsim.traces.errors import TraceError
 from capsim.common.files import write_atomically
+from capsim.traces.errors import TraceError
 from capsim.traces.seeding import rng_for
 
 LENGTH_COLUMNS = ("prompt_tokens", "output_tokens")
@@ -69,8 +69,12 @@ class Workload:
         if arrival_s is not None:
             columns["arrival_s"] = _check_arrivals(arrival_s, where, row_name)
         if prefix_group is not None:
-            columns["prefix_group"] = _check_whole(prefix_group, "prefix_group", where, row_name, low=-(2**63), high=2**63 - 1)
-            columns["prefix_tokens"] = _check_whole(prefix_tokens, "prefix_tokens", where, row_name, low=0, high=MAX_TOKENS)
+            columns["prefix_group"] = _check_whole(
+                prefix_group, "prefix_group", where, row_name, low=-(2**63), high=2**63 - 1
+            )
+            columns["prefix_tokens"] = _check_whole(
+                prefix_tokens, "prefix_tokens", where, row_name, low=0, high=MAX_TOKENS
+            )
             over = columns["prefix_tokens"] > columns["prompt_tokens"]
             if over.any():
                 raise TraceError(f"{where}: {row_name(_first_bad(over))}: prefix_tokens exceeds the prompt's tokens")
@@ -121,9 +125,7 @@ class Workload:
         order = rng_for(seed, "shuffle").permutation(len(self))
         table = self.table.take(pa.array(order))
         if self.has_arrivals:
-            table = table.set_column(
-                table.column_names.index("arrival_s"), "arrival_s", self.table.column("arrival_s")
-            )
+            table = table.set_column(table.column_names.index("arrival_s"), "arrival_s", self.table.column("arrival_s"))
         return Workload(table, self.info | {"shuffle_seed": seed})
 
     def capped(self, max_total_tokens: int) -> Workload:
@@ -158,8 +160,10 @@ class Workload:
         output = np.maximum(1, np.rint(self.output_tokens * output_scale))
         for name, values in (("prompt", prompt), ("output", output)):
             if values.max(initial=0) > MAX_TOKENS:
-                raise TraceError(f"the {name} scale factor makes requests of {values.max():.3g} tokens; "
-                                 f"at most {MAX_TOKENS} are possible")
+                raise TraceError(
+                    f"the {name} scale factor makes requests of {values.max():.3g} tokens; "
+                    f"at most {MAX_TOKENS} are possible"
+                )
         prompt, output = prompt.astype(np.int64), output.astype(np.int64)
         return self._with_lengths(prompt, output, {"prompt_scale": prompt_scale, "output_scale": output_scale})
 
@@ -260,7 +264,9 @@ def _check_whole(values, name: str, where: str, row_name, low: int, high: int) -
     bad = ~np.isfinite(floats) | (floats != np.floor(floats)) | (floats < low) | (floats > high)
     if bad.any():
         i = _first_bad(bad)
-        raise TraceError(f"{where}: {row_name(i)}, column {name!r}: {floats[i]:g} is not a whole number in [{low}, {high}]")
+        raise TraceError(
+            f"{where}: {row_name(i)}, column {name!r}: {floats[i]:g} is not a whole number in [{low}, {high}]"
+        )
     return floats.astype(np.int64)
 
 

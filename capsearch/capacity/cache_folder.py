@@ -25,13 +25,29 @@ ENTRY = re.compile(r"[0-9a-f]{24}\.trial\.parquet")
 LEFTOVER = re.compile(r"\.([0-9a-f]{24}\.trial\.parquet|CACHEDIR\.TAG)\.[0-9]+\..+\.tmp")
 OLD_FORMAT = re.compile(r"[0-9a-f]{16,64}")  # a trial folder of capsim before TRIAL_SCHEMA 3
 TAG = "CACHEDIR.TAG"
-TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
-            "# This file is a cache directory tag created by capsim (its trial cache).\n"
-            "# For information about cache directory tags see https://bford.info/cachedir/\n")
+TAG_TEXT = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by capsim (its trial cache).\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
 
 LEFTOVER_AGE_S = 600  # a temporary name untouched this long belongs to no live writer
-UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-         "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40}
+UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "t": 1e12,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -63,8 +79,10 @@ def claim(folder: Path, flag: str = "--cache-dir") -> Path:
             raise ConfigError(f"{flag} {folder} is a file: give a folder for the trial cache")
         foreign = sorted(p.name for p in folder.iterdir() if not is_ours(p)) if folder.is_dir() else []
         if foreign:
-            raise ConfigError(f"{flag} {folder} holds files capsim did not write ({few(foreign)}): give capsim a folder of its own "
-                              "for its trial cache")
+            raise ConfigError(
+                f"{flag} {folder} holds files capsim did not write ({few(foreign)}): give capsim a folder of its own "
+                "for its trial cache"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         write_atomically(folder / TAG, lambda tmp: Path(tmp).write_text(TAG_TEXT))
     except OSError as error:
@@ -75,8 +93,12 @@ def claim(folder: Path, flag: str = "--cache-dir") -> Path:
 def is_ours(path: Path) -> bool:
     """A name of one of capsim's cache entries, temporary entries or old-format trial folders."""
     name = path.name
-    return (ENTRY.fullmatch(name) is not None or LEFTOVER.fullmatch(name) is not None or name == TAG
-            or (OLD_FORMAT.fullmatch(name) is not None and path.is_dir() and not path.is_symlink()))
+    return (
+        ENTRY.fullmatch(name) is not None
+        or LEFTOVER.fullmatch(name) is not None
+        or name == TAG
+        or (OLD_FORMAT.fullmatch(name) is not None and path.is_dir() and not path.is_symlink())
+    )
 
 
 def scan(folder: Path, folder_sizes: bool = True) -> Contents:
@@ -118,7 +140,9 @@ def remove_leftovers(folder: Path, contents: Contents | None = None, old_format:
     """Remove what killed writers left (temporary names idle for 10 minutes), and old-format entries."""
     contents = contents or scan(folder, folder_sizes=False)
     now = time.time()
-    gone = [i for i in contents.leftovers if now - i.last_used > LEFTOVER_AGE_S] + (contents.old_format if old_format else [])
+    gone = [i for i in contents.leftovers if now - i.last_used > LEFTOVER_AGE_S] + (
+        contents.old_format if old_format else []
+    )
     for item in gone:
         remove(item)
     return gone

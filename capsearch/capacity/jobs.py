@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from capsim.capsearch.capacity.cache_folder import claim, remove_leftovers
-from capsim.capsearch.errors import ConfigError
-from capsim.capsearch.capacity.search import Capacity, early_stop_rule, find_capacity, is_converged, too_short
-from capsim.capsearch.capacity.slo import Deadline, fluidity_figures, slo_to_dict
+from capsim.capsearch.capacity.search import Capacity, find_capacity, is_converged, too_short
+from capsim.capsearch.capacity.slo import slo_to_dict
 from capsim.capsearch.capacity.trials import TrialCache, TrialLimits, default_cache_dir, run_trial
 from capsim.capsearch.capacity.workers import kill_pool, worker_pool
+from capsim.capsearch.errors import ConfigError
 from capsim.sim import SystemSpec
 from capsim.traces import WorkloadSpec
 
@@ -51,27 +51,42 @@ def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
     early_stop = job.early_stop and not job.trial.completed_only
     capacities = []
     for slo in job.slos:
-        rule = early_stop_rule(slo, len(requests), total_tokens) if early_stop else None
+        rule = slo.early_stop(len(requests), total_tokens) if early_stop else None
         best = {}  # the highest passing trial's scored requests: the capacity's figures come from it
 
-        def trial(qps: float):
+        def trial(qps: float, slo=slo, rule=rule, best=best):
             result, cached = run_trial(job.system, job.workload, qps, cache, rule, job.trial)
             scored = scored_part(result, job.trial)
             details = score(slo, scored, latency)
             if details["passed"] and qps > best.get("qps", 0):
                 best.update(qps=qps, result=scored)
-            return details.pop("passed"), details | {"cached": cached, "stopped_early": result.info.get("stopped_early")}
+            return details.pop("passed"), details | {
+                "cached": cached,
+                "stopped_early": result.info.get("stopped_early"),
+            }
 
         capacity, failing, trials = find_capacity(trial, slo, job.start_qps, job.granularity, job.max_trials)
         failed = next((t.get("failed_clauses", []) for t in trials if t["qps"] == failing), [])
         at_capacity = figures_at(slo, best["result"], latency) | {"qps": capacity} if capacity is not None else {}
         short = too_short(slo, best["result"].requests.num_rows, capacity) if capacity is not None else None
-        capacities.append(Capacity(
-            labels=dict(job.labels), slo=slo_to_dict(slo), slo_name=slo.name, capacity_qps=capacity, failing_qps=failing,
-            trials=trials, latency_source=latency.source_words, system=job.system.to_dict(), workload=job.workload.to_dict(),
-            converged=is_converged(capacity, failing, job.granularity) and not short, failed_clauses=failed,
-            at_capacity=at_capacity, conventions=dict(job.conventions) | job.trial.describe(), too_short=short,
-        ))
+        capacities.append(
+            Capacity(
+                labels=dict(job.labels),
+                slo=slo_to_dict(slo),
+                slo_name=slo.name,
+                capacity_qps=capacity,
+                failing_qps=failing,
+                trials=trials,
+                latency_source=latency.source_words,
+                system=job.system.to_dict(),
+                workload=job.workload.to_dict(),
+                converged=is_converged(capacity, failing, job.granularity) and not short,
+                failed_clauses=failed,
+                at_capacity=at_capacity,
+                conventions=dict(job.conventions) | job.trial.describe(),
+                too_short=short,
+            )
+        )
     return capacities
 
 
@@ -82,24 +97,24 @@ def scored_part(result, limits: TrialLimits):
 
 
 def score(slo, result, latency_model) -> dict:
-    if isinstance(slo, Deadline):
-        return slo.score(result, prefill_seconds=lambda prompt: prefill_seconds(latency_model, prompt))
-    return slo.score(result)
+    return slo.score(result, prefill_seconds=lambda prompt: prefill_seconds(latency_model, prompt))
 
 
 def figures_at(slo, result, latency_model) -> dict:
     """Latency figures of the capacity's trial, the tail included: a stall a P99 hides shows in
-    P99.9 and max TBT. For a deadline SLO, Etalon's other fluidity figures too."""
+    P99.9 and max TBT; and the SLO's own figures (a deadline SLO: Etalon's other fluidity figures)."""
     tbt, ttft, delay = result.tbt(), result.ttft(), result.scheduling_delay()
     figures = {"requests": result.requests.num_rows, "finished": int(result.finished().sum())}
-    for name, values, percentiles in (("tbt", tbt, (50, 99, 99.9)), ("ttft", ttft, (50, 99)), ("sched_delay", delay, (50, 99))):
+    for name, values, percentiles in (
+        ("tbt", tbt, (50, 99, 99.9)),
+        ("ttft", ttft, (50, 99)),
+        ("sched_delay", delay, (50, 99)),
+    ):
         values = values[np.isfinite(values)]
         for p in percentiles:
             figures[f"{name}_p{p:g}_s"] = float(np.percentile(values, p, method="higher")) if len(values) else None
         figures[f"{name}_max_s"] = float(values.max()) if len(values) else None
-    if isinstance(slo, Deadline):
-        figures |= fluidity_figures(result, slo.tbt, slo.ttft_slack, lambda prompt: prefill_seconds(latency_model, prompt))
-    return figures
+    return figures | slo.figures(result, lambda prompt: prefill_seconds(latency_model, prompt))
 
 
 def prefill_seconds(latency_model, prompt_tokens: np.ndarray) -> np.ndarray:
@@ -109,8 +124,14 @@ def prefill_seconds(latency_model, prompt_tokens: np.ndarray) -> np.ndarray:
     return latency_model.predictor.predict_many(features)
 
 
-def run_jobs(jobs: list[SearchJob], executor: str = "process", workers: int | None = None, ray_address: str | None = None,
-             cache_dir: str | None = None, on_done=None) -> list[Capacity]:
+def run_jobs(
+    jobs: list[SearchJob],
+    executor: str = "process",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    cache_dir: str | None = None,
+    on_done=None,
+) -> list[Capacity]:
     """Every job's capacities, in job order; `on_done(job)` is called as each job finishes."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -147,8 +168,10 @@ def check_reachable(address: str | None, timeout_s: float = RAY_CONNECT_TIMEOUT_
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as error:
-        raise ConfigError(f"--ray-address {address}: nothing answers there within {timeout_s:g} s ({error.strerror or error}); "
-                         "is the Ray head running?") from None
+        raise ConfigError(
+            f"--ray-address {address}: nothing answers there within {timeout_s:g} s ({error.strerror or error}); "
+            "is the Ray head running?"
+        ) from None
 
 
 def _run_on_ray(jobs, address, cache_dir, on_done) -> dict[int, list[Capacity]]:

@@ -7,16 +7,14 @@ values, or a rescoring of a finished one, is mostly cache reads.
 The invariant: the highest QPS known to pass only ever rises and the lowest known to fail only
 ever falls; every later trial lies strictly between them. So a passing QPS is never lost, even
 where the latencies are not monotone in QPS. The search doubles the QPS while trials pass, halves
-it while they fail (a confirmation moves by a smaller factor), then bisects the bracket, and stops when the bracket is one grid step (the
-granularity) or after max_trials.
+it while they fail (a confirmation moves by a smaller factor), then bisects the bracket, and stops
+when the bracket is one grid step (the granularity) or after max_trials.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-
-from capsim.sim.early_stop import EarlyStop
 
 MIN_QPS = 1e-3  # the search looks no lower: below it a deployment has no capacity for the SLO
 JUDGE_TOLERANCE = 0.1  # a passing trial must be able to fail a deployment this much slower
@@ -53,7 +51,11 @@ class Capacity:
     def outcome(self) -> str:
         """In words: converged, or what the search could not establish."""
         if self.capacity_qps is None:
-            return f"not found below {self.failing_qps:.3g} QPS" if self.failing_qps is not None else "not found: no trial ran"
+            return (
+                f"not found below {self.failing_qps:.3g} QPS"
+                if self.failing_qps is not None
+                else "not found: no trial ran"
+            )
         if self.failing_qps is None:
             return f"above {self.capacity_qps:.3g} QPS: no failing QPS found"
         if self.too_short:
@@ -69,8 +71,9 @@ def grid_index(qps: float, granularity: float) -> int:
     return round(math.log(qps) / math.log(1 + granularity))
 
 
-def find_capacity(trial, slo, start_qps: float, granularity: float = 0.025, max_trials: int = 20,
-                  expand: float = 2.0) -> tuple[float, float | None, list[dict]]:
+def find_capacity(
+    trial, slo, start_qps: float, granularity: float = 0.025, max_trials: int = 20, expand: float = 2.0
+) -> tuple[float, float | None, list[dict]]:
     """Binary search with `trial(qps) -> (passed, details)`; returns (capacity, failing, trials),
     capacity None when no QPS passed, failing None when none failed.
 
@@ -122,9 +125,13 @@ def too_short(slo, num_requests: int, qps: float) -> str | None:
     if queued >= limit:
         return None
     needed = math.ceil(limit * qps / (share * JUDGE_TOLERANCE))
-    return (f"too short to judge {qps:.3g} QPS: its {num_requests} requests arrive in {num_requests / qps:.3g} s, so a deployment "
-            f"{JUDGE_TOLERANCE:.0%} slower would queue its P{share * 100:g} request only {queued:.2g} s, under the {limit:g} s limit, "
-            f"and pass too; give at least -n {needed}")
+    return (
+        f"too short to judge {qps:.3g} QPS: its {num_requests} requests arrive in {num_requests / qps:.3g} s, so a "
+        f"deployment "
+        f"{JUDGE_TOLERANCE:.0%} slower would queue its P{share * 100:g} request only {queued:.2g} s, under the "
+        f"{limit:g} s limit, "
+        f"and pass too; give at least -n {needed}"
+    )
 
 
 def is_converged(capacity: float | None, failing: float | None, granularity: float) -> bool:
@@ -132,19 +139,3 @@ def is_converged(capacity: float | None, failing: float | None, granularity: flo
     if capacity is None or failing is None:
         return False
     return grid_index(failing, granularity) - grid_index(capacity, granularity) <= 1
-
-
-def early_stop_rule(slo, num_requests: int, total_output_tokens: int) -> EarlyStop | None:
-    """Thresholds past which the SLO is certain to fail (lower bounds on its violations)."""
-    kind = slo.kind
-    if kind == "tbt_ttft":
-        return EarlyStop(
-            max_tbt=slo.tbt, max_tbt_violations=int((1 - slo.tbt_percentile / 100) * total_output_tokens),
-            max_wait=slo.ttft, max_wait_violations=int((1 - slo.ttft_percentile / 100) * num_requests),
-        )
-    if kind == "ttft_tpot":
-        return EarlyStop(max_wait=slo.ttft, max_wait_violations=int((1 - slo.ttft_percentile / 100) * num_requests))
-    if kind == "goodput" and slo.ttft is not None:  # a request still waiting past the TTFT limit is not good
-        return EarlyStop(max_wait=slo.ttft, max_wait_violations=int((1 - slo.attainment / 100) * num_requests))
-    return None
-

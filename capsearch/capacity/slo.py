@@ -25,10 +25,11 @@ Percentiles are accepted as the peers write them: Etalon and Sarathi-Serve pass 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from capsim.sim.early_stop import EarlyStop
 from capsim.sim.result import RunResult
 
 
@@ -45,10 +46,15 @@ def as_percentile(value: float, name: str = "percentile", low_ok: bool = False) 
         raise SLOError(f"{name} must be a fraction in (0, 1] or a percentage in (1, 100], got {value}")
     percent = round(value * 100, 10) if value <= 1 else float(value)
     if percent < 50 and not low_ok:  # a share of requests (goodput's attainment) may be low; a percentile not
-        readings = (f"P{percent:g} read as a fraction, P{value:g} as a percentage" if value <= 1
-                    else f"P{percent:g} read as a percentage (above 1, so no fraction)")
-        raise SLOError(f"{name} {value:g} is {readings}: below the median, a limit that holds only the fastest requests; "
-                       "give a tail as 0.99 or 99")
+        readings = (
+            f"P{percent:g} read as a fraction, P{value:g} as a percentage"
+            if value <= 1
+            else f"P{percent:g} read as a percentage (above 1, so no fraction)"
+        )
+        raise SLOError(
+            f"{name} {value:g} is {readings}: below the median, a limit that holds only the fastest requests; "
+            "give a tail as 0.99 or 99"
+        )
     return percent
 
 
@@ -71,8 +77,39 @@ def _percentile(values: np.ndarray, p: float) -> float:
     return float(np.percentile(values, p, method="higher"))
 
 
+class SLO:
+    """What every SLO answers; each kind below says what it limits. `prefill_seconds` (prompt token
+    counts -> the predicted time to prefill each alone) is where a deadline SLO's first deadline
+    starts; the other kinds need no prediction and take none."""
+
+    kind = "slo"
+    tbt_limit: float | None = None  # a limit on every token gap, where the SLO has one
+
+    def early_stop(self, num_requests: int, total_output_tokens: int) -> EarlyStop | None:
+        """Thresholds past which the SLO is certain to fail (lower bounds on its violations); None:
+        no count seen while the trial runs can decide it."""
+        return None
+
+    def score(self, result: RunResult, prefill_seconds=None) -> dict:
+        raise NotImplementedError
+
+    def figures(self, result: RunResult, prefill_seconds) -> dict:
+        """Figures of the capacity's trial that belong to this SLO, besides the latency percentiles."""
+        return {}
+
+    def observable(self) -> SLO:
+        """The SLO as a client scores it, from token arrival times alone."""
+        return self
+
+
+def _waiting_rule(limit: float, share: float, num_requests: int) -> EarlyStop:
+    """Past this many requests still waiting `limit` after they arrived, a `share` of them can no
+    longer be on time."""
+    return EarlyStop(max_wait=limit, max_wait_violations=int((1 - share) * num_requests))
+
+
 @dataclass(frozen=True)
-class TbtTtft:
+class TbtTtft(SLO):
     tbt: float = 0.1
     tbt_percentile: float = 99
     ttft: float = 2.0
@@ -90,6 +127,23 @@ class TbtTtft:
         return self.ttft, self.ttft_percentile / 100
 
     @property
+    def tbt_limit(self) -> float:
+        return self.tbt
+
+    def early_stop(self, num_requests: int, total_output_tokens: int) -> EarlyStop:
+        waiting = _waiting_rule(self.ttft, self.ttft_percentile / 100, num_requests)
+        return EarlyStop(
+            max_tbt=self.tbt,
+            max_tbt_violations=int((1 - self.tbt_percentile / 100) * total_output_tokens),
+            max_wait=waiting.max_wait,
+            max_wait_violations=waiting.max_wait_violations,
+        )
+
+    def observable(self) -> TbtTtft:
+        """A client sees no scheduling delay: the same limit on TTFT, which is longer."""
+        return replace(self, ttft_metric="ttft") if self.ttft_metric == "scheduling_delay" else self
+
+    @property
     def name(self) -> str:
         first = "sched" if self.ttft_metric == "scheduling_delay" else "TTFT"
         return f"P{self.tbt_percentile:g} TBT<={self.tbt:g}s, P{self.ttft_percentile:g} {first}<={self.ttft:g}s"
@@ -97,9 +151,12 @@ class TbtTtft:
     @property
     def clauses(self) -> list[str]:
         first = "sched delay" if self.ttft_metric == "scheduling_delay" else "TTFT"
-        return [f"P{self.tbt_percentile:g} TBT <= {self.tbt:g} s", f"P{self.ttft_percentile:g} {first} <= {self.ttft:g} s"]
+        return [
+            f"P{self.tbt_percentile:g} TBT <= {self.tbt:g} s",
+            f"P{self.ttft_percentile:g} {first} <= {self.ttft:g} s",
+        ]
 
-    def score(self, result: RunResult) -> dict:
+    def score(self, result: RunResult, prefill_seconds=None) -> dict:
         tbt = _percentile(tbt_with_missing(result), self.tbt_percentile)
         first = request_metric(result, self.ttft_metric)
         ttft = _percentile(first, self.ttft_percentile)
@@ -110,7 +167,7 @@ class TbtTtft:
 
 
 @dataclass(frozen=True)
-class TtftTpot:
+class TtftTpot(SLO):
     ttft: float = 2.0
     ttft_percentile: float = 99
     tpot: float = 0.1
@@ -123,15 +180,21 @@ class TtftTpot:
     def waiting_limit(self) -> tuple[float, float] | None:
         return self.ttft, self.ttft_percentile / 100
 
+    def early_stop(self, num_requests: int, total_output_tokens: int) -> EarlyStop:
+        return _waiting_rule(self.ttft, self.ttft_percentile / 100, num_requests)
+
     @property
     def name(self) -> str:
         return f"P{self.ttft_percentile:g} TTFT<={self.ttft:g}s, P{self.tpot_percentile:g} TPOT<={self.tpot:g}s"
 
     @property
     def clauses(self) -> list[str]:
-        return [f"P{self.ttft_percentile:g} TTFT <= {self.ttft:g} s", f"P{self.tpot_percentile:g} TPOT <= {self.tpot:g} s"]
+        return [
+            f"P{self.ttft_percentile:g} TTFT <= {self.ttft:g} s",
+            f"P{self.tpot_percentile:g} TPOT <= {self.tpot:g} s",
+        ]
 
-    def score(self, result: RunResult) -> dict:
+    def score(self, result: RunResult, prefill_seconds=None) -> dict:
         ttft = _percentile(request_metric(result, "ttft"), self.ttft_percentile)
         tpot = _percentile(request_metric(result, "tpot"), self.tpot_percentile)
         labels = (f"P{self.ttft_percentile:g} TTFT {ttft:.3g} s", f"P{self.tpot_percentile:g} TPOT {tpot:.3g} s")
@@ -143,7 +206,7 @@ DENOMINATORS = ("deadlines", "tokens")
 
 
 @dataclass(frozen=True)
-class Deadline:
+class Deadline(SLO):
     tbt: float = 0.1
     ttft_slack: float = 0.5
     miss_rate: float = 0.1
@@ -153,9 +216,17 @@ class Deadline:
 
     def __post_init__(self):
         _check(self, seconds=("tbt",), percentiles=("miss_rate_percentile",))
-        if isinstance(self.ttft_slack, bool) or not isinstance(self.ttft_slack, (int, float)) or not 0 <= self.ttft_slack < float("inf"):
+        if (
+            isinstance(self.ttft_slack, bool)
+            or not isinstance(self.ttft_slack, (int, float))
+            or not 0 <= self.ttft_slack < float("inf")
+        ):
             raise SLOError(f"ttft slack must be zero or more seconds, got {self.ttft_slack!r}")
-        if isinstance(self.miss_rate, bool) or not isinstance(self.miss_rate, (int, float)) or not 0 <= self.miss_rate < 1:
+        if (
+            isinstance(self.miss_rate, bool)
+            or not isinstance(self.miss_rate, (int, float))
+            or not 0 <= self.miss_rate < 1
+        ):
             raise SLOError(f"deadline miss rate must be in [0, 1), got {self.miss_rate!r}")
         if self.denominator not in DENOMINATORS:
             raise SLOError(f"deadline denominator must be {' or '.join(DENOMINATORS)}, got {self.denominator!r}")
@@ -164,15 +235,26 @@ class Deadline:
         return None  # a late first token shifts the later deadlines: no one clause bounds the wait
 
     @property
+    def tbt_limit(self) -> float:
+        return self.tbt
+
+    def figures(self, result: RunResult, prefill_seconds) -> dict:
+        """Etalon's other fluidity figures."""
+        return fluidity_figures(result, self.tbt, self.ttft_slack, prefill_seconds)
+
+    @property
     def name(self) -> str:
         per = " per token" if self.denominator == "tokens" else ""
-        return f"P{self.miss_rate_percentile:g} miss{per}<={self.miss_rate:g} (TBT {self.tbt:g}s, slack {self.ttft_slack:g}s)"
+        limits = f"TBT {self.tbt:g}s, slack {self.ttft_slack:g}s"
+        return f"P{self.miss_rate_percentile:g} miss{per}<={self.miss_rate:g} ({limits})"
 
     @property
     def clauses(self) -> list[str]:
         per = "output tokens" if self.denominator == "tokens" else "deadlines"
-        return [f"P{self.miss_rate_percentile:g} deadline miss rate (of {per}) <= {self.miss_rate:g}, "
-                f"deadlines: prefill + {self.ttft_slack:g} s, then every {self.tbt:g} s"]
+        return [
+            f"P{self.miss_rate_percentile:g} deadline miss rate (of {per}) <= {self.miss_rate:g}, "
+            f"deadlines: prefill + {self.ttft_slack:g} s, then every {self.tbt:g} s"
+        ]
 
     def score(self, result: RunResult, prefill_seconds=None) -> dict:
         rates = deadline_miss_rates(result, self.tbt, self.ttft_slack, prefill_seconds, self.denominator)
@@ -182,9 +264,10 @@ class Deadline:
 
 
 @dataclass(frozen=True)
-class Goodput:
+class Goodput(SLO):
     """DistServe's attainment, on vLLM's goodput limits: at least `attainment` percent of the
     requests sent finish within every limit given (TTFT, TPOT, E2E latency; seconds)."""
+
     ttft: float | None = None
     tpot: float | None = None
     e2el: float | None = None
@@ -205,15 +288,22 @@ class Goodput:
         limits = [v for v in (self.ttft, self.e2el) if v is not None]
         return (min(limits), self.attainment / 100) if limits else None
 
+    def early_stop(self, num_requests: int, total_output_tokens: int) -> EarlyStop | None:
+        # a request still waiting past the TTFT limit is not good
+        return None if self.ttft is None else _waiting_rule(self.ttft, self.attainment / 100, num_requests)
+
     @property
     def name(self) -> str:
         return f">={self.attainment:g}% within " + ", ".join(f"{GOODPUT_WORDS[n]}<={v:g}s" for n, v in self.limits)
 
     @property
     def clauses(self) -> list[str]:
-        return [f">= {self.attainment:g}% of requests with " + " and ".join(f"{GOODPUT_WORDS[n]} <= {v:g} s" for n, v in self.limits)]
+        return [
+            f">= {self.attainment:g}% of requests with "
+            + " and ".join(f"{GOODPUT_WORDS[n]} <= {v:g} s" for n, v in self.limits)
+        ]
 
-    def score(self, result: RunResult) -> dict:
+    def score(self, result: RunResult, prefill_seconds=None) -> dict:
         good = result.finished()
         for name, limit in self.limits:
             values = result.e2e() if name == "e2el" else request_metric(result, name)
@@ -264,15 +354,17 @@ def request_metric(result: RunResult, name: str) -> np.ndarray:
     return values
 
 
-def deadline_miss_rates(result: RunResult, tbt: float, ttft_slack: float, prefill_seconds=None,
-                        denominator: str = "deadlines") -> np.ndarray:
+def deadline_miss_rates(
+    result: RunResult, tbt: float, ttft_slack: float, prefill_seconds=None, denominator: str = "deadlines"
+) -> np.ndarray:
     """Per request, the fraction of its deadlines it missed; tokens never made are missed ones.
 
     denominator "deadlines" (Etalon): missed / (on-time tokens + missed deadlines);
     "tokens" (stricter): missed / output tokens, at most 1.
     """
-    missed, on_time = deadline_counts(result, np.full(result.requests.num_rows, float(tbt)),
-                                      first_deadlines(result, ttft_slack, prefill_seconds))
+    missed, on_time = deadline_counts(
+        result, np.full(result.requests.num_rows, float(tbt)), first_deadlines(result, ttft_slack, prefill_seconds)
+    )
     if denominator == "tokens":
         return np.minimum(1.0, missed / np.maximum(result.column("output_tokens"), 1))
     return miss_ratio(missed, on_time)
@@ -331,8 +423,14 @@ def deadline_counts(result: RunResult, tbt: np.ndarray, first_due: np.ndarray | 
     return missed, on_time
 
 
-def fluidity_figures(result: RunResult, tbt: float, ttft_slack: float, prefill_seconds=None,
-                     target_miss_rate: float = 0.1, quantile: float = 99) -> dict:
+def fluidity_figures(
+    result: RunResult,
+    tbt: float,
+    ttft_slack: float,
+    prefill_seconds=None,
+    target_miss_rate: float = 0.1,
+    quantile: float = 99,
+) -> dict:
     """Etalon's other fluidity figures, over finished requests as Etalon scores them:
     the service-level miss rate (all missed / all deadlines), the per-request minimum TBT
     deadline that keeps its miss rate <= target (first token ignored) at P99, and the
@@ -340,7 +438,9 @@ def fluidity_figures(result: RunResult, tbt: float, ttft_slack: float, prefill_s
     done = result.only(result.finished())
     if not done.requests.num_rows:
         return {}
-    missed, on_time = deadline_counts(done, np.full(done.requests.num_rows, float(tbt)), first_deadlines(done, ttft_slack, prefill_seconds))
+    missed, on_time = deadline_counts(
+        done, np.full(done.requests.num_rows, float(tbt)), first_deadlines(done, ttft_slack, prefill_seconds)
+    )
     service = float(missed.sum() / max(missed.sum() + on_time.sum(), 1))
     minimum = min_tbt_deadlines(done, target_miss_rate)
     p_deadline = _percentile(minimum, quantile)

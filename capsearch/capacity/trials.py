@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from capsim.capsearch.capacity.cache_folder import ENTRY_SUFFIX, claim
+from capsim.common.files import temp_files_of, write_atomically
 from capsim.sim import RunResult, SystemSpec, simulate
 from capsim.sim.compact import CompactError, read_compact, write_compact
 from capsim.sim.early_stop import EarlyStop
 from capsim.traces import WorkloadSpec
-from capsim.common.files import write_atomically
-from capsim.common.files import temp_files_of
 
 TRIAL_SCHEMA = 4  # 3: compact files, whole-microsecond times; 4: each file holds its key
 
@@ -48,7 +47,9 @@ class TrialLimits:
         for name in ("time_limit_s", "send_window_s"):
             value = getattr(self, name)
             if value is not None and not 0 < value < float("inf"):
-                raise ValueError(f"{name.removesuffix('_s').replace('_', ' ')} must be a positive number of seconds, got {value}")
+                raise ValueError(
+                    f"{name.removesuffix('_s').replace('_', ' ')} must be a positive number of seconds, got {value}"
+                )
 
     def key(self) -> dict | None:
         """What changes a trial's result (the cache key); scoring does not."""
@@ -62,7 +63,9 @@ class TrialLimits:
             words["trial time limit"] = f"{self.time_limit_s:g} s simulated"
         if self.send_window_s is not None:
             words["requests sent"] = f"those due in the first {self.send_window_s:g} s"
-        words["scored requests"] = "finished ones only" if self.completed_only else "all; unfinished ones are violations"
+        words["scored requests"] = (
+            "finished ones only" if self.completed_only else "all; unfinished ones are violations"
+        )
         return words
 
 
@@ -79,11 +82,22 @@ def _file_digest(path: str, size: int, mtime: float) -> str:
     return digest.hexdigest()
 
 
-def trial_key(system: SystemSpec, workload: WorkloadSpec, qps: float, early_stop: EarlyStop | None = None,
-              limits: TrialLimits | None = None) -> str:
+def trial_key(
+    system: SystemSpec,
+    workload: WorkloadSpec,
+    qps: float,
+    early_stop: EarlyStop | None = None,
+    limits: TrialLimits | None = None,
+) -> str:
     latency = system.latency_model()
-    data = {"schema": TRIAL_SCHEMA, "system": system.to_dict(), "workload": workload.to_dict(), "qps": repr(float(qps)),
-            "latency_profile": latency.profile_hash, "host_time": latency.profile.get("host_time")}  # the shipped fit may change
+    data = {
+        "schema": TRIAL_SCHEMA,
+        "system": system.to_dict(),
+        "workload": workload.to_dict(),
+        "qps": repr(float(qps)),
+        "latency_profile": latency.profile_hash,
+        "host_time": latency.profile.get("host_time"),
+    }  # the shipped fit may change
     if limits is not None and limits.key() is not None:
         data["limits"] = limits.key()
     if not workload.is_builtin:
@@ -132,8 +146,14 @@ def time_limit(workload_span_s: float) -> float:
     return workload_span_s + max(120.0, workload_span_s)
 
 
-def run_trial(system: SystemSpec, workload: WorkloadSpec, qps: float, cache: TrialCache,
-              early_stop: EarlyStop | None = None, limits: TrialLimits = TrialLimits()) -> tuple[RunResult, bool]:
+def run_trial(
+    system: SystemSpec,
+    workload: WorkloadSpec,
+    qps: float,
+    cache: TrialCache,
+    early_stop: EarlyStop | None = None,
+    limits: TrialLimits = TrialLimits(),
+) -> tuple[RunResult, bool]:
     """The trial's result, and whether it came from the cache."""
     full_key = trial_key(system, workload, qps, limits=limits)
     cached = cache.get(full_key)

@@ -39,8 +39,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_die_with_parent,
-                               initargs=(os.getpid(),))
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_die_with_parent, initargs=(os.getpid(),)
+    )
 
 
 def kill_pool(pool: ProcessPoolExecutor, grace_s: float = 0.25) -> list[int]:

@@ -7,7 +7,6 @@ the same figures and files, so `capsim compare` can lay a measured sweep over a 
 from __future__ import annotations
 
 import dataclasses
-
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -15,16 +14,15 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from capsim.capsearch.load.vllm_results import now_stamp
-from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.cli.options.load import load_options
-from capsim.capsearch.load.sweep import LoadRun
-from capsim.capsearch.report.load_plots import SweepPlotter
-from capsim.capsearch.report.load import files_written, headline, print_rows, run_loads, save_results, write_loads
-from capsim.capsearch.load.sweep import Load
 from capsim.capsearch.cli.options.run import API_KEY, output_options, time_limit
-from capsim.capsearch.report.results_dir import results_dir
 from capsim.capsearch.cli.options.workload import workload_options
+from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.load.sweep import Load, LoadRun
+from capsim.capsearch.load.vllm_results import now_stamp
+from capsim.capsearch.report.load import files_written, headline, print_rows, run_loads, save_results, write_loads
+from capsim.capsearch.report.load_plots import SweepPlotter
+from capsim.capsearch.report.results_dir import results_dir
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.models import get_model
 from capsim.real.client import EndpointError, check_completions, connect
@@ -35,23 +33,56 @@ MIN_TIME_LIMIT_S = 120.0
 
 
 @click.command()
-@click.option("--endpoint", "--base-url", "endpoint", required=True,
-              help="The engine's OpenAI-compatible URL, e.g. http://127.0.0.1:8000 (or .../v1).")
+@click.option(
+    "--endpoint",
+    "--base-url",
+    "endpoint",
+    required=True,
+    help="The engine's OpenAI-compatible URL, e.g. http://127.0.0.1:8000 (or .../v1).",
+)
 @click.option("--model", default=None, help="The served model name [default: the only one served].")
-@click.option("--vocab-size", type=click.IntRange(100, 2**31 - 1), default=None,
-              help="Prompt token ids are drawn below this [default: the catalog model's vocabulary, when the served "
-                   "model is in the catalog].")
+@click.option(
+    "--vocab-size",
+    type=click.IntRange(100, 2**31 - 1),
+    default=None,
+    help="Prompt token ids are drawn below this [default: the catalog model's vocabulary, when the served "
+    "model is in the catalog].",
+)
 @API_KEY
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="Seconds a stream may stay silent before the request fails.")
-@click.option("--trace", default="chat", show_default=True, help="Built-in trace name, trace file, or `random` (--random-input-len).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds a stream may stay silent before the request fails.",
+)
+@click.option(
+    "--trace",
+    default="chat",
+    show_default=True,
+    help="Built-in trace name, trace file, or `random` (--random-input-len).",
+)
 @load_options
 @workload_options
-@time_limit("s", f"How long a load may run; the rest is unfinished [default: its arrivals plus as long again, at least "
-                 f"{MIN_TIME_LIMIT_S:g} s]")
+@time_limit(
+    "s",
+    f"How long a load may run; the rest is unfinished [default: its arrivals plus as long again, at least "
+    f"{MIN_TIME_LIMIT_S:g} s]",
+)
 @output_options("bench")
-def bench(endpoint: str, model: str | None, vocab_size: int | None, api_key: str | None, timeout: float, trace: str,
-          load_run: LoadRun, make_spec, time_limit: float | None, output_dir: Path | None, overwrite: bool) -> None:
+def bench(
+    endpoint: str,
+    model: str | None,
+    vocab_size: int | None,
+    api_key: str | None,
+    timeout: float,
+    trace: str,
+    load_run: LoadRun,
+    make_spec,
+    time_limit: float | None,
+    output_dir: Path | None,
+    overwrite: bool,
+) -> None:
     """Measure latency against load on a running engine, as `vllm bench serve` and GuideLLM do.
 
     Same loads, figures and files as `capsim simulate`: one load gives requests.parquet,
@@ -72,14 +103,19 @@ def bench(endpoint: str, model: str | None, vocab_size: int | None, api_key: str
         workload = spec.at_qps(load.qps)
         limit = time_limit or max(MIN_TIME_LIMIT_S, 2 * float(workload.arrival_s[-1]))
         with console.status(f"measuring {load.label} on {target.url}") as status:
-            result = run_load(target, workload, LoadOptions(vocab=vocab, time_limit_s=limit, max_concurrency=load.max_concurrency,
-                                                            seed=spec.seed),
-                              progress=lambda done, total: status.update(f"measuring {load.label}: {done}/{total} requests"))
+            result = run_load(
+                target,
+                workload,
+                LoadOptions(vocab=vocab, time_limit_s=limit, max_concurrency=load.max_concurrency, seed=spec.seed),
+                progress=lambda done, total: status.update(f"measuring {load.label}: {done}/{total} requests"),
+            )
         failure = dominant_failure(result)
         if failure and not result.finished().any():
             reason, times, failed = failure
-            raise EndpointError(f"every request at {load.label} failed ({failed} failed, the rest not sent); the commonest error "
-                                f"({times} of them): {reason}")
+            raise EndpointError(
+                f"every request at {load.label} failed ({failed} failed, the rest not sent); the commonest error "
+                f"({times} of them): {reason}"
+            )
         console.print(f"  {load.label}: {outcome_words(result)}")
         return result
 
@@ -92,14 +128,21 @@ def bench(endpoint: str, model: str | None, vocab_size: int | None, api_key: str
     for load, result in runs:
         failure = dominant_failure(result)
         if failure:
-            console.print(f"[yellow]{load.label}: {failure[2]} requests failed with an error; the commonest ({failure[1]}): {failure[0]}[/]")
+            console.print(
+                f"[yellow]{load.label}: {failure[2]} requests failed with an error; the commonest ({failure[1]}): "
+                f"{failure[0]}[/]"
+            )
         if result.info.get("in_flight_cap_hits"):
-            console.print(f"[yellow]{load.label}: {result.info['in_flight_cap_hits']} requests waited for the in-flight cap "
-                          "(their wait counts in TTFT)[/]")
+            console.print(
+                f"[yellow]{load.label}: {result.info['in_flight_cap_hits']} requests waited for the in-flight cap "
+                "(their wait counts in TTFT)[/]"
+            )
         if result.info.get("one_read_requests"):
-            console.print(f"[yellow]{load.label}: {result.info['one_read_requests']} requests had all their tokens in one read "
-                          "(the client fell behind the engine: their gaps read as 0, their TTFT late); give the client a core of "
-                          "its own[/]")
+            console.print(
+                f"[yellow]{load.label}: {result.info['one_read_requests']} requests had all their tokens in one read "
+                "(the client fell behind the engine: their gaps read as 0, their TTFT late); give the client a core of "
+                "its own[/]"
+            )
     print_rows(console, load_run, rows)
     console.print(f"wrote {folder}/: {files_written(load_run, False)}")
     for path in saved:
@@ -112,8 +155,11 @@ def outcome_words(result) -> str:
     status = result.column("status").astype(str)
     total, finished, errors = len(status), int((status == "finished").sum()), int((status == "failed").sum())
     rest = total - finished - errors
-    return (f"{finished} of {total} finished; {errors} failed with an error" + (f", {rest} unfinished" if rest else "")
-            + f" ({total - finished} not completed)")
+    return (
+        f"{finished} of {total} finished; {errors} failed with an error"
+        + (f", {rest} unfinished" if rest else "")
+        + f" ({total - finished} not completed)"
+    )
 
 
 def fit_to_engine(spec, target):
@@ -126,8 +172,10 @@ def fit_to_engine(spec, target):
     over = int((requests.prompt_tokens + requests.output_tokens > limit).sum())
     if not over:
         return spec
-    console.print(f"[yellow]{target.url} serves at most {limit} tokens a request (its max_model_len): {over} of {len(requests)} "
-                  f"requests shortened to fit, as --max-total-tokens {limit} does[/]")
+    console.print(
+        f"[yellow]{target.url} serves at most {limit} tokens a request (its max_model_len): {over} of {len(requests)} "
+        f"requests shortened to fit, as --max-total-tokens {limit} does[/]"
+    )
     return dataclasses.replace(spec, max_total_tokens=limit)
 
 
@@ -135,5 +183,7 @@ def catalog_vocab(served: str) -> int:
     try:
         return get_model(served).vocab
     except ProfileError:
-        raise ConfigError(f"{served!r} is not a catalog model, so its vocabulary is unknown: pass --vocab-size "
-                          "(prompt token ids are drawn below it)") from None
+        raise ConfigError(
+            f"{served!r} is not a catalog model, so its vocabulary is unknown: pass --vocab-size "
+            "(prompt token ids are drawn below it)"
+        ) from None

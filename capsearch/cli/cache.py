@@ -13,7 +13,6 @@ from capsim.capsearch.capacity.trials import default_cache_dir
 from capsim.capsearch.cli.options.run import CACHE_DIR
 
 
-
 @click.group()
 def cache() -> None:
     """The trial cache: every simulated trial, kept by content so that searches and SLO sweeps
@@ -28,23 +27,36 @@ def info(cache_dir: Path | None) -> None:
     contents = scan(folder)
     entries = contents.entries
     click.echo(f"trial cache: {folder}{'' if folder.is_dir() else ' (not created yet)'}")
-    click.echo(f"trials: {len(entries)}, {human_bytes(contents.entry_bytes)}"
-               + (f" ({human_bytes(contents.entry_bytes / len(entries))} a trial)" if entries else ""))
+    click.echo(
+        f"trials: {len(entries)}, {human_bytes(contents.entry_bytes)}"
+        + (f" ({human_bytes(contents.entry_bytes / len(entries))} a trial)" if entries else "")
+    )
     if entries:
         used = sorted(i.last_used for i in entries)
         click.echo(f"last used: oldest {_when(used[0])}, newest {_when(used[-1])}")
     if contents.leftovers:
-        click.echo(f"being written or left by killed runs: {len(contents.leftovers)}, "
-                   f"{human_bytes(sum(i.size for i in contents.leftovers))}")
+        click.echo(
+            f"being written or left by killed runs: {len(contents.leftovers)}, "
+            f"{human_bytes(sum(i.size for i in contents.leftovers))}"
+        )
     if contents.old_format:
-        click.echo(f"from an older capsim (never read again; `capsim cache prune` removes them): {len(contents.old_format)}, "
-                   f"{human_bytes(sum(i.size for i in contents.old_format))}")
+        click.echo(
+            f"from an older capsim (never read again; `capsim cache prune` removes them): {len(contents.old_format)}, "
+            f"{human_bytes(sum(i.size for i in contents.old_format))}"
+        )
 
 
 @cache.command(name="prune")
 @CACHE_DIR
-@click.option("--older-than", default=None, metavar="AGE", help="Remove trials last used longer ago than this (30d, 12h, 90m).")
-@click.option("--max-size", default=None, metavar="SIZE", help="Then remove the least recently used until the rest fit (500MB, 2GB).")
+@click.option(
+    "--older-than", default=None, metavar="AGE", help="Remove trials last used longer ago than this (30d, 12h, 90m)."
+)
+@click.option(
+    "--max-size",
+    default=None,
+    metavar="SIZE",
+    help="Then remove the least recently used until the rest fit (500MB, 2GB).",
+)
 def prune_command(cache_dir: Path | None, older_than: str | None, max_size: str | None) -> None:
     """Remove trials by age or to fit a size; half-written and older-format entries always go.
 
@@ -54,8 +66,10 @@ def prune_command(cache_dir: Path | None, older_than: str | None, max_size: str 
     age = parse_age(older_than) if older_than is not None else None
     size = parse_size(max_size) if max_size is not None else None
     gone, kept = prune(folder, age, size)
-    click.echo(f"removed {len(gone)} ({human_bytes(sum(i.size for i in gone))}) from {folder}; "
-               f"kept {len(kept.entries)} trials, {human_bytes(kept.entry_bytes)}")
+    click.echo(
+        f"removed {len(gone)} ({human_bytes(sum(i.size for i in gone))}) from {folder}; "
+        f"kept {len(kept.entries)} trials, {human_bytes(kept.entry_bytes)}"
+    )
 
 
 def _when(timestamp: float) -> str:

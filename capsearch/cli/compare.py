@@ -14,14 +14,13 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.cli.options.run import output_options
-from capsim.capsearch.report.results_dir import ResultSet, results_dir, write_csv, write_json
+from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.load.compare import catalog_name, compared_keys, deployment, errors, read_sweep, series_name
 from capsim.capsearch.report.compare import error_table, plot_comparison
+from capsim.capsearch.report.results_dir import ResultSet, results_dir, write_csv, write_json
 
 console = Console(width=None if sys.stdout.isatty() else 200)
-
 
 
 @click.command()
@@ -42,25 +41,39 @@ def compare(folders: tuple[Path, ...], output_dir: Path | None, overwrite: bool)
         raise ConfigError("two folders have the same name: give folders with different names")
     reference = next((i for i, (_, info, _) in enumerate(sweeps) if info.get("kind") == "real"), 0)
     keys = compared_keys([row for _, _, rows in sweeps for row in rows])
-    comparisons = {names[i]: errors(sweeps[reference][2], rows, keys) for i, (_, _, rows) in enumerate(sweeps) if i != reference}
+    comparisons = {
+        names[i]: errors(sweeps[reference][2], rows, keys) for i, (_, _, rows) in enumerate(sweeps) if i != reference
+    }
     deployments = {name: deployment(info) for name, (_, info, _) in zip(names, sweeps)}
     differ = len({catalog_name(info) for _, info, _ in sweeps}) > 1
     folder = results_dir(output_dir, "compare", overwrite)
     with ResultSet(folder) as staging:
         plot_comparison({name: rows for name, (_, _, rows) in zip(names, sweeps)}, staging, keys)
-        write_json(staging / "compare.json", {"reference": names[reference], "folders": [str(f) for f in folders],
-                                              "deployments": deployments, "same_deployment": not differ,
-                                              "error": "simulated against measured: other / reference - 1", "errors": comparisons})
-        write_csv(staging / "compare.csv", ({"series": name, **row} for name, rows in comparisons.items() for row in rows),
-                  ["series", "load", *keys])
+        write_json(
+            staging / "compare.json",
+            {
+                "reference": names[reference],
+                "folders": [str(f) for f in folders],
+                "deployments": deployments,
+                "same_deployment": not differ,
+                "error": "simulated against measured: other / reference - 1",
+                "errors": comparisons,
+            },
+        )
+        write_csv(
+            staging / "compare.csv",
+            ({"series": name, **row} for name, rows in comparisons.items() for row in rows),
+            ["series", "load", *keys],
+        )
     console.print(f"reference: {names[reference]}; errors: other / reference - 1 (simulated against measured)")
     if differ:
-        console.print("[yellow]these runs are of different deployments (" + "; ".join(f"{n}: {d}" for n, d in deployments.items())
-                      + "): the errors compare different systems, not a model with its measurement[/]")
+        console.print(
+            "[yellow]these runs are of different deployments ("
+            + "; ".join(f"{n}: {d}" for n, d in deployments.items())
+            + "): the errors compare different systems, not a model with its measurement[/]"
+        )
     for name, rows in comparisons.items():
-        console.print(error_table(name, rows, keys) if rows else f"[yellow]{name}: no load in common with the reference[/]")
+        console.print(
+            error_table(name, rows, keys) if rows else f"[yellow]{name}: no load in common with the reference[/]"
+        )
     console.print(f"wrote {folder}/: compare.csv, compare.json, compare_*.png")
-
-
-
-

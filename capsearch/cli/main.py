@@ -13,9 +13,9 @@ import threading
 
 import click
 
+from capsim.capsearch.capacity.slo import SLOError
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.load.metrics import MetricsError
-from capsim.capsearch.capacity.slo import SLOError
 from capsim.profiles.errors import ProfileError
 from capsim.real.client import EndpointError
 from capsim.real.engine import EngineError
@@ -42,8 +42,17 @@ COMMANDS = {
     "validate": ("validate", "validate"),
 }
 
-USER_ERRORS: tuple[type[Exception], ...] = (TraceError, ProfileError, SimulationError, ConfigError, SLOError, EndpointError,
-                                            EngineError, EngineStartError, MetricsError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    TraceError,
+    ProfileError,
+    SimulationError,
+    ConfigError,
+    SLOError,
+    EndpointError,
+    EngineError,
+    EngineStartError,
+    MetricsError,
+)
 
 
 GOODPUT_ITEM = re.compile(r"\((ttft|tpot|e2el):")  # vLLM's `--goodput ttft:200 tpot:50`: a second limit left over
@@ -77,14 +86,19 @@ class CapsimGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as interrupt:
-            cached = "; finished trials stay cached, so a rerun resumes" if ctx.invoked_subcommand in ("search", "sweep") else ""
+            cached = (
+                "; finished trials stay cached, so a rerun resumes"
+                if ctx.invoked_subcommand in ("search", "sweep")
+                else ""
+            )
             click.echo(f"\ninterrupted: stopped without writing results{cached}", err=True)
             ctx.exit(143 if isinstance(interrupt, Terminated) else 130)
         except click.UsageError as error:  # click's own shows usage lines too: one line, and where help is
             command = f"{ctx.command_path} {ctx.invoked_subcommand}" if ctx.invoked_subcommand else ctx.command_path
             if "unexpected extra argument" in error.format_message() and GOODPUT_ITEM.search(error.format_message()):
-                raise UserError("--goodput takes its limits as one value, as in --goodput 'ttft:200 tpot:50' "
-                                "(or repeat --goodput)") from None
+                raise UserError(
+                    "--goodput takes its limits as one value, as in --goodput 'ttft:200 tpot:50' (or repeat --goodput)"
+                ) from None
             raise UserError(f"{error.format_message()} (see {command} --help)") from None
         except USER_ERRORS as error:
             raise UserError(" ".join(str(error).split("\n")) if "\n" in str(error) else str(error)) from None

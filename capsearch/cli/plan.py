@@ -13,16 +13,26 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from capsim.capsearch.cli.options.run import output_options, parallel_options
+from capsim.capsearch.cli.options.slo import slo_options
+from capsim.capsearch.cli.options.system import HOST_TIME, ROUTER
+from capsim.capsearch.cli.options.workload import option_given, workload_options
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiments.conventions import MAX_BUDGET, MAX_REPLICAS, MAX_TARGET_QPS
-from capsim.capsearch.plan.planner import (DEFAULT_BATCHES, DEFAULT_BUDGETS, DEFAULT_TPS, VLLM_SCHEDULERS, Candidate, Goal, candidates,
-                                   found_score, plan, read_prices)
-from capsim.capsearch.cli.options.system import HOST_TIME, ROUTER
-from capsim.capsearch.cli.options.run import output_options, parallel_options
-from capsim.capsearch.report.results_dir import ResultSet, results_dir, write_csv, write_json
-from capsim.capsearch.cli.options.slo import slo_options
 from capsim.capsearch.experiments.slo_flags import flag_convention, slos_from_flags
-from capsim.capsearch.cli.options.workload import option_given, workload_options
+from capsim.capsearch.plan.planner import (
+    DEFAULT_BATCHES,
+    DEFAULT_BUDGETS,
+    DEFAULT_TPS,
+    VLLM_SCHEDULERS,
+    Candidate,
+    Goal,
+    candidates,
+    found_score,
+    plan,
+    read_prices,
+)
+from capsim.capsearch.report.results_dir import ResultSet, results_dir, write_csv, write_json
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
 from capsim.profiles.store import ENGINES
@@ -59,44 +69,152 @@ def read_space(path: str | None) -> dict:
         raise ConfigError(f"{path}: write keys among {', '.join(SPACE_KEYS)}, each a list")
     unknown = set(data) - set(SPACE_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: unknown keys {', '.join(sorted(map(str, unknown)))}; the space has {', '.join(SPACE_KEYS)}")
+        raise ConfigError(
+            f"{path}: unknown keys {', '.join(sorted(map(str, unknown)))}; the space has {', '.join(SPACE_KEYS)}"
+        )
     return {key: ",".join(map(str, value if isinstance(value, list) else [value])) for key, value in data.items()}
 
 
+def plan_goal(target_qps, gpus, budget, disagg: bool) -> Goal:
+    """What to plan for: exactly one of a target load, a GPU count, a budget."""
+    for name, value in (("--target-qps", target_qps), ("--budget", budget)):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite positive number, got {value}")
+    goals = [
+        Goal(kind, value)
+        for kind, value in (("target_qps", target_qps), ("gpus", gpus), ("budget", budget))
+        if value is not None
+    ]
+    if len(goals) != 1:
+        raise ConfigError("say what to plan for: one of --target-qps, --gpus, --budget")
+    if disagg and goals[0].kind != "gpus":
+        raise ConfigError(
+            "--disagg compares layouts of a GPU count on a GPU kind: give --gpus N and --hardware (not --target-qps "
+            "or --budget)"
+        )
+    return goals[0]
+
+
+def plan_slo(slo_flags: dict):
+    """The one SLO a plan meets, from the SLO flags."""
+    convention = slo_flags.get("slo_defaults") or flag_convention(slo_flags, option_given) or "capsim"
+    slos = slos_from_flags(slo_flags, convention)
+    if len(slos) != 1:
+        raise ConfigError("plan meets one SLO: give one --tbt-slo")
+    return slos[0]
+
+
 @click.command()
-@click.option("--model", default="Llama-3.1-8B", show_default=True, help="Catalog model, Hugging Face id, or YAML / config.json path.")
+@click.option(
+    "--model",
+    default="Llama-3.1-8B",
+    show_default=True,
+    help="Catalog model, Hugging Face id, or YAML / config.json path.",
+)
 @click.option("--trace", default="chat", show_default=True, help="Built-in trace name or trace file.")
-@click.option("--target-qps", type=click.FloatRange(min=0, min_open=True, max=MAX_TARGET_QPS), default=None,
-              help="Find the cheapest deployment that meets the SLO at this load.")
-@click.option("--gpus", type=click.IntRange(1, MAX_REPLICAS), default=None, help="Find the most capacity on at most this many GPUs.")
-@click.option("--budget", type=click.FloatRange(min=0, min_open=True, max=MAX_BUDGET), default=None,
-              help="Find the most capacity for at most this many dollars an hour.")
-@click.option("--hardware", default=None, help="GPU kinds to consider, comma-separated [default: every one with a price].")
-@click.option("--tp", default=None, help=f"Tensor-parallel sizes [default: {','.join(map(str, DEFAULT_TPS))}, those that divide the heads].")
+@click.option(
+    "--target-qps",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_TARGET_QPS),
+    default=None,
+    help="Find the cheapest deployment that meets the SLO at this load.",
+)
+@click.option(
+    "--gpus",
+    type=click.IntRange(1, MAX_REPLICAS),
+    default=None,
+    help="Find the most capacity on at most this many GPUs.",
+)
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_BUDGET),
+    default=None,
+    help="Find the most capacity for at most this many dollars an hour.",
+)
+@click.option(
+    "--hardware", default=None, help="GPU kinds to consider, comma-separated [default: every one with a price]."
+)
+@click.option(
+    "--tp",
+    default=None,
+    help=f"Tensor-parallel sizes [default: {','.join(map(str, DEFAULT_TPS))}, those that divide the heads].",
+)
 @click.option("--pp", default=None, help="Pipeline stages [default: 1].")
-@click.option("--engine", default=None, help=f"Engines whose step times to use, among {', '.join(ENGINES)} [default: vllm].")
-@click.option("--scheduler", default=None, help="Schedulers [default: each engine's own: sarathi, vllm_v1, vllm_v0 for vllm; "
-                                                 "sglang; trtllm].")
-@click.option("--chunk-size", "--max-num-batched-tokens", "chunk_size", default=None,
-              help="Token budgets of the chunked schedulers [default: sarathi 512,1024,2048; vllm_v1 2048,8192].")
-@click.option("--max-batch-size", "--max-num-seqs", "max_batch_size", default=None,
-              help=f"Batch limits [default: {','.join(map(str, DEFAULT_BATCHES))}].")
-@click.option("--space", "space_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help=f"A YAML of limits on the space ({', '.join(SPACE_KEYS)}: lists); a flag for the same key is refused.")
-@click.option("--prices", "prices_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A YAML of `hardware: dollars per GPU-hour`, over the shipped table.")
+@click.option(
+    "--engine", default=None, help=f"Engines whose step times to use, among {', '.join(ENGINES)} [default: vllm]."
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    help="Schedulers [default: each engine's own: sarathi, vllm_v1, vllm_v0 for vllm; sglang; trtllm].",
+)
+@click.option(
+    "--chunk-size",
+    "--max-num-batched-tokens",
+    "chunk_size",
+    default=None,
+    help="Token budgets of the chunked schedulers [default: sarathi 512,1024,2048; vllm_v1 2048,8192].",
+)
+@click.option(
+    "--max-batch-size",
+    "--max-num-seqs",
+    "max_batch_size",
+    default=None,
+    help=f"Batch limits [default: {','.join(map(str, DEFAULT_BATCHES))}].",
+)
+@click.option(
+    "--space",
+    "space_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help=f"A YAML of limits on the space ({', '.join(SPACE_KEYS)}: lists); a flag for the same key is refused.",
+)
+@click.option(
+    "--prices",
+    "prices_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A YAML of `hardware: dollars per GPU-hour`, over the shipped table.",
+)
 @ROUTER
 @HOST_TIME
-@click.option("--disagg/--no-disagg", default=False, show_default=True,
-              help="Also search disaggregated deployments (xPyD: the P:D split, each pool's TP, the decode batch limit) on the "
-                   "same GPUs (--gpus, --hardware), and set the best beside the best aggregated one.")
+@click.option(
+    "--disagg/--no-disagg",
+    default=False,
+    show_default=True,
+    help="Also search disaggregated deployments (xPyD: the P:D split, each pool's TP, the decode batch limit) on the "
+    "same GPUs (--gpus, --hardware), and set the best beside the best aggregated one.",
+)
 @workload_options
 @slo_options
 @parallel_options
 @output_options("plan")
-def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp, pp, engine, scheduler, chunk_size, max_batch_size,
-                 space_path, prices_path, router, host_time: str, disagg: bool, make_spec, executor, workers, ray_address, cache_dir, output_dir: Path | None,
-                 overwrite: bool, **slo_flags) -> None:
+def plan_command(
+    model: str,
+    trace: str,
+    target_qps,
+    gpus,
+    budget,
+    hardware,
+    tp,
+    pp,
+    engine,
+    scheduler,
+    chunk_size,
+    max_batch_size,
+    space_path,
+    prices_path,
+    router,
+    host_time: str,
+    disagg: bool,
+    make_spec,
+    executor,
+    workers,
+    ray_address,
+    cache_dir,
+    output_dir: Path | None,
+    overwrite: bool,
+    **slo_flags,
+) -> None:
     """The cheapest deployment that meets an SLO at a target load, and the Pareto front.
 
     Candidates are one replica of every GPU kind with a price x TP x PP x engine x scheduler x
@@ -106,62 +224,88 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
     whole deployments with their replicas. Writes plan.csv and plan.json (every candidate and
     why), pareto.png and capacity.png, and prints the recommended deployment's `vllm serve`.
     """
-    for name, value in (("--target-qps", target_qps), ("--budget", budget)):
-        if value is not None and not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite positive number, got {value}")
-    goals = [Goal(kind, value) for kind, value in (("target_qps", target_qps), ("gpus", gpus), ("budget", budget)) if value is not None]
-    if len(goals) != 1:
-        raise ConfigError("say what to plan for: one of --target-qps, --gpus, --budget")
-    goal = goals[0]
-    if disagg and goal.kind != "gpus":
-        raise ConfigError("--disagg compares layouts of a GPU count on a GPU kind: give --gpus N and --hardware (not --target-qps "
-                          "or --budget)")
+    goal = plan_goal(target_qps, gpus, budget, disagg)
     if ray_address and executor != "ray":
         raise ConfigError("--ray-address joins a Ray cluster: add --executor ray")
-    convention = slo_flags.get("slo_defaults") or flag_convention(slo_flags, option_given) or "capsim"
-    slos = slos_from_flags(slo_flags, convention)
-    if len(slos) != 1:
-        raise ConfigError("plan meets one SLO: give one --tbt-slo")
-    slo = slos[0]
+    slo = plan_slo(slo_flags)
     space = read_space(space_path)
-    flags = {"hardware": hardware, "tp": tp, "pp": pp, "engine": engine, "scheduler": scheduler, "chunk_size": chunk_size,
-             "max_batch_size": max_batch_size}
+    flags = {
+        "hardware": hardware,
+        "tp": tp,
+        "pp": pp,
+        "engine": engine,
+        "scheduler": scheduler,
+        "chunk_size": chunk_size,
+        "max_batch_size": max_batch_size,
+    }
     both = [key for key in SPACE_KEYS if flags[key] is not None and key in space]
     if both:
-        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in both)} given twice, as a flag and in {space_path}: keep one")
+        raise ConfigError(
+            f"{', '.join('--' + k.replace('_', '-') for k in both)} given twice, as a flag and in {space_path}: keep "
+            f"one"
+        )
     given = {key: flags[key] if flags[key] is not None else space.get(key) for key in SPACE_KEYS}
     empty = [key for key, value in given.items() if value is not None and not _names(value)]
     if empty:
-        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in empty)} names nothing: give values, or leave it out for "
-                          "the default space")
+        raise ConfigError(
+            f"{', '.join('--' + k.replace('_', '-') for k in empty)} names nothing: give values, or leave it out for "
+            "the default space"
+        )
     if disagg and not given["hardware"]:
-        raise ConfigError("--disagg compares layouts of a GPU count on a GPU kind: give --hardware (or hardware: in --space)")
+        raise ConfigError(
+            "--disagg compares layouts of a GPU count on a GPU kind: give --hardware (or hardware: in --space)"
+        )
     prices = read_prices(prices_path)
     kinds = [_gpu(name) for name in _names(given["hardware"])] if given["hardware"] else list(prices)
     unpriced = [k for k in kinds if k not in prices]
     if unpriced:
-        raise ConfigError(f"no price for {', '.join(unpriced)}: give one with --prices (a YAML of `hardware: dollars per GPU-hour`)")
+        raise ConfigError(
+            f"no price for {', '.join(unpriced)}: give one with --prices (a YAML of `hardware: dollars per GPU-hour`)"
+        )
     engines = _names(given["engine"]) if given["engine"] else ["vllm"]
     # Without --scheduler each engine brings its own batching: SGLang's and TRT-LLM's, or vLLM's three.
-    by_engine = ({e: _names(given["scheduler"]) for e in engines} if given["scheduler"]
-                 else {e: [ENGINE_SCHEDULERS[e]] if e in ENGINE_SCHEDULERS else list(VLLM_SCHEDULERS) for e in engines})
+    by_engine = (
+        {e: _names(given["scheduler"]) for e in engines}
+        if given["scheduler"]
+        else {e: [ENGINE_SCHEDULERS[e]] if e in ENGINE_SCHEDULERS else list(VLLM_SCHEDULERS) for e in engines}
+    )
     schedulers = list(dict.fromkeys(s for names in by_engine.values() for s in names))
     for name, allowed, what in ((engines, ENGINES, "engine"), (schedulers, list(POLICIES), "scheduler")):
         bad = [n for n in name if n not in allowed]
         if bad:
             raise ConfigError(f"unknown {what} {', '.join(bad)}; choose among {', '.join(allowed)}")
-    budgets = ({s: tuple(_counts(given["chunk_size"], "chunk-size")) if s not in ("vllm_v0", "orca", "faster_transformer") else (None,)
-                for s in schedulers} if given["chunk_size"] else {s: DEFAULT_BUDGETS.get(s, (None,)) for s in schedulers})
+    budgets = (
+        {
+            s: tuple(_counts(given["chunk_size"], "chunk-size"))
+            if s not in ("vllm_v0", "orca", "faster_transformer")
+            else (None,)
+            for s in schedulers
+        }
+        if given["chunk_size"]
+        else {s: DEFAULT_BUDGETS.get(s, (None,)) for s in schedulers}
+    )
     base = SystemSpec(model=model, router=router, host_time=host_time == "on")
     spec = make_spec(trace)
-    pool = candidates(model, kinds, prices, _counts(given["tp"], "tp") if given["tp"] else DEFAULT_TPS,
-                      _counts(given["pp"], "pp") if given["pp"] else (1,), by_engine, budgets,
-                      _counts(given["max_batch_size"], "max-batch-size") if given["max_batch_size"] else DEFAULT_BATCHES, base)
+    pool = candidates(
+        model,
+        kinds,
+        prices,
+        _counts(given["tp"], "tp") if given["tp"] else DEFAULT_TPS,
+        _counts(given["pp"], "pp") if given["pp"] else (1,),
+        by_engine,
+        budgets,
+        _counts(given["max_batch_size"], "max-batch-size") if given["max_batch_size"] else DEFAULT_BATCHES,
+        base,
+    )
     folder = results_dir(output_dir, "plan", overwrite)
-    console.print(f"[bold]plan: {goal.words()}[/]; {base.model}, trace {spec.trace} ({spec.num_requests} requests, "
-                  f"{spec.arrival} arrivals); SLO {'; '.join(slo.clauses)}")
-    console.print(f"space: {len(pool)} candidates ({', '.join(kinds)}; engines {', '.join(engines)}; schedulers "
-                  f"{', '.join(schedulers)}); prices {'from ' + prices_path + ' over ' if prices_path else ''}the shipped table")
+    console.print(
+        f"[bold]plan: {goal.words()}[/]; {base.model}, trace {spec.trace} ({spec.num_requests} requests, "
+        f"{spec.arrival} arrivals); SLO {'; '.join(slo.clauses)}"
+    )
+    console.print(
+        f"space: {len(pool)} candidates ({', '.join(kinds)}; engines {', '.join(engines)}; schedulers "
+        f"{', '.join(schedulers)}); prices {'from ' + prices_path + ' over ' if prices_path else ''}the shipped table"
+    )
     with console.status("planning") as status:
         searched = [0]
 
@@ -171,12 +315,22 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
 
         plan(goal, pool, spec, slo, {}, workers, cache_dir, progress, executor, ray_address)
         if disagg:
-            split_pool = disagg_splits(base, kinds, engines, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address,
-                                       status)
+            split_pool = disagg_splits(
+                base, kinds, engines, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address, status
+            )
     rows = [candidate_row(c, goal) for c in pool]
     with ResultSet(folder) as staging:
-        write_rows(rows, staging, {"goal": dataclasses.asdict(goal), "model": base.model, "workload": spec.to_dict(),
-                                   "slo": slo.clauses, "candidates": len(pool)})
+        write_rows(
+            rows,
+            staging,
+            {
+                "goal": dataclasses.asdict(goal),
+                "model": base.model,
+                "workload": spec.to_dict(),
+                "slo": slo.clauses,
+                "candidates": len(pool),
+            },
+        )
         from capsim.capsearch.report.plan import plot_capacity, plot_pareto
 
         plot_pareto(pool, goal, staging / "pareto.png", f"{base.model}, {spec.trace}: {goal.words()}")
@@ -185,16 +339,23 @@ def plan_command(model: str, trace: str, target_qps, gpus, budget, hardware, tp,
             from capsim.capsearch.report.disagg import plot_splits, write_splits
 
             write_splits(split_pool, staging)
-            plot_splits(split_pool, pool, staging / "disagg.png", f"{base.model}, {spec.trace}, {gpus} GPUs: capacity a GPU")
+            plot_splits(
+                split_pool, pool, staging / "disagg.png", f"{base.model}, {spec.trace}, {gpus} GPUs: capacity a GPU"
+            )
     print_plan(pool, goal)
     if disagg:
         from capsim.capsearch.report.disagg import print_splits
 
         print_splits(console, split_pool, pool)
-    console.print(f"wrote {folder}/: plan.csv, plan.json, pareto.png, capacity.png" + (", disagg.csv, disagg.json, disagg.png" if disagg else ""))
+    console.print(
+        f"wrote {folder}/: plan.csv, plan.json, pareto.png, capacity.png"
+        + (", disagg.csv, disagg.json, disagg.png" if disagg else "")
+    )
 
 
-def disagg_splits(base, kinds, engines, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address, status):
+def disagg_splits(
+    base, kinds, engines, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address, status
+):
     """The xPyD splits of `gpus` GPUs of each kind and engine, searched (plan/disagg.py)."""
     from capsim.capsearch.plan.disagg import search_splits, splits
     from capsim.capsearch.plan.planner import Runner
@@ -202,14 +363,24 @@ def disagg_splits(base, kinds, engines, gpus, given, budgets, spec, slo, executo
     tps = _counts(given["tp"], "tp") if given["tp"] else DEFAULT_TPS
     chunk = max(budgets.get("sarathi") or DEFAULT_BUDGETS["sarathi"])
     batches = _counts(given["max_batch_size"], "max-batch-size") if given["max_batch_size"] else DEFAULT_BATCHES
-    pool = [split for kind in kinds for engine in engines
-            for split in splits(dataclasses.replace(base, engine=engine), kind, gpus, tps, chunk, batches)]
-    console.print(f"disaggregated: {len(pool)} splits of {gpus} GPUs (TP only; prefill pool sarathi chunk {chunk}; decode pool "
-                  f"sarathi batch {', '.join(map(str, batches))})")
+    pool = [
+        split
+        for kind in kinds
+        for engine in engines
+        for split in splits(dataclasses.replace(base, engine=engine), kind, gpus, tps, chunk, batches)
+    ]
+    console.print(
+        f"disaggregated: {len(pool)} splits of {gpus} GPUs (TP only; prefill pool sarathi chunk {chunk}; decode pool "
+        f"sarathi batch {', '.join(map(str, batches))})"
+    )
     aggregated_only = [f"--{key.replace('_', '-')}" for key in ("pp", "scheduler") if given[key]] + (
-        ["--router"] if option_given("router") else [])
+        ["--router"] if option_given("router") else []
+    )
     if aggregated_only:
-        console.print(f"[dim]{', '.join(aggregated_only)}: applied to the aggregated candidates; the splits' pools are as above[/]")
+        console.print(
+            f"[dim]{', '.join(aggregated_only)}: applied to the aggregated candidates; the splits' pools are as "
+            f"above[/]"
+        )
     searched = [0]
 
     def progress(split) -> None:
@@ -231,20 +402,58 @@ def _gpu(name: str) -> str:
         raise ConfigError(str(error)) from None
 
 
-CSV_COLUMNS = ("status", "hardware", "tp", "pp", "engine", "scheduler", "chunk_size", "max_batch_size", "gpus_per_replica",
-               "usd_per_gpu_hour", "upper_bound_qps", "capacity_per_replica", "replicas", "gpus", "usd_per_hour", "capacity_qps",
-               "capacity_checked", "usd_per_million_output_tokens", "binding_clause", "converged", "latency_source", "why")
+CSV_COLUMNS = (
+    "status",
+    "hardware",
+    "tp",
+    "pp",
+    "engine",
+    "scheduler",
+    "chunk_size",
+    "max_batch_size",
+    "gpus_per_replica",
+    "usd_per_gpu_hour",
+    "upper_bound_qps",
+    "capacity_per_replica",
+    "replicas",
+    "gpus",
+    "usd_per_hour",
+    "capacity_qps",
+    "capacity_checked",
+    "usd_per_million_output_tokens",
+    "binding_clause",
+    "converged",
+    "latency_source",
+    "why",
+)
 
 
 def candidate_row(c: Candidate, goal: Goal) -> dict:
     served = goal.value if goal.kind == "target_qps" else c.capacity
-    return {"status": c.status, "hardware": c.system.hardware, "tp": c.system.tp, "pp": c.system.pp, "engine": c.system.engine,
-            "scheduler": c.system.scheduler, "chunk_size": c.system.token_budget, "max_batch_size": c.system.max_batch_size,
-            "gpus_per_replica": c.gpus_per_replica, "usd_per_gpu_hour": c.price, "upper_bound_qps": c.upper_bound_qps,
-            "capacity_per_replica": c.capacity_per_replica, "replicas": c.replicas, "gpus": c.gpus, "usd_per_hour": c.cost_per_hour,
-            "capacity_qps": c.capacity, "capacity_checked": c.capacity_checked,
-            "usd_per_million_output_tokens": c.usd_per_million_output_tokens(served), "binding_clause": c.binding_clause,
-            "converged": c.converged, "latency_source": c.latency_source, "why": c.why}
+    return {
+        "status": c.status,
+        "hardware": c.system.hardware,
+        "tp": c.system.tp,
+        "pp": c.system.pp,
+        "engine": c.system.engine,
+        "scheduler": c.system.scheduler,
+        "chunk_size": c.system.token_budget,
+        "max_batch_size": c.system.max_batch_size,
+        "gpus_per_replica": c.gpus_per_replica,
+        "usd_per_gpu_hour": c.price,
+        "upper_bound_qps": c.upper_bound_qps,
+        "capacity_per_replica": c.capacity_per_replica,
+        "replicas": c.replicas,
+        "gpus": c.gpus,
+        "usd_per_hour": c.cost_per_hour,
+        "capacity_qps": c.capacity,
+        "capacity_checked": c.capacity_checked,
+        "usd_per_million_output_tokens": c.usd_per_million_output_tokens(served),
+        "binding_clause": c.binding_clause,
+        "converged": c.converged,
+        "latency_source": c.latency_source,
+        "why": c.why,
+    }
 
 
 def write_rows(rows: list[dict], folder: Path, info: dict) -> None:
@@ -263,21 +472,43 @@ def print_plan(pool: list[Candidate], goal: Goal) -> None:
         console.print("[red]no candidate meets the SLO at this goal[/]: see plan.csv for each one's capacity and why")
         return
     table = Table(title=goal.words())
-    for column in ("", "deployment", "replicas", "GPUs", "$/h", "capacity QPS", "$/M output tokens", "fails first above it",
-                   "latencies"):
-        table.add_column(column, justify="right" if column in ("replicas", "GPUs", "$/h", "capacity QPS", "$/M output tokens") else "left")
+    for column in (
+        "",
+        "deployment",
+        "replicas",
+        "GPUs",
+        "$/h",
+        "capacity QPS",
+        "$/M output tokens",
+        "fails first above it",
+        "latencies",
+    ):
+        table.add_column(
+            column,
+            justify="right" if column in ("replicas", "GPUs", "$/h", "capacity QPS", "$/M output tokens") else "left",
+        )
     for c in ranked:
         served = goal.value if goal.kind == "target_qps" else c.capacity
-        table.add_row("*" if c.status == "recommended" else "", c.label(), str(c.replicas), str(c.gpus), f"{c.cost_per_hour:.2f}",
-                      f"{c.capacity:.3g}" + ("" if c.converged else " (not converged)"),
-                      f"{c.usd_per_million_output_tokens(served):.3f}", c.binding_clause, c.latency_source)
+        table.add_row(
+            "*" if c.status == "recommended" else "",
+            c.label(),
+            str(c.replicas),
+            str(c.gpus),
+            f"{c.cost_per_hour:.2f}",
+            f"{c.capacity:.3g}" + ("" if c.converged else " (not converged)"),
+            f"{c.usd_per_million_output_tokens(served):.3f}",
+            c.binding_clause,
+            c.latency_source,
+        )
     console.print(table)
     best = ranked[0]
-    if best.system.engine == "vllm" and best.system.scheduler in ("vllm_v0", "sarathi", "vllm_v1"):
+    if best.system.engine == "vllm" and POLICIES[best.system.scheduler].served_by_vllm:
         from capsim.real.vllm import vllm_command
 
         argv, environment = vllm_command(best.system, dummy_weights=False)
         line = " ".join([*(f"{k}={v}" for k, v in environment.items()), shlex.join(argv)])
-        console.print(f"recommended: {best.replicas} x [bold]{line}[/]" + (" behind a router" if best.replicas > 1 else ""))
+        console.print(
+            f"recommended: {best.replicas} x [bold]{line}[/]" + (" behind a router" if best.replicas > 1 else "")
+        )
     else:
         console.print(f"recommended: {best.replicas} x {best.label()} (no vLLM command for this engine or scheduler)")

@@ -8,7 +8,8 @@ import click
 from click.core import ParameterSource
 
 from capsim.capsearch.cli.options.system import system_options
-from capsim.real.reference import engine_system, serve as serve_engine
+from capsim.real.reference import engine_system
+from capsim.real.reference import serve as serve_engine
 
 DTYPES = ("bfloat16", "float16", "float32")
 
@@ -16,17 +17,36 @@ DTYPES = ("bfloat16", "float16", "float32")
 @click.command()
 @system_options(default_engine="reference")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--dtype", type=click.Choice(DTYPES), default=None,
-              help="Compute dtype [default: the model's]; use the one its profile was measured in.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 serves other machines too.")
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPES),
+    default=None,
+    help="Compute dtype [default: the model's]; use the one its profile was measured in.",
+)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 serves other machines too."
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
 @click.option("--api-key", default=None, help="Require this bearer token [default: $CAPSIM_API_KEY, else none].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
-@click.option("--batch-log", type=click.Path(dir_okay=False), default=None,
-              help="At shutdown, write every batch the engine ran (composition, start, end) to this Parquet file.")
+@click.option(
+    "--batch-log",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="At shutdown, write every batch the engine ran (composition, start, end) to this Parquet file.",
+)
 @click.pass_context
-def serve(ctx: click.Context, system, device: str, dtype: str | None, host: str, port: int, api_key: str | None, seed: int,
-          batch_log: str | None) -> None:
+def serve(
+    ctx: click.Context,
+    system,
+    device: str,
+    dtype: str | None,
+    host: str,
+    port: int,
+    api_key: str | None,
+    seed: int,
+    batch_log: str | None,
+) -> None:
     """Serve a catalog model with capsim's reference engine.
 
     A continuous-batching engine in torch: the model's architecture with random weights (nothing
@@ -36,15 +56,19 @@ def serve(ctx: click.Context, system, device: str, dtype: str | None, host: str,
     drive it exactly as they drive vLLM. Stops cleanly on Ctrl-C or SIGTERM.
     """
     if system.engine != "reference":
-        raise click.UsageError(f"capsim serve runs capsim's reference engine, not {system.engine}: drop --engine "
-                               f"(`capsim vllm-command` prints the vLLM command)")
+        raise click.UsageError(
+            f"capsim serve runs capsim's reference engine, not {system.engine}: drop --engine "
+            f"(`capsim vllm-command` prints the vLLM command)"
+        )
     if device == "cpu" and ctx.get_parameter_source("hardware") == ParameterSource.DEFAULT:
         from dataclasses import replace
 
         system = replace(system, hardware="cpu")
     key = api_key if api_key is not None else os.environ.get("CAPSIM_API_KEY")
     if key is not None and not key.strip():
-        raise click.UsageError("--api-key (or $CAPSIM_API_KEY) is empty: give a key, or leave it out to serve without one")
+        raise click.UsageError(
+            "--api-key (or $CAPSIM_API_KEY) is empty: give a key, or leave it out to serve without one"
+        )
     if key is not None and not key.isascii():
         raise click.UsageError("--api-key must be ASCII text: HTTP headers carry no other")
     system = engine_system(system, device, dtype)
@@ -52,8 +76,11 @@ def serve(ctx: click.Context, system, device: str, dtype: str | None, host: str,
 
     def ready(server):
         budget = f", token budget {config.token_budget}" if config.token_budget else ""
-        click.echo(f"capsim serve: {system.model} on {device}, {system.scheduler} (batch {config.max_batch_size}{budget}), "
-                   f"{config.num_blocks} KV blocks of {config.block_size}, max model length {config.max_model_len}", err=True)
+        click.echo(
+            f"capsim serve: {system.model} on {device}, {system.scheduler} (batch {config.max_batch_size}{budget}), "
+            f"{config.num_blocks} KV blocks of {config.block_size}, max model length {config.max_model_len}",
+            err=True,
+        )
         click.echo(f"listening on {server.url}" + ("" if key else "; no API key: every client is served"), err=True)
 
     serve_engine(system, device, dtype, host, port, key, seed, on_ready=ready, batch_log=batch_log)

@@ -9,16 +9,24 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from capsim.capsearch.load.vllm_results import now_stamp
 from capsim.capsearch.cli.options.load import load_options
-from capsim.capsearch.load.sweep import LoadRun
-from capsim.capsearch.report.load_plots import SweepPlotter
-from capsim.capsearch.report.load import disagg_line, engine_line, files_written, headline, print_rows, run_loads, save_results, write_loads
-from capsim.capsearch.load.sweep import Load
 from capsim.capsearch.cli.options.run import output_options, time_limit
-from capsim.capsearch.report.results_dir import results_dir
 from capsim.capsearch.cli.options.system import system_options
 from capsim.capsearch.cli.options.workload import workload_options
+from capsim.capsearch.load.sweep import Load, LoadRun
+from capsim.capsearch.load.vllm_results import now_stamp
+from capsim.capsearch.report.load import (
+    disagg_line,
+    engine_line,
+    files_written,
+    headline,
+    print_rows,
+    run_loads,
+    save_results,
+    write_loads,
+)
+from capsim.capsearch.report.load_plots import SweepPlotter
+from capsim.capsearch.report.results_dir import results_dir
 from capsim.sim import simulate as run_simulation
 
 console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes get wide tables
@@ -26,14 +34,29 @@ console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes
 
 @click.command()
 @system_options(disaggregated=True)
-@click.option("--trace", default="chat", show_default=True, help="Built-in trace name, trace file, or `random` (--random-input-len).")
+@click.option(
+    "--trace",
+    default="chat",
+    show_default=True,
+    help="Built-in trace name, trace file, or `random` (--random-input-len).",
+)
 @load_options
 @workload_options
 @time_limit("s", "Simulated time the run may take; requests still running then are unfinished")
 @output_options("simulate")
-@click.option("--chrome-trace/--no-chrome-trace", default=False, help="Also write the batches as a Perfetto/Chrome trace.")
-def simulate(system, trace: str, load_run: LoadRun, make_spec, time_limit: float | None, output_dir: Path | None, overwrite: bool,
-             chrome_trace: bool) -> None:
+@click.option(
+    "--chrome-trace/--no-chrome-trace", default=False, help="Also write the batches as a Perfetto/Chrome trace."
+)
+def simulate(
+    system,
+    trace: str,
+    load_run: LoadRun,
+    make_spec,
+    time_limit: float | None,
+    output_dir: Path | None,
+    overwrite: bool,
+    chrome_trace: bool,
+) -> None:
     """Replay a workload on a deployment in simulation, at one load or a sweep of loads.
 
     One load (--qps 4, --qps inf, --concurrency 8): requests.parquet (every token's time),
@@ -48,7 +71,9 @@ def simulate(system, trace: str, load_run: LoadRun, make_spec, time_limit: float
     date = now_stamp()
 
     def run_one(load: Load):
-        return run_simulation(system, spec.at_qps(load.qps), time_limit_s=time_limit, max_concurrency=load.max_concurrency)
+        return run_simulation(
+            system, spec.at_qps(load.qps), time_limit_s=time_limit, max_concurrency=load.max_concurrency
+        )
 
     with SweepPlotter() if load_run.is_sweep else nullcontext() as plotter:
         runs, rows, cdfs = run_loads(load_run, run_one)

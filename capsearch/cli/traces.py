@@ -10,12 +10,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from capsim.capsearch.cli.options.workload import TRACE_FORMAT, workload_options
 from capsim.capsearch.errors import ConfigError
-from capsim.capsearch.cli.options.workload import TRACE_FORMAT
 from capsim.capsearch.report.results_dir import new_file
-from capsim.capsearch.cli.options.workload import workload_options
-from capsim.traces import FORMATS, WorkloadSpec, builtin_traces, get_builtin, load_trace
 from capsim.common.files import strict_dumps, write_atomically
+from capsim.traces import FORMATS, WorkloadSpec, builtin_traces, get_builtin, load_trace
 from capsim.traces.spec import MAX_REQUESTS, open_trace
 from capsim.traces.summary import summarize
 
@@ -37,7 +36,9 @@ def list_traces() -> None:
     """The built-in traces and their length figures."""
     table = Table(title="built-in traces (lengths in tokens)")
     for column in ("name", "prompt P50", "prompt P90", "output P50", "output P90", "max total", "what it is"):
-        table.add_column(column, justify="left" if column in ("name", "what it is") else "right", no_wrap=column == "name")
+        table.add_column(
+            column, justify="left" if column in ("name", "what it is") else "right", no_wrap=column == "name"
+        )
     for name, trace in builtin_traces().items():
         quantile = lambda grid, values, p: f"{float(values[list(grid).index(p)]):.0f}"  # noqa: E731
         sample = trace.sample(20_000, seed=0)
@@ -58,11 +59,22 @@ def list_traces() -> None:
 @traces.command()
 @click.argument("trace")
 @TRACE_FORMAT
-@click.option("-n", "--num-requests", type=click.IntRange(1, MAX_REQUESTS), default=10_000, show_default=True,
-              help="Sample size for a built-in trace (a file is shown whole).")
+@click.option(
+    "-n",
+    "--num-requests",
+    type=click.IntRange(1, MAX_REQUESTS),
+    default=10_000,
+    show_default=True,
+    help="Sample size for a built-in trace (a file is shown whole).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of a built-in trace's sample.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the figures to this JSON file.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the figures to this JSON file.",
+)
 def show(trace: str, format_: str | None, num_requests: int, seed: int, json_path: Path | None) -> None:
     """Count, mean and P50/P90/P99 of prompt and output tokens, and the arrival rate."""
     workload = open_trace(trace, format_, num_requests, seed)
@@ -74,7 +86,14 @@ def show(trace: str, format_: str | None, num_requests: int, seed: int, json_pat
         table.add_column(column, justify="left" if column == "tokens" else "right")
     for name in ("prompt_tokens", "output_tokens"):
         s = summary[name]
-        table.add_row(name.split("_")[0], f"{s['mean']:.1f}", f"{s['p50']:.0f}", f"{s['p90']:.0f}", f"{s['p99']:.0f}", str(s["max"]))
+        table.add_row(
+            name.split("_")[0],
+            f"{s['mean']:.1f}",
+            f"{s['p50']:.0f}",
+            f"{s['p90']:.0f}",
+            f"{s['p99']:.0f}",
+            str(s["max"]),
+        )
     console.print(table)
     if "rate_qps" in summary:
         console.print(
@@ -84,7 +103,9 @@ def show(trace: str, format_: str | None, num_requests: int, seed: int, json_pat
     else:
         console.print("arrivals: none in the trace; an arrival process assigns them at a QPS")
     if "prefix_groups" in summary:
-        console.print(f"shared prefixes: {summary['requests_with_shared_prefix']} requests in {summary['prefix_groups']} groups")
+        console.print(
+            f"shared prefixes: {summary['requests_with_shared_prefix']} requests in {summary['prefix_groups']} groups"
+        )
     if summary.get("skipped_failed_requests"):
         console.print(f"skipped: {summary['skipped_failed_requests']} failed requests (0 response tokens)")
     if json_path:
@@ -94,8 +115,9 @@ def show(trace: str, format_: str | None, num_requests: int, seed: int, json_pat
 
 @traces.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The Parquet file to write.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The Parquet file to write."
+)
 @TRACE_FORMAT
 @click.option("--overwrite", is_flag=True, help="Replace the -o file if it exists (never the input).")
 def convert(path: Path, output: Path, format_: str | None, overwrite: bool) -> None:
@@ -109,8 +131,9 @@ def convert(path: Path, output: Path, format_: str | None, overwrite: bool) -> N
 @traces.command()
 @click.argument("trace")
 @click.option("--qps", type=float, required=True, help="Target request rate (requests per second).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The Parquet file to write.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The Parquet file to write."
+)
 @click.option("--overwrite", is_flag=True, help="Replace the -o file if it exists (never the input).")
 @workload_options
 def sample(trace: str, qps: float, output: Path, overwrite: bool, make_spec) -> None:

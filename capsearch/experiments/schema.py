@@ -2,12 +2,15 @@
 read with limits, numbers and keys checked where they are read, SLOs and trace files named in it."""
 
 from __future__ import annotations
+
 from dataclasses import dataclass
 from pathlib import Path
+
 import yaml
-from capsim.capsearch.errors import ConfigError
+
 from capsim.capsearch.capacity.jobs import SearchJob
 from capsim.capsearch.capacity.slo import SLOError, slo_from_dict
+from capsim.capsearch.errors import ConfigError
 from capsim.traces import TraceError, WorkloadSpec, builtin_traces
 
 KNOWN_TRACE_FILES = {
@@ -28,6 +31,7 @@ class Experiment:
     convention: str  # whose SLO defaults and workload generation: sarathi or etalon
     slo_source: str  # where the SLOs came from, in words
 
+
 MAX_YAML_BYTES = 1 << 20  # a config, a space or a price list: a few KB
 
 MAX_YAML_DEPTH = 32
@@ -44,8 +48,10 @@ def load_yaml_file(path: Path):
         depth = 0
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise ConfigError(f"{path}, line {event.start_mark.line + 1}: YAML anchors and aliases (&, *) are not accepted; "
-                                  "write the values out")
+                raise ConfigError(
+                    f"{path}, line {event.start_mark.line + 1}: YAML anchors and aliases (&, *) are not accepted; "
+                    "write the values out"
+                )
             depth += isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent))
             depth -= isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent))
             if depth > MAX_YAML_DEPTH:
@@ -66,8 +72,10 @@ def load_yaml_file(path: Path):
 def read_yaml(path: Path) -> dict:
     data = load_yaml_file(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config is a mapping (Sarathi-Serve's schedulers, traces, parallel_spec, models; "
-                          "or Etalon's servers, models, parallel_specs, request_generator_configs, request_configs)")
+        raise ConfigError(
+            f"{path}: a config is a mapping (Sarathi-Serve's schedulers, traces, parallel_spec, models; "
+            "or Etalon's servers, models, parallel_specs, request_generator_configs, request_configs)"
+        )
     return data
 
 
@@ -81,7 +89,9 @@ def config_slos(data: dict, path: Path, slos, convention: str) -> tuple[list, st
         return given, "the command line"
     entries = data.get("slos")
     if entries is not None and not isinstance(entries, list):
-        raise ConfigError(f"{path}: slos must be a list of SLOs, each with a kind (tbt_ttft, ttft_tpot, deadline) and its fields")
+        raise ConfigError(
+            f"{path}: slos must be a list of SLOs, each with a kind (tbt_ttft, ttft_tpot, deadline) and its fields"
+        )
     try:
         listed = [slo_from_dict(s) if isinstance(s, dict) else slo_from_dict({"kind": s}) for s in entries or []]
     except SLOError as error:
@@ -94,7 +104,9 @@ def config_slos(data: dict, path: Path, slos, convention: str) -> tuple[list, st
 def check_keys(entry: dict, known: set, path: Path, where: str) -> None:
     unknown = sorted(set(entry) - known)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(map(str, unknown))} in {where}; known keys: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(map(str, unknown))} in {where}; known keys: {', '.join(sorted(known))}"
+        )
 
 
 def integer(value, name: str, minimum: int = 1, maximum: int = 2**31 - 1) -> int:
@@ -125,7 +137,11 @@ def number(value, name: str) -> float:
 
 def workload_words(workload: WorkloadSpec) -> str:
     arrival = workload.arrival + (", gaps capped at 3/QPS" if workload.cap_gaps else "")
-    order = "a random sample (built-in trace)" if workload.is_builtin else ("shuffled" if workload.shuffle else "in file order")
+    order = (
+        "a random sample (built-in trace)"
+        if workload.is_builtin
+        else ("shuffled" if workload.shuffle else "in file order")
+    )
     return f"{workload.num_requests} requests, {order}, seed {workload.seed}; {arrival} arrivals"
 
 
@@ -139,5 +155,7 @@ def trace_source(source: str, path: Path, notes: list[str]) -> str:
     builtin = KNOWN_TRACE_FILES.get(Path(source).name)
     if builtin is None:
         raise TraceError(f"trace file {source} not found (relative paths are read from the config's folder)")
-    notes.append(f"{Path(source).name} is not here: using capsim's built-in '{builtin}' trace (its shipped length distribution)")
+    notes.append(
+        f"{Path(source).name} is not here: using capsim's built-in '{builtin}' trace (its shipped length distribution)"
+    )
     return builtin

@@ -2,9 +2,11 @@
 and each one's error against the reference. Errors are (value - reference) / reference."""
 
 from __future__ import annotations
+
 import json
 import math
 from pathlib import Path
+
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.load.metrics import METRICS
 from capsim.profiles.errors import ProfileError
@@ -24,12 +26,18 @@ def read_sweep(folder: Path) -> tuple[dict, list[dict]]:
             info = json.loads((folder / "summary.json").read_text())["info"]
             rows = [json.loads((folder / "serving.json").read_text())]
         else:
-            raise ConfigError(f"{folder} holds no load_sweep.json or serving.json: give folders written by `capsim simulate` "
-                              "or `capsim bench`")
+            raise ConfigError(
+                f"{folder} holds no load_sweep.json or serving.json: give folders written by `capsim simulate` "
+                "or `capsim bench`"
+            )
     except (ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"{folder}: not a readable capsim result ({type(error).__name__}: {error})") from None
-    if (not isinstance(info, dict) or not isinstance(rows, list) or not rows
-            or not all(isinstance(r, dict) and isinstance(r.get("request_throughput"), (int, float)) for r in rows)):
+    if (
+        not isinstance(info, dict)
+        or not isinstance(rows, list)
+        or not rows
+        or not all(isinstance(r, dict) and isinstance(r.get("request_throughput"), (int, float)) for r in rows)
+    ):
         raise ConfigError(f"{folder}: not a readable capsim result (its loads lack vLLM's figures)")
     return info, rows
 
@@ -47,8 +55,10 @@ def compared_keys(rows: list[dict]) -> list[str]:
     """The figures every row has: throughputs, then each latency at each percentile."""
     keys = list(THROUGHPUTS)
     for metric in METRICS:
-        keys += sorted((k for k in rows[0] if k.endswith(f"_{metric}_ms") and k.startswith("p")),
-                       key=lambda k: float(k[1:].split("_")[0]))
+        keys += sorted(
+            (k for k in rows[0] if k.endswith(f"_{metric}_ms") and k.startswith("p")),
+            key=lambda k: float(k[1:].split("_")[0]),
+        )
     return [k for k in keys if all(k in r and r[k] is not None for r in rows)]
 
 
@@ -63,7 +73,9 @@ def errors(reference: list[dict], other: list[dict], keys: list[str]) -> list[di
         entry = {"load": row["load"]}
         for key in keys:
             base, value = row[key], match[key]
-            entry[key] = (value - base) / base if base and math.isfinite(base) and math.isfinite(value) else None  # NaN: no figure
+            entry[key] = (
+                (value - base) / base if base and math.isfinite(base) and math.isfinite(value) else None
+            )  # NaN: no figure
         table.append(entry)
     return table
 

@@ -42,7 +42,9 @@ def parse_goodput(values) -> dict[str, float]:
             name, _, number = item.partition(":")
             name = name.strip().lower()
             if name not in GOODPUT_METRICS:
-                raise MetricsError(f"goodput limit {item!r}: write METRIC:MILLISECONDS with METRIC one of {', '.join(GOODPUT_METRICS)}")
+                raise MetricsError(
+                    f"goodput limit {item!r}: write METRIC:MILLISECONDS with METRIC one of {', '.join(GOODPUT_METRICS)}"
+                )
             try:
                 ms = float(number)
             except ValueError:
@@ -105,8 +107,13 @@ def good_requests(latencies: dict[str, np.ndarray], goodput_ms: dict[str, float]
     return good
 
 
-def serving_metrics(result: RunResult, percentiles=DEFAULT_PERCENTILES, metrics=METRICS, goodput_ms: dict | None = None,
-                    cdf: dict | None = None) -> dict:
+def serving_metrics(
+    result: RunResult,
+    percentiles=DEFAULT_PERCENTILES,
+    metrics=METRICS,
+    goodput_ms: dict | None = None,
+    cdf: dict | None = None,
+) -> dict:
     """vLLM's result figures of one run (see the module's docstring); `cdf`, if given, receives
     CDF_POINTS quantiles of each latency in ms (from the same sort as the percentiles)."""
     status = result.column("status")
@@ -141,7 +148,9 @@ def serving_metrics(result: RunResult, percentiles=DEFAULT_PERCENTILES, metrics=
             continue
         ms = np.sort(latencies[name] * 1000)  # once: percentiles and CDF read the sorted values
         if cdf is not None and len(ms):
-            cdf[name] = np.interp(np.linspace(0, len(ms) - 1, CDF_POINTS), np.arange(len(ms)), ms)  # quantiles of sorted values
+            cdf[name] = np.interp(
+                np.linspace(0, len(ms) - 1, CDF_POINTS), np.arange(len(ms)), ms
+            )  # quantiles of sorted values
         if name not in metrics:
             continue
         figures[f"mean_{name}_ms"] = float(ms.mean()) if len(ms) else 0.0
@@ -165,4 +174,7 @@ def peaks(result: RunResult, start: float, finished: np.ndarray) -> dict:
     change = np.zeros(int(last.max(initial=0)) + 2, dtype=np.int64)
     np.add.at(change, first, 1)
     np.add.at(change, last + 1, -1)
-    return {"max_output_tokens_per_s": float(tokens.max()), "max_concurrent_requests": int(np.cumsum(change).max(initial=0))}
+    return {
+        "max_output_tokens_per_s": float(tokens.max()),
+        "max_concurrent_requests": int(np.cumsum(change).max(initial=0)),
+    }

@@ -55,7 +55,9 @@ class Load:
             return self.kind
         if self.kind == "concurrency":
             return f"users-{self.max_concurrency}"
-        return f"qps-{'inf' if self.qps == math.inf else format(self.qps, 'g')}" + (f"-max{self.max_concurrency}" if self.max_concurrency else "")
+        return f"qps-{'inf' if self.qps == math.inf else format(self.qps, 'g')}" + (
+            f"-max{self.max_concurrency}" if self.max_concurrency else ""
+        )
 
 
 def parse_qps(value: str) -> list[float] | str:
@@ -66,7 +68,9 @@ def parse_qps(value: str) -> list[float] | str:
     try:
         rates = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise MetricsError(f"--qps {value!r}: write requests per second, comma-separated (1,2,4), inf, or auto") from None
+        raise MetricsError(
+            f"--qps {value!r}: write requests per second, comma-separated (1,2,4), inf, or auto"
+        ) from None
     if not rates or any(not r > 0 or math.isnan(r) for r in rates):
         raise MetricsError(f"--qps {value!r}: every rate must be positive (or inf)")
     if len(set(rates)) != len(rates):
@@ -84,11 +88,15 @@ def parse_counts(value: str, name: str) -> list[int]:
     return counts
 
 
-def planned_loads(qps: list[float] | str | None, max_concurrency: int | None, concurrency: list[int] | None) -> list[Load] | str:
+def planned_loads(
+    qps: list[float] | str | None, max_concurrency: int | None, concurrency: list[int] | None
+) -> list[Load] | str:
     """The loads the options ask for; "auto" where they depend on the first two runs."""
     if concurrency is not None:
         if qps is not None or max_concurrency is not None:
-            raise MetricsError("--concurrency N runs N users with every request due at once: drop --qps and --max-concurrency")
+            raise MetricsError(
+                "--concurrency N runs N users with every request due at once: drop --qps and --max-concurrency"
+            )
         return [Load(math.inf, c, "concurrency") for c in concurrency]
     if qps is None:
         raise MetricsError("say the load: --qps (or --request-rate) 1,2,4 | inf | auto, or --concurrency N")
@@ -110,13 +118,19 @@ def auto_loads(synchronous_rate: float, throughput_rate: float, points: int) -> 
 
 def load_row(load: Load, result, percentiles, metrics, goodput_ms, cdf: dict | None = None) -> dict:
     """One row of the sweep: the load, then vLLM's figures (and the CDFs into `cdf`, if given)."""
-    return {"load": load.label, "request_rate": load.qps, "max_concurrency": load.max_concurrency, "kind": load.kind,
-            **serving_metrics(result, percentiles, metrics, goodput_ms, cdf)}
+    return {
+        "load": load.label,
+        "request_rate": load.qps,
+        "max_concurrency": load.max_concurrency,
+        "kind": load.kind,
+        **serving_metrics(result, percentiles, metrics, goodput_ms, cdf),
+    }
 
 
 @dataclass(frozen=True)
 class LoadRun:
     """What the options ask for."""
+
     loads: list[Load] | str  # "auto": GuideLLM's sweep, planned after two runs
     sweep_points: int
     metrics: tuple[str, ...]
@@ -133,8 +147,10 @@ class LoadRun:
     def check_window(self, num_requests: int) -> None:
         """Refuse a warm-up and cool-down that leave no request to measure (before any load runs)."""
         if self.warmup + self.cooldown >= num_requests:
-            raise MetricsError(f"--warmup-requests {self.warmup} and --cooldown-requests {self.cooldown} leave none of the "
-                               f"{num_requests} requests to measure: send more (-n) or leave out fewer")
+            raise MetricsError(
+                f"--warmup-requests {self.warmup} and --cooldown-requests {self.cooldown} leave none of the "
+                f"{num_requests} requests to measure: send more (-n) or leave out fewer"
+            )
 
     def measured(self, result):
         """The run's requests that count: in send order, all but the warm-up and the cool-down."""
@@ -142,7 +158,7 @@ class LoadRun:
             return result
         order = np.argsort(result.column("id"), kind="stable")
         keep = np.zeros(len(order), dtype=bool)
-        keep[order[self.warmup:len(order) - self.cooldown]] = True
+        keep[order[self.warmup : len(order) - self.cooldown]] = True
         measured = result.only(keep)
         measured.info = result.info | {"left_out": f"the first {self.warmup} and last {self.cooldown} requests sent"}
         return measured

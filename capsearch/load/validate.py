@@ -23,7 +23,21 @@ from capsim.sim.policies import ENGINE_SCHEDULERS
 from capsim.traces.client import ClosedLoop
 
 ENGINE_POLICY = {"vllm": "vllm_v1", **ENGINE_SCHEDULERS}  # the batching each engine runs when served as is
-FRONTEND_GRID = (0.0, 1e-3, 2e-3, 4e-3, 6e-3, 8e-3, 10e-3, 12e-3, 16e-3, 20e-3, 24e-3, 32e-3, 48e-3)  # seconds a request in the API server
+FRONTEND_GRID = (
+    0.0,
+    1e-3,
+    2e-3,
+    4e-3,
+    6e-3,
+    8e-3,
+    10e-3,
+    12e-3,
+    16e-3,
+    20e-3,
+    24e-3,
+    32e-3,
+    48e-3,
+)  # seconds a request in the API server
 GROUP_KEYS = ("engine", "model", "hardware", "quant", "tp", "concurrency_bucket")
 
 
@@ -46,12 +60,31 @@ class Replay:
 
     def row(self) -> dict:
         m = self.measurement
-        return {"id": m.id, "engine": m.engine, "engine_version": m.engine_version, "model": m.model, "hardware": m.hardware,
-                "quant": m.quant, "kv_quant": m.kv_quant, "tp": m.tp, "isl": m.isl, "osl": m.osl, "concurrency": m.concurrency,
-                "concurrency_bucket": m.concurrency_bucket, "measured_ttft_ms": m.ttft_ms, "measured_tpot_ms": m.tpot_ms,
-                "simulated_ttft_ms": self.ttft_ms, "simulated_tpot_ms": self.tpot_ms, "ttft_error": self.ttft_error,
-                "tpot_error": self.tpot_error, "scheduler": self.scheduler, "latency_source": self.latency_source,
-                "why_not": self.why, "client": m.client, "source": m.source}
+        return {
+            "id": m.id,
+            "engine": m.engine,
+            "engine_version": m.engine_version,
+            "model": m.model,
+            "hardware": m.hardware,
+            "quant": m.quant,
+            "kv_quant": m.kv_quant,
+            "tp": m.tp,
+            "isl": m.isl,
+            "osl": m.osl,
+            "concurrency": m.concurrency,
+            "concurrency_bucket": m.concurrency_bucket,
+            "measured_ttft_ms": m.ttft_ms,
+            "measured_tpot_ms": m.tpot_ms,
+            "simulated_ttft_ms": self.ttft_ms,
+            "simulated_tpot_ms": self.tpot_ms,
+            "ttft_error": self.ttft_error,
+            "tpot_error": self.tpot_error,
+            "scheduler": self.scheduler,
+            "latency_source": self.latency_source,
+            "why_not": self.why,
+            "client": m.client,
+            "source": m.source,
+        }
 
 
 def client_of(m: Measurement, dataset_entries: int | None = None) -> ClosedLoop:
@@ -69,13 +102,28 @@ def engine_system(m: Measurement, host_time: bool = True) -> SystemSpec:
     limits = POLICIES[policy].serve_defaults(hardware.memory_bytes, hardware.name)
     options = {}
     if m.client == "inferencemax":
-        # vllm serve --max-num-seqs $CONC --max-num-batched-tokens 8192 --async-scheduling; its TensorRT-LLM launch is not
+        # vllm serve --max-num-seqs $CONC --max-num-batched-tokens 8192 --async-scheduling; its TensorRT-LLM launch is
+        # not
         # published with the data: the smallest max_num_tokens that holds a whole prompt beside the decodes.
-        limits = {"max_batch_size": m.concurrency, "prefix_caching": False,
-                  "token_budget": 8192 if m.engine != "trtllm" else max(limits["token_budget"], m.isl + m.concurrency)}
+        limits = {
+            "max_batch_size": m.concurrency,
+            "prefix_caching": False,
+            "token_budget": 8192 if m.engine != "trtllm" else max(limits["token_budget"], m.isl + m.concurrency),
+        }
         options["async_scheduling"] = m.engine == "vllm"
-    return SystemSpec(model=m.model, hardware=m.hardware, tp=m.tp, scheduler=policy, engine=m.engine, host_time=host_time,
-                      max_model_len=max(m.isl + m.osl, 2), quant=m.quant, kv_cache_dtype=m.kv_quant, **limits, **options)
+    return SystemSpec(
+        model=m.model,
+        hardware=m.hardware,
+        tp=m.tp,
+        scheduler=policy,
+        engine=m.engine,
+        host_time=host_time,
+        max_model_len=max(m.isl + m.osl, 2),
+        quant=m.quant,
+        kv_cache_dtype=m.kv_quant,
+        **limits,
+        **options,
+    )
 
 
 def replay(m: Measurement, host_time: bool | HostTime = True, client: ClosedLoop | None = None) -> Replay:
@@ -86,9 +134,18 @@ def replay(m: Measurement, host_time: bool | HostTime = True, client: ClosedLoop
     trial = host_time if isinstance(host_time, HostTime) else None
     try:
         system = engine_system(m, host_time is True)
-        steps = None if trial is None else system.latency_model().predictor.with_host_time(trial.step_s, trial.per_sequence_s)
-        result = simulate(system, client.workload(m.isl, m.osl), batch_seconds=steps, max_concurrency=m.concurrency,
-                          frontend_s=None if trial is None else trial.frontend_s)
+        steps = (
+            None
+            if trial is None
+            else system.latency_model().predictor.with_host_time(trial.step_s, trial.per_sequence_s)
+        )
+        result = simulate(
+            system,
+            client.workload(m.isl, m.osl),
+            batch_seconds=steps,
+            max_concurrency=m.concurrency,
+            frontend_s=None if trial is None else trial.frontend_s,
+        )
     except (SimulationError, ProfileError, ValueError) as error:
         out.why = str(error)
         return out
@@ -106,8 +163,12 @@ def replay(m: Measurement, host_time: bool | HostTime = True, client: ClosedLoop
     return out
 
 
-def replay_all(measurements: Iterable[Measurement], host_time: bool | HostTime = True, progress: Callable[[int], None] | None = None,
-               dataset_entries: int | None = None) -> list[Replay]:
+def replay_all(
+    measurements: Iterable[Measurement],
+    host_time: bool | HostTime = True,
+    progress: Callable[[int], None] | None = None,
+    dataset_entries: int | None = None,
+) -> list[Replay]:
     replays = []
     for i, m in enumerate(measurements, 1):
         replays.append(replay(m, host_time, client_of(m, dataset_entries)))
@@ -127,11 +188,18 @@ def summary(replays: list[Replay], keys: tuple[str, ...] = ("engine",)) -> list[
     for key, members in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
         ttft = np.array([r.ttft_error for r in members]) * 100
         tpot = np.array([r.tpot_error for r in members]) * 100
-        out.append({**dict(zip(keys, key)), "rows": len(members),
-                    "ttft_median_error_pct": float(np.median(ttft)), "ttft_mean_abs_error_pct": float(np.abs(ttft).mean()),
-                    "ttft_median_abs_error_pct": float(np.median(np.abs(ttft))),
-                    "tpot_median_error_pct": float(np.median(tpot)), "tpot_mean_abs_error_pct": float(np.abs(tpot).mean()),
-                    "tpot_median_abs_error_pct": float(np.median(np.abs(tpot)))})
+        out.append(
+            {
+                **dict(zip(keys, key)),
+                "rows": len(members),
+                "ttft_median_error_pct": float(np.median(ttft)),
+                "ttft_mean_abs_error_pct": float(np.abs(ttft).mean()),
+                "ttft_median_abs_error_pct": float(np.median(np.abs(ttft))),
+                "tpot_median_error_pct": float(np.median(tpot)),
+                "tpot_mean_abs_error_pct": float(np.abs(tpot).mean()),
+                "tpot_median_abs_error_pct": float(np.median(np.abs(tpot))),
+            }
+        )
     return out
 
 
@@ -148,7 +216,9 @@ def fit_host_time(engine: str, measurements: list[Measurement], rounds: int = 2)
         raise ProfileError(f"fitting {engine}'s host time needs at least 3 of its runs, got {len(rows)}")
     step = per_sequence = frontend = 0.0
     for _ in range(rounds):
-        replays = [r for r in replay_all(rows, HostTime(engine, step, per_sequence, frontend, "")) if r.ttft_ms is not None]
+        replays = [
+            r for r in replay_all(rows, HostTime(engine, step, per_sequence, frontend, "")) if r.ttft_ms is not None
+        ]
         real = np.array([r.measurement.tpot_ms for r in replays]) / 1e3
         missing = real - np.array([r.tpot_ms for r in replays]) / 1e3
         users = np.array([r.measurement.concurrency for r in replays], dtype=np.float64)
@@ -159,7 +229,11 @@ def fit_host_time(engine: str, measurements: list[Measurement], rounds: int = 2)
         (step, per_sequence), _ = nnls(design, target)
         scores = {}
         for candidate in FRONTEND_GRID:
-            trial = [r for r in replay_all(rows, HostTime(engine, step, per_sequence, candidate, "")) if r.ttft_ms is not None]
+            trial = [
+                r
+                for r in replay_all(rows, HostTime(engine, step, per_sequence, candidate, ""))
+                if r.ttft_ms is not None
+            ]
             scores[candidate] = float(np.median(np.abs(np.log([r.ttft_ms / r.measurement.ttft_ms for r in trial]))))
         frontend = min(scores, key=scores.get)
     versions = sorted({m.engine_version or "unstated" for m in rows})

@@ -32,21 +32,42 @@ def parse_metadata(pairs) -> dict[str, str]:
 def check_result_options(save_result: bool, result_dir, result_filename, metadata, loads: int) -> None:
     """Companions without --save-result would be ignored: refuse them."""
     if not save_result and (result_dir or result_filename or metadata):
-        raise MetricsError("--result-dir, --result-filename and --metadata shape the --save-result files: add --save-result")
+        raise MetricsError(
+            "--result-dir, --result-filename and --metadata shape the --save-result files: add --save-result"
+        )
     if result_filename and loads != 1:
-        raise MetricsError("--result-filename names one file, and this run has several loads: leave it out (each load gets "
-                           "vLLM's own name)")
+        raise MetricsError(
+            "--result-filename names one file, and this run has several loads: leave it out (each load gets "
+            "vLLM's own name)"
+        )
     if result_filename and Path(result_filename).name != result_filename:
         raise MetricsError(f"--result-filename {result_filename!r}: a file name, no folder (use --result-dir for that)")
 
 
-def vllm_result(figures: dict, *, label: str, model_id: str, num_prompts: int, burstiness: float, metadata: dict,
-                capsim: dict, date: str) -> dict:
+def vllm_result(
+    figures: dict,
+    *,
+    label: str,
+    model_id: str,
+    num_prompts: int,
+    burstiness: float,
+    metadata: dict,
+    capsim: dict,
+    date: str,
+) -> dict:
     rate = figures["request_rate"]
-    result = {"date": date, "endpoint_type": "capsim", "label": label, "model_id": model_id, "tokenizer_id": model_id,
-              "num_prompts": num_prompts, **metadata,
-              "request_rate": "inf" if rate == math.inf else rate, "burstiness": burstiness,
-              "max_concurrency": figures["max_concurrency"]}
+    result = {
+        "date": date,
+        "endpoint_type": "capsim",
+        "label": label,
+        "model_id": model_id,
+        "tokenizer_id": model_id,
+        "num_prompts": num_prompts,
+        **metadata,
+        "request_rate": "inf" if rate == math.inf else rate,
+        "burstiness": burstiness,
+        "max_concurrency": figures["max_concurrency"],
+    }
     result.update({k: v for k, v in figures.items() if k not in ("request_rate", "max_concurrency", "load", "kind")})
     result["capsim"] = capsim
     return result

@@ -19,7 +19,15 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from capsim.capsearch.plan.planner import BOUND_SLACK, RUNNERS_UP, Runner, search_job, token_rates, trial_bound, wait_clause
+from capsim.capsearch.plan.planner import (
+    BOUND_SLACK,
+    RUNNERS_UP,
+    Runner,
+    search_job,
+    token_rates,
+    trial_bound,
+    wait_clause,
+)
 from capsim.profiles.errors import ProfileError
 from capsim.sim import DisaggSpec, SimulationError, SystemSpec
 from capsim.traces import WorkloadSpec
@@ -59,17 +67,21 @@ def shapes(gpus: int, tps: list[int]) -> list[tuple[int, int, int, int]]:
     return found
 
 
-def splits(base: SystemSpec, hardware: str, gpus: int, tps: list[int], prefill_chunk: int, decode_batches: list[int]) -> list[Split]:
+def splits(
+    base: SystemSpec, hardware: str, gpus: int, tps: list[int], prefill_chunk: int, decode_batches: list[int]
+) -> list[Split]:
     found = []
     for prefills, p, decodes, d in shapes(gpus, tps):
         for batch in decode_batches:
             engine = "" if base.engine == "vllm" else f" {base.engine}"
             words = f"{prefills}P{decodes}D {hardware}{engine} TP{p}/TP{d}, decode batch {batch}"
             try:
-                prefill = dataclasses.replace(base, hardware=hardware, tp=p, replicas=prefills, scheduler="sarathi",
-                                              token_budget=prefill_chunk)
-                decode = dataclasses.replace(base, hardware=hardware, tp=d, replicas=decodes, scheduler="sarathi",
-                                             max_batch_size=batch)
+                prefill = dataclasses.replace(
+                    base, hardware=hardware, tp=p, replicas=prefills, scheduler="sarathi", token_budget=prefill_chunk
+                )
+                decode = dataclasses.replace(
+                    base, hardware=hardware, tp=d, replicas=decodes, scheduler="sarathi", max_batch_size=batch
+                )
                 system = DisaggSpec(prefill, decode)
                 found.append(Split(system, words))
             except SimulationError as error:
@@ -93,11 +105,16 @@ def prepare(split: Split, workload: WorkloadSpec, slo) -> None:
     prefill_qps, _ = token_rates(system.prefill, requests.prompt_tokens, requests.output_tokens)
     prefills = system.prefill.replicas
     limit, _ = wait_clause(slo)
-    split.upper_bound_qps = (prefills * trial_bound(prefill_qps * BOUND_SLACK, slo, len(requests) / prefills)
-                             if limit is not None else math.inf)
+    split.upper_bound_qps = (
+        prefills * trial_bound(prefill_qps * BOUND_SLACK, slo, len(requests) / prefills)
+        if limit is not None
+        else math.inf
+    )
 
 
-def search_splits(pool: list[Split], workload: WorkloadSpec, slo, options: dict, runner: Runner, progress=None) -> list[Split]:
+def search_splits(
+    pool: list[Split], workload: WorkloadSpec, slo, options: dict, runner: Runner, progress=None
+) -> list[Split]:
     """Search the splits (branch and bound); the best gets status "best", the next "runner-up"."""
     live = []
     for split in pool:
@@ -133,8 +150,13 @@ def search_splits(pool: list[Split], workload: WorkloadSpec, slo, options: dict,
     runner.run(live, jobs, finished, lambda s: s.upper_bound_qps <= threshold())
     for split in live:
         if split.status == "candidate":
-            split.status, split.why = "cut by the bound", f"at most {split.upper_bound_qps:.3g} QPS: cannot beat the splits found"
+            split.status, split.why = (
+                "cut by the bound",
+                f"at most {split.upper_bound_qps:.3g} QPS: cannot beat the splits found",
+            )
     order = {split: i for i, split in enumerate(pool)}
-    for rank, split in enumerate(sorted(found, key=lambda s: (-s.capacity, order[s]))[:RUNNERS_UP]):  # ties: the order asked
+    for rank, split in enumerate(
+        sorted(found, key=lambda s: (-s.capacity, order[s]))[:RUNNERS_UP]
+    ):  # ties: the order asked
         split.status = "best" if rank == 0 else "runner-up"
     return pool

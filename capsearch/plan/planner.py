@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from capsim.capsearch.experiments.conventions import MAX_REPLICAS
-from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.capacity.jobs import SearchJob, check_reachable, run_job
 from capsim.capsearch.capacity.workers import kill_pool, worker_pool
+from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.experiments.conventions import MAX_REPLICAS
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
 from capsim.sim import SimulationError, SystemSpec
@@ -71,7 +71,9 @@ def read_prices(path: str | None) -> dict[str, float]:
         except ProfileError as error:
             raise ConfigError(f"{path}: {error}") from None
         if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 < price < math.inf:
-            raise ConfigError(f"{path}: the price of {name} must be a positive number of dollars per GPU-hour, got {price!r}")
+            raise ConfigError(
+                f"{path}: the price of {name} must be a positive number of dollars per GPU-hour, got {price!r}"
+            )
         prices[hardware] = float(price)
     return prices
 
@@ -82,9 +84,11 @@ class Goal:
     value: float
 
     def words(self) -> str:
-        return {"target_qps": f"the cheapest deployment that meets the SLO at {self.value:g} QPS",
-                "gpus": f"the most capacity on at most {self.value:g} GPUs",
-                "budget": f"the most capacity for at most ${self.value:g} an hour"}[self.kind]
+        return {
+            "target_qps": f"the cheapest deployment that meets the SLO at {self.value:g} QPS",
+            "gpus": f"the most capacity on at most {self.value:g} GPUs",
+            "budget": f"the most capacity for at most ${self.value:g} an hour",
+        }[self.kind]
 
 
 @dataclass(eq=False)  # one object a candidate: kept in dicts by identity
@@ -102,7 +106,9 @@ class Candidate:
     converged: bool = False
     binding_clause: str = ""
     replicas: int | None = None
-    capacity: float | None = None  # of the whole deployment: searched with its replicas where checked, else R x one replica's
+    capacity: float | None = (
+        None  # of the whole deployment: searched with its replicas where checked, else R x one replica's
+    )
     capacity_checked: bool = False
     output_tokens_per_request: float = 0.0
     searches: list = field(default_factory=list)
@@ -131,8 +137,17 @@ class Candidate:
         return f"{s.hardware} TP{s.tp} PP{s.pp} {s.engine} {s.scheduler}{budget} batch {s.max_batch_size}"
 
 
-def candidates(model: str, hardware: list[str], prices: dict[str, float], tps, pps, schedulers: dict[str, list[str]], budgets: dict,
-               batches, base: SystemSpec) -> list[Candidate]:
+def candidates(
+    model: str,
+    hardware: list[str],
+    prices: dict[str, float],
+    tps,
+    pps,
+    schedulers: dict[str, list[str]],
+    budgets: dict,
+    batches,
+    base: SystemSpec,
+) -> list[Candidate]:
     """Every combination asked for (`schedulers`: engine -> its schedulers), as one-replica systems
     (the base system gives the rest)."""
     found = []
@@ -144,12 +159,28 @@ def candidates(model: str, hardware: list[str], prices: dict[str, float], tps, p
                         for budget in budgets.get(scheduler, (None,)):
                             for batch in batches:
                                 try:
-                                    system = dataclasses.replace(base, model=model, hardware=name, tp=tp, pp=pp, replicas=1,
-                                                                 engine=engine, scheduler=scheduler, token_budget=budget,
-                                                                 max_batch_size=batch, num_kv_blocks=None)
+                                    system = dataclasses.replace(
+                                        base,
+                                        model=model,
+                                        hardware=name,
+                                        tp=tp,
+                                        pp=pp,
+                                        replicas=1,
+                                        engine=engine,
+                                        scheduler=scheduler,
+                                        token_budget=budget,
+                                        max_batch_size=batch,
+                                        num_kv_blocks=None,
+                                    )
                                 except SimulationError as error:
-                                    found.append(Candidate(dataclasses.replace(base, model=model, hardware=name, replicas=1),
-                                                           prices[name], "does not fit", str(error)))
+                                    found.append(
+                                        Candidate(
+                                            dataclasses.replace(base, model=model, hardware=name, replicas=1),
+                                            prices[name],
+                                            "does not fit",
+                                            str(error),
+                                        )
+                                    )
                                     continue
                                 found.append(Candidate(system, prices[name]))
     return found
@@ -268,13 +299,36 @@ def start_near(candidate: Candidate) -> float:
 
 def search_job(system: SystemSpec, workload: WorkloadSpec, slo, options: dict) -> SearchJob:
     """The search `capsim search` runs for this system with the same options."""
-    labels = (("model", system.model), ("scheduler", system.scheduler), ("trace", workload.trace), ("parallel", system.parallel_label))
-    return SearchJob(system, workload, (slo,), options.get("start_qps", 1.0), labels, options.get("granularity", 0.025),
-                     options.get("max_trials", 20), options.get("early_stop", True))
+    labels = (
+        ("model", system.model),
+        ("scheduler", system.scheduler),
+        ("trace", workload.trace),
+        ("parallel", system.parallel_label),
+    )
+    return SearchJob(
+        system,
+        workload,
+        (slo,),
+        options.get("start_qps", 1.0),
+        labels,
+        options.get("granularity", 0.025),
+        options.get("max_trials", 20),
+        options.get("early_stop", True),
+    )
 
 
-def plan(goal: Goal, pool_candidates: list[Candidate], workload: WorkloadSpec, slo, options: dict, workers: int | None = None,
-         cache_dir: str | None = None, progress=None, executor: str = "process", ray_address: str | None = None) -> list[Candidate]:
+def plan(
+    goal: Goal,
+    pool_candidates: list[Candidate],
+    workload: WorkloadSpec,
+    slo,
+    options: dict,
+    workers: int | None = None,
+    cache_dir: str | None = None,
+    progress=None,
+    executor: str = "process",
+    ray_address: str | None = None,
+) -> list[Candidate]:
     """Search the candidates (branch and bound), then check the best as whole deployments.
     Returns every candidate, each with its status."""
     for candidate in pool_candidates:
@@ -285,8 +339,12 @@ def plan(goal: Goal, pool_candidates: list[Candidate], workload: WorkloadSpec, s
         if candidate.status != "candidate":
             continue
         if best_possible(goal, candidate) == math.inf:
-            _cut(candidate, "not one replica fits the GPU count or the budget" if goal.kind != "target_qps"
-                 else f"cannot reach the target with {MAX_REPLICAS} replicas")
+            _cut(
+                candidate,
+                "not one replica fits the GPU count or the budget"
+                if goal.kind != "target_qps"
+                else f"cannot reach the target with {MAX_REPLICAS} replicas",
+            )
         else:
             live.append(candidate)
     live.sort(key=lambda c: best_possible(goal, c))
@@ -303,7 +361,9 @@ def plan(goal: Goal, pool_candidates: list[Candidate], workload: WorkloadSpec, s
         candidate.converged = capacity.converged
         candidate.binding_clause = "; ".join(capacity.failed_clauses)
         candidate.replicas = replicas_for(goal, candidate, capacity.capacity_qps)
-        candidate.capacity = candidate.replicas * capacity.capacity_qps if candidate.replicas and capacity.capacity_qps else None
+        candidate.capacity = (
+            candidate.replicas * capacity.capacity_qps if candidate.replicas and capacity.capacity_qps else None
+        )
         candidate.status = "searched" if candidate.capacity else "misses the SLO"
         if capacity.too_short:  # never ranked on a trial too short to load it
             candidate.status, candidate.why = "trial too short", capacity.too_short
@@ -312,7 +372,10 @@ def plan(goal: Goal, pool_candidates: list[Candidate], workload: WorkloadSpec, s
         if progress:
             progress(candidate)
 
-    jobs = {candidate: search_job(candidate.system, workload, slo, options | {"start_qps": start_near(candidate)}) for candidate in live}
+    jobs = {
+        candidate: search_job(candidate.system, workload, slo, options | {"start_qps": start_near(candidate)})
+        for candidate in live
+    }
     runner = Runner(executor, workers, cache_dir, ray_address)
     try:
         runner.run(live, jobs, finished, lambda c: best_possible(goal, c) >= threshold())
@@ -390,7 +453,9 @@ class Runner:
             self.started_ray = not ray.is_initialized()
             if self.started_ray:
                 check_reachable(self.ray_address)
-                ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+                ray.init(
+                    address=self.ray_address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True
+                )
             self.ray, self.remote_job = ray, ray.remote(run_job)
             self.workers = self.requested or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
@@ -414,8 +479,9 @@ class Runner:
         self.ray = None
 
 
-def check_deployments(goal: Goal, best: list[Candidate], workload: WorkloadSpec, slo, options: dict, runner: Runner,
-                      progress) -> None:
+def check_deployments(
+    goal: Goal, best: list[Candidate], workload: WorkloadSpec, slo, options: dict, runner: Runner, progress
+) -> None:
     """The capacity of each of the best as a whole deployment (R replicas behind the router), as
     `capsim search --replicas R` finds it. For a target, R moves to the fewest replicas that meet
     it: up while the capacity misses the target, down while one fewer still meets it (replicas
@@ -449,6 +515,7 @@ def check_deployments(goal: Goal, best: list[Candidate], workload: WorkloadSpec,
 
 def _settle(goal: Goal, candidate: Candidate, checks: dict) -> bool:
     """Take what the checks show; True once the replica count is settled, else set the next to try."""
+
     def capacity_at(replicas):
         found = checks.get(replicas)
         return found.capacity_qps if found is not None else None

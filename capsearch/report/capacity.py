@@ -5,17 +5,47 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from capsim.capsearch.report.results_dir import write_csv, write_json
 from capsim.capsearch.capacity.search import Capacity
 from capsim.capsearch.capacity.slo import slo_from_dict
+from capsim.capsearch.report.figures import pyplot, save_figure
+from capsim.capsearch.report.results_dir import write_csv, write_json
 from capsim.sim.disagg import describe
 from capsim.sim.system import precision_words
-from capsim.capsearch.report.figures import pyplot, save_figure
 
-CSV_COLUMNS = ("model", "scheduler", "trace", "parallel", "slo", "capacity_qps", "failing_qps", "bracket", "outcome", "converged",
-               "failed_first", "slo_clauses", "hardware", "tp", "pp", "scheduler_policy", "chunk_size", "batch_size", "engine",
-               "precision", "tbt_p99_s", "tbt_p99.9_s", "tbt_max_s", "ttft_p99_s", "trials", "cached_trials", "source", "latency_source",
-               "conventions", "gpus", "capacity_qps_per_gpu", "deployment")
+CSV_COLUMNS = (
+    "model",
+    "scheduler",
+    "trace",
+    "parallel",
+    "slo",
+    "capacity_qps",
+    "failing_qps",
+    "bracket",
+    "outcome",
+    "converged",
+    "failed_first",
+    "slo_clauses",
+    "hardware",
+    "tp",
+    "pp",
+    "scheduler_policy",
+    "chunk_size",
+    "batch_size",
+    "engine",
+    "precision",
+    "tbt_p99_s",
+    "tbt_p99.9_s",
+    "tbt_max_s",
+    "ttft_p99_s",
+    "trials",
+    "cached_trials",
+    "source",
+    "latency_source",
+    "conventions",
+    "gpus",
+    "capacity_qps_per_gpu",
+    "deployment",
+)
 
 
 def capacity_rows(capacities: list[Capacity]) -> list[dict]:
@@ -26,23 +56,46 @@ def capacity_rows(capacities: list[Capacity]) -> list[dict]:
     for c in capacities:
         slo = slo_from_dict(c.slo)
         system = c.system
-        rows.append({
-            "model": c.labels.get("model", system.get("model")), "scheduler": c.labels.get("scheduler", system.get("scheduler")),
-            "trace": c.labels.get("trace", c.workload.get("trace")), "parallel": c.labels.get("parallel", f"tp_{system.get('tp')}"),
-            "slo": c.slo_name, "capacity_qps": c.capacity_qps, "failing_qps": c.failing_qps, "bracket": c.bracket,
-            "outcome": c.outcome, "converged": c.converged, "failed_first": "; ".join(c.failed_clauses),
-            "slo_clauses": "; ".join(slo.clauses), "hardware": system.get("hardware"), "tp": system.get("tp"), "pp": system.get("pp"),
-            "tp_pp": parallel_words(system), "scheduler_policy": system.get("scheduler"),
-            "chunk_size": system.get("token_budget"), "batch_size": system.get("max_batch_size"), "engine": system.get("engine"),
-            "precision": precision_words(system) or "the model's own",
-            "tbt_p99_s": c.at_capacity.get("tbt_p99_s"), "tbt_p99.9_s": c.at_capacity.get("tbt_p99.9_s"),
-            "tbt_max_s": c.at_capacity.get("tbt_max_s"), "ttft_p99_s": c.at_capacity.get("ttft_p99_s"),
-            "trials": len(c.trials), "cached_trials": sum(1 for t in c.trials if t.get("cached")), "source": c.source,
-            "latency_source": c.latency_source, "conventions": "; ".join(f"{k}: {v}" for k, v in c.conventions.items()),
-            "gpus": gpus(system), "capacity_qps_per_gpu": c.capacity_qps / gpus(system) if c.capacity_qps is not None else None,
-            "deployment": describe(system) if system.get("disagg") else
-            f"{system.get('replicas', 1)} x {system.get('hardware')} TP{system.get('tp')} PP{system.get('pp')}",
-        })
+        rows.append(
+            {
+                "model": c.labels.get("model", system.get("model")),
+                "scheduler": c.labels.get("scheduler", system.get("scheduler")),
+                "trace": c.labels.get("trace", c.workload.get("trace")),
+                "parallel": c.labels.get("parallel", f"tp_{system.get('tp')}"),
+                "slo": c.slo_name,
+                "capacity_qps": c.capacity_qps,
+                "failing_qps": c.failing_qps,
+                "bracket": c.bracket,
+                "outcome": c.outcome,
+                "converged": c.converged,
+                "failed_first": "; ".join(c.failed_clauses),
+                "slo_clauses": "; ".join(slo.clauses),
+                "hardware": system.get("hardware"),
+                "tp": system.get("tp"),
+                "pp": system.get("pp"),
+                "tp_pp": parallel_words(system),
+                "scheduler_policy": system.get("scheduler"),
+                "chunk_size": system.get("token_budget"),
+                "batch_size": system.get("max_batch_size"),
+                "engine": system.get("engine"),
+                "precision": precision_words(system) or "the model's own",
+                "tbt_p99_s": c.at_capacity.get("tbt_p99_s"),
+                "tbt_p99.9_s": c.at_capacity.get("tbt_p99.9_s"),
+                "tbt_max_s": c.at_capacity.get("tbt_max_s"),
+                "ttft_p99_s": c.at_capacity.get("ttft_p99_s"),
+                "trials": len(c.trials),
+                "cached_trials": sum(1 for t in c.trials if t.get("cached")),
+                "source": c.source,
+                "latency_source": c.latency_source,
+                "conventions": "; ".join(f"{k}: {v}" for k, v in c.conventions.items()),
+                "gpus": gpus(system),
+                "capacity_qps_per_gpu": c.capacity_qps / gpus(system) if c.capacity_qps is not None else None,
+                "deployment": describe(system)
+                if system.get("disagg")
+                else f"{system.get('replicas', 1)} x {system.get('hardware')} "
+                f"TP{system.get('tp')} PP{system.get('pp')}",
+            }
+        )
     return rows
 
 
@@ -71,8 +124,11 @@ def scheduler_words(label: str | None, system: dict) -> str:
 
 def write_capacity_table(capacities: list[Capacity], folder: Path, stem: str = "capacity") -> tuple[Path, Path]:
     csv_path = write_csv(folder / f"{stem}.csv", capacity_rows(capacities), CSV_COLUMNS)
-    json_path = write_json(folder / f"{stem}.json", [asdict(c) | {"outcome": c.outcome, "bracket": c.bracket} for c in capacities],
-                           indent=1)
+    json_path = write_json(
+        folder / f"{stem}.json",
+        [asdict(c) | {"outcome": c.outcome, "bracket": c.bracket} for c in capacities],
+        indent=1,
+    )
     return csv_path, json_path
 
 
@@ -87,24 +143,43 @@ def plot_capacity_bars(capacities: list[Capacity], path: Path) -> Path:
     width = 0.8 / max(1, len(schedulers))
     for ax, (model, trace) in zip(axes[0], panels):
         for s, scheduler in enumerate(schedulers):
-            found = [next((r for r in rows if (r["model"], r["trace"], r["scheduler"], r["slo"]) == (model, trace, scheduler, slo)), None)
-                     for slo in slos]
-            bars = ax.bar([i + s * width for i in range(len(slos))], [(r and r["capacity_qps"]) or 0 for r in found], width,
-                          label=scheduler)
+            found = [
+                next(
+                    (
+                        r
+                        for r in rows
+                        if (r["model"], r["trace"], r["scheduler"], r["slo"]) == (model, trace, scheduler, slo)
+                    ),
+                    None,
+                )
+                for slo in slos
+            ]
+            bars = ax.bar(
+                [i + s * width for i in range(len(slos))],
+                [(r and r["capacity_qps"]) or 0 for r in found],
+                width,
+                label=scheduler,
+            )
             for bar, row in zip(bars, found):
                 if row and not row["converged"]:  # hatched: a bound, not a capacity
                     bar.set_hatch("//")
                     bar.set_alpha(0.5)
         ax.set_xticks([i + width * (len(schedulers) - 1) / 2 for i in range(len(slos))])
         ax.set_xticklabels([_short(slo) for slo in slos], fontsize=7)
-        gpus = sorted({f"{r['hardware']} TP{r['tp']} PP{r['pp']}" for r in rows if (r["model"], r["trace"]) == (model, trace)})
+        gpus = sorted(
+            {f"{r['hardware']} TP{r['tp']} PP{r['pp']}" for r in rows if (r["model"], r["trace"]) == (model, trace)}
+        )
         ax.set_title(f"{model}, {trace}\n{', '.join(gpus)}", fontsize=8)
         ax.set_ylabel("capacity (QPS)")
     axes[0][0].legend(fontsize=7)
     sources = {r["latency_source"] for r in rows}
     unsettled = sum(1 for r in rows if not r["converged"])
-    fig.suptitle("simulated capacity; latencies: " + "; ".join(sorted(sources))
-                 + (f"; hatched: {unsettled} searches did not converge (see the table)" if unsettled else ""), fontsize=8)
+    fig.suptitle(
+        "simulated capacity; latencies: "
+        + "; ".join(sorted(sources))
+        + (f"; hatched: {unsettled} searches did not converge (see the table)" if unsettled else ""),
+        fontsize=8,
+    )
     fig.tight_layout()
     return save_figure(fig, path, plt)
 
@@ -119,7 +194,9 @@ def plot_sensitivity(capacities: list[Capacity], parameter: str, path: Path) -> 
         lines.setdefault(key, []).append((c.slo[parameter], c.capacity_qps or 0.0))
     for (model, scheduler, trace), points in lines.items():
         points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=f"{scheduler} ({model}, {trace})")
+        ax.plot(
+            [p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=f"{scheduler} ({model}, {trace})"
+        )
     ax.set(xscale="log", xlabel=f"SLO {parameter} (s)", ylabel="capacity (QPS)", title="capacity against the SLO")
     ax.legend(fontsize=7)
     fig.tight_layout()

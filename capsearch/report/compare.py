@@ -1,8 +1,11 @@
 """`capsim compare`'s table of errors at each load and its plots, a metric a plot."""
 
 from __future__ import annotations
+
 from pathlib import Path
+
 from rich.table import Table
+
 from capsim.capsearch.load.compare import THROUGHPUTS
 from capsim.capsearch.load.metrics import METRICS, WORDS
 from capsim.capsearch.report.figures import pyplot, save_figure

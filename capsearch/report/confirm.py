@@ -14,30 +14,52 @@ from capsim.common.files import strict_dumps, write_atomically
 
 
 def confirmation_tables(c: Confirmation) -> list[Table]:
-    capacity = Table(title=f"capacity, {c.slo_name}; errors: simulated against measured, predicted / measured - 1",
-                     box=box.SIMPLE_HEAD)
+    capacity = Table(
+        title=f"capacity, {c.slo_name}; errors: simulated against measured, predicted / measured - 1",
+        box=box.SIMPLE_HEAD,
+    )
     for column in ("predicted from", "predicted QPS", "measured QPS", "error", "real bracket", "real trials"):
         capacity.add_column(column, justify="left" if column == "predicted from" else "right")
     high = f"{c.failing_qps:.3g}" if c.failing_qps is not None else "not found"
     measured = f"{c.measured_qps:.3g}" if c.measured_qps is not None else "none passed"
     low = f"{c.measured_qps:.3g}" if c.measured_qps is not None else "not found"
-    capacity.add_row("the profile", f"{c.predicted_qps:.3g}", measured, error_words(c.capacity_error, c.failing_qps), f"[{low}, {high})",
-                     ", ".join(f"{t['qps']:.3g} {'pass' if t['passed'] else 'fail'}" for t in c.trials))
+    capacity.add_row(
+        "the profile",
+        f"{c.predicted_qps:.3g}",
+        measured,
+        error_words(c.capacity_error, c.failing_qps),
+        f"[{low}, {high})",
+        ", ".join(f"{t['qps']:.3g} {'pass' if t['passed'] else 'fail'}" for t in c.trials),
+    )
     captions = [f"predicted: {c.predicted_outcome}"]
     if c.engine_speed:  # the same prediction at the step times the engine ran at (confirm.at_engine_speed)
         speed = c.engine_speed
         again = f"{speed['predicted_qps']:.3g}" if speed["predicted_qps"] else "none passes"
-        capacity.add_row(f"the engine's step times ({speed['step_time_ratio'] - 1:+.1%})", again, measured,
-                         error_words(c.capacity_error_at_engine_speed, c.failing_qps), "", "")
-        captions.append(f"the engine's {speed['batches']:,} batches took {speed['step_time_ratio'] - 1:+.1%} against what the profile "
-                        f"predicts for them; at that speed: {speed['outcome']}")
+        capacity.add_row(
+            f"the engine's step times ({speed['step_time_ratio'] - 1:+.1%})",
+            again,
+            measured,
+            error_words(c.capacity_error_at_engine_speed, c.failing_qps),
+            "",
+            "",
+        )
+        captions.append(
+            f"the engine's {speed['batches']:,} batches took {speed['step_time_ratio'] - 1:+.1%} against what the "
+            f"profile "
+            f"predicts for them; at that speed: {speed['outcome']}"
+        )
     capacity.caption = "\n".join(captions)
     latency = Table(title=f"latency percentiles at {c.compared_at_qps:.3g} QPS", box=box.SIMPLE_HEAD)
     for column in ("metric", "percentile", "predicted (s)", "measured (s)", "error"):
         latency.add_column(column, justify="left" if column == "metric" else "right")
     for row in c.percentiles:
-        latency.add_row(row["metric"].upper(), f"P{row['percentile']}", f"{row['predicted_s']:.4f}", f"{row['measured_s']:.4f}",
-                        f"{row['error']:+.1%}" if math.isfinite(row["error"]) else "n/a")
+        latency.add_row(
+            row["metric"].upper(),
+            f"P{row['percentile']}",
+            f"{row['predicted_s']:.4f}",
+            f"{row['measured_s']:.4f}",
+            f"{row['error']:+.1%}" if math.isfinite(row["error"]) else "n/a",
+        )
     return [capacity, latency]
 
 
@@ -50,7 +72,10 @@ def error_words(capacity_error: float | None, failing_qps: float | None) -> str:
 
 
 def write_confirmation(c: Confirmation, folder: Path) -> Path:
-    data = asdict(c) | {"capacity_error": c.capacity_error, "capacity_error_at_engine_speed": c.capacity_error_at_engine_speed}
+    data = asdict(c) | {
+        "capacity_error": c.capacity_error,
+        "capacity_error_at_engine_speed": c.capacity_error_at_engine_speed,
+    }
     text = strict_dumps(data, indent=1)
     path = folder / "confirm.json"
     write_atomically(path, lambda tmp: Path(tmp).write_text(text))
@@ -67,8 +92,13 @@ def plot_confirmation(c: Confirmation, path: Path) -> Path:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
     for trial in c.trials:
-        left.scatter(trial["qps"], 0, marker="o" if trial["passed"] else "x", s=60,
-                     color="tab:green" if trial["passed"] else "tab:red")
+        left.scatter(
+            trial["qps"],
+            0,
+            marker="o" if trial["passed"] else "x",
+            s=60,
+            color="tab:green" if trial["passed"] else "tab:red",
+        )
     left.axvline(c.predicted_qps, color="tab:blue", linestyle="--", label=f"predicted {c.predicted_qps:.3g}")
     if c.measured_qps:
         left.axvline(c.measured_qps, color="tab:green", label=f"measured {c.measured_qps:.3g}")

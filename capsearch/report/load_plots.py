@@ -11,15 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from capsim.capsearch.report.figures import pyplot, save_figure
-from capsim.capsearch.load.metrics import WORDS, percentile_word
 from capsim.capsearch.capacity.workers import kill_pool, worker_pool
+from capsim.capsearch.load.metrics import WORDS, percentile_word
+from capsim.capsearch.report.figures import pyplot, save_figure
 
 DPI = 100  # wide figures of many panels: 1,500-1,700 pixels across
 CDF_METRICS = (("ttft", "TTFT"), ("itl", "TBT (ITL)"), ("tpot", "TPOT"), ("e2el", "E2E latency"))
 
 
-def plot_load_curves(series: dict[str, list[dict]], path: Path, metrics, percentiles, goodput_ms: dict | None, title: str) -> Path:
+def plot_load_curves(
+    series: dict[str, list[dict]], path: Path, metrics, percentiles, goodput_ms: dict | None, title: str
+) -> Path:
     """One panel a figure: throughputs, then each metric at each chosen percentile, against the
     request throughput; goodput limits drawn as horizontal lines on their metric's panel."""
     plt = pyplot()
@@ -34,13 +36,21 @@ def plot_load_curves(series: dict[str, list[dict]], path: Path, metrics, percent
         throughput_ax.plot(x, [r["output_throughput"] for r in rows_of], marker=marker, label=f"{name}: output tok/s")
         if rows_of and rows_of[0].get("request_goodput") is not None:
             goodput_ax = goodput_ax or throughput_ax.twinx()
-            goodput_ax.plot(x, [r["request_goodput"] for r in rows_of], marker=marker, linestyle="--", color="tab:green",
-                            label=f"{name}: goodput req/s")
+            goodput_ax.plot(
+                x,
+                [r["request_goodput"] for r in rows_of],
+                marker=marker,
+                linestyle="--",
+                color="tab:green",
+                label=f"{name}: goodput req/s",
+            )
             goodput_ax.set_ylabel("goodput (req/s), dashed")
         for ax, metric in zip(axes.flat[1:], metrics):
             for p, style in zip(percentiles, ("-", "--", ":", "-.") * 4):
                 key = f"p{percentile_word(p)}_{metric}_ms"
-                ax.plot(x, [r[key] for r in rows_of], marker=marker, linestyle=style, label=f"{name} P{percentile_word(p)}")
+                ax.plot(
+                    x, [r[key] for r in rows_of], marker=marker, linestyle=style, label=f"{name} P{percentile_word(p)}"
+                )
     axes.flat[0].set_ylabel("output tokens/s")
     axes.flat[0].set_title("throughput")
     for ax, metric in zip(axes.flat[1:], metrics):
@@ -49,14 +59,16 @@ def plot_load_curves(series: dict[str, list[dict]], path: Path, metrics, percent
         ax.set_yscale("log")
         if goodput_ms and metric in goodput_ms:
             ax.axhline(goodput_ms[metric], color="red", linewidth=1, label=f"limit {goodput_ms[metric]:g} ms")
-    for ax in axes.flat[:len(panels)]:
+    for ax in axes.flat[: len(panels)]:
         ax.set_xlabel("request throughput (req/s)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.9, wspace=0.35, hspace=0.35)  # tight_layout: a second draw
+    fig.subplots_adjust(
+        left=0.06, right=0.95, bottom=0.08, top=0.9, wspace=0.35, hspace=0.35
+    )  # tight_layout: a second draw
     return save_figure(fig, path, plt, dpi=DPI)
 
 

@@ -29,17 +29,32 @@ def plot_pareto(pool, goal, path: Path, title: str) -> Path:
         mine = [c for c in done if c.system.hardware == kind]
         ax.scatter([c.cost_per_hour for c in mine], [c.capacity for c in mine], marker=marker, alpha=0.6, label=kind)
     if unjudged:  # a bound from trials too short to load them: shown, never on the front
-        ax.scatter([c.cost_per_hour for c in unjudged], [c.capacity for c in unjudged], marker="o", facecolors="none",
-                   edgecolors="grey", label="trial too short (a bound)")
+        ax.scatter(
+            [c.cost_per_hour for c in unjudged],
+            [c.capacity for c in unjudged],
+            marker="o",
+            facecolors="none",
+            edgecolors="grey",
+            label="trial too short (a bound)",
+        )
     points = [(c.cost_per_hour, c.capacity) for c in done]
     front = [done[i] for i in pareto_front(points)]
-    ax.plot([c.cost_per_hour for c in front], [c.capacity for c in front], color="black", linewidth=1, label="Pareto front")
+    ax.plot(
+        [c.cost_per_hour for c in front], [c.capacity for c in front], color="black", linewidth=1, label="Pareto front"
+    )
     for c in front:
-        ax.annotate(f"{c.replicas}x {c.system.hardware} TP{c.system.tp} {c.system.scheduler}", (c.cost_per_hour, c.capacity),
-                    fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(
+            f"{c.replicas}x {c.system.hardware} TP{c.system.tp} {c.system.scheduler}",
+            (c.cost_per_hour, c.capacity),
+            fontsize=6,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     best = [c for c in pool if c.status == "recommended"]
     if best:
-        ax.scatter([best[0].cost_per_hour], [best[0].capacity], s=160, facecolors="none", edgecolors="red", label="recommended")
+        ax.scatter(
+            [best[0].cost_per_hour], [best[0].capacity], s=160, facecolors="none", edgecolors="red", label="recommended"
+        )
     if goal.kind == "target_qps":
         ax.axhline(goal.value, color="red", linewidth=0.8, linestyle="--", label=f"target {goal.value:g} QPS")
     ax.set_xlabel("dollars an hour (replicas x GPUs x price)")
@@ -53,16 +68,23 @@ def plot_pareto(pool, goal, path: Path, title: str) -> Path:
 
 def plot_capacity(pool, path: Path, title: str, top: int = 30) -> Path:
     plt = pyplot()
-    searched = sorted((c for c in pool if c.capacity_per_replica), key=lambda c: -(c.capacity_per_replica / c.gpus_per_replica))[:top]
+    searched = sorted(
+        (c for c in pool if c.capacity_per_replica), key=lambda c: -(c.capacity_per_replica / c.gpus_per_replica)
+    )[:top]
     fig, ax = plt.subplots(figsize=(8, 0.25 * max(len(searched), 4) + 1.2))
     labels = [c.label() for c in searched]
-    bars = ax.barh(range(len(searched)), [c.capacity_per_replica / c.gpus_per_replica for c in searched], color="tab:blue")
+    bars = ax.barh(
+        range(len(searched)), [c.capacity_per_replica / c.gpus_per_replica for c in searched], color="tab:blue"
+    )
     for bar, candidate in zip(bars, searched):
         if not candidate.converged:  # hatched: a bound (a trial too short, a search cut), not a capacity
             bar.set_hatch("//")
             bar.set_alpha(0.5)
-    ax.set_yticks(range(len(searched)), [label + ("" if c.converged else " (not converged)") for label, c in zip(labels, searched)],
-                  fontsize=6)
+    ax.set_yticks(
+        range(len(searched)),
+        [label + ("" if c.converged else " (not converged)") for label, c in zip(labels, searched)],
+        fontsize=6,
+    )
     ax.invert_yaxis()
     ax.set_xlabel("QPS a GPU (one replica's capacity / its GPUs)")
     ax.set_title(title + f" (best {len(searched)})", fontsize=9)

@@ -56,8 +56,10 @@ def new_file(path: Path, overwrite: bool, inputs=(), flag: str = "-o") -> Path:
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; give a file")
     if path.exists() and not overwrite:
-        raise ConfigError(f"{flag} {path} already exists: give a new file{'' if flag == '-o' else ' with -o'}, "
-                          "or --overwrite to replace it")
+        raise ConfigError(
+            f"{flag} {path} already exists: give a new file{'' if flag == '-o' else ' with -o'}, "
+            "or --overwrite to replace it"
+        )
     return path
 
 
@@ -94,9 +96,13 @@ def results_dir(requested: Path | None, command: str, overwrite: bool) -> Path:
         raise ConfigError(f"-o {requested} is the current folder or holds it: give a folder of its own")
     foreign = foreign_files(requested)
     if foreign:
-        raise ConfigError(f"-o {requested} holds files capsim did not write ({few(foreign)}): give a new or empty folder")
+        raise ConfigError(
+            f"-o {requested} holds files capsim did not write ({few(foreign)}): give a new or empty folder"
+        )
     if not overwrite:
-        raise ConfigError(f"-o {requested} already holds a capsim result: give a new folder, or --overwrite to replace it")
+        raise ConfigError(
+            f"-o {requested} already holds a capsim result: give a new folder, or --overwrite to replace it"
+        )
     return requested
 
 
@@ -172,14 +178,19 @@ class ResultSet:
             shutil.rmtree(self.staging, ignore_errors=True)
             release(self.folder)
             return
-        mark(self.staging, sorted(p.relative_to(self.staging).as_posix() for p in self.staging.rglob("*") if not p.is_dir()))
+        mark(
+            self.staging,
+            sorted(p.relative_to(self.staging).as_posix() for p in self.staging.rglob("*") if not p.is_dir()),
+        )
         old = self.folder.parent / f".{self.folder.name}.replaced-{os.getpid()}"
         try:
             if self.folder.exists():
                 foreign = foreign_files(self.folder)  # files put there while this run worked are never removed
                 if foreign:
-                    raise ConfigError(f"{self.folder} now holds files capsim did not write ({few(foreign)}); "
-                                      f"the results were not written")
+                    raise ConfigError(
+                        f"{self.folder} now holds files capsim did not write ({few(foreign)}); "
+                        f"the results were not written"
+                    )
                 os.replace(self.folder, old)
             try:
                 os.replace(self.staging, self.folder)

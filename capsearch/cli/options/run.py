@@ -31,8 +31,11 @@ class Duration(click.ParamType):
             return float(value)
         match = DURATION.fullmatch(str(value))
         if not match or float(match.group(1)) <= 0:
-            self.fail(f"{value!r} is not a positive duration: give e.g. 90s, 30m, 2h (a bare number is {WORDS[self.unit]})",
-                      param, ctx)
+            self.fail(
+                f"{value!r} is not a positive duration: give e.g. 90s, 30m, 2h (a bare number is {WORDS[self.unit]})",
+                param,
+                ctx,
+            )
         seconds = float(match.group(1)) * UNITS[match.group(2) or self.unit]
         return seconds / UNITS[self.unit]
 
@@ -42,39 +45,76 @@ WORDS = {"s": "seconds", "m": "minutes"}
 
 def time_limit(unit: str, what: str):
     """--time-limit: `what` it limits, a bare number read in `unit` ("s" or "m")."""
-    return click.option("--time-limit", type=Duration(unit), default=None,
-                        help=f"{what} (a duration: 90s, 30m, 2h; a bare number is {WORDS[unit]}).")
+    return click.option(
+        "--time-limit",
+        type=Duration(unit),
+        default=None,
+        help=f"{what} (a duration: 90s, 30m, 2h; a bare number is {WORDS[unit]}).",
+    )
 
 
 def output_options(command: str):
     """-o/--output-dir and --overwrite, for a command whose results go to capsim-results/<command>/."""
+
     def wrap(function):
-        function = click.option("--overwrite", is_flag=True,
-                                help="Replace an earlier capsim result in the -o folder (a folder holding other files is refused).")(function)
-        return click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=None,
-                            help=f"Folder for the results [default: a new one, {RESULTS_ROOT}/{command}/<date-time>]; "
-                                 "one that holds something is refused without --overwrite.")(function)
+        function = click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Replace an earlier capsim result in the -o folder (a folder holding other files is refused).",
+        )(function)
+        return click.option(
+            "-o",
+            "--output-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help=f"Folder for the results [default: a new one, {RESULTS_ROOT}/{command}/<date-time>]; "
+            "one that holds something is refused without --overwrite.",
+        )(function)
+
     return wrap
 
 
-CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                         help="Trial cache [default: $CAPSIM_CACHE/trials or ~/.cache/capsim/trials].")
+CACHE_DIR = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Trial cache [default: $CAPSIM_CACHE/trials or ~/.cache/capsim/trials].",
+)
 
 
 def parallel_options(function):
     """--executor, --workers, --ray-address and --cache-dir: where the searches run and share their trials."""
-    for option in reversed([
-        click.option("--executor", type=click.Choice(EXECUTORS), default="process", show_default=True,
-                     help="process: a pool on this machine; ray: a Ray cluster; serial: in this process."),
-        click.option("--workers", type=click.IntRange(1, 1024), default=None,
-                     help="Searches at once [default: the CPU count; Ray: its CPUs]."),
-        click.option("--ray-address", default=None,
-                     help="Join this Ray cluster (--executor ray); the trial cache must be on shared storage."),
-        CACHE_DIR,
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--executor",
+                type=click.Choice(EXECUTORS),
+                default="process",
+                show_default=True,
+                help="process: a pool on this machine; ray: a Ray cluster; serial: in this process.",
+            ),
+            click.option(
+                "--workers",
+                type=click.IntRange(1, 1024),
+                default=None,
+                help="Searches at once [default: the CPU count; Ray: its CPUs].",
+            ),
+            click.option(
+                "--ray-address",
+                default=None,
+                help="Join this Ray cluster (--executor ray); the trial cache must be on shared storage.",
+            ),
+            CACHE_DIR,
+        ]
+    ):
         function = option(function)
     return function
 
 
-API_KEY = click.option("--api-key", envvar="OPENAI_API_KEY", default=None, show_envvar=True,
-                       help="Bearer token for the endpoint; never written.")
+API_KEY = click.option(
+    "--api-key",
+    envvar="OPENAI_API_KEY",
+    default=None,
+    show_envvar=True,
+    help="Bearer token for the endpoint; never written.",
+)

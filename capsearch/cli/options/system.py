@@ -6,8 +6,8 @@ import functools
 
 import click
 
-from capsim.capsearch.experiments.conventions import MAX_REPLICAS
 from capsim.capsearch.cli.options.workload import option_given
+from capsim.capsearch.experiments.conventions import MAX_REPLICAS
 from capsim.profiles.store import ENGINES
 from capsim.sim import POLICIES, ROUTERS, DisaggSpec, SimulationError, SystemSpec
 from capsim.sim.disagg import DECODE_ROUTERS, POOL_OPTIONS, PREFILL_ROUTERS, disaggregate
@@ -18,49 +18,103 @@ from capsim.sim.system import PIPELINE_SCHEDULING, QUANTS
 # A disaggregated deployment's own options: --disagg xPyD, and what differs between its pools.
 DISAGG_FLAGS = (*POOL_OPTIONS, "kv_link", "prefill_router", "decode_router")
 DISAGG_OPTIONS = [
-    click.option("--disagg", default=None, metavar="xPyD",
-                 help="Disaggregated serving: x prefill and y decode instances (e.g. 2P4D), the KV cache moving between them. "
-                      "The system options apply to both pools; --prefill-* and --decode-* set one."),
-    click.option("--prefill-tp", type=click.IntRange(1, 1024), default=None, help="With --disagg: TP of a prefill instance [--tp]."),
-    click.option("--decode-tp", type=click.IntRange(1, 1024), default=None, help="With --disagg: TP of a decode instance [--tp]."),
+    click.option(
+        "--disagg",
+        default=None,
+        metavar="xPyD",
+        help="Disaggregated serving: x prefill and y decode instances (e.g. 2P4D), the KV cache moving between them. "
+        "The system options apply to both pools; --prefill-* and --decode-* set one.",
+    ),
+    click.option(
+        "--prefill-tp",
+        type=click.IntRange(1, 1024),
+        default=None,
+        help="With --disagg: TP of a prefill instance [--tp].",
+    ),
+    click.option(
+        "--decode-tp", type=click.IntRange(1, 1024), default=None, help="With --disagg: TP of a decode instance [--tp]."
+    ),
     click.option("--prefill-hardware", default=None, help="With --disagg: the prefill pool's GPU [--hardware]."),
     click.option("--decode-hardware", default=None, help="With --disagg: the decode pool's GPU [--hardware]."),
-    click.option("--prefill-scheduler", type=click.Choice(list(POLICIES)), default=None, help="With --disagg [--scheduler]."),
-    click.option("--decode-scheduler", type=click.Choice(list(POLICIES)), default=None, help="With --disagg [--scheduler]."),
-    click.option("--prefill-chunk-size", type=click.IntRange(1, 2**31 - 1), default=None,
-                 help="With --disagg: tokens a prefill batch at most [--chunk-size]."),
-    click.option("--decode-max-batch-size", type=click.IntRange(1, 2**31 - 1), default=None,
-                 help="With --disagg: requests a decode instance runs at most [--max-batch-size]."),
-    click.option("--kv-link", type=click.Choice(LINKS), default=None,
-                 help="With --disagg: what moves the KV cache [NVLink where both pools fit one NVLink domain, else ib]."),
-    click.option("--prefill-router", type=click.Choice(PREFILL_ROUTERS), default=None,
-                 help="With --disagg: the prefill instance a request goes to [least_tokens: the fewest prompt tokens to compute]."),
-    click.option("--decode-router", type=click.Choice(DECODE_ROUTERS), default=None,
-                 help="With --disagg: the decode instance a prefilled request goes to [least_kv: the most free KV, queued counted]."),
+    click.option(
+        "--prefill-scheduler", type=click.Choice(list(POLICIES)), default=None, help="With --disagg [--scheduler]."
+    ),
+    click.option(
+        "--decode-scheduler", type=click.Choice(list(POLICIES)), default=None, help="With --disagg [--scheduler]."
+    ),
+    click.option(
+        "--prefill-chunk-size",
+        type=click.IntRange(1, 2**31 - 1),
+        default=None,
+        help="With --disagg: tokens a prefill batch at most [--chunk-size].",
+    ),
+    click.option(
+        "--decode-max-batch-size",
+        type=click.IntRange(1, 2**31 - 1),
+        default=None,
+        help="With --disagg: requests a decode instance runs at most [--max-batch-size].",
+    ),
+    click.option(
+        "--kv-link",
+        type=click.Choice(LINKS),
+        default=None,
+        help="With --disagg: what moves the KV cache [NVLink where both pools fit one NVLink domain, else ib].",
+    ),
+    click.option(
+        "--prefill-router",
+        type=click.Choice(PREFILL_ROUTERS),
+        default=None,
+        help="With --disagg: the prefill instance a request goes to [least_tokens: the fewest prompt tokens to "
+        "compute].",
+    ),
+    click.option(
+        "--decode-router",
+        type=click.Choice(DECODE_ROUTERS),
+        default=None,
+        help="With --disagg: the decode instance a prefilled request goes to [least_kv: the most free KV, queued "
+        "counted].",
+    ),
 ]
 
 
 def disagg_system(system: SystemSpec, disagg: str, options: dict, config_paths) -> DisaggSpec:
     """The disaggregated deployment the flags describe; options that cannot apply to one are refused."""
     if config_paths:
-        raise click.UsageError("--disagg describes one deployment and a config names its own systems: drop --config-path "
-                               "(a config gives disagg: xPyD in a parallel_spec entry)")
+        raise click.UsageError(
+            "--disagg describes one deployment and a config names its own systems: drop --config-path "
+            "(a config gives disagg: xPyD in a parallel_spec entry)"
+        )
     for flag in ("replicas", "router", "pipeline_scheduling"):
         if option_given(flag):
-            raise click.UsageError(f"--{flag.replace('_', '-')} does not apply with --disagg, whose xPyD gives the instances "
-                                   "(a request goes to the prefill instance with the least prompt work, then to the decode "
-                                   "instance with the most free KV): drop it")
+            raise click.UsageError(
+                f"--{flag.replace('_', '-')} does not apply with --disagg, whose xPyD gives the instances "
+                "(a request goes to the prefill instance with the least prompt work, then to the decode "
+                "instance with the most free KV): drop it"
+            )
     pools = {name: value for name, value in options.items() if name in POOL_OPTIONS}
     try:
-        return disaggregate(system, disagg, options["kv_link"], options["prefill_router"], options["decode_router"], **pools)
+        return disaggregate(
+            system, disagg, options["kv_link"], options["prefill_router"], options["decode_router"], **pools
+        )
     except SimulationError as error:
         raise click.UsageError(str(error)) from None
 
-HOST_TIME = click.option("--host-time", type=click.Choice(["on", "off"]), default="on", show_default=True,
-                         help="Add each engine's fitted host time (per step, per sequence, per request) to kernel-database "
-                              "and roofline step times (off: kernel time only); measured profiles hold it already.")
-ROUTER = click.option("--router", type=click.Choice(ROUTERS), default="round_robin", show_default=True,
-                      help="How requests are spread over the replicas.")
+
+HOST_TIME = click.option(
+    "--host-time",
+    type=click.Choice(["on", "off"]),
+    default="on",
+    show_default=True,
+    help="Add each engine's fitted host time (per step, per sequence, per request) to kernel-database "
+    "and roofline step times (off: kernel time only); measured profiles hold it already.",
+)
+ROUTER = click.option(
+    "--router",
+    type=click.Choice(ROUTERS),
+    default="round_robin",
+    show_default=True,
+    help="How requests are spread over the replicas.",
+)
 
 
 def system_options(command=None, *, default_engine: str = "vllm", disaggregated: bool = False):
@@ -72,59 +126,188 @@ def system_options(command=None, *, default_engine: str = "vllm", disaggregated:
     if command is None:
         return functools.partial(system_options, default_engine=default_engine, disaggregated=disaggregated)
     options = [
-        click.option("--model", default="Llama-3-8B", show_default=True, help="Catalog model, Hugging Face id, or YAML / config.json path."),
-        click.option("--hardware", default="H100-SXM", show_default=True, help="GPU kind (see `capsim profiles list`)."),
-        click.option("--tp", type=click.IntRange(1, 1024), default=1, show_default=True, help="Tensor-parallel GPUs a replica."),
-        click.option("--pp", type=click.IntRange(1, 1024), default=1, show_default=True, help="Pipeline stages a replica."),
+        click.option(
+            "--model",
+            default="Llama-3-8B",
+            show_default=True,
+            help="Catalog model, Hugging Face id, or YAML / config.json path.",
+        ),
+        click.option(
+            "--hardware", default="H100-SXM", show_default=True, help="GPU kind (see `capsim profiles list`)."
+        ),
+        click.option(
+            "--tp", type=click.IntRange(1, 1024), default=1, show_default=True, help="Tensor-parallel GPUs a replica."
+        ),
+        click.option(
+            "--pp", type=click.IntRange(1, 1024), default=1, show_default=True, help="Pipeline stages a replica."
+        ),
         click.option("--replicas", type=click.IntRange(1, MAX_REPLICAS), default=1, show_default=True),
-        click.option("--scheduler", type=click.Choice(list(POLICIES)), default=None,
-                     help="Batching policy [default: the engine's own for sglang and trtllm, else sarathi]."),
-        click.option("--max-batch-size", "--max-num-seqs", "max_batch_size", type=click.IntRange(1, 2**31 - 1), default=128, show_default=True, help="Running requests at most."),
-        click.option("--chunk-size", "--token-budget", "--max-num-batched-tokens", "token_budget", type=click.IntRange(1, 2**31 - 1), default=None,
-                     help="Tokens a batch at most (sarathi: 512; vllm_v1: 2048; sglang, trtllm: 8192; vllm_v0, orca: the max model length)."),
-        click.option("--block-size", type=click.IntRange(1, 2**31 - 1), default=16, show_default=True, help="KV-cache block size in tokens."),
-        click.option("--max-model-len", type=click.IntRange(2, 2**31 - 1), default=None, help="Prompt + output at most [default: the model's context, <= 16384]."),
-        click.option("--memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True),
-        click.option("--num-kv-blocks", type=click.IntRange(1, 2**31 - 1), default=None,
-                     help="Fix the KV blocks of a replica instead of deriving them from memory (vLLM's --num-gpu-blocks-override)."),
+        click.option(
+            "--scheduler",
+            type=click.Choice(list(POLICIES)),
+            default=None,
+            help="Batching policy [default: the engine's own for sglang and trtllm, else sarathi].",
+        ),
+        click.option(
+            "--max-batch-size",
+            "--max-num-seqs",
+            "max_batch_size",
+            type=click.IntRange(1, 2**31 - 1),
+            default=128,
+            show_default=True,
+            help="Running requests at most.",
+        ),
+        click.option(
+            "--chunk-size",
+            "--token-budget",
+            "--max-num-batched-tokens",
+            "token_budget",
+            type=click.IntRange(1, 2**31 - 1),
+            default=None,
+            help="Tokens a batch at most (sarathi: 512; vllm_v1: 2048; sglang, trtllm: 8192; vllm_v0, orca: the max "
+            "model length).",
+        ),
+        click.option(
+            "--block-size",
+            type=click.IntRange(1, 2**31 - 1),
+            default=16,
+            show_default=True,
+            help="KV-cache block size in tokens.",
+        ),
+        click.option(
+            "--max-model-len",
+            type=click.IntRange(2, 2**31 - 1),
+            default=None,
+            help="Prompt + output at most [default: the model's context, <= 16384].",
+        ),
+        click.option(
+            "--memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True
+        ),
+        click.option(
+            "--num-kv-blocks",
+            type=click.IntRange(1, 2**31 - 1),
+            default=None,
+            help="Fix the KV blocks of a replica instead of deriving them from memory (vLLM's "
+            "--num-gpu-blocks-override).",
+        ),
         ROUTER,
-        click.option("--prefix-caching/--no-prefix-caching", default=False, show_default=True,
-                     help="vllm_v1, sglang (its radix cache) and trtllm (KV block reuse) only."),
-        click.option("--engine", type=click.Choice(ENGINES), default=default_engine, show_default=True,
-                     help="Whose step latencies: vllm, sglang, trtllm (NVIDIA's kernel database) or capsim's own `reference` engine."),
-        click.option("--pipeline-scheduling", type=click.Choice(PIPELINE_SCHEDULING), default="one_scheduler", show_default=True,
-                     help="With --pp > 1: one scheduler over all micro-batches (Sarathi-Serve, Vidur) or vLLM's virtual engines."),
+        click.option(
+            "--prefix-caching/--no-prefix-caching",
+            default=False,
+            show_default=True,
+            help="vllm_v1, sglang (its radix cache) and trtllm (KV block reuse) only.",
+        ),
+        click.option(
+            "--engine",
+            type=click.Choice(ENGINES),
+            default=default_engine,
+            show_default=True,
+            help="Whose step latencies: vllm, sglang, trtllm (NVIDIA's kernel database) or capsim's own `reference` "
+            "engine.",
+        ),
+        click.option(
+            "--pipeline-scheduling",
+            type=click.Choice(PIPELINE_SCHEDULING),
+            default="one_scheduler",
+            show_default=True,
+            help="With --pp > 1: one scheduler over all micro-batches (Sarathi-Serve, Vidur) "
+            "or vLLM's virtual engines.",
+        ),
         HOST_TIME,
-        click.option("--async-scheduling/--no-async-scheduling", default=False, show_default=True,
-                     help="vLLM's asynchronous scheduling: host time per step overlaps the kernels (--engine vllm)."),
-        click.option("--quant", "--quantization", "quant", type=click.Choice(QUANTS), default="auto", show_default=True,
-                     help="Weights: the model's own (auto), bf16, or fp8 (Hopper and Blackwell; kernel database or roofline)."),
-        click.option("--kv-cache-dtype", type=click.Choice(QUANTS), default="auto", show_default=True,
-                     help="KV cache: auto (16-bit, as vLLM's auto for an FP8 checkpoint without KV scales), bf16 or fp8."),
-        click.option("--profile", "profile_path", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="Latency profile file [default: the engine's measured profile, else its kernel-database profile, "
-                          "else a calibrated analytic estimate]."),
+        click.option(
+            "--async-scheduling/--no-async-scheduling",
+            default=False,
+            show_default=True,
+            help="vLLM's asynchronous scheduling: host time per step overlaps the kernels (--engine vllm).",
+        ),
+        click.option(
+            "--quant",
+            "--quantization",
+            "quant",
+            type=click.Choice(QUANTS),
+            default="auto",
+            show_default=True,
+            help="Weights: the model's own (auto), bf16, or fp8 (Hopper and Blackwell; kernel database or roofline).",
+        ),
+        click.option(
+            "--kv-cache-dtype",
+            type=click.Choice(QUANTS),
+            default="auto",
+            show_default=True,
+            help="KV cache: auto (16-bit, as vLLM's auto for an FP8 checkpoint without KV scales), bf16 or fp8.",
+        ),
+        click.option(
+            "--profile",
+            "profile_path",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="Latency profile file [default: the engine's measured profile, else its kernel-database profile, "
+            "else a calibrated analytic estimate].",
+        ),
     ]
 
     @functools.wraps(command)
-    def wrapper(*args, model, hardware, tp, pp, replicas, scheduler, max_batch_size, token_budget, block_size,
-                max_model_len, memory_utilization, num_kv_blocks, router, prefix_caching, pipeline_scheduling, engine, host_time,
-                async_scheduling, quant, kv_cache_dtype, profile_path, **kwargs):
+    def wrapper(
+        *args,
+        model,
+        hardware,
+        tp,
+        pp,
+        replicas,
+        scheduler,
+        max_batch_size,
+        token_budget,
+        block_size,
+        max_model_len,
+        memory_utilization,
+        num_kv_blocks,
+        router,
+        prefix_caching,
+        pipeline_scheduling,
+        engine,
+        host_time,
+        async_scheduling,
+        quant,
+        kv_cache_dtype,
+        profile_path,
+        **kwargs,
+    ):
         if pp == 1 and not kwargs.get("config_paths") and option_given("pipeline_scheduling"):
-            raise click.UsageError("--pipeline-scheduling applies with --pp > 1 (several micro-batches in flight): drop it, or set --pp")
+            raise click.UsageError(
+                "--pipeline-scheduling applies with --pp > 1 (several micro-batches in flight): drop it, or set --pp"
+            )
         scheduler = scheduler or ENGINE_SCHEDULERS.get(engine, "sarathi")
-        system = SystemSpec(model=model, hardware=hardware, tp=tp, pp=pp, replicas=replicas, scheduler=scheduler,
-                            max_batch_size=max_batch_size, token_budget=token_budget, block_size=block_size,
-                            max_model_len=max_model_len, memory_utilization=memory_utilization, num_kv_blocks=num_kv_blocks, router=router,
-                            prefix_caching=prefix_caching, pipeline_scheduling=pipeline_scheduling, engine=engine,
-                            profile=profile_path, host_time=host_time == "on", async_scheduling=async_scheduling,
-                            quant=quant, kv_cache_dtype=kv_cache_dtype)
+        system = SystemSpec(
+            model=model,
+            hardware=hardware,
+            tp=tp,
+            pp=pp,
+            replicas=replicas,
+            scheduler=scheduler,
+            max_batch_size=max_batch_size,
+            token_budget=token_budget,
+            block_size=block_size,
+            max_model_len=max_model_len,
+            memory_utilization=memory_utilization,
+            num_kv_blocks=num_kv_blocks,
+            router=router,
+            prefix_caching=prefix_caching,
+            pipeline_scheduling=pipeline_scheduling,
+            engine=engine,
+            profile=profile_path,
+            host_time=host_time == "on",
+            async_scheduling=async_scheduling,
+            quant=quant,
+            kv_cache_dtype=kv_cache_dtype,
+        )
         if disaggregated:
             disagg, pools = kwargs.pop("disagg"), {flag: kwargs.pop(flag) for flag in DISAGG_FLAGS}
             if disagg is not None:
                 system = disagg_system(system, disagg, pools, kwargs.get("config_paths"))
             elif given := [f"--{flag.replace('_', '-')}" for flag in DISAGG_FLAGS if option_given(flag)]:
-                raise click.UsageError(f"{', '.join(given)} set a pool of a disaggregated deployment: add --disagg xPyD, or drop them")
+                raise click.UsageError(
+                    f"{', '.join(given)} set a pool of a disaggregated deployment: add --disagg xPyD, or drop them"
+                )
         return command(*args, system=system, **kwargs)
 
     if disaggregated:
@@ -132,5 +315,3 @@ def system_options(command=None, *, default_engine: str = "vllm", disaggregated:
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
-
-

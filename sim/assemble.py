@@ -1,0 +1,110 @@
+"""A simulated run's RunResult, assembled from the replay's books: the requests' table, and the batch
+table from the batch log and the decode stretches (built on first use). The reference engine's batch log
+becomes a table the same way (batch_table)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from capsim.profiles.batch import FEATURES
+from capsim.sim.decode_stretch import stretch_features, stretch_rows
+from capsim.sim.request import UNFINISHED
+from capsim.sim.result import BATCH_COLUMNS, RunResult, requests_table, to_microseconds
+
+
+def build_result(
+    system,
+    workload,
+    requests,
+    engines,
+    log,
+    latency_model,
+    now,
+    time_limit_s,
+    stopped_early=None,
+    stretches: list | None = None,
+) -> RunResult:
+    """Turn the simulation's requests and batch log (rows of BATCH_COLUMNS, and the decode stretches
+    applied: decode_stretch.stretch_rows) into a RunResult. The batch table is built on first use."""
+    by_key = {(e.replica, e.index): e for e in engines}
+    end_times = {key: np.frombuffer(e.scheduler.decode_end_times) for key, e in by_key.items()}
+    for r in requests:  # close the decode spans of requests still decoding at the time limit
+        if r.entry_iteration >= 0:
+            by_key[(r.replica, r.engine)].scheduler.leave_decode(r)
+    counts = np.array([len(r.extra_tokens) + sum(b - a + 1 for a, b, _ in r.spans) for r in requests], dtype=np.int64)
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    values = np.empty(int(offsets[-1]))
+    for i, r in enumerate(requests):
+        if not counts[i]:
+            continue
+        start, stop = offsets[i], offsets[i + 1]
+        if not r.preemptions:  # the first token, then one decode span: already in order
+            values[start] = r.extra_tokens[0]
+            if r.spans:
+                a, b, engine = r.spans[0]
+                values[start + 1 : stop] = end_times[(r.replica, engine)][a : b + 1]
+        else:  # spans may lie on several engines (a re-admitted request can change micro-batch slot)
+            spans = (end_times[(r.replica, engine)][a : b + 1] for a, b, engine in r.spans)
+            values[start:stop] = np.sort(np.concatenate([r.extra_tokens, *spans]))
+    generated = [r.generated for r in requests]
+    status = [r.status for r in requests]
+    whole = to_microseconds
+    cut = f"stopped early: {stopped_early}" if stopped_early else "time limit"
+    reason = [
+        cut if s == UNFINISHED else ("longer than the model or KV cache can hold" if s == "rejected" else "")
+        for s in status
+    ]
+    table = requests_table(
+        [r.id for r in requests],
+        [r.replica for r in requests],
+        whole([r.arrival_s for r in requests]),
+        whole([r.scheduled_s for r in requests]),
+        whole([r.first_token_s for r in requests]),
+        whole([r.finish_s for r in requests]),
+        status,
+        reason,
+        [r.prompt_tokens for r in requests],
+        [r.output_tokens for r in requests],
+        generated,
+        [r.preemptions for r in requests],
+        whole(values),
+        offsets,
+    )
+    features, weights = log[:, 4 : 4 + len(FEATURES)], None
+    if stretches:  # each stretch stands for its iterations: two rows, those within the profile and those beyond
+        extra, extra_weights = stretch_features(stretches, latency_model.predictor.coverage)
+        features = np.concatenate((features, extra))
+        weights = np.concatenate((np.ones(len(log), dtype=np.int64), extra_weights))
+    info = {
+        "kind": "simulated",
+        "system": system.to_dict(),
+        "workload": workload.info,
+        "qps": workload.info.get("qps"),
+        "latency_source": latency_model.source,
+        "latency_source_words": latency_model.source_words,
+        "latency_profile": {k: latency_model.profile[k] for k in ("model", "hardware", "tp", "pp", "engine", "source")},
+        "kv_blocks_per_engine": engines[0].scheduler.config.num_blocks,
+        "simulated_until_s": now,
+        "time_limit_s": time_limit_s,
+        "stopped_early": stopped_early,
+        "extrapolation": latency_model.extrapolation(features, weights) if len(features) else None,
+    }
+    return RunResult(table, lambda: batch_table(log, stretches), info)
+
+
+def batch_table(log: np.ndarray, stretches: list | None = None) -> pa.Table:
+    """The batches, one row each, by start (then replica and engine), not in the order they were logged."""
+    # Column by column: the stretches' rows come column-major, and a column of a row-major table
+    # is read once, not once a gather.
+    extra = stretch_rows(stretches) if stretches else None
+    columns = [
+        log[:, i] if extra is None else np.concatenate((log[:, i], extra[:, i])) for i in range(len(BATCH_COLUMNS))
+    ]
+    order = np.lexsort((columns[1], columns[0], columns[2]))
+    return pa.table(
+        {
+            name: pa.array(column[order] if name.endswith("_s") else column[order].astype(np.int64))
+            for name, column in zip(BATCH_COLUMNS, columns)
+        }
+    )
