@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from concurrent.futures import as_completed
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,25 +135,19 @@ def run_jobs(
     """Every job's capacities, in job order; `on_done(job)` is called as each job finishes."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    results: dict[int, list[Capacity]] = {}
     remove_leftovers(claim(Path(cache_dir) if cache_dir else default_cache_dir()), old_format=False)
-    if executor == "serial" or (executor == "process" and len(jobs) <= 1):
-        for i, job in enumerate(jobs):
-            results[i] = run_job(job, cache_dir)
-            on_done and on_done(job)
-    elif executor == "process":
-        pool = worker_pool(min(workers or os.cpu_count() or 1, len(jobs)))
-        try:
-            futures = {pool.submit(run_job, job, cache_dir): i for i, job in enumerate(jobs)}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                on_done and on_done(jobs[futures[future]])
-        except BaseException:  # Ctrl-C, SIGTERM, a failed job: stop the others now, not after their trials
-            TrialCache(cache_dir).forget_writes_of(kill_pool(pool))
-            raise
-        pool.shutdown()
-    else:
-        results = _run_on_ray(jobs, ray_address, cache_dir, on_done)
+    results: dict[int, list[Capacity]] = {}
+
+    def done(index: int, capacities: list[Capacity]) -> None:
+        results[index] = capacities
+        on_done and on_done(jobs[index])
+
+    window = min(workers or os.cpu_count() or 1, len(jobs)) if executor == "process" else workers
+    runner = JobRunner(executor, window, cache_dir, ray_address)
+    try:
+        runner.run(list(range(len(jobs))), jobs, done)
+    finally:
+        runner.close()
     return [c for i in range(len(jobs)) for c in results[i]]
 
 
@@ -174,25 +168,82 @@ def check_reachable(address: str | None, timeout_s: float = RAY_CONNECT_TIMEOUT_
         ) from None
 
 
-def _run_on_ray(jobs, address, cache_dir, on_done) -> dict[int, list[Capacity]]:
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("the ray executor needs Ray: pip install 'capsim[ray]'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        check_reachable(address)
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    try:
-        remote_job = ray.remote(run_job)
-        pending = {remote_job.remote(job, cache_dir): i for i, job in enumerate(jobs)}
-        results = {}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            index = pending.pop(done[0])
-            results[index] = ray.get(done[0])
-            on_done and on_done(jobs[index])
-        return results
-    finally:
-        if started_here:
-            ray.shutdown()
+class JobRunner:
+    """The one place searches run: in order, a window of them in flight (a local process pool, Ray,
+    or this process). `hopeless(key)` is asked as each one's turn comes: from the first it is true
+    for, none is started (the planner's bound). The pool or Ray connection lives until close()."""
+
+    def __init__(self, executor: str, workers: int | None, cache_dir: str | None, ray_address: str | None = None):
+        self.executor, self.cache_dir, self.ray_address = executor, cache_dir, ray_address
+        self.requested = workers
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.pool = None
+        self.ray = None
+
+    def run(self, ordered: list, jobs, on_done, hopeless=lambda key: False) -> None:
+        """`jobs[key]` for each key of `ordered`; `on_done(key, capacities)` as each finishes."""
+        if self.executor == "serial" or (self.executor == "process" and self.workers == 1):
+            for candidate in ordered:
+                if hopeless(candidate):
+                    break
+                on_done(candidate, run_job(jobs[candidate], self.cache_dir))
+            return
+        submit, wait_one = self._ray() if self.executor == "ray" else self._pool()
+        queue, running = list(ordered), {}
+        try:
+            while queue or running:
+                while queue and len(running) < self.workers:
+                    candidate = queue.pop(0)
+                    if hopeless(candidate):
+                        queue.clear()
+                        break
+                    running[submit(jobs[candidate])] = candidate
+                if not running:
+                    break
+                handle, capacities = wait_one(running)
+                on_done(running.pop(handle), capacities)
+        except BaseException:
+            self.close(failed=True)
+            raise
+
+    def _pool(self):
+        if self.pool is None:
+            self.pool = worker_pool(self.workers)
+
+        def wait_one(running):
+            future = next(iter(wait(running, return_when=FIRST_COMPLETED)[0]))
+            return future, future.result()
+
+        return (lambda job: self.pool.submit(run_job, job, self.cache_dir)), wait_one
+
+    def _ray(self):
+        if self.ray is None:
+            try:
+                import ray
+            except ImportError:
+                raise ConfigError("the ray executor needs Ray: pip install 'capsim[ray]'") from None
+            self.started_ray = not ray.is_initialized()
+            if self.started_ray:
+                check_reachable(self.ray_address)
+                ray.init(
+                    address=self.ray_address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True
+                )
+            self.ray, self.remote_job = ray, ray.remote(run_job)
+            self.workers = self.requested or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+        def wait_one(running):
+            done, _ = self.ray.wait(list(running), num_returns=1)
+            return done[0], self.ray.get(done[0])
+
+        return (lambda job: self.remote_job.remote(job, self.cache_dir)), wait_one
+
+    def close(self, failed: bool = False) -> None:
+        if self.pool is not None:
+            if failed:  # Ctrl-C, SIGTERM, a failed search: stop the others now
+                TrialCache(self.cache_dir).forget_writes_of(kill_pool(self.pool))
+            else:
+                self.pool.shutdown()
+            self.pool = None
+        if self.ray is not None and self.started_ray:
+            self.ray.shutdown()
+        self.ray = None

@@ -357,8 +357,8 @@ def disagg_splits(
     base, kinds, engines, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address, status
 ):
     """The xPyD splits of `gpus` GPUs of each kind and engine, searched (plan/disagg.py)."""
+    from capsim.capsearch.capacity.jobs import JobRunner
     from capsim.capsearch.plan.disagg import search_splits, splits
-    from capsim.capsearch.plan.planner import Runner
 
     tps = _counts(given["tp"], "tp") if given["tp"] else DEFAULT_TPS
     chunk = max(budgets.get("sarathi") or DEFAULT_BUDGETS["sarathi"])
@@ -387,7 +387,7 @@ def disagg_splits(
         searched[0] += 1
         status.update(f"planning splits: {searched[0]} searches, last {split.words}")
 
-    runner = Runner(executor, workers, cache_dir, ray_address)
+    runner = JobRunner(executor, workers, cache_dir, ray_address)
     try:
         search_splits(pool, spec, slo, {}, runner, progress)
     finally:

@@ -23,16 +23,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from capsim.capsearch.capacity.jobs import SearchJob, check_reachable, run_job
-from capsim.capsearch.capacity.workers import kill_pool, worker_pool
+from capsim.capsearch.capacity.jobs import JobRunner, SearchJob
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiments.conventions import MAX_REPLICAS
 from capsim.profiles.errors import ProfileError
@@ -376,7 +373,7 @@ def plan(
         candidate: search_job(candidate.system, workload, slo, options | {"start_qps": start_near(candidate)})
         for candidate in live
     }
-    runner = Runner(executor, workers, cache_dir, ray_address)
+    runner = JobRunner(executor, workers, cache_dir, ray_address)
     try:
         runner.run(live, jobs, finished, lambda c: best_possible(goal, c) >= threshold())
         for candidate in live:
@@ -397,90 +394,8 @@ def _cut(candidate: Candidate, why: str) -> Candidate:
     return candidate
 
 
-class Runner:
-    """Runs capacity searches in order, a window of them in flight (a local process pool, Ray,
-    or this process); a candidate whose bound cannot beat what is found by the time its turn
-    comes is never searched. The pool or Ray connection lives until close()."""
-
-    def __init__(self, executor: str, workers: int | None, cache_dir: str | None, ray_address: str | None = None):
-        self.executor, self.cache_dir, self.ray_address = executor, cache_dir, ray_address
-        self.requested = workers
-        self.workers = max(1, workers or os.cpu_count() or 1)
-        self.pool = None
-        self.ray = None
-
-    def run(self, ordered: list[Candidate], jobs: dict, on_done, hopeless) -> None:
-        if self.executor == "serial" or (self.executor == "process" and self.workers == 1):
-            for candidate in ordered:
-                if hopeless(candidate):
-                    break
-                on_done(candidate, run_job(jobs[candidate], self.cache_dir))
-            return
-        submit, wait_one = self._ray() if self.executor == "ray" else self._pool()
-        queue, running = list(ordered), {}
-        try:
-            while queue or running:
-                while queue and len(running) < self.workers:
-                    candidate = queue.pop(0)
-                    if hopeless(candidate):
-                        queue.clear()
-                        break
-                    running[submit(jobs[candidate])] = candidate
-                if not running:
-                    break
-                handle, capacities = wait_one(running)
-                on_done(running.pop(handle), capacities)
-        except BaseException:
-            self.close(failed=True)
-            raise
-
-    def _pool(self):
-        if self.pool is None:
-            self.pool = worker_pool(self.workers)
-
-        def wait_one(running):
-            future = next(iter(wait(running, return_when=FIRST_COMPLETED)[0]))
-            return future, future.result()
-
-        return (lambda job: self.pool.submit(run_job, job, self.cache_dir)), wait_one
-
-    def _ray(self):
-        if self.ray is None:
-            try:
-                import ray
-            except ImportError:
-                raise ConfigError("the ray executor needs Ray: pip install 'capsim[ray]'") from None
-            self.started_ray = not ray.is_initialized()
-            if self.started_ray:
-                check_reachable(self.ray_address)
-                ray.init(
-                    address=self.ray_address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True
-                )
-            self.ray, self.remote_job = ray, ray.remote(run_job)
-            self.workers = self.requested or max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-        def wait_one(running):
-            done, _ = self.ray.wait(list(running), num_returns=1)
-            return done[0], self.ray.get(done[0])
-
-        return (lambda job: self.remote_job.remote(job, self.cache_dir)), wait_one
-
-    def close(self, failed: bool = False) -> None:
-        if self.pool is not None:
-            if failed:  # Ctrl-C, SIGTERM, a failed search: stop the others now
-                from capsim.capsearch.capacity.trials import TrialCache
-
-                TrialCache(self.cache_dir).forget_writes_of(kill_pool(self.pool))
-            else:
-                self.pool.shutdown()
-            self.pool = None
-        if self.ray is not None and self.started_ray:
-            self.ray.shutdown()
-        self.ray = None
-
-
 def check_deployments(
-    goal: Goal, best: list[Candidate], workload: WorkloadSpec, slo, options: dict, runner: Runner, progress
+    goal: Goal, best: list[Candidate], workload: WorkloadSpec, slo, options: dict, runner: JobRunner, progress
 ) -> None:
     """The capacity of each of the best as a whole deployment (R replicas behind the router), as
     `capsim search --replicas R` finds it. For a target, R moves to the fewest replicas that meet
