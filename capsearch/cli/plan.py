@@ -16,7 +16,7 @@ from rich.table import Table
 from capsim.capsearch.cli.options.run import output_options, parallel_options
 from capsim.capsearch.cli.options.slo import slo_options
 from capsim.capsearch.cli.options.system import HOST_TIME, ROUTER
-from capsim.capsearch.cli.options.workload import option_given, workload_options
+from capsim.capsearch.cli.options.workload import TRACE, option_given, workload_options
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiments.conventions import MAX_BUDGET, MAX_REPLICAS, MAX_TARGET_QPS
 from capsim.capsearch.experiments.slo_flags import flag_convention, slos_from_flags
@@ -111,7 +111,7 @@ def plan_slo(slo_flags: dict):
     show_default=True,
     help="Catalog model, Hugging Face id, or YAML / config.json path.",
 )
-@click.option("--trace", default="chat", show_default=True, help="Built-in trace name or trace file.")
+@TRACE
 @click.option(
     "--target-qps",
     type=click.FloatRange(min=0, min_open=True, max=MAX_TARGET_QPS),

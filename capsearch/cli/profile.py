@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from capsim.capsearch.cli.options.engine import DTYPE, device, endpoint
 from capsim.capsearch.cli.options.run import API_KEY, output_options
 from capsim.capsearch.report.results_dir import ResultSet, new_file, results_dir, write_json
 from capsim.profiles.compare import compare_profiles, split_words
@@ -68,7 +69,7 @@ ENDPOINT_ONLY = {"prompt_lengths", "decode_batches", "decode_contexts", "token_b
     show_default=True,
     help="--source kernel-db: pipeline stages (one stage's latency).",
 )
-@click.option("--device", default="cuda", show_default=True, help="Where to run: cuda, cuda:N or cpu.")
+@device("cuda")
 @click.option(
     "--grid",
     type=click.Choice(list(GRIDS)),
@@ -76,12 +77,7 @@ ENDPOINT_ONLY = {"prompt_lengths", "decode_batches", "decode_contexts", "token_b
     show_default=True,
     help="Batches to measure; `quick` is a few dozen small ones for CPU tests.",
 )
-@click.option(
-    "--dtype",
-    type=click.Choice(["bfloat16", "float16", "float32"]),
-    default=None,
-    help="Run in this dtype instead of the model's (float32 is faster on CPUs).",
-)
+@DTYPE
 @click.option(
     "--warmup",
     type=click.IntRange(0, 2**31 - 1),
@@ -104,7 +100,7 @@ ENDPOINT_ONLY = {"prompt_lengths", "decode_batches", "decode_contexts", "token_b
     help="Profile file to write [default: MODEL_DEVICE_tp1.parquet]; an existing one is refused without --overwrite.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the -o profile if it exists.")
-@click.option("--endpoint", default=None, help="Profile this running engine (OpenAI API) as a black box instead.")
+@endpoint("profile this running engine as a black box instead")
 @API_KEY
 @click.option(
     "--hardware",

@@ -18,9 +18,10 @@ from rich.table import Table
 from capsim.capsearch.capacity.jobs import SearchJob, run_jobs
 from capsim.capsearch.capacity.trials import TrialLimits
 from capsim.capsearch.cli.options.run import output_options, parallel_options, time_limit
+from capsim.capsearch.cli.options.search import EARLY_STOP, START_QPS
 from capsim.capsearch.cli.options.slo import slo_options
 from capsim.capsearch.cli.options.system import option_given, system_options
-from capsim.capsearch.cli.options.workload import workload_options
+from capsim.capsearch.cli.options.workload import TRACE, workload_options
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiments.config import load_config
 from capsim.capsearch.experiments.conventions import MAX_TRIALS, WORDS
@@ -106,16 +107,8 @@ def search_options(command):
             f"--pp, --replicas, --scheduler, --max-batch-size, --chunk-size, --trace: {' + '.join(DEFAULT_CONFIGS)}; "
             "the other options then apply to it as to any config.",
         ),
-        click.option(
-            "--trace", default="chat", show_default=True, help="One-system search: built-in trace or trace file."
-        ),
-        click.option(
-            "--start-qps",
-            type=float,
-            default=1.0,
-            show_default=True,
-            help="The first QPS tried [a config: its start_qps]; given with a config, it replaces them.",
-        ),
+        TRACE,
+        START_QPS,
         click.option(
             "--granularity",
             type=float,
@@ -149,9 +142,7 @@ def search_options(command):
             help="Etalon's prefill-profile folder: in simulation the first-token deadline starts after the simulated "
             "system's own predicted prefill time instead, and the output says so.",
         ),
-        click.option(
-            "--early-stop/--no-early-stop", default=True, show_default=True, help="Cut trials that can no longer pass."
-        ),
+        EARLY_STOP,
         parallel_options,
     ]
 

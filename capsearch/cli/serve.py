@@ -7,26 +7,18 @@ import os
 import click
 from click.core import ParameterSource
 
+from capsim.capsearch.cli.options.engine import DTYPE, HOST, device, port
 from capsim.capsearch.cli.options.system import system_options
 from capsim.real.reference import engine_system
 from capsim.real.reference import serve as serve_engine
 
-DTYPES = ("bfloat16", "float16", "float32")
-
 
 @click.command()
 @system_options(default_engine="reference")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option(
-    "--dtype",
-    type=click.Choice(DTYPES),
-    default=None,
-    help="Compute dtype [default: the model's]; use the one its profile was measured in.",
-)
-@click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 serves other machines too."
-)
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@device("cpu")
+@DTYPE
+@HOST
+@port(lowest=0)
 @click.option("--api-key", default=None, help="Require this bearer token [default: $CAPSIM_API_KEY, else none].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
 @click.option(

@@ -12,7 +12,7 @@ from rich.console import Console
 from capsim.capsearch.cli.options.load import load_options
 from capsim.capsearch.cli.options.run import output_options, time_limit
 from capsim.capsearch.cli.options.system import system_options
-from capsim.capsearch.cli.options.workload import workload_options
+from capsim.capsearch.cli.options.workload import TRACE, workload_options
 from capsim.capsearch.load.sweep import Load, LoadRun
 from capsim.capsearch.load.vllm_results import now_stamp
 from capsim.capsearch.report.load import (
@@ -34,12 +34,7 @@ console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes
 
 @click.command()
 @system_options(disaggregated=True)
-@click.option(
-    "--trace",
-    default="chat",
-    show_default=True,
-    help="Built-in trace name, trace file, or `random` (--random-input-len).",
-)
+@TRACE
 @load_options
 @workload_options
 @time_limit("s", "Simulated time the run may take; requests still running then are unfinished")

@@ -10,6 +10,12 @@ from click.core import ParameterSource
 from capsim.traces import FORMATS, PROCESSES, WorkloadSpec
 from capsim.traces.spec import MAX_REQUESTS, RANDOM
 
+TRACE = click.option(
+    "--trace",
+    default="chat",
+    show_default=True,
+    help="Built-in trace name, trace file, or `random` (lengths from --random-input-len and --random-output-len).",
+)
 TRACE_FORMAT = click.option(
     "--format",
     "format_",
