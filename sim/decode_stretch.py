@@ -245,24 +245,25 @@ def stretch_rows(stretches: list[StretchRun]) -> np.ndarray:
     column = {name: index for index, name in enumerate(BATCH_COLUMNS)}
     if not stretches:
         return np.empty((0, len(BATCH_COLUMNS)))
-    counts = np.fromiter((len(s.ends) for s in stretches), dtype=np.int64, count=len(stretches))
+    runs = StretchRun._make(zip(*stretches))  # each field, of every stretch
+    counts = np.fromiter(map(len, runs.ends), dtype=np.int64, count=len(stretches))
     firsts = np.cumsum(counts) - counts
     which = np.repeat(np.arange(len(counts)), counts)
     within = np.arange(int(counts.sum())) - firsts[which]
 
-    def each(field: str) -> np.ndarray:  # a field of every stretch, on each of its iterations' rows
-        return np.array([getattr(s, field) for s in stretches])[which]
+    def each(values) -> np.ndarray:  # a field of every stretch, on each of its iterations' rows
+        return np.asarray(values)[which]
 
     rows = np.zeros((len(which), len(BATCH_COLUMNS)), order="F")  # column-major: the table is built column by column
-    rows[:, column["replica"]], rows[:, column["engine"]] = each("replica"), each("engine")
-    ends = rows[:, column["end_s"]] = np.concatenate([s.ends for s in stretches])
+    rows[:, column["replica"]], rows[:, column["engine"]] = each(runs.replica), each(runs.engine)
+    ends = rows[:, column["end_s"]] = np.concatenate(runs.ends)
     starts = rows[:, column["start_s"]]
     starts[1:] = ends[:-1]
-    starts[firsts] = [s.start for s in stretches]
-    rows[:, column["tokens"]] = rows[:, column["decode_seqs"]] = each("tokens")
-    rows[:, column["decode_kv"]] = each("first_kv") + each("requests") * within
+    starts[firsts] = runs.start
+    rows[:, column["tokens"]] = rows[:, column["decode_seqs"]] = each(runs.tokens)
+    rows[:, column["decode_kv"]] = each(runs.first_kv) + each(runs.requests) * within
     # KV blocks each iteration took after its segment's first (Segment.each_appends, for all at once)
-    segments = [s.segment for s in stretches]
+    segments = runs.segment
     block_size = max((len(segment.phases) for segment in segments if segment.phases is not None), default=1)
     phases = np.array(
         [[0] * block_size if segment.phases is None else segment.phases for segment in segments], dtype=np.int64
@@ -275,8 +276,8 @@ def stretch_rows(stretches: list[StretchRun]) -> np.ndarray:
     taken[firsts] = 0
     running = np.cumsum(taken)
     used = rows[:, column["kv_blocks_used"]]
-    used[:] = each("used_after_first") + running - running[firsts][which]
-    last_used = np.array([s.used_after_last for s in stretches])
+    used[:] = each(runs.used_after_first) + running - running[firsts][which]
+    last_used = np.asarray(runs.used_after_last)
     finished = last_used >= 0  # a completing last iteration: blocks in use after its requests left
     used[(firsts + counts - 1)[finished]] = last_used[finished]
     return rows

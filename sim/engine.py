@@ -67,20 +67,22 @@ class Engine:
         )
         ends, pool, num_blocks = scheduler.decode_end_times, scheduler.pool, scheduler.config.num_blocks
         replica, index, shared = self.replica, self.index, len(self.siblings) > 1
+        now = env.now  # kept here as each wait ends (the clock's property costs more on this path)
         while True:
-            start = env._now
+            start = now
             batch = schedule(start)
             if batch is None:
                 self.idle = env.event()
                 yield self.idle
                 self.idle = None
+                now = env.now
                 continue
             if stretches is not None:
                 stretch = stretches.plan(scheduler, batch, start)
                 if stretch is not None:  # many decode-only iterations before the next event: one wait
-                    end = float(stretch.ends[-1])
-                    if not env.advance(end):
-                        yield env.timeout_at(end)
+                    now = float(stretch.ends[-1])
+                    if not env.advance(now):
+                        yield env.timeout_at(now)
                     stretches.apply(self, batch, stretch)
                     continue
             num_decodes = batch.num_decodes
@@ -88,14 +90,15 @@ class Engine:
             features = batch.features()
             seconds = batch_seconds(*features)
             if stages is None:
-                if not env.advance(start + seconds):
+                now = start + seconds  # as SimPy times a timeout: the clock plus its delay
+                if not env.advance(now):
                     yield env.timeout(seconds)
             else:
                 for stage in stages:
                     with stage.request() as turn:
                         yield turn
                         yield env.timeout(seconds)
-            now = env._now
+                now = env.now
             gap = now - ends[-1] if num_decodes and ends else None
             finished = complete(batch, now)
             log.extend((replica, index, start, now, *features, len(batch.preempted), num_blocks - pool.free_blocks))

@@ -120,3 +120,12 @@ def test_ruff_finds_nothing():
     for command in (["check", "."], ["format", "--check", "."]):
         done = subprocess.run([sys.executable, "-m", "ruff", *command], cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, f"ruff {' '.join(command)}:\n{done.stdout}{done.stderr}"
+
+
+def test_every_module_imports():
+    """A name moved or renamed fails here, not in the one command that imports it lazily."""
+    import importlib
+
+    scripts = {"capsim.capsearch.cli.__main__", "capsim.real.vllm_cpu_main"}  # they run on import
+    for module in sorted(set(modules()) - scripts):
+        importlib.import_module(module)

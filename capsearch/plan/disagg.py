@@ -19,10 +19,10 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from capsim.capsearch.capacity.jobs import JobRunner
 from capsim.capsearch.plan.planner import (
     BOUND_SLACK,
     RUNNERS_UP,
-    Runner,
     search_job,
     token_rates,
     trial_bound,
@@ -113,7 +113,7 @@ def prepare(split: Split, workload: WorkloadSpec, slo) -> None:
 
 
 def search_splits(
-    pool: list[Split], workload: WorkloadSpec, slo, options: dict, runner: Runner, progress=None
+    pool: list[Split], workload: WorkloadSpec, slo, options: dict, runner: JobRunner, progress=None
 ) -> list[Split]:
     """Search the splits (branch and bound); the best gets status "best", the next "runner-up"."""
     live = []
