@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from capsim.capsearch.cli.options.run import output_options, parallel_options
 from capsim.capsearch.cli.options.slo import slo_options
@@ -32,6 +31,7 @@ from capsim.capsearch.plan.planner import (
     plan,
     read_prices,
 )
+from capsim.capsearch.report.plan import plan_table
 from capsim.capsearch.report.results_dir import ResultSet, results_dir, write_csv, write_json
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
@@ -471,35 +471,7 @@ def print_plan(pool: list[Candidate], goal: Goal) -> None:
     if not ranked:
         console.print("[red]no candidate meets the SLO at this goal[/]: see plan.csv for each one's capacity and why")
         return
-    table = Table(title=goal.words())
-    for column in (
-        "",
-        "deployment",
-        "replicas",
-        "GPUs",
-        "$/h",
-        "capacity QPS",
-        "$/M output tokens",
-        "fails first above it",
-        "latencies",
-    ):
-        table.add_column(
-            column,
-            justify="right" if column in ("replicas", "GPUs", "$/h", "capacity QPS", "$/M output tokens") else "left",
-        )
-    for c in ranked:
-        served = goal.value if goal.kind == "target_qps" else c.capacity
-        table.add_row(
-            "*" if c.status == "recommended" else "",
-            c.label(),
-            str(c.replicas),
-            str(c.gpus),
-            f"{c.cost_per_hour:.2f}",
-            f"{c.capacity:.3g}" + ("" if c.converged else " (not converged)"),
-            f"{c.usd_per_million_output_tokens(served):.3f}",
-            c.binding_clause,
-            c.latency_source,
-        )
+    table = plan_table(ranked, goal)
     console.print(table)
     best = ranked[0]
     if best.system.engine == "vllm" and POLICIES[best.system.scheduler].served_by_vllm:

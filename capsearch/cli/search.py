@@ -28,7 +28,7 @@ from capsim.capsearch.experiments.conventions import MAX_TRIALS, WORDS
 from capsim.capsearch.experiments.schema import workload_words
 from capsim.capsearch.experiments.slo_flags import SLO_FLAGS, defaults_words, flag_convention, slos_and_defaults
 from capsim.capsearch.report.capacity import (
-    capacity_rows,
+    capacity_table,
     parallel_words,
     plot_capacity_bars,
     plot_sensitivity,
@@ -420,39 +420,7 @@ def print_plan(plan: Plan) -> None:
 
 
 def print_capacities(capacities: list) -> None:
-    table = Table(title="capacity: the highest QPS that meets the SLO", box=box.SIMPLE_HEAD)
-    for column in (
-        "model",
-        "GPU",
-        "TP/PP",
-        "scheduler",
-        "trace",
-        "SLO",
-        "QPS",
-        "bracket",
-        "search",
-        "failed at the QPS above",
-        "TBT P99.9/max ms",
-        "trials",
-    ):
-        table.add_column(column, justify="right" if column in ("QPS", "trials", "TBT P99.9/max ms") else "left")
-    for r in capacity_rows(capacities):
-        qps = f"{r['capacity_qps']:.3g}" if r["capacity_qps"] is not None else "none"
-        tail = f"{r['tbt_p99.9_s'] * 1e3:.0f}/{r['tbt_max_s'] * 1e3:.0f}" if r.get("tbt_max_s") is not None else ""
-        table.add_row(
-            r["model"],
-            r["hardware"],
-            r["tp_pp"],
-            r["scheduler"],
-            r["trace"],
-            r["slo"],
-            qps,
-            r["bracket"],
-            r["outcome"],
-            r["failed_first"],
-            tail,
-            f"{r['trials']} ({r['cached_trials']} cached)",
-        )
+    table = capacity_table(capacities)
     console.print(table)
     for source in sorted({c.latency_source for c in capacities}):
         colour = "yellow" if source.startswith("analytic") else "dim"

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from rich import box
+from rich.table import Table
+
 from capsim.capsearch.capacity.search import Capacity
 from capsim.capsearch.capacity.slo import slo_from_dict
 from capsim.capsearch.report.figures import pyplot, save_figure
@@ -205,3 +208,41 @@ def plot_sensitivity(capacities: list[Capacity], parameter: str, path: Path) -> 
 
 def _short(slo: str) -> str:
     return slo.replace(", ", "\n")
+
+
+def capacity_table(capacities: list) -> Table:
+    """The capacity of each search, a row each, as `capsim search` prints it."""
+    table = Table(title="capacity: the highest QPS that meets the SLO", box=box.SIMPLE_HEAD)
+    for column in (
+        "model",
+        "GPU",
+        "TP/PP",
+        "scheduler",
+        "trace",
+        "SLO",
+        "QPS",
+        "bracket",
+        "search",
+        "failed at the QPS above",
+        "TBT P99.9/max ms",
+        "trials",
+    ):
+        table.add_column(column, justify="right" if column in ("QPS", "trials", "TBT P99.9/max ms") else "left")
+    for r in capacity_rows(capacities):
+        qps = f"{r['capacity_qps']:.3g}" if r["capacity_qps"] is not None else "none"
+        tail = f"{r['tbt_p99.9_s'] * 1e3:.0f}/{r['tbt_max_s'] * 1e3:.0f}" if r.get("tbt_max_s") is not None else ""
+        table.add_row(
+            r["model"],
+            r["hardware"],
+            r["tp_pp"],
+            r["scheduler"],
+            r["trace"],
+            r["slo"],
+            qps,
+            r["bracket"],
+            r["outcome"],
+            r["failed_first"],
+            tail,
+            f"{r['trials']} ({r['cached_trials']} cached)",
+        )
+    return table

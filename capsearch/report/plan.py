@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.table import Table
+
 from capsim.capsearch.report.figures import pyplot, save_figure
 
 
@@ -91,3 +93,37 @@ def plot_capacity(pool, path: Path, title: str, top: int = 30) -> Path:
     ax.grid(alpha=0.3, axis="x")
     fig.subplots_adjust(left=0.42, right=0.97, bottom=0.1, top=0.94)
     return save_figure(fig, path, plt)
+
+
+def plan_table(ranked: list, goal) -> Table:
+    """The recommended deployment and the runners-up, as `capsim plan` prints them."""
+    table = Table(title=goal.words())
+    for column in (
+        "",
+        "deployment",
+        "replicas",
+        "GPUs",
+        "$/h",
+        "capacity QPS",
+        "$/M output tokens",
+        "fails first above it",
+        "latencies",
+    ):
+        table.add_column(
+            column,
+            justify="right" if column in ("replicas", "GPUs", "$/h", "capacity QPS", "$/M output tokens") else "left",
+        )
+    for c in ranked:
+        served = goal.value if goal.kind == "target_qps" else c.capacity
+        table.add_row(
+            "*" if c.status == "recommended" else "",
+            c.label(),
+            str(c.replicas),
+            str(c.gpus),
+            f"{c.cost_per_hour:.2f}",
+            f"{c.capacity:.3g}" + ("" if c.converged else " (not converged)"),
+            f"{c.usd_per_million_output_tokens(served):.3f}",
+            c.binding_clause,
+            c.latency_source,
+        )
+    return table
