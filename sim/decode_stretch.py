@@ -22,7 +22,6 @@ all engines in time order).
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -35,6 +34,7 @@ from capsim.sim.early_stop import CHECK_WAIT_EVERY
 from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
 from capsim.sim.result import BATCH_COLUMNS
+from capsim.sim.scheduler import UpcomingCompletions
 
 MAX_ITERATIONS = 8192  # a stretch's iterations at most (bounds its arrays; a longer one continues in the next)
 MIN_ITERATIONS = 8  # shorter stretches go the per-iteration way: an iteration costs ~4 us, a stretch ~45 us
@@ -150,7 +150,7 @@ class DecodeStretches:
             and not scheduler.prefilling
             and run.slot is None
         )
-        upcoming = _Completions(scheduler, through)
+        upcoming = scheduler.upcoming_completions(through)
         if not through and upcoming.iteration(0) - scheduler.decode_iterations + 1 < MIN_ITERATIONS:
             return None
         while (
@@ -309,41 +309,7 @@ def stretch_features(stretches: list, coverage: np.ndarray) -> tuple[np.ndarray,
     return rows, np.concatenate((within, counts - within))
 
 
-class _Completions:
-    """The decode set's coming completions in order: (decode iteration, requests that finish in it).
-    Read off the finish heap; a copy of it where more than the first are needed."""
-
-    def __init__(self, scheduler, all_of_them: bool):
-        heap = scheduler.finish_heap
-        while heap and heap[0][3].entry_iteration != heap[0][2]:  # preempted since it was pushed: skipped anyway
-            heapq.heappop(heap)
-        self.heap = heap[:] if all_of_them else heap
-        self.groups: list[tuple[int, list]] = []
-
-    def iteration(self, index: int) -> int:
-        """The index-th completing decode iteration; a huge number where there is none."""
-        if index == 0 and not self.groups:
-            return self.heap[0][0] if self.heap else 1 << 62
-        group = self.group(index)
-        return group[0] if group else 1 << 62
-
-    def group(self, index: int) -> tuple[int, list] | None:
-        heap = self.heap
-        while len(self.groups) <= index:
-            while heap and heap[0][3].entry_iteration != heap[0][2]:
-                heapq.heappop(heap)
-            if not heap:
-                return None
-            last, requests = heap[0][0], []
-            while heap and heap[0][0] == last:
-                _, _, entry, request = heapq.heappop(heap)
-                if request.entry_iteration == entry:
-                    requests.append(request)
-            self.groups.append((last, requests))
-        return self.groups[index]
-
-
-def _layout(scheduler, batch, size: int, upcoming: _Completions, through: bool):
+def _layout(scheduler, batch, size: int, upcoming: UpcomingCompletions, through: bool):
     """Up to `size` decode iterations from the batch at hand on, cut into segments at the
     completions (only the first where the stretch must end at it): the segments, and each
     iteration's decode_kv."""

@@ -283,6 +283,10 @@ class Scheduler:
                 self.enter_decode(request)
         return finished
 
+    def upcoming_completions(self, all_of_them: bool) -> UpcomingCompletions:
+        """The coming completions of the decode set (the first only, unless `all_of_them`)."""
+        return UpcomingCompletions(self, all_of_them)
+
     def advance_decodes(
         self, requests: int, ends, first_blocks: int, later_blocks: int, completes: bool, last_kv: int, padding: int
     ) -> tuple[int, list[Request]]:
@@ -329,3 +333,38 @@ class Scheduler:
 
     def used_blocks(self) -> int:
         return self.config.num_blocks - self.free_blocks
+
+
+class UpcomingCompletions:
+    """The decode set's coming completions in order: (decode iteration, requests that finish in it),
+    for a decode stretch to plan by (Scheduler.upcoming_completions). Read off the finish heap,
+    stale entries dropped; a copy of it where more than the first are needed."""
+
+    def __init__(self, scheduler, all_of_them: bool):
+        heap = scheduler.finish_heap
+        while heap and heap[0][3].entry_iteration != heap[0][2]:  # preempted since it was pushed: skipped anyway
+            heapq.heappop(heap)
+        self.heap = heap[:] if all_of_them else heap
+        self.groups: list[tuple[int, list]] = []
+
+    def iteration(self, index: int) -> int:
+        """The index-th completing decode iteration; a huge number where there is none."""
+        if index == 0 and not self.groups:
+            return self.heap[0][0] if self.heap else 1 << 62
+        group = self.group(index)
+        return group[0] if group else 1 << 62
+
+    def group(self, index: int) -> tuple[int, list] | None:
+        heap = self.heap
+        while len(self.groups) <= index:
+            while heap and heap[0][3].entry_iteration != heap[0][2]:
+                heapq.heappop(heap)
+            if not heap:
+                return None
+            last, requests = heap[0][0], []
+            while heap and heap[0][0] == last:
+                _, _, entry, request = heapq.heappop(heap)
+                if request.entry_iteration == entry:
+                    requests.append(request)
+            self.groups.append((last, requests))
+        return self.groups[index]
