@@ -106,9 +106,9 @@ class DisaggSpec:
                 )
             if spec.prefix_caching:
                 raise SimulationError("prefix caching is not modelled in disaggregated pools: drop --prefix-caching")
-            if spec.scheduler == "faster_transformer":
+            if not POLICIES[spec.scheduler].serves_a_disaggregated_pool:
                 raise SimulationError(
-                    "faster_transformer batches whole requests and cannot split prefill from decode: "
+                    f"{spec.scheduler} batches whole requests and cannot split prefill from decode: "
                     "choose another scheduler for the pools"
                 )
         if self.prefill_router not in PREFILL_ROUTERS:

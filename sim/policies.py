@@ -190,6 +190,7 @@ class FasterTransformer(Scheduler):
     name = "faster_transformer"
     reserves_full_length = True
     decodes_go_on_after_completions = False  # finished requests pad the static batch
+    serves_a_disaggregated_pool = False  # whole requests a batch: prefill cannot leave for another pool
 
     def __init__(self, config: SchedulerConfig, pool: KVPool | None = None):
         super().__init__(config, pool)

@@ -91,6 +91,7 @@ class Scheduler:
     default_budget: int | None = None  # tokens a batch at most, unless set; None: the max model length (whole prompts)
     supports_prefix_caching = False  # shared prompt prefixes are cached and reused
     served_by_vllm = False  # vLLM runs this policy (capsim starts it with `vllm serve`, real.vllm)
+    serves_a_disaggregated_pool = True  # can run the prefill or the decode pool of an xPyD deployment
     # Decode-only iterations may run as one decode stretch (sim/decode_stretch.py): the policy's batch
     # between two events is the running decodes, each one token, with nothing else admitted.
     decode_stretches = True

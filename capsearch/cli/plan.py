@@ -277,7 +277,7 @@ def plan_command(
     budgets = (
         {
             s: tuple(_counts(given["chunk_size"], "chunk-size"))
-            if s not in ("vllm_v0", "orca", "faster_transformer")
+            if POLICIES[s].default_budget is not None  # a token budget, not whole prompts
             else (None,)
             for s in schedulers
         }
