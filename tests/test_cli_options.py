@@ -37,7 +37,7 @@ def test_a_time_limit_that_is_no_duration_is_refused(given):
 def test_every_command_refuses_a_bad_time_limit_with_exit_2(command, tmp_path):
     done = CliRunner().invoke(main, [*command, "--time-limit", "soon", "-o", str(tmp_path / "out")])
     assert done.exit_code == 2, done.output
-    assert "positive duration" in done.output and not (tmp_path / "out").exists()
+    assert "give e.g. 90s, 30m, 2h" in done.output and not (tmp_path / "out").exists()
 
 
 def test_each_shared_flag_reads_the_same_in_every_command():
