@@ -31,8 +31,8 @@ from capsim.capsearch.plan.planner import (
     plan,
     read_prices,
 )
-from capsim.capsearch.report.plan import plan_table
-from capsim.capsearch.report.results_dir import ResultSet, results_dir, write_csv, write_json
+from capsim.capsearch.report.plan import candidate_row, plan_table, write_rows
+from capsim.capsearch.report.results_dir import ResultSet, results_dir
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
 from capsim.profiles.store import ENGINES
@@ -400,65 +400,6 @@ def _gpu(name: str) -> str:
         return get_hardware(name).name
     except ProfileError as error:
         raise ConfigError(str(error)) from None
-
-
-CSV_COLUMNS = (
-    "status",
-    "hardware",
-    "tp",
-    "pp",
-    "engine",
-    "scheduler",
-    "chunk_size",
-    "max_batch_size",
-    "gpus_per_replica",
-    "usd_per_gpu_hour",
-    "upper_bound_qps",
-    "capacity_per_replica",
-    "replicas",
-    "gpus",
-    "usd_per_hour",
-    "capacity_qps",
-    "capacity_checked",
-    "usd_per_million_output_tokens",
-    "binding_clause",
-    "converged",
-    "latency_source",
-    "why",
-)
-
-
-def candidate_row(c: Candidate, goal: Goal) -> dict:
-    served = goal.value if goal.kind == "target_qps" else c.capacity
-    return {
-        "status": c.status,
-        "hardware": c.system.hardware,
-        "tp": c.system.tp,
-        "pp": c.system.pp,
-        "engine": c.system.engine,
-        "scheduler": c.system.scheduler,
-        "chunk_size": c.system.token_budget,
-        "max_batch_size": c.system.max_batch_size,
-        "gpus_per_replica": c.gpus_per_replica,
-        "usd_per_gpu_hour": c.price,
-        "upper_bound_qps": c.upper_bound_qps,
-        "capacity_per_replica": c.capacity_per_replica,
-        "replicas": c.replicas,
-        "gpus": c.gpus,
-        "usd_per_hour": c.cost_per_hour,
-        "capacity_qps": c.capacity,
-        "capacity_checked": c.capacity_checked,
-        "usd_per_million_output_tokens": c.usd_per_million_output_tokens(served),
-        "binding_clause": c.binding_clause,
-        "converged": c.converged,
-        "latency_source": c.latency_source,
-        "why": c.why,
-    }
-
-
-def write_rows(rows: list[dict], folder: Path, info: dict) -> None:
-    write_json(folder / "plan.json", {"info": info, "candidates": rows})
-    write_csv(folder / "plan.csv", rows, CSV_COLUMNS)
 
 
 def print_plan(pool: list[Candidate], goal: Goal) -> None:

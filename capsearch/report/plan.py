@@ -7,7 +7,9 @@ from pathlib import Path
 
 from rich.table import Table
 
+from capsim.capsearch.plan.planner import Candidate, Goal
 from capsim.capsearch.report.figures import pyplot, save_figure
+from capsim.capsearch.report.results_dir import write_csv, write_json
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -127,3 +129,62 @@ def plan_table(ranked: list, goal) -> Table:
             c.latency_source,
         )
     return table
+
+
+CSV_COLUMNS = (
+    "status",
+    "hardware",
+    "tp",
+    "pp",
+    "engine",
+    "scheduler",
+    "chunk_size",
+    "max_batch_size",
+    "gpus_per_replica",
+    "usd_per_gpu_hour",
+    "upper_bound_qps",
+    "capacity_per_replica",
+    "replicas",
+    "gpus",
+    "usd_per_hour",
+    "capacity_qps",
+    "capacity_checked",
+    "usd_per_million_output_tokens",
+    "binding_clause",
+    "converged",
+    "latency_source",
+    "why",
+)
+
+
+def candidate_row(c: Candidate, goal: Goal) -> dict:
+    served = goal.value if goal.kind == "target_qps" else c.capacity
+    return {
+        "status": c.status,
+        "hardware": c.system.hardware,
+        "tp": c.system.tp,
+        "pp": c.system.pp,
+        "engine": c.system.engine,
+        "scheduler": c.system.scheduler,
+        "chunk_size": c.system.token_budget,
+        "max_batch_size": c.system.max_batch_size,
+        "gpus_per_replica": c.gpus_per_replica,
+        "usd_per_gpu_hour": c.price,
+        "upper_bound_qps": c.upper_bound_qps,
+        "capacity_per_replica": c.capacity_per_replica,
+        "replicas": c.replicas,
+        "gpus": c.gpus,
+        "usd_per_hour": c.cost_per_hour,
+        "capacity_qps": c.capacity,
+        "capacity_checked": c.capacity_checked,
+        "usd_per_million_output_tokens": c.usd_per_million_output_tokens(served),
+        "binding_clause": c.binding_clause,
+        "converged": c.converged,
+        "latency_source": c.latency_source,
+        "why": c.why,
+    }
+
+
+def write_rows(rows: list[dict], folder: Path, info: dict) -> None:
+    write_json(folder / "plan.json", {"info": info, "candidates": rows})
+    write_csv(folder / "plan.csv", rows, CSV_COLUMNS)
