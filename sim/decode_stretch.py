@@ -36,6 +36,7 @@ from capsim.sim.policies import POLICIES
 from capsim.sim.result import BATCH_COLUMNS
 from capsim.sim.scheduler import UpcomingCompletions
 
+COLUMN = {name: index for index, name in enumerate(BATCH_COLUMNS)}  # a batch-log column's index
 MAX_ITERATIONS = 8192  # a stretch's iterations at most (bounds its arrays; a longer one continues in the next)
 MIN_ITERATIONS = 8  # shorter stretches go the per-iteration way: an iteration costs ~4 us, a stretch ~45 us
 
@@ -242,7 +243,7 @@ class DecodeStretches:
 def stretch_rows(stretches: list[StretchRun]) -> np.ndarray:
     """The batch log's rows (sim.result.BATCH_COLUMNS) of every stretch applied, built at once
     (column-major): each stretch keeps only its arrays while the simulation runs."""
-    column = {name: index for index, name in enumerate(BATCH_COLUMNS)}
+    column = COLUMN
     if not stretches:
         return np.empty((0, len(BATCH_COLUMNS)))
     runs = StretchRun._make(zip(*stretches))  # each field, of every stretch

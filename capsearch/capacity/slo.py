@@ -102,10 +102,9 @@ class SLO:
         return self
 
 
-def _waiting_rule(limit: float, share: float, num_requests: int) -> EarlyStop:
-    """Past this many requests still waiting `limit` after they arrived, a `share` of them can no
-    longer be on time."""
-    return EarlyStop(max_wait=limit, max_wait_violations=int((1 - share) * num_requests))
+def _late_allowed(share: float, count: int) -> int:
+    """Violations a clause that `share` of `count` must meet can take: one more and it is lost."""
+    return int((1 - share) * count)
 
 
 @dataclass(frozen=True)
@@ -131,12 +130,11 @@ class TbtTtft(SLO):
         return self.tbt
 
     def early_stop(self, num_requests: int, total_output_tokens: int) -> EarlyStop:
-        waiting = _waiting_rule(self.ttft, self.ttft_percentile / 100, num_requests)
         return EarlyStop(
             max_tbt=self.tbt,
-            max_tbt_violations=int((1 - self.tbt_percentile / 100) * total_output_tokens),
-            max_wait=waiting.max_wait,
-            max_wait_violations=waiting.max_wait_violations,
+            max_tbt_violations=_late_allowed(self.tbt_percentile / 100, total_output_tokens),
+            max_wait=self.ttft,
+            max_wait_violations=_late_allowed(self.ttft_percentile / 100, num_requests),
         )
 
     def observable(self) -> TbtTtft:
@@ -181,7 +179,9 @@ class TtftTpot(SLO):
         return self.ttft, self.ttft_percentile / 100
 
     def early_stop(self, num_requests: int, total_output_tokens: int) -> EarlyStop:
-        return _waiting_rule(self.ttft, self.ttft_percentile / 100, num_requests)
+        return EarlyStop(
+            max_wait=self.ttft, max_wait_violations=_late_allowed(self.ttft_percentile / 100, num_requests)
+        )
 
     @property
     def name(self) -> str:
@@ -290,7 +290,9 @@ class Goodput(SLO):
 
     def early_stop(self, num_requests: int, total_output_tokens: int) -> EarlyStop | None:
         # a request still waiting past the TTFT limit is not good
-        return None if self.ttft is None else _waiting_rule(self.ttft, self.attainment / 100, num_requests)
+        if self.ttft is None:
+            return None
+        return EarlyStop(max_wait=self.ttft, max_wait_violations=_late_allowed(self.attainment / 100, num_requests))
 
     @property
     def name(self) -> str:

@@ -13,6 +13,7 @@ from capsim.capsearch.capacity.jobs import EXECUTORS
 from capsim.capsearch.report.results_dir import RESULTS_ROOT
 
 UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+WORDS = {"s": "seconds", "m": "minutes"}
 DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(s|m|min|h)?\s*")
 
 
@@ -27,9 +28,7 @@ class Duration(click.ParamType):
         self.unit = unit
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)):
-            return float(value)
-        match = DURATION.fullmatch(str(value))
+        match = DURATION.fullmatch(str(value))  # a number given in code is read as a bare number
         if not match or float(match.group(1)) <= 0:
             self.fail(
                 f"{value!r} is not a positive duration: give e.g. 90s, 30m, 2h (a bare number is {WORDS[self.unit]})",
@@ -38,9 +37,6 @@ class Duration(click.ParamType):
             )
         seconds = float(match.group(1)) * UNITS[match.group(2) or self.unit]
         return seconds / UNITS[self.unit]
-
-
-WORDS = {"s": "seconds", "m": "minutes"}
 
 
 def time_limit(unit: str, what: str):
