@@ -32,10 +32,16 @@ class HardwareSpec:
         """FP8 tensor cores: Hopper, Ada and Blackwell; not Ampere, not a CPU."""
         return self.name in FP8_GPUS
 
+    @property
+    def has_fp4(self) -> bool:
+        """FP4 (NVFP4) tensor cores: Blackwell only."""
+        return self.name in FP4_GPUS
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+FP4_GPUS = ("B200", "GB200", "B300", "GB300", "RTX-PRO-6000")
 FP8_GPUS = ("H100-SXM", "H100-PCIe", "H200", "L40S", "B200", "GB200", "B300", "GB300", "RTX-PRO-6000")
 _NVLINK3 = dict(
     tp_link_bandwidth=300 * GB, tp_link_latency=8e-6, pp_link_bandwidth=300 * GB, interconnect="NVLink 3 (600 GB/s)"

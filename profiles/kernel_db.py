@@ -142,7 +142,8 @@ def hf_config(model: ModelSpec) -> dict:
 
 
 class KernelDatabase:
-    """One model x GPU x engine x version x TP x PP, compiled by the package: latency(shape) -> seconds."""
+    """One model x GPU x engine x version x TP x PP (x EP x attention DP for a mixture of experts),
+    compiled by the package: latency(shape) -> seconds."""
 
     def __init__(
         self,
@@ -152,33 +153,72 @@ class KernelDatabase:
         version: str | None = None,
         tp: int = 1,
         pp: int = 1,
+        ep: int = 1,
+        dp: int = 1,
     ):
         _require_package()
-        if model.dtype not in ("bfloat16", "float16", "fp8") or model.kv_dtype_bytes not in (1, 2):
-            raise ProfileError(f"the kernel database prices 16-bit and FP8 models; {model.name} is {model.dtype}")
-        if (model.dtype == "fp8" or model.kv_dtype_bytes == 1) and not get_hardware(hardware).has_fp8:
-            raise ProfileError(f"{hardware} has no FP8 tensor cores: the kernel database has no FP8 kernels for it")
-        if model.is_moe:
+        gpu = get_hardware(hardware)
+        if model.dtype not in ("bfloat16", "float16", "fp8", "nvfp4") or model.kv_dtype_bytes not in (1, 2):
             raise ProfileError(
-                f"capsim prices dense models from the kernel database; {model.name} is a mixture of experts"
+                f"the kernel database prices 16-bit, FP8 and NVFP4 models; {model.name} is {model.dtype}"
             )
-        if model.heads % tp or (model.kv_heads % tp and tp % model.kv_heads):
+        if (model.dtype == "fp8" or model.kv_dtype_bytes == 1) and not gpu.has_fp8:
+            raise ProfileError(f"{hardware} has no FP8 tensor cores: the kernel database has no FP8 kernels for it")
+        if model.dtype == "nvfp4" and not gpu.has_fp4:
+            raise ProfileError(
+                f"{hardware} has no FP4 tensor cores: NVFP4 weights need a Blackwell GPU (B200, GB200, ...)"
+            )
+        if model.is_moe and not model.hf_id:
+            raise ProfileError(
+                f"the kernel database prices a mixture of experts from its Hugging Face config; {model.name} has none: "
+                "give its config.json as the model"
+            )
+        if (ep > 1 or dp > 1) and not model.is_moe:
+            raise ProfileError(
+                f"expert and attention-data parallelism are for mixtures of experts; {model.name} is dense"
+            )
+        if model.is_mla:
+            pass  # MLA keeps one latent head: any TP splits its query heads
+        elif model.heads % tp or (model.kv_heads % tp and tp % model.kv_heads):
             raise ProfileError(
                 f"{model.name} has {model.heads} heads and {model.kv_heads} KV heads: TP {tp} does not divide them"
             )
-        self.model, self.hardware, self.engine, self.tp, self.pp = model, hardware, engine, tp, pp
+        self.model, self.hardware, self.engine, self.tp, self.pp, self.ep, self.dp = (
+            model,
+            hardware,
+            engine,
+            tp,
+            pp,
+            ep,
+            dp,
+        )
         self.version = check_coverage(hardware, engine, version)
         self._handle = self._compile()
-        # Ops by their place in each phase's list (the two lists need not line up, e.g. Falcon's).
+        # Ops by their place in each phase's list (the two lists need not line up, e.g. Falcon's or DeepSeek's).
         names = [op._name for op in self._model.context_ops]
         generation = [op._name for op in self._model.generation_ops]
-        self._attention = names.index("context_attention")
+        self._attention = [i for i, name in enumerate(names) if _is_attention(name)]
         self._p2p = names.index("context_p2p") if "context_p2p" in names else None
         self._linear = [
-            i for i, name in enumerate(names) if name not in ("context_attention", "context_logits_gemm", "context_p2p")
+            i
+            for i, name in enumerate(names)
+            if not _is_attention(name) and name not in ("context_logits_gemm", "context_p2p")
         ]
         self._logits = generation.index("generation_logits_gemm")  # m = one row a sequence
-        self._generation_attention = generation.index("generation_attention")
+        self._generation_attention = [i for i, name in enumerate(generation) if _is_attention(name)]
+        # A MoE decode-only step runs the package's generation ops (its decode MoE kernels and dispatch).
+        self._generation_linear = [
+            i
+            for i, name in enumerate(generation)
+            if not _is_attention(name) and name not in ("generation_logits_gemm", "generation_p2p")
+        ]
+
+    @property
+    def moe_layout(self) -> dict:
+        """The package's MoE parallelism: the MoE layer spans TP x DP GPUs, EP of them by expert."""
+        if not self.model.is_moe:
+            return {"attention_dp_size": 1, "moe_tp_size": 1, "moe_ep_size": 1}
+        return {"attention_dp_size": self.dp, "moe_tp_size": self.tp * self.dp // self.ep, "moe_ep_size": self.ep}
 
     def _compile(self):
         from aiconfigurator_core.sdk import common
@@ -189,41 +229,92 @@ class KernelDatabase:
         # The package has no Falcon architecture; its GPT family is the same plain-MLP decoder.
         common.ARCHITECTURE_TO_MODEL_FAMILY.setdefault("FalconForCausalLM", "GPT")
         with tempfile.TemporaryDirectory(prefix="capsim-hf-") as folder:
-            Path(folder, "config.json").write_text(json.dumps(hf_config(self.model)))
+            model_path = self._model_path(folder)
             try:
                 quant = self.quant_modes()
+                layout = self.moe_layout
                 handle = EngineHandle.compile(
-                    folder,
+                    model_path,
                     SYSTEMS[self.hardware],
                     self.engine,
                     backend_version=self.version,
                     tp_size=self.tp,
                     pp_size=self.pp,
+                    **layout,
                     **quant,
                 )
                 # The same model again, for its op names and quant modes (the handle keeps only bytes); < 1 ms.
-                config = build_model_config(
-                    tp_size=self.tp, pp_size=self.pp, attention_dp_size=1, moe_tp_size=1, moe_ep_size=1, **quant
-                )
-                self._model = get_model(folder, config, self.engine)
-            except (ValueError, NotImplementedError, RuntimeError) as error:
+                config = build_model_config(tp_size=self.tp, pp_size=self.pp, **layout, **quant)
+                self._model = get_model(model_path, config, self.engine)
+            except (ValueError, NotImplementedError, RuntimeError, AssertionError, KeyError) as error:
                 raise ProfileError(
                     f"the kernel database cannot price {self.model.name} on {self.hardware} "
-                    f"with {ENGINES[self.engine]} {self.version} TP{self.tp}: {error}"
+                    f"with {ENGINES[self.engine]} {self.version} {self.layout_words}: {error}"
                 ) from None
         self.quant = {
             k: str(getattr(self._model.config, k, None))
-            for k in ("gemm_quant_mode", "kvcache_quant_mode", "fmha_quant_mode")
+            for k in ("gemm_quant_mode", "moe_quant_mode", "kvcache_quant_mode", "fmha_quant_mode")
+            if self.model.is_moe or k != "moe_quant_mode"
         }
         return handle
 
+    @property
+    def layout_words(self) -> str:
+        words = f"TP{self.tp}" + (f" PP{self.pp}" if self.pp > 1 else "")
+        if self.dp > 1:
+            words += f" x DP{self.dp} attention"
+        if self.model.is_moe:
+            words += f", EP{self.ep}" if self.ep > 1 else ", MoE TP"
+        return words
+
+    def _model_path(self, folder: str) -> str:
+        """What the package compiles: a config it ships (by id), a user's config.json copied into
+        `folder` (its hf_quant_config.json too), or the catalog model written out as one."""
+        from aiconfigurator_core.sdk.common import DefaultHFModels
+
+        hf_id = self.model.hf_id
+        if hf_id in DefaultHFModels:
+            return hf_id
+        shipped = package_model_files().get(hf_id)
+        config = shipped or (Path(hf_id) if hf_id and Path(hf_id).is_file() else None)
+        if config is not None:  # a config the package holds but does not list, or a user's: never downloaded
+            Path(folder, "config.json").write_text(config.read_text())
+            quant = (
+                config.with_name(config.name.replace("_config.json", "_hf_quant_config.json"))
+                if shipped
+                else config.with_name("hf_quant_config.json")
+            )
+            if quant.is_file():
+                Path(folder, "hf_quant_config.json").write_text(quant.read_text())
+            return folder
+        Path(folder, "config.json").write_text(json.dumps(hf_config(self.model)))
+        return folder
+
     def quant_modes(self) -> dict:
-        """The package's quant modes for this model's weights and KV cache (None: the package's default, 16-bit)."""
+        """The package's quant modes for this model's weights and KV cache (None: the package's default,
+        16-bit, or for a Hugging Face config the checkpoint's own, e.g. DeepSeek's block-scaled FP8)."""
         fp8_weights, fp8_kv = self.model.dtype == "fp8", self.model.kv_dtype_bytes == 1
-        return {"gemm_quant_mode": "fp8" if fp8_weights else None, "kvcache_quant_mode": "fp8" if fp8_kv else None}
+        if not self.model.hf_id:
+            return {"gemm_quant_mode": "fp8" if fp8_weights else None, "kvcache_quant_mode": "fp8" if fp8_kv else None}
+        native = _native(self.model)
+        modes = {"kvcache_quant_mode": "fp8" if fp8_kv else "bfloat16"}
+        if not fp8_kv:
+            modes["fmha_quant_mode"] = "bfloat16"
+        if (self.model.dtype, self.model.moe_dtype) != (native.dtype, native.moe_dtype):
+            weights = {"fp8": "fp8", "nvfp4": "nvfp4"}.get(self.model.dtype, "bfloat16")
+            modes["gemm_quant_mode"] = weights
+            if self.model.is_moe:
+                modes["moe_quant_mode"] = weights
+        return modes
 
     @property
     def source(self) -> str:
+        if self.model.hf_id:  # the package's own precision names: fp8_block, w4a16_mxfp4, ...
+            modes = ", ".join(
+                f"{k.removesuffix('_quant_mode')} {v.split('.')[-1]}" for k, v in self.quant.items() if v != "None"
+            )
+            layout = f", {self.layout_words}" if self.model.is_moe else ""
+            return source_words(self.engine, self.version, self.hardware) + f"{layout} ({modes})"
         quant = [
             w
             for w, on in (("FP8 weights", self.model.dtype == "fp8"), ("FP8 KV cache", self.model.kv_dtype_bytes == 1))
@@ -237,8 +328,12 @@ class KernelDatabase:
         chunks, contexts, decodes = shape.prefill_chunks, shape.prefill_contexts, shape.decode_contexts
         tokens = sum(chunks) + len(decodes)
         sequences = len(chunks) + len(decodes)
+        if self.model.is_moe and not chunks:
+            linear = sum(r[1] for r in e.evaluate_generation_ops(self._generation_linear, len(decodes), 2))
+        else:
+            linear = sum(r[1] for r in e.evaluate_context_ops(self._linear, 1, tokens))
         parts = {
-            "linear": sum(r[1] for r in e.evaluate_context_ops(self._linear, 1, tokens)),
+            "linear": linear,
             "logits": e.evaluate_generation_ops([self._logits], sequences, 2)[0][1],
             "context_attention": 0.0,
             "generation_attention": 0.0,
@@ -247,12 +342,12 @@ class KernelDatabase:
         if chunks:
             launch = len(chunks)
             for (chunk, context), count in Counter(zip(chunks, contexts)).items():
-                one = e.evaluate_context_ops([self._attention], launch, chunk, prefix=context)[0][1]
+                one = sum(r[1] for r in e.evaluate_context_ops(self._attention, launch, chunk, prefix=context))
                 parts["context_attention"] += one * count / launch
         if decodes:
             launch = len(decodes)
             for length, count in Counter(decodes).items():
-                one = e.evaluate_generation_ops([self._generation_attention], launch, length + 1)[0][1]
+                one = sum(r[1] for r in e.evaluate_generation_ops(self._generation_attention, launch, length + 1))
                 parts["generation_attention"] += one * count / launch
         if self.pp > 1 and self._p2p is not None:
             parts["p2p"] = e.evaluate_context_ops([self._p2p], 1, tokens)[0][1]
@@ -286,10 +381,23 @@ class KernelDatabase:
                 "system": SYSTEMS[self.hardware],
                 "database_mode": "SILICON",
                 **self.quant,
+                **({"tp": self.tp, **self.moe_layout} if self.model.is_moe else {}),
                 "step_overhead": "none modelled (kernel time only)",
             },
             "source_words": self.source,
         }
+
+
+def _is_attention(op_name: str) -> bool:
+    """Ops priced per sequence at its own context: attention, and MLA's block (its attention and projections)."""
+    return op_name.endswith("_attention") or op_name.endswith("_mla_block")
+
+
+def _native(model: ModelSpec) -> ModelSpec:
+    """The model as its checkpoint is (precision included), before any --quant."""
+    from capsim.profiles.models import get_model
+
+    return get_model(model.hf_id)
 
 
 def kernel_db_profile(database: KernelDatabase, grid: str = "kernel-db", seed: int = 0, progress=None):
@@ -302,7 +410,7 @@ def kernel_db_profile(database: KernelDatabase, grid: str = "kernel-db", seed: i
     from capsim.profiles.versions import profile_metadata
 
     model, hardware, tp, pp = database.model, database.hardware, database.tp, database.pp
-    budget = kv_capacity(model, get_hardware(hardware), tp, pp).tokens
+    budget = kv_capacity(model, get_hardware(hardware), tp, pp, dp=database.dp).tokens
     max_context = min(model.max_context, 16384)
     base = "default" if grid == "kernel-db" else grid
     shapes = GRIDS[base].shapes(max_context, budget, max_batch_tokens=16384)
@@ -310,7 +418,13 @@ def kernel_db_profile(database: KernelDatabase, grid: str = "kernel-db", seed: i
         shapes += sampled_shapes(np.random.default_rng(seed), max_context, budget, count=1200)
     latencies = []
     for i, shape in enumerate(shapes, 1):
-        latencies.append(database.latency(shape))
+        try:
+            latencies.append(database.latency(shape))
+        except (RuntimeError, ValueError) as error:  # the package's PerfDataNotAvailableError, ...
+            raise ProfileError(
+                f"the kernel database cannot price {model.name} on {hardware} with "
+                f"{ENGINES[database.engine]} {database.version} {database.layout_words}: {error}"
+            ) from None
         if progress and (i % 50 == 0 or i == len(shapes)):
             progress(i, len(shapes))
     metadata = profile_metadata(
@@ -324,3 +438,44 @@ def kernel_db_profile(database: KernelDatabase, grid: str = "kernel-db", seed: i
         **database.metadata(),
     )
     return ProfileTable.from_batches(shapes, latencies, metadata)
+
+
+@lru_cache(maxsize=1)
+def package_model_files() -> dict[str, Path]:
+    """{Hugging Face id: config.json} of every model config the package ships."""
+    _require_package()
+    import aiconfigurator_core
+
+    folder = Path(aiconfigurator_core.__file__).parent / "model_configs"
+    files = {}
+    for path in sorted(folder.glob("*_config.json")):
+        if path.name.endswith("_hf_quant_config.json"):
+            continue
+        org, _, repo = path.name.removesuffix("_config.json").partition("--")
+        files[f"{org}/{repo}"] = path
+    return files
+
+
+def package_catalog() -> tuple[list[ModelSpec], dict[str, str], dict[str, str]]:
+    """The package's model configs as capsim models, named by their repository name
+    (gpt-oss-120b, DeepSeek-R1, ...), with their ids as aliases. A config whose id capsim's catalog
+    already has stays an alias of it; one capsim cannot read is listed with the reason."""
+    from capsim.profiles.models import OWN_ALIASES, OWN_MODELS, spec_from_hf_config
+
+    models, aliases, unread = [], {}, {}
+    known = {name.lower(): name for name in OWN_MODELS} | {a.lower(): n for a, n in OWN_ALIASES.items()}
+    for hf_id, path in package_model_files().items():
+        name = hf_id.split("/")[-1]
+        if hf_id.lower() in known or name.lower() in known:
+            aliases[hf_id] = known.get(hf_id.lower()) or known[name.lower()]
+            continue
+        quant_path = path.with_name(path.name.replace("_config.json", "_hf_quant_config.json"))
+        quant = json.loads(quant_path.read_text()) if quant_path.is_file() else None
+        try:
+            spec = spec_from_hf_config(json.loads(path.read_text()), name, hf_quant_config=quant, hf_id=hf_id)
+        except (ProfileError, TypeError, ValueError, KeyError) as error:
+            unread[hf_id] = str(error)
+            continue
+        models.append(spec)
+        aliases[hf_id] = name
+    return models, aliases, unread

@@ -8,9 +8,10 @@ ignore_eos, fixed lengths, `--concurrency c`, 20 x c requests after 2 x c warm-u
 it lets finish first), so its rows are the closed loop `ClosedLoop.aiperf(c)` describes; the rows
 of InferenceMAX's matrix were measured by its client (`ClosedLoop.inferencemax(c)`).
 
-Rows capsim cannot price are kept with the reason (disaggregated pools, attention data
-parallelism, a model outside the catalog, a quantization it has no kernels for), never dropped
-in silence.
+Rows capsim cannot price are kept with the reason (disaggregated pools, pipeline parallelism,
+a model outside the catalog, a quantization it has no kernels for), never dropped in silence.
+A mixture of experts' rows carry their layout: attention TP x DP, and the MoE's TP x EP over the
+same GPUs.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from capsim.profiles.kernel_db import SYSTEMS
 from capsim.profiles.models import get_model
 
 HARDWARE = {system: hardware for hardware, system in SYSTEMS.items()}  # the package's system name -> capsim's
-QUANTS = {"": "bf16", "bf16": "bf16", "fp8": "fp8", "fp8_block": "fp8", "nvfp4": "fp4", "int4_wo": "int4"}
-PRICED_QUANTS = ("bf16", "fp8")  # weights capsim has kernels for
+QUANTS = {"": "bf16", "bf16": "bf16", "fp8": "fp8", "fp8_block": "fp8", "nvfp4": "nvfp4", "int4_wo": "int4"}
+PRICED_QUANTS = ("bf16", "fp8", "nvfp4")  # weights capsim has kernels for
 COLUMNS = (
     "id",
     "backend",
@@ -59,6 +60,8 @@ class Measurement:
     quant: str  # weights: bf16 | fp8
     kv_quant: str  # KV cache: bf16 | fp8
     tp: int
+    ep: int  # expert parallelism (MoE)
+    dp: int  # attention data-parallel ranks (MoE)
     isl: int
     osl: int
     concurrency: int
@@ -144,8 +147,6 @@ def _kv_quant(row: dict, quant: str) -> str:
 def _measurement(row: dict) -> tuple[Measurement | None, str]:
     if row["mode"] != "agg":
         return None, "disaggregated (separate prefill and decode pools)"
-    if int(row["attention_dp_size"] or 1) > 1:
-        return None, "attention data parallelism"
     if int(row["pp_size"] or 1) > 1:
         return None, "pipeline parallelism"
     hardware = HARDWARE.get(row["system"])
@@ -154,11 +155,18 @@ def _measurement(row: dict) -> tuple[Measurement | None, str]:
     model = catalog_model(row["model_path"])
     if model is None:
         return None, f"model {row['model_path']} outside capsim's catalog"
-    if get_model(model).is_moe:
-        return None, "mixture of experts"
+    spec = get_model(model)
+    tp, dp = int(row["tp_size"]), int(row["attention_dp_size"] or 1)
+    ep = int(row.get("moe_ep_size") or 1) if spec.is_moe else 1
+    if spec.is_moe and tp * dp != int(row.get("moe_tp_size") or 1) * ep:
+        return None, "a parallelism that does not add up (TP x DP differs from MoE TP x EP)"
     quant = QUANTS.get(row["gemm_quant_mode"], row["gemm_quant_mode"])
     if quant not in PRICED_QUANTS:
         return None, f"{quant} weights"
+    if spec.moe_dtype and quant == "nvfp4":
+        quant = "auto"  # gpt-oss: the sample's 4-bit label for its own MXFP4 experts (16-bit attention)
+    elif spec.hf_id and quant == {"bfloat16": "bf16"}.get(spec.dtype, spec.dtype):
+        quant = "auto"  # the checkpoint's own precision (DeepSeek-R1's and Qwen3-...-FP8's block-scaled FP8)
     ttft, tpot = float(row["silicon_ttft_ms"]), float(row["silicon_tpot_ms"])
     if not (ttft > 0 and tpot > 0):
         return None, "no measured TTFT or TPOT"
@@ -169,8 +177,10 @@ def _measurement(row: dict) -> tuple[Measurement | None, str]:
         model=model,
         hardware=hardware,
         quant=quant,
-        kv_quant=_kv_quant(row, quant),
-        tp=int(row["tp_size"]),
+        kv_quant=_kv_quant(row, quant) if not spec.hf_id else "auto",
+        tp=tp,
+        ep=ep,
+        dp=dp,
         isl=int(row["isl"]),
         osl=int(row["osl"]),
         concurrency=int(row["batch_size"]),

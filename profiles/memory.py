@@ -2,9 +2,13 @@
 
 Per GPU of a replica with TP x PP GPUs: the weights are split over all TP * PP GPUs; each GPU
 holds the K/V of its own layers (layers / PP) for its own KV heads (kv_heads / TP, at least one
-head when kv_heads < TP, which then replicate). The usable memory is memory_utilization of the
-device (vLLM's gpu_memory_utilization), minus the weights, minus a reserve for activations of one
-batch of max_batch_tokens tokens and the CUDA context.
+head when kv_heads < TP, which then replicate; MLA's one latent replicates on every TP rank).
+With attention data parallelism (DP ranks of TP GPUs each), every rank holds the attention,
+dense and embedding weights of its TP group, while the routed experts spread over all
+TP x DP GPUs (split by expert under EP, by matrix under MoE TP: the same bytes a GPU); each
+rank keeps the KV cache of its own requests, so the blocks here are one rank's.
+The usable memory is memory_utilization of the device (vLLM's gpu_memory_utilization), minus the
+weights, minus a reserve for activations of one batch of max_batch_tokens tokens and the CUDA context.
 """
 
 from __future__ import annotations
@@ -33,9 +37,18 @@ class KVCapacity:
 
 
 def kv_bytes_per_token_per_gpu(model: ModelSpec, tp: int, pp: int) -> float:
-    layers = math.ceil(model.layers / pp)
+    layers = math.ceil(model.kv_layers / pp)
+    if model.is_mla:
+        return layers * model.kv_bytes_per_token_per_layer
     heads = math.ceil(model.kv_heads / tp)
     return 2 * layers * heads * model.head_dim * model.kv_dtype_bytes
+
+
+def weight_bytes_per_gpu(model: ModelSpec, tp: int, pp: int, dp: int = 1) -> float:
+    if dp == 1:
+        return model.weight_bytes / (tp * pp)
+    experts = model.expert_weight_bytes
+    return (model.weight_bytes - experts) / (tp * pp) + experts / (tp * dp * pp)
 
 
 def activation_bytes(model: ModelSpec, tp: int, max_batch_tokens: int) -> float:
@@ -54,15 +67,16 @@ def kv_capacity(
     block_size: int = 16,
     memory_utilization: float = 0.9,
     max_batch_tokens: int = 8192,
+    dp: int = 1,
 ) -> KVCapacity:
-    """KV blocks per replica (every GPU of it holds the same number of blocks)."""
+    """KV blocks per replica, or per attention-DP rank (every GPU of it holds the same number of blocks)."""
     if tp < 1 or pp < 1:
         raise ProfileError(f"TP and PP must be at least 1, got TP={tp} PP={pp}")
     if pp > model.layers:
         raise ProfileError(f"{model.name} has {model.layers} layers; PP={pp} stages is more than that")
     if not 0 < memory_utilization <= 1:
         raise ProfileError(f"memory utilization must be in (0, 1], got {memory_utilization}")
-    layout = _layout(model, hardware, tp, pp, block_size, memory_utilization, max_batch_tokens)
+    layout = _layout(model, hardware, tp, pp, block_size, memory_utilization, max_batch_tokens, dp)
     if layout.num_blocks < _blocks_for_one_sequence(model, block_size):
         usable = hardware.memory_bytes * memory_utilization
         needed = _blocks_for_one_sequence(model, block_size) * layout.kv_bytes_per_block_per_gpu
@@ -70,10 +84,11 @@ def kv_capacity(
         fits = [
             t
             for t in (1, 2, 4, 8, 16)
-            if t > tp and _fits(model, hardware, t, pp, block_size, memory_utilization, max_batch_tokens)
+            if t > tp and _fits(model, hardware, t, pp, block_size, memory_utilization, max_batch_tokens, dp)
         ]
+        layout_words = f"TP={tp} PP={pp}" + (f" DP={dp}" if dp > 1 else "")
         raise ProfileError(
-            f"{model.name} does not fit on {hardware.name} with TP={tp} PP={pp}: "
+            f"{model.name} does not fit on {hardware.name} with {layout_words}: "
             f"{layout.weight_bytes_per_gpu / GIB:.1f} GiB of weights and {layout.activation_bytes_per_gpu / GIB:.1f} "
             f"GiB "
             f"of activations per GPU leave room for {layout.num_blocks} KV blocks; about {missing / GIB:.1f} GiB more "
@@ -88,14 +103,14 @@ def _blocks_for_one_sequence(model: ModelSpec, block_size: int) -> int:
     return math.ceil(min(model.max_context, 4096) / block_size)
 
 
-def _layout(model, hardware, tp, pp, block_size, memory_utilization, max_batch_tokens) -> KVCapacity:
-    weights = model.params * model.dtype_bytes / (tp * pp)
+def _layout(model, hardware, tp, pp, block_size, memory_utilization, max_batch_tokens, dp=1) -> KVCapacity:
+    weights = weight_bytes_per_gpu(model, tp, pp, dp)
     activations = activation_bytes(model, tp, max_batch_tokens) + CUDA_CONTEXT_BYTES
     free = hardware.memory_bytes * memory_utilization - weights - activations
     per_block = kv_bytes_per_token_per_gpu(model, tp, pp) * block_size
     return KVCapacity(max(0, int(free // per_block)), block_size, weights, activations, per_block)
 
 
-def _fits(model, hardware, tp, pp, block_size, memory_utilization, max_batch_tokens) -> bool:
-    layout = _layout(model, hardware, tp, pp, block_size, memory_utilization, max_batch_tokens)
+def _fits(model, hardware, tp, pp, block_size, memory_utilization, max_batch_tokens, dp=1) -> bool:
+    layout = _layout(model, hardware, tp, pp, block_size, memory_utilization, max_batch_tokens, dp)
     return layout.num_blocks >= _blocks_for_one_sequence(model, block_size)

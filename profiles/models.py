@@ -14,7 +14,10 @@ import yaml
 
 from capsim.profiles.errors import ProfileError
 
-DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1}
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1, "nvfp4": 0.5625, "mxfp4": 0.53125}
+# 4-bit formats carry a scale per block: NVFP4 one FP8 scale a 16 values, MXFP4 one 8-bit scale a 32.
+KV_DTYPES = ("bfloat16", "float16", "float32", "fp8")
+WEIGHT_DTYPES = ("bfloat16", "float16", "float32", "fp8", "nvfp4")  # a whole model's GEMMs
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,20 @@ class ModelSpec:
     max_context: int
     dtype: str = "bfloat16"
     head_dim: int = 0  # 0: hidden // heads
-    experts: int = 1  # mixture of experts: MLPs a layer (each of size ffn) ...
+    experts: int = 1  # mixture of experts: routed MLPs a MoE layer (each of size moe_ffn) ...
     active_experts: int = 1  # ... and how many of them each token runs through
     kv_dtype: str = ""  # the KV cache's; "" = the weights' when 16-bit, else bfloat16 (vLLM's kv_cache_dtype auto)
+    moe_ffn: int = 0  # an expert's intermediate size; 0: ffn
+    shared_experts: int = 0  # experts every token runs through besides the routed ones (DeepSeek, Kimi, ...)
+    dense_layers: int = 0  # leading layers with a dense MLP of size ffn (DeepSeek's first_k_dense_replace)
+    moe_dtype: str = ""  # the routed experts' weights where they differ from dtype (gpt-oss: mxfp4)
+    kv_lora_rank: int = 0  # multi-head latent attention (MLA): the latent cached a token and layer ...
+    qk_rope_head_dim: int = 0  # ... plus its RoPE part; head_dim is then the query/key head (nope + rope)
+    q_lora_rank: int = 0  # MLA's query compression (0: none)
+    v_head_dim: int = 0  # MLA's value head; 0: head_dim
+    sliding_window: int = 0  # tokens a sliding-window layer attends to (and keeps in its KV cache) ...
+    sliding_layers: int = 0  # ... and how many layers use it (gpt-oss: half)
+    hf_id: str = ""  # the Hugging Face config the kernel database compiles (an id it ships, or a config folder)
 
     def __post_init__(self):
         for f in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "max_context"):
@@ -40,19 +54,38 @@ class ModelSpec:
                 raise ProfileError(f"model {self.name!r}: {f} must be a positive integer, got {getattr(self, f)!r}")
         if self.ffn_kind not in ("swiglu", "gelu"):
             raise ProfileError(f"model {self.name!r}: ffn_kind must be swiglu or gelu, got {self.ffn_kind!r}")
-        if self.dtype not in DTYPE_BYTES:
+        if self.dtype not in WEIGHT_DTYPES:
             raise ProfileError(
-                f"model {self.name!r}: dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.dtype!r}"
+                f"model {self.name!r}: dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {self.dtype!r}"
             )
+        if self.moe_dtype and self.moe_dtype not in DTYPE_BYTES:
+            raise ProfileError(
+                f"model {self.name!r}: moe_dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.moe_dtype!r}"
+            )
+        for f in (
+            "moe_ffn",
+            "shared_experts",
+            "dense_layers",
+            "kv_lora_rank",
+            "qk_rope_head_dim",
+            "q_lora_rank",
+            "v_head_dim",
+            "sliding_window",
+            "sliding_layers",
+        ):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
+                raise ProfileError(f"model {self.name!r}: {f} must be a whole number >= 0, got {getattr(self, f)!r}")
+        if self.dense_layers > self.layers or self.sliding_layers > self.layers:
+            raise ProfileError(f"model {self.name!r}: dense_layers and sliding_layers cannot exceed layers")
         if self.heads % self.kv_heads:
             raise ProfileError(
                 f"model {self.name!r}: heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})"
             )
         if not self.head_dim:
             object.__setattr__(self, "head_dim", self.hidden // self.heads)
-        if self.kv_dtype and self.kv_dtype not in DTYPE_BYTES:
+        if self.kv_dtype and self.kv_dtype not in KV_DTYPES:
             raise ProfileError(
-                f"model {self.name!r}: kv_dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.kv_dtype!r}"
+                f"model {self.name!r}: kv_dtype must be one of {', '.join(KV_DTYPES)}, got {self.kv_dtype!r}"
             )
         if not 1 <= self.active_experts <= self.experts:
             raise ProfileError(
@@ -69,51 +102,140 @@ class ModelSpec:
 
     @property
     def activation_dtype_bytes(self) -> int:
-        """Bytes of an activation: an FP8 model computes in bfloat16 between its FP8 GEMMs."""
-        return 2 if self.dtype == "fp8" else self.dtype_bytes
+        """Bytes of an activation: an FP8 or FP4 model computes in bfloat16 between its quantized GEMMs."""
+        return 2 if self.dtype in ("fp8", "nvfp4") else self.dtype_bytes
 
     @property
     def kv_dtype_bytes(self) -> int:
         return DTYPE_BYTES[self.kv_dtype] if self.kv_dtype else self.activation_dtype_bytes
 
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def expert_ffn(self) -> int:
+        return self.moe_ffn or self.ffn
+
     def quantized(self, weights: str, kv_cache: str) -> ModelSpec:
-        """This model with FP8 (or 16-bit) weights and KV cache: "auto" keeps what it has. The name
+        """This model with FP8/NVFP4 (or 16-bit) weights and KV cache: "auto" keeps what it has. The name
         says so (Llama-3.1-70B-FP8, ...-KV-FP8), so profiles of the 16-bit model are never taken for it."""
         dtype = self.dtype if weights == "auto" else ("bfloat16" if weights == "bf16" else weights)
         kv = self.kv_dtype if kv_cache == "auto" else ("bfloat16" if kv_cache == "bf16" else kv_cache)
         if (dtype, kv) == (self.dtype, self.kv_dtype):
             return self
-        name = (
-            self.name + ("-FP8" if dtype == "fp8" and self.dtype != "fp8" else "") + ("-KV-FP8" if kv == "fp8" else "")
-        )
+        suffix = {"fp8": "-FP8", "nvfp4": "-NVFP4"}.get(dtype, "") if dtype != self.dtype else ""
+        name = self.name + suffix + ("-KV-FP8" if kv == "fp8" else "")
         from dataclasses import replace
 
-        return replace(self, name=name, dtype=dtype, kv_dtype=kv)
+        # Quantizing the whole model quantizes its experts too.
+        moe_dtype = self.moe_dtype if weights == "auto" else ""
+        return replace(self, name=name, dtype=dtype, kv_dtype=kv, moe_dtype=moe_dtype)
 
     @property
     def attention_params_per_layer(self) -> int:
+        if self.is_mla:  # DeepSeek's latent attention: compressed K/V (and Q), expanded per head
+            rope, nope, v = (
+                self.qk_rope_head_dim,
+                self.head_dim - self.qk_rope_head_dim,
+                self.v_head_dim or self.head_dim,
+            )
+            q = (
+                self.hidden * self.q_lora_rank + self.q_lora_rank * self.heads * self.head_dim
+                if self.q_lora_rank
+                else self.hidden * self.heads * self.head_dim
+            )
+            kv = self.hidden * (self.kv_lora_rank + rope) + self.kv_lora_rank * self.heads * (nope + v)
+            return q + kv + self.heads * v * self.hidden
         q_and_o = 2 * self.hidden * self.heads * self.head_dim
         k_and_v = 2 * self.hidden * self.kv_heads * self.head_dim
         return q_and_o + k_and_v
 
     @property
+    def _mlp_matrices(self) -> int:
+        return 3 if self.ffn_kind == "swiglu" else 2
+
+    @property
+    def expert_params(self) -> int:
+        """The routed experts' weights, all layers (0 for a dense model): what expert parallelism splits."""
+        if not self.is_moe:
+            return 0
+        return (self.layers - self.dense_layers) * self._mlp_matrices * self.hidden * self.expert_ffn * self.experts
+
+    @property
     def mlp_params_per_layer(self) -> int:
-        """MLP weights of a layer: every expert's."""
-        return (3 if self.ffn_kind == "swiglu" else 2) * self.hidden * self.ffn * self.experts
+        """MLP weights of a MoE layer (every expert's, shared ones included), or of a dense layer."""
+        experts = self.experts + self.shared_experts if self.is_moe else 1
+        return self._mlp_matrices * self.hidden * self.expert_ffn * experts
 
     @property
     def params(self) -> int:
-        """Parameters: layers' linear weights, embedding and (untied) LM head; norms are negligible."""
+        """Parameters: layers' linear weights, embedding and (untied) LM head; norms and routers are negligible."""
+        dense_mlp = self._mlp_matrices * self.hidden * self.ffn
         per_layer = self.attention_params_per_layer + self.mlp_params_per_layer
-        return self.layers * per_layer + 2 * self.vocab * self.hidden
+        return (
+            self.layers * per_layer
+            + self.dense_layers * (dense_mlp - self.mlp_params_per_layer)
+            + 2 * self.vocab * self.hidden
+        )
+
+    @property
+    def active_params(self) -> int:
+        """Parameters a token runs through (a MoE model's routed experts: active_experts of them)."""
+        if not self.is_moe:
+            return self.params
+        per_expert = self.expert_params // self.experts
+        return self.params - self.expert_params + per_expert * self.active_experts
+
+    @property
+    def weight_bytes(self) -> float:
+        """Bytes of all weights, each part in its own precision."""
+        if not self.moe_dtype:
+            return self.params * self.dtype_bytes
+        return (self.params - self.expert_params) * self.dtype_bytes + self.expert_params * DTYPE_BYTES[self.moe_dtype]
+
+    @property
+    def expert_weight_bytes(self) -> float:
+        return self.expert_params * DTYPE_BYTES[self.moe_dtype or self.dtype]
+
+    @property
+    def kv_layers(self) -> int:
+        """Layers whose KV cache grows with the sequence: a sliding-window layer keeps at most its window
+        (vLLM's hybrid KV cache frees the rest), a bounded cost a sequence, left out of the per-token size."""
+        return self.layers - (self.sliding_layers if self.sliding_window else 0)
+
+    @property
+    def kv_bytes_per_token_per_layer(self) -> float:
+        """What one layer caches for a token: K and V of each KV head, or MLA's one latent (+ RoPE key)."""
+        if self.is_mla:
+            return (self.kv_lora_rank + self.qk_rope_head_dim) * self.kv_dtype_bytes
+        return 2 * self.kv_heads * self.head_dim * self.kv_dtype_bytes
 
     @property
     def kv_bytes_per_token(self) -> int:
         """K and V of one token across all layers."""
-        return 2 * self.layers * self.kv_heads * self.head_dim * self.kv_dtype_bytes
+        return self.kv_layers * self.kv_bytes_per_token_per_layer
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, leaving out MoE/MLA/window fields at their defaults (a dense model's keys stay as they were)."""
+        data = asdict(self)
+        return {k: v for k, v in data.items() if k in _CORE_FIELDS or v != _DEFAULTS[k]}
+
+
+_DEFAULTS = {f.name: f.default for f in fields(ModelSpec)}
+_CORE_FIELDS = {f.name for f in fields(ModelSpec)} - {
+    "moe_ffn",
+    "shared_experts",
+    "dense_layers",
+    "moe_dtype",
+    "kv_lora_rank",
+    "qk_rope_head_dim",
+    "q_lora_rank",
+    "v_head_dim",
+    "sliding_window",
+    "sliding_layers",
+    "hf_id",
+}
 
 
 def _m(name, layers, hidden, heads, kv_heads, ffn, vocab, max_context, ffn_kind="swiglu", **kw) -> ModelSpec:
@@ -141,7 +263,19 @@ MODELS: dict[str, ModelSpec] = {
         _m("Qwen3-32B", 64, 5120, 64, 8, 25600, 151936, 40960, head_dim=128),
         _m("Llama-3.1-405B", 126, 16384, 128, 8, 53248, 128256, 131072),
         _m("Falcon-180B", 80, 14848, 232, 8, 59392, 65024, 2048, ffn_kind="gelu"),
-        _m("Mixtral-8x7B", 32, 4096, 32, 8, 14336, 32000, 32768, experts=8, active_experts=2),
+        _m(
+            "Mixtral-8x7B",
+            32,
+            4096,
+            32,
+            8,
+            14336,
+            32000,
+            32768,
+            experts=8,
+            active_experts=2,
+            hf_id="mistralai/Mixtral-8x7B-v0.1",
+        ),
         # A few layers and a small hidden size: real forward passes on a CPU in milliseconds.
         _m("tiny", 4, 256, 8, 4, 768, 1024, 4096),
     )
@@ -233,15 +367,33 @@ def load_model_file(path: Path) -> ModelSpec:
 
 
 def _from_hf_config(config: dict, path: Path) -> ModelSpec:
-    """The fields of a Hugging Face config.json for Llama-, Mistral-, Qwen- and Falcon-style models."""
+    quant_file = path.parent / "hf_quant_config.json"
+    quant = None
+    if quant_file.is_file():
+        try:
+            quant = json.loads(quant_file.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ProfileError(f"{quant_file}: cannot read it: {error}") from None
+    name = str(config.get("_name_or_path") or path.parent.name or path.stem)
+    return spec_from_hf_config(config, name, hf_quant_config=quant, hf_id=str(path.resolve()))
+
+
+def spec_from_hf_config(config: dict, name: str, hf_quant_config: dict | None = None, hf_id: str = "") -> ModelSpec:
+    """A ModelSpec from a Hugging Face config.json: Llama-, Mistral-, Qwen- and Falcon-style dense
+    decoders, and mixtures of experts (Mixtral, Qwen3-MoE, DeepSeek with MLA, gpt-oss, ...). A
+    multimodal config gives its text model. Precision from its quantization_config or the
+    ModelOpt hf_quant_config.json beside it (FP8, NVFP4, gpt-oss's MXFP4 experts)."""
+    text = config.get("text_config") or config.get("llm_config")
+    if isinstance(text, dict) and "hidden_size" in text:
+        config = {**text, "quantization_config": config.get("quantization_config", text.get("quantization_config"))}
 
     def field(*names, default=None):
         for n in names:
-            if n in config:
+            if config.get(n) is not None:
                 return config[n]
         if default is not None:
             return default
-        raise ProfileError(f"{path}: config.json lacks {' / '.join(names)}")
+        raise ProfileError(f"{name}: config.json lacks {' / '.join(names)}")
 
     hidden = field("hidden_size", "n_embd", "d_model")
     heads = field("num_attention_heads", "n_head", "num_heads")
@@ -249,12 +401,20 @@ def _from_hf_config(config: dict, path: Path) -> ModelSpec:
     kv_heads = field("num_key_value_heads", "num_kv_heads", default=heads)
     if falcon and config.get("new_decoder_architecture") is False and config.get("multi_query", True):
         kv_heads = 1
-    dtype = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32"}.get(
-        str(config.get("torch_dtype", "bfloat16")), "bfloat16"
-    )
+    layers = field("num_hidden_layers", "n_layer", "num_layers")
+    kv_lora = int(config.get("kv_lora_rank") or 0)
+    rope = int(config.get("qk_rope_head_dim") or 0) if kv_lora else 0
+    head_dim = int(config.get("head_dim") or 0)
+    if kv_lora:
+        head_dim = int(config.get("qk_nope_head_dim") or 0) + rope or head_dim
+    experts = int(field("num_local_experts", "num_experts", "n_routed_experts", default=1) or 1)
+    layer_types = config.get("layer_types") or []
+    sliding = sum(1 for t in layer_types if t == "sliding_attention") if isinstance(layer_types, list) else 0
+    window = int(config.get("sliding_window") or 0) if 0 < sliding < layers else 0
+    dtype, moe_dtype, kv_dtype = _precision(config, hf_quant_config)
     return ModelSpec(
-        name=str(config.get("_name_or_path") or path.parent.name or path.stem),
-        layers=field("num_hidden_layers", "n_layer", "num_layers"),
+        name=name,
+        layers=layers,
         hidden=hidden,
         heads=heads,
         kv_heads=kv_heads,
@@ -263,5 +423,75 @@ def _from_hf_config(config: dict, path: Path) -> ModelSpec:
         vocab=field("vocab_size"),
         max_context=field("max_position_embeddings", "max_seq_len", default=2048),
         dtype=dtype,
-        head_dim=int(config.get("head_dim") or 0),
+        head_dim=head_dim,
+        experts=experts,
+        active_experts=int(
+            field(
+                "num_experts_per_tok",
+                "num_experts_per_token",
+                "experts_per_token",
+                "moe_topk",
+                "top_k_experts",
+                default=1,
+            )
+        )
+        if experts > 1
+        else 1,
+        kv_dtype=kv_dtype,
+        moe_ffn=int(config.get("moe_intermediate_size") or 0) if experts > 1 else 0,
+        shared_experts=int(config.get("n_shared_experts") or config.get("num_shared_experts") or 0)
+        if experts > 1
+        else 0,
+        dense_layers=min(int(config.get("first_k_dense_replace") or 0), layers) if experts > 1 else 0,
+        moe_dtype=moe_dtype if experts > 1 else "",
+        kv_lora_rank=kv_lora,
+        qk_rope_head_dim=rope,
+        q_lora_rank=int(config.get("q_lora_rank") or 0) if kv_lora else 0,
+        v_head_dim=int(config.get("v_head_dim") or 0) if kv_lora else 0,
+        sliding_window=window,
+        sliding_layers=sliding if window else 0,
+        hf_id=hf_id,
     )
+
+
+def _precision(config: dict, hf_quant_config: dict | None) -> tuple[str, str, str]:
+    """(weights, routed experts where they differ, KV cache) of a checkpoint."""
+    dtype = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32"}.get(
+        str(config.get("torch_dtype") or config.get("dtype") or "bfloat16"), "bfloat16"
+    )
+    moe_dtype, kv_dtype = "", ""
+    method = str((config.get("quantization_config") or {}).get("quant_method", "")).lower()
+    if method == "fp8":
+        dtype = "fp8"
+    elif method == "mxfp4":  # gpt-oss: MXFP4 experts, 16-bit attention
+        moe_dtype = "mxfp4"
+    elif method == "modelopt" or hf_quant_config:
+        algo = config.get("quantization_config") or {}
+        algo = (hf_quant_config or {}).get("quantization", algo)
+        weights = str(algo.get("quant_algo", "")).upper()
+        dtype = {"FP8": "fp8", "NVFP4": "nvfp4", "FP8_BLOCK": "fp8"}.get(weights, dtype)
+        kv_dtype = "fp8" if str(algo.get("kv_cache_quant_algo", "")).upper() == "FP8" else ""
+    return dtype, moe_dtype, kv_dtype
+
+
+CATALOG_FILE = "model_catalog.json"  # made by scripts/make_model_catalog.py
+
+
+def _shipped_catalog() -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    """The models of NVIDIA's aiconfigurator-core configs, as capsim ModelSpecs (profiles/data)."""
+    from importlib import resources
+
+    path = resources.files("capsim.profiles").joinpath("data", CATALOG_FILE)
+    if not path.is_file():
+        return {}, {}
+    data = json.loads(path.read_text())
+    models = {m["name"]: ModelSpec(**m) for m in data["models"]}
+    return models, dict(data["aliases"])
+
+
+OWN_MODELS, OWN_ALIASES = dict(MODELS), dict(ALIASES)  # capsim's catalog before the package's joins it
+_PACKAGE_MODELS, _PACKAGE_ALIASES = _shipped_catalog()
+for _name, _spec in _PACKAGE_MODELS.items():
+    MODELS.setdefault(_name, _spec)
+for _alias, _name in _PACKAGE_ALIASES.items():
+    ALIASES.setdefault(_alias, _name)

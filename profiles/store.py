@@ -57,8 +57,12 @@ def resolve_profile(
     pp: int = 1,
     path: str | Path | None = None,
     engine: str = "vllm",
+    ep: int = 1,
+    dp: int = 1,
 ) -> ProfileTable:
-    """The profile of one replica's pipeline stage group: PP=1 tables serve any PP (sim/ splits them)."""
+    """The profile of one replica's pipeline stage group: PP=1 tables serve any PP (sim/ splits them).
+    With expert or attention-data parallelism (a mixture of experts), one DP rank's steps, from the
+    kernel database only: the roofline does not model expert dispatch."""
     if path is not None:
         return ProfileTable.read(path)
     check_engine(engine)
@@ -66,19 +70,27 @@ def resolve_profile(
     shipped = {p.name: p for p in shipped_profiles()}
     for measured in (True, False):
         name = shipped_profile_name(model_spec.name, hardware_spec.name, tp, engine, measured)
-        if name in shipped:
+        if name in shipped and (ep, dp) == (1, 1):
             return ProfileTable.read(shipped[name])
-    if engine in KERNEL_DB_ENGINES and not model_spec.is_moe:  # MoE: the calibrated roofline below
-        table = _kernel_db_profile_if_installed(model_spec, hardware_spec.name, tp, engine)
+    if engine in KERNEL_DB_ENGINES and (not model_spec.is_moe or model_spec.hf_id):
+        table = _kernel_db_profile_if_installed(model_spec, hardware_spec.name, tp, engine, ep, dp)
         if table is not None:
             return table
+    if (ep, dp) != (1, 1):
+        raise ProfileError(
+            f"expert and attention-data parallelism are priced from NVIDIA's kernel database, which has no {engine} "
+            f"{model_spec.name} on {hardware_spec.name} here (install it: pip install 'capsim[kernel-db]'); "
+            "or drop --ep and --dp-attention for the roofline estimate"
+        )
     from capsim.profiles.calibration import calibrated_factors
 
     factors, calibration = calibrated_factors(hardware_spec.name, engine)
     return analytic_profile(model_spec, hardware_spec, tp, pp, factors=factors, calibration=calibration)
 
 
-def _kernel_db_profile_if_installed(model: ModelSpec, hardware: str, tp: int, engine: str) -> ProfileTable | None:
+def _kernel_db_profile_if_installed(
+    model: ModelSpec, hardware: str, tp: int, engine: str, ep: int = 1, dp: int = 1
+) -> ProfileTable | None:
     """The kernel-database profile made now (and cached), or None where the database lacks it."""
     from capsim.profiles import kernel_db
 
@@ -88,15 +100,19 @@ def _kernel_db_profile_if_installed(model: ModelSpec, hardware: str, tp: int, en
         version = kernel_db.check_coverage(hardware, engine, None)  # raises without the extra or the data
     except ProfileError:
         return None
-    key = json.dumps([model.to_dict(), hardware, tp, engine, version, kernel_db.package_version()], sort_keys=True)
+    layout = [ep, dp] if (ep, dp) != (1, 1) else []  # so a dense model's key stays as it was
+    key = json.dumps(
+        [model.to_dict(), hardware, tp, engine, version, kernel_db.package_version(), *layout], sort_keys=True
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    cache = _cache_dir() / f"{model.name.replace('/', '_')}_{hardware}_tp{tp}_{engine}-{digest}.parquet"
+    moe = f"_dp{dp}_ep{ep}" if layout else ""
+    cache = _cache_dir() / f"{model.name.replace('/', '_')}_{hardware}_tp{tp}{moe}_{engine}-{digest}.parquet"
     if cache.is_file():
         try:
             return ProfileTable.read(cache)
         except ProfileError:
             pass  # a damaged entry is made again
-    table = kernel_db.kernel_db_profile(kernel_db.KernelDatabase(model, hardware, engine, version, tp))
+    table = kernel_db.kernel_db_profile(kernel_db.KernelDatabase(model, hardware, engine, version, tp, 1, ep, dp))
     table.to_parquet(cache)
     return table
 

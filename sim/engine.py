@@ -200,8 +200,12 @@ class Replica:
         policy = POLICIES[system.scheduler]
         self.shared = system.pp > 1 and system.pipeline_scheduling == "one_scheduler"
         pool = KVPool(config.num_blocks) if self.shared else None
+        # Pipeline stages (each a virtual engine, or slots of one scheduler), or attention-DP ranks: each
+        # rank schedules its own requests into its own KV cache; its steps are priced with every rank
+        # holding a batch like its own (the kernel database's balanced ranks), so idle-rank waits are not modelled.
         self.engines = [
-            Engine(env, index, e, policy(config, pool), batch_seconds, stages, run) for e in range(system.pp)
+            Engine(env, index, e, policy(config, pool), batch_seconds, stages, run)
+            for e in range(max(system.pp, system.dp_attention))
         ]
         if self.shared:
             for engine in self.engines:

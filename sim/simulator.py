@@ -82,7 +82,8 @@ def simulate(
                 batch_seconds,
                 run,
                 alone=len(engines) == 1,
-                arrivals_blind=len(replicas) == 1 or system.router == "round_robin",
+                # a replica's DP ranks take requests by their load: routing then reads engine state
+                arrivals_blind=system.dp_attention == 1 and (len(replicas) == 1 or system.router == "round_robin"),
             )
     try:
         env.run(until=run.end)

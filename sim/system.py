@@ -23,7 +23,8 @@ from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
 from capsim.sim.scheduler import SchedulerConfig
 
-QUANTS = ("auto", "bf16", "fp8")
+QUANTS = ("auto", "bf16", "fp8", "nvfp4")
+KV_QUANTS = ("auto", "bf16", "fp8")
 ROUTERS = ("round_robin", "least_outstanding", "least_kv")
 PIPELINE_SCHEDULING = ("one_scheduler", "virtual_engines")
 
@@ -35,6 +36,8 @@ class SystemSpec:
     tp: int = 1
     pp: int = 1
     replicas: int = 1
+    ep: int = 1  # expert parallelism of a mixture of experts: GPUs the experts are split over, by expert
+    dp_attention: int = 1  # attention data-parallel ranks of a replica (TP GPUs each; the MoE layer spans them all)
     scheduler: str = "sarathi"
     max_batch_size: int = 128
     token_budget: int | None = None  # chunk size (sarathi), max_num_batched_tokens (vllm); policy default if None
@@ -78,14 +81,14 @@ class SystemSpec:
             )
         if self.router not in ROUTERS:
             raise SimulationError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
-        for name, value in (("quant", self.quant), ("kv_cache_dtype", self.kv_cache_dtype)):
-            if value not in QUANTS:
-                raise SimulationError(f"unknown {name.replace('_', ' ')} {value!r}; choose one of {', '.join(QUANTS)}")
+        for name, value, choices in (("quant", self.quant, QUANTS), ("kv_cache_dtype", self.kv_cache_dtype, KV_QUANTS)):
+            if value not in choices:
+                raise SimulationError(f"unknown {name.replace('_', ' ')} {value!r}; choose one of {', '.join(choices)}")
 
     def _check_numbers(self) -> None:
         if self.watermark is not None and not 0 <= self.watermark < 1:
             raise SimulationError(f"watermark must be a fraction in [0, 1), got {self.watermark}")
-        for name in ("tp", "pp", "replicas", "max_batch_size", "block_size", "num_kv_blocks"):
+        for name in ("tp", "pp", "replicas", "ep", "dp_attention", "max_batch_size", "block_size", "num_kv_blocks"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise SimulationError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
         if not 1 <= self.rope_scaling <= 64:
@@ -102,7 +105,15 @@ class SystemSpec:
                 f"{self.hardware} has no FP8 tensor cores, so FP8 weights and KV cache are not served there; "
                 "use --quant bf16 --kv-cache-dtype bf16, or a Hopper or Blackwell GPU (H100, H200, B200, ...)"
             )
-        if model.heads % self.tp or (model.kv_heads % self.tp and self.tp % model.kv_heads):
+        if self.quant == "nvfp4" and not get_hardware(self.hardware).has_fp4:
+            raise SimulationError(
+                f"{self.hardware} has no FP4 tensor cores, so NVFP4 weights are not served there: use a Blackwell GPU "
+                "(B200, GB200, B300, GB300) or --quant fp8"
+            )
+        self._check_moe_layout(model)
+        if model.is_mla:
+            pass  # MLA's one latent KV head is replicated on every TP rank
+        elif model.heads % self.tp or (model.kv_heads % self.tp and self.tp % model.kv_heads):
             raise SimulationError(
                 f"TP={self.tp} does not divide {model.name}'s {model.heads} attention heads "
                 f"({model.kv_heads} KV heads): choose a TP that does, as vLLM requires"
@@ -116,6 +127,34 @@ class SystemSpec:
                 + (f", its context x RoPE scaling {self.rope_scaling:g}" if self.rope_scaling != 1 else "")
                 + "), as vLLM refuses it too: lower it"
             )
+
+    def _check_moe_layout(self, model: ModelSpec) -> None:
+        """EP and attention DP as the engines combine them (vLLM: --enable-expert-parallel makes all
+        TP x DP GPUs one expert-parallel group; SGLang and TensorRT-LLM let EP be any divisor)."""
+        if self.ep == 1 and self.dp_attention == 1:
+            return
+        if not model.is_moe:
+            raise SimulationError(
+                f"expert parallelism and attention data parallelism are for mixtures of experts; {model.name} is "
+                "dense: drop --ep and --dp-attention (use --replicas for more copies)"
+            )
+        width = self.tp * self.dp_attention
+        if width % self.ep:
+            raise SimulationError(
+                f"EP={self.ep} must divide the GPUs the MoE layer spans, TP x DP = {self.tp} x {self.dp_attention} = "
+                f"{width}"
+            )
+        if model.experts % self.ep:
+            raise SimulationError(f"EP={self.ep} does not divide {model.name}'s {model.experts} experts")
+        if self.engine == "vllm" and self.ep not in (1, width):
+            raise SimulationError(
+                f"vLLM's --enable-expert-parallel puts all TP x DP = {width} GPUs in one expert-parallel group: "
+                f"use --ep 1 or --ep {width}"
+            )
+        if self.dp_attention > 1 and self.engine == "reference":
+            raise SimulationError("capsim's reference engine has no attention data parallelism: drop --dp-attention")
+        if self.dp_attention > 1 and self.pp > 1:
+            raise SimulationError("attention data parallelism with pipeline stages is not modelled: use --pp 1")
 
     def _check_engine_options(self) -> None:
         if self.engine == "reference" and (self.quant, self.kv_cache_dtype) != ("auto", "auto"):
@@ -140,7 +179,12 @@ class SystemSpec:
 
     @property
     def parallel_label(self) -> str:
-        return f"tp_{self.tp}_pp_{self.pp}"
+        moe = (f"_dp_{self.dp_attention}" if self.dp_attention > 1 else "") + (f"_ep_{self.ep}" if self.ep > 1 else "")
+        return f"tp_{self.tp}_pp_{self.pp}{moe}"
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp * self.dp_attention
 
     def scheduler_config(self) -> SchedulerConfig:
         """The policy's limits, with the KV blocks of the replica (of one virtual engine in
@@ -156,6 +200,7 @@ class SystemSpec:
                 self.block_size,
                 self.memory_utilization,
                 max_batch_tokens=max(budget, 2048),
+                dp=self.dp_attention,
             ).num_blocks
         )
         engines = self.pp if self.pipeline_scheduling == "virtual_engines" else 1
@@ -195,6 +240,8 @@ class SystemSpec:
             self.engine,
             self.host_time,
             self.async_scheduling,
+            self.ep,
+            self.dp_attention,
         )
 
     def to_dict(self) -> dict:
@@ -216,6 +263,13 @@ def precision_words(system: dict) -> str:
     return ", ".join(words)
 
 
+def moe_layout_words(system: dict) -> str:
+    """A mixture of experts' layout beyond TP/PP, as a system's to_dict gives it: " x DP8 attention, EP8";
+    "" where there is none."""
+    dp, ep = system.get("dp_attention", 1), system.get("ep", 1)
+    return (f" x DP{dp} attention" if dp > 1 else "") + (f", EP{ep}" if ep > 1 else "")
+
+
 @lru_cache(maxsize=32)
 def _latency_model(
     model: ModelSpec,
@@ -226,8 +280,10 @@ def _latency_model(
     engine: str,
     host_time: bool,
     async_scheduling: bool,
+    ep: int = 1,
+    dp: int = 1,
 ) -> LatencyModel:
-    table = resolve_profile(model, hardware, tp, pp, path=profile, engine=engine)
+    table = resolve_profile(model, hardware, tp, pp, path=profile, engine=engine, ep=ep, dp=dp)
     if table.metadata["tp"] != tp:
         raise ProfileError(f"the profile {profile} is for TP={table.metadata['tp']}, the system has TP={tp}")
     fitted = LatencyModel.for_profile(table)

@@ -356,14 +356,30 @@ def profile_choice(command):
 @profiles.command("list")
 def list_profiles() -> None:
     """The model and hardware catalogs and the profiles shipped with capsim."""
-    models = Table(title="models")
-    for column in ("name", "params (B)", "layers", "hidden", "heads", "KV heads", "FFN", "vocab", "max context"):
-        models.add_column(column, justify="left" if column == "name" else "right")
+    models = Table(
+        title="models (capsim's own, then every config NVIDIA's aiconfigurator-core ships: profiles/data/"
+        "model_catalog.json; any Hugging Face config.json works too)"
+    )
+    columns = ("name", "params (B)", "active (B)", "layers", "hidden", "attention", "MLP", "precision", "context")
+    for column in (*columns, "Hugging Face id"):
+        models.add_column(
+            column,
+            justify="left" if column in ("name", "attention", "MLP", "precision", "Hugging Face id") else "right",
+        )
     for m in MODELS.values():
         models.add_row(
             m.name,
             f"{m.params / 1e9:.2f}",
-            *map(str, (m.layers, m.hidden, m.heads, m.kv_heads, f"{m.ffn} {m.ffn_kind}", m.vocab, m.max_context)),
+            f"{m.active_params / 1e9:.2f}",
+            str(m.layers),
+            str(m.hidden),
+            _attention_words(m),
+            _mlp_words(m),
+            m.dtype
+            + (f", experts {m.moe_dtype}" if m.moe_dtype else "")
+            + (f", KV {m.kv_dtype}" if m.kv_dtype else ""),
+            str(m.max_context),
+            m.hf_id if "/" in m.hf_id and not Path(m.hf_id).is_absolute() else "",
         )
     console.print(models)
     hardware = Table(title="hardware")
@@ -393,6 +409,21 @@ def list_profiles() -> None:
     for (engine, source, hardware_name), systems in sorted(groups.items()):
         shipped.add_row(engine, source, hardware_name, ", ".join(systems))
     console.print(shipped)
+
+
+def _attention_words(m) -> str:
+    if m.is_mla:
+        return f"MLA {m.heads} heads, latent {m.kv_lora_rank}+{m.qk_rope_head_dim}"
+    words = f"{m.heads} heads, {m.kv_heads} KV"
+    return words + (f", window {m.sliding_window} in {m.sliding_layers} layers" if m.sliding_window else "")
+
+
+def _mlp_words(m) -> str:
+    if not m.is_moe:
+        return f"{m.ffn} {m.ffn_kind}"
+    shared = f" + {m.shared_experts} shared" if m.shared_experts else ""
+    dense = f", {m.dense_layers} dense layers" if m.dense_layers else ""
+    return f"MoE {m.active_experts} of {m.experts}{shared} x {m.expert_ffn}{dense}"
 
 
 @profiles.command()

@@ -13,7 +13,7 @@ from capsim.capsearch.capacity.slo import slo_from_dict
 from capsim.capsearch.report.figures import pyplot, save_figure
 from capsim.capsearch.report.results_dir import write_csv, write_json
 from capsim.sim.disagg import describe
-from capsim.sim.system import precision_words
+from capsim.sim.system import moe_layout_words, precision_words
 
 CSV_COLUMNS = (
     "model",
@@ -96,7 +96,7 @@ def capacity_rows(capacities: list[Capacity]) -> list[dict]:
                 "deployment": describe(system)
                 if system.get("disagg")
                 else f"{system.get('replicas', 1)} x {system.get('hardware')} "
-                f"TP{system.get('tp')} PP{system.get('pp')}",
+                f"TP{system.get('tp')} PP{system.get('pp')}{moe_layout_words(system)}",
             }
         )
     return rows
@@ -106,14 +106,14 @@ def gpus(system: dict) -> int:
     """GPUs the deployment takes: every replica's TP x PP, or both pools'."""
     if system.get("disagg"):
         return system["gpus"]
-    return system.get("replicas", 1) * system.get("tp", 1) * system.get("pp", 1)
+    return system.get("replicas", 1) * system.get("tp", 1) * system.get("pp", 1) * system.get("dp_attention", 1)
 
 
 def parallel_words(system: dict) -> str:
     """'1/1' (TP/PP), or a disaggregated deployment's 'xPyD, TP p/d'."""
     if system.get("disagg"):
         return f"{system['disagg']}, TP {system['tp']}"
-    return f"{system.get('tp')}/{system.get('pp')}"
+    return f"{system.get('tp')}/{system.get('pp')}{moe_layout_words(system)}"
 
 
 def scheduler_words(label: str | None, system: dict) -> str:

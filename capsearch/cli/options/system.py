@@ -13,7 +13,7 @@ from capsim.sim import POLICIES, ROUTERS, DisaggSpec, SimulationError, SystemSpe
 from capsim.sim.disagg import DECODE_ROUTERS, POOL_OPTIONS, PREFILL_ROUTERS, disaggregate
 from capsim.sim.kv_link import LINKS
 from capsim.sim.policies import ENGINE_SCHEDULERS
-from capsim.sim.system import PIPELINE_SCHEDULING, QUANTS
+from capsim.sim.system import KV_QUANTS, PIPELINE_SCHEDULING, QUANTS
 
 # A disaggregated deployment's own options: --disagg xPyD, and what differs between its pools.
 DISAGG_FLAGS = (*POOL_OPTIONS, "kv_link", "prefill_router", "decode_router")
@@ -143,6 +143,34 @@ def system_options(command=None, *, default_engine: str = "vllm", disaggregated:
         ),
         click.option("--replicas", type=click.IntRange(1, MAX_REPLICAS), default=1, show_default=True),
         click.option(
+            "--ep",
+            "--ep-size",
+            "--expert-parallel-size",
+            "ep",
+            type=click.IntRange(1, 1024),
+            default=1,
+            show_default=True,
+            help="Mixture of experts: GPUs the experts are split over by expert (it divides TP x DP; the rest split "
+            "each expert's matrices).",
+        ),
+        click.option(
+            "--enable-expert-parallel",
+            is_flag=True,
+            default=False,
+            help="vLLM's flag: EP = TP x DP (every GPU of the replica holds its own experts).",
+        ),
+        click.option(
+            "--dp-attention",
+            "--attention-dp",
+            "dp_attention",
+            type=click.IntRange(1, 1024),
+            default=1,
+            show_default=True,
+            help="Mixture of experts: attention data-parallel ranks a replica, TP GPUs each, each scheduling its own "
+            "requests (vLLM --data-parallel-size, SGLang --enable-dp-attention --dp, TensorRT-LLM "
+            "enable_attention_dp).",
+        ),
+        click.option(
             "--scheduler",
             type=click.Choice(list(POLICIES)),
             default=None,
@@ -227,11 +255,12 @@ def system_options(command=None, *, default_engine: str = "vllm", disaggregated:
             type=click.Choice(QUANTS),
             default="auto",
             show_default=True,
-            help="Weights: the model's own (auto), bf16, or fp8 (Hopper and Blackwell; kernel database or roofline).",
+            help="Weights: the model's own (auto), bf16, fp8 (Hopper and Blackwell), or nvfp4 (Blackwell); kernel "
+            "database or roofline.",
         ),
         click.option(
             "--kv-cache-dtype",
-            type=click.Choice(QUANTS),
+            type=click.Choice(KV_QUANTS),
             default="auto",
             show_default=True,
             help="KV cache: auto (16-bit, as vLLM's auto for an FP8 checkpoint without KV scales), bf16 or fp8.",
@@ -254,6 +283,9 @@ def system_options(command=None, *, default_engine: str = "vllm", disaggregated:
         tp,
         pp,
         replicas,
+        ep,
+        enable_expert_parallel,
+        dp_attention,
         scheduler,
         max_batch_size,
         token_budget,
@@ -277,12 +309,25 @@ def system_options(command=None, *, default_engine: str = "vllm", disaggregated:
                 "--pipeline-scheduling applies with --pp > 1 (several micro-batches in flight): drop it, or set --pp"
             )
         scheduler = scheduler or ENGINE_SCHEDULERS.get(engine, "sarathi")
+        if enable_expert_parallel:
+            if option_given("ep") and ep != tp * dp_attention:
+                raise click.UsageError(
+                    f"--enable-expert-parallel sets EP = TP x DP = {tp * dp_attention}: drop --ep {ep}, or the flag"
+                )
+            ep = tp * dp_attention
+        if kwargs.get("disagg") and (ep > 1 or dp_attention > 1):
+            raise click.UsageError(
+                "expert and attention-data parallelism are not modelled in disaggregated pools yet: drop --ep and "
+                "--dp-attention, or --disagg"
+            )
         system = SystemSpec(
             model=model,
             hardware=hardware,
             tp=tp,
             pp=pp,
             replicas=replicas,
+            ep=ep,
+            dp_attention=dp_attention,
             scheduler=scheduler,
             max_batch_size=max_batch_size,
             token_budget=token_budget,
