@@ -1,5 +1,6 @@
-"""Fidelity against real engines: every run of the silicon sample capsim can replay, simulated
-with kernel time only and with each engine's host time, against what was measured.
+"""Fidelity against real engines: every run of a dense model in the silicon sample capsim can
+replay, simulated with kernel time only and with each engine's host time, against what was
+measured (the mixtures of experts' runs: bench/bench_moe.py).
 
     python bench/bench_fidelity.py            # about 3 minutes on 2 cores (FP8 profiles made on first use)
 
@@ -15,6 +16,7 @@ import time
 from capsim.capsearch.load.validate import replay_all, summary
 from capsim.profiles.host_time import training_rows
 from capsim.profiles.measurements import read_silicon_sample
+from capsim.profiles.models import get_model
 
 
 def table(title: str, rows: list[dict], keys: tuple[str, ...]) -> None:
@@ -37,6 +39,9 @@ def table(title: str, rows: list[dict], keys: tuple[str, ...]) -> None:
 
 def main() -> None:
     measurements, skipped = read_silicon_sample()
+    moe = sum(1 for m in measurements if get_model(m.model).is_moe)
+    measurements = [m for m in measurements if not get_model(m.model).is_moe]
+    skipped["mixture of experts (bench/bench_moe.py)"] = moe
     fitted = training_rows()
     print(
         f"{len(measurements)} runs replayed, {sum(skipped.values())} left out: "

@@ -61,15 +61,16 @@ def roofline_terms(shape: BatchShape, model: ModelSpec, tp: int = 1, pp: int = 1
     weight and runs its GEMMs on FP8 tensor cores at twice the bf16 rate (Hopper, Blackwell), but
     its activations, all-reduces and LM head (left unquantized) stay 16-bit."""
     w, b, kv = model.dtype_bytes, model.activation_dtype_bytes, model.kv_dtype_bytes
-    fp8_rate = 0.5 if model.dtype == "fp8" else 1  # bf16-equivalent FLOPs of an FP8 GEMM
+    fp8_rate = {"fp8": 0.5, "nvfp4": 0.25}.get(model.dtype, 1)  # bf16-equivalent FLOPs of an FP8 / FP4 GEMM
     tokens = sum(shape.prefill_chunks) + len(shape.decode_contexts)
     heads, kv_heads, hd = model.heads / tp, max(1, model.kv_heads / tp), model.head_dim
-    mlp_out = (2 if model.ffn_kind == "swiglu" else 1) * model.ffn / tp
+    ffn = model.expert_ffn  # an expert's, for a mixture of experts (shared experts and dense layers not apart)
+    mlp_out = (2 if model.ffn_kind == "swiglu" else 1) * ffn / tp
     gemms = (
         (model.hidden, (heads + 2 * kv_heads) * hd),
         (heads * hd, model.hidden),
         (model.hidden, mlp_out),
-        (model.ffn / tp, model.hidden),
+        (ffn / tp, model.hidden),
     )
     # Attention: causal chunk of q after c cached tokens does q*c + q(q+1)/2 query-key pairs.
     pairs = sum(q * c + q * (q + 1) / 2 for q, c in zip(shape.prefill_chunks, shape.prefill_contexts))

@@ -293,9 +293,10 @@ class KernelDatabase:
     def quant_modes(self) -> dict:
         """The package's quant modes for this model's weights and KV cache (None: the package's default,
         16-bit, or for a Hugging Face config the checkpoint's own, e.g. DeepSeek's block-scaled FP8)."""
-        fp8_weights, fp8_kv = self.model.dtype == "fp8", self.model.kv_dtype_bytes == 1
+        fp8_kv = self.model.kv_dtype_bytes == 1
         if not self.model.hf_id:
-            return {"gemm_quant_mode": "fp8" if fp8_weights else None, "kvcache_quant_mode": "fp8" if fp8_kv else None}
+            weights = {"fp8": "fp8", "nvfp4": "nvfp4"}.get(self.model.dtype)
+            return {"gemm_quant_mode": weights, "kvcache_quant_mode": "fp8" if fp8_kv else None}
         native = _native(self.model)
         modes = {"kvcache_quant_mode": "fp8" if fp8_kv else "bfloat16"}
         if not fp8_kv:
@@ -315,11 +316,8 @@ class KernelDatabase:
             )
             layout = f", {self.layout_words}" if self.model.is_moe else ""
             return source_words(self.engine, self.version, self.hardware) + f"{layout} ({modes})"
-        quant = [
-            w
-            for w, on in (("FP8 weights", self.model.dtype == "fp8"), ("FP8 KV cache", self.model.kv_dtype_bytes == 1))
-            if on
-        ]
+        weights = {"fp8": "FP8 weights", "nvfp4": "NVFP4 weights"}.get(self.model.dtype)
+        quant = [w for w, on in ((weights, weights), ("FP8 KV cache", self.model.kv_dtype_bytes == 1)) if on]
         return source_words(self.engine, self.version, self.hardware) + (f", {' and '.join(quant)}" if quant else "")
 
     def parts_ms(self, shape: BatchShape) -> dict[str, float]:

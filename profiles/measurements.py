@@ -157,6 +157,8 @@ def _measurement(row: dict) -> tuple[Measurement | None, str]:
         return None, f"model {row['model_path']} outside capsim's catalog"
     spec = get_model(model)
     tp, dp = int(row["tp_size"]), int(row["attention_dp_size"] or 1)
+    if dp > 1 and not spec.is_moe:
+        return None, "data parallelism of a dense model"
     ep = int(row.get("moe_ep_size") or 1) if spec.is_moe else 1
     if spec.is_moe and tp * dp != int(row.get("moe_tp_size") or 1) * ep:
         return None, "a parallelism that does not add up (TP x DP differs from MoE TP x EP)"

@@ -93,9 +93,23 @@ def kv_capacity(
             f"GiB "
             f"of activations per GPU leave room for {layout.num_blocks} KV blocks; about {missing / GIB:.1f} GiB more "
             "per GPU is needed for one full-length sequence. "
-            + (f"Try TP={fits[0]}." if fits else "Try pipeline parallelism (PP) as well.")
+            + (f"Try TP={fits[0]}" if fits else "Try pipeline parallelism (PP) as well")
+            + _wide_ep_hint(model, hardware, pp, block_size, memory_utilization, max_batch_tokens, dp)
+            + "."
         )
     return layout
+
+
+def _wide_ep_hint(model, hardware, pp, block_size, memory_utilization, max_batch_tokens, dp) -> str:
+    """A mixture of experts also fits as attention-DP ranks of one GPU with the experts spread over them."""
+    if not model.is_moe or dp > 1:
+        return ""
+    for ranks in (2, 4, 8, 16, 32, 64):
+        if model.experts % ranks == 0 and _fits(
+            model, hardware, 1, pp, block_size, memory_utilization, max_batch_tokens, ranks
+        ):
+            return f", or TP=1 x DP={ranks} with the experts spread (--dp-attention {ranks} --ep {ranks})"
+    return ""
 
 
 def _blocks_for_one_sequence(model: ModelSpec, block_size: int) -> int:

@@ -19,6 +19,7 @@ is ten times slower on AVX2), eager, with the KV cache sized to the system's blo
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -111,8 +112,14 @@ def vllm_command(
     argv.append("--enable-prefix-caching" if system.prefix_caching else "--no-enable-prefix-caching")
     if system.num_kv_blocks:
         argv += ["--num-gpu-blocks-override", str(system.num_kv_blocks)]
-    if system.quant == "fp8":
+    if system.quant == "fp8" and model.dtype != "fp8":
         argv += ["--quantization", "fp8"]  # FP8 weights quantized at load time (an FP8 checkpoint needs none)
+    if system.quant == "nvfp4" and model.dtype != "nvfp4":
+        raise ProfileError(
+            "vLLM does not quantize to NVFP4 at load time: serve an NVFP4 checkpoint (e.g. nvidia/...-NVFP4) as the "
+            "model, with --quant auto"
+        )
+    argv += moe_and_speculation_flags(system)
     if system.kv_cache_dtype == "fp8":
         argv += ["--kv-cache-dtype", "fp8"]
     if system.async_scheduling:
@@ -121,6 +128,27 @@ def vllm_command(
         argv += ["--load-format", "dummy"]
     argv += [*extra]
     return argv, environment
+
+
+def moe_and_speculation_flags(system: SystemSpec) -> list[str]:
+    """vLLM's flags for attention data parallelism, expert parallelism and speculative decoding."""
+    argv = []
+    if system.dp_attention > 1:
+        argv += ["--data-parallel-size", str(system.dp_attention)]
+    if system.ep > 1:
+        argv.append("--enable-expert-parallel")  # EP = TP x DP, as SystemSpec requires for vLLM
+    if system.spec_tokens:
+        if system.spec_method == "draft":
+            raise ProfileError(
+                "a draft model's launch needs its name: add it to vLLM's --speculative-config yourself "
+                '(\'{"model": ..., "num_speculative_tokens": K}\')'
+            )
+        method = {"mtp": "mtp", "ngram": "ngram"}[system.spec_method]
+        config = {"method": method, "num_speculative_tokens": system.spec_tokens}
+        if method == "ngram":
+            config["prompt_lookup_max"] = 4
+        argv += ["--speculative-config", json.dumps(config)]
+    return argv
 
 
 def vllm_program(on_cpu: bool) -> list[str]:

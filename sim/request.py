@@ -39,6 +39,7 @@ class Request:
         "extra_tokens",
         "replica",
         "engine",
+        "bursts",
     )
 
     def __init__(
@@ -74,11 +75,24 @@ class Request:
         self.extra_tokens: list[float] = []  # token times outside spans: first token, tokens of re-prefills
         self.replica = -1
         self.engine = -1  # index of the virtual engine within the replica
+        # Speculative decoding (sim/spec_decode.py): the tokens each decode step emits; output_tokens is then
+        # the steps + 1 the scheduler runs, and real_output_tokens what the client gets.
+        self.bursts = None
 
     @property
     def remaining_prefill(self) -> int:
         return self.prefill_target - self.prefilled
 
     @property
+    def real_output_tokens(self) -> int:
+        return self.output_tokens if self.bursts is None else 1 + int(self.bursts.sum())
+
+    @property
     def total_tokens(self) -> int:
-        return self.prompt_tokens + self.output_tokens
+        return self.prompt_tokens + self.real_output_tokens
+
+    def speculate(self, bursts) -> None:
+        """Decode in steps emitting bursts[i] tokens each (speculative decoding), not a token a step."""
+        if self.output_tokens > 1:
+            self.bursts = bursts
+            self.output_tokens = len(bursts) + 1

@@ -12,6 +12,7 @@ from capsim.sim.early_stop import EarlyStop, EarlyStopMonitor
 from capsim.sim.engine import CustomLatency, Replica, Run, alarm, arrivals, make_requests, stage_seconds
 from capsim.sim.errors import SimulationError
 from capsim.sim.result import BATCH_COLUMNS, RunResult
+from capsim.sim.spec_decode import speculate
 from capsim.sim.system import SystemSpec
 from capsim.traces import Workload
 
@@ -64,6 +65,7 @@ def simulate(
         latency_model = CustomLatency(latency_model, batch_seconds)
     env = Clock(advancing=decode_stretches)
     requests = make_requests(workload)
+    batch_seconds = speculate(system.spec_decoding, requests, workload, batch_seconds)
     run = Run(env, len(requests), max_concurrency)
     frontend_s = latency_model.frontend_s if frontend_s is None else frontend_s
     if not frontend_s >= 0:

@@ -6,7 +6,7 @@ parallelism, replicas, scheduler policy and its limits, KV memory, routing, late
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from capsim.profiles.store import ENGINES, resolve_profile
 from capsim.sim.errors import SimulationError
 from capsim.sim.policies import POLICIES
 from capsim.sim.scheduler import SchedulerConfig
+from capsim.sim.spec_decode import SpecDecoding
 
 QUANTS = ("auto", "bf16", "fp8", "nvfp4")
 KV_QUANTS = ("auto", "bf16", "fp8")
@@ -57,6 +58,10 @@ class SystemSpec:
     # so the host's per-step and per-sequence time hides behind the kernels (its per-request time stays)
     quant: str = "auto"  # weights: auto (the model's own), bf16 or fp8
     kv_cache_dtype: str = "auto"  # auto (16-bit, as vLLM's auto), bf16 or fp8
+    spec_tokens: int = 0  # speculative decoding: draft tokens a step (0: none); sim/spec_decode.py
+    spec_method: str = "mtp"  # mtp, draft (a draft model) or ngram
+    acceptance: tuple[float, ...] = ()  # a draft token's acceptance rate, one, or one a draft position
+    draft_cost: float | None = None  # a draft token's cost, a fraction of a decode step; None: the method's
 
     def __post_init__(self):
         if isinstance(self.hardware, str):  # one name a GPU, so labels and cache keys agree (H100 -> H100-SXM)
@@ -64,10 +69,13 @@ class SystemSpec:
                 object.__setattr__(self, "hardware", get_hardware(self.hardware).name)
             except ProfileError as error:
                 raise SimulationError(str(error)) from None
+        if isinstance(self.acceptance, list):  # from a config file or JSON: a tuple, so the spec hashes
+            object.__setattr__(self, "acceptance", tuple(self.acceptance))
         self._check_choices()
         self._check_numbers()
         self._check_model()
         self._check_engine_options()
+        self._check_speculation()
 
     def _check_choices(self) -> None:
         if self.scheduler not in POLICIES:
@@ -168,6 +176,38 @@ class SystemSpec:
             caching = ", ".join(name for name, policy in POLICIES.items() if policy.supports_prefix_caching)
             raise SimulationError(f"prefix caching is modelled for the {caching} schedulers only")
 
+    def _check_speculation(self) -> None:
+        if not self.spec_tokens:
+            if self.acceptance or self.draft_cost is not None:
+                raise SimulationError(
+                    "an acceptance rate or draft cost needs speculative decoding: add --spec-tokens K, or drop them"
+                )
+            return
+        if not self.acceptance:
+            raise SimulationError(
+                "speculative decoding needs the drafts' acceptance rate: add --acceptance-rate (e.g. 0.7), or a list "
+                "with one a draft position"
+            )
+        if self.engine == "reference":
+            raise SimulationError("capsim's reference engine does not speculate: drop --spec-tokens")
+        if self.spec_method == "draft" and self.draft_cost is None:
+            raise SimulationError(
+                "a draft model's cost is yours to give: add --draft-cost (a draft token's time as a fraction of a "
+                "decode step, e.g. 0.1 for a model a tenth the size)"
+            )
+        self.spec_decoding  # noqa: B018  (checks the numbers)
+
+    @property
+    def spec_decoding(self) -> SpecDecoding | None:
+        """The speculative decoding this system runs, or None. MTP's draft token costs one decoder
+        layer (its MTP module) of a step; n-grams cost no GPU time."""
+        if not self.spec_tokens:
+            return None
+        cost = self.draft_cost
+        if cost is None:
+            cost = 1 / get_model(self.model).layers if self.spec_method == "mtp" else 0.0
+        return _spec_decoding(self.spec_method, self.spec_tokens, tuple(self.acceptance), float(cost))
+
     @property
     def model_spec(self) -> ModelSpec:
         """The catalog model with this system's weight and KV-cache precision."""
@@ -263,6 +303,28 @@ def precision_words(system: dict) -> str:
     return ", ".join(words)
 
 
+@lru_cache(maxsize=64)
+def _spec_decoding(method: str, tokens: int, acceptance: tuple, cost: float) -> SpecDecoding:
+    try:
+        return SpecDecoding(method, tokens, acceptance, cost)
+    except SimulationError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise SimulationError(f"speculative decoding: {error}") from None
+
+
+def speculation_words(system: dict) -> str:
+    """ ", MTP 2 drafts at acceptance 0.7 (1.91 tokens a step)"; "" without speculative decoding."""
+    if not system.get("spec_tokens"):
+        return ""
+    spec = SystemSpec(**{k: v for k, v in system.items() if k in _FIELDS}).spec_decoding
+    rates = "/".join(f"{a:g}" for a in spec.acceptance)
+    return (
+        f", {spec.method.upper() if spec.method != 'draft' else 'draft model'} {spec.tokens} drafts at acceptance "
+        f"{rates} ({spec.tokens_per_step:.2f} tokens a step, draft {spec.draft_cost:.3g} of a step each)"
+    )
+
+
 def moe_layout_words(system: dict) -> str:
     """A mixture of experts' layout beyond TP/PP, as a system's to_dict gives it: " x DP8 attention, EP8";
     "" where there is none."""
@@ -291,3 +353,6 @@ def _latency_model(
         return fitted
     host = host_time_of(engine)  # the system's engine: a roofline profile calls itself "roofline", calibrated to it
     return fitted.with_host_time(host.overlapped() if host and async_scheduling else host)
+
+
+_FIELDS = {f.name for f in fields(SystemSpec)}

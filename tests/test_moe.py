@@ -178,3 +178,21 @@ def test_catalog_json_is_valid():
 
     data = json.loads(resources.files("capsim.profiles").joinpath("data", "model_catalog.json").read_text())
     assert data["provenance"]["package"] == "aiconfigurator-core" and len(data["models"]) >= 70
+
+
+def test_the_planner_weighs_moe_layouts(tmp_path):
+    import csv
+
+    out = tmp_path / "plan"
+    args = ["plan", "--model", "gpt-oss-120b", "--hardware", "H200", "--target-qps", "4", "--tp", "2"]
+    args += ["--scheduler", "vllm_v1", "--chunk-size", "8192", "--max-batch-size", "64", "-n", "400"]
+    args += ["--ttft-metric", "ttft", "-o", str(out)]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 0, done.output
+    rows = list(csv.DictReader(open(out / "plan.csv")))
+    layouts = {(r["tp"], r["dp_attention"], r["ep"]) for r in rows}
+    assert layouts == {("2", "1", "1"), ("2", "1", "2"), ("1", "2", "2")}
+    assert all(r["gpus_per_replica"] == "2" for r in rows)
+    assert any(r["status"] == "recommended" for r in rows)
+    dense = CliRunner().invoke(cli, ["plan", "--model", "Llama-3.1-8B", "--target-qps", "4", "--moe-layout", "dp_ep"])
+    assert dense.exit_code == 2 and "dense" in dense.output

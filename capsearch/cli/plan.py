@@ -23,6 +23,7 @@ from capsim.capsearch.plan.planner import (
     DEFAULT_BATCHES,
     DEFAULT_BUDGETS,
     DEFAULT_TPS,
+    MOE_LAYOUTS,
     VLLM_SCHEDULERS,
     Candidate,
     Goal,
@@ -38,9 +39,10 @@ from capsim.profiles.hardware import get_hardware
 from capsim.profiles.store import ENGINES
 from capsim.sim import POLICIES, SystemSpec
 from capsim.sim.policies import ENGINE_SCHEDULERS
+from capsim.sim.system import QUANTS
 
 console = Console(width=None if sys.stdout.isatty() else 200)
-SPACE_KEYS = ("hardware", "tp", "pp", "engine", "scheduler", "chunk_size", "max_batch_size")
+SPACE_KEYS = ("hardware", "tp", "pp", "engine", "scheduler", "chunk_size", "max_batch_size", "moe_layout", "quant")
 
 
 def _names(value: str) -> list[str]:
@@ -73,6 +75,22 @@ def read_space(path: str | None) -> dict:
             f"{path}: unknown keys {', '.join(sorted(map(str, unknown)))}; the space has {', '.join(SPACE_KEYS)}"
         )
     return {key: ",".join(map(str, value if isinstance(value, list) else [value])) for key, value in data.items()}
+
+
+def _moe_layouts(value: str | None, base: SystemSpec) -> list[str]:
+    """The MoE layouts to plan over: all for a mixture of experts, tp alone for a dense model."""
+    moe = base.model_spec.is_moe
+    if value is None:
+        return list(MOE_LAYOUTS) if moe else ["tp"]
+    layouts = _names(value)
+    bad = [layout for layout in layouts if layout not in MOE_LAYOUTS]
+    if bad:
+        raise ConfigError(f"unknown --moe-layout {', '.join(bad)}; choose among {', '.join(MOE_LAYOUTS)}")
+    if not moe and layouts != ["tp"]:
+        raise ConfigError(
+            f"{base.model} is dense: expert and attention-data parallel layouts need a mixture of experts"
+        )
+    return layouts
 
 
 def plan_goal(target_qps, gpus, budget, disagg: bool) -> Goal:
@@ -162,6 +180,18 @@ def plan_slo(slo_flags: dict):
     help=f"Batch limits [default: {','.join(map(str, DEFAULT_BATCHES))}].",
 )
 @click.option(
+    "--moe-layout",
+    default=None,
+    help=f"Mixture of experts: layouts of each TP size's GPUs, among {', '.join(MOE_LAYOUTS)} (tp: experts split "
+    "by matrix; ep: by expert, EP = TP; dp_ep: TP 1 x attention DP, EP over all) [default: all three for a MoE "
+    "model].",
+)
+@click.option(
+    "--quant",
+    default=None,
+    help="Weight precisions to consider, among auto (the checkpoint's own), bf16, fp8, nvfp4 [default: auto].",
+)
+@click.option(
     "--space",
     "space_path",
     type=click.Path(exists=True, dir_okay=False),
@@ -201,6 +231,8 @@ def plan_command(
     scheduler,
     chunk_size,
     max_batch_size,
+    moe_layout,
+    quant,
     space_path,
     prices_path,
     router,
@@ -237,6 +269,8 @@ def plan_command(
         "scheduler": scheduler,
         "chunk_size": chunk_size,
         "max_batch_size": max_batch_size,
+        "moe_layout": moe_layout,
+        "quant": quant,
     }
     both = [key for key in SPACE_KEYS if flags[key] is not None and key in space]
     if both:
@@ -285,6 +319,10 @@ def plan_command(
         else {s: DEFAULT_BUDGETS.get(s, (None,)) for s in schedulers}
     )
     base = SystemSpec(model=model, router=router, host_time=host_time == "on")
+    layouts, quants = _moe_layouts(given["moe_layout"], base), _names(given["quant"]) if given["quant"] else ["auto"]
+    bad = [q for q in quants if q not in QUANTS]
+    if bad:
+        raise ConfigError(f"unknown --quant {', '.join(bad)}; choose among {', '.join(QUANTS)}")
     spec = make_spec(trace)
     pool = candidates(
         model,
@@ -296,6 +334,8 @@ def plan_command(
         budgets,
         _counts(given["max_batch_size"], "max-batch-size") if given["max_batch_size"] else DEFAULT_BATCHES,
         base,
+        layouts,
+        quants,
     )
     folder = results_dir(output_dir, "plan", overwrite)
     console.print(

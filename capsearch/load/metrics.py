@@ -96,6 +96,7 @@ def request_latencies(result: RunResult) -> dict[str, np.ndarray]:
     ends_a_gap = np.repeat(finished, all_counts)  # token j + 1 closes the gap j of its own request
     ends_a_gap[offsets[:-1][all_counts > 0]] = False  # a request's first token closes none
     itl = np.diff(values)[ends_a_gap[1:]] if len(values) > 1 else np.empty(0)
+    itl = itl[itl > 0]  # tokens that arrive together (a speculative step's burst) are one chunk to vLLM's client
     return {"ttft": ttft, "tpot": tpot, "e2el": e2el, "itl": itl, "counts": counts}
 
 

@@ -21,6 +21,7 @@ most capacity for a GPU count or an hourly budget), from trace-driven capacity s
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from capsim.capsearch.experiments.conventions import MAX_REPLICAS
 from capsim.profiles.errors import ProfileError
 from capsim.profiles.hardware import get_hardware
 from capsim.sim import SimulationError, SystemSpec
+from capsim.sim.system import moe_layout_words
 from capsim.traces import WorkloadSpec
 
 RUNNERS_UP = 5  # deployments kept, the recommended one included
@@ -44,6 +46,15 @@ VLLM_SCHEDULERS = ("sarathi", "vllm_v1", "vllm_v0")  # vLLM's batching, as the p
 DEFAULT_BUDGETS = {"sarathi": (512, 1024, 2048), "vllm_v1": (2048, 8192), "vllm_v0": (None,)}
 DEFAULT_BATCHES = (64, 128, 256)
 DEFAULT_TPS = (1, 2, 4, 8)
+# A mixture of experts on G GPUs (G from the TP list): the experts split by matrix (tp), by expert
+# (ep: EP = G, vLLM's --enable-expert-parallel), or attention data-parallel with expert parallelism
+# (dp_ep: TP 1 x DP G, EP G, the wide-EP layout SGLang and TensorRT-LLM run DeepSeek with).
+MOE_LAYOUTS = ("tp", "ep", "dp_ep")
+
+
+def moe_layout(layout: str, gpus: int) -> dict:
+    """SystemSpec fields of a MoE layout on `gpus` GPUs a replica."""
+    return {"tp": dict(tp=gpus), "ep": dict(tp=gpus, ep=gpus), "dp_ep": dict(tp=1, dp_attention=gpus, ep=gpus)}[layout]
 
 
 def builtin_prices() -> dict[str, dict]:
@@ -112,7 +123,7 @@ class Candidate:
 
     @property
     def gpus_per_replica(self) -> int:
-        return self.system.tp * self.system.pp
+        return self.system.gpus_per_replica
 
     @property
     def gpus(self) -> int | None:
@@ -131,7 +142,11 @@ class Candidate:
     def label(self) -> str:
         s = self.system
         budget = f" chunk {s.token_budget}" if s.token_budget else ""
-        return f"{s.hardware} TP{s.tp} PP{s.pp} {s.engine} {s.scheduler}{budget} batch {s.max_batch_size}"
+        quant = f" {s.quant}" if s.quant != "auto" else ""
+        layout = moe_layout_words(s.to_dict())
+        return (
+            f"{s.hardware} TP{s.tp} PP{s.pp}{layout}{quant} {s.engine} {s.scheduler}{budget} batch {s.max_batch_size}"
+        )
 
 
 def candidates(
@@ -144,43 +159,49 @@ def candidates(
     budgets: dict,
     batches,
     base: SystemSpec,
+    layouts=("tp",),
+    quants=("auto",),
 ) -> list[Candidate]:
-    """Every combination asked for (`schedulers`: engine -> its schedulers), as one-replica systems
-    (the base system gives the rest)."""
+    """Every combination asked for (`schedulers`: engine -> its schedulers; `layouts`: MOE_LAYOUTS
+    over each TP size's GPUs), as one-replica systems (the base system gives the rest)."""
     found = []
     for name in hardware:
-        for tp in tps:
-            for pp in pps:
+        for gpus in tps:
+            layouts_here = [layout for layout in layouts if layout == "tp" or gpus > 1]  # on 1 GPU all are one
+            for layout, pp, quant in itertools.product(layouts_here, pps, quants):
                 for engine, names in schedulers.items():
                     for scheduler in names:
-                        for budget in budgets.get(scheduler, (None,)):
-                            for batch in batches:
-                                try:
-                                    system = dataclasses.replace(
-                                        base,
-                                        model=model,
-                                        hardware=name,
-                                        tp=tp,
-                                        pp=pp,
-                                        replicas=1,
-                                        engine=engine,
-                                        scheduler=scheduler,
-                                        token_budget=budget,
-                                        max_batch_size=batch,
-                                        num_kv_blocks=None,
-                                    )
-                                except SimulationError as error:
-                                    found.append(
-                                        Candidate(
-                                            dataclasses.replace(base, model=model, hardware=name, replicas=1),
-                                            prices[name],
-                                            "does not fit",
-                                            str(error),
-                                        )
-                                    )
-                                    continue
-                                found.append(Candidate(system, prices[name]))
+                        for budget, batch in itertools.product(budgets.get(scheduler, (None,)), batches):
+                            found.append(
+                                _candidate(
+                                    base,
+                                    prices[name],
+                                    model=model,
+                                    hardware=name,
+                                    pp=pp,
+                                    quant=quant,
+                                    replicas=1,
+                                    engine=engine,
+                                    scheduler=scheduler,
+                                    token_budget=budget,
+                                    max_batch_size=batch,
+                                    num_kv_blocks=None,
+                                    **moe_layout(layout, gpus),
+                                )
+                            )
     return found
+
+
+def _candidate(base: SystemSpec, price: float, **fields) -> Candidate:
+    try:
+        return Candidate(dataclasses.replace(base, **fields), price)
+    except SimulationError as error:
+        return Candidate(
+            dataclasses.replace(base, model=fields["model"], hardware=fields["hardware"], replicas=1),
+            price,
+            "does not fit",
+            str(error),
+        )
 
 
 def upper_bound_qps(system: SystemSpec, prompt: np.ndarray, output: np.ndarray) -> float:

@@ -13,7 +13,7 @@ from capsim.capsearch.capacity.slo import slo_from_dict
 from capsim.capsearch.report.figures import pyplot, save_figure
 from capsim.capsearch.report.results_dir import write_csv, write_json
 from capsim.sim.disagg import describe
-from capsim.sim.system import moe_layout_words, precision_words
+from capsim.sim.system import moe_layout_words, precision_words, speculation_words
 
 CSV_COLUMNS = (
     "model",
@@ -96,7 +96,7 @@ def capacity_rows(capacities: list[Capacity]) -> list[dict]:
                 "deployment": describe(system)
                 if system.get("disagg")
                 else f"{system.get('replicas', 1)} x {system.get('hardware')} "
-                f"TP{system.get('tp')} PP{system.get('pp')}{moe_layout_words(system)}",
+                f"TP{system.get('tp')} PP{system.get('pp')}{moe_layout_words(system)}{speculation_words(system)}",
             }
         )
     return rows
@@ -121,7 +121,7 @@ def scheduler_words(label: str | None, system: dict) -> str:
     if system.get("disagg"):
         return describe(system)
     budget = f", chunk {system['token_budget']}" if system.get("token_budget") else ""
-    inner = f"{system['scheduler']}{budget}, batch {system['max_batch_size']}"
+    inner = f"{system['scheduler']}{budget}, batch {system['max_batch_size']}{speculation_words(system)}"
     return f"{label} ({inner})" if label and label != system["scheduler"] else inner
 
 

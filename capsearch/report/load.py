@@ -15,7 +15,7 @@ from capsim.capsearch.load.vllm_results import result_filename, vllm_result, wri
 from capsim.capsearch.report.results_dir import ResultSet, record, write_csv, write_json
 from capsim.sim import POLICIES
 from capsim.sim.disagg import describe
-from capsim.sim.system import moe_layout_words, precision_words
+from capsim.sim.system import moe_layout_words, precision_words, speculation_words
 
 
 def run_loads(load_run: LoadRun, run_one) -> tuple[list[tuple[Load, object]], list[dict], dict]:
@@ -144,7 +144,8 @@ def headline(info: dict, spec, runs=()) -> str:
         f"{system['model']}{f' ({precision})' if precision else ''} on {system['hardware']} TP{system['tp']} "
         f"PP{system['pp']}{moe_layout_words(system)} "
         f"x{system['replicas']}, "
-        f"{system['engine']} step times, {system['scheduler']}{budget} batch {system['max_batch_size']}, simulated; "
+        f"{system['engine']} step times, {system['scheduler']}{budget} batch {system['max_batch_size']}"
+        f"{speculation_words(system)}, simulated; "
         f"{workload}"
     )
 

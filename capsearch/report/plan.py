@@ -10,6 +10,7 @@ from rich.table import Table
 from capsim.capsearch.plan.planner import Candidate, Goal
 from capsim.capsearch.report.figures import pyplot, save_figure
 from capsim.capsearch.report.results_dir import write_csv, write_json
+from capsim.sim.system import moe_layout_words
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -48,7 +49,8 @@ def plot_pareto(pool, goal, path: Path, title: str) -> Path:
     )
     for c in front:
         ax.annotate(
-            f"{c.replicas}x {c.system.hardware} TP{c.system.tp} {c.system.scheduler}",
+            f"{c.replicas}x {c.system.hardware} TP{c.system.tp}{moe_layout_words(c.system.to_dict())} "
+            f"{c.system.scheduler}",
             (c.cost_per_hour, c.capacity),
             fontsize=6,
             xytext=(3, 3),
@@ -136,6 +138,9 @@ CSV_COLUMNS = (
     "hardware",
     "tp",
     "pp",
+    "dp_attention",
+    "ep",
+    "quant",
     "engine",
     "scheduler",
     "chunk_size",
@@ -164,6 +169,9 @@ def candidate_row(c: Candidate, goal: Goal) -> dict:
         "hardware": c.system.hardware,
         "tp": c.system.tp,
         "pp": c.system.pp,
+        "dp_attention": c.system.dp_attention,
+        "ep": c.system.ep,
+        "quant": c.system.quant,
         "engine": c.system.engine,
         "scheduler": c.system.scheduler,
         "chunk_size": c.system.token_budget,

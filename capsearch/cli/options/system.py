@@ -13,6 +13,7 @@ from capsim.sim import POLICIES, ROUTERS, DisaggSpec, SimulationError, SystemSpe
 from capsim.sim.disagg import DECODE_ROUTERS, POOL_OPTIONS, PREFILL_ROUTERS, disaggregate
 from capsim.sim.kv_link import LINKS
 from capsim.sim.policies import ENGINE_SCHEDULERS
+from capsim.sim.spec_decode import METHODS as SPEC_METHODS
 from capsim.sim.system import KV_QUANTS, PIPELINE_SCHEDULING, QUANTS
 
 # A disaggregated deployment's own options: --disagg xPyD, and what differs between its pools.
@@ -115,6 +116,18 @@ ROUTER = click.option(
     show_default=True,
     help="How requests are spread over the replicas.",
 )
+
+
+def _acceptance(text: str | None) -> tuple[float, ...]:
+    if text is None:
+        return ()
+    try:
+        return tuple(float(part) for part in text.replace(" ", ",").split(",") if part)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: give a rate such as 0.7, or rates a draft position such as 0.8,0.6",
+            param_hint="--acceptance-rate",
+        ) from None
 
 
 def system_options(command=None, *, default_engine: str = "vllm", disaggregated: bool = False):
@@ -266,6 +279,36 @@ def system_options(command=None, *, default_engine: str = "vllm", disaggregated:
             help="KV cache: auto (16-bit, as vLLM's auto for an FP8 checkpoint without KV scales), bf16 or fp8.",
         ),
         click.option(
+            "--spec-tokens",
+            "--num-speculative-tokens",
+            "spec_tokens",
+            type=click.IntRange(0, 16),
+            default=0,
+            show_default=True,
+            help="Speculative decoding: draft tokens a step, verified together (0: none).",
+        ),
+        click.option(
+            "--spec-method",
+            type=click.Choice(SPEC_METHODS),
+            default="mtp",
+            show_default=True,
+            help="With --spec-tokens: who drafts: the model's MTP head, a draft model, or n-gram lookup.",
+        ),
+        click.option(
+            "--acceptance-rate",
+            "acceptance",
+            default=None,
+            metavar="A[,A...]",
+            help="With --spec-tokens: a draft token's acceptance rate in (0, 1], or one a draft position (0.8,0.6).",
+        ),
+        click.option(
+            "--draft-cost",
+            type=click.FloatRange(0, 1),
+            default=None,
+            help="With --spec-tokens: a draft token's time as a fraction of a decode step [MTP: 1/layers; ngram: 0; "
+            "draft: required].",
+        ),
+        click.option(
             "--profile",
             "profile_path",
             type=click.Path(exists=True, dir_okay=False),
@@ -301,6 +344,10 @@ def system_options(command=None, *, default_engine: str = "vllm", disaggregated:
         async_scheduling,
         quant,
         kv_cache_dtype,
+        spec_tokens,
+        spec_method,
+        acceptance,
+        draft_cost,
         profile_path,
         **kwargs,
     ):
@@ -315,6 +362,13 @@ def system_options(command=None, *, default_engine: str = "vllm", disaggregated:
                     f"--enable-expert-parallel sets EP = TP x DP = {tp * dp_attention}: drop --ep {ep}, or the flag"
                 )
             ep = tp * dp_attention
+        acceptance = _acceptance(acceptance)
+        if spec_tokens == 0 and option_given("spec_method"):
+            raise click.UsageError("--spec-method applies with --spec-tokens K: add it, or drop --spec-method")
+        if kwargs.get("disagg") and spec_tokens:
+            raise click.UsageError(
+                "speculative decoding is not modelled in disaggregated pools yet: drop --spec-tokens, or --disagg"
+            )
         if kwargs.get("disagg") and (ep > 1 or dp_attention > 1):
             raise click.UsageError(
                 "expert and attention-data parallelism are not modelled in disaggregated pools yet: drop --ep and "
@@ -344,6 +398,10 @@ def system_options(command=None, *, default_engine: str = "vllm", disaggregated:
             async_scheduling=async_scheduling,
             quant=quant,
             kv_cache_dtype=kv_cache_dtype,
+            spec_tokens=spec_tokens,
+            spec_method=spec_method,
+            acceptance=acceptance,
+            draft_cost=draft_cost,
         )
         if disaggregated:
             disagg, pools = kwargs.pop("disagg"), {flag: kwargs.pop(flag) for flag in DISAGG_FLAGS}
