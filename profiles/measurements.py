@@ -156,7 +156,7 @@ def _measurement(row: dict) -> tuple[Measurement | None, str]:
     if model is None:
         return None, f"model {row['model_path']} outside capsim's catalog"
     spec = get_model(model)
-    tp, dp = int(row["tp_size"]), int(row["attention_dp_size"] or 1)
+    tp, dp = int(row["tp_size"]), max(1, int(row["attention_dp_size"] or 1))  # "0" in some rows: one rank
     if dp > 1 and not spec.is_moe:
         return None, "data parallelism of a dense model"
     ep = int(row.get("moe_ep_size") or 1) if spec.is_moe else 1

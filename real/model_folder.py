@@ -36,7 +36,7 @@ def hf_config(model: ModelSpec) -> dict:
         "architectures": ["MixtralForCausalLM" if model.is_moe else "LlamaForCausalLM"],
         "model_type": "mixtral" if model.is_moe else "llama",
         "hidden_size": model.hidden,
-        "intermediate_size": model.ffn,
+        "intermediate_size": model.expert_ffn,  # a Mixtral expert's (shared experts and MLA are not kept)
         "num_hidden_layers": model.layers,
         "num_attention_heads": model.heads,
         "num_key_value_heads": model.kv_heads,

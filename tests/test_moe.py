@@ -170,6 +170,7 @@ def test_silicon_sample_moe_rows_are_replayed_with_their_layout():
     moe = [m for m in rows if get_model(m.model).is_moe]
     assert {m.model for m in moe} >= {"gpt-oss-120b", "Qwen3-235B-A22B-FP8", "DeepSeek-R1"}
     assert any(m.dp > 1 and m.ep > 1 for m in moe)
+    assert all(m.dp >= 1 for m in rows)  # some rows write attention_dp_size 0 for one rank
     assert "mixture of experts" not in skipped
 
 
@@ -196,3 +197,31 @@ def test_the_planner_weighs_moe_layouts(tmp_path):
     assert any(r["status"] == "recommended" for r in rows)
     dense = CliRunner().invoke(cli, ["plan", "--model", "Llama-3.1-8B", "--target-qps", "4", "--moe-layout", "dp_ep"])
     assert dense.exit_code == 2 and "dense" in dense.output
+
+
+def test_config_files_take_moe_layouts_and_speculation(tmp_path):
+    from capsim.capsearch.errors import ConfigError
+    from capsim.capsearch.experiments.config import load_config
+
+    text = """
+hardware: H200
+engine: vllm
+spec_tokens: 3
+acceptance: [0.8, 0.6, 0.4]
+schedulers:
+  - {name: v1, scheduler: vllm_v1, batch_size: 128, chunk_size: 8192}
+traces:
+  - {name: chat, trace_file: chat, num_requests: 512, max_seq_len: 8192}
+parallel_spec:
+  - {name: dp8ep8, tp_dimension: 1, attention_dp_dimension: 8, ep_dimension: 8}
+models:
+  - {name: gpt-oss-120b, identifier: openai/gpt-oss-120b}
+"""
+    path = tmp_path / "moe.yml"
+    path.write_text(text)
+    (job,) = load_config(path).jobs
+    assert (job.system.tp, job.system.dp_attention, job.system.ep) == (1, 8, 8)
+    assert (job.system.spec_tokens, job.system.acceptance) == (3, (0.8, 0.6, 0.4))
+    path.write_text(text.replace("ep_dimension: 8", "ep_dimension: 3"))
+    with pytest.raises(ConfigError, match="EP=3 must divide"):
+        load_config(path)

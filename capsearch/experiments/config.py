@@ -8,16 +8,19 @@ traces; null = all). Read with Sarathi-Serve's conventions: its SLO defaults, Po
 at 3/QPS, the trace shuffled with seed 42 before the first num_requests are taken, and each model
 on the paper's GPU (Mistral-7B, Yi-34B, Falcon-180B: A100 80GB PCIe; Llama-2-70B: A40).
 
-capsim's keys, all optional: hardware (per model too); engine (whose latencies: vllm, sglang,
-trtllm or reference; per model too); quant and kv_cache_dtype (auto, bf16, fp8; per model too);
-host_time and async_scheduling (true or false); profile (a profile file); slos (a list of SLOs: kind
-tbt_ttft | ttft_tpot | deadline and its fields); seed; shuffle; cap_gaps; arrival and cv (per
-trace); granularity; max_trials; replicas; block_size; memory_utilization; num_kv_blocks;
-pipeline_scheduling; in a parallel_spec entry, disagg (xPyD: a disaggregated deployment, its pools
-with the entry's TP but where prefill_tp, decode_tp, prefill_hardware, decode_hardware,
-prefill_scheduler, decode_scheduler, prefill_chunk_size or decode_max_batch_size say otherwise),
-kv_link (nvlink, ib, pcie), prefill_router and decode_router. A trace_file that does not exist but
-names one of the peers' processed traces uses capsim's built-in trace of that name, and says so.
+capsim's keys, all optional: hardware (per model too); engine (whose latencies: vllm, sglang, trtllm
+or reference; per model too); quant (auto, bf16, fp8, nvfp4) and kv_cache_dtype (auto, bf16, fp8;
+per model too); speculative decoding: spec_tokens, spec_method (mtp, draft, ngram), acceptance (a
+rate or a list), draft_cost (per model too); host_time and async_scheduling (true or false); profile
+(a profile file); slos (a list of SLOs: kind tbt_ttft | ttft_tpot | deadline and its fields); seed;
+shuffle; cap_gaps; arrival and cv (per trace); granularity; max_trials; replicas; block_size;
+memory_utilization; num_kv_blocks; pipeline_scheduling; in a parallel_spec entry, ep_dimension and
+attention_dp_dimension (a mixture of experts' EP and attention DP), disagg (xPyD: a disaggregated
+deployment, its pools with the entry's TP but where prefill_tp, decode_tp, prefill_hardware,
+decode_hardware, prefill_scheduler, decode_scheduler, prefill_chunk_size or decode_max_batch_size
+say otherwise), kv_link (nvlink, ib, pcie), prefill_router and decode_router. A trace_file that does
+not exist but names one of the peers' processed traces uses capsim's built-in trace of that name,
+and says so.
 
 Everything is checked on load, before any trial runs: unknown keys are named with their file.
 """
@@ -31,6 +34,7 @@ from capsim.capsearch.capacity.jobs import SearchJob
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiments.conventions import MAX_REPLICAS, MAX_TRIALS, PEER_SEED
 from capsim.capsearch.experiments.schema import (
+    SPECULATION_KEYS,
     Experiment,
     check_keys,
     config_slos,
@@ -38,6 +42,7 @@ from capsim.capsearch.experiments.schema import (
     integer,
     number,
     read_yaml,
+    speculation,
     text,
     trace_source,
     workload_words,
@@ -95,11 +100,20 @@ TOP_KEYS = {
     "kv_cache_dtype",
     "host_time",
     "async_scheduling",
+    *SPECULATION_KEYS,
 }
 SECTION_KEYS = {
     "schedulers": {"name", "scheduler", "batch_size", "chunk_size"},
     "traces": {"name", "trace_file", "max_seq_len", "num_requests", "start_qps", "arrival", "cv"},
-    "parallel_spec": {"name", "tp_dimension", "pp_dimension", "disagg", *DISAGG_KEYS},
+    "parallel_spec": {
+        "name",
+        "tp_dimension",
+        "pp_dimension",
+        "ep_dimension",
+        "attention_dp_dimension",
+        "disagg",
+        *DISAGG_KEYS,
+    },
     "models": {
         "name",
         "identifier",
@@ -111,6 +125,7 @@ SECTION_KEYS = {
         "profile",
         "quant",
         "kv_cache_dtype",
+        *SPECULATION_KEYS,
     },
 }
 
@@ -215,6 +230,8 @@ def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJo
             hardware=hardware.name,
             tp=integer(parallel.get("tp_dimension", 1), "tp_dimension"),
             pp=integer(parallel.get("pp_dimension", 1), "pp_dimension"),
+            ep=integer(parallel.get("ep_dimension", 1), "ep_dimension"),
+            dp_attention=integer(parallel.get("attention_dp_dimension", 1), "attention_dp_dimension"),
             replicas=integer(data.get("replicas", 1), "replicas", maximum=MAX_REPLICAS),
             scheduler=policy,
             max_batch_size=integer(scheduler.get("batch_size", 128), "batch_size"),
@@ -235,9 +252,16 @@ def _job(data, model, scheduler, trace, parallel, slos, path, notes) -> SearchJo
             kv_cache_dtype=text(model.get("kv_cache_dtype") or data.get("kv_cache_dtype") or "auto", "kv_cache_dtype"),
             host_time=flag(data.get("host_time", True), "host_time"),
             async_scheduling=flag(data.get("async_scheduling", False), "async_scheduling"),
+            **speculation(model, data),
         )
         kv_capacity(
-            system.model_spec, hardware, system.tp, system.pp, system.block_size, system.memory_utilization
+            system.model_spec,
+            hardware,
+            system.tp,
+            system.pp,
+            system.block_size,
+            system.memory_utilization,
+            dp=system.dp_attention,
         )  # fits?
         if parallel.get("disagg") is not None:
             system = disaggregated(system, parallel, data)

@@ -159,3 +159,27 @@ def trace_source(source: str, path: Path, notes: list[str]) -> str:
         f"{Path(source).name} is not here: using capsim's built-in '{builtin}' trace (its shipped length distribution)"
     )
     return builtin
+
+
+SPECULATION_KEYS = ("spec_tokens", "spec_method", "acceptance", "draft_cost")
+
+
+def speculation(model: dict, data: dict) -> dict:
+    """SystemSpec's speculative-decoding fields from a config (a model's entry over the file's):
+    spec_tokens K, spec_method, acceptance (a rate, or a list of one a draft position), draft_cost."""
+
+    def given(key):
+        return model.get(key) if model.get(key) is not None else data.get(key)
+
+    fields = {}
+    if given("spec_tokens") is not None:
+        fields["spec_tokens"] = integer(given("spec_tokens"), "spec_tokens", 0, 16)
+    if given("spec_method") is not None:
+        fields["spec_method"] = text(given("spec_method"), "spec_method")
+    if given("acceptance") is not None:
+        rates = given("acceptance") if isinstance(given("acceptance"), list) else [given("acceptance")]
+        fields["acceptance"] = tuple(number(rate, "acceptance") for rate in rates)
+    if given("draft_cost") is not None:
+        cost = given("draft_cost")
+        fields["draft_cost"] = 0.0 if cost == 0 and not isinstance(cost, bool) else number(cost, "draft_cost")
+    return fields
