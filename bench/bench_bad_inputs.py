@@ -338,6 +338,50 @@ def classify(argv: list[str], cwd: Path) -> str:
     return "wrong value" if done.returncode == 0 else f"exit {done.returncode}"
 
 
+def _sim(*args: str) -> list[str]:
+    return ["simulate", "--hardware", "H200", "--qps", "1", "-n", "8", *args]
+
+
+MOE = {  # issue 31: mixtures of experts, expert and attention-data parallelism, precisions, speculation
+    "a MoE the database cannot price there": _sim("--model", "gpt-oss-120b", "--engine", "trtllm", "--tp", "4"),
+    "an EP that does not divide TP x DP": _sim("--model", "gpt-oss-120b", "--tp", "4", "--ep", "3"),
+    "an EP that does not divide the experts": _sim(
+        "--model", "Mixtral-8x7B", "--tp", "2", "--dp-attention", "8", "--ep", "16"
+    ),
+    "vLLM with EP short of TP x DP": _sim("--model", "gpt-oss-120b", "--tp", "8", "--ep", "4"),
+    "EP on a dense model": _sim("--model", "Llama-3.1-8B", "--tp", "2", "--ep", "2"),
+    "attention DP on the reference engine": _sim(
+        "--model", "gpt-oss-120b", "--engine", "reference", "--dp-attention", "2", "--ep", "2"
+    ),
+    "attention DP with PP": _sim("--model", "gpt-oss-120b", "--tp", "2", "--pp", "2", "--dp-attention", "2"),
+    "EP in a disaggregated pool": _sim("--model", "gpt-oss-120b", "--tp", "2", "--ep", "2", "--disagg", "1P1D"),
+    "NVFP4 on a Hopper GPU": _sim("--model", "gpt-oss-120b", "--tp", "8", "--quant", "nvfp4"),
+    "an FP4 KV cache": _sim("--model", "gpt-oss-120b", "--tp", "8", "--kv-cache-dtype", "nvfp4"),
+    "acceptance rate 0": _sim("--model", "gpt-oss-120b", "--tp", "8", "--spec-tokens", "2", "--acceptance-rate", "0"),
+    "acceptance rate 1.2": _sim(
+        "--model", "gpt-oss-120b", "--tp", "8", "--spec-tokens", "2", "--acceptance-rate", "1.2"
+    ),
+    "acceptance rates for 3 of 2 drafts": _sim("--spec-tokens", "2", "--acceptance-rate", "0.9,0.8,0.7"),
+    "an acceptance rate without drafts": _sim("--acceptance-rate", "0.7"),
+    "drafts without an acceptance rate": _sim("--spec-tokens", "2"),
+    "a draft model without its cost": _sim("--spec-tokens", "2", "--acceptance-rate", "0.7", "--spec-method", "draft"),
+    "speculation on the reference engine": _sim(
+        "--engine", "reference", "--spec-tokens", "2", "--acceptance-rate", "0.7"
+    ),
+    "plan: a MoE layout for a dense model": [
+        "plan",
+        "--model",
+        "Llama-3.1-8B",
+        "--target-qps",
+        "4",
+        "--moe-layout",
+        "dp_ep",
+    ],
+    "plan: an unknown MoE layout": ["plan", "--model", "gpt-oss-120b", "--target-qps", "4", "--moe-layout", "wide"],
+    "plan: an unknown precision": ["plan", "--model", "gpt-oss-120b", "--target-qps", "4", "--quant", "int3"],
+}
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -358,6 +402,7 @@ def main() -> None:
         places = trust_files(folder)
         cases += [("issue 27 (trust)", name, [a.format(**places) for a in argv]) for name, argv in TRUST.items()]
         cases += [("issue 28 (fidelity)", name, [a.format(**places) for a in argv]) for name, argv in FIDELITY.items()]
+        cases += [("issue 31 (MoE)", name, argv) for name, argv in MOE.items()]
         cache = ["--cache-dir", str(folder / "cache")]
         argvs = [
             argv

@@ -17,6 +17,18 @@ from capsim.profiles.errors import ProfileError
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1, "nvfp4": 0.5625, "mxfp4": 0.53125}
 # 4-bit formats carry a scale per block: NVFP4 one FP8 scale a 16 values, MXFP4 one 8-bit scale a 32.
 KV_DTYPES = ("bfloat16", "float16", "float32", "fp8")
+# The MoE, MLA and sliding-window counts (0: the model has none), left out of to_dict at 0.
+ARCHITECTURE_COUNTS = (
+    "moe_ffn",
+    "shared_experts",
+    "dense_layers",
+    "kv_lora_rank",
+    "qk_rope_head_dim",
+    "q_lora_rank",
+    "v_head_dim",
+    "sliding_window",
+    "sliding_layers",
+)
 WEIGHT_DTYPES = ("bfloat16", "float16", "float32", "fp8", "nvfp4")  # a whole model's GEMMs
 
 
@@ -62,17 +74,7 @@ class ModelSpec:
             raise ProfileError(
                 f"model {self.name!r}: moe_dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.moe_dtype!r}"
             )
-        for f in (
-            "moe_ffn",
-            "shared_experts",
-            "dense_layers",
-            "kv_lora_rank",
-            "qk_rope_head_dim",
-            "q_lora_rank",
-            "v_head_dim",
-            "sliding_window",
-            "sliding_layers",
-        ):
+        for f in ARCHITECTURE_COUNTS:
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
                 raise ProfileError(f"model {self.name!r}: {f} must be a whole number >= 0, got {getattr(self, f)!r}")
         if self.dense_layers > self.layers or self.sliding_layers > self.layers:
@@ -223,19 +225,7 @@ class ModelSpec:
 
 
 _DEFAULTS = {f.name: f.default for f in fields(ModelSpec)}
-_CORE_FIELDS = {f.name for f in fields(ModelSpec)} - {
-    "moe_ffn",
-    "shared_experts",
-    "dense_layers",
-    "moe_dtype",
-    "kv_lora_rank",
-    "qk_rope_head_dim",
-    "q_lora_rank",
-    "v_head_dim",
-    "sliding_window",
-    "sliding_layers",
-    "hf_id",
-}
+_CORE_FIELDS = {f.name for f in fields(ModelSpec)} - {*ARCHITECTURE_COUNTS, "moe_dtype", "hf_id"}
 
 
 def _m(name, layers, hidden, heads, kv_heads, ffn, vocab, max_context, ffn_kind="swiglu", **kw) -> ModelSpec:

@@ -286,6 +286,7 @@ class SystemSpec:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        data["acceptance"] = list(self.acceptance)  # as JSON gives it back
         if self.profile:
             data["profile"] = str(Path(self.profile).resolve())
         return data
