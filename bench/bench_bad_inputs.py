@@ -354,7 +354,12 @@ MOE = {  # issue 31: mixtures of experts, expert and attention-data parallelism,
         "--model", "gpt-oss-120b", "--engine", "reference", "--dp-attention", "2", "--ep", "2"
     ),
     "attention DP with PP": _sim("--model", "gpt-oss-120b", "--tp", "2", "--pp", "2", "--dp-attention", "2"),
-    "EP in a disaggregated pool": _sim("--model", "gpt-oss-120b", "--tp", "2", "--ep", "2", "--disagg", "1P1D"),
+    "speculation in a disaggregated pool": _sim(
+        "--model", "gpt-oss-120b", "--tp", "2", "--disagg", "1P1D", "--spec-tokens", "2", "--acceptance-rate", "0.7"
+    ),
+    "a decode EP that does not divide its GPUs": _sim(
+        "--model", "gpt-oss-120b", "--tp", "2", "--disagg", "1P1D", "--decode-dp-attention", "2", "--decode-ep", "3"
+    ),
     "NVFP4 on a Hopper GPU": _sim("--model", "gpt-oss-120b", "--tp", "8", "--quant", "nvfp4"),
     "an FP4 KV cache": _sim("--model", "gpt-oss-120b", "--tp", "8", "--kv-cache-dtype", "nvfp4"),
     "acceptance rate 0": _sim("--model", "gpt-oss-120b", "--tp", "8", "--spec-tokens", "2", "--acceptance-rate", "0"),

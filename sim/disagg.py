@@ -17,7 +17,7 @@ from capsim.sim.errors import SimulationError
 from capsim.sim.kv_link import KVLink, default_link, kv_link, shards
 from capsim.sim.policies import POLICIES
 from capsim.sim.scheduler import SchedulerConfig
-from capsim.sim.system import SystemSpec
+from capsim.sim.system import SystemSpec, moe_layout_words
 
 PREFILL_ROUTERS = ("least_tokens", "round_robin")  # fewest prompt tokens still to compute, or in turn
 DECODE_ROUTERS = (
@@ -49,6 +49,8 @@ POOL_OPTIONS = (
     "decode_scheduler",
     "prefill_chunk_size",
     "decode_max_batch_size",
+    "decode_ep",
+    "decode_dp_attention",
 )
 
 
@@ -73,6 +75,8 @@ def disaggregate(
             tp=pools.get(f"{side}_tp") or system.tp,
             hardware=pools.get(f"{side}_hardware") or system.hardware,
             scheduler=pools.get(f"{side}_scheduler") or system.scheduler,
+            ep=pools.get(f"{side}_ep") or system.ep,
+            dp_attention=pools.get(f"{side}_dp_attention") or system.dp_attention,
             **more,
         )
 
@@ -103,6 +107,10 @@ class DisaggSpec:
             if spec.pp != 1:
                 raise SimulationError(
                     f"the {pool} pool has PP={spec.pp}: disaggregated pools are modelled with TP only"
+                )
+            if spec.spec_tokens:
+                raise SimulationError(
+                    "speculative decoding is not modelled in disaggregated pools: drop --spec-tokens, or --disagg"
                 )
             if spec.prefix_caching:
                 raise SimulationError("prefix caching is not modelled in disaggregated pools: drop --prefix-caching")
@@ -135,7 +143,8 @@ class DisaggSpec:
 
     @property
     def gpus(self) -> int:
-        return self.prefill.replicas * self.prefill.tp + self.decode.replicas * self.decode.tp
+        p, d = self.prefill, self.decode
+        return p.replicas * p.gpus_per_replica + d.replicas * d.gpus_per_replica
 
     @property
     def model(self) -> str:
@@ -162,7 +171,13 @@ class DisaggSpec:
 
     @property
     def parallel_label(self) -> str:
-        return f"{self.shape}_tp{self.prefill.tp}_tp{self.decode.tp}"
+        layouts = [
+            f"_tp{pool.tp}"
+            + (f"_dp{pool.dp_attention}" if pool.dp_attention > 1 else "")
+            + (f"_ep{pool.ep}" if pool.ep > 1 else "")
+            for pool in (self.prefill, self.decode)
+        ]
+        return self.shape + "".join(layouts)
 
     def with_pools(self, **changes) -> "DisaggSpec":
         """The same deployment with `changes` made to both pools (what a config override does)."""
@@ -237,9 +252,10 @@ def describe(system: dict) -> str:
     budget = p.get("token_budget") or POLICIES[p["scheduler"]].default_budget
     chunk = f" chunk {budget}" if budget else ""
     return (
-        f"{system['disagg']}: prefill {p['replicas']} x {p['hardware']} TP{p['tp']} {p['scheduler']}{chunk} batch "
-        f"{p['max_batch_size']}, "
-        f"decode {d['replicas']} x {d['hardware']} TP{d['tp']} {d['scheduler']} batch {d['max_batch_size']}, KV over "
+        f"{system['disagg']}: prefill {p['replicas']} x {p['hardware']} TP{p['tp']}{moe_layout_words(p)} "
+        f"{p['scheduler']}{chunk} batch {p['max_batch_size']}, "
+        f"decode {d['replicas']} x {d['hardware']} TP{d['tp']}{moe_layout_words(d)} {d['scheduler']} batch "
+        f"{d['max_batch_size']}, KV over "
         f"{system['kv_link']}" + routers
     )
 

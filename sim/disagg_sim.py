@@ -12,7 +12,8 @@ copy and the decode instance takes the request into its decode set at its next b
 the decode instance preempts is recomputed there. Its second token's gap includes the queue and
 the transfer.
 
-Instances are numbered as replicas in the result: prefill 0..P-1, decode P..P+D-1.
+Instances are numbered as replicas in the result: prefill 0..P-1, decode P..P+D-1 (with attention data
+parallelism, each DP rank is one of them).
 """
 
 from __future__ import annotations
@@ -115,16 +116,18 @@ class Deployment:
         p, d = system.prefill, system.decode
         prefill_class = type(f"Prefill{POLICIES[p.scheduler].__name__}", (PrefillSide, POLICIES[p.scheduler]), {})
         decode_class = type(f"Decode{POLICIES[d.scheduler].__name__}", (DecodeSide, POLICIES[d.scheduler]), {})
+        # An instance with attention data parallelism is its DP ranks: each takes requests and holds
+        # their KV on its own, stepped at the kernel database's balanced-rank price (sim/system.py).
         self.prefill = []
-        for i in range(p.replicas):
+        for i in range(p.replicas * p.dp_attention):
             scheduler = prefill_class(p.scheduler_config())
             scheduler.handoff = lambda request, held, source=i: self.handoff(request, held, source)
             self.prefill.append(Engine(env, i, 0, scheduler, prefill_seconds, None, run))
         self.decode = []
-        for j in range(d.replicas):
+        for j in range(d.replicas * d.dp_attention):
             scheduler = decode_class(d.scheduler_config())
             scheduler.setup(lambda target=j: self.admit(target))
-            self.decode.append(Engine(env, p.replicas + j, 0, scheduler, decode_seconds, None, run))
+            self.decode.append(Engine(env, len(self.prefill) + j, 0, scheduler, decode_seconds, None, run))
         decode_config = self.decode[0].scheduler.config
         self.decode_limit = decode_config.num_blocks - int(decode_config.watermark * decode_config.num_blocks)
         self.sending = [simpy.Resource(env, capacity=1) for _ in self.prefill]  # a prefill instance's lanes out
@@ -203,8 +206,9 @@ class Deployment:
 
     def info(self, system: DisaggSpec, rows: np.ndarray, latency: PoolLatencies) -> dict:
         moves = np.array(self.moves).reshape(-1, 4)
-        prefill_rows = rows[rows[:, 0] < system.prefill.replicas]
-        decode_rows = rows[rows[:, 0] >= system.prefill.replicas]
+        prefills = len(self.prefill)  # instances, or their DP ranks
+        prefill_rows = rows[rows[:, 0] < prefills]
+        decode_rows = rows[rows[:, 0] >= prefills]
         features = slice(4, 4 + 6)
         extrapolation = [
             words
@@ -214,8 +218,12 @@ class Deployment:
         return {
             "words": system.words(),
             "kv_link": self.link.words(),
-            "instances": "replicas 0.."
-            f"{system.prefill.replicas - 1} prefill, {system.prefill.replicas}..{len(self.engines) - 1} decode",
+            "instances": f"replicas 0..{prefills - 1} prefill, {prefills}..{len(self.engines) - 1} decode"
+            + (
+                " (an attention-DP rank each)"
+                if system.prefill.dp_attention > 1 or system.decode.dp_attention > 1
+                else ""
+            ),
             "kv_blocks": {
                 "prefill": self.prefill[0].scheduler.config.num_blocks,
                 "decode": self.decode[0].scheduler.config.num_blocks,

@@ -42,8 +42,9 @@ class KVLink:
 
 
 def shards(model: ModelSpec, tp: int, pp: int) -> int:
-    """GPUs holding distinct parts of one instance's KV cache."""
-    return min(tp, model.kv_heads) * pp
+    """GPUs holding distinct parts of one instance's (one attention-DP rank's) KV cache: MLA's one
+    latent is the same on every TP rank."""
+    return (1 if model.is_mla else min(tp, model.kv_heads)) * pp
 
 
 def default_link(prefill: HardwareSpec, decode: HardwareSpec, gpus: int) -> str:

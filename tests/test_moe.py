@@ -3,6 +3,7 @@ parallelism, MLA and 4-bit precisions, priced from the kernel database and simul
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -225,3 +226,33 @@ models:
     path.write_text(text.replace("ep_dimension: 8", "ep_dimension: 3"))
     with pytest.raises(ConfigError, match="EP=3 must divide"):
         load_config(path)
+
+
+def test_disaggregated_pools_run_wide_ep_decode():
+    from capsim.sim.disagg import disaggregate
+
+    base = SystemSpec(model="gpt-oss-120b", hardware="H200", tp=2, engine="vllm")
+    system = disaggregate(base, "1P1D", decode_tp=1, decode_dp_attention=4, decode_ep=4)
+    assert system.gpus == 2 + 4 and system.parallel_label == "1P1D_tp2_tp1_dp4_ep4"
+    assert "decode 1 x H200 TP1 x DP4 attention, EP4" in system.words()
+    rng = np.random.default_rng(2)
+    workload = Workload.from_arrays(
+        rng.integers(64, 1024, 120), rng.integers(8, 128, 120), np.cumsum(rng.exponential(1 / 4, 120))
+    )
+    result = simulate(system, workload)
+    assert result.finished().all()
+    replicas = np.asarray(result.batches.column("replica"))
+    assert set(np.unique(replicas)) == {0, 1, 2, 3, 4}  # the prefill instance, then the four decode ranks
+    assert "an attention-DP rank each" in result.info["disagg"]["instances"]
+    with pytest.raises(SimulationError, match="speculative decoding is not modelled in disaggregated"):
+        disaggregate(dataclasses.replace(base, spec_tokens=2, acceptance=(0.7,)), "1P1D")
+
+
+def test_the_disaggregated_planner_tries_wide_ep_decode_pools():
+    from capsim.capsearch.plan.disagg import splits
+
+    base = SystemSpec(model="gpt-oss-120b", hardware="H200", engine="vllm")
+    words = [s.words for s in splits(base, "H200", 4, [1, 2], 2048, [128])]
+    assert "1P1D H200 TP2/TP1 x DP2 EP2, decode batch 128" in words
+    dense = [s.words for s in splits(SystemSpec(model="Llama-3.1-8B"), "H100-SXM", 4, [1, 2], 2048, [128])]
+    assert not any("DP" in w for w in dense)

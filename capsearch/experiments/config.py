@@ -304,7 +304,14 @@ def disaggregated(system: SystemSpec, parallel: dict, data: dict):
     if data.get("replicas") is not None:
         raise ValueError("replicas does not apply to a disagg parallel_spec, whose xPyD gives the instances")
     pools = {key: parallel[key] for key in POOL_OPTIONS if parallel.get(key) is not None}
-    for key in ("prefill_tp", "decode_tp", "prefill_chunk_size", "decode_max_batch_size"):
+    for key in (
+        "prefill_tp",
+        "decode_tp",
+        "prefill_chunk_size",
+        "decode_max_batch_size",
+        "decode_ep",
+        "decode_dp_attention",
+    ):
         if key in pools:
             pools[key] = integer(pools[key], key)
     for key in ("prefill_hardware", "decode_hardware"):

@@ -2,7 +2,8 @@
 with the most capacity on N GPUs of one kind, to set beside the best aggregated one (planner.py).
 
 1. Splits: P prefill instances of TP p and D decode instances of TP d that take N GPUs, or as
-   near as whole instances allow (fewer than the smaller TP left over), x the decode batch limits.
+   near as whole instances allow (fewer than the smaller TP left over), x the decode batch limits;
+   for a mixture of experts, decode instances of d GPUs also as wide EP (TP 1 x DP d, EP d).
    The prefill pool runs sarathi with the largest chunk asked for: a pool that only prefills gains
    nothing from small chunks, which exist to keep decodes flowing.
 2. Bound: a request's first token comes from the prefill pool, so where the SLO limits waiting
@@ -16,6 +17,7 @@ with the most capacity on N GPUs of one kind, to set beside the best aggregated 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -23,6 +25,7 @@ from capsim.capsearch.capacity.jobs import JobRunner
 from capsim.capsearch.plan.planner import (
     BOUND_SLACK,
     RUNNERS_UP,
+    moe_layout,
     search_job,
     token_rates,
     trial_bound,
@@ -71,16 +74,26 @@ def splits(
     base: SystemSpec, hardware: str, gpus: int, tps: list[int], prefill_chunk: int, decode_batches: list[int]
 ) -> list[Split]:
     found = []
+    # A mixture of experts' decode instances also run wide EP: TP 1 x DP d attention ranks, EP d.
+    layouts = ("tp", "dp_ep") if base.model_spec.is_moe else ("tp",)
     for prefills, p, decodes, d in shapes(gpus, tps):
-        for batch in decode_batches:
+        for layout, batch in itertools.product(layouts, decode_batches):
+            if layout == "dp_ep" and d == 1:
+                continue
             engine = "" if base.engine == "vllm" else f" {base.engine}"
-            words = f"{prefills}P{decodes}D {hardware}{engine} TP{p}/TP{d}, decode batch {batch}"
+            decode_words = f"TP{d}" if layout == "tp" else f"TP1 x DP{d} EP{d}"
+            words = f"{prefills}P{decodes}D {hardware}{engine} TP{p}/{decode_words}, decode batch {batch}"
             try:
                 prefill = dataclasses.replace(
                     base, hardware=hardware, tp=p, replicas=prefills, scheduler="sarathi", token_budget=prefill_chunk
                 )
                 decode = dataclasses.replace(
-                    base, hardware=hardware, tp=d, replicas=decodes, scheduler="sarathi", max_batch_size=batch
+                    base,
+                    hardware=hardware,
+                    replicas=decodes,
+                    scheduler="sarathi",
+                    max_batch_size=batch,
+                    **moe_layout(layout, d),
                 )
                 system = DisaggSpec(prefill, decode)
                 found.append(Split(system, words))

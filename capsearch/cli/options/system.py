@@ -56,6 +56,18 @@ DISAGG_OPTIONS = [
         help="With --disagg: requests a decode instance runs at most [--max-batch-size].",
     ),
     click.option(
+        "--decode-ep",
+        type=click.IntRange(1, 1024),
+        default=None,
+        help="With --disagg: EP of a decode instance [--ep] (wide EP: with --decode-dp-attention).",
+    ),
+    click.option(
+        "--decode-dp-attention",
+        type=click.IntRange(1, 1024),
+        default=None,
+        help="With --disagg: attention-DP ranks of a decode instance [--dp-attention].",
+    ),
+    click.option(
         "--kv-link",
         type=click.Choice(LINKS),
         default=None,
@@ -368,11 +380,6 @@ def system_options(command=None, *, default_engine: str = "vllm", disaggregated:
         if kwargs.get("disagg") and spec_tokens:
             raise click.UsageError(
                 "speculative decoding is not modelled in disaggregated pools yet: drop --spec-tokens, or --disagg"
-            )
-        if kwargs.get("disagg") and (ep > 1 or dp_attention > 1):
-            raise click.UsageError(
-                "expert and attention-data parallelism are not modelled in disaggregated pools yet: drop --ep and "
-                "--dp-attention, or --disagg"
             )
         system = SystemSpec(
             model=model,
