@@ -11,7 +11,8 @@ median |TPOT error| <= 10% on the silicon sample's MoE rows capsim covers.
    DP8 x EP8 on H200 (latency models fitted beforehand).
 2. Capacity of gpt-oss-120b on 8 H200 GPUs at P99 TTFT <= 2 s and P99 TPOT <= 50 ms on `chat`
    (`capsim search`, one run each): TP8; TP4 x 2 replicas; TP1 x DP8 attention with EP8; each
-   without and with MTP speculative decoding (3 drafts, acceptance 0.7).
+   without and with MTP speculative decoding (3 drafts, acceptance 0.7); and TP8's capacity at
+   acceptance 0.3, 0.5, 0.7, 0.9.
 3. `capsim validate` on the MoE rows (gpt-oss-120b, Qwen3-235B-A22B-FP8, DeepSeek-R1): median
    |error| of mean TTFT and TPOT per engine and model, and the rows it could not replay.
 """
@@ -94,6 +95,23 @@ def capacities() -> None:
         print(f"| {label} | {float(row['capacity_qps']):.1f} | {row['bracket']} | {row['outcome']} | {seconds:.0f} |")
 
 
+def acceptance_sweep() -> None:
+    """Capacity against the acceptance rate: TP8 with MTP, 3 drafts."""
+    print("\n| gpt-oss-120b TP8 on H200, MTP 3 drafts: acceptance | tokens a step | capacity QPS | fails first above |")
+    print("| --- | --- | --- | --- |")
+    for rate in (0.3, 0.5, 0.7, 0.9):
+        with tempfile.TemporaryDirectory() as out:
+            base = ["search", "--model", "gpt-oss-120b", "--hardware", "H200", "--engine", "vllm", "--tp", "8"]
+            base += ["--scheduler", "vllm_v1", "--trace", "chat", "-o", out, "--overwrite"]
+            spec = ["--spec-tokens", "3", "--acceptance-rate", str(rate)]
+            subprocess.run(
+                [sys.executable, "-m", "capsim.capsearch.cli", *base, *spec, *SLO], check=True, capture_output=True
+            )
+            row = next(csv.DictReader(open(Path(out) / "capacity.csv")))
+        tokens = 1 + sum(rate**i for i in range(1, 4))
+        print(f"| {rate} | {tokens:.2f} | {float(row['capacity_qps']):.1f} | {row['failed_first']} |")
+
+
 def validation() -> None:
     with tempfile.TemporaryDirectory() as out:
         models = "gpt-oss-120b,Qwen3-235B-A22B-FP8,DeepSeek-R1"
@@ -126,6 +144,7 @@ def main() -> None:
     if args.trials_only:
         return
     capacities()
+    acceptance_sweep()
     if not args.skip_validation:
         validation()
 
