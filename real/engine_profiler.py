@@ -53,6 +53,7 @@ MIXED_BATCHES = (
 MIXED_PROMPTS = (32, 128)  # ... and the prompts that join them: short enough for one step of any token budget
 MIXED_DECODE_TOKENS = 96  # the decoders' outputs: they must still run when the prompt's step ends
 MIXED_AFTER_TOKENS = 4  # the prompt is sent once every decoder has this many tokens
+MIXED_ATTEMPTS = 2  # tries at a mixed point before it is left out
 
 
 def profile_endpoint(
@@ -138,8 +139,8 @@ def profile_endpoint(
     ]
     total += len(mixes)
     for batch, length in mixes:
-        seed += 1
-        point = _mixed_point(endpoint, batch, shortest, length, model.vocab, salt, seed, limit)
+        seed += MIXED_ATTEMPTS
+        point = _mixed_point_tried(endpoint, batch, shortest, length, model.vocab, salt, seed, limit)
         if point is None:
             total -= 1
             continue
@@ -222,6 +223,15 @@ def _chunk_points(ttft: dict[int, float], budget: int | None) -> list[tuple[Batc
         if latency > 0:  # noise can invert two close TTFTs: no point rather than a negative one
             points.append((BatchShape((budget,), (shorter + (chunks - 1) * budget // 2,), ()), latency))
     return points
+
+
+def _mixed_point_tried(endpoint, batch, context, length, vocab, salt, seed, limit):
+    """A mixed point, tried again where a busy host blurred which gap the prompt's step was."""
+    for attempt in range(MIXED_ATTEMPTS):
+        point = _mixed_point(endpoint, batch, context, length, vocab, salt, seed - attempt, limit)
+        if point is not None:
+            return point
+    return None
 
 
 def _mixed_point(
