@@ -174,8 +174,8 @@ def check_cpu_system(system: SystemSpec) -> None:
             f"vLLM on CPU needs a block size that is a multiple of {CPU_BLOCK_MULTIPLE}: use --block-size "
             f"{CPU_BLOCK_MULTIPLE} (and the same in the simulation)"
         )
-    if system.tp != 1 or system.pp != 1:
-        raise ProfileError("vLLM on this CPU runs one process: use --tp 1 --pp 1")
+    if system.tp != 1 or system.pp != 1 or system.dp_attention != 1 or system.ep != 1:
+        raise ProfileError("vLLM on this CPU runs one process: use --tp 1 --pp 1 (no --dp-attention, no --ep)")
     if not system.num_kv_blocks:
         raise ProfileError(
             "vLLM on CPU sizes its KV cache from host memory, which the simulation cannot know: give "
