@@ -45,6 +45,9 @@ DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 DECODE_CONTEXTS = (128, 512, 2048)
 DECODE_TOKENS = 32  # output tokens of each decode-measuring request: the window is about this long
 MIN_WINDOW_GAPS = 8  # token gaps inside the all-decoding window that a decode point needs
+# A window whose steps come out under this share of the fastest decode point so far was read in a
+# burst (a starved client reads many steps' tokens at once): measured again with longer outputs.
+IMPLAUSIBLE_DECODE = 0.2
 MIXED_BATCHES = (
     1,
     4,
@@ -98,34 +101,22 @@ def profile_endpoint(
         points_done += 1
         progress and progress(points_done, total)
     skipped: list[tuple[int, int]] = []  # decode points that never all decoded together
+    decode_seconds: list[float] = []
     for batch, context in decodes:
         if any(batch >= b and context >= c for b, c in skipped):  # more of what the engine could not hold at once
             skipped.append((batch, context))
             total -= 1
             continue
-        tokens, gaps = DECODE_TOKENS, []
-        while len(gaps) < MIN_WINDOW_GAPS and context + tokens <= limit:
-            # Staggered starts (a token budget below batch x context, a busy CPU): longer outputs until they overlap
-            seed += 1
-            done = _run_together(
-                endpoint, [prompt_ids(seed, i, context, model.vocab, salt) for i in range(batch)], tokens
-            )
-            start = max(c.token_times[0] for c in done)
-            stop = min(c.token_times[-1] for c in done)
-            # (gap, KV length while it ran): token i of a request was decoded with context + i tokens cached
-            gaps = [
-                (b - a, context + i)
-                for c in done
-                for i, (a, b) in enumerate(zip(c.token_times, c.token_times[1:]), 1)
-                if a >= start and b <= stop
-            ]
-            tokens *= 2
-        if len(gaps) < MIN_WINDOW_GAPS:
-            skipped.append((batch, context))
+        floor = IMPLAUSIBLE_DECODE * min(decode_seconds, default=0.0)
+        gaps, seed = _decode_window(endpoint, model, batch, context, salt, seed, limit, floor)
+        if len(gaps) < MIN_WINDOW_GAPS or _mean_gap(gaps) < floor:
+            if len(gaps) < MIN_WINDOW_GAPS:  # never all decoding together: nor will more or longer ones
+                skipped.append((batch, context))
             total -= 1
             continue
         shapes.append(BatchShape((), (), (round(float(np.mean([kv for _, kv in gaps]))),) * batch))
-        latencies.append(float(np.mean([gap for gap, _ in gaps])))  # the window's time per step: bursts cancel out
+        latencies.append(_mean_gap(gaps))  # the window's time per step: bursts cancel out
+        decode_seconds.append(latencies[-1])
         points_done += 1
         progress and progress(points_done, total)
     measured = [(b, c) for b, c in decodes if (b, c) not in skipped]
@@ -223,6 +214,32 @@ def _chunk_points(ttft: dict[int, float], budget: int | None) -> list[tuple[Batc
         if latency > 0:  # noise can invert two close TTFTs: no point rather than a negative one
             points.append((BatchShape((budget,), (shorter + (chunks - 1) * budget // 2,), ()), latency))
     return points
+
+
+def _decode_window(endpoint, model, batch, context, salt, seed, limit, floor):
+    """(gap, KV length) of every token gap in the window where all `batch` requests decode, and
+    the seed used last; outputs lengthen until the window holds MIN_WINDOW_GAPS gaps whose mean is
+    at least `floor` (or the max model length stops them)."""
+    tokens, gaps = DECODE_TOKENS, []
+    while (len(gaps) < MIN_WINDOW_GAPS or _mean_gap(gaps) < floor) and context + tokens <= limit:
+        # Staggered starts (a token budget below batch x context, a busy CPU): longer outputs until they overlap
+        seed += 1
+        done = _run_together(endpoint, [prompt_ids(seed, i, context, model.vocab, salt) for i in range(batch)], tokens)
+        start = max(c.token_times[0] for c in done)
+        stop = min(c.token_times[-1] for c in done)
+        # (gap, KV length while it ran): token i of a request was decoded with context + i tokens cached
+        gaps = [
+            (b - a, context + i)
+            for c in done
+            for i, (a, b) in enumerate(zip(c.token_times, c.token_times[1:]), 1)
+            if a >= start and b <= stop
+        ]
+        tokens *= 2
+    return gaps, seed
+
+
+def _mean_gap(gaps: list[tuple[float, int]]) -> float:
+    return float(np.mean([gap for gap, _ in gaps])) if gaps else 0.0
 
 
 def _mixed_point_tried(endpoint, batch, context, length, vocab, salt, seed, limit):
