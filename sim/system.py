@@ -6,7 +6,7 @@ parallelism, replicas, scheduler policy and its limits, KV memory, routing, late
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -203,10 +203,8 @@ class SystemSpec:
         layer (its MTP module) of a step; n-grams cost no GPU time."""
         if not self.spec_tokens:
             return None
-        cost = self.draft_cost
-        if cost is None:
-            cost = 1 / get_model(self.model).layers if self.spec_method == "mtp" else 0.0
-        return _spec_decoding(self.spec_method, self.spec_tokens, tuple(self.acceptance), float(cost))
+        cost = _draft_cost(self.spec_method, self.model, self.draft_cost)
+        return _spec_decoding(self.spec_method, self.spec_tokens, tuple(self.acceptance), cost)
 
     @property
     def model_spec(self) -> ModelSpec:
@@ -304,6 +302,13 @@ def precision_words(system: dict) -> str:
     return ", ".join(words)
 
 
+def _draft_cost(method: str, model: str, given: float | None) -> float:
+    """A draft token's cost: the one given, else the method's (MTP: one decoder layer; others: 0)."""
+    if given is not None:
+        return float(given)
+    return 1 / get_model(model).layers if method == "mtp" else 0.0
+
+
 @lru_cache(maxsize=64)
 def _spec_decoding(method: str, tokens: int, acceptance: tuple, cost: float) -> SpecDecoding:
     try:
@@ -318,7 +323,9 @@ def speculation_words(system: dict) -> str:
     """ ", MTP 2 drafts at acceptance 0.7 (1.91 tokens a step)"; "" without speculative decoding."""
     if not system.get("spec_tokens"):
         return ""
-    spec = SystemSpec(**{k: v for k, v in system.items() if k in _FIELDS}).spec_decoding
+    method = system.get("spec_method", "mtp")
+    cost = _draft_cost(method, system["model"], system.get("draft_cost"))
+    spec = _spec_decoding(method, system["spec_tokens"], tuple(system["acceptance"]), cost)
     rates = "/".join(f"{a:g}" for a in spec.acceptance)
     return (
         f", {spec.method.upper() if spec.method != 'draft' else 'draft model'} {spec.tokens} drafts at acceptance "
@@ -354,6 +361,3 @@ def _latency_model(
         return fitted
     host = host_time_of(engine)  # the system's engine: a roofline profile calls itself "roofline", calibrated to it
     return fitted.with_host_time(host.overlapped() if host and async_scheduling else host)
-
-
-_FIELDS = {f.name for f in fields(SystemSpec)}
