@@ -2,7 +2,7 @@
 subpackages of capsearch, no private name crosses a module, and no two modules import each other.
 
     common <- traces, profiles <- sim <- real <- capsearch
-    capsearch: errors <- capacity <- load, experiments <- plan <- report <- cli
+    capsearch: errors <- capacity <- load, experiments <- plan <- report <- api <- cli
 
 Every import counts, those inside functions too: a lazy import is still a dependency.
 """
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "traces", "profiles", "sim", "real", "capsearch")
+PACKAGES = ("common", "traces", "profiles", "sim", "real", "capsearch", "api")
 
 # top-level folder -> the folders it may import from
 LAYERS = {
@@ -25,6 +25,7 @@ LAYERS = {
     "sim": {"common", "traces", "profiles"},
     "real": {"common", "traces", "profiles", "sim"},
     "capsearch": {"common", "traces", "profiles", "sim", "real"},
+    "api": {"common", "traces", "profiles", "sim", "real", "capsearch"},  # capsim itself: the API's names
 }
 # subpackage (or module) of capsearch -> those it may import from
 CAPSEARCH = {
@@ -34,7 +35,8 @@ CAPSEARCH = {
     "experiments": {"errors", "capacity", "load"},
     "plan": {"errors", "capacity", "experiments"},
     "report": {"errors", "capacity", "load", "experiments", "plan"},
-    "cli": {"errors", "capacity", "load", "experiments", "plan", "report"},
+    "api": {"errors", "capacity", "load", "experiments", "plan", "report"},
+    "cli": {"errors", "capacity", "load", "experiments", "plan", "report", "api"},
 }
 
 

@@ -3,8 +3,6 @@ many replicas, for a model, a trace and an SLO (plan/planner.py has the method).
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import shlex
 import sys
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from capsim.capsearch import api
 from capsim.capsearch.cli.options.run import output_options, parallel_options
 from capsim.capsearch.cli.options.slo import slo_options
 from capsim.capsearch.cli.options.system import HOST_TIME, ROUTER
@@ -24,22 +23,13 @@ from capsim.capsearch.plan.planner import (
     DEFAULT_BUDGETS,
     DEFAULT_TPS,
     MOE_LAYOUTS,
-    VLLM_SCHEDULERS,
     Candidate,
-    Goal,
-    candidates,
-    found_score,
-    plan,
     read_prices,
 )
-from capsim.capsearch.report.plan import candidate_row, plan_table, write_rows
-from capsim.capsearch.report.results_dir import ResultSet, results_dir
-from capsim.profiles.errors import ProfileError
-from capsim.profiles.hardware import get_hardware
+from capsim.capsearch.report.plan import plan_table
+from capsim.capsearch.report.results_dir import results_dir
 from capsim.profiles.store import ENGINES
-from capsim.sim import POLICIES, SystemSpec
-from capsim.sim.policies import ENGINE_SCHEDULERS
-from capsim.sim.system import QUANTS
+from capsim.sim import POLICIES
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 SPACE_KEYS = ("hardware", "tp", "pp", "engine", "scheduler", "chunk_size", "max_batch_size", "moe_layout", "quant")
@@ -75,42 +65,6 @@ def read_space(path: str | None) -> dict:
             f"{path}: unknown keys {', '.join(sorted(map(str, unknown)))}; the space has {', '.join(SPACE_KEYS)}"
         )
     return {key: ",".join(map(str, value if isinstance(value, list) else [value])) for key, value in data.items()}
-
-
-def _moe_layouts(value: str | None, base: SystemSpec) -> list[str]:
-    """The MoE layouts to plan over: all for a mixture of experts, tp alone for a dense model."""
-    moe = base.model_spec.is_moe
-    if value is None:
-        return list(MOE_LAYOUTS) if moe else ["tp"]
-    layouts = _names(value)
-    bad = [layout for layout in layouts if layout not in MOE_LAYOUTS]
-    if bad:
-        raise ConfigError(f"unknown --moe-layout {', '.join(bad)}; choose among {', '.join(MOE_LAYOUTS)}")
-    if not moe and layouts != ["tp"]:
-        raise ConfigError(
-            f"{base.model} is dense: expert and attention-data parallel layouts need a mixture of experts"
-        )
-    return layouts
-
-
-def plan_goal(target_qps, gpus, budget, disagg: bool) -> Goal:
-    """What to plan for: exactly one of a target load, a GPU count, a budget."""
-    for name, value in (("--target-qps", target_qps), ("--budget", budget)):
-        if value is not None and not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite positive number, got {value}")
-    goals = [
-        Goal(kind, value)
-        for kind, value in (("target_qps", target_qps), ("gpus", gpus), ("budget", budget))
-        if value is not None
-    ]
-    if len(goals) != 1:
-        raise ConfigError("say what to plan for: one of --target-qps, --gpus, --budget")
-    if disagg and goals[0].kind != "gpus":
-        raise ConfigError(
-            "--disagg compares layouts of a GPU count on a GPU kind: give --gpus N and --hardware (not --target-qps "
-            "or --budget)"
-        )
-    return goals[0]
 
 
 def plan_slo(slo_flags: dict):
@@ -256,7 +210,7 @@ def plan_command(
     whole deployments with their replicas. Writes plan.csv and plan.json (every candidate and
     why), pareto.png and capacity.png, and prints the recommended deployment's `vllm serve`.
     """
-    goal = plan_goal(target_qps, gpus, budget, disagg)
+    goal = api.plan_goal(target_qps, gpus, budget, disagg)
     if ray_address and executor != "ray":
         raise ConfigError("--ray-address joins a Ray cluster: add --executor ray")
     slo = plan_slo(slo_flags)
@@ -289,129 +243,68 @@ def plan_command(
         raise ConfigError(
             "--disagg compares layouts of a GPU count on a GPU kind: give --hardware (or hardware: in --space)"
         )
-    prices = read_prices(prices_path)
-    kinds = [_gpu(name) for name in _names(given["hardware"])] if given["hardware"] else list(prices)
-    unpriced = [k for k in kinds if k not in prices]
-    if unpriced:
-        raise ConfigError(
-            f"no price for {', '.join(unpriced)}: give one with --prices (a YAML of `hardware: dollars per GPU-hour`)"
-        )
-    engines = _names(given["engine"]) if given["engine"] else ["vllm"]
-    # Without --scheduler each engine brings its own batching: SGLang's and TRT-LLM's, or vLLM's three.
-    by_engine = (
-        {e: _names(given["scheduler"]) for e in engines}
-        if given["scheduler"]
-        else {e: [ENGINE_SCHEDULERS[e]] if e in ENGINE_SCHEDULERS else list(VLLM_SCHEDULERS) for e in engines}
+    counts = {"tp", "pp", "chunk_size", "max_batch_size"}
+    choices = {
+        key: (_counts(value, key.replace("_", "-")) if key in counts else _names(value))
+        for key, value in given.items()
+        if value is not None
+    }
+    plan_space = api.plan_space(
+        model, **choices, prices=read_prices(prices_path), router=router, host_time=host_time == "on"
     )
-    schedulers = list(dict.fromkeys(s for names in by_engine.values() for s in names))
-    for name, allowed, what in ((engines, ENGINES, "engine"), (schedulers, list(POLICIES), "scheduler")):
-        bad = [n for n in name if n not in allowed]
-        if bad:
-            raise ConfigError(f"unknown {what} {', '.join(bad)}; choose among {', '.join(allowed)}")
-    budgets = (
-        {
-            s: tuple(_counts(given["chunk_size"], "chunk-size"))
-            if POLICIES[s].default_budget is not None  # a token budget, not whole prompts
-            else (None,)
-            for s in schedulers
-        }
-        if given["chunk_size"]
-        else {s: DEFAULT_BUDGETS.get(s, (None,)) for s in schedulers}
-    )
-    base = SystemSpec(model=model, router=router, host_time=host_time == "on")
-    layouts, quants = _moe_layouts(given["moe_layout"], base), _names(given["quant"]) if given["quant"] else ["auto"]
-    bad = [q for q in quants if q not in QUANTS]
-    if bad:
-        raise ConfigError(f"unknown --quant {', '.join(bad)}; choose among {', '.join(QUANTS)}")
     spec = make_spec(trace)
-    pool = candidates(
-        model,
-        kinds,
-        prices,
-        _counts(given["tp"], "tp") if given["tp"] else DEFAULT_TPS,
-        _counts(given["pp"], "pp") if given["pp"] else (1,),
-        by_engine,
-        budgets,
-        _counts(given["max_batch_size"], "max-batch-size") if given["max_batch_size"] else DEFAULT_BATCHES,
-        base,
-        layouts,
-        quants,
-    )
+    pool = plan_space.candidates()
     folder = results_dir(output_dir, "plan", overwrite)
     console.print(
-        f"[bold]plan: {goal.words()}[/]; {base.model}, trace {spec.trace} ({spec.num_requests} requests, "
+        f"[bold]plan: {goal.words()}[/]; {plan_space.base.model}, trace {spec.trace} ({spec.num_requests} requests, "
         f"{spec.arrival} arrivals); SLO {'; '.join(slo.clauses)}"
     )
     console.print(
-        f"space: {len(pool)} candidates ({', '.join(kinds)}; engines {', '.join(engines)}; schedulers "
-        f"{', '.join(schedulers)}); prices {'from ' + prices_path + ' over ' if prices_path else ''}the shipped table"
+        f"space: {len(pool)} candidates ({', '.join(plan_space.kinds)}; engines {', '.join(plan_space.engines)}; "
+        f"schedulers {', '.join(plan_space.schedulers)}); prices "
+        f"{'from ' + prices_path + ' over ' if prices_path else ''}the shipped table"
     )
+    if disagg:
+        _say_disagg(plan_space, gpus, given)
     with console.status("planning") as status:
         searched = [0]
 
-        def progress(candidate: Candidate) -> None:
+        def progress(item) -> None:
             searched[0] += 1
-            status.update(f"planning: {searched[0]} searches, last {candidate.label()}")
+            what = f"last {item.label()}" if isinstance(item, Candidate) else f"splits, last {item.words}"
+            status.update(f"planning: {searched[0]} searches, {what}")
 
-        plan(goal, pool, spec, slo, {}, workers, cache_dir, progress, executor, ray_address)
-        if disagg:
-            split_pool = disagg_splits(
-                base, kinds, engines, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address, status
-            )
-    rows = [candidate_row(c, goal) for c in pool]
-    with ResultSet(folder) as staging:
-        write_rows(
-            rows,
-            staging,
-            {
-                "goal": dataclasses.asdict(goal),
-                "model": base.model,
-                "workload": spec.to_dict(),
-                "slo": slo.clauses,
-                "candidates": len(pool),
-            },
+        result = api.plan(
+            model,
+            spec,
+            slo,
+            target_qps,
+            gpus,
+            budget,
+            space=plan_space,
+            disagg=disagg,
+            executor=executor,
+            workers=workers,
+            cache_dir=cache_dir,
+            ray_address=ray_address,
+            progress=progress,
         )
-        from capsim.capsearch.report.plan import plot_capacity, plot_pareto
-
-        plot_pareto(pool, goal, staging / "pareto.png", f"{base.model}, {spec.trace}: {goal.words()}")
-        plot_capacity(pool, staging / "capacity.png", f"{base.model}, {spec.trace}: capacity of one replica")
-        if disagg:
-            from capsim.capsearch.report.disagg import plot_splits, write_splits
-
-            write_splits(split_pool, staging)
-            plot_splits(
-                split_pool, pool, staging / "disagg.png", f"{base.model}, {spec.trace}, {gpus} GPUs: capacity a GPU"
-            )
-    print_plan(pool, goal)
+    written = result.write(folder)
+    print_plan(result)
     if disagg:
         from capsim.capsearch.report.disagg import print_splits
 
-        print_splits(console, split_pool, pool)
+        print_splits(console, result.splits, result.candidates)
+    console.print(f"wrote {folder}/: {', '.join(written)}")
+
+
+def _say_disagg(space, gpus: int, given: dict) -> None:
+    """What the disaggregated splits will be, and which flags apply to the aggregated candidates only."""
+    chunk = max(space.budgets.get("sarathi") or DEFAULT_BUDGETS["sarathi"])
     console.print(
-        f"wrote {folder}/: plan.csv, plan.json, pareto.png, capacity.png"
-        + (", disagg.csv, disagg.json, disagg.png" if disagg else "")
-    )
-
-
-def disagg_splits(
-    base, kinds, engines, gpus, given, budgets, spec, slo, executor, workers, cache_dir, ray_address, status
-):
-    """The xPyD splits of `gpus` GPUs of each kind and engine, searched (plan/disagg.py)."""
-    from capsim.capsearch.capacity.jobs import JobRunner
-    from capsim.capsearch.plan.disagg import search_splits, splits
-
-    tps = _counts(given["tp"], "tp") if given["tp"] else DEFAULT_TPS
-    chunk = max(budgets.get("sarathi") or DEFAULT_BUDGETS["sarathi"])
-    batches = _counts(given["max_batch_size"], "max-batch-size") if given["max_batch_size"] else DEFAULT_BATCHES
-    pool = [
-        split
-        for kind in kinds
-        for engine in engines
-        for split in splits(dataclasses.replace(base, engine=engine), kind, gpus, tps, chunk, batches)
-    ]
-    console.print(
-        f"disaggregated: {len(pool)} splits of {gpus} GPUs (TP only; prefill pool sarathi chunk {chunk}; decode pool "
-        f"sarathi batch {', '.join(map(str, batches))})"
+        f"disaggregated: {len(api.split_candidates(space, gpus))} splits of {gpus} GPUs (TP only; prefill pool "
+        f"sarathi chunk {chunk}; decode pool "
+        f"sarathi batch {', '.join(map(str, space.batches))})"
     )
     aggregated_only = [f"--{key.replace('_', '-')}" for key in ("pp", "scheduler") if given[key]] + (
         ["--router"] if option_given("router") else []
@@ -421,30 +314,10 @@ def disagg_splits(
             f"[dim]{', '.join(aggregated_only)}: applied to the aggregated candidates; the splits' pools are as "
             f"above[/]"
         )
-    searched = [0]
-
-    def progress(split) -> None:
-        searched[0] += 1
-        status.update(f"planning splits: {searched[0]} searches, last {split.words}")
-
-    runner = JobRunner(executor, workers, cache_dir, ray_address)
-    try:
-        search_splits(pool, spec, slo, {}, runner, progress)
-    finally:
-        runner.close()
-    return pool
 
 
-def _gpu(name: str) -> str:
-    try:
-        return get_hardware(name).name
-    except ProfileError as error:
-        raise ConfigError(str(error)) from None
-
-
-def print_plan(pool: list[Candidate], goal: Goal) -> None:
-    ranked = [c for c in pool if c.status in ("recommended", "runner-up")]
-    ranked.sort(key=lambda c: (c.status != "recommended", found_score(goal, c)))
+def print_plan(result) -> None:
+    pool, goal, ranked = result.candidates, result.goal, result.ranked
     counts = {}
     for c in pool:
         counts[c.status] = counts.get(c.status, 0) + 1

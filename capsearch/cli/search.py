@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from capsim.capsearch.capacity.jobs import SearchJob, run_jobs
+from capsim.capsearch import api
+from capsim.capsearch.capacity.jobs import SearchJob
 from capsim.capsearch.capacity.trials import TrialLimits
 from capsim.capsearch.cli.options.run import output_options, parallel_options, time_limit
 from capsim.capsearch.cli.options.search import EARLY_STOP, START_QPS
@@ -30,12 +31,9 @@ from capsim.capsearch.experiments.slo_flags import SLO_FLAGS, defaults_words, fl
 from capsim.capsearch.report.capacity import (
     capacity_table,
     parallel_words,
-    plot_capacity_bars,
-    plot_sensitivity,
     scheduler_words,
-    write_capacity_table,
 )
-from capsim.capsearch.report.results_dir import ResultSet, results_dir
+from capsim.capsearch.report.results_dir import results_dir
 from capsim.sim import SimulationError, SystemSpec
 from capsim.traces import TraceError
 
@@ -348,34 +346,7 @@ def _flag(name: str) -> str:
     return "--" + name.removesuffix("_path").rstrip("_").replace("_", "-")
 
 
-def check_feasible(jobs: list[SearchJob]) -> None:
-    """Refuse searches no QPS can pass: requests longer than the model holds (they would all be
-    rejected, hence violations), or a TBT limit below one decode step of the system alone."""
-    for job in jobs:
-        job.system.scheduler_config()  # first of all: the model must fit the GPUs
-        job.system.latency_model()  # and its latencies must resolve (a profile of this model, GPU and TP)
-        requests = job.workload.requests()
-        too_long = int((requests.prompt_tokens + requests.output_tokens > job.system.model_len).sum())
-        if too_long:
-            raise ConfigError(
-                f"{too_long} of {len(requests)} requests of {job.workload.trace} are longer than the max model length "
-                f"{job.system.model_len} of {job.system.model}, so they could never finish: cap them with "
-                f"--max-total-tokens {job.system.model_len}, or raise --max-model-len"
-            )
-        unschedulable = job.system.unschedulable(requests.prompt_tokens) if isinstance(job.system, SystemSpec) else None
-        if unschedulable:
-            raise ConfigError(f"{job.system.model} {job.system.scheduler} on {job.workload.trace}: {unschedulable}")
-        predictor = job.system.latency_model().predictor
-        one_step = predictor(1, 0, 0, 0, 1, 1)
-        for slo in job.slos:
-            if slo.tbt_limit is not None and slo.tbt_limit < one_step:
-                raise ConfigError(
-                    f"TBT limit {slo.tbt_limit:g} s is below one decode step of {job.system.model} on "
-                    f"{job.system.hardware} TP{job.system.tp} alone ({one_step * 1e3:.1f} ms): no QPS can meet it"
-                )
-
-
-def run_searches(jobs: list[SearchJob], options: dict) -> list:
+def run_searches(jobs: list[SearchJob], options: dict) -> api.Capacities:
     if not options["early_stop"]:
         jobs = [dataclasses.replace(j, early_stop=False) for j in jobs]
     searches = sum(len(j.slos) for j in jobs)
@@ -383,7 +354,7 @@ def run_searches(jobs: list[SearchJob], options: dict) -> list:
         TextColumn("searching capacity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bar:
         task = bar.add_task("search", total=searches)
-        return run_jobs(
+        return api.search_jobs(
             jobs,
             executor=options["executor"],
             workers=options["workers"],
@@ -448,7 +419,7 @@ def search(ctx: click.Context, system, make_spec, output_dir: Path | None, overw
     by content, so a second run, or another SLO, reuses them.
     """
     plan = plan_jobs(ctx, system, make_spec, options)
-    check_feasible(plan.jobs)
+    api.check_feasible(plan.jobs)
     if output_dir is not None and plan.etalon:
         output_dir = output_dir / "_".join(sorted({slo.kind for job in plan.jobs for slo in job.slos}))
         plan.notes.append(
@@ -459,9 +430,7 @@ def search(ctx: click.Context, system, make_spec, output_dir: Path | None, overw
     print_plan(plan)
     capacities = run_searches(plan.jobs, options)
     print_capacities(capacities)
-    with ResultSet(folder) as staging:
-        write_capacity_table(capacities, staging)
-        plot_capacity_bars(capacities, staging / "capacity.png")
+    capacities.write(folder)
     console.print(f"wrote {folder}/: capacity.csv, capacity.json, capacity.png")
 
 
@@ -522,12 +491,10 @@ def sweep(
             raise ConfigError(f"a {base.kind} SLO has no {parameter!r}; choose --parameter among its fields")
         # one job a value, so that values run in parallel; the QPS grid lets them share trials
         swept += [dataclasses.replace(job, slos=(dataclasses.replace(base, **{parameter: v}),)) for v in values]
-    check_feasible(swept)
+    api.check_feasible(swept)
     folder = results_dir(output_dir, "sweep", overwrite)
     print_plan(Plan(swept, plan.notes))
     capacities = run_searches(swept, options)
     print_capacities(capacities)
-    with ResultSet(folder) as staging:
-        write_capacity_table(capacities, staging, stem="sweep")
-        plot_sensitivity(capacities, parameter, staging / "sweep.png")
+    capacities.write(folder, stem="sweep", sweep_parameter=parameter)
     console.print(f"wrote {folder}/: sweep.csv, sweep.json, sweep.png")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from capsim.capsearch import api
 from capsim.capsearch.cli.options.load import load_options
 from capsim.capsearch.cli.options.run import output_options, time_limit
 from capsim.capsearch.cli.options.system import system_options
@@ -27,7 +28,6 @@ from capsim.capsearch.report.load import (
 )
 from capsim.capsearch.report.load_plots import SweepPlotter
 from capsim.capsearch.report.results_dir import results_dir
-from capsim.sim import simulate as run_simulation
 
 console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes get wide tables
 
@@ -66,9 +66,7 @@ def simulate(
     date = now_stamp()
 
     def run_one(load: Load):
-        return run_simulation(
-            system, spec.at_qps(load.qps), time_limit_s=time_limit, max_concurrency=load.max_concurrency
-        )
+        return api.simulate(system, spec, qps=load.qps, concurrency=load.max_concurrency, time_limit_s=time_limit)
 
     with SweepPlotter() if load_run.is_sweep else nullcontext() as plotter:
         runs, rows, cdfs = run_loads(load_run, run_one)
