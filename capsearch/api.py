@@ -61,6 +61,7 @@ from capsim.profiles.hardware import get_hardware
 from capsim.profiles.host_time import training_rows
 from capsim.profiles.measurements import read_silicon_sample
 from capsim.profiles.store import ENGINES
+from capsim.real.launch import Launch, kubernetes_manifests, launch, manifest_text
 from capsim.sim import POLICIES, DisaggSpec, RunResult, SystemSpec
 from capsim.sim import simulate as replay
 from capsim.sim.policies import ENGINE_SCHEDULERS
@@ -450,6 +451,24 @@ class PlanResult:
     def rows(self) -> list[dict]:
         return [candidate_row(c, self.goal) for c in self.candidates]
 
+    def launch(self) -> tuple[Launch | None, str]:
+        """How to run the recommended deployment: (one replica's launch on its engine, why not
+        when there is none)."""
+        best = self.recommended
+        if best is None:
+            return None, "no candidate meets the SLO at this goal"
+        try:
+            return launch(best.system), ""
+        except ProfileError as error:
+            return None, str(error)
+
+    def manifests(self) -> list[dict]:
+        """A Kubernetes Deployment (all the recommended replicas) and Service for it; [] without a launch."""
+        best = self.recommended
+        if best is None or self.launch()[0] is None:
+            return []
+        return kubernetes_manifests(dataclasses.replace(best.system, replicas=best.replicas or 1))
+
     def table(self) -> pa.Table:
         """plan.csv's rows: every candidate, why it was cut or what it reached."""
         from capsim.capsearch.report.plan import CSV_COLUMNS as PLAN_COLUMNS
@@ -469,7 +488,13 @@ class PlanResult:
                 "slo": self.slo.clauses,
                 "candidates": len(self.candidates),
             }
+            run, why = self.launch()
+            info["launch"] = run.shell() if run else f"none: {why}"
             write_rows(self.rows(), staging, info)
+            if run:
+                (staging / "launch.sh").write_text(run.shell())
+                (staging / "deployment.yaml").write_text(manifest_text(self.manifests()))
+                names += ["launch.sh", "deployment.yaml"]
             plot_pareto(self.candidates, self.goal, staging / "pareto.png", f"{title}: {self.goal.words()}")
             plot_capacity(self.candidates, staging / "capacity.png", f"{title}: capacity of one replica")
             if self.splits:

@@ -28,6 +28,7 @@ ARCHITECTURE_COUNTS = (
     "v_head_dim",
     "sliding_window",
     "sliding_layers",
+    "mtp_layers",
 )
 WEIGHT_DTYPES = ("bfloat16", "float16", "float32", "fp8", "nvfp4")  # a whole model's GEMMs
 
@@ -58,6 +59,7 @@ class ModelSpec:
     v_head_dim: int = 0  # MLA's value head; 0: head_dim
     sliding_window: int = 0  # tokens a sliding-window layer attends to (and keeps in its KV cache) ...
     sliding_layers: int = 0  # ... and how many layers use it (gpt-oss: half)
+    mtp_layers: int = 0  # multi-token-prediction layers the checkpoint ships (DeepSeek-V3/R1: 1): what MTP drafts with
     hf_id: str = ""  # the Hugging Face config the kernel database compiles (an id it ships, or a config folder)
 
     def __post_init__(self):
@@ -441,6 +443,7 @@ def spec_from_hf_config(config: dict, name: str, hf_quant_config: dict | None = 
         v_head_dim=int(config.get("v_head_dim") or 0) if kv_lora else 0,
         sliding_window=window,
         sliding_layers=sliding if window else 0,
+        mtp_layers=int(config.get("num_nextn_predict_layers") or config.get("mtp_num_hidden_layers") or 0),
         hf_id=hf_id,
     )
 

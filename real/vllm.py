@@ -143,12 +143,24 @@ def moe_and_speculation_flags(system: SystemSpec) -> list[str]:
                 "a draft model's launch needs its name: add it to vLLM's --speculative-config yourself "
                 '(\'{"model": ..., "num_speculative_tokens": K}\')'
             )
+        check_mtp_layers(system)
         method = {"mtp": "mtp", "ngram": "ngram"}[system.spec_method]
         config = {"method": method, "num_speculative_tokens": system.spec_tokens}
         if method == "ngram":
             config["prompt_lookup_max"] = 4
         argv += ["--speculative-config", json.dumps(config)]
     return argv
+
+
+def check_mtp_layers(system: SystemSpec) -> None:
+    """MTP drafts with the checkpoint's own multi-token-prediction layers: a model without them is refused."""
+    model = get_model(system.model)
+    if system.spec_tokens and system.spec_method == "mtp" and not model.mtp_layers:
+        raise ProfileError(
+            f"{model.name} ships no MTP layers (its config.json has no num_nextn_predict_layers), so no engine can "
+            "launch it with MTP: its speculative decoding needs a draft model (e.g. EAGLE-3 heads): simulate "
+            "--spec-method draft and add the draft to the engine's speculative options"
+        )
 
 
 def vllm_program(on_cpu: bool) -> list[str]:

@@ -5,6 +5,7 @@ import csv
 import json
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from capsim.capsearch.cli import main
@@ -67,6 +68,11 @@ def test_a_plan_ranks_every_candidate_and_recommends_one(planned):
         assert (folder / "out" / name).stat().st_size > 0
     info = json.loads((folder / "out" / "plan.json").read_text())["info"]
     assert info["goal"] == {"kind": "target_qps", "value": 12.0} and "P99 TBT <= 0.1 s" in info["slo"]
+    script = (folder / "out" / "launch.sh").read_text()
+    assert script == info["launch"] and f"--tensor-parallel-size {best['tp']}" in script
+    manifests = list(yaml.safe_load_all((folder / "out" / "deployment.yaml").read_text()))
+    deployment = next(m for m in manifests if m["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == int(best["replicas"])  # the whole recommended deployment
 
 
 def test_the_bound_never_cuts_below_a_searched_capacity(planned):

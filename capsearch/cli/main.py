@@ -38,6 +38,7 @@ COMMANDS = {
     "bench": ("bench", "bench"),
     "compare": ("compare", "compare"),
     "vllm-command": ("confirm", "vllm_command_cli"),
+    "launch": ("launch", "launch_command"),
     "cache": ("cache", "cache"),
     "validate": ("validate", "validate"),
 }

@@ -29,7 +29,6 @@ from capsim.capsearch.plan.planner import (
 from capsim.capsearch.report.plan import plan_table
 from capsim.capsearch.report.results_dir import results_dir
 from capsim.profiles.store import ENGINES
-from capsim.sim import POLICIES
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 SPACE_KEYS = ("hardware", "tp", "pp", "engine", "scheduler", "chunk_size", "max_batch_size", "moe_layout", "quant")
@@ -328,13 +327,12 @@ def print_plan(result) -> None:
     table = plan_table(ranked, goal)
     console.print(table)
     best = ranked[0]
-    if best.system.engine == "vllm" and POLICIES[best.system.scheduler].served_by_vllm:
-        from capsim.real.vllm import vllm_command
-
-        argv, environment = vllm_command(best.system, dummy_weights=False)
-        line = " ".join([*(f"{k}={v}" for k, v in environment.items()), shlex.join(argv)])
-        console.print(
-            f"recommended: {best.replicas} x [bold]{line}[/]" + (" behind a router" if best.replicas > 1 else "")
-        )
-    else:
-        console.print(f"recommended: {best.replicas} x {best.label()} (no vLLM command for this engine or scheduler)")
+    run, why = result.launch()
+    if run is None:
+        console.print(f"recommended: {best.replicas} x {best.label()} (no launch command: {why})")
+        return
+    line = " ".join([*(f"{k}={v}" for k, v in run.environment.items()), shlex.join(run.argv)])
+    options = f" (with {', '.join(run.files)} in launch.sh)" if run.files else ""
+    console.print(
+        f"recommended: {best.replicas} x [bold]{line}[/]{options}" + (" behind a router" if best.replicas > 1 else "")
+    )
