@@ -13,7 +13,7 @@
 #   scripts/gpu_validation.sh confirm sarathi  serve + confirm: chunk 512, batch 128, chat,
 #   scripts/gpu_validation.sh confirm vllm_v0  P99 TBT 0.1 s and P50 TTFT 2 s, with the measured profile
 #   scripts/gpu_validation.sh test             the tests marked gpu
-#   scripts/gpu_validation.sh table            the README's validation rows, in Markdown (validation.md)
+#   scripts/gpu_validation.sh table            the validation page's rows (docs/validation.md), in Markdown
 #
 # The same stages run on a CPU with a tiny model, in minutes:
 #   DEVICE=cpu MODEL=tiny DTYPE=float32 GRID=quick REQUESTS=48 \

@@ -1,4 +1,4 @@
-"""The README's validation rows from a GPU validation folder (scripts/gpu_validation.sh):
+"""The validation page's rows (docs/validation.md) from a GPU validation folder (scripts/gpu_validation.sh):
 
     python scripts/gpu_validation_table.py [gpu-validation]
 

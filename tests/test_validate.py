@@ -132,7 +132,7 @@ def test_the_frontend_takes_one_request_at_a_time():
 @pytest.mark.parametrize("engine, model", [("vllm", "Qwen3-32B"), ("sglang", "Qwen3-32B"), ("trtllm", "Llama-3.1-8B")])
 def test_replays_of_the_training_runs_meet_their_tpot(sample, engine, model):
     """The runs the host time was fitted on, a few of each engine at low and high load: TPOT
-    within 12% of the real engine's (the note and README give the whole set)."""
+    within 12% of the real engine's (the validation page gives the whole set)."""
     measurements, _ = sample
     chosen = [
         m
