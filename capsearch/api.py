@@ -291,6 +291,7 @@ class PlanSpace:
     batches: list[int]
     layouts: list[str]
     quants: list[str]
+    pool: list[Candidate] | None = None
 
     @property
     def engines(self) -> list[str]:
@@ -301,6 +302,12 @@ class PlanSpace:
         return list(dict.fromkeys(s for names in self.by_engine.values() for s in names))
 
     def candidates(self) -> list[Candidate]:
+        """The candidates, made once: a plan of this space updates their status as it goes."""
+        if self.pool is None:
+            self.pool = self._make()
+        return self.pool
+
+    def _make(self) -> list[Candidate]:
         return candidates(
             self.base.model,
             self.kinds,

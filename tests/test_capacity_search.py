@@ -36,6 +36,21 @@ def test_search_brackets_the_true_capacity_at_the_granularity():
     assert len(trials) == len(seen) <= 12
 
 
+@pytest.mark.parametrize("true", [7.3, 6.0, 9.0, 3.0, 30.0])
+def test_a_search_from_an_estimate_gallops_to_the_same_bracket_in_fewer_trials(true):
+    """Started at an estimate (a neighbour's capacity, R x one replica's), the first move is small
+    and each further one doubles: the same grid bracket as a doubling search from 1 QPS, in fewer
+    trials when the estimate is near, and never many more when it is far."""
+    oracle = lambda qps: (qps <= true, {})  # noqa: E731
+    plain = find_capacity(oracle, SLO, start_qps=1.0)
+    near = find_capacity(oracle, SLO, start_qps=7.0, expand=1.1, gallop=True)
+    assert near[:2] == plain[:2]  # the same bracket, exact
+    assert near[0] <= true < near[1]
+    if 0.8 * 7.0 <= true <= 1.25 * 7.0:
+        assert len(near[2]) < len(plain[2])
+    assert len(near[2]) <= len(plain[2]) + 2
+
+
 def test_a_passing_qps_is_never_lost_even_when_results_are_not_monotone():
     def trial(qps):  # passes low, fails in a window, passes again above it: noise of a real system
         return (qps < 4.0) or (5.0 < qps < 6.0), {}

@@ -63,6 +63,8 @@ def test_a_plan_ranks_every_candidate_and_recommends_one(planned):
         and r["capacity_checked"] == "True"
     ]
     assert not cheaper  # nothing checked is cheaper than the recommendation
+    assert int(best["trials"]) > 0 and f"{best['replicas']} replica" in best["ranked_on"]  # what ranked it
+    assert all(r["trials"] == "0" for r in rows if r["status"] == "cut by the bound")
     assert "vllm serve meta-llama/Llama-3.1-8B" in " ".join(output.split())
     for name in ("plan.json", "pareto.png", "capacity.png"):
         assert (folder / "out" / name).stat().st_size > 0

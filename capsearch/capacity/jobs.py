@@ -40,6 +40,8 @@ class SearchJob:
     early_stop: bool = True
     trial: TrialLimits = TrialLimits()
     conventions: tuple[tuple[str, str], ...] = ()  # (("SLO defaults", "Etalon's"), ...): said in every report
+    expand: float = 2.0  # the first move from start_qps until a pass and a fail are held (search.find_capacity)
+    gallop: bool = False  # start_qps is an estimate: each further move doubles
 
 
 def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
@@ -65,7 +67,9 @@ def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
                 "stopped_early": result.info.get("stopped_early"),
             }
 
-        capacity, failing, trials = find_capacity(trial, slo, job.start_qps, job.granularity, job.max_trials)
+        capacity, failing, trials = find_capacity(
+            trial, slo, job.start_qps, job.granularity, job.max_trials, job.expand, job.gallop
+        )
         failed = next((t.get("failed_clauses", []) for t in trials if t["qps"] == failing), [])
         at_capacity = figures_at(slo, best["result"], latency) | {"qps": capacity} if capacity is not None else {}
         short = too_short(slo, best["result"].requests.num_rows, capacity) if capacity is not None else None
@@ -181,12 +185,14 @@ class JobRunner:
         self.ray = None
 
     def run(self, ordered: list, jobs, on_done, hopeless=lambda key: False) -> None:
-        """`jobs[key]` for each key of `ordered`; `on_done(key, capacities)` as each finishes."""
+        """`jobs[key]` (or `jobs(key)`, made as its turn comes) for each key of `ordered`;
+        `on_done(key, capacities)` as each finishes."""
+        job_of = jobs if callable(jobs) else jobs.__getitem__
         if self.executor == "serial" or (self.executor == "process" and self.workers == 1):
             for candidate in ordered:
                 if hopeless(candidate):
                     break
-                on_done(candidate, run_job(jobs[candidate], self.cache_dir))
+                on_done(candidate, run_job(job_of(candidate), self.cache_dir))
             return
         submit, wait_one = self._ray() if self.executor == "ray" else self._pool()
         queue, running = list(ordered), {}
@@ -197,7 +203,7 @@ class JobRunner:
                     if hopeless(candidate):
                         queue.clear()
                         break
-                    running[submit(jobs[candidate])] = candidate
+                    running[submit(job_of(candidate))] = candidate
                 if not running:
                     break
                 handle, capacities = wait_one(running)

@@ -72,13 +72,22 @@ def grid_index(qps: float, granularity: float) -> int:
 
 
 def find_capacity(
-    trial, slo, start_qps: float, granularity: float = 0.025, max_trials: int = 20, expand: float = 2.0
+    trial,
+    slo,
+    start_qps: float,
+    granularity: float = 0.025,
+    max_trials: int = 20,
+    expand: float = 2.0,
+    gallop: bool = False,
 ) -> tuple[float, float | None, list[dict]]:
     """Binary search with `trial(qps) -> (passed, details)`; returns (capacity, failing, trials),
     capacity None when no QPS passed, failing None when none failed.
 
     Until it holds a pass and a fail, it moves the QPS by the factor `expand` (doubling or
-    halving; a confirmation on a real engine, starting at the prediction, moves by less)."""
+    halving; a confirmation on a real engine, starting at the prediction, moves by less). With
+    `gallop`, a search that starts at an estimate moves by `expand` first and doubles the move
+    each time it has to go on the same way: a good estimate is bracketed in two trials, a poor
+    one costs a few more, never a walk of small steps."""
     if not start_qps > 0:
         raise ValueError(f"start QPS must be positive, got {start_qps}")
     if not 0 < granularity < 1:
@@ -99,10 +108,12 @@ def find_capacity(
             failing = k
         if failing is None:  # everything passed so far: expand the QPS
             k = passing + double
+            double = double * 2 if gallop else double
         elif passing is None:  # everything failed so far: shrink it
             if k <= floor_k:
                 break
             k = max(floor_k, k - double)
+            double = double * 2 if gallop else double
         elif failing - passing <= 1:
             break
         else:

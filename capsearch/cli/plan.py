@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -24,6 +26,7 @@ from capsim.capsearch.plan.planner import (
     DEFAULT_TPS,
     MOE_LAYOUTS,
     Candidate,
+    found_score,
     read_prices,
 )
 from capsim.capsearch.report.plan import plan_table
@@ -266,12 +269,16 @@ def plan_command(
     if disagg:
         _say_disagg(plan_space, gpus, given)
     with console.status("planning") as status:
-        searched = [0]
+        started, searches = time.monotonic(), [0]
 
         def progress(item) -> None:
-            searched[0] += 1
-            what = f"last {item.label()}" if isinstance(item, Candidate) else f"splits, last {item.words}"
-            status.update(f"planning: {searched[0]} searches, {what}")
+            searches[0] += 1
+            words = (
+                progress_words(pool, goal, time.monotonic() - started)
+                if isinstance(item, Candidate)
+                else f"splits: {searches[0]} searches, last {item.words}"
+            )
+            status.update(f"planning: {words}")
 
         result = api.plan(
             model,
@@ -313,6 +320,22 @@ def _say_disagg(space, gpus: int, given: dict) -> None:
             f"[dim]{', '.join(aggregated_only)}: applied to the aggregated candidates; the splits' pools are as "
             f"above[/]"
         )
+
+
+def progress_words(pool: list[Candidate], goal, elapsed_s: float) -> str:
+    """Candidates done, left and cut, the best so far, and the time left at this pace."""
+    counts = Counter(c.status for c in pool)
+    left = counts["candidate"]
+    done = len(pool) - left - counts["cut by the bound"] - counts["does not fit"] - counts["no latency model"]
+    found = [c for c in pool if c.capacity]
+    words = f"{done} searched, {left} left, {counts['cut by the bound']} cut by the bound"
+    if found:
+        best = min(found, key=lambda c: found_score(goal, c))
+        cost = f", ${best.cost_per_hour:.2f}/h" if best.cost_per_hour else ""
+        words += f"; best so far {best.replicas} x {best.label()}{cost}"
+    if done >= 3 and left:
+        words += f"; at most ~{elapsed_s / done * left:.0f} s left (the bound cuts most)"
+    return words
 
 
 def print_plan(result) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from capsim.capsearch.capacity.jobs import JobRunner
 from capsim.capsearch.plan.planner import (
     BOUND_SLACK,
+    NEIGHBOUR_STEP,
     RUNNERS_UP,
     moe_layout,
     search_job,
@@ -34,6 +35,8 @@ from capsim.capsearch.plan.planner import (
 from capsim.profiles.errors import ProfileError
 from capsim.sim import DisaggSpec, SimulationError, SystemSpec
 from capsim.traces import WorkloadSpec
+
+MIN_START_QPS = 0.1  # a search's start, at the lowest
 
 
 @dataclass(eq=False)  # one object a split: kept in dicts by identity
@@ -48,6 +51,7 @@ class Split:
     binding_clause: str = ""
     latency_source: str = ""
     searches: list = field(default_factory=list)
+    requests: object = None  # the workload's requests, once prepared
 
     @property
     def gpus(self) -> int | None:
@@ -115,6 +119,7 @@ def prepare(split: Split, workload: WorkloadSpec, slo) -> None:
         split.status, split.why = "does not fit", "requests longer than the max model length"
         return
     split.latency_source = latency.source_words
+    split.requests = requests
     prefill_qps, _ = token_rates(system.prefill, requests.prompt_tokens, requests.output_tokens)
     prefills = system.prefill.replicas
     limit, _ = wait_clause(slo)
@@ -123,6 +128,22 @@ def prepare(split: Split, workload: WorkloadSpec, slo) -> None:
         if limit is not None
         else math.inf
     )
+
+
+def _shape(split: Split) -> str:
+    """A split's words without its decode batch limit."""
+    return split.words.rsplit(", decode batch", 1)[0]
+
+
+def estimate(split: Split) -> float:
+    """The most QPS a split could sustain: its prefill bound, and its decode pool's best token
+    rate (no bound for cutting, as a queue of decodes shows only in TPOT and TBT, but where a
+    search should start looking)."""
+    decode = split.system.decode
+    requests = split.requests
+    _, decode_qps = token_rates(decode, requests.prompt_tokens, requests.output_tokens)
+    sustained = decode_qps * decode.replicas * decode.dp_attention
+    return max(MIN_START_QPS, min(split.upper_bound_qps, sustained))
 
 
 def search_splits(
@@ -155,12 +176,15 @@ def search_splits(
         if progress:
             progress(split)
 
-    def start(split: Split) -> float:
-        bound = split.upper_bound_qps
-        return max(1.0, bound / 2) if bound < math.inf else 1.0
+    def job(split: Split):
+        """Made as the split's turn comes: from a searched neighbour's capacity (the same split
+        with another decode batch limit) with a first move of 10%, else from half its estimate;
+        galloping either way."""
+        nearby = [s.capacity for s in found if s.converged and _shape(s) == _shape(split)]
+        start = {"start_qps": nearby[-1], "expand": NEIGHBOUR_STEP} if nearby else {"start_qps": estimate(split) / 2}
+        return search_job(split.system, workload, slo, options | start | {"gallop": True})
 
-    jobs = {split: search_job(split.system, workload, slo, options | {"start_qps": start(split)}) for split in live}
-    runner.run(live, jobs, finished, lambda s: s.upper_bound_qps <= threshold())
+    runner.run(live, job, finished, lambda s: s.upper_bound_qps <= threshold())
     for split in live:
         if split.status == "candidate":
             split.status, split.why = (

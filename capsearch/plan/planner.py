@@ -21,6 +21,7 @@ most capacity for a GPU count or an hourly budget), from trace-driven capacity s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -42,6 +43,9 @@ from capsim.traces import WorkloadSpec
 RUNNERS_UP = 5  # deployments kept, the recommended one included
 BOUND_SLACK = 1.05  # the bound is raised this much: the latency model's own error, so no candidate is cut by noise
 MAX_REPLICA_CHECKS = 4  # rounds of whole-deployment searches that settle the replica counts
+NEIGHBOUR_STEP = (
+    1.1  # a search that starts at an estimate (a neighbour's capacity, R x one replica's) moves by 10% first
+)
 VLLM_SCHEDULERS = ("sarathi", "vllm_v1", "vllm_v0")  # vLLM's batching, as the papers and today's vLLM run it
 DEFAULT_BUDGETS = {"sarathi": (512, 1024, 2048), "vllm_v1": (2048, 8192), "vllm_v0": (None,)}
 DEFAULT_BATCHES = (64, 128, 256)
@@ -332,7 +336,46 @@ def search_job(system: SystemSpec, workload: WorkloadSpec, slo, options: dict) -
         options.get("granularity", 0.025),
         options.get("max_trials", 20),
         options.get("early_stop", True),
+        expand=options.get("expand", 2.0),
+        gallop=options.get("gallop", False),
     )
+
+
+def one_replica_job(candidate: Candidate, searched: list[Candidate], workload: WorkloadSpec, slo, options) -> SearchJob:
+    """A candidate's search, made as its turn comes: it starts at a searched neighbour's capacity
+    if there is one (a first move of NEIGHBOUR_STEP), else at half its bound; galloping either way."""
+    nearby = neighbour_start(candidate, searched)
+    start = {"start_qps": nearby, "expand": NEIGHBOUR_STEP} if nearby else {"start_qps": start_near(candidate)}
+    return search_job(candidate.system, workload, slo, options | start | {"gallop": True})
+
+
+def neighbour_start(candidate: Candidate, found: list[Candidate]) -> float | None:
+    """A searched candidate that differs from this one only in its token budget or batch limit
+    has nearly its capacity: where the search of this one starts (None without one)."""
+    same = [
+        c
+        for c in found
+        if c.capacity_per_replica
+        and c.converged
+        and _layout_key(c.system) == _layout_key(candidate.system)
+        and c.price == candidate.price
+    ]
+    if not same:
+        return None
+    budget, batch = candidate.system.token_budget or 0, candidate.system.max_batch_size
+    nearest = min(
+        same,
+        key=lambda c: (
+            abs(math.log((c.system.token_budget or 1) / (budget or 1))),
+            abs(math.log(c.system.max_batch_size / batch)),
+        ),
+    )
+    return nearest.capacity_per_replica
+
+
+def _layout_key(system: SystemSpec) -> tuple:
+    fields = system.to_dict()
+    return tuple(sorted((k, str(v)) for k, v in fields.items() if k not in ("token_budget", "max_batch_size")))
 
 
 def plan(
@@ -390,13 +433,16 @@ def plan(
         if progress:
             progress(candidate)
 
-    jobs = {
-        candidate: search_job(candidate.system, workload, slo, options | {"start_qps": start_near(candidate)})
-        for candidate in live
-    }
+    searched: list[Candidate] = []
+
+    def done(candidate: Candidate, capacities) -> None:
+        finished(candidate, capacities)
+        searched.append(candidate)
+
     runner = JobRunner(executor, workers, cache_dir, ray_address)
     try:
-        runner.run(live, jobs, finished, lambda c: best_possible(goal, c) >= threshold())
+        job = functools.partial(one_replica_job, searched=searched, workload=workload, slo=slo, options=options)
+        runner.run(live, job, done, lambda c: best_possible(goal, c) >= threshold())
         for candidate in live:
             if candidate.status == "candidate":
                 _cut(candidate, "its bound cannot beat the deployments found")
@@ -428,7 +474,8 @@ def check_deployments(
         jobs = {}
         for candidate in pending:
             system = dataclasses.replace(candidate.system, replicas=candidate.replicas)
-            jobs[candidate] = search_job(system, workload, slo, options)
+            start = {"start_qps": deployment_start(candidate, checks[candidate]), "expand": NEIGHBOUR_STEP}
+            jobs[candidate] = search_job(system, workload, slo, options | start | {"gallop": True})
 
         def checked(candidate: Candidate, capacities) -> None:
             candidate.searches.append(capacities[0])
@@ -447,6 +494,17 @@ def check_deployments(
             return
     for candidate in pending:  # unsettled after the checks: kept as searched, not recommended
         candidate.why = f"replicas not settled within {MAX_REPLICA_CHECKS} whole-deployment searches"
+
+
+def deployment_start(candidate: Candidate, checks: dict) -> float:
+    """Where the search of R replicas starts: R times one replica's capacity, or the capacity of
+    the nearest replica count already checked, scaled to R."""
+    r = candidate.replicas
+    checked = {n: c.capacity_qps for n, c in checks.items() if c.capacity_qps}
+    if checked:
+        nearest = min(checked, key=lambda n: abs(n - r))
+        return checked[nearest] * r / nearest
+    return r * candidate.capacity_per_replica
 
 
 def _settle(goal: Goal, candidate: Candidate, checks: dict) -> bool:

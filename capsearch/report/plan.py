@@ -158,6 +158,8 @@ CSV_COLUMNS = (
     "binding_clause",
     "converged",
     "latency_source",
+    "trials",
+    "ranked_on",
     "why",
 )
 
@@ -189,6 +191,8 @@ def candidate_row(c: Candidate, goal: Goal) -> dict:
         "binding_clause": c.binding_clause,
         "converged": c.converged,
         "latency_source": c.latency_source,
+        "trials": sum(len(search.trials) for search in c.searches),
+        "ranked_on": ranked_on(c),
         "why": c.why,
     }
 
@@ -196,3 +200,15 @@ def candidate_row(c: Candidate, goal: Goal) -> dict:
 def write_rows(rows: list[dict], folder: Path, info: dict) -> None:
     write_json(folder / "plan.json", {"info": info, "candidates": rows})
     write_csv(folder / "plan.csv", rows, CSV_COLUMNS)
+
+
+def ranked_on(c: Candidate) -> str:
+    """The searches behind a candidate's figures: replicas, trials and their requests, each."""
+    words = []
+    for search in c.searches:
+        replicas = search.system.get("replicas", 1)
+        requests = search.workload.get("num_requests")
+        words.append(
+            f"{replicas} replica{'s' if replicas > 1 else ''}: {len(search.trials)} trials of {requests} requests"
+        )
+    return "; ".join(words)
