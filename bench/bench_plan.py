@@ -3,7 +3,11 @@
 Target (issue: capsim plan): >= 200 candidate configurations in <= 3 minutes on this 2-core
 machine from a cold cache.
 
-    python bench/bench_plan.py [--model Llama-3.1-8B] [--target-qps 20]
+    python bench/bench_plan.py [--model Llama-3.1-8B] [--target-qps 20] [--runs cold,warm]
+    python bench/bench_plan.py --gpus 8 --hardware H100 --disagg     # the disaggregated plan
+
+Trials: the trials simulated (the entries the trial cache holds after the run); plan.csv's
+`trials` column says which trials ranked each candidate.
 
 Runs `capsim plan` over the default space (every priced GPU x TP 1,2,4,8 x sarathi 512/1024/2048,
 vllm_v1 2048/8192, vllm_v0 x batch 64/128/256) with a fresh cache folder, then again with that
@@ -19,16 +23,28 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from pathlib import Path
+
+from capsim.capsearch.capacity.cache_folder import ENTRY_SUFFIX
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="Llama-3.1-8B")
-    parser.add_argument("--target-qps", type=float, default=20.0)
+    parser.add_argument("--target-qps", type=float, default=None)
+    parser.add_argument("--gpus", type=int, default=None)
+    parser.add_argument("--hardware", default=None)
+    parser.add_argument("--disagg", action="store_true")
+    parser.add_argument("--runs", default="cold,warm")
     args = parser.parse_args()
-    print(f"{'run':<6}{'candidates':>11}{'searched':>10}{'cut by bound':>14}{'no fit':>8}{'wall s':>8}  recommended")
+    goal = ["--gpus", str(args.gpus)] if args.gpus else ["--target-qps", str(args.target_qps or 20.0)]
+    extra = (["--hardware", args.hardware] if args.hardware else []) + (["--disagg"] if args.disagg else [])
+    print(
+        f"{'run':<6}{'candidates':>11}{'searched':>10}{'cut by bound':>14}{'no fit':>8}{'trials':>8}{'wall s':>8}"
+        "  recommended"
+    )
     with tempfile.TemporaryDirectory() as folder:
-        for run in ("cold", "warm"):
+        for run in args.runs.split(","):
             start = time.perf_counter()
             subprocess.run(
                 [
@@ -38,8 +54,8 @@ def main() -> None:
                     "plan",
                     "--model",
                     args.model,
-                    "--target-qps",
-                    str(args.target_qps),
+                    *goal,
+                    *extra,
                     "--ttft-metric",
                     "ttft",
                     "--cache-dir",
@@ -63,9 +79,11 @@ def main() -> None:
                 else "none"
             )
             searched = status["searched"] + status["recommended"] + status["runner-up"] + status["misses the SLO"]
+            # trials simulated: the cache entries the runs have made so far (the warm run makes none)
+            trials = sum(1 for _ in Path(f"{folder}/cache").rglob(f"*{ENTRY_SUFFIX}"))
             print(
                 f"{run:<6}{len(rows):>11}{searched:>10}{status['cut by the bound']:>14}"
-                f"{status['does not fit']:>8}{seconds:>8.1f}  {words}"
+                f"{status['does not fit']:>8}{trials:>8}{seconds:>8.1f}  {words}"
             )
 
 

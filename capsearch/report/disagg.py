@@ -31,6 +31,7 @@ COLUMNS = (
     "binding_clause",
     "converged",
     "latency_source",
+    "trials",
     "why",
 )
 
@@ -59,6 +60,7 @@ def split_row(split) -> dict:
         "binding_clause": split.binding_clause,
         "converged": split.converged,
         "latency_source": split.latency_source,
+        "trials": sum(len(search.trials) for search in split.searches),
         "why": split.why,
     }
 
