@@ -104,6 +104,7 @@ def build_result(
         "latency_source_words": latency_model.source_words,
         "latency_profile": {k: latency_model.profile[k] for k in ("model", "hardware", "tp", "pp", "engine", "source")},
         "kv_blocks_per_engine": engines[0].scheduler.config.num_blocks,
+        "peak_running": max(engine.scheduler.pool.peak_running for engine in engines),
         "simulated_until_s": now,
         "time_limit_s": time_limit_s,
         "stopped_early": stopped_early,

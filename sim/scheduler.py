@@ -54,6 +54,7 @@ class KVPool:
         self.free_blocks = num_blocks
         self.waiting: deque[Request] = deque()
         self.members: list[Scheduler] = []
+        self.peak_running = 0  # the most requests running at once: a batch limit above it never bound
 
 
 class Batch:
@@ -176,6 +177,7 @@ class Scheduler:
         request.blocks = self.admission_blocks(request)
         self.free_blocks -= request.blocks
         self.prefilling[request.id] = request
+        self.pool.peak_running = max(self.pool.peak_running, self.running)
 
     def appends_needed(self) -> int:
         """New blocks the decode set needs for the next iteration's tokens."""

@@ -188,3 +188,26 @@ def test_an_entry_holds_its_key_and_a_swapped_one_is_simulated_again(tmp_path):
     again, cached = run_trial(system, WORKLOAD, 2.0, cache)
     assert not cached and cache.damaged == 1 and same_requests(again, low)
     assert run_trial(system, WORKLOAD, 2.0, cache)[1]  # replaced by the right one
+
+
+def test_a_batch_limit_that_never_bound_shares_its_trial(tmp_path):
+    """The same system with another batch limit runs the same trial, bit for bit, where fewer
+    requests than either limit ever ran at once: the cache serves it. Where the limit bound, no."""
+    cache = TrialCache(tmp_path)
+    light = SystemSpec(model="Llama-3.1-8B", hardware="H100", scheduler="sarathi", token_budget=512, max_batch_size=256)
+    first, cached = run_trial(light, WORKLOAD, 2.0, cache)
+    peak = first.info["peak_running"]
+    assert not cached and 0 < peak < 64
+    other = SystemSpec(**{**light.to_dict(), "max_batch_size": 64})
+    shared, cached = run_trial(other, WORKLOAD, 2.0, cache)
+    assert cached and "batch limit 256" in shared.info["shared_from"]
+    assert shared.info["system"]["max_batch_size"] == 64
+    alone = TrialCache(tmp_path / "alone")  # the same trial simulated on its own, read back as the cache keeps it
+    run_trial(other, WORKLOAD, 2.0, alone)
+    fresh = alone.get(trial_key(other, WORKLOAD, 2.0))
+    for column in ("first_token_s", "finish_s"):
+        assert np.array_equal(shared.column(column), fresh.column(column))
+    assert np.array_equal(shared.tbt(), fresh.tbt())
+    tight = SystemSpec(**{**light.to_dict(), "max_batch_size": peak - 1})  # would have bound: simulated anew
+    _, cached = run_trial(tight, WORKLOAD, 2.0, cache)
+    assert not cached

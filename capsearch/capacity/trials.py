@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -146,6 +146,29 @@ def time_limit(workload_span_s: float) -> float:
     return workload_span_s + max(120.0, workload_span_s)
 
 
+SIBLING_BATCHES = (16, 32, 64, 128, 256, 512, 1024, 2048)  # batch limits whose trials are looked for
+
+
+def sibling_trial(system, workload, qps, cache, early_stop, limits) -> RunResult | None:
+    """The trial of the same system with another batch limit, where neither limit ever bound: the
+    most requests that ran at once stayed under both, so every admission went the same way and
+    the trial is this one, bit for bit (the limit is read nowhere else). None without one."""
+    if not isinstance(system, SystemSpec):
+        return None
+    for batch in SIBLING_BATCHES:
+        if batch == system.max_batch_size:
+            continue
+        sibling = replace(system, max_batch_size=batch)
+        for rule in (None, early_stop) if early_stop else (None,):
+            found = cache.get(trial_key(sibling, workload, qps, rule, limits))
+            peak = found.info.get("peak_running") if found is not None else None
+            if peak is not None and peak < min(batch, system.max_batch_size):
+                found.info["system"] = system.to_dict()
+                found.info["shared_from"] = f"the same trial with batch limit {batch} (at most {peak} ran at once)"
+                return found
+    return None
+
+
 def run_trial(
     system: SystemSpec,
     workload: WorkloadSpec,
@@ -162,6 +185,10 @@ def run_trial(
     stop_key = trial_key(system, workload, qps, early_stop, limits) if early_stop else None
     if stop_key and (cached := cache.get(stop_key)) is not None:
         return cached, True
+    shared = sibling_trial(system, workload, qps, cache, early_stop, limits)
+    if shared is not None:
+        cache.put(stop_key if shared.info.get("stopped_early") else full_key, shared)
+        return shared, True
     arrivals = workload.at_qps(qps)
     if limits.send_window_s is not None:  # the client stops sending; at least the first request goes
         arrivals = arrivals.head(max(1, int(np.searchsorted(arrivals.arrival_s, limits.send_window_s, side="right"))))

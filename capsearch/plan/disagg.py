@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from capsim.capsearch.capacity.jobs import JobRunner
 from capsim.capsearch.plan.planner import (
     BOUND_SLACK,
-    NEIGHBOUR_STEP,
     RUNNERS_UP,
+    grid_step,
     moe_layout,
     search_job,
     token_rates,
@@ -178,10 +178,12 @@ def search_splits(
 
     def job(split: Split):
         """Made as the split's turn comes: from a searched neighbour's capacity (the same split
-        with another decode batch limit) with a first move of 10%, else from half its estimate;
+        with another decode batch limit) with a first move of one grid step, else from half its estimate;
         galloping either way."""
         nearby = [s.capacity for s in found if s.converged and _shape(s) == _shape(split)]
-        start = {"start_qps": nearby[-1], "expand": NEIGHBOUR_STEP} if nearby else {"start_qps": estimate(split) / 2}
+        start = (
+            {"start_qps": nearby[-1], "expand": grid_step(options)} if nearby else {"start_qps": estimate(split) / 2}
+        )
         return search_job(split.system, workload, slo, options | start | {"gallop": True})
 
     runner.run(live, job, finished, lambda s: s.upper_bound_qps <= threshold())

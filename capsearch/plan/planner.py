@@ -43,9 +43,7 @@ from capsim.traces import WorkloadSpec
 RUNNERS_UP = 5  # deployments kept, the recommended one included
 BOUND_SLACK = 1.05  # the bound is raised this much: the latency model's own error, so no candidate is cut by noise
 MAX_REPLICA_CHECKS = 4  # rounds of whole-deployment searches that settle the replica counts
-NEIGHBOUR_STEP = (
-    1.1  # a search that starts at an estimate (a neighbour's capacity, R x one replica's) moves by 10% first
-)
+DEPLOYMENT_STEP = 1.1  # a deployment's search starts at R x one replica's capacity and moves by 10% first
 VLLM_SCHEDULERS = ("sarathi", "vllm_v1", "vllm_v0")  # vLLM's batching, as the papers and today's vLLM run it
 DEFAULT_BUDGETS = {"sarathi": (512, 1024, 2048), "vllm_v1": (2048, 8192), "vllm_v0": (None,)}
 DEFAULT_BATCHES = (64, 128, 256)
@@ -343,10 +341,16 @@ def search_job(system: SystemSpec, workload: WorkloadSpec, slo, options: dict) -
 
 def one_replica_job(candidate: Candidate, searched: list[Candidate], workload: WorkloadSpec, slo, options) -> SearchJob:
     """A candidate's search, made as its turn comes: it starts at a searched neighbour's capacity
-    if there is one (a first move of NEIGHBOUR_STEP), else at half its bound; galloping either way."""
+    if there is one (a first move of one grid step), else at half its bound; galloping either way."""
     nearby = neighbour_start(candidate, searched)
-    start = {"start_qps": nearby, "expand": NEIGHBOUR_STEP} if nearby else {"start_qps": start_near(candidate)}
+    start = {"start_qps": nearby, "expand": grid_step(options)} if nearby else {"start_qps": start_near(candidate)}
     return search_job(candidate.system, workload, slo, options | start | {"gallop": True})
+
+
+def grid_step(options: dict) -> float:
+    """One step of the QPS grid: from a neighbour's capacity the search first tries the
+    neighbour's own bracket, whose trials it often shares (capacity/trials.sibling_trial)."""
+    return 1 + options.get("granularity", 0.025)
 
 
 def neighbour_start(candidate: Candidate, found: list[Candidate]) -> float | None:
@@ -474,7 +478,7 @@ def check_deployments(
         jobs = {}
         for candidate in pending:
             system = dataclasses.replace(candidate.system, replicas=candidate.replicas)
-            start = {"start_qps": deployment_start(candidate, checks[candidate]), "expand": NEIGHBOUR_STEP}
+            start = {"start_qps": deployment_start(candidate, checks[candidate]), "expand": DEPLOYMENT_STEP}
             jobs[candidate] = search_job(system, workload, slo, options | start | {"gallop": True})
 
         def checked(candidate: Candidate, capacities) -> None:
