@@ -43,6 +43,10 @@ from capsim.traces import WorkloadSpec
 RUNNERS_UP = 5  # deployments kept, the recommended one included
 BOUND_SLACK = 1.05  # the bound is raised this much: the latency model's own error, so no candidate is cut by noise
 MAX_REPLICA_CHECKS = 4  # rounds of whole-deployment searches that settle the replica counts
+SCREEN_FRACTION = 4  # screening trials have a quarter of the requests ...
+SCREEN_MIN_REQUESTS = 256  # ... and at least this many; a workload this short is not screened
+SCREEN_SLACK = 1.25  # a screened capacity is taken as at most this far off the full one, either way
+SCREEN_GRANULARITY = 0.1  # a screen's bracket: coarse, as the slack covers it
 DEPLOYMENT_STEP = 1.1  # a deployment's search starts at R x one replica's capacity and moves by 10% first
 VLLM_SCHEDULERS = ("sarathi", "vllm_v1", "vllm_v0")  # vLLM's batching, as the papers and today's vLLM run it
 DEFAULT_BUDGETS = {"sarathi": (512, 1024, 2048), "vllm_v1": (2048, 8192), "vllm_v0": (None,)}
@@ -120,6 +124,7 @@ class Candidate:
         None  # of the whole deployment: searched with its replicas where checked, else R x one replica's
     )
     capacity_checked: bool = False
+    screened_qps: float | None = None  # one replica's capacity on the screen's short trials, where it decided
     output_tokens_per_request: float = 0.0
     searches: list = field(default_factory=list)
 
@@ -341,9 +346,15 @@ def search_job(system: SystemSpec, workload: WorkloadSpec, slo, options: dict) -
 
 def one_replica_job(candidate: Candidate, searched: list[Candidate], workload: WorkloadSpec, slo, options) -> SearchJob:
     """A candidate's search, made as its turn comes: it starts at a searched neighbour's capacity
-    if there is one (a first move of one grid step), else at half its bound; galloping either way."""
+    if there is one (a first move of one grid step), else at its screened capacity (10%), else at
+    half its bound; galloping either way."""
     nearby = neighbour_start(candidate, searched)
-    start = {"start_qps": nearby, "expand": grid_step(options)} if nearby else {"start_qps": start_near(candidate)}
+    if nearby:
+        start = {"start_qps": nearby, "expand": grid_step(options)}
+    elif candidate.screened_qps:
+        start = {"start_qps": candidate.screened_qps, "expand": DEPLOYMENT_STEP}
+    else:
+        start = {"start_qps": start_near(candidate)}
     return search_job(candidate.system, workload, slo, options | start | {"gallop": True})
 
 
@@ -380,6 +391,70 @@ def neighbour_start(candidate: Candidate, found: list[Candidate]) -> float | Non
 def _layout_key(system: SystemSpec) -> tuple:
     fields = system.to_dict()
     return tuple(sorted((k, str(v)) for k, v in fields.items() if k not in ("token_budget", "max_batch_size")))
+
+
+def screen_workload(workload: WorkloadSpec) -> WorkloadSpec | None:
+    """The short workload candidates are screened on, or None where the workload is short already."""
+    count = workload.num_requests // SCREEN_FRACTION
+    return dataclasses.replace(workload, num_requests=count) if count >= SCREEN_MIN_REQUESTS else None
+
+
+def screened_score(goal: Goal, candidate: Candidate, slack: float) -> float:
+    """best_possible with the screened capacity (times `slack`: above 1 hopeful, below 1 wary) in
+    place of the bound where it says less; the bound alone where the screen decided nothing."""
+    bound = best_possible(goal, candidate)
+    if candidate.screened_qps is None:
+        return bound
+    qps = candidate.screened_qps * slack
+    if goal.kind == "target_qps":
+        replicas = math.ceil(goal.value / qps - 1e-9)
+        cost = replicas * candidate.gpus_per_replica * candidate.price if replicas <= MAX_REPLICAS else math.inf
+        return max(bound, cost)
+    replicas = replicas_for(goal, candidate, None)
+    return max(bound, -(replicas * qps)) if replicas else math.inf
+
+
+def screen(goal: Goal, live: list[Candidate], workload: WorkloadSpec, slo, options: dict, runner, progress):
+    """Short searches (a quarter of the requests) of every candidate whose bound could still beat
+    the screened ones, in the order of their bounds; returns the candidates to search in full, in
+    the order of what the screen says they could reach. A candidate is never ranked on a screen:
+    it only orders the full searches and cuts those that could not enter the top results even
+    SCREEN_SLACK better than screened."""
+    short = screen_workload(workload)
+    if short is None:
+        return live
+    screened: list[Candidate] = []
+
+    def threshold() -> float:
+        scores = sorted(screened_score(goal, c, 1 / SCREEN_SLACK) for c in screened if c.screened_qps)
+        return scores[RUNNERS_UP - 1] if len(scores) >= RUNNERS_UP else math.inf
+
+    def done(candidate: Candidate, capacities) -> None:
+        capacity = capacities[0]
+        candidate.searches.append(capacity)
+        decided = capacity.capacity_qps is not None and not capacity.too_short and capacity.converged
+        candidate.screened_qps = capacity.capacity_qps if decided else None
+        screened.append(candidate)
+        if progress:
+            progress(candidate)
+
+    def job(candidate: Candidate) -> SearchJob:
+        coarse = {"start_qps": start_near(candidate), "gallop": True, "granularity": SCREEN_GRANULARITY}
+        return search_job(candidate.system, short, slo, options | coarse)
+
+    runner.run(live, job, done, lambda c: best_possible(goal, c) >= threshold())
+    confirm = [c for c in live if c in screened]
+    confirm.sort(key=lambda c: screened_score(goal, c, SCREEN_SLACK))
+    return confirm
+
+
+def cut_words(candidate: Candidate) -> str:
+    if candidate.screened_qps is not None:
+        return (
+            f"screened at {candidate.screened_qps:.3g} QPS a replica on short trials: even "
+            f"{SCREEN_SLACK - 1:.0%} more cannot beat the deployments found"
+        )
+    return "its bound cannot beat the deployments screened and found"
 
 
 def plan(
@@ -445,11 +520,12 @@ def plan(
 
     runner = JobRunner(executor, workers, cache_dir, ray_address)
     try:
+        confirm = screen(goal, live, workload, slo, options, runner, progress)
         job = functools.partial(one_replica_job, searched=searched, workload=workload, slo=slo, options=options)
-        runner.run(live, job, done, lambda c: best_possible(goal, c) >= threshold())
+        runner.run(confirm, job, done, lambda c: screened_score(goal, c, SCREEN_SLACK) >= threshold())
         for candidate in live:
             if candidate.status == "candidate":
-                _cut(candidate, "its bound cannot beat the deployments found")
+                _cut(candidate, cut_words(candidate))
         best = sorted(found, key=lambda c: found_score(goal, c))[:RUNNERS_UP]
         check_deployments(goal, best, workload, slo, options, runner, progress)
     finally:
