@@ -42,6 +42,7 @@ class SearchJob:
     conventions: tuple[tuple[str, str], ...] = ()  # (("SLO defaults", "Etalon's"), ...): said in every report
     expand: float = 2.0  # the first move from start_qps until a pass and a fail are held (search.find_capacity)
     gallop: bool = False  # start_qps is an estimate: each further move doubles
+    stop_when_too_short: bool = False  # a planner's: a pass its trials are too short to judge ends the search
 
 
 def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
@@ -67,8 +68,11 @@ def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
                 "stopped_early": result.info.get("stopped_early"),
             }
 
+        enough = (
+            (lambda qps, slo=slo: too_short(slo, len(requests), qps) is not None) if job.stop_when_too_short else None
+        )
         capacity, failing, trials = find_capacity(
-            trial, slo, job.start_qps, job.granularity, job.max_trials, job.expand, job.gallop
+            trial, slo, job.start_qps, job.granularity, job.max_trials, job.expand, job.gallop, enough
         )
         failed = next((t.get("failed_clauses", []) for t in trials if t["qps"] == failing), [])
         at_capacity = figures_at(slo, best["result"], latency) | {"qps": capacity} if capacity is not None else {}

@@ -79,6 +79,7 @@ def find_capacity(
     max_trials: int = 20,
     expand: float = 2.0,
     gallop: bool = False,
+    enough=None,
 ) -> tuple[float, float | None, list[dict]]:
     """Binary search with `trial(qps) -> (passed, details)`; returns (capacity, failing, trials),
     capacity None when no QPS passed, failing None when none failed.
@@ -87,7 +88,8 @@ def find_capacity(
     halving; a confirmation on a real engine, starting at the prediction, moves by less). With
     `gallop`, a search that starts at an estimate moves by `expand` first and doubles the move
     each time it has to go on the same way: a good estimate is bracketed in two trials, a poor
-    one costs a few more, never a walk of small steps."""
+    one costs a few more, never a walk of small steps. `enough(qps)`, where given, ends the search
+    at the first pass it is true for (a planner that cannot rank a capacity that high)."""
     if not start_qps > 0:
         raise ValueError(f"start QPS must be positive, got {start_qps}")
     if not 0 < granularity < 1:
@@ -104,6 +106,8 @@ def find_capacity(
         trials.append({"qps": qps, "passed": passed, **details})
         if passed:
             passing = k
+            if enough is not None and enough(qps):
+                break
         else:
             failing = k
         if failing is None:  # everything passed so far: expand the QPS

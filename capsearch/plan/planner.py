@@ -341,6 +341,7 @@ def search_job(system: SystemSpec, workload: WorkloadSpec, slo, options: dict) -
         options.get("early_stop", True),
         expand=options.get("expand", 2.0),
         gallop=options.get("gallop", False),
+        stop_when_too_short=True,  # a plan never ranks on a trial too short to load the deployment
     )
 
 
