@@ -227,3 +227,22 @@ def test_prices_and_space_files(tmp_path):
         "plan", "--model", "Llama-3.1-8B", "--target-qps", 1, "--prices", tmp_path / "bad.yml", "-o", tmp_path / "z"
     )
     assert bad.exit_code == 2 and "positive number of dollars" in bad.output
+
+
+def test_a_long_trace_is_screened_on_short_trials_and_ranked_on_full_ones(tmp_path):
+    """With 1024 requests the candidates are screened on 256-request trials; only full searches
+    rank: the recommended deployment's row names its full trials, and a cut says why."""
+    done = invoke(
+        "plan",
+        *SPACE[:-6],  # the space, without -n and the TTFT limit
+        *("-n", 1024, "--ttft-metric", "ttft", "--ttft-slo", 1.0, "--target-qps", 12, "--executor", "serial"),
+        *("--cache-dir", tmp_path / "cache", "-o", tmp_path / "out"),
+    )
+    assert done.exit_code == 0, done.output
+    rows = list(csv.DictReader((tmp_path / "out" / "plan.csv").open()))
+    ranked = [r for r in rows if r["status"] in ("recommended", "runner-up")]
+    assert ranked and all("1 replica:" in r["ranked_on"] and "of 1024 requests" in r["ranked_on"] for r in ranked)
+    assert any("of 256 requests" in r["ranked_on"] for r in rows)  # the screen's trials, said
+    for r in rows:
+        if r["status"] == "cut by the bound":
+            assert "cannot beat" in r["why"]

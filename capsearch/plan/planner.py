@@ -8,14 +8,19 @@ most capacity for a GPU count or an hourly budget), from trace-driven capacity s
    replica could pass a trial: the prompt and output tokens a second it could at best sustain
    (the latency model at the best batch shapes), widened by what a finite trial lets a queue
    grow before the SLO's waiting clause notices (`trial_bound`; no bound without such a clause).
-3. Branch and bound: candidates in order of their best possible cost (target: the fewest
-   replicas whose bound reaches Q, x GPUs x price) get a capacity search of one replica each, in
-   a process pool (or on Ray) with the shared trial cache, until no candidate left could beat the
-   RUNNERS_UP-th best found.
-   Those searches start at half the bound, skipping the light loads whose trials cost the most.
-4. The best few are checked as whole deployments: a capacity search of R replicas behind the
-   router, exactly as `capsim search --replicas R` runs it (from 1 QPS); R moves to the fewest
-   replicas that meet the target.
+3. Screening: every candidate whose bound could still beat the screened ones gets a short
+   search (a quarter of the requests, a 10% bracket), in the order of its best possible cost
+   (target: the fewest replicas whose bound reaches Q, x GPUs x price).
+4. Branch and bound: in the order the screen gives (its capacity SCREEN_SLACK more hopeful), one
+   replica of each gets a full capacity search, in a process pool (or on Ray) with the shared
+   trial cache, until no candidate left could beat the RUNNERS_UP-th best found even at that. A
+   candidate is ranked on full searches only. A search starts from what is known: a searched
+   neighbour's capacity (another batch limit or chunk: its bracket first), else the screened
+   capacity, else half the bound; it gallops from there and ends at a pass too high for its
+   trials to judge. Trials of batch limits that never bound are shared (trials.sibling_trial).
+5. The best few are checked as whole deployments: a capacity search of R replicas behind the
+   router, as `capsim search --replicas R` runs it, started at R times one replica's capacity; R
+   moves to the fewest replicas that meet the target.
 """
 
 from __future__ import annotations
