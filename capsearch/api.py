@@ -545,6 +545,12 @@ def plan(
         raise ConfigError(
             "--disagg compares layouts of a GPU count on a GPU kind: give --hardware (or hardware: in --space)"
         )
+    if space is not None and (choices or model != space.base.model):
+        given = ", ".join(sorted(choices)) or f"model {model!r}"
+        raise ConfigError(
+            f"a plan takes its space or the choices that make one, not both: {given} would be ignored beside space=; "
+            f"pass them to plan_space() instead"
+        )
     space = space or plan_space(model, **choices)
     pool = space.candidates()
     plan_candidates(goal, pool, workload, slo, {}, workers, cache_dir, progress, executor, ray_address)

@@ -9,10 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 import capsim
+from capsim.capsearch import api as capsearch_api
 from capsim.capsearch.cli import main
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.report.capacity import CSV_COLUMNS
 from capsim.capsearch.report.plan import CSV_COLUMNS as PLAN_COLUMNS
+from capsim.sim import SystemSpec as SimSystemSpec
 
 SYSTEM = dict(model="Llama-3.1-8B", hardware="H100", scheduler="sarathi", token_budget=512, max_batch_size=128)
 
@@ -23,7 +25,7 @@ def invoke(*args):
 
 def test_import_capsim_gives_the_api_and_leaves_the_layers_light():
     assert set(capsim.__all__) >= {"simulate", "search", "sweep", "plan", "validate", "SystemSpec", "WorkloadSpec"}
-    assert capsim.SystemSpec is capsim.sim.SystemSpec if hasattr(capsim, "sim") else True
+    assert capsim.SystemSpec is SimSystemSpec and capsim.search is capsearch_api.search
     with pytest.raises(AttributeError):
         capsim.no_such_name  # noqa: B018
 
@@ -121,6 +123,9 @@ def test_plan_recommends_and_tables_every_candidate(tmp_path):
         capsim.plan("Llama-3.1-8B", workload, slo, target_qps=1, scheduler=["fifo"])
     with pytest.raises(ConfigError, match="plan meets one SLO"):
         capsim.plan("Llama-3.1-8B", workload, [slo, slo], target_qps=1)
+    space = capsearch_api.plan_space("Llama-3.1-8B", hardware=["H100"], tp=[1])
+    with pytest.raises(ConfigError, match="tp would be ignored beside space="):  # never dropped silently
+        capsim.plan("Llama-3.1-8B", workload, slo, target_qps=1, space=space, tp=[2])
 
 
 def test_validate_replays_real_runs(tmp_path):
