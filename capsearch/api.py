@@ -207,6 +207,7 @@ def search_job(
     max_trials: int = 20,
     early_stop: bool = True,
     time_limit_s: float | None = None,
+    screen: bool = True,
 ) -> SearchJob:
     """One search's job, its arguments checked."""
     slos = (slos,) if isinstance(slos, tuple(SLO_KINDS.values())) else tuple(slos)
@@ -227,7 +228,9 @@ def search_job(
         ("trace", workload.trace),
         ("parallel", system.parallel_label),
     )
-    return SearchJob(system, workload, slos, start_qps, labels, granularity, max_trials, early_stop, limits)
+    return SearchJob(
+        system, workload, slos, start_qps, labels, granularity, max_trials, early_stop, limits, screen=screen
+    )
 
 
 def search(
@@ -239,6 +242,7 @@ def search(
     max_trials: int = 20,
     early_stop: bool = True,
     time_limit_s: float | None = None,
+    screen: bool = True,
     executor: str = "process",
     workers: int | None = None,
     cache_dir: str | None = None,
@@ -246,8 +250,9 @@ def search(
     """The capacity of the system on the workload under each SLO: the highest QPS that passes,
     the lowest that fails, every trial, the clause that failed first and whether it converged
     (`capsim search` for one system). `time_limit_s` cuts each trial and scores its finished
-    requests only, as Sarathi-Serve does."""
-    job = search_job(system, workload, slos, start_qps, granularity, max_trials, early_stop, time_limit_s)
+    requests only, as Sarathi-Serve does. `screen` steers each search with short trials first
+    (SearchJob.screen); the capacity and its bracket are full trials either way."""
+    job = search_job(system, workload, slos, start_qps, granularity, max_trials, early_stop, time_limit_s, screen)
     return search_jobs([job], executor=executor, workers=workers, cache_dir=cache_dir)
 
 

@@ -35,9 +35,12 @@ class CompactError(ValueError):
 def microseconds(seconds: np.ndarray) -> np.ndarray:
     """Whole microseconds as int64, NaN as the NAN sentinel."""
     seconds = np.asarray(seconds, dtype=np.float64)
+    scaled = np.round(seconds * 1e6)
+    known = ~np.isnan(scaled)
+    if known.all():  # token times: no NaN, so no masked copies the size of the trial
+        return scaled.astype(np.int64)
     out = np.full(len(seconds), NAN, dtype=np.int64)
-    known = ~np.isnan(seconds)
-    out[known] = np.round(seconds[known] * 1e6).astype(np.int64)
+    out[known] = scaled[known].astype(np.int64)
     return out
 
 
@@ -67,14 +70,19 @@ def write_compact(result: RunResult, path: str | Path, key: str | None = None) -
     values, offsets = result.token_times
     token_us = exact_microseconds(values)
     replica = result.column("replica").astype(np.int64)
-    token_replica = np.repeat(replica, np.diff(offsets))
-    timelines, index = [], np.empty(len(token_us), dtype=np.int64)
-    for r in np.unique(replica):  # a replica's iterations: the distinct end times of its tokens
-        mine = token_replica == r
-        line = distinct_sorted(token_us[mine])
-        index[mine] = sum(map(len, timelines)) + np.searchsorted(line, token_us[mine])
-        timelines.append(line)
-    timeline = np.concatenate(timelines) if timelines else np.empty(0, dtype=np.int64)
+    replicas = np.unique(replica)
+    if len(replicas) <= 1:  # one replica (most trials): no per-replica copies of the tokens
+        timeline = distinct_sorted(token_us)
+        index = np.searchsorted(timeline, token_us)
+    else:
+        token_replica = np.repeat(replica, np.diff(offsets))
+        timelines, index = [], np.empty(len(token_us), dtype=np.int64)
+        for r in replicas:  # a replica's iterations: the distinct end times of its tokens
+            mine = token_replica == r
+            line = distinct_sorted(token_us[mine])
+            index[mine] = sum(map(len, timelines)) + np.searchsorted(line, token_us[mine])
+            timelines.append(line)
+        timeline = np.concatenate(timelines) if timelines else np.empty(0, dtype=np.int64)
     steps = np.diff(index, prepend=0)
     firsts = offsets[:-1][np.diff(offsets) > 0]
     first_index = np.full(len(offsets) - 1, -1, dtype=np.int64)
@@ -118,9 +126,7 @@ def write_compact(result: RunResult, path: str | Path, key: str | None = None) -
             **{name: pa.array([array]) for name, array in arrays.items()},
         }
     )
-    levels = {f"{name}.list.element": 7 for name in arrays} | {
-        "timeline_d2.list.element": 12
-    }  # the bulk: worth the time
+    levels = {f"{name}.list.element": 7 for name in arrays}  # level 12 saved 5% of the bytes for 12 ms a trial
     pq.write_table(
         table,
         path,

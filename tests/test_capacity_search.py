@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -51,6 +52,26 @@ def test_a_search_from_an_estimate_gallops_to_the_same_bracket_in_fewer_trials(t
     assert len(near[2]) <= len(plain[2]) + 2
 
 
+def test_trials_known_from_another_slo_open_the_bracket_at_no_cost():
+    """Trials run in full for an earlier SLO are scored again, not run: their highest pass and the
+    lowest fail above it open the search, and are listed among its trials."""
+    ran = []
+
+    def oracle(qps):
+        ran.append(qps)
+        return qps <= 7.3, {}
+
+    plain = find_capacity(oracle, SLO, start_qps=1.0)
+    ran.clear()
+    seeded = find_capacity(oracle, SLO, start_qps=1.0, known=[t["qps"] for t in plain[2]] + [7.123456])
+    assert seeded[:2] == plain[:2] and [t["qps"] for t in seeded[2]] == list(plain[:2])
+    assert set(ran) == {t["qps"] for t in plain[2]}  # scored again, none run anew; an off-grid QPS is no trial
+    # a known pass far below does not turn a search started near the capacity into a long bisection
+    ran.clear()
+    near = find_capacity(oracle, SLO, start_qps=7.5, expand=1.025, gallop=True, known=[1.0])
+    assert near[:2] == plain[:2] and len(ran) <= 1 + 4  # the known one, scored, and four new trials
+
+
 def test_a_passing_qps_is_never_lost_even_when_results_are_not_monotone():
     def trial(qps):  # passes low, fails in a window, passes again above it: noise of a real system
         return (qps < 4.0) or (5.0 < qps < 6.0), {}
@@ -99,6 +120,31 @@ def test_trials_are_cached_by_content_not_by_slo(tmp_path):
     shared = {t["qps"] for t in first[0].trials} & {t["qps"] for t in first[1].trials}
     assert shared  # the second SLO landed on QPS values the first one had run
     assert all(t["cached"] for t in first[1].trials if t["qps"] in shared)
+    # the second search opened with the first one's full trials: fewer new trials than alone
+    alone = run_job(dataclasses.replace(job, slos=job.slos[1:]), str(tmp_path / "alone"))[0]
+    assert sum(not t["cached"] for t in first[1].trials) < len(alone.trials)
+    assert first[1].capacity_qps == alone.capacity_qps
+
+
+def test_short_trials_place_the_search_and_full_ones_decide_it(tmp_path):
+    """With a screen, trials of a quarter of the requests place the capacity to 10%, and full
+    trials decide it: the same capacity and failing QPS as a search of full trials alone, fewer
+    full trials, and the short ones marked, listed first and counted apart."""
+    workload = WorkloadSpec("chat", num_requests=1024, seed=1, max_total_tokens=8192)
+    job = SearchJob(SYSTEM, workload, (SLO,), 2.0, (("scheduler", "sarathi"),))
+    screened = run_job(job, str(tmp_path / "a"))[0]
+    plain = run_job(dataclasses.replace(job, screen=False), str(tmp_path / "b"))[0]
+    assert (screened.capacity_qps, screened.failing_qps) == (plain.capacity_qps, plain.failing_qps)
+    assert screened.converged and plain.converged
+    short = [t for t in screened.trials if t.get("screen")]
+    full = [t for t in screened.trials if not t.get("screen")]
+    assert short and screened.trials[: len(short)] == short and all(t["requests"] == 256 for t in short)
+    assert {screened.capacity_qps, screened.failing_qps} <= {t["qps"] for t in full}
+    assert len(full) < len(plain.trials)
+    assert "decided by full ones" in screened.conventions["search"] and "search" not in plain.conventions
+    # a workload too short to screen (a quarter under 256 requests) is searched on full trials only
+    small = run_job(dataclasses.replace(job, workload=WORKLOAD), str(tmp_path / "a"))[0]
+    assert not any(t.get("screen") for t in small.trials)
 
 
 SEARCH = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from concurrent.futures import FIRST_COMPLETED, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,9 @@ from capsim.sim import SystemSpec
 from capsim.traces import WorkloadSpec
 
 EXECUTORS = ("process", "ray", "serial")
+SCREEN_FRACTION = 4  # screening trials have a quarter of the requests ...
+SCREEN_MIN_REQUESTS = 256  # ... and at least this many; a workload this short is not screened
+SCREEN_GRANULARITY = 0.1  # a screen's bracket: coarse, the full search settles the rest
 RAY_CONNECT_TIMEOUT_S = 10.0
 
 
@@ -43,24 +46,50 @@ class SearchJob:
     expand: float = 2.0  # the first move from start_qps until a pass and a fail are held (search.find_capacity)
     gallop: bool = False  # start_qps is an estimate: each further move doubles
     stop_when_too_short: bool = False  # a planner's: a pass its trials are too short to judge ends the search
+    screen: bool = True  # steer the search with short trials first (search_slo); the planner screens on its own
 
 
 def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
     cache = TrialCache(cache_dir)
-    requests = job.workload.requests()
-    total_tokens = int(requests.output_tokens.sum())
     latency = job.system.latency_model()
     # Scoring finished requests only would make a cut-short trial look better: no early stop then.
     early_stop = job.early_stop and not job.trial.completed_only
-    capacities = []
-    for slo in job.slos:
-        rule = slo.early_stop(len(requests), total_tokens) if early_stop else None
-        best = {}  # the highest passing trial's scored requests: the capacity's figures come from it
+    full = JobTrials(job, job.workload, cache, latency, early_stop)
+    short = screen_workload(job.workload) if job.screen else None
+    screen = JobTrials(job, short, cache, latency, early_stop) if short is not None else None
+    return [search_slo(job, slo, full, screen) for slo in job.slos]
 
-        def trial(qps: float, slo=slo, rule=rule, best=best):
-            result, cached = run_trial(job.system, job.workload, qps, cache, rule, job.trial)
-            scored = scored_part(result, job.trial)
-            details = score(slo, scored, latency)
+
+def screen_workload(workload: WorkloadSpec) -> WorkloadSpec | None:
+    """The short workload a search is steered on, or None where the workload is short already."""
+    count = workload.num_requests // SCREEN_FRACTION
+    return replace(workload, num_requests=count) if count >= SCREEN_MIN_REQUESTS else None
+
+
+class JobTrials:
+    """A job's trials of one workload, each run once (or read from the cache) and scored for
+    every SLO. The QPS values run in full are remembered: the next SLO's search opens with the
+    bracket they give it, at no cost (search.find_capacity's `known`)."""
+
+    def __init__(self, job: SearchJob, workload: WorkloadSpec, cache: TrialCache, latency, early_stop: bool):
+        self.job, self.workload, self.cache, self.latency = job, workload, cache, latency
+        requests = workload.requests()
+        self.num_requests, self.total_tokens = len(requests), int(requests.output_tokens.sum())
+        self.early_stop = early_stop
+        self.run_in_full: set[float] = set()
+
+    def for_slo(self, slo, best: dict):
+        """`trial(qps) -> (passed, details)` for find_capacity; `best` gets the highest passing
+        trial's scored requests (the capacity's figures come from it)."""
+        rule = slo.early_stop(self.num_requests, self.total_tokens) if self.early_stop else None
+        run_in_full = sorted(self.run_in_full)
+
+        def trial(qps: float):
+            result, cached = run_trial(self.job.system, self.workload, qps, self.cache, rule, self.job.trial)
+            if not result.info.get("stopped_early"):
+                self.run_in_full.add(qps)
+            scored = scored_part(result, self.job.trial)
+            details = score(slo, scored, self.latency)
             if details["passed"] and qps > best.get("qps", 0):
                 best.update(qps=qps, result=scored)
             return details.pop("passed"), details | {
@@ -68,34 +97,56 @@ def run_job(job: SearchJob, cache_dir: str | None = None) -> list[Capacity]:
                 "stopped_early": result.info.get("stopped_early"),
             }
 
-        enough = (
-            (lambda qps, slo=slo: too_short(slo, len(requests), qps) is not None) if job.stop_when_too_short else None
+        return trial, run_in_full
+
+    def describe(self) -> dict:
+        return {
+            "search": f"placed by short trials of {self.num_requests} requests ({SCREEN_GRANULARITY:.0%} steps), "
+            "decided by full ones: the capacity and its bracket are full trials"
+        }
+
+
+def search_slo(job: SearchJob, slo, full: JobTrials, screen: JobTrials | None) -> Capacity:
+    """One SLO's search. With a screen, a coarse search on short trials first places the capacity
+    (SCREEN_GRANULARITY), and the search on full trials starts there, moving by that much first:
+    the screen only steers; the capacity and its bracket are full trials."""
+    start = {"start_qps": job.start_qps, "expand": job.expand, "gallop": job.gallop}
+    screened = []
+    if screen is not None:
+        trial, known = screen.for_slo(slo, {})
+        passed_at, failed_at, screened = find_capacity(
+            trial, slo, job.start_qps, SCREEN_GRANULARITY, job.max_trials, job.expand, job.gallop, known=known
         )
-        capacity, failing, trials = find_capacity(
-            trial, slo, job.start_qps, job.granularity, job.max_trials, job.expand, job.gallop, enough
-        )
-        failed = next((t.get("failed_clauses", []) for t in trials if t["qps"] == failing), [])
-        at_capacity = figures_at(slo, best["result"], latency) | {"qps": capacity} if capacity is not None else {}
-        short = too_short(slo, best["result"].requests.num_rows, capacity) if capacity is not None else None
-        capacities.append(
-            Capacity(
-                labels=dict(job.labels),
-                slo=slo_to_dict(slo),
-                slo_name=slo.name,
-                capacity_qps=capacity,
-                failing_qps=failing,
-                trials=trials,
-                latency_source=latency.source_words,
-                system=job.system.to_dict(),
-                workload=job.workload.to_dict(),
-                converged=is_converged(capacity, failing, job.granularity) and not short,
-                failed_clauses=failed,
-                at_capacity=at_capacity,
-                conventions=dict(job.conventions) | job.trial.describe(),
-                too_short=short,
-            )
-        )
-    return capacities
+        screened = [t | {"screen": True, "requests": screen.num_requests} for t in screened]
+        if passed_at:  # the full capacity lies mostly 0 to 2 grid steps above the screen's: start one above
+            start = {"start_qps": passed_at * (1 + job.granularity), "expand": 1 + job.granularity, "gallop": True}
+        elif failed_at:
+            start = {"start_qps": failed_at, "expand": 1 + SCREEN_GRANULARITY, "gallop": True}
+    best = {}
+    trial, known = full.for_slo(slo, best)
+    enough = (lambda qps: too_short(slo, full.num_requests, qps) is not None) if job.stop_when_too_short else None
+    capacity, failing, trials = find_capacity(
+        trial, slo, granularity=job.granularity, max_trials=job.max_trials, enough=enough, known=known, **start
+    )
+    failed = next((t.get("failed_clauses", []) for t in trials if t["qps"] == failing), [])
+    at_capacity = figures_at(slo, best["result"], full.latency) | {"qps": capacity} if capacity is not None else {}
+    short = too_short(slo, best["result"].requests.num_rows, capacity) if capacity is not None else None
+    return Capacity(
+        labels=dict(job.labels),
+        slo=slo_to_dict(slo),
+        slo_name=slo.name,
+        capacity_qps=capacity,
+        failing_qps=failing,
+        trials=screened + trials,
+        latency_source=full.latency.source_words,
+        system=job.system.to_dict(),
+        workload=job.workload.to_dict(),
+        converged=is_converged(capacity, failing, job.granularity) and not short,
+        failed_clauses=failed,
+        at_capacity=at_capacity,
+        conventions=dict(job.conventions) | job.trial.describe() | (screen.describe() if screen else {}),
+        too_short=short,
+    )
 
 
 def scored_part(result, limits: TrialLimits):

@@ -80,6 +80,7 @@ def find_capacity(
     expand: float = 2.0,
     gallop: bool = False,
     enough=None,
+    known=(),
 ) -> tuple[float, float | None, list[dict]]:
     """Binary search with `trial(qps) -> (passed, details)`; returns (capacity, failing, trials),
     capacity None when no QPS passed, failing None when none failed.
@@ -89,41 +90,71 @@ def find_capacity(
     `gallop`, a search that starts at an estimate moves by `expand` first and doubles the move
     each time it has to go on the same way: a good estimate is bracketed in two trials, a poor
     one costs a few more, never a walk of small steps. `enough(qps)`, where given, ends the search
-    at the first pass it is true for (a planner that cannot rank a capacity that high)."""
+    at the first pass it is true for (a planner that cannot rank a capacity that high).
+
+    `known`: QPS values whose trials cost nothing (already run in full for another SLO, only
+    scored again). Their highest pass and the lowest fail above it open the search's bracket
+    (both are listed among its trials); the first trial at start_qps then lies inside it."""
     if not start_qps > 0:
         raise ValueError(f"start QPS must be positive, got {start_qps}")
     if not 0 < granularity < 1:
         raise ValueError(f"granularity must be a fraction in (0, 1), got {granularity}")
-    passing: int | None = None  # grid indices
-    failing: int | None = None
-    trials: list[dict] = []
-    k = grid_index(start_qps, granularity)
     double = max(1, round(math.log(expand) / math.log(1 + granularity)))  # grid steps that multiply the QPS by `expand`
     floor_k = grid_index(MIN_QPS, granularity)
-    while len(trials) < max_trials:
+    passing, failing, trials = _bracket_of_known(trial, known, granularity)
+    k = _first_inside(grid_index(start_qps, granularity), passing, failing, double, granularity)
+    seen = set()  # the outcomes of this search's own trials: it moves by `double` until it has both
+    while len(trials) < max_trials and k is not None:
         qps = grid_qps(k, granularity)
         passed, details = trial(qps)
         trials.append({"qps": qps, "passed": passed, **details})
+        seen.add(passed)
         if passed:
             passing = k
             if enough is not None and enough(qps):
                 break
         else:
             failing = k
-        if failing is None:  # everything passed so far: expand the QPS
-            k = passing + double
-            double = double * 2 if gallop else double
-        elif passing is None:  # everything failed so far: shrink it
-            if k <= floor_k:
+            if passing is None and k <= floor_k:
                 break
-            k = max(floor_k, k - double)
-            double = double * 2 if gallop else double
-        elif failing - passing <= 1:
+        if passing is not None and failing is not None and failing - passing <= 1:
             break
-        else:
+        if len(seen) == 2:
             k = (passing + failing) // 2
+            continue
+        k = k + double if passed else max(floor_k, k - double)  # expand while it passes, shrink while it fails
+        double = double * 2 if gallop else double
+        if passing is not None and failing is not None and not passing < k < failing:
+            k = (passing + failing) // 2  # the move would leave the known bracket: halve it instead
     capacity = grid_qps(passing, granularity) if passing is not None else None
     return capacity, (grid_qps(failing, granularity) if failing is not None else None), trials
+
+
+def _bracket_of_known(trial, known, granularity: float) -> tuple[int | None, int | None, list[dict]]:
+    """The bracket the known trials give: their highest pass, and their lowest fail above it."""
+    outcomes = {}
+    for qps in known:
+        k = grid_index(qps, granularity)
+        if k not in outcomes and grid_qps(k, granularity) == qps:  # off the grid: not this search's trial
+            outcomes[k] = trial(qps)
+    passes = [k for k, (passed, _) in outcomes.items() if passed]
+    passing = max(passes, default=None)
+    failing = min((k for k, (passed, _) in outcomes.items() if not passed and k > (passing or -math.inf)), default=None)
+    kept = sorted(k for k in (passing, failing) if k is not None)
+    trials = [{"qps": grid_qps(k, granularity), "passed": outcomes[k][0], **outcomes[k][1]} for k in kept]
+    return passing, failing, trials
+
+
+def _first_inside(k: int, passing: int | None, failing: int | None, double: int, granularity: float) -> int | None:
+    """The first trial: at k if it lies strictly inside the bracket known so far, else a move of
+    `double` steps beyond the known end it lies past, or the middle; None when nothing is left."""
+    if passing is not None and failing is not None:
+        return None if failing - passing <= 1 else (k if passing < k < failing else (passing + failing) // 2)
+    if passing is not None and k <= passing:
+        return passing + double
+    if failing is not None and k >= failing:
+        return max(grid_index(MIN_QPS, granularity), failing - double)
+    return k
 
 
 def too_short(slo, num_requests: int, qps: float) -> str | None:

@@ -1,46 +1,80 @@
 """Worker processes that never outlive the search that started them.
 
-Each pool worker asks the kernel (Linux prctl PR_SET_PDEATHSIG) for SIGKILL when its parent
-dies, so even kill -9 of a search takes its workers with it, and ignores SIGINT: Ctrl-C reaches
-the whole process group, and the parent alone decides to stop; it then stops its workers at once
-rather than waiting for their trials (finished trials are already in the cache): SIGTERM first,
-which a worker turns into SystemExit so that a cache entry it was writing is removed, not left
-half-written, then SIGKILL for any still there a quarter second later (the pool catches SystemExit and would
-wait on); what a killed worker was writing is removed by its parent (trials.TrialCache.forget_writes_of).
+Workers are forked by a fork server that has imported the search code once (multiprocessing's
+forkserver): a worker is ready in milliseconds, where a spawned one imports everything again.
+Each worker watches the search's process (a Linux pidfd, else a poll) and exits the moment it is
+gone, so even kill -9 of a search takes its workers with it; the fork server, left without
+clients, then exits too. A worker ignores SIGINT: Ctrl-C reaches the whole process group, and
+the search alone decides to stop; it then stops its workers at once rather than waiting for
+their trials (finished trials are already in the cache): SIGTERM first, which a worker turns
+into SystemExit so that a cache entry it was writing is removed, not left half-written, then
+SIGKILL for any still there a quarter second later (the pool catches SystemExit and would wait
+on); what a killed worker was writing is removed by the search (trials.TrialCache.forget_writes_of).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
+import select
 import signal
-import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import forkserver, get_context
 
-PR_SET_PDEATHSIG = 1
+POLL_S = 0.2  # where there is no pidfd: how often a worker looks for its search
 
 
 def _exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _die_with_parent(parent: int) -> None:
+def _die_with_search(search: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit)
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # the parent died before the request took effect
+    try:
+        watched = os.pidfd_open(search)
+    except ProcessLookupError:  # the search died before this worker started
         os._exit(1)
+    except (AttributeError, OSError):  # no pidfd here: poll
+        watched = None
+    threading.Thread(target=_exit_when_gone, args=(search, watched), daemon=True).start()
+
+
+def _exit_when_gone(search: int, watched: int | None) -> None:
+    if watched is not None:
+        select.select([watched], [], [])  # readable once the process has exited
+    else:
+        while _alive(search):
+            time.sleep(POLL_S)
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def fork_context():
+    context = get_context("forkserver")
+    context.set_forkserver_preload(["capsim.capsearch.capacity.jobs"])  # what every worker runs
+    return context
+
+
+def start_fork_server() -> None:
+    """Start the fork server now: it imports the search code while the command plans its searches."""
+    fork_context()
+    forkserver.ensure_running()
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("spawn"), initializer=_die_with_parent, initargs=(os.getpid(),)
+        max_workers=workers, mp_context=fork_context(), initializer=_die_with_search, initargs=(os.getpid(),)
     )
 
 

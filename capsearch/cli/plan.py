@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 
 from capsim.capsearch import api
-from capsim.capsearch.cli.options.run import output_options, parallel_options
+from capsim.capsearch.cli.options.run import output_options, parallel_options, start_workers
 from capsim.capsearch.cli.options.slo import slo_options
 from capsim.capsearch.cli.options.system import HOST_TIME, ROUTER
 from capsim.capsearch.cli.options.workload import TRACE, option_given, workload_options
@@ -215,6 +215,7 @@ def plan_command(
     goal = api.plan_goal(target_qps, gpus, budget, disagg)
     if ray_address and executor != "ray":
         raise ConfigError("--ray-address joins a Ray cluster: add --executor ray")
+    start_workers({"executor": executor, "workers": workers})
     slo = plan_slo(slo_flags)
     space = read_space(space_path)
     flags = {

@@ -18,8 +18,8 @@ from rich.table import Table
 from capsim.capsearch import api
 from capsim.capsearch.capacity.jobs import SearchJob
 from capsim.capsearch.capacity.trials import TrialLimits
-from capsim.capsearch.cli.options.run import output_options, parallel_options, time_limit
-from capsim.capsearch.cli.options.search import EARLY_STOP, START_QPS
+from capsim.capsearch.cli.options.run import output_options, parallel_options, start_workers, time_limit
+from capsim.capsearch.cli.options.search import EARLY_STOP, SCREEN, START_QPS
 from capsim.capsearch.cli.options.slo import slo_options
 from capsim.capsearch.cli.options.system import option_given, system_options
 from capsim.capsearch.cli.options.workload import TRACE, workload_options
@@ -141,6 +141,7 @@ def search_options(command):
             "system's own predicted prefill time instead, and the output says so.",
         ),
         EARLY_STOP,
+        SCREEN,
         parallel_options,
     ]
 
@@ -349,6 +350,8 @@ def _flag(name: str) -> str:
 def run_searches(jobs: list[SearchJob], options: dict) -> api.Capacities:
     if not options["early_stop"]:
         jobs = [dataclasses.replace(j, early_stop=False) for j in jobs]
+    if not options["screen"]:
+        jobs = [dataclasses.replace(j, screen=False) for j in jobs]
     searches = sum(len(j.slos) for j in jobs)
     with Progress(
         TextColumn("searching capacity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -418,6 +421,7 @@ def search(ctx: click.Context, system, make_spec, output_dir: Path | None, overw
     schema, read unchanged), or --model/--scheduler/--trace/... for one system. Trials are cached
     by content, so a second run, or another SLO, reuses them.
     """
+    start_workers(options)
     plan = plan_jobs(ctx, system, make_spec, options)
     api.check_feasible(plan.jobs)
     if output_dir is not None and plan.etalon:
@@ -483,6 +487,7 @@ def sweep(
         raise ConfigError(f"--values must be numbers separated by commas, got {values_text!r}") from None
     if not values:
         raise ConfigError("--values is empty")
+    start_workers(options)
     plan = plan_jobs(ctx, system, make_spec, options)
     swept = []
     for job in plan.jobs:

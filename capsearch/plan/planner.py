@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from capsim.capsearch.capacity.jobs import JobRunner, SearchJob
+from capsim.capsearch.capacity.jobs import SCREEN_GRANULARITY, JobRunner, SearchJob, screen_workload
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.experiments.conventions import MAX_REPLICAS
 from capsim.profiles.errors import ProfileError
@@ -48,10 +48,7 @@ from capsim.traces import WorkloadSpec
 RUNNERS_UP = 5  # deployments kept, the recommended one included
 BOUND_SLACK = 1.05  # the bound is raised this much: the latency model's own error, so no candidate is cut by noise
 MAX_REPLICA_CHECKS = 4  # rounds of whole-deployment searches that settle the replica counts
-SCREEN_FRACTION = 4  # screening trials have a quarter of the requests ...
-SCREEN_MIN_REQUESTS = 256  # ... and at least this many; a workload this short is not screened
 SCREEN_SLACK = 1.25  # a screened capacity is taken as at most this far off the full one, either way
-SCREEN_GRANULARITY = 0.1  # a screen's bracket: coarse, as the slack covers it
 DEPLOYMENT_STEP = 1.1  # a deployment's search starts at R x one replica's capacity and moves by 10% first
 VLLM_SCHEDULERS = ("sarathi", "vllm_v1", "vllm_v0")  # vLLM's batching, as the papers and today's vLLM run it
 DEFAULT_BUDGETS = {"sarathi": (512, 1024, 2048), "vllm_v1": (2048, 8192), "vllm_v0": (None,)}
@@ -347,6 +344,7 @@ def search_job(system: SystemSpec, workload: WorkloadSpec, slo, options: dict) -
         expand=options.get("expand", 2.0),
         gallop=options.get("gallop", False),
         stop_when_too_short=True,  # a plan never ranks on a trial too short to load the deployment
+        screen=False,  # the planner screens every candidate itself (screen), and ranks them on it
     )
 
 
@@ -397,12 +395,6 @@ def neighbour_start(candidate: Candidate, found: list[Candidate]) -> float | Non
 def _layout_key(system: SystemSpec) -> tuple:
     fields = system.to_dict()
     return tuple(sorted((k, str(v)) for k, v in fields.items() if k not in ("token_budget", "max_batch_size")))
-
-
-def screen_workload(workload: WorkloadSpec) -> WorkloadSpec | None:
-    """The short workload candidates are screened on, or None where the workload is short already."""
-    count = workload.num_requests // SCREEN_FRACTION
-    return dataclasses.replace(workload, num_requests=count) if count >= SCREEN_MIN_REQUESTS else None
 
 
 def screened_score(goal: Goal, candidate: Candidate, slack: float) -> float:

@@ -42,6 +42,7 @@ CSV_COLUMNS = (
     "tbt_max_s",
     "ttft_p99_s",
     "trials",
+    "screening_trials",
     "cached_trials",
     "source",
     "latency_source",
@@ -89,6 +90,7 @@ def capacity_rows(capacities: list[Capacity]) -> list[dict]:
                 "tbt_max_s": c.at_capacity.get("tbt_max_s"),
                 "ttft_p99_s": c.at_capacity.get("ttft_p99_s"),
                 "trials": len(c.trials),
+                "screening_trials": sum(1 for t in c.trials if t.get("screen")),
                 "cached_trials": sum(1 for t in c.trials if t.get("cached")),
                 "source": c.source,
                 "latency_source": c.latency_source,
@@ -245,6 +247,8 @@ def capacity_table(capacities: list) -> Table:
             r["outcome"],
             r["failed_first"],
             tail,
-            f"{r['trials']} ({r['cached_trials']} cached)",
+            f"{r['trials']} ({r['screening_trials']} short, {r['cached_trials']} cached)"
+            if r["screening_trials"]
+            else f"{r['trials']} ({r['cached_trials']} cached)",
         )
     return table

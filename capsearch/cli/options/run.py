@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from capsim.capsearch.capacity.jobs import EXECUTORS
+from capsim.capsearch.capacity.workers import start_fork_server
 from capsim.capsearch.report.results_dir import RESULTS_ROOT
 
 UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -105,6 +106,12 @@ def parallel_options(function):
     ):
         function = option(function)
     return function
+
+
+def start_workers(options: dict) -> None:
+    """With a local pool, start its fork server first: its imports overlap the command's planning."""
+    if options.get("executor") == "process" and options.get("workers") != 1:
+        start_fork_server()
 
 
 API_KEY = click.option(

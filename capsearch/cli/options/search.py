@@ -17,3 +17,10 @@ EARLY_STOP = click.option(
     show_default=True,
     help="Stop a trial, simulated or real, once it can no longer pass.",
 )
+SCREEN = click.option(
+    "--screen/--no-screen",
+    default=True,
+    show_default=True,
+    help="Steer each simulated search with short trials (a quarter of the requests, 10% steps) before its full "
+    "ones; the capacity and its bracket are full trials either way.",
+)
