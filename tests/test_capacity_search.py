@@ -206,6 +206,20 @@ def test_the_cli_writes_the_capacity_table_and_plot(tmp_path):
     assert "capacity" in result.stdout
 
 
+def test_the_cli_screens_unless_told_not_to(tmp_path):
+    """`--no-screen` is applied, not ignored: the same capacity from full trials only."""
+    longer = [*SEARCH[:-2], "-n", "1024", "--executor", "serial", "--cache-dir", tmp_path / "cache"]
+    runs = {}
+    for flag in ("--screen", "--no-screen"):
+        done = subprocess.run([*longer, flag, "-o", tmp_path / flag], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        runs[flag] = json.loads((tmp_path / flag / "capacity.json").read_text())[0], done.stdout
+    (screened, words), (plain, plain_words) = runs["--screen"], runs["--no-screen"]
+    assert any(t.get("screen") for t in screened["trials"]) and not any(t.get("screen") for t in plain["trials"])
+    assert screened["capacity_qps"] == plain["capacity_qps"]
+    assert "placed by short trials of 256 requests" in words and "placed by short" not in plain_words
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
