@@ -108,8 +108,9 @@ class JobTrials:
 
 def search_slo(job: SearchJob, slo, full: JobTrials, screen: JobTrials | None) -> Capacity:
     """One SLO's search. With a screen, a coarse search on short trials first places the capacity
-    (SCREEN_GRANULARITY), and the search on full trials starts there, moving by that much first:
-    the screen only steers; the capacity and its bracket are full trials."""
+    (to SCREEN_GRANULARITY), and the search on full trials starts one grid step above the screen's
+    pass, moving a step at a time (doubling while it goes the same way): the screen only steers;
+    the capacity and its bracket are full trials."""
     start = {"start_qps": job.start_qps, "expand": job.expand, "gallop": job.gallop}
     screened = []
     if screen is not None:

@@ -94,7 +94,8 @@ def find_capacity(
 
     `known`: QPS values whose trials cost nothing (already run in full for another SLO, only
     scored again). Their highest pass and the lowest fail above it open the search's bracket
-    (both are listed among its trials); the first trial at start_qps then lies inside it."""
+    (both are listed among its trials); from start_qps the search moves as it would without them,
+    halving that bracket instead where a move would leave it."""
     if not start_qps > 0:
         raise ValueError(f"start QPS must be positive, got {start_qps}")
     if not 0 < granularity < 1:
