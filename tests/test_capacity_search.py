@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from capsim.capsearch.capacity.jobs import SearchJob, run_job
+from capsim.capsearch.capacity.jobs import SearchJob, run_job, run_jobs
 from capsim.capsearch.capacity.search import Capacity, find_capacity
 from capsim.capsearch.capacity.slo import TbtTtft
 from capsim.capsearch.capacity.trials import TrialCache, run_trial
+from capsim.capsearch.capacity.workers import start_fork_server
 from capsim.capsearch.experiments.config import ConfigError, load_config
 from capsim.sim import SystemSpec
 from capsim.sim.compact import read_compact
@@ -145,6 +146,19 @@ def test_short_trials_place_the_search_and_full_ones_decide_it(tmp_path):
     # a workload too short to screen (a quarter under 256 requests) is searched on full trials only
     small = run_job(dataclasses.replace(job, workload=WORKLOAD), str(tmp_path / "a"))[0]
     assert not any(t.get("screen") for t in small.trials)
+
+
+def test_workers_run_under_the_search_s_environment_and_folder(tmp_path, monkeypatch):
+    """Workers fork from a fork server that may have started earlier, under another $CAPSIM_CACHE
+    and working folder (an earlier search of this process): each job runs under the search's own."""
+    start_fork_server()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CAPSIM_CACHE", str(tmp_path / "home-cache"))
+    jobs = [SearchJob(SYSTEM, WORKLOAD, (slo,), 2.0, (("scheduler", "sarathi"),)) for slo in (SLO, TbtTtft(tbt=0.5))]
+    run_jobs(jobs, executor="process", workers=2)  # the cache $CAPSIM_CACHE names
+    assert list((tmp_path / "home-cache" / "trials").glob("*.trial.parquet"))
+    run_jobs(jobs, executor="process", workers=2, cache_dir="relative")  # a folder relative to this one
+    assert list((tmp_path / "relative").glob("*.trial.parquet"))
 
 
 SEARCH = [

@@ -19,7 +19,7 @@ from capsim.capsearch.capacity.cache_folder import claim, remove_leftovers
 from capsim.capsearch.capacity.search import Capacity, find_capacity, is_converged, too_short
 from capsim.capsearch.capacity.slo import slo_to_dict
 from capsim.capsearch.capacity.trials import TrialCache, TrialLimits, default_cache_dir, run_trial
-from capsim.capsearch.capacity.workers import kill_pool, worker_pool
+from capsim.capsearch.capacity.workers import kill_pool, submit_here, worker_pool
 from capsim.capsearch.errors import ConfigError
 from capsim.sim import SystemSpec
 from capsim.traces import WorkloadSpec
@@ -276,7 +276,7 @@ class JobRunner:
             future = next(iter(wait(running, return_when=FIRST_COMPLETED)[0]))
             return future, future.result()
 
-        return (lambda job: self.pool.submit(run_job, job, self.cache_dir)), wait_one
+        return (lambda job: submit_here(self.pool, run_job, job, self.cache_dir)), wait_one
 
     def _ray(self):
         if self.ray is None:

@@ -78,6 +78,22 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     )
 
 
+def submit_here(pool: ProcessPoolExecutor, function, *args):
+    """pool.submit, the call run under this process's environment and working folder as they are
+    now: a worker forked from the fork server starts with the server's, which may be older
+    ($CAPSIM_CACHE, a relative path)."""
+    return pool.submit(_call_here, dict(os.environ), os.getcwd(), function, *args)
+
+
+def _call_here(environ: dict, folder: str, function, *args):
+    if os.environ != environ:
+        os.environ.clear()
+        os.environ.update(environ)
+    if os.getcwd() != folder:
+        os.chdir(folder)
+    return function(*args)
+
+
 def kill_pool(pool: ProcessPoolExecutor, grace_s: float = 0.25) -> list[int]:
     """Stop now: cancel what has not started and stop the workers mid-trial; their pids."""
     processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor keeps no public list

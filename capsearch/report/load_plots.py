@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from capsim.capsearch.capacity.workers import kill_pool, worker_pool
+from capsim.capsearch.capacity.workers import kill_pool, submit_here, worker_pool
 from capsim.capsearch.load.metrics import WORDS, percentile_word
 from capsim.capsearch.report.figures import pyplot, save_figure
 
@@ -111,12 +111,14 @@ class SweepPlotter:
 
     def __enter__(self):
         self.pool = worker_pool(1)
-        self.pool.submit(load_matplotlib)
+        submit_here(self.pool, load_matplotlib)
         self.drawing = None
         return self
 
     def draw(self, series, rows, cdfs, folder: Path, metrics, percentiles, goodput_ms, title) -> None:
-        self.drawing = self.pool.submit(draw_sweep, series, rows, cdfs, folder, metrics, percentiles, goodput_ms, title)
+        self.drawing = submit_here(
+            self.pool, draw_sweep, series, rows, cdfs, folder, metrics, percentiles, goodput_ms, title
+        )
 
     def wait(self) -> None:
         if self.drawing is not None:
