@@ -344,7 +344,7 @@ def search_job(system: SystemSpec, workload: WorkloadSpec, slo, options: dict) -
         expand=options.get("expand", 2.0),
         gallop=options.get("gallop", False),
         stop_when_too_short=True,  # a plan never ranks on a trial too short to load the deployment
-        screen=False,  # the planner screens every candidate itself (screen), and ranks them on it
+        screen=False,  # the planner screens every candidate itself (screen), to order and cut them
     )
 
 
