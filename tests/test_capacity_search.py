@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from capsim.capsearch.capacity.jobs import SearchJob, run_job, run_jobs
-from capsim.capsearch.capacity.search import Capacity, find_capacity
+from capsim.capsearch.capacity.search import Capacity, find_capacity, grid_qps
 from capsim.capsearch.capacity.slo import TbtTtft
 from capsim.capsearch.capacity.trials import TrialCache, run_trial
 from capsim.capsearch.capacity.workers import start_fork_server
@@ -71,6 +71,16 @@ def test_trials_known_from_another_slo_open_the_bracket_at_no_cost():
     ran.clear()
     near = find_capacity(oracle, SLO, start_qps=7.5, expand=1.025, gallop=True, known=[1.0])
     assert near[:2] == plain[:2] and len(ran) <= 1 + 4  # the known one, scored, and four new trials
+
+
+def test_a_known_fail_below_a_known_pass_at_1_qps_does_not_close_the_bracket():
+    """Grid index 0 is 1 QPS: a known pass there is a pass, and a fail below it (not monotone) is
+    left out, so the search goes on above it instead of reporting a bracket upside down."""
+    below = grid_qps(-28, 0.025)  # 0.5009 QPS
+    capacity, failing, _ = find_capacity(
+        lambda qps: (qps != below and qps <= 3.0, {}), SLO, start_qps=1.0, known=[below, 1.0]
+    )
+    assert capacity <= 3.0 < failing and failing / capacity <= 1.025 + 1e-6
 
 
 def test_a_passing_qps_is_never_lost_even_when_results_are_not_monotone():

@@ -140,7 +140,8 @@ def _bracket_of_known(trial, known, granularity: float) -> tuple[int | None, int
             outcomes[k] = trial(qps)
     passes = [k for k, (passed, _) in outcomes.items() if passed]
     passing = max(passes, default=None)
-    failing = min((k for k, (passed, _) in outcomes.items() if not passed and k > (passing or -math.inf)), default=None)
+    above = passing if passing is not None else -math.inf  # grid index 0 (1 QPS) is a pass like any other
+    failing = min((k for k, (passed, _) in outcomes.items() if not passed and k > above), default=None)
     kept = sorted(k for k in (passing, failing) if k is not None)
     trials = [{"qps": grid_qps(k, granularity), "passed": outcomes[k][0], **outcomes[k][1]} for k in kept]
     return passing, failing, trials
