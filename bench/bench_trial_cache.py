@@ -6,7 +6,7 @@ exactly from it.
     python bench/bench_trial_cache.py
 
 Runs the shipped mistral7b_strict search (3 schedulers x 2 traces, 2048 requests a trial) into a
-fresh cache, then, for every trial it holds: the compact entry's size, its read time, and the
+fresh cache, without its short screening trials (`--no-screen`: every entry a 2048-request trial), then, for every trial it holds: the compact entry's size, its read time, and the
 size of the same trial written in full (every token time in Parquet, as RunResult.write does).
 """
 
@@ -30,7 +30,17 @@ def main() -> None:
         cache = Path(tmp) / "cache"
         start = time.perf_counter()
         subprocess.run(
-            [CAPSIM, "search", "--config-path", "mistral7b_strict", "--cache-dir", cache, "-o", f"{tmp}/out"],
+            [
+                CAPSIM,
+                "search",
+                "--config-path",
+                "mistral7b_strict",
+                "--no-screen",
+                "--cache-dir",
+                cache,
+                "-o",
+                f"{tmp}/out",
+            ],
             check=True,
             capture_output=True,
         )
@@ -44,7 +54,7 @@ def main() -> None:
             result.write(Path(tmp) / "full")
             full.append((Path(tmp) / "full" / "requests.parquet").stat().st_size)
     compact_kb, full_kb = np.array(compact) / 1e3, np.array(full) / 1e3
-    print(f"mistral7b_strict search, cold: {wall:.1f} s, {len(compact)} trials of 2048 requests")
+    print(f"mistral7b_strict search --no-screen, cold: {wall:.1f} s, {len(compact)} trials of 2048 requests")
     print(f"{'per trial':<34}{'mean':>9}{'P50':>9}{'max':>9}")
     print(f"{'compact entry (KB)':<34}{compact_kb.mean():>9.0f}{np.median(compact_kb):>9.0f}{compact_kb.max():>9.0f}")
     print(
