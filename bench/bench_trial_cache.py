@@ -6,8 +6,9 @@ exactly from it.
     python bench/bench_trial_cache.py
 
 Runs the shipped mistral7b_strict search (3 schedulers x 2 traces, 2048 requests a trial) into a
-fresh cache, without its short screening trials (`--no-screen`: every entry a 2048-request trial), then, for every trial it holds: the compact entry's size, its read time, and the
-size of the same trial written in full (every token time in Parquet, as RunResult.write does).
+fresh cache, without its short screening trials (`--no-screen`: every entry a 2048-request
+trial), then, for every trial it holds: the compact entry's size, its read time, and the size of
+the same trial written in full (every token time in Parquet, as RunResult.write does).
 """
 
 from __future__ import annotations

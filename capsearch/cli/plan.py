@@ -215,7 +215,7 @@ def plan_command(
     goal = api.plan_goal(target_qps, gpus, budget, disagg)
     if ray_address and executor != "ray":
         raise ConfigError("--ray-address joins a Ray cluster: add --executor ray")
-    start_workers({"executor": executor, "workers": workers})
+    start_workers({"executor": executor, "workers": workers}, jobs=2)  # a plan searches many candidates
     slo = plan_slo(slo_flags)
     space = read_space(space_path)
     flags = {

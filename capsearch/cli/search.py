@@ -421,8 +421,8 @@ def search(ctx: click.Context, system, make_spec, output_dir: Path | None, overw
     schema, read unchanged), or --model/--scheduler/--trace/... for one system. Trials are cached
     by content, so a second run, or another SLO, reuses them.
     """
-    start_workers(options)
     plan = plan_jobs(ctx, system, make_spec, options)
+    start_workers(options, len(plan.jobs))
     api.check_feasible(plan.jobs)
     if output_dir is not None and plan.etalon:
         output_dir = output_dir / "_".join(sorted({slo.kind for job in plan.jobs for slo in job.slos}))
@@ -487,8 +487,8 @@ def sweep(
         raise ConfigError(f"--values must be numbers separated by commas, got {values_text!r}") from None
     if not values:
         raise ConfigError("--values is empty")
-    start_workers(options)
     plan = plan_jobs(ctx, system, make_spec, options)
+    start_workers(options, len(plan.jobs) * len(values))
     swept = []
     for job in plan.jobs:
         base = job.slos[0]

@@ -4,6 +4,7 @@ Each flag is declared here once and composed by the commands that take it."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -108,9 +109,10 @@ def parallel_options(function):
     return function
 
 
-def start_workers(options: dict) -> None:
-    """With a local pool, start its fork server first: its imports overlap the command's planning."""
-    if options.get("executor") == "process" and options.get("workers") != 1:
+def start_workers(options: dict, jobs: int) -> None:
+    """Where `jobs` searches will run in a local pool, start its fork server now: its imports
+    overlap the command's checks and printing (one search runs in this process: no server)."""
+    if options.get("executor") == "process" and min(options.get("workers") or os.cpu_count() or 1, jobs) > 1:
         start_fork_server()
 
 
