@@ -8,7 +8,13 @@ iterations lengthen smoothly, so these are mostly tiny), each token's step along
 (mostly 1), and per request its times relative to its arrival. Simulated times are whole
 microseconds (sim.result.to_microseconds), so the integers give back the same floats.
 
+Both long arrays are mostly one small value, so each is kept as its usual part and its
+exceptions (where they lie, and their values): the token steps as the tokens that do not step 1,
+the second differences as one byte each plus the few that do not fit one. A tenth of the bytes
+go to the compressor, which is what a cache write spent most of its time on.
+
 The file is one Parquet row of list columns, its pages checksummed, so damage is found on read.
+Files of the first format (whole arrays) are still read.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import pyarrow.parquet as pq
 
 from capsim.sim.result import RunResult, requests_table
 
-FORMAT = "capsim-compact-trial/1"
+FORMAT = "capsim-compact-trial/2"
+FORMATS = ("capsim-compact-trial/1", FORMAT)  # read; the first kept token_steps and timeline_d2 whole
 NAN = np.iinfo(np.int64).min  # an undefined time (never scheduled, no first token, not finished)
 TIME_COLUMNS = ("scheduled_s", "first_token_s", "finish_s")
 COUNT_COLUMNS = ("prompt_tokens", "output_tokens", "generated_tokens", "preemptions", "replica")
@@ -53,15 +60,25 @@ def seconds(us: np.ndarray) -> np.ndarray:
 def exact_microseconds(seconds_: np.ndarray) -> np.ndarray:
     """microseconds(seconds_), refusing times that are not whole microseconds (they would not come back)."""
     us = microseconds(seconds_)
-    if not np.array_equal(seconds(us), seconds_, equal_nan=True):
+    known = us != NAN
+    back = us / 1e6 if known.all() else seconds(us)  # what seconds() gives, without its masked copy where it can
+    if not np.array_equal(back, seconds_, equal_nan=not known.all()):
         raise ValueError("only results with whole-microsecond times (simulated ones) have a compact form")
     return us
 
 
-def distinct_sorted(values: np.ndarray) -> np.ndarray:
-    """np.unique for values made of many sorted runs (each request's tokens): a stable sort merges runs fast."""
-    ordered = np.sort(values, kind="stable")
-    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(ordered) else ordered
+def timeline_and_index(us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of `us`, sorted, and each value's position among them. `us` is many
+    sorted runs (each request's tokens): a stable sort merges runs fast, and its order places
+    every value without a search."""
+    order = np.argsort(us, kind="stable")
+    ordered = us[order]
+    new = np.empty(len(ordered), dtype=bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    index = np.empty(len(ordered), dtype=np.int64)
+    index[order] = np.cumsum(new) - 1
+    return ordered[new], index
 
 
 def write_compact(result: RunResult, path: str | Path, key: str | None = None) -> None:
@@ -72,22 +89,21 @@ def write_compact(result: RunResult, path: str | Path, key: str | None = None) -
     replica = result.column("replica").astype(np.int64)
     replicas = np.unique(replica)
     if len(replicas) <= 1:  # one replica (most trials): no per-replica copies of the tokens
-        timeline = distinct_sorted(token_us)
-        index = np.searchsorted(timeline, token_us)
+        timeline, index = timeline_and_index(token_us)
     else:
         token_replica = np.repeat(replica, np.diff(offsets))
         timelines, index = [], np.empty(len(token_us), dtype=np.int64)
         for r in replicas:  # a replica's iterations: the distinct end times of its tokens
             mine = token_replica == r
-            line = distinct_sorted(token_us[mine])
-            index[mine] = sum(map(len, timelines)) + np.searchsorted(line, token_us[mine])
+            line, where = timeline_and_index(token_us[mine])
+            index[mine] = sum(map(len, timelines)) + where
             timelines.append(line)
         timeline = np.concatenate(timelines) if timelines else np.empty(0, dtype=np.int64)
     steps = np.diff(index, prepend=0)
     firsts = offsets[:-1][np.diff(offsets) > 0]
     first_index = np.full(len(offsets) - 1, -1, dtype=np.int64)
     first_index[np.diff(offsets) > 0] = index[firsts]
-    steps[firsts] = 0  # a request's first token is placed by first_index; the rest step along
+    steps[firsts] = 1  # a request's first token is placed by first_index (its step is never read); the rest step along
     arrival = exact_microseconds(result.column("arrival_s"))
     counts = np.diff(offsets)
     first_token, last_token = np.zeros(len(counts), dtype=np.int64), np.zeros(len(counts), dtype=np.int64)
@@ -102,9 +118,12 @@ def write_compact(result: RunResult, path: str | Path, key: str | None = None) -
         "status": status_words.tolist(),
         "reason": reason_words.tolist(),
     }
+    d2 = np.diff(np.diff(timeline, prepend=0), prepend=0)
+    byte = (d2 >= -128) & (d2 <= 127)
     arrays = {
-        "timeline_d2": narrow(np.diff(np.diff(timeline, prepend=0), prepend=0)),
-        "token_steps": narrow(steps),
+        "timeline_d2_byte": np.where(byte, d2, 0).astype(np.int8),
+        **exceptions("timeline_d2", d2, ~byte),
+        **exceptions("token_steps", steps, steps != 1),
         "tokens_beyond_generated": narrow(np.diff(offsets) - result.column("generated_tokens")),  # 0 but for odd cases
         "first_index_steps": narrow(np.diff(first_index, prepend=0)),
         "id_steps": narrow(np.diff(result.column("id").astype(np.int64), prepend=0)),
@@ -126,19 +145,31 @@ def write_compact(result: RunResult, path: str | Path, key: str | None = None) -
             **{name: pa.array([array]) for name, array in arrays.items()},
         }
     )
-    levels = {f"{name}.list.element": 7 for name in arrays} | {
-        "timeline_d2.list.element": 12
-    }  # the bulk: 5% fewer bytes for about 5 ms a 2048-request trial, which keeps the largest under 100 KB
     pq.write_table(
         table,
         path,
         compression="zstd",
-        compression_level=levels,
-        use_dictionary=["token_steps.list.element"],
+        compression_level=7,
+        use_dictionary=False,
         write_statistics=False,
         write_page_checksum=True,
         store_schema=False,
     )
+
+
+def exceptions(name: str, values: np.ndarray, where: np.ndarray) -> dict[str, np.ndarray]:
+    """The entries of `values` at the mask `where`: their positions (as steps) and their values."""
+    at = np.flatnonzero(where)
+    return {f"{name}_at": narrow(np.diff(at, prepend=0)), f"{name}_values": narrow(values[at])}
+
+
+def with_exceptions(usual: np.ndarray, arrays: dict, name: str) -> np.ndarray:
+    """`usual` (int64) with the exceptions that `exceptions(name, ...)` kept put back."""
+    at = np.cumsum(arrays[f"{name}_at"].astype(np.int64))
+    if at.size and (at[0] < 0 or at[-1] >= len(usual)):
+        raise CompactError(f"an exception of {name} lies outside it")
+    usual[at] = arrays[f"{name}_values"]
+    return usual
 
 
 def relative(us: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -160,7 +191,7 @@ def read_compact(path: str | Path, key: str | None = None) -> RunResult:
     try:
         table = pq.read_table(path, page_checksum_verification=True)
         header = json.loads(table.column("header")[0].as_py())
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
+        if not isinstance(header, dict) or header.get("format") not in FORMATS:
             raise CompactError(f"not a {FORMAT} file")
         if key is not None and header.get("key") != key:
             raise CompactError(f"written for another trial (key {header.get('key')}, not {key})")
@@ -169,11 +200,15 @@ def read_compact(path: str | Path, key: str | None = None) -> RunResult:
             for name in table.column_names
             if name != "header"
         }
-        timeline = np.cumsum(np.cumsum(arrays["timeline_d2"].astype(np.int64)))
         arrays["output_tokens"] = arrays["output_tokens"].astype(np.int64) + arrays["generated_tokens"]
         counts = arrays["tokens_beyond_generated"].astype(np.int64) + arrays["generated_tokens"]
         offsets = np.concatenate(([0], np.cumsum(counts)))
-        steps = arrays["token_steps"].astype(np.int64)
+        if header["format"] == FORMAT:
+            d2 = with_exceptions(arrays["timeline_d2_byte"].astype(np.int64), arrays, "timeline_d2")
+            steps = with_exceptions(np.ones(offsets[-1], dtype=np.int64), arrays, "token_steps")
+        else:
+            d2, steps = arrays["timeline_d2"].astype(np.int64), arrays["token_steps"].astype(np.int64)
+        timeline = np.cumsum(np.cumsum(d2))
         first_index = np.cumsum(arrays["first_index_steps"].astype(np.int64))
         n = len(counts)
         if steps.size != offsets[-1] or any(

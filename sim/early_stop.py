@@ -5,8 +5,8 @@ The rule sees only lower bounds on violations, so it never stops a trial that co
   request that produced a token in both has a gap that long. Past max_tbt_violations such gaps,
   the TBT percentile is lost.
 - waiting: a request still unscheduled max_wait after it arrived has a scheduling delay (and a
-  TTFT) over the limit whatever happens next. Past max_wait_violations of them, the TTFT (or
-  scheduling-delay) percentile is lost.
+  TTFT) over the limit whatever happens next, and so has one that was first scheduled later than
+  that. Past max_wait_violations of them, the TTFT (or scheduling-delay) percentile is lost.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CHECK_WAIT_EVERY = 64  # batches between scans of the waiting queues
+ROUNDING_S = 1e-6  # a result's times are rounded to whole microseconds: a delay counts as late only past that
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class EarlyStopMonitor:
         self.on_stop = on_stop
         self.tbt_violations = 0
         self.batches = 0
+        self.started_late = 0  # requests whose first batch came more than max_wait after they arrived
+        self.started_seen = [0] * len(schedulers)  # of each scheduler's `started`, those counted
         self.stopped = None
 
     def after_batch(self, continuing: int, gap: float | None, now: float) -> None:
@@ -55,8 +58,16 @@ class EarlyStopMonitor:
                 return self.stop(rule.wait_lost())
 
     def late_requests(self, now: float) -> int:
-        """Requests waiting since more than max_wait ago, never scheduled."""
-        late = 0
+        """Requests waiting since more than max_wait ago, never scheduled, and those that were
+        first scheduled more than max_wait after they arrived."""
+        late_after = self.rule.max_wait + ROUNDING_S
+        for i, scheduler in enumerate(self.schedulers):
+            started = scheduler.started
+            for request in started[self.started_seen[i] :]:
+                if request.scheduled_s - request.arrival_s > late_after:
+                    self.started_late += 1
+            self.started_seen[i] = len(started)
+        late = self.started_late
         queues = {id(s.waiting): s.waiting for s in self.schedulers}  # schedulers of a pool share one
         for waiting in queues.values():
             for request in waiting:

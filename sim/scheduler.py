@@ -120,6 +120,7 @@ class Scheduler:
         self.fresh_decodes = 0  # joined the decode set since the last decode iteration
         self.rejected: list[Request] = []
         self.finished: list[Request] = []
+        self.started: list[Request] = []  # in the order of their first batch (the early-stop monitor reads it)
         self.preemptions = 0
 
     # ---- arrivals -------------------------------------------------------------------------
@@ -241,6 +242,7 @@ class Scheduler:
         batch.prefills.append((request, request.prefilled, chunk))
         if request.scheduled_s != request.scheduled_s:  # NaN: its first batch
             request.scheduled_s = now
+            self.started.append(request)
 
     def decode_part(self, batch: Batch) -> None:
         """Put the whole decode set in the batch, making room for its tokens first."""

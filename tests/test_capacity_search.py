@@ -16,7 +16,7 @@ from capsim.capsearch.capacity.slo import TbtTtft
 from capsim.capsearch.capacity.trials import TrialCache, run_trial
 from capsim.capsearch.capacity.workers import start_fork_server
 from capsim.capsearch.experiments.config import ConfigError, load_config
-from capsim.sim import SystemSpec
+from capsim.sim import SystemSpec, simulate
 from capsim.sim.compact import read_compact
 from capsim.traces import WorkloadSpec
 
@@ -118,6 +118,19 @@ def test_failing_trials_stop_early_and_passing_ones_never_do(tmp_path):
     # the cut trial serves only its own rule: another SLO runs it again in full
     again, cached = run_trial(SYSTEM, WORKLOAD, 40.0, cache, None)
     assert not cached and again.info["stopped_early"] is None
+
+
+def test_a_queue_that_moves_but_starts_requests_late_stops_the_trial_early():
+    """Past capacity the queue drains in order, so few requests are ever waiting long at once, yet
+    each starts later than the last: those first scheduled past the limit count as violations too."""
+    workload = WorkloadSpec("arxiv", num_requests=300, seed=42)
+    requests = workload.requests()
+    rule = SLO.early_stop(len(requests), int(requests.output_tokens.sum()))
+    cut = simulate(SYSTEM, workload.at_qps(1.5), early_stop=rule)
+    assert cut.info["stopped_early"] == "more than 150 requests waited over 2 s"
+    full = simulate(SYSTEM, workload.at_qps(1.5))
+    assert full.info["stopped_early"] is None and "P50 sched delay" in SLO.score(full)["failed_clauses"][0]
+    assert (full.column("scheduled_s") - full.column("arrival_s") > 2.0).sum() > 150  # all scheduled, late
 
 
 def test_trials_are_cached_by_content_not_by_slo(tmp_path):

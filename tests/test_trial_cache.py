@@ -59,6 +59,18 @@ def test_the_compact_form_gives_back_the_same_trial_bit_for_bit(tmp_path, system
         assert slo.score(back) == slo.score(result)
 
 
+def test_an_entry_of_the_first_format_still_reads_as_its_trial():
+    """Entries written before the token steps and timeline were kept as exceptions
+    (capsim-compact-trial/1, by the commit before it) keep a cache warm across the upgrade."""
+    system = SystemSpec(
+        model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="vllm_v0", replicas=2, num_kv_blocks=600
+    )
+    workload = WorkloadSpec("chat", num_requests=160, seed=3, max_total_tokens=4096)
+    result = simulate(system, workload.at_qps(30.0), time_limit_s=12.0)  # 2 replicas, preemptions, most unfinished
+    back = read_compact(Path(__file__).parent / "data" / "trial_format1.parquet", "v1-fixture")
+    assert same_requests(back, result) and back.info == result.info
+
+
 def test_a_trial_entry_is_small(tmp_path):
     system = SystemSpec(model="Mistral-7B", hardware="A100-80GB-SXM", scheduler="sarathi", token_budget=512)
     workload = WorkloadSpec("chat", num_requests=2048, seed=42)
