@@ -205,10 +205,16 @@ def run_jobs(
     window = min(workers or os.cpu_count() or 1, len(jobs)) if executor == "process" else workers
     runner = JobRunner(executor, window, cache_dir, ray_address)
     try:
-        runner.run(list(range(len(jobs))), jobs, done)
+        runner.run(sorted(range(len(jobs)), key=lambda i: -tokens_to_simulate(jobs[i])), jobs, done)
     finally:
         runner.close()
     return [c for i in range(len(jobs)) for c in results[i]]
+
+
+def tokens_to_simulate(job: SearchJob) -> int:
+    """A job's trials cost about as many iterations as its workload makes tokens: jobs start
+    largest first, so that those still running when the rest are done (cores idle) are short."""
+    return int(job.workload.requests().output_tokens.sum()) * len(job.slos)
 
 
 def check_reachable(address: str | None, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:

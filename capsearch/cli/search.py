@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -33,6 +34,7 @@ from capsim.capsearch.report.capacity import (
     parallel_words,
     scheduler_words,
 )
+from capsim.capsearch.report.figures import import_pyplot_in_background
 from capsim.capsearch.report.results_dir import results_dir
 from capsim.sim import SimulationError, SystemSpec
 from capsim.traces import TraceError
@@ -353,17 +355,26 @@ def run_searches(jobs: list[SearchJob], options: dict) -> api.Capacities:
     if not options["screen"]:
         jobs = [dataclasses.replace(j, screen=False) for j in jobs]
     searches = sum(len(j.slos) for j in jobs)
+    pool = min(options["workers"] or os.cpu_count() or 1, len(jobs)) if options["executor"] == "process" else 0
+    left = [len(jobs)]
     with Progress(
         TextColumn("searching capacity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bar:
         task = bar.add_task("search", total=searches)
+
+        def done(job: SearchJob) -> None:
+            bar.advance(task, len(job.slos))
+            left[0] -= 1
+            if left[0] == pool - 1 > 0:  # a worker has nothing left to take: its core readies the plot
+                import_pyplot_in_background()
+
         return api.search_jobs(
             jobs,
             executor=options["executor"],
             workers=options["workers"],
             ray_address=options["ray_address"],
             cache_dir=options["cache_dir"],
-            on_done=lambda job: bar.advance(task, len(job.slos)),
+            on_done=done,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from capsim.common.files import write_atomically
@@ -15,6 +16,12 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def import_pyplot_in_background() -> None:
+    """Import pyplot on a thread, for a core that has nothing else to do (the last searches of a
+    pool are running): the plot that follows them then finds it imported (a third of a second)."""
+    threading.Thread(target=pyplot, daemon=True).start()
 
 
 def save_figure(fig, path: Path, plt, dpi: int = 120) -> Path:
