@@ -32,6 +32,21 @@ class EarlyStop:
         """Why a run stops on its waiting requests."""
         return f"more than {self.max_wait_violations} requests waited over {self.max_wait:g} s"
 
+    def parts(self) -> list[EarlyStop]:
+        """The rule's TBT part and its waiting part, each a rule alone."""
+        tbt = EarlyStop(max_tbt=self.max_tbt, max_tbt_violations=self.max_tbt_violations)
+        wait = EarlyStop(max_wait=self.max_wait, max_wait_violations=self.max_wait_violations)
+        return [part for part in (tbt, wait) if part != EarlyStop()]
+
+    def part_that_stopped(self, reason: str) -> EarlyStop | None:
+        """The part of the rule that stopped a run with `reason`. The monitor never changes the run,
+        so that part alone stops it at the same batch, and every rule that has it fails it: the
+        run is cached under that part (SLOs that share one clause share their cut trials)."""
+        for part in self.parts():
+            if reason == (part.tbt_lost() if part.max_tbt is not None else part.wait_lost()):
+                return part
+        return None
+
 
 class EarlyStopMonitor:
     def __init__(self, rule: EarlyStop, schedulers: list, on_stop):

@@ -133,6 +133,22 @@ def test_a_queue_that_moves_but_starts_requests_late_stops_the_trial_early():
     assert (full.column("scheduled_s") - full.column("arrival_s") > 2.0).sum() > 150  # all scheduled, late
 
 
+def test_a_trial_cut_by_one_clause_serves_every_slo_that_has_it(tmp_path):
+    cache = TrialCache(tmp_path)
+    workload = WorkloadSpec("arxiv", num_requests=300, seed=42)
+    requests = workload.requests()
+
+    def trial(slo):
+        return run_trial(SYSTEM, workload, 1.5, cache, slo.early_stop(len(requests), int(requests.output_tokens.sum())))
+
+    cut, cached = trial(TbtTtft(tbt=0.1))
+    assert not cached and cut.info["stopped_early"] == "more than 150 requests waited over 2 s"
+    again, cached = trial(TbtTtft(tbt=0.5))  # another TBT limit, the same P50 scheduling delay <= 2 s
+    assert cached and again.requests.num_rows == cut.requests.num_rows and not SLO.score(again)["passed"]
+    other, cached = trial(TbtTtft(tbt=0.1, ttft=30.0))  # a waiting clause the cut trial does not decide
+    assert not cached and other.info["stopped_early"] is None
+
+
 def test_trials_are_cached_by_content_not_by_slo(tmp_path):
     job = SearchJob(
         SYSTEM, WORKLOAD, (TbtTtft(tbt=0.1), TbtTtft(tbt=0.5)), 2.0, (("scheduler", "sarathi"),), early_stop=False

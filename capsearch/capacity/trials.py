@@ -1,8 +1,9 @@
 """Trials, cached on disk by content: (system, workload, QPS, seed) -> RunResult.
 
 The key leaves the SLO out, so every SLO of a sweep is scored from the same trials. A trial an
-early-stop rule cut short is complete only for failing that rule's SLO: it is kept under a key
-that includes the rule, and a search with another SLO runs the trial again in full. Each trial
+early-stop rule cut short is complete only for failing the SLOs that have the clause which cut it
+(its TBT or its waiting clause): it is kept under a key that includes that part of the rule, and
+a search with an SLO without that clause runs the trial again in full. Each trial
 is one file in its compact form (sim.compact, ~60-140 KB for 2048 requests, every SLO still
 scored exactly), written to a temporary name and renamed into place, so a search killed at any
 moment loses at most the trial that was running. An entry that fails its checksums on read, or
@@ -159,7 +160,7 @@ def sibling_trial(system, workload, qps, cache, early_stop, limits) -> RunResult
         if batch == system.max_batch_size:
             continue
         sibling = replace(system, max_batch_size=batch)
-        for rule in (None, early_stop) if early_stop else (None,):
+        for rule in (None, *early_stop.parts()) if early_stop else (None,):
             found = cache.get(trial_key(sibling, workload, qps, rule, limits))
             peak = found.info.get("peak_running") if found is not None else None
             if peak is not None and peak < min(batch, system.max_batch_size):
@@ -178,21 +179,25 @@ def run_trial(
     limits: TrialLimits = TrialLimits(),
 ) -> tuple[RunResult, bool]:
     """The trial's result, and whether it came from the cache."""
-    full_key = trial_key(system, workload, qps, limits=limits)
-    cached = cache.get(full_key)
-    if cached is not None:
-        return cached, True
-    stop_key = trial_key(system, workload, qps, early_stop, limits) if early_stop else None
-    if stop_key and (cached := cache.get(stop_key)) is not None:
-        return cached, True
+    for rule in (None, *early_stop.parts(), early_stop) if early_stop else (None,):  # the whole rule: older entries
+        cached = cache.get(trial_key(system, workload, qps, rule, limits))
+        if cached is not None:
+            return cached, True
     shared = sibling_trial(system, workload, qps, cache, early_stop, limits)
     if shared is not None:
-        cache.put(stop_key if shared.info.get("stopped_early") else full_key, shared)
+        cache.put(result_key(system, workload, qps, shared, early_stop, limits), shared)
         return shared, True
     arrivals = workload.at_qps(qps)
     if limits.send_window_s is not None:  # the client stops sending; at least the first request goes
         arrivals = arrivals.head(max(1, int(np.searchsorted(arrivals.arrival_s, limits.send_window_s, side="right"))))
     limit = limits.time_limit_s or time_limit(float(arrivals.arrival_s[-1]))
     result = simulate(system, arrivals, time_limit_s=limit, early_stop=early_stop)
-    cache.put(stop_key if result.info.get("stopped_early") else full_key, result)
+    cache.put(result_key(system, workload, qps, result, early_stop, limits), result)
     return result, False
+
+
+def result_key(system, workload, qps, result: RunResult, early_stop, limits) -> str:
+    """A trial's key: of the trial, or, cut short, of the rule's part that cut it."""
+    reason = result.info.get("stopped_early")
+    rule = (early_stop.part_that_stopped(reason) or early_stop) if reason else None
+    return trial_key(system, workload, qps, rule, limits)
