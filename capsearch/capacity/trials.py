@@ -90,15 +90,7 @@ def trial_key(
     early_stop: EarlyStop | None = None,
     limits: TrialLimits | None = None,
 ) -> str:
-    latency = system.latency_model()
-    data = {
-        "schema": TRIAL_SCHEMA,
-        "system": system.to_dict(),
-        "workload": workload.to_dict(),
-        "qps": repr(float(qps)),
-        "latency_profile": latency.profile_hash,
-        "host_time": latency.profile.get("host_time"),
-    }  # the shipped fit may change
+    data = _key_of_system(system, workload) | {"qps": repr(float(qps))}
     if limits is not None and limits.key() is not None:
         data["limits"] = limits.key()
     if not workload.is_builtin:
@@ -107,6 +99,20 @@ def trial_key(
     if early_stop is not None:
         data["early_stop"] = asdict(early_stop)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@lru_cache(maxsize=256)
+def _key_of_system(system: SystemSpec, workload: WorkloadSpec) -> dict:
+    """The part of a trial's key that its QPS and rule leave alone (a search asks for dozens of
+    keys a trial: its own, its rule's parts', its siblings')."""
+    latency = system.latency_model()
+    return {
+        "schema": TRIAL_SCHEMA,
+        "system": system.to_dict(),
+        "workload": workload.to_dict(),
+        "latency_profile": latency.profile_hash,
+        "host_time": latency.profile.get("host_time"),  # the shipped fit may change
+    }
 
 
 class TrialCache:
