@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from capsim.capsearch.capacity.jobs import SearchJob, run_job, run_jobs
+from capsim.capsearch.capacity.jobs import JobTrials, SearchJob, run_job, run_jobs
 from capsim.capsearch.capacity.search import Capacity, find_capacity, grid_qps
 from capsim.capsearch.capacity.slo import TbtTtft
 from capsim.capsearch.capacity.trials import TrialCache, run_trial
@@ -131,6 +131,19 @@ def test_a_queue_that_moves_but_starts_requests_late_stops_the_trial_early():
     full = simulate(SYSTEM, workload.at_qps(1.5))
     assert full.info["stopped_early"] is None and "P50 sched delay" in SLO.score(full)["failed_clauses"][0]
     assert (full.column("scheduled_s") - full.column("arrival_s") > 2.0).sum() > 150  # all scheduled, late
+
+
+def test_a_cut_trial_fails_the_clause_that_cut_it_and_no_other(tmp_path):
+    """Scored as it stands, a trial cut short would fail its TBT too (its unfinished requests'
+    tokens count as violations): the cut decides the waiting clause only, and says so."""
+    workload = WorkloadSpec("arxiv", num_requests=300, seed=42)
+    job = SearchJob(SYSTEM, workload, (SLO,), 1.5, ())
+    trials = JobTrials(job, workload, TrialCache(tmp_path), SYSTEM.latency_model(), early_stop=True)
+    trial, _ = trials.for_slo(SLO, {})
+    passed, details = trial(1.5)
+    assert not passed and details["stopped_early"]
+    assert details["failed_clauses"] == ["P50 sched delay <= 2 s not met (cut short)"]
+    assert details["stopped_early"] == "more than 150 requests waited over 2 s"
 
 
 def test_a_trial_cut_by_one_clause_serves_every_slo_that_has_it(tmp_path):

@@ -90,6 +90,10 @@ class JobTrials:
                 self.run_in_full.add(qps)
             scored = scored_part(result, self.job.trial)
             details = score(slo, scored, self.latency)
+            cut = result.info.get("stopped_early")
+            part = rule.part_that_stopped(cut) if cut and rule else None
+            if part is not None and not details["passed"]:  # the cut decides one clause; the rest are unknown
+                details["failed_clauses"] = [f"{slo.clause_lost_by(part)} not met (cut short)"]
             if details["passed"] and qps > best.get("qps", 0):
                 best.update(qps=qps, result=scored)
             return details.pop("passed"), details | {

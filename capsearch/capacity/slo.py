@@ -90,6 +90,11 @@ class SLO:
         no count seen while the trial runs can decide it."""
         return None
 
+    def clause_lost_by(self, part: EarlyStop) -> str:
+        """The clause a part of this SLO's early-stop rule decides (the part that cut a trial): here
+        the first, the waiting clause of the kinds with a rule."""
+        return self.clauses[0]
+
     def score(self, result: RunResult, prefill_seconds=None) -> dict:
         raise NotImplementedError
 
@@ -136,6 +141,9 @@ class TbtTtft(SLO):
             max_wait=self.ttft,
             max_wait_violations=_late_allowed(self.ttft_percentile / 100, num_requests),
         )
+
+    def clause_lost_by(self, part: EarlyStop) -> str:
+        return self.clauses[0] if part.max_tbt is not None else self.clauses[1]
 
     def observable(self) -> TbtTtft:
         """A client sees no scheduling delay: the same limit on TTFT, which is longer."""
