@@ -169,7 +169,7 @@ def exceptions(name: str, values: np.ndarray, where: np.ndarray) -> dict[str, np
 def with_exceptions(usual: np.ndarray, arrays: dict, name: str) -> np.ndarray:
     """`usual` (int64) with the exceptions that `exceptions(name, ...)` kept put back."""
     at = np.cumsum(arrays[f"{name}_at"].astype(np.int64))
-    if at.size and (at[0] < 0 or at[-1] >= len(usual)):
+    if at.size and (at.min() < 0 or at.max() >= len(usual)):  # a negative one would wrap round, unseen
         raise CompactError(f"an exception of {name} lies outside it")
     usual[at] = arrays[f"{name}_values"]
     return usual

@@ -185,7 +185,8 @@ def run_trial(
     limits: TrialLimits = TrialLimits(),
 ) -> tuple[RunResult, bool]:
     """The trial's result, and whether it came from the cache."""
-    for rule in (None, *early_stop.parts(), early_stop) if early_stop else (None,):  # the whole rule: older entries
+    rules = dict.fromkeys((None, *early_stop.parts(), early_stop)) if early_stop else (None,)  # whole: older entries
+    for rule in rules:
         cached = cache.get(trial_key(system, workload, qps, rule, limits))
         if cached is not None:
             return cached, True
