@@ -4,7 +4,7 @@ The key leaves the SLO out, so every SLO of a sweep is scored from the same tria
 early-stop rule cut short is complete only for failing the SLOs that have the clause which cut it
 (its TBT or its waiting clause): it is kept under a key that includes that part of the rule, and
 a search with an SLO without that clause runs the trial again in full. Each trial
-is one file in its compact form (sim.compact, ~60-140 KB for 2048 requests, every SLO still
+is one file in its compact form (sim.compact, up to about 90 KB for 2048 requests, every SLO still
 scored exactly), written to a temporary name and renamed into place, so a search killed at any
 moment loses at most the trial that was running. An entry that fails its checksums on read, or
 holds another key than its name's, is simulated again and replaced. `capsim cache info` and
