@@ -19,7 +19,7 @@ from capsim.capsearch.capacity.cache_folder import claim, remove_leftovers
 from capsim.capsearch.capacity.search import Capacity, find_capacity, is_converged, too_short
 from capsim.capsearch.capacity.slo import slo_to_dict
 from capsim.capsearch.capacity.trials import TrialCache, TrialLimits, default_cache_dir, run_trial
-from capsim.capsearch.capacity.workers import kill_pool, submit_here, worker_pool
+from capsim.capsearch.capacity.workers import kill_pool, pool_size, submit_here, worker_pool
 from capsim.capsearch.errors import ConfigError
 from capsim.sim import SystemSpec
 from capsim.traces import WorkloadSpec
@@ -206,7 +206,7 @@ def run_jobs(
         results[index] = capacities
         on_done and on_done(jobs[index])
 
-    window = min(workers or os.cpu_count() or 1, len(jobs)) if executor == "process" else workers
+    window = pool_size(executor, workers, len(jobs)) if executor == "process" else workers
     runner = JobRunner(executor, window, cache_dir, ray_address)
     try:
         runner.run(sorted(range(len(jobs)), key=lambda i: -tokens_to_simulate(jobs[i])), jobs, done)

@@ -72,6 +72,12 @@ def start_fork_server() -> None:
     forkserver.ensure_running()
 
 
+def pool_size(executor: str | None, workers: int | None, jobs: int) -> int:
+    """The local worker processes that `jobs` searches run in: one a core (or `workers`), never
+    more than the jobs; 0 where they run elsewhere (Ray) or in the command's own process."""
+    return min(workers or os.cpu_count() or 1, jobs) if executor == "process" else 0
+
+
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=workers, mp_context=fork_context(), initializer=_die_with_search, initargs=(os.getpid(),)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -19,6 +18,7 @@ from rich.table import Table
 from capsim.capsearch import api
 from capsim.capsearch.capacity.jobs import SearchJob
 from capsim.capsearch.capacity.trials import TrialLimits
+from capsim.capsearch.capacity.workers import pool_size
 from capsim.capsearch.cli.options.run import output_options, parallel_options, start_workers, time_limit
 from capsim.capsearch.cli.options.search import EARLY_STOP, SCREEN, START_QPS
 from capsim.capsearch.cli.options.slo import slo_options
@@ -355,7 +355,7 @@ def run_searches(jobs: list[SearchJob], options: dict) -> api.Capacities:
     if not options["screen"]:
         jobs = [dataclasses.replace(j, screen=False) for j in jobs]
     searches = sum(len(j.slos) for j in jobs)
-    pool = min(options["workers"] or os.cpu_count() or 1, len(jobs)) if options["executor"] == "process" else 0
+    pool = pool_size(options["executor"], options["workers"], len(jobs))
     left = [len(jobs)]
     with Progress(
         TextColumn("searching capacity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -365,7 +365,7 @@ def run_searches(jobs: list[SearchJob], options: dict) -> api.Capacities:
         def done(job: SearchJob) -> None:
             bar.advance(task, len(job.slos))
             left[0] -= 1
-            if left[0] == pool - 1 > 0:  # a worker has nothing left to take: its core readies the plot
+            if pool > 1 and left[0] == pool - 1:  # a worker has nothing left to take: its core readies the plot
                 import_pyplot_in_background()
 
         return api.search_jobs(

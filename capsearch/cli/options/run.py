@@ -4,14 +4,13 @@ Each flag is declared here once and composed by the commands that take it."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import click
 
 from capsim.capsearch.capacity.jobs import EXECUTORS
-from capsim.capsearch.capacity.workers import start_fork_server
+from capsim.capsearch.capacity.workers import pool_size, start_fork_server
 from capsim.capsearch.report.results_dir import RESULTS_ROOT
 
 UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -112,7 +111,7 @@ def parallel_options(function):
 def start_workers(options: dict, jobs: int) -> None:
     """Where `jobs` searches will run in a local pool, start its fork server now: its imports
     overlap the command's checks and printing (one search runs in this process: no server)."""
-    if options.get("executor") == "process" and min(options.get("workers") or os.cpu_count() or 1, jobs) > 1:
+    if pool_size(options.get("executor"), options.get("workers"), jobs) > 1:
         start_fork_server()
 
 
