@@ -356,3 +356,55 @@ def test_compare_says_when_the_runs_are_of_different_deployments(tmp_path):
     assert compared.exit_code == 0, compared.output
     assert "different deployments" in compared.output and "nan" not in compared.output.lower()
     assert json.loads((tmp_path / "c" / "compare.json").read_text())["same_deployment"] is False
+
+
+def simulate_cli(*args):
+    return CliRunner().invoke(main, ["simulate", *map(str, args)])
+
+
+def test_against_replays_a_folder_s_requests_and_loads_bit_for_bit(tmp_path):
+    """A result folder records its workload, warm-up and loads; `simulate --against` runs them
+    again on the deployment given: on the same deployment every figure comes out the same, and
+    an automatic sweep replays the rates it ran, not a plan of its own."""
+    workload = ["-n", 24, "--random-input-len", 64, "--random-output-len", 8, "--seed", 5, "--warmup-requests", 4]
+    first = simulate_cli("--model", "Mistral-7B", "--qps", "auto", "--sweep-points", 2, *workload, "-o", tmp_path / "a")
+    assert first.exit_code == 0, first.output
+    again = simulate_cli("--model", "Mistral-7B", "--against", tmp_path / "a", "-o", tmp_path / "b")
+    assert again.exit_code == 0, again.output
+    assert "workload and loads: " in again.output and "left out of every figure: the first 4" in again.output
+    before = json.loads((tmp_path / "a" / "load_sweep.json").read_text())["loads"]
+    after = json.loads((tmp_path / "b" / "load_sweep.json").read_text())["loads"]
+    assert after == before and [r["kind"] for r in after] == ["synchronous", "rate", "rate", "throughput"]
+    compared = json.loads((tmp_path / "b" / "compare.json").read_text())
+    rows = compared["errors"]["simulated: b"]
+    assert len(rows) == 4 and all(v == 0 for row in rows for k, v in row.items() if k != "load")
+    # the model is the folder's unless said; a faster GPU is slower nowhere
+    other = simulate_cli("--hardware", "H200", "--against", tmp_path / "b", "-o", tmp_path / "c")
+    assert other.exit_code == 0 and "model: Mistral-7B" in other.output, other.output
+    rows = json.loads((tmp_path / "c" / "compare.json").read_text())["errors"]["simulated: c"]
+    assert all(row["p50_tpot_ms"] < 0 for row in rows if row["load"] != "throughput")
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--qps", "3"], "drop --qps"),
+        (["-n", "5", "--trace", "chat"], "drop --trace, --num-requests"),
+        (["--model", "Llama-3-8B"], "measured Mistral-7B, and --model says Llama-3-8B"),
+    ],
+)
+def test_against_refuses_what_would_not_replay_the_folder(args, words, tmp_path):
+    assert simulate_cli("--model", "Mistral-7B", "--concurrency", 2, "-n", 6, "-o", tmp_path / "a").exit_code == 0
+    done = simulate_cli("--against", tmp_path / "a", *args, "-o", tmp_path / "b")
+    assert done.exit_code == 2 and words in done.output, done.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_against_a_folder_that_does_not_record_its_workload(tmp_path):
+    assert simulate_cli("--concurrency", 2, "-n", 6, "-o", tmp_path / "a").exit_code == 0
+    summary = tmp_path / "a" / "summary.json"
+    document = json.loads(summary.read_text())
+    del document["info"]["replay"]
+    summary.write_text(json.dumps(document))
+    done = simulate_cli("--against", tmp_path / "a", "-o", tmp_path / "b")
+    assert done.exit_code == 2 and "does not record its workload" in done.output, done.output

@@ -235,6 +235,8 @@ def test_validate_writes_rows_groups_and_the_plot(tmp_path):
     bad = run("validate", "--engine", "tgi", "-o", str(tmp_path / "bad"), cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--engine tgi" in bad.stderr
     assert not (tmp_path / "bad").exists()
+    folder = run("validate", "--measurements", str(tmp_path / "out"), "-o", str(tmp_path / "f"), cwd=tmp_path)
+    assert folder.returncode == 2 and "simulate --against" in folder.stderr, folder.stderr
 
 
 def test_repeated_prompts_are_served_from_the_prefix_cache(sample):

@@ -19,6 +19,7 @@ from capsim.capsearch.cli.options.load import load_options
 from capsim.capsearch.cli.options.run import API_KEY, output_options, time_limit
 from capsim.capsearch.cli.options.workload import TRACE, workload_options
 from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.load.replay import record
 from capsim.capsearch.load.sweep import Load, LoadRun
 from capsim.capsearch.load.vllm_results import now_stamp
 from capsim.capsearch.report.load import files_written, headline, print_rows, run_loads, save_results, write_loads
@@ -110,7 +111,8 @@ def bench(
         return result
 
     with SweepPlotter() if load_run.is_sweep else nullcontext() as plotter:
-        runs, rows, cdfs = run_loads(load_run, run_one)
+        replay = record(spec, load_run.warmup, load_run.cooldown, time_limit, MIN_TIME_LIMIT_S)
+        runs, rows, cdfs = run_loads(load_run, run_one, replay)
         title = headline(runs[0][1].info, spec, runs)
         write_loads(load_run, runs, rows, cdfs, folder, title, "measured", plotter=plotter)
     saved = save_results(load_run, rows, runs, folder, spec, date) if load_run.save_result else []

@@ -16,9 +16,9 @@ from rich.console import Console
 
 from capsim.capsearch.cli.options.run import output_options
 from capsim.capsearch.errors import ConfigError
-from capsim.capsearch.load.compare import catalog_name, compared_keys, deployment, errors, read_sweep, series_name
-from capsim.capsearch.report.compare import error_table, plot_comparison
-from capsim.capsearch.report.results_dir import ResultSet, results_dir, write_csv, write_json
+from capsim.capsearch.load.compare import compare_sweeps, read_sweep, series_name
+from capsim.capsearch.report.compare import print_comparison, write_comparison
+from capsim.capsearch.report.results_dir import ResultSet, results_dir
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 
@@ -35,45 +35,19 @@ def compare(folders: tuple[Path, ...], output_dir: Path | None, overwrite: bool)
     """
     if len(folders) < 2:
         raise ConfigError("give two result folders or more (a simulated and a measured sweep of the same deployment)")
-    sweeps = [(folder, *read_sweep(folder)) for folder in folders]
-    names = [series_name(info, folder) for folder, info, _ in sweeps]
-    if len(set(names)) != len(names):
-        raise ConfigError("two folders have the same name: give folders with different names")
-    reference = next((i for i, (_, info, _) in enumerate(sweeps) if info.get("kind") == "real"), 0)
-    keys = compared_keys([row for _, _, rows in sweeps for row in rows])
-    comparisons = {
-        names[i]: errors(sweeps[reference][2], rows, keys) for i, (_, _, rows) in enumerate(sweeps) if i != reference
-    }
-    deployments = {name: deployment(info) for name, (_, info, _) in zip(names, sweeps)}
-    differ = len({catalog_name(info) for _, info, _ in sweeps}) > 1
+    sweeps = {}
+    for folder in folders:
+        info, rows = read_sweep(folder)
+        name = series_name(info, folder)
+        if name in sweeps:
+            raise ConfigError("two folders have the same name: give folders with different names")
+        sweeps[name] = (info, rows)
+    reference = next((name for name, (info, _) in sweeps.items() if info.get("kind") == "real"), next(iter(sweeps)))
+    comparison = compare_sweeps(sweeps, reference)
     folder = results_dir(output_dir, "compare", overwrite)
     with ResultSet(folder) as staging:
-        plot_comparison({name: rows for name, (_, _, rows) in zip(names, sweeps)}, staging, keys)
-        write_json(
-            staging / "compare.json",
-            {
-                "reference": names[reference],
-                "folders": [str(f) for f in folders],
-                "deployments": deployments,
-                "same_deployment": not differ,
-                "error": "simulated against measured: other / reference - 1",
-                "errors": comparisons,
-            },
+        write_comparison(
+            staging, comparison, {name: rows for name, (_, rows) in sweeps.items()}, [str(f) for f in folders]
         )
-        write_csv(
-            staging / "compare.csv",
-            ({"series": name, **row} for name, rows in comparisons.items() for row in rows),
-            ["series", "load", *keys],
-        )
-    console.print(f"reference: {names[reference]}; errors: other / reference - 1 (simulated against measured)")
-    if differ:
-        console.print(
-            "[yellow]these runs are of different deployments ("
-            + "; ".join(f"{n}: {d}" for n, d in deployments.items())
-            + "): the errors compare different systems, not a model with its measurement[/]"
-        )
-    for name, rows in comparisons.items():
-        console.print(
-            error_table(name, rows, keys) if rows else f"[yellow]{name}: no load in common with the reference[/]"
-        )
+    print_comparison(console, comparison)
     console.print(f"wrote {folder}/: compare.csv, compare.json, compare_*.png")

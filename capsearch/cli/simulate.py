@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -13,9 +14,13 @@ from capsim.capsearch import api
 from capsim.capsearch.cli.options.load import load_options
 from capsim.capsearch.cli.options.run import output_options, time_limit
 from capsim.capsearch.cli.options.system import system_options
-from capsim.capsearch.cli.options.workload import TRACE, workload_options
+from capsim.capsearch.cli.options.workload import TRACE, option_given, workload_options
+from capsim.capsearch.errors import ConfigError
+from capsim.capsearch.load.compare import catalog_name, compare_sweeps, series_name
+from capsim.capsearch.load.replay import Replayed, read_replay, record, with_loads_of
 from capsim.capsearch.load.sweep import Load, LoadRun
-from capsim.capsearch.load.vllm_results import now_stamp
+from capsim.capsearch.load.vllm_results import check_result_options, now_stamp
+from capsim.capsearch.report.compare import print_comparison, write_comparison
 from capsim.capsearch.report.load import (
     disagg_line,
     engine_line,
@@ -28,6 +33,9 @@ from capsim.capsearch.report.load import (
 )
 from capsim.capsearch.report.load_plots import SweepPlotter
 from capsim.capsearch.report.results_dir import results_dir
+from capsim.profiles.errors import ProfileError
+from capsim.profiles.models import get_model
+from capsim.sim import SystemSpec
 
 console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes get wide tables
 
@@ -42,6 +50,14 @@ console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes
 @click.option(
     "--chrome-trace/--no-chrome-trace", default=False, help="Also write the batches as a Perfetto/Chrome trace."
 )
+@click.option(
+    "--against",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A `capsim bench` result folder (or a `simulate` one): simulate its requests at its loads (its trace, "
+    "lengths, seed, arrivals, warm-up, time limit) on this deployment, and give each figure simulated against "
+    "measured (compare.csv/.json/_*.png).",
+)
 def simulate(
     system,
     trace: str,
@@ -51,6 +67,7 @@ def simulate(
     output_dir: Path | None,
     overwrite: bool,
     chrome_trace: bool,
+    against: Path | None,
 ) -> None:
     """Replay a workload on a deployment in simulation, at one load or a sweep of loads.
 
@@ -60,19 +77,47 @@ def simulate(
     --concurrency 1,4,16): each load's files in its own subfolder, plus load_sweep.csv and .json
     (one row a load: throughputs, goodput, latency percentiles), load_curves.png and cdf.png.
     """
-    spec = make_spec(trace)
+    replayed = read_replay(against) if against is not None else None
+    if replayed is not None:
+        system, spec, load_run = replaying(replayed, system, load_run)
+        console.print(
+            f"[dim]workload and loads: {replayed.folder}'s ({', '.join(load.label for load in load_run.loads)})[/]"
+        )
+    else:
+        spec = make_spec(trace)
     load_run.check_window(spec.num_requests)
     folder = results_dir(output_dir, "simulate", overwrite)
     date = now_stamp()
 
     def run_one(load: Load):
-        return api.simulate(system, spec, qps=load.qps, concurrency=load.max_concurrency, time_limit_s=time_limit)
+        limit = time_limit if time_limit is not None or replayed is None else replayed.time_limit(load)
+        return api.simulate(system, spec, qps=load.qps, concurrency=load.max_concurrency, time_limit_s=limit)
+
+    comparison = None
+
+    def compared(staging: Path) -> None:
+        nonlocal comparison
+        measured = series_name(replayed.info, replayed.folder)
+        series = {measured: (replayed.info, replayed.rows), f"simulated: {folder.name}": (first.info, rows)}
+        comparison = compare_sweeps(series, measured)
+        write_comparison(staging, comparison, {n: r for n, (_, r) in series.items()}, [str(replayed.folder)])
 
     with SweepPlotter() if load_run.is_sweep else nullcontext() as plotter:
-        runs, rows, cdfs = run_loads(load_run, run_one)
+        runs, rows, cdfs = run_loads(load_run, run_one, own_record(spec, load_run, time_limit, replayed))
         first = runs[0][1]
         title = headline(first.info, spec, runs)
-        write_loads(load_run, runs, rows, cdfs, folder, title, "simulated", chrome_trace, plotter=plotter)
+        write_loads(
+            load_run,
+            runs,
+            rows,
+            cdfs,
+            folder,
+            title,
+            "simulated",
+            chrome_trace,
+            plotter=plotter,
+            also=compared if replayed is not None else None,
+        )
     saved = save_results(load_run, rows, runs, folder, spec, date) if load_run.save_result else []
 
     console.print(f"[bold]{title}[/]")
@@ -85,6 +130,79 @@ def simulate(
     print_rows(console, load_run, rows)
     if not load_run.is_sweep:
         console.print(engine_line(first.summary()))
-    console.print(f"wrote {folder}/: {files_written(load_run, True, chrome_trace)}")
+    if comparison is not None:
+        print_comparison(console, comparison)
+    console.print(
+        f"wrote {folder}/: {files_written(load_run, True, chrome_trace)}"
+        + (", compare.csv, compare.json, compare_*.png" if comparison is not None else "")
+    )
     for path in saved:
         console.print(f"wrote {path}")
+
+
+# The options that say what to run: with --against, the folder says it.
+REPLAYED_OPTIONS = (
+    "trace",
+    "qps",
+    "max_concurrency",
+    "concurrency",
+    "sweep_points",
+    "warmup_requests",
+    "cooldown_requests",
+    "format_",
+    "num_requests",
+    "seed",
+    "max_total_tokens",
+    "prompt_scale",
+    "output_scale",
+    "shuffle",
+    "arrival",
+    "cv",
+    "burstiness",
+    "random_input_len",
+    "random_output_len",
+    "random_range_ratio",
+    "cap_gaps",
+)
+
+
+def replaying(replayed: Replayed, system, load_run: LoadRun):
+    """(system, spec, load_run) of `simulate --against`: the folder's requests and loads, on the
+    deployment given, of the model the folder measured."""
+    given = [f"--{name.rstrip('_').replace('_', '-')}" for name in REPLAYED_OPTIONS if option_given(name)]
+    if given:
+        raise click.UsageError(f"--against replays {replayed.folder}'s own workload and loads: drop {', '.join(given)}")
+    served = catalog_name(replayed.info)
+    in_catalog = _in_catalog(served)
+    if option_given("model"):
+        if in_catalog and get_model(system.model).name != served:
+            raise ConfigError(
+                f"{replayed.folder} measured {served}, and --model says {system.model}: simulate the model it measured"
+            )
+    elif in_catalog and isinstance(system, SystemSpec):
+        system = dataclasses.replace(system, model=served)
+        console.print(f"[dim]model: {served}, {replayed.folder}'s[/]")
+    else:
+        raise ConfigError(
+            f"{replayed.folder} measured {served!r}, which is not a catalog model: say which model it is (--model)"
+        )
+    load_run = with_loads_of(load_run, replayed)
+    check_result_options(
+        load_run.save_result, load_run.result_dir, load_run.result_filename, load_run.metadata, len(load_run.loads)
+    )
+    return system, replayed.spec, load_run
+
+
+def _in_catalog(name: str) -> bool:
+    try:
+        get_model(name)
+    except ProfileError:
+        return False
+    return True
+
+
+def own_record(spec, load_run: LoadRun, time_limit: float | None, replayed: Replayed | None) -> dict:
+    """What this run ran, for a later --against: a replay keeps the limits of the run it replays."""
+    if time_limit is None and replayed is not None:
+        return record(spec, load_run.warmup, load_run.cooldown, replayed.time_limit_s, replayed.least_limit_s)
+    return record(spec, load_run.warmup, load_run.cooldown, time_limit)

@@ -2,6 +2,8 @@
 
 The real runs NVIDIA ships with its kernel database (silicon_sample.csv in the kernel-db
 extra), or a file of the same columns. Rows capsim cannot price are counted with the reason.
+A user's own `capsim bench` runs are replayed by `capsim simulate --against` (cli/simulate.py),
+which has the deployment options.
 Files: validation.csv (one row a run), validation.json (rows, groups, what was left out, how),
 validation.png (predicted against measured TTFT and TPOT, with the y = x line).
 """
@@ -20,6 +22,7 @@ from capsim.capsearch import api
 from capsim.capsearch.api import check_dataset_entries, validation_runs
 from capsim.capsearch.cli.options.run import output_options
 from capsim.capsearch.cli.options.system import HOST_TIME
+from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.load.validate import summary
 from capsim.capsearch.report.results_dir import results_dir
 from capsim.profiles.host_time import host_time as shipped_host_time
@@ -36,9 +39,10 @@ def _choices(value: str | None) -> set[str] | None:
 @click.option(
     "--measurements",
     "measurements_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
-    help="A silicon-sample CSV [default: the one in the installed aiconfigurator-core].",
+    help="A silicon-sample CSV [default: the one in the installed aiconfigurator-core]. A `capsim bench` folder "
+    "is replayed by `capsim simulate --against DIR` on the deployment it measured.",
 )
 @click.option("--engine", default=None, help="Only these engines (vllm, sglang, trtllm; comma-separated).")
 @click.option("--model", default=None, help="Only these catalog models (comma-separated).")
@@ -73,6 +77,12 @@ def validate(
     the client that measured it (aiperf: all users at once, 20 requests a user, warm-up left
     out). Errors are simulated / measured - 1. Runs the host time was fitted on are marked.
     """
+    if measurements_path is not None and measurements_path.is_dir():
+        raise ConfigError(
+            f"{measurements_path} is a folder: replay a `capsim bench` folder with `capsim simulate --against "
+            f"{measurements_path}` and the deployment it measured (--model, --hardware, --tp, --engine, ...); "
+            "--measurements takes a silicon-sample CSV"
+        )
     folder = results_dir(output_dir, "validate", overwrite)
     measurements, skipped = validation_runs(
         measurements_path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from capsim.capsearch.errors import ConfigError
@@ -48,7 +49,8 @@ def series_name(info: dict, folder: Path) -> str:
 
 
 def load_key(row: dict) -> tuple:
-    return row.get("kind"), row.get("request_rate"), row.get("max_concurrency")
+    rate = row.get("request_rate")
+    return row.get("kind"), None if rate == math.inf else rate, row.get("max_concurrency")  # JSON writes inf as null
 
 
 def compared_keys(rows: list[dict]) -> list[str]:
@@ -95,3 +97,37 @@ def catalog_name(info: dict) -> str:
         return get_model(model).name
     except ProfileError:
         return model
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Sweeps of one deployment against a reference: each other one's errors at the loads they share."""
+
+    reference: str
+    keys: list[str]  # the figures every sweep has
+    errors: dict[str, list[dict]]  # series name: a row a shared load
+    deployments: dict[str, str]  # series name: what it is of
+    same_deployment: bool  # every one of the same model
+
+    def to_json(self, folders: list[str]) -> dict:
+        return {
+            "reference": self.reference,
+            "folders": folders,
+            "deployments": self.deployments,
+            "same_deployment": self.same_deployment,
+            "error": "simulated against measured: other / reference - 1",
+            "errors": self.errors,
+        }
+
+
+def compare_sweeps(series: dict[str, tuple[dict, list[dict]]], reference: str) -> Comparison:
+    """`series`: name: (info, rows) of each result; errors of every other one against `reference`'s."""
+    keys = compared_keys([row for _, rows in series.values() for row in rows])
+    reference_rows = series[reference][1]
+    return Comparison(
+        reference,
+        keys,
+        {name: errors(reference_rows, rows, keys) for name, (_, rows) in series.items() if name != reference},
+        {name: deployment(info) for name, (info, _) in series.items()},
+        len({catalog_name(info) for info, _ in series.values()}) == 1,
+    )

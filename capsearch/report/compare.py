@@ -9,6 +9,7 @@ from rich.table import Table
 from capsim.capsearch.load.compare import THROUGHPUTS
 from capsim.capsearch.load.metrics import METRICS, WORDS
 from capsim.capsearch.report.figures import pyplot, save_figure
+from capsim.capsearch.report.results_dir import write_csv, write_json
 
 
 def error_table(name: str, rows: list[dict], keys: list[str]) -> Table:
@@ -50,3 +51,30 @@ def plot_comparison(series: dict[str, list[dict]], folder: Path, keys: list[str]
         ax.legend(fontsize=7)
         fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)
         save_figure(fig, folder / f"compare_{group}.png", plt)
+
+
+def write_comparison(folder: Path, comparison, series: dict[str, list[dict]], folders: list[str]) -> None:
+    """compare_<figure>.png, compare.json and compare.csv of a Comparison (load/compare.py)."""
+    plot_comparison(series, folder, comparison.keys)
+    write_json(folder / "compare.json", comparison.to_json(folders))
+    write_csv(
+        folder / "compare.csv",
+        ({"series": name, **row} for name, rows in comparison.errors.items() for row in rows),
+        ["series", "load", *comparison.keys],
+    )
+
+
+def print_comparison(console, comparison) -> None:
+    console.print(f"reference: {comparison.reference}; errors: other / reference - 1 (simulated against measured)")
+    if not comparison.same_deployment:
+        console.print(
+            "[yellow]these runs are of different deployments ("
+            + "; ".join(f"{n}: {d}" for n, d in comparison.deployments.items())
+            + "): the errors compare different systems, not a model with its measurement[/]"
+        )
+    for name, rows in comparison.errors.items():
+        console.print(
+            error_table(name, rows, comparison.keys)
+            if rows
+            else f"[yellow]{name}: no load in common with the reference[/]"
+        )

@@ -18,13 +18,17 @@ from capsim.sim.disagg import describe
 from capsim.sim.system import moe_layout_words, precision_words, speculation_words
 
 
-def run_loads(load_run: LoadRun, run_one) -> tuple[list[tuple[Load, object]], list[dict], dict]:
+def run_loads(
+    load_run: LoadRun, run_one, replay: dict | None = None
+) -> tuple[list[tuple[Load, object]], list[dict], dict]:
     """Every load asked for, `run_one(load) -> RunResult` each, sorted light to heavy; their rows,
-    and the CDFs of their latencies."""
+    and the CDFs of their latencies. `replay` (load/replay.py's record) goes into each run's info."""
     runs = []
 
     def run(load: Load):
         result = load_run.measured(run_one(load))
+        if replay is not None:
+            result.info["replay"] = replay
         workload = result.info.get("workload")
         if isinstance(workload, dict) and "arrival" in workload:  # what happened, not the workload's process
             result.info["workload"] = workload | {"arrival": load.arrivals(workload["arrival"])}
@@ -51,10 +55,20 @@ def run_loads(load_run: LoadRun, run_one) -> tuple[list[tuple[Load, object]], li
 
 
 def write_loads(
-    load_run: LoadRun, runs, rows, cdfs, folder: Path, title: str, series: str, chrome_trace: bool = False, plotter=None
+    load_run: LoadRun,
+    runs,
+    rows,
+    cdfs,
+    folder: Path,
+    title: str,
+    series: str,
+    chrome_trace: bool = False,
+    plotter=None,
+    also=None,
 ) -> None:
     """Each load's files (in its own folder when several), and a sweep's table and plots, as one
-    set; a sweep's plots drawn by `plotter` (load_plots.SweepPlotter) while the files are written."""
+    set; a sweep's plots drawn by `plotter` (load_plots.SweepPlotter) while the files are written;
+    `also(staging)` writes more files into the set."""
     sweep = load_run.is_sweep
     with ResultSet(folder) as staging:
         if sweep:
@@ -83,8 +97,10 @@ def write_loads(
                 result.write_chrome_trace(place / "batches.trace.json")
         if sweep:
             write_sweep_table(rows, staging, info=sweep_info(runs[0][1], load_run, title))
-            if plotter is not None:
-                plotter.wait()
+        if also is not None:
+            also(staging)
+        if sweep and plotter is not None:
+            plotter.wait()
 
 
 def files_written(load_run: LoadRun, batches: bool, chrome_trace: bool = False) -> str:
@@ -228,6 +244,7 @@ def sweep_info(result, load_run: LoadRun, title: str) -> dict:
         "latency_source",
         "latency_source_words",
         "latency_profile",
+        "replay",
     )
     info = {k: result.info[k] for k in keep if k in result.info}
     info["workload"] = {k: v for k, v in info["workload"].items() if k != "qps"}

@@ -114,11 +114,14 @@ def load_options(command):
         metadata,
         **kwargs,
     ):
-        loads = planned_loads(
-            parse_qps(qps) if qps is not None else None,
-            max_concurrency,
-            parse_counts(concurrency, "--concurrency") if concurrency is not None else None,
-        )
+        if kwargs.get("against") is not None and qps is None and concurrency is None:
+            loads = []  # simulate --against: the folder's loads, read by the command
+        else:
+            loads = planned_loads(
+                parse_qps(qps) if qps is not None else None,
+                max_concurrency,
+                parse_counts(concurrency, "--concurrency") if concurrency is not None else None,
+            )
         if loads != "auto" and option_given("sweep_points"):
             raise MetricsError("--sweep-points shapes --qps auto: leave it out, or sweep with --qps auto")
         check_result_options(save_result, result_dir, result_filename, metadata, 2 if loads == "auto" else len(loads))
