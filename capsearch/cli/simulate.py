@@ -179,13 +179,15 @@ def replaying(replayed: Replayed, system, load_run: LoadRun):
             raise ConfigError(
                 f"{replayed.folder} measured {served}, and --model says {system.model}: simulate the model it measured"
             )
-    elif in_catalog and isinstance(system, SystemSpec):
-        system = dataclasses.replace(system, model=served)
-        console.print(f"[dim]model: {served}, {replayed.folder}'s[/]")
-    else:
+    elif not in_catalog:
         raise ConfigError(
             f"{replayed.folder} measured {served!r}, which is not a catalog model: say which model it is (--model)"
         )
+    elif isinstance(system, SystemSpec):
+        system = dataclasses.replace(system, model=served)
+        console.print(f"[dim]model: {served}, {replayed.folder}'s[/]")
+    else:  # a disaggregated deployment names its model once for both pools
+        raise ConfigError(f"{replayed.folder} measured {served}: say so with --model {served}")
     load_run = with_loads_of(load_run, replayed)
     check_result_options(
         load_run.save_result, load_run.result_dir, load_run.result_filename, load_run.metadata, len(load_run.loads)
