@@ -10,6 +10,7 @@ The fuzz tests (tests/test_fuzz_inputs.py) add ~800 generated files and configs 
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 import tempfile
@@ -254,6 +255,11 @@ TRUST = {
 }
 # Issue 28: measurements capsim cannot read, quantizations a GPU cannot run, options of another engine.
 FIDELITY = {
+    "simulate --against a folder that holds no result": ["simulate", "--against", "{home}"],
+    "simulate --against with a load of its own": ["simulate", "--against", "{run}", "--qps", "2"],
+    "simulate --against with another model": ["simulate", "--against", "{run}", "--model", "Llama-3-8B"],
+    "simulate --against a run that did not record its workload": ["simulate", "--against", "{old_run}"],
+    "validate --measurements a bench folder": ["validate", "--measurements", "{run}"],
     "validate a CSV that is no silicon sample": ["validate", "--measurements", "{other_csv}"],
     "validate a measurements file that is absent": ["validate", "--measurements", "{home}/none.csv"],
     "validate --engine tgi": ["validate", "--engine", "tgi"],
@@ -323,6 +329,18 @@ def trust_files(folder: Path) -> dict[str, Path]:
         places[name].write_text(text)
     places["utf16"] = folder / "trust" / "space16.yml"
     places["utf16"].write_bytes("hardware: [H100]\n".encode("utf-16"))
+    # a load run to replay, and the same run as written before runs recorded their workload
+    places["run"], places["old_run"] = folder / "trust" / "run", folder / "trust" / "old_run"
+    for place in (places["run"], places["old_run"]):
+        subprocess.run(
+            [CAPSIM, "simulate", "--model", "Mistral-7B", "--qps", "1", "-n", "8", "-o", str(place)],
+            capture_output=True,
+            check=True,
+        )
+    summary = places["old_run"] / "summary.json"
+    document = json.loads(summary.read_text())
+    del document["info"]["replay"]
+    summary.write_text(json.dumps(document))
     return places
 
 
