@@ -3,6 +3,7 @@
 Needs the kernel-db extra (`pip install 'capsim[kernel-db]'`); takes a few minutes on 2 cores.
 
     python scripts/make_kernel_db_profiles.py            # every table below, then the calibration
+    python scripts/make_kernel_db_profiles.py --model Llama-2-7B --engine vllm   # those tables, then the calibration
     python scripts/make_kernel_db_profiles.py --calibrate-only
 
 Each table is a kernel-database profile (profiles/kernel_db.py) of one engine, model, GPU and
@@ -35,11 +36,15 @@ TABLES = {
 }
 
 
-def make_tables() -> list[str]:
+def make_tables(models: set[str] | None = None, engines: set[str] | None = None) -> list[str]:
     skipped = []
     for engine, gpus in TABLES.items():
+        if engines and engine not in engines:
+            continue
         for gpu, systems in gpus.items():
             for model, tp in systems:
+                if models and model not in models:
+                    continue
                 path = DATA / shipped_profile_name(model, gpu, tp, engine)
                 start = time.perf_counter()
                 try:
@@ -83,9 +88,11 @@ def main() -> None:
     parser.add_argument(
         "--calibrate-only", action="store_true", help="Refit the calibration from the tables already made."
     )
+    parser.add_argument("--model", action="append", help="Only this model's tables (repeatable).")
+    parser.add_argument("--engine", action="append", choices=list(ENGINES), help="Only this engine's (repeatable).")
     args = parser.parse_args()
     if not args.calibrate_only:
-        make_tables()
+        make_tables(set(args.model or ()), set(args.engine or ()))
     calibrate()
 
 

@@ -71,6 +71,46 @@ def test_pipeline_stage_is_its_share_plus_the_send():
     assert staged.latency(shape) == pytest.approx(whole.latency(shape) / 2 + parts["p2p"] / 1e3)
 
 
+MHA_SHAPES = [(n, kv) for n in (1, 2, 4, 8, 16, 32, 64, 128) for kv in (128, 500, 1000, 2000, 4000)]
+
+
+@pytest.mark.parametrize("engine,hardware", [("sglang", "H100-SXM"), ("trtllm", "H100-SXM"), ("vllm", "B200")])
+def test_multi_head_decode_attention_is_priced_as_the_measured_kernels_run(engine, hardware):
+    """Where an engine's database measures multi-head decode attention (32 KV heads), pricing it as
+    8 KV heads at 4x the sequences (MHAProxy) lands near the measurement; the package's scaling of
+    8 heads by 4 is far off for few sequences (its fixed cost counted 4 times)."""
+    from capsim.profiles.kernel_db import MHAProxy, _with_kv_heads
+
+    model = get_model("Llama-2-7B")
+    measured = KernelDatabase(model, hardware, engine)
+    assert measured._mha is None  # this database holds 32 KV heads: priced as measured
+    eight = KernelDatabase(_with_kv_heads(model, 8), hardware, engine)
+    proxy = MHAProxy(eight, 4, 8, 32)
+    attention = lambda db, n, kv: db.parts_ms(BatchShape(decode_contexts=(kv,) * n))["generation_attention"]  # noqa: E731
+    truth = np.array([attention(measured, n, kv) for n, kv in MHA_SHAPES])
+    proxied = np.array([proxy.attention_ms((kv,) * n) for n, kv in MHA_SHAPES])
+    scaled = np.array([4 * attention(eight, n, kv) for n, kv in MHA_SHAPES])
+    assert np.median(abs(proxied / truth - 1)) < 0.13
+    assert np.median(abs(scaled / truth - 1)) > 0.2 and abs(scaled / truth - 1).max() > 2
+
+
+def test_vllm_multi_head_decode_attention_beyond_the_database_uses_the_proxy():
+    model = get_model("Llama-2-7B")
+    for tp, factor in ((1, 4), (2, 2)):
+        db = KernelDatabase(model, "H100-SXM", "vllm", tp=tp)  # vLLM's H100 table stops at 8 KV heads
+        assert db._mha is not None and db._mha.factor == factor
+        assert f"priced as 8 at {factor}x the sequences" in db.source
+        decodes = (300, 1000, 1000, 2500)
+        launch = db._mha.proxy.generation_attention_ms(decodes, len(decodes) * factor)
+        assert db.parts_ms(BatchShape(decode_contexts=decodes))["generation_attention"] == launch
+    assert KernelDatabase(model, "H100-SXM", "vllm", tp=4)._mha is None  # 8 KV heads a GPU: measured
+    assert KernelDatabase(get_model("Llama-3.1-8B"), "H100-SXM", "vllm")._mha is None
+    # a fractional launch lies between its neighbours
+    eight = KernelDatabase(get_model("Llama-3.1-8B"), "H100-SXM", "vllm")
+    low, high, half = (eight.generation_attention_ms((1000,) * 3, n) for n in (3, 4, 3.5))
+    assert low < half < high and half == pytest.approx((low + high) / 2)
+
+
 def test_every_dense_catalog_model_prices():
     for name in ("Falcon-180B", "Qwen3-32B", "Yi-34B", "Llama-2-7B"):
         model = get_model(name)
