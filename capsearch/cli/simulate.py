@@ -93,31 +93,18 @@ def simulate(
         limit = time_limit if time_limit is not None or replayed is None else replayed.time_limit(load)
         return api.simulate(system, spec, qps=load.qps, concurrency=load.max_concurrency, time_limit_s=limit)
 
-    comparison = None
-
-    def compared(staging: Path) -> None:
-        nonlocal comparison
-        measured = series_name(replayed.info, replayed.folder)
-        series = {measured: (replayed.info, replayed.rows), f"simulated: {folder.name}": (first.info, rows)}
-        comparison = compare_sweeps(series, measured)
-        write_comparison(staging, comparison, {n: r for n, (_, r) in series.items()}, [str(replayed.folder)])
-
     with SweepPlotter() if load_run.is_sweep else nullcontext() as plotter:
         runs, rows, cdfs = run_loads(load_run, run_one, own_record(spec, load_run, time_limit, replayed))
         first = runs[0][1]
         title = headline(first.info, spec, runs)
-        write_loads(
-            load_run,
-            runs,
-            rows,
-            cdfs,
-            folder,
-            title,
-            "simulated",
-            chrome_trace,
-            plotter=plotter,
-            also=compared if replayed is not None else None,
-        )
+        comparison, also = None, None
+        if replayed is not None:  # the folder's figures against these, written with them
+            measured = series_name(replayed.info, replayed.folder)
+            series = {measured: (replayed.info, replayed.rows), f"simulated: {folder.name}": (first.info, rows)}
+            comparison = compare_sweeps(series, measured)
+            curves = {name: series_rows for name, (_, series_rows) in series.items()}
+            also = lambda staging: write_comparison(staging, comparison, curves, [str(replayed.folder)])  # noqa: E731
+        write_loads(load_run, runs, rows, cdfs, folder, title, "simulated", chrome_trace, plotter=plotter, also=also)
     saved = save_results(load_run, rows, runs, folder, spec, date) if load_run.save_result else []
 
     console.print(f"[bold]{title}[/]")
