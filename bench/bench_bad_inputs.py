@@ -259,6 +259,7 @@ FIDELITY = {
     "simulate --against with a load of its own": ["simulate", "--against", "{run}", "--qps", "2"],
     "simulate --against with another model": ["simulate", "--against", "{run}", "--model", "Llama-3-8B"],
     "simulate --against a run that did not record its workload": ["simulate", "--against", "{old_run}"],
+    "simulate --against onto the folder it replays": ["simulate", "--against", "{run}", "-o", "{run}", "--overwrite"],
     "validate --measurements a bench folder": ["validate", "--measurements", "{run}"],
     "validate a CSV that is no silicon sample": ["validate", "--measurements", "{other_csv}"],
     "validate a measurements file that is absent": ["validate", "--measurements", "{home}/none.csv"],

@@ -391,13 +391,17 @@ def test_against_replays_a_folder_s_requests_and_loads_bit_for_bit(tmp_path):
         (["--qps", "3"], "drop --qps"),
         (["-n", "5", "--trace", "chat"], "drop --trace, --num-requests"),
         (["--model", "Llama-3-8B"], "measured Mistral-7B, and --model says Llama-3-8B"),
+        (["-o", "{a}", "--overwrite"], "is the folder --against replays"),
     ],
 )
 def test_against_refuses_what_would_not_replay_the_folder(args, words, tmp_path):
     assert simulate_cli("--model", "Mistral-7B", "--concurrency", 2, "-n", 6, "-o", tmp_path / "a").exit_code == 0
-    done = simulate_cli("--against", tmp_path / "a", *args, "-o", tmp_path / "b")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    args = [str(a).format(a=tmp_path / "a") for a in args]
+    done = simulate_cli("--against", tmp_path / "a", *args, *(["-o", tmp_path / "b"] if "-o" not in args else []))
     assert done.exit_code == 2 and words in done.output, done.output
     assert not (tmp_path / "b").exists()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before  # the measured folder as it was
 
 
 def test_against_a_folder_that_does_not_record_its_workload(tmp_path):

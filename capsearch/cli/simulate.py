@@ -78,6 +78,8 @@ def simulate(
     (one row a load: throughputs, goodput, latency percentiles), load_curves.png and cdf.png.
     """
     replayed = read_replay(against) if against is not None else None
+    if replayed is not None and output_dir is not None and output_dir.resolve() == replayed.folder.resolve():
+        raise ConfigError(f"-o {output_dir} is the folder --against replays: give the simulation another folder")
     if replayed is not None:
         system, spec, load_run = replaying(replayed, system, load_run)
         console.print(
