@@ -450,14 +450,17 @@ class MHAProxy:
         if not measured or heads <= max(measured):
             return None
         top = max(measured)
-        proxy = KernelDatabase(
-            _with_kv_heads(model, top * database.tp),
-            database.hardware,
-            database.engine,
-            database.version,
-            database.tp,
-            database.pp,
-        )
+        try:
+            proxy = KernelDatabase(
+                _with_kv_heads(model, top * database.tp),
+                database.hardware,
+                database.engine,
+                database.version,
+                database.tp,
+                database.pp,
+            )
+        except ProfileError:  # an architecture the package compiles only from its own config: its scaling stays
+            return None
         return cls(proxy, heads / top, top, heads)
 
     def attention_ms(self, decodes) -> float:
