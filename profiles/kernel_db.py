@@ -467,6 +467,12 @@ class MHAProxy:
         return self.proxy.generation_attention_ms(decodes, len(decodes) * self.factor)
 
 
+def rules_key(model: ModelSpec, tp: int) -> list[str]:
+    """What a cached profile's key adds for the composition rules that may change it: a model
+    with more KV heads a GPU than the databases' smallest tables hold may be priced by MHAProxy."""
+    return [] if model.is_moe or model.is_mla or model.kv_heads // tp <= 8 else ["mha-proxy"]
+
+
 def _with_kv_heads(model: ModelSpec, kv_heads: int) -> ModelSpec:
     import dataclasses
 

@@ -105,6 +105,11 @@ def test_vllm_multi_head_decode_attention_beyond_the_database_uses_the_proxy():
         assert db.parts_ms(BatchShape(decode_contexts=decodes))["generation_attention"] == launch
     assert KernelDatabase(model, "H100-SXM", "vllm", tp=4)._mha is None  # 8 KV heads a GPU: measured
     assert KernelDatabase(get_model("Llama-3.1-8B"), "H100-SXM", "vllm")._mha is None
+    # profiles made on first use before the rule are made again: their cache key names it
+    from capsim.profiles.kernel_db import rules_key
+
+    assert rules_key(model, 1) == ["mha-proxy"] and rules_key(model, 4) == []
+    assert rules_key(get_model("Llama-3.1-8B"), 1) == []
     # a fractional launch lies between its neighbours
     eight = KernelDatabase(get_model("Llama-3.1-8B"), "H100-SXM", "vllm")
     low, high, half = (eight.generation_attention_ms((1000,) * 3, n) for n in (3, 4, 3.5))
