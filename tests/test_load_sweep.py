@@ -412,3 +412,14 @@ def test_against_a_folder_that_does_not_record_its_workload(tmp_path):
     summary.write_text(json.dumps(document))
     done = simulate_cli("--against", tmp_path / "a", "-o", tmp_path / "b")
     assert done.exit_code == 2 and "does not record its workload" in done.output, done.output
+
+
+def test_every_load_option_is_either_replayed_or_applied_with_against():
+    """A new load option must say which it is: one --against takes from the folder (LOAD_PARAMS,
+    refused alongside it) or one that shapes the report (applied); never dropped in silence."""
+    from capsim.capsearch.cli.options.load import LOAD_PARAMS, load_options
+
+    reported = {"goodput", "percentile_metrics", "metric_percentiles", "save_result", "result_dir"}
+    reported |= {"result_filename", "label", "metadata"}
+    names = {p.name for p in load_options(lambda **_: None).__click_params__}
+    assert set(LOAD_PARAMS) <= names and names - set(LOAD_PARAMS) == reported

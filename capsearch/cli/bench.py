@@ -19,7 +19,7 @@ from capsim.capsearch.cli.options.load import load_options
 from capsim.capsearch.cli.options.run import API_KEY, output_options, time_limit
 from capsim.capsearch.cli.options.workload import TRACE, workload_options
 from capsim.capsearch.errors import ConfigError
-from capsim.capsearch.load.replay import record
+from capsim.capsearch.load.replay import load_time_limit, record
 from capsim.capsearch.load.sweep import Load, LoadRun
 from capsim.capsearch.load.vllm_results import now_stamp
 from capsim.capsearch.report.load import files_written, headline, print_rows, run_loads, save_results, write_loads
@@ -92,7 +92,7 @@ def bench(
 
     def run_one(load: Load):
         workload = spec.at_qps(load.qps)
-        limit = time_limit or max(MIN_TIME_LIMIT_S, 2 * float(workload.arrival_s[-1]))
+        limit = load_time_limit(time_limit, MIN_TIME_LIMIT_S, float(workload.arrival_s[-1]))
         with console.status(f"measuring {load.label} on {target.url}") as status:
             result = run_load(
                 target,

@@ -11,10 +11,10 @@ import click
 from rich.console import Console
 
 from capsim.capsearch import api
-from capsim.capsearch.cli.options.load import load_options
+from capsim.capsearch.cli.options.load import LOAD_PARAMS, load_options
 from capsim.capsearch.cli.options.run import output_options, time_limit
 from capsim.capsearch.cli.options.system import system_options
-from capsim.capsearch.cli.options.workload import TRACE, option_given, workload_options
+from capsim.capsearch.cli.options.workload import TRACE, option_given, workload_options, workload_params
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.load.compare import catalog_name, compare_sweeps, series_name
 from capsim.capsearch.load.replay import Replayed, read_replay, record, with_loads_of
@@ -129,36 +129,11 @@ def simulate(
         console.print(f"wrote {path}")
 
 
-# The options that say what to run: with --against, the folder says it.
-REPLAYED_OPTIONS = (
-    "trace",
-    "qps",
-    "max_concurrency",
-    "concurrency",
-    "sweep_points",
-    "warmup_requests",
-    "cooldown_requests",
-    "format_",
-    "num_requests",
-    "seed",
-    "max_total_tokens",
-    "prompt_scale",
-    "output_scale",
-    "shuffle",
-    "arrival",
-    "cv",
-    "burstiness",
-    "random_input_len",
-    "random_output_len",
-    "random_range_ratio",
-    "cap_gaps",
-)
-
-
 def replaying(replayed: Replayed, system, load_run: LoadRun):
     """(system, spec, load_run) of `simulate --against`: the folder's requests and loads, on the
     deployment given, of the model the folder measured."""
-    given = [f"--{name.rstrip('_').replace('_', '-')}" for name in REPLAYED_OPTIONS if option_given(name)]
+    replayed_params = (*workload_params(), *LOAD_PARAMS)  # the folder says these
+    given = [f"--{name.rstrip('_').replace('_', '-')}" for name in replayed_params if option_given(name)]
     if given:
         raise click.UsageError(f"--against replays {replayed.folder}'s own workload and loads: drop {', '.join(given)}")
     served = catalog_name(replayed.info)

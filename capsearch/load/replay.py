@@ -16,11 +16,17 @@ from pathlib import Path
 
 from capsim.capsearch.errors import ConfigError
 from capsim.capsearch.load.compare import read_sweep
-from capsim.capsearch.load.sweep import Load
+from capsim.capsearch.load.sweep import LOAD_KINDS, Load
 from capsim.traces import WorkloadSpec
 from capsim.traces.errors import TraceError
 
-KINDS = ("rate", "concurrency", "synchronous", "throughput")
+
+def load_time_limit(time_limit_s: float | None, least_limit_s: float | None, last_arrival_s: float) -> float | None:
+    """A load's time limit: the one given; else twice its last arrival, at least `least_limit_s`
+    (`capsim bench`'s rule); None (run to the end) where neither is."""
+    if time_limit_s is not None or least_limit_s is None:
+        return time_limit_s
+    return max(least_limit_s, 2 * last_arrival_s)
 
 
 def record(
@@ -51,15 +57,10 @@ class Replayed:
     time_limit_s: float | None
     least_limit_s: float | None
 
-    @property
-    def measured(self) -> bool:
-        return self.info.get("kind") == "real"
-
     def time_limit(self, load: Load) -> float | None:
         """The time the folder's run gave this load."""
-        if self.time_limit_s is not None or self.least_limit_s is None:
-            return self.time_limit_s
-        return max(self.least_limit_s, 2 * float(self.spec.at_qps(load.qps).arrival_s[-1]))
+        last = float(self.spec.at_qps(load.qps).arrival_s[-1])
+        return load_time_limit(self.time_limit_s, self.least_limit_s, last)
 
 
 def read_replay(folder: Path) -> Replayed:
@@ -85,7 +86,7 @@ def read_replay(folder: Path) -> Replayed:
 def _load(row: dict) -> Load:
     kind, rate, cap = row["kind"], row["request_rate"], row.get("max_concurrency")
     rate = math.inf if rate is None else rate  # JSON has no infinity: every request due at once
-    if kind not in KINDS or isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+    if kind not in LOAD_KINDS or isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
         raise ValueError(f"load {row.get('load')!r} is not a load capsim runs")
     return Load(float(rate), None if cap is None else int(cap), kind)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from capsim.capsearch.load.metrics import MetricsError, serving_metrics
 
+LOAD_KINDS = ("rate", "concurrency", "synchronous", "throughput")
 PAST_SATURATION = 1.2  # the last rate of an automatic sweep, over the throughput run's
 
 
@@ -25,7 +26,7 @@ PAST_SATURATION = 1.2  # the last rate of an automatic sweep, over the throughpu
 class Load:
     qps: float  # inf: every request due at t = 0
     max_concurrency: int | None = None
-    kind: str = "rate"  # rate | concurrency | synchronous | throughput
+    kind: str = "rate"  # one of LOAD_KINDS
 
     @property
     def label(self) -> str:

@@ -16,6 +16,10 @@ from capsim.capsearch.load.metrics import METRICS, MetricsError, parse_goodput, 
 from capsim.capsearch.load.sweep import LoadRun, parse_counts, parse_qps, planned_loads
 from capsim.capsearch.load.vllm_results import check_result_options, parse_metadata
 
+# The parameters that say which loads run and which requests count (a replay takes them from its
+# folder); the others say which figures to report and where to write them.
+LOAD_PARAMS = ("qps", "max_concurrency", "concurrency", "sweep_points", "warmup_requests", "cooldown_requests")
+
 
 def load_options(command):
     """Add the load, metric and result options; the command receives `load_run` (a LoadRun)."""

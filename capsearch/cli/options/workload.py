@@ -164,6 +164,12 @@ def workload_options(command):
     return wrapper
 
 
+def workload_params() -> tuple[str, ...]:
+    """The parameters that decide a workload's requests: --trace and those workload_options adds
+    (a replay takes them from its folder)."""
+    return ("trace", *(p.name for p in workload_options(lambda **_: None).__click_params__))
+
+
 def option_given(name: str) -> bool:
     """Whether the running command's option `name` was given, not left at its default."""
     context = click.get_current_context(silent=True)
