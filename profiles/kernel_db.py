@@ -429,7 +429,7 @@ class MHAProxy:
     counts a launch's fixed cost k / K times: 3-4x too slow for a few sequences. A decode launch
     runs one block of work a (sequence, KV head) pair and reads its KV, so n sequences of k heads
     cost what n k / K sequences of K heads cost; where an engine measures both (SGLang and TRT-LLM
-    on H100, SGLang and vLLM on B200, Llama-2-7B's shape), that lands within 3-12% median of the
+    on H100, vLLM on B200, Llama-2-7B's shape), that lands within 3-12% median of the
     measured multi-head kernels, against 25-75% for the scaling (tests/test_kernel_db.py)."""
 
     def __init__(self, proxy: KernelDatabase, factor: float, measured: int, heads: int):
@@ -441,18 +441,13 @@ class MHAProxy:
 
     @classmethod
     def needed(cls, database: KernelDatabase):
-        model = database.model
-        if model.is_moe or model.is_mla:
+        beyond = beyond_database(database.model, database.tp, database.hardware, database.engine, database.version)
+        if beyond is None:
             return None
-        heads = max(1, model.kv_heads // database.tp)
-        system = SYSTEMS.get(database.hardware)
-        measured = _measured_kv_heads(system, database.engine, database.version, model.head_dim)
-        if not measured or heads <= max(measured):
-            return None
-        top = max(measured)
+        heads, top = beyond
         try:
             proxy = KernelDatabase(
-                _with_kv_heads(model, top * database.tp),
+                _with_kv_heads(database.model, top * database.tp),
                 database.hardware,
                 database.engine,
                 database.version,
@@ -467,10 +462,20 @@ class MHAProxy:
         return self.proxy.generation_attention_ms(decodes, len(decodes) * self.factor)
 
 
-def rules_key(model: ModelSpec, tp: int) -> list[str]:
-    """What a cached profile's key adds for the composition rules that may change it: a model
-    with more KV heads a GPU than the databases' smallest tables hold may be priced by MHAProxy."""
-    return [] if model.is_moe or model.is_mla or model.kv_heads // tp <= 8 else ["mha-proxy"]
+def beyond_database(model: ModelSpec, tp: int, hardware: str, engine: str, version: str) -> tuple[int, int] | None:
+    """(the model's KV heads a GPU, the most the database's decode attention measures) where the
+    first is more, so MHAProxy prices it; None where the database measures it (or is silent)."""
+    if model.is_moe or model.is_mla:
+        return None
+    heads = max(1, model.kv_heads // tp)
+    measured = _measured_kv_heads(SYSTEMS.get(hardware), engine, version, model.head_dim)
+    return (heads, max(measured)) if measured and heads > max(measured) else None
+
+
+def rules_key(model: ModelSpec, tp: int, hardware: str, engine: str, version: str) -> list[str]:
+    """What a cached profile's key adds for the composition rules that change it, so entries made
+    before a rule came are made again."""
+    return ["mha-proxy"] if beyond_database(model, tp, hardware, engine, version) else []
 
 
 def _with_kv_heads(model: ModelSpec, kv_heads: int) -> ModelSpec:

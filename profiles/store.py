@@ -101,7 +101,7 @@ def _kernel_db_profile_if_installed(
     except ProfileError:
         return None
     layout = [ep, dp] if (ep, dp) != (1, 1) else []  # so a dense model's key stays as it was
-    rules = kernel_db.rules_key(model, tp)  # entries made before a rule came are made again
+    rules = kernel_db.rules_key(model, tp, hardware, engine, version)
     key = json.dumps(
         [model.to_dict(), hardware, tp, engine, version, kernel_db.package_version(), *layout, *rules], sort_keys=True
     )

@@ -108,8 +108,9 @@ def test_vllm_multi_head_decode_attention_beyond_the_database_uses_the_proxy():
     # profiles made on first use before the rule are made again: their cache key names it
     from capsim.profiles.kernel_db import rules_key
 
-    assert rules_key(model, 1) == ["mha-proxy"] and rules_key(model, 4) == []
-    assert rules_key(get_model("Llama-3.1-8B"), 1) == []
+    assert rules_key(model, 1, "H100-SXM", "vllm", "0.24.0") == ["mha-proxy"]
+    assert rules_key(model, 4, "H100-SXM", "vllm", "0.24.0") == rules_key(model, 1, "B200", "vllm", "0.24.0") == []
+    assert rules_key(get_model("Llama-3.1-8B"), 1, "H100-SXM", "vllm", "0.24.0") == []
     # a fractional launch lies between its neighbours
     eight = KernelDatabase(get_model("Llama-3.1-8B"), "H100-SXM", "vllm")
     low, high, half = (eight.generation_attention_ms((1000,) * 3, n) for n in (3, 4, 3.5))
