@@ -423,3 +423,12 @@ def test_every_load_option_is_either_replayed_or_applied_with_against():
     reported |= {"result_filename", "label", "metadata"}
     names = {p.name for p in load_options(lambda **_: None).__click_params__}
     assert set(LOAD_PARAMS) <= names and names - set(LOAD_PARAMS) == reported
+
+
+def test_against_a_folder_of_the_same_name_keeps_both_series(tmp_path):
+    small = ["--model", "Mistral-7B", "--qps", 2, "-n", 12, "--random-input-len", 64, "--random-output-len", 8]
+    assert simulate_cli(*small, "-o", tmp_path / "a" / "run").exit_code == 0
+    done = simulate_cli("--against", tmp_path / "a" / "run", "-o", tmp_path / "b" / "run")
+    assert done.exit_code == 0, done.output
+    errors = json.loads((tmp_path / "b" / "run" / "compare.json").read_text())["errors"]
+    assert list(errors) == ["simulated: run (replay)"] and len(errors["simulated: run (replay)"]) == 1

@@ -102,7 +102,8 @@ def simulate(
         comparison, also = None, None
         if replayed is not None:  # the folder's figures against these, written with them
             measured = series_name(replayed.info, replayed.folder)
-            series = {measured: (replayed.info, replayed.rows), f"simulated: {folder.name}": (first.info, rows)}
+            this = f"simulated: {folder.name}" + (" (replay)" if folder.name == replayed.folder.name else "")
+            series = {measured: (replayed.info, replayed.rows), this: (first.info, rows)}
             comparison = compare_sweeps(series, measured)
             curves = {name: series_rows for name, (_, series_rows) in series.items()}
             also = lambda staging: write_comparison(staging, comparison, curves, [str(replayed.folder)])  # noqa: E731
