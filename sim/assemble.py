@@ -8,13 +8,15 @@ import numpy as np
 import pyarrow as pa
 
 from capsim.profiles.batch import FEATURES
+from capsim.sim.compact import microseconds, timeline_and_index
 from capsim.sim.decode_stretch import stretch_features, stretch_rows
 from capsim.sim.request import UNFINISHED
 from capsim.sim.result import BATCH_COLUMNS, RunResult, requests_table, to_microseconds
 
 
 def _spread_bursts(requests, values, offsets, counts):
-    """Speculating requests' tokens: a decode step's burst of tokens all at its end time."""
+    """Speculating requests' tokens: a decode step's burst of tokens all at its end time (`values`:
+    each token's place on the timeline)."""
     times, new_counts = [], counts.copy()
     for i, r in enumerate(requests):
         own = values[offsets[i] : offsets[i + 1]]
@@ -43,27 +45,14 @@ def build_result(
     """Turn the simulation's requests and batch log (rows of BATCH_COLUMNS, and the decode stretches
     applied: decode_stretch.stretch_rows) into a RunResult. The batch table is built on first use."""
     by_key = {(e.replica, e.index): e for e in engines}
-    end_times = {key: np.frombuffer(e.scheduler.decode_end_times) for key, e in by_key.items()}
     for r in requests:  # close the decode spans of requests still decoding at the time limit
         if r.entry_iteration >= 0:
             by_key[(r.replica, r.engine)].scheduler.leave_decode(r)
-    counts = np.array([len(r.extra_tokens) + sum(b - a + 1 for a, b, _ in r.spans) for r in requests], dtype=np.int64)
+    timeline, index, counts = token_timeline(requests, by_key)
     offsets = np.concatenate(([0], np.cumsum(counts)))
-    values = np.empty(int(offsets[-1]))
-    for i, r in enumerate(requests):
-        if not counts[i]:
-            continue
-        start, stop = offsets[i], offsets[i + 1]
-        if not r.preemptions:  # the first token, then one decode span: already in order
-            values[start] = r.extra_tokens[0]
-            if r.spans:
-                a, b, engine = r.spans[0]
-                values[start + 1 : stop] = end_times[(r.replica, engine)][a : b + 1]
-        else:  # spans may lie on several engines (a re-admitted request can change micro-batch slot)
-            spans = (end_times[(r.replica, engine)][a : b + 1] for a, b, engine in r.spans)
-            values[start:stop] = np.sort(np.concatenate([r.extra_tokens, *spans]))
     if any(r.bursts is not None for r in requests):
-        values, offsets, counts = _spread_bursts(requests, values, offsets, counts)
+        index, offsets, counts = _spread_bursts(requests, index, offsets, counts)
+    values = (timeline / 1e6)[index]  # whole microseconds: what to_microseconds makes of the times
     generated = (
         [int(n) for n in counts] if any(r.bursts is not None for r in requests) else [r.generated for r in requests]
     )
@@ -87,7 +76,7 @@ def build_result(
         [r.real_output_tokens for r in requests],
         generated,
         [r.preemptions for r in requests],
-        whole(values),
+        values,
         offsets,
     )
     features, weights = log[:, 4 : 4 + len(FEATURES)], None
@@ -110,7 +99,49 @@ def build_result(
         "stopped_early": stopped_early,
         "extrapolation": latency_model.extrapolation(features, weights) if len(features) else None,
     }
-    return RunResult(table, lambda: batch_table(log, stretches), info)
+    return RunResult(table, lambda: batch_table(log, stretches), info, token_timeline=(timeline, index))
+
+
+def token_timeline(requests, engines: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where every token lies on its replica's iteration timeline: (the timelines, one a replica
+    after another: the end times of its engines' decode iterations and of the prefills that made a
+    first token, distinct and sorted, in whole microseconds; each token's position on them, request
+    after request; each request's token count). Tokens are placed by the iteration that made them,
+    so no sort of the trial's tokens is needed (sim.compact keeps the trial in this form)."""
+    counts = [len(r.extra_tokens) + sum(b - a + 1 for a, b, _ in r.spans) for r in requests]
+    ends = {key: microseconds(e.scheduler.decode_end_times) for key, e in engines.items()}
+    extra_counts = [len(r.extra_tokens) for r in requests]
+    extra = microseconds([t for r in requests for t in r.extra_tokens])
+    extra_replica = np.repeat([r.replica for r in requests], extra_counts).astype(np.int64)
+    extra_place = np.empty(len(extra), dtype=np.int64)
+    place, lines, base = {}, [], 0
+    for replica in sorted({key[0] for key in ends} | set(extra_replica.tolist())):
+        mine = extra_replica == replica
+        keys = [key for key in ends if key[0] == replica]
+        runs = [extra[mine], *(ends[key] for key in keys)]  # sorted runs (the first tokens' nearly)
+        line, where = timeline_and_index(np.concatenate(runs))
+        parts = np.split(where + base, np.cumsum([len(run) for run in runs[:-1]]))
+        extra_place[mine] = parts[0]
+        place.update(zip(keys, parts[1:]))
+        lines.append(line)
+        base += len(line)
+    index = np.empty(sum(counts), dtype=np.int64)
+    start, first_extra = 0, 0
+    for r, count, extras in zip(requests, counts, extra_counts):
+        stop = start + count
+        if not count:
+            pass
+        elif not r.preemptions:  # the first token, then one decode span: already in order
+            index[start] = extra_place[first_extra]
+            if r.spans:
+                a, b, engine = r.spans[0]
+                index[start + 1 : stop] = place[(r.replica, engine)][a : b + 1]
+        else:  # spans may lie on several engines (a re-admitted request can change micro-batch slot)
+            spans = (place[(r.replica, engine)][a : b + 1] for a, b, engine in r.spans)
+            index[start:stop] = np.sort(np.concatenate([extra_place[first_extra : first_extra + extras], *spans]))
+        start, first_extra = stop, first_extra + extras
+    timeline = np.concatenate(lines) if lines else np.empty(0, dtype=np.int64)
+    return timeline, index, np.array(counts, dtype=np.int64)
 
 
 def batch_table(log: np.ndarray, stretches: list | None = None) -> pa.Table:

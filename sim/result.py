@@ -27,10 +27,14 @@ PERCENTILES = (50, 90, 99)
 
 class RunResult:
     """`batches` may be given as a function that builds the table: it runs on first use. A capacity
-    search scores requests only, so its trials never pay for their batch tables."""
+    search scores requests only, so its trials never pay for their batch tables. `token_timeline`,
+    where the simulator (or a compact file) gives it: (the distinct token times in whole
+    microseconds, int64; each token's position among them), the token times being
+    timeline[index] / 1e6; sim.compact writes a trial from it without sorting the tokens."""
 
-    def __init__(self, requests: pa.Table, batches=None, info: dict | None = None):
+    def __init__(self, requests: pa.Table, batches=None, info: dict | None = None, token_timeline=None):
         self.requests = requests
+        self.token_timeline = token_timeline
         self._token_times = None
         self._summary = None
         self._batches = batches

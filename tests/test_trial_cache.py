@@ -16,6 +16,7 @@ from capsim.capsearch.capacity.trials import TrialCache, run_trial, trial_key
 from capsim.capsearch.errors import ConfigError
 from capsim.sim import SystemSpec, simulate
 from capsim.sim.compact import CompactError, read_compact, write_compact
+from capsim.sim.result import RunResult
 from capsim.traces import WorkloadSpec
 
 CAPSIM = str(Path(sys.executable).parent / "capsim")
@@ -55,6 +56,10 @@ def test_the_compact_form_gives_back_the_same_trial_bit_for_bit(tmp_path, system
     write_compact(result, tmp_path / "t")
     back = read_compact(tmp_path / "t")
     assert same_requests(back, result) and back.info == result.info
+    timeline, index = result.token_timeline  # the simulator places each token on its iteration: no sort
+    assert np.array_equal(timeline[index] / 1e6, result.token_times[0])
+    write_compact(RunResult(result.requests, None, result.info), tmp_path / "u")  # a result without: sorted
+    assert same_requests(read_compact(tmp_path / "u"), result)
     for slo in (TbtTtft(tbt=0.05), TtftTpot(ttft=1.0, tpot=0.03), Deadline(tbt=0.03, ttft_slack=0.3)):
         assert slo.score(back) == slo.score(result)
 
