@@ -7,12 +7,6 @@ capsim.traces, capsim.profiles, capsim.sim, capsim.real, capsim.capsearch.
 """
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("capsim")
-except PackageNotFoundError:  # run from a source tree that is not installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "Deadline",
@@ -31,6 +25,15 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # looked up on first use: importlib.metadata costs every command 50 ms
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("capsim")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            value = "0+unknown"
+        globals()[name] = value
+        return value
     if name in __all__:
         value = getattr(import_module("capsim.capsearch.api"), name)
         globals()[name] = value

@@ -1,3 +1,3 @@
-from capsim.capsearch.cli.main import main
+from capsim.capsearch.cli.main import run
 
-main()
+run()

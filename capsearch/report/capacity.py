@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import asdict
 from pathlib import Path
 
@@ -181,12 +182,12 @@ def plot_capacity_bars(capacities: list[Capacity], path: Path) -> Path:
     axes[0][0].legend(fontsize=7)
     sources = {r["latency_source"] for r in rows}
     unsettled = sum(1 for r in rows if not r["converged"])
-    fig.suptitle(
+    title = (
         "simulated capacity; latencies: "
         + "; ".join(sorted(sources))
-        + (f"; hatched: {unsettled} searches did not converge (see the table)" if unsettled else ""),
-        fontsize=8,
+        + (f"; hatched: {unsettled} searches did not converge (see the table)" if unsettled else "")
     )
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 15)), fontsize=8)  # ~15 characters an inch
     fig.tight_layout()
     return save_figure(fig, path, plt)
 
