@@ -14,15 +14,7 @@ import threading
 
 import click
 
-from capsim.capsearch.capacity.slo import SLOError
-from capsim.capsearch.errors import ConfigError
-from capsim.capsearch.load.metrics import MetricsError
-from capsim.profiles.errors import ProfileError
-from capsim.real.client import EndpointError
-from capsim.real.engine import EngineError
-from capsim.real.process import EngineStartError
-from capsim.sim import SimulationError
-from capsim.traces import TraceError
+from capsim.capsearch.capacity.workers import start_fork_server
 
 # name -> (module of capsim.capsearch.cli, attribute): a command's module is imported when it runs,
 # so each command loads only what it needs.
@@ -44,17 +36,33 @@ COMMANDS = {
     "validate": ("validate", "validate"),
 }
 
-USER_ERRORS: tuple[type[Exception], ...] = (
-    TraceError,
-    ProfileError,
-    SimulationError,
-    ConfigError,
-    SLOError,
-    EndpointError,
-    EngineError,
-    EngineStartError,
-    MetricsError,
-)
+POOL_COMMANDS = ("search", "sweep", "plan")  # their searches run in a local process pool by default
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's to fix: one line and exit 2. Imported when one is raised, so
+    that the command line itself loads in milliseconds (each command imports what it needs)."""
+    from capsim.capsearch.capacity.slo import SLOError
+    from capsim.capsearch.errors import ConfigError
+    from capsim.capsearch.load.metrics import MetricsError
+    from capsim.profiles.errors import ProfileError
+    from capsim.real.client import EndpointError
+    from capsim.real.engine import EngineError
+    from capsim.real.process import EngineStartError
+    from capsim.sim import SimulationError
+    from capsim.traces import TraceError
+
+    return (
+        TraceError,
+        ProfileError,
+        SimulationError,
+        ConfigError,
+        SLOError,
+        EndpointError,
+        EngineError,
+        EngineStartError,
+        MetricsError,
+    )
 
 
 GOODPUT_ITEM = re.compile(r"\((ttft|tpot|e2el):")  # vLLM's `--goodput ttft:200 tpot:50`: a second limit left over
@@ -82,6 +90,14 @@ class CapsimGroup(click.Group):
         module, attribute = COMMANDS[name]
         return getattr(importlib.import_module(f"capsim.capsearch.cli.{module}"), attribute)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] in POOL_COMMANDS and not {"-h", "--help"} & set(args):
+            # The searches' fork server imports the search code while this process imports the
+            # command's (a fifth of a second of every search). Where the command then runs in this
+            # process (--executor serial, one search) or on Ray, the server idles and exits with it.
+            start_fork_server()
+        return super().resolve_command(ctx, args)
+
     def invoke(self, ctx: click.Context):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _terminate)
@@ -102,11 +118,15 @@ class CapsimGroup(click.Group):
                     "--goodput takes its limits as one value, as in --goodput 'ttft:200 tpot:50' (or repeat --goodput)"
                 ) from None
             raise UserError(f"{error.format_message()} (see {command} --help)") from None
-        except USER_ERRORS as error:
-            raise UserError(" ".join(str(error).split("\n")) if "\n" in str(error) else str(error)) from None
-        except OSError as error:  # a path that cannot be read or written: the user's to fix, in one line
-            where = f"{error.filename}: " if error.filename else ""
-            raise UserError(f"{where}{error.strerror or error}") from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:
+            if isinstance(error, user_errors()):
+                raise UserError(" ".join(str(error).split("\n")) if "\n" in str(error) else str(error)) from None
+            if isinstance(error, OSError):  # a path that cannot be read or written: the user's to fix, in one line
+                where = f"{error.filename}: " if error.filename else ""
+                raise UserError(f"{where}{error.strerror or error}") from None
+            raise
 
 
 @click.group(cls=CapsimGroup, context_settings={"help_option_names": ["-h", "--help"]})
