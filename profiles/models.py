@@ -10,8 +10,6 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import yaml
-
 from capsim.profiles.errors import ProfileError
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1, "nvfp4": 0.5625, "mxfp4": 0.53125}
@@ -339,6 +337,8 @@ def get_model(name: str) -> ModelSpec:
 
 
 def load_model_file(path: Path) -> ModelSpec:
+    import yaml  # here: only a model file needs it
+
     try:
         text = path.read_text()
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -217,6 +216,8 @@ def _build(path, prompt, output, arrivals, keep, info, labels, line_offset, **ex
 
 def _parse_datetimes(column: pa.ChunkedArray, path: Path, name: str) -> np.ndarray:
     """Date-time strings (with or without a zone offset) as seconds since the epoch."""
+    import pyarrow.compute as pc  # here: a third of the imports of every search's workers otherwise
+
     for target in (pa.timestamp("ns"), pa.timestamp("ns", tz="UTC")):
         try:
             stamps = pc.cast(column, target)
