@@ -365,7 +365,7 @@ def run_searches(jobs: list[SearchJob], options: dict) -> api.Capacities:
         def done(job: SearchJob) -> None:
             bar.advance(task, len(job.slos))
             left[0] -= 1
-            if pool > 1 and left[0] == pool - 1:  # a worker has nothing left to take: its core readies the plot
+            if pool > 1 and left[0] == pool:  # the last searches are running: ready the plot beside them
                 import_pyplot_in_background()
 
         return api.search_jobs(

@@ -19,8 +19,10 @@ def pyplot():
 
 
 def import_pyplot_in_background() -> None:
-    """Import pyplot on a thread, for a core that has nothing else to do (the last searches of a
-    pool are running): the plot that follows them then finds it imported (a third of a second)."""
+    """Import pyplot on a thread while the last searches of a pool run: the plot that follows them
+    finds it imported. It takes a third of a second of CPU from them, and saves as much after them,
+    where the workers' cores are as good as idle (measured: 0.05-0.1 s sooner than importing it as
+    the first worker runs out of searches)."""
     threading.Thread(target=pyplot, daemon=True).start()
 
 
