@@ -198,13 +198,27 @@ def at_engine_speed(
     start_qps: float = 1.0,
     cache_dir: str | None = None,
 ) -> dict:
-    """The simulated search again, with the profile scaled to the step times the engine ran at.
+    """The simulated search again, with the profile scaled to the step times the engine ran at
+    (profile_at_engine_speed): a capacity error split into the profile's drift on this machine now
+    and what the simulator itself gets wrong."""
+    speed = profile_at_engine_speed(system, batch_log, folder, "a confirmation")
+    capacity = predict_capacity(
+        dataclasses.replace(system, profile=str(folder / speed["profile"])),
+        workload,
+        slo,
+        start_qps,
+        cache_dir=cache_dir,
+    )
+    return speed | {"predicted_qps": capacity.capacity_qps, "outcome": capacity.outcome}
+
+
+def profile_at_engine_speed(system: SystemSpec, batch_log: Path, folder: Path, during: str) -> dict:
+    """The system's profile scaled to the step times the engine ran at, kept in `folder`.
 
     The engine's batch log holds every batch it ran and how long it took; the profile predicts
     the same batches. Their ratio (time-weighted) is the drift of the profile on this machine
     now: a busy host (the load generator and the HTTP frontend share its cores) or another CPU.
-    Predicting again at that speed splits a capacity error into that drift and what the
-    simulator itself gets wrong. The scaled profile is kept in `folder` for reruns."""
+    Returns the batches, the ratio (all, and by kind) and the scaled profile's file name."""
     from capsim.profiles.store import resolve_profile
 
     log = pq.read_table(batch_log)
@@ -223,20 +237,14 @@ def at_engine_speed(
     }
     if "all" not in ratios:
         raise ValueError(f"{batch_log} holds no batch: the engine ran nothing")
-    ratio = ratios["all"]
     profile = resolve_profile(system.model_spec, system.hardware, system.tp, system.pp, system.profile, system.engine)
     path = profile.scaled(
-        ratio, f"the step times {system.engine} ran at during a confirmation ({len(measured)} batches)"
+        ratios["all"], f"the step times {system.engine} ran at during {during} ({len(measured)} batches)"
     ).to_parquet(folder / "profile_at_engine_speed.parquet")
-    capacity = predict_capacity(
-        dataclasses.replace(system, profile=str(path)), workload, slo, start_qps, cache_dir=cache_dir
-    )
     return {
         "batches": len(measured),
-        "step_time_ratio": ratio,
+        "step_time_ratio": ratios["all"],
         "step_time_ratio_by_kind": ratios,
-        "predicted_qps": capacity.capacity_qps,
-        "outcome": capacity.outcome,
         "profile": path.name,
     }
 
