@@ -16,6 +16,7 @@ the sum of KV lengths, the engine padded every decode to the longest and measure
 prediction, and this test failed.
 """
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -116,13 +117,10 @@ def test_simulated_and_measured_load_curves_agree(tmp_path, profile):
     from capsim.sim import SystemSpec
 
     loads = ["--qps", "3,8,16", "-n", "30", "--max-total-tokens", "512", "--output-scale", "0.5"]
-    system = engine_system(
-        SystemSpec(
-            model="tiny", hardware="cpu", scheduler="sarathi", token_budget=256, max_batch_size=16, num_kv_blocks=1024
-        ),
-        "cpu",
-        "float32",
+    deployment = SystemSpec(  # SYSTEM's flags
+        model="tiny", hardware="cpu", scheduler="sarathi", token_budget=256, max_batch_size=16, num_kv_blocks=1024
     )
+    system = engine_system(deployment, "cpu", "float32")
     port = free_port()
     batch_log = tmp_path / "batches.parquet"
     server = reference_server(system, port, str(tmp_path / "engine.log"), "cpu", "float32", batch_log=str(batch_log))
@@ -136,21 +134,8 @@ def test_simulated_and_measured_load_curves_agree(tmp_path, profile):
     finally:
         server.stop()
     assert measured.returncode == 0, measured.stdout + measured.stderr
-    speed = profile_at_engine_speed(
-        SystemSpec(
-            model="tiny",
-            hardware="cpu",
-            scheduler="sarathi",
-            token_budget=256,
-            max_batch_size=16,
-            num_kv_blocks=1024,
-            engine="reference",
-            profile=str(profile),
-        ),
-        batch_log,
-        tmp_path,
-        "the bench",
-    )
+    simulated_system = dataclasses.replace(deployment, engine="reference", profile=str(profile))
+    speed = profile_at_engine_speed(simulated_system, batch_log, tmp_path, "the bench")
     print(speed)  # the profile's drift on this machine now, for the log
     assert speed["batches"] > 100 and 0.5 < speed["step_time_ratio"] < 2, speed
     simulated = subprocess.run(  # the bench folder's own requests and loads, replayed
