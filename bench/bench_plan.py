@@ -69,15 +69,8 @@ def main() -> None:
             seconds = time.perf_counter() - start
             rows = list(csv.DictReader(open(f"{folder}/{run}/plan.csv")))
             status = Counter(r["status"] for r in rows)
-            best = next((r for r in rows if r["status"] == "recommended"), None)
-            words = (
-                f"{best['replicas']} x {best['hardware']} TP{best['tp']} {best['scheduler']} chunk "
-                f"{best['chunk_size'] or '-'} "
-                f"batch {best['max_batch_size']}: ${float(best['usd_per_hour']):.2f}/h, "
-                f"{float(best['capacity_qps']):.1f} QPS"
-                if best
-                else "none"
-            )
+            split_file = Path(f"{folder}/{run}/disagg.csv")
+            words = recommendation(rows + (list(csv.DictReader(open(split_file))) if split_file.exists() else []))
             searched = status["searched"] + status["recommended"] + status["runner-up"] + status["misses the SLO"]
             # trials simulated: the cache entries the runs have made so far (the warm run makes none)
             trials = sum(1 for _ in Path(f"{folder}/cache").rglob(f"*{ENTRY_SUFFIX}"))
@@ -85,6 +78,21 @@ def main() -> None:
                 f"{run:<6}{len(rows):>11}{searched:>10}{status['cut by the bound']:>14}"
                 f"{status['does not fit']:>8}{trials:>8}{seconds:>8.1f}  {words}"
             )
+
+
+def recommendation(rows: list[dict]) -> str:
+    """The plan's answer in words: the recommended deployment, or the best split (disagg.csv's rows)."""
+    best = next((r for r in rows if r["status"] == "recommended"), None)
+    if best:
+        return (
+            f"{best['replicas']} x {best['hardware']} TP{best['tp']} {best['scheduler']} chunk "
+            f"{best['chunk_size'] or '-'} batch {best['max_batch_size']}: ${float(best['usd_per_hour']):.2f}/h, "
+            f"{float(best['capacity_qps']):.1f} QPS"
+        )
+    split = next((r for r in rows if r["status"] == "best"), None)
+    if split:
+        return f"{split['split']}: {float(split['capacity_qps']):.1f} QPS"
+    return "none"
 
 
 if __name__ == "__main__":
