@@ -129,14 +129,12 @@ def token_timeline(requests, engines: dict) -> tuple[np.ndarray, np.ndarray, np.
     start, first_extra = 0, 0
     for r, count, extras in zip(requests, counts, extra_counts):
         stop = start + count
-        if not count:
-            pass
-        elif not r.preemptions:  # the first token, then one decode span: already in order
+        if count and not r.preemptions:  # the first token, then one decode span: already in order
             index[start] = extra_place[first_extra]
             if r.spans:
                 a, b, engine = r.spans[0]
                 index[start + 1 : stop] = place[(r.replica, engine)][a : b + 1]
-        else:  # spans may lie on several engines (a re-admitted request can change micro-batch slot)
+        elif count:  # spans may lie on several engines (a re-admitted request can change micro-batch slot)
             spans = (place[(r.replica, engine)][a : b + 1] for a, b, engine in r.spans)
             index[start:stop] = np.sort(np.concatenate([extra_place[first_extra : first_extra + extras], *spans]))
         start, first_extra = stop, first_extra + extras

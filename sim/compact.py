@@ -8,7 +8,8 @@ iterations lengthen smoothly, so these are mostly tiny), each token's step along
 (mostly 1), and per request its times relative to its arrival. Simulated times are whole
 microseconds (sim.result.to_microseconds), so the integers give back the same floats. The
 simulator hands over each token's place on the timeline with its result (RunResult.token_timeline,
-from the iteration that made it), so a write sorts no tokens; a result without one is sorted here.
+from the iteration that made it), so a write sorts no tokens; a result without one is sorted here,
+all its replicas' tokens on one timeline.
 
 Both long arrays are mostly one small value, so each is kept as its usual part and its
 exceptions (where they lie, and their values): the token steps as the tokens that do not step 1,
@@ -84,29 +85,17 @@ def timeline_and_index(us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ordered[new], index
 
 
-def token_timeline(result: RunResult, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A result's token_timeline where it does not come with one: each replica's distinct token
-    times (one replica's after another) and each token's position on them."""
-    token_us = exact_microseconds(result.token_times[0])
-    replica = result.column("replica").astype(np.int64)
-    replicas = np.unique(replica)
-    if len(replicas) <= 1:  # one replica (most trials): no per-replica copies of the tokens
-        return timeline_and_index(token_us)
-    token_replica = np.repeat(replica, np.diff(offsets))
-    timelines, index = [], np.empty(len(token_us), dtype=np.int64)
-    for r in replicas:  # a replica's iterations: the distinct end times of its tokens
-        mine = token_replica == r
-        line, where = timeline_and_index(token_us[mine])
-        index[mine] = sum(map(len, timelines)) + where
-        timelines.append(line)
-    return (np.concatenate(timelines) if timelines else np.empty(0, dtype=np.int64)), index
+def sorted_timeline(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
+    """A result's token_timeline where it does not come with one (not the simulator's): its
+    distinct token times, sorted, and each token's position among them."""
+    return timeline_and_index(exact_microseconds(result.token_times[0]))
 
 
 def write_compact(result: RunResult, path: str | Path, key: str | None = None) -> None:
     """Write result (its requests and info; batches are not kept) to path, one Parquet file;
     `key` (a cache key) is stored with it, for read_compact to check."""
     _, offsets = result.token_times
-    timeline, index = result.token_timeline or token_timeline(result, offsets)
+    timeline, index = result.token_timeline or sorted_timeline(result)
     steps = np.diff(index, prepend=0)
     firsts = offsets[:-1][np.diff(offsets) > 0]
     first_index = np.full(len(offsets) - 1, -1, dtype=np.int64)
