@@ -126,13 +126,19 @@ class ProfileTable:
         digest.update(self.latency_s.tobytes())
         return digest.hexdigest()[:16]
 
-    def scaled(self, factor: float, why: str) -> ProfileTable:
-        """The same batches, every latency times `factor` (the metadata says by how much and why)."""
-        if not (math.isfinite(factor) and factor > 0):
-            raise ProfileError(f"a profile can only be scaled by a positive factor, got {factor}")
-        latency = pa.array(self.latency_s * factor)
+    def scaled(self, factor: float, why: str, with_prefill: float | None = None) -> ProfileTable:
+        """The same batches, every latency times `factor`, or, given `with_prefill`, the batches
+        that hold a prefill times that and the decode-only ones times `factor` (an engine's steps
+        may drift apart by kind); the metadata says by how much and why."""
+        factors = {"factor": factor} if with_prefill is None else {"decode_only": factor, "with_prefill": with_prefill}
+        for value in factors.values():
+            if not (math.isfinite(value) and value > 0):
+                raise ProfileError(f"a profile can only be scaled by a positive factor, got {value}")
+        prefill = self.table.column("prefill_seqs").to_numpy() > 0
+        each = np.where(prefill, factor if with_prefill is None else with_prefill, factor)
+        latency = pa.array(self.latency_s * each)
         table = self.table.set_column(self.table.column_names.index("latency_s"), "latency_s", latency)
-        return ProfileTable(table, self.metadata | {"scaled": {"factor": factor, "why": why}})
+        return ProfileTable(table, self.metadata | {"scaled": factors | {"why": why}})
 
     def concat(self, other: ProfileTable) -> ProfileTable:
         return ProfileTable(pa.concat_tables([self.table, other.table]), self.metadata)

@@ -182,6 +182,14 @@ def test_a_scaled_profile_keeps_its_batches_and_says_why(profile, tmp_path):
     for factor in (0, -1, float("nan"), float("inf")):
         with pytest.raises(ProfileError, match="positive factor"):
             profile.scaled(factor, "")
+        with pytest.raises(ProfileError, match="positive factor"):
+            profile.scaled(1.0, "", with_prefill=factor)
+    by_kind = profile.scaled(1.0, "prefills slower", with_prefill=1.5)  # as an engine's steps drifted, by kind
+    prefill = profile.features[:, 1] > 0
+    assert prefill.any() and (~prefill).any()
+    assert np.allclose(by_kind.latency_s[prefill], profile.latency_s[prefill] * 1.5)
+    assert np.array_equal(by_kind.latency_s[~prefill], profile.latency_s[~prefill])
+    assert by_kind.metadata["scaled"] == {"decode_only": 1.0, "with_prefill": 1.5, "why": "prefills slower"}
 
 
 def test_a_gpu_without_kernel_data_gets_the_calibrated_roofline():

@@ -218,6 +218,7 @@ def profile_at_engine_speed(system: SystemSpec, batch_log: Path, folder: Path, d
     The engine's batch log holds every batch it ran and how long it took; the profile predicts
     the same batches. Their ratio (time-weighted) is the drift of the profile on this machine
     now: a busy host (the load generator and the HTTP frontend share its cores) or another CPU.
+    The profile is scaled by kind (decode-only batches, batches with a prefill), as they drifted.
     Returns the batches, the ratio (all, and by kind) and the scaled profile's file name."""
     from capsim.profiles.store import resolve_profile
 
@@ -238,8 +239,10 @@ def profile_at_engine_speed(system: SystemSpec, batch_log: Path, folder: Path, d
     if "all" not in ratios:
         raise ValueError(f"{batch_log} holds no batch: the engine ran nothing")
     profile = resolve_profile(system.model_spec, system.hardware, system.tp, system.pp, system.profile, system.engine)
-    path = profile.scaled(
-        ratios["all"], f"the step times {system.engine} ran at during {during} ({len(measured)} batches)"
+    path = profile.scaled(  # by kind: prefill steps and decode steps may drift apart (a busy frontend)
+        ratios.get("decode only", ratios["all"]),
+        f"the step times {system.engine} ran at during {during} ({len(measured)} batches)",
+        with_prefill=ratios.get("with prefill", ratios["all"]),
     ).to_parquet(folder / "profile_at_engine_speed.parquet")
     return {
         "batches": len(measured),
